@@ -1,0 +1,118 @@
+package dev.peft4j.kernels;
+
+import java.util.Locale;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * Checked entry points of peft4j's native layer. Every tensor is validated (defined, CPU, dtype,
+ * contiguity, sizes, aliasing) before its data pointer is handed to C++; a bad call throws
+ * {@link IllegalArgumentException} naming the argument and what is wrong with it.
+ *
+ * <p>The SIMD path is picked once from the CPU's features; {@link #setActiveIsa} lowers it (tests
+ * run every path, and {@code PEFT4J_ISA=scalar|avx2|avx512} pins one for a process).
+ */
+public final class Kernels {
+    static {
+        String pinned = System.getenv("PEFT4J_ISA");
+        if (pinned != null && !pinned.isBlank()) {
+            setActiveIsa(Isa.valueOf(pinned.trim().toUpperCase(Locale.ROOT)));
+        }
+    }
+
+    private Kernels() {}
+
+    /** The best instruction-set level this CPU (and OS) supports. */
+    public static Isa bestIsa() {
+        return Isa.of(NativeKernels.peft4j_best_isa());
+    }
+
+    /** The level the kernels use now. */
+    public static Isa activeIsa() {
+        return Isa.of(NativeKernels.peft4j_active_isa());
+    }
+
+    /**
+     * Makes the kernels use {@code isa}, or the best supported level below it; returns the level set.
+     * Process-wide; meant for tests and diagnostics.
+     */
+    public static Isa setActiveIsa(Isa isa) {
+        return Isa.of(NativeKernels.peft4j_set_active_isa(isa.ordinal()));
+    }
+
+    /** The CPU features the native layer sees, space separated (e.g. {@code "avx2 fma avx512f"}). */
+    public static String cpuFeatures() {
+        try (BytePointer buf = new BytePointer(512)) {
+            NativeKernels.peft4j_cpu_features(buf, 512);
+            return buf.limit(0).getString(); // limit 0: read up to the NUL, not the whole buffer
+        }
+    }
+
+    /** File the JNI library was loaded from. */
+    public static String libraryPath() {
+        return NativeKernels.LIBRARY_PATH;
+    }
+
+    /** An empty native call: the fixed cost of crossing from Java into the native layer. */
+    public static void noop() {
+        NativeKernels.peft4j_noop();
+    }
+
+    /**
+     * {@code y += alpha * x} in place, elementwise, for float32 or bfloat16 tensors of the same shape.
+     * Computed in float32 with one fused multiply-add per element (bfloat16 rounded to nearest even).
+     * Not recorded by autograd: {@code y} must not require grad.
+     */
+    public static void axpy(Tensor y, Tensor x, float alpha) {
+        checkCpuContiguous("y", y);
+        checkCpuContiguous("x", x);
+        ScalarType dt = y.scalar_type().intern(); // JavaCPP returns a fresh enum object: intern() before ==
+        if (dt != ScalarType.Float && dt != ScalarType.BFloat16) {
+            throw new IllegalArgumentException("y: dtype " + dt + " not supported, expected Float or BFloat16");
+        }
+        if (x.scalar_type().intern() != dt) {
+            throw new IllegalArgumentException("x: dtype " + x.scalar_type().intern() + " does not match y's " + dt);
+        }
+        if (!java.util.Arrays.equals(y.shape(), x.shape())) {
+            throw new IllegalArgumentException("x: shape " + java.util.Arrays.toString(x.shape())
+                    + " does not match y's " + java.util.Arrays.toString(y.shape()));
+        }
+        if (y.requires_grad()) {
+            throw new IllegalArgumentException("y: requires grad; this in-place kernel is invisible to autograd");
+        }
+        long n = y.numel();
+        if (n == 0) {
+            return;
+        }
+        long ya = y.data_ptr().address();
+        long xa = x.data_ptr().address();
+        long bytes = n * y.element_size();
+        if (ya != xa && ya < xa + bytes && xa < ya + bytes) {
+            throw new IllegalArgumentException("x: memory partially overlaps y's");
+        }
+        if (dt == ScalarType.Float) {
+            NativeKernels.peft4j_axpy_f32(ya, xa, alpha, n);
+        } else {
+            NativeKernels.peft4j_axpy_bf16(ya, xa, alpha, n);
+        }
+        // keep both tensors (and so their storage) reachable until the native call has returned
+        java.lang.ref.Reference.reachabilityFence(y);
+        java.lang.ref.Reference.reachabilityFence(x);
+    }
+
+    static void checkCpuContiguous(String name, Tensor t) {
+        if (t == null || t.isNull() || !t.defined()) {
+            throw new IllegalArgumentException(name + ": tensor is null or undefined");
+        }
+        if (!t.is_cpu()) {
+            throw new IllegalArgumentException(name + ": tensor is on " + t.device().str().getString()
+                    + ", the CPU kernels need a CPU tensor");
+        }
+        if (!t.is_contiguous()) {
+            throw new IllegalArgumentException(name + ": tensor of shape " + java.util.Arrays.toString(t.shape())
+                    + " and strides " + java.util.Arrays.toString(t.strides().vec().get())
+                    + " is not contiguous; call contiguous() first");
+        }
+    }
+}

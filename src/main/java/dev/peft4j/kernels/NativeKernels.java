@@ -1,0 +1,40 @@
+package dev.peft4j.kernels;
+
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.annotation.Cast;
+import org.bytedeco.javacpp.annotation.Platform;
+
+/**
+ * JavaCPP binding of {@code src/main/cpp/peft4j_kernels.h}. Raw addresses only: callers are the
+ * checked wrappers in {@link Kernels}, which validate every tensor before its pointer crosses.
+ */
+@Platform(include = "peft4j_kernels.h", compiler = "cpp17")
+final class NativeKernels {
+    /** Path of the loaded JNI library (from the jar's platform folder or target/classes). */
+    static final String LIBRARY_PATH;
+
+    static {
+        LIBRARY_PATH = Loader.load();
+    }
+
+    private NativeKernels() {}
+
+    static native int peft4j_best_isa();
+
+    static native int peft4j_active_isa();
+
+    static native int peft4j_set_active_isa(int isa);
+
+    static native @Cast("const char*") BytePointer peft4j_isa_name(int isa);
+
+    static native void peft4j_cpu_features(@Cast("char*") BytePointer out, int cap);
+
+    static native void peft4j_noop();
+
+    static native void peft4j_axpy_f32(@Cast("float*") long y, @Cast("const float*") long x, float alpha,
+            @Cast("int64_t") long n);
+
+    static native void peft4j_axpy_bf16(@Cast("uint16_t*") long y, @Cast("const uint16_t*") long x, float alpha,
+            @Cast("int64_t") long n);
+}

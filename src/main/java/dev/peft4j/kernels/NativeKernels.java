@@ -35,6 +35,18 @@ final class NativeKernels {
     static native void peft4j_axpy_f32(@Cast("float*") long y, @Cast("const float*") long x, float alpha,
             @Cast("int64_t") long n);
 
+    static native long peft4j_adapted_linear_create(int dtype, @Cast("const void*") long w,
+            @Cast("const void*") long bias, @Cast("int64_t") long k, @Cast("int64_t") long n);
+
+    static native void peft4j_adapted_linear_set_adapters(@Cast("int64_t") long handle, int n,
+            @Cast("const int64_t*") long[] aPtrs, @Cast("const int64_t*") long[] bPtrs,
+            @Cast("const int32_t*") int[] ranks, @Cast("const float*") float[] scales);
+
+    static native void peft4j_adapted_linear_forward(@Cast("int64_t") long handle, @Cast("void*") long y,
+            @Cast("const void*") long x, @Cast("int64_t") long m, int threads);
+
+    static native void peft4j_adapted_linear_destroy(@Cast("int64_t") long handle);
+
     static native void peft4j_axpy_bf16(@Cast("uint16_t*") long y, @Cast("const uint16_t*") long x, float alpha,
             @Cast("int64_t") long n);
 }

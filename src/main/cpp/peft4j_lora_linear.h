@@ -1,0 +1,252 @@
+// Fused adapted Linear for decode-sized batches (small M):
+//
+//   y[M,N] = x[M,K]·W[N,K]ᵀ + bias[N] + Σ_a s_a · (x·A_aᵀ)[M,r_a] · B_a[N,r_a]ᵀ
+//
+// PEFT's LoRA layout (A: [r, in], B: [out, r]). For small M the base GEMM is a matrix-vector product bound
+// by memory bandwidth; libtorch's generic GEMM reaches about a quarter of it there. This kernel streams W
+// once, row block by row block, and finishes each output element in the same pass (base dot product,
+// bias, and the rank-r LoRA expand), so the adapter costs no extra pass over y.
+//
+// Every product is "rows of X dot rows of Y" with float32 accumulation: base (X = x, Y = W, length K),
+// shrink (X = x, Y = A_a, length K) and expand (X = t_a, Y = B_a, length r). Y may be float32 or bfloat16;
+// X is always float32 (bfloat16 activations are widened once into scratch).
+#pragma once
+
+#include "peft4j_cpu.h"
+#include "peft4j_threads.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <immintrin.h>
+#include <type_traits>
+#include <vector>
+
+namespace peft4j {
+
+enum DType : int { DT_F32 = 0, DT_BF16 = 1 };
+
+// The fused decode path handles up to this many rows per call; larger batches go through libtorch's GEMM.
+constexpr int64_t kMaxDecodeRows = 16;
+
+struct LoraSlot {
+    const void* A;  // [r, K], the layer's dtype
+    const void* B;  // [N, r], the layer's dtype
+    int32_t r;
+    float scale;
+};
+
+// Per-layer state held natively: the base weight and the active adapters, set when activation changes.
+struct AdaptedLinear {
+    int dtype;
+    int64_t K, N;
+    const void* W;     // [N, K]
+    const void* bias;  // [N] or null
+    std::vector<LoraSlot> adapters;
+    int64_t total_rank = 0;
+};
+
+inline float load_scalar(const float* p, int64_t i) { return p[i]; }
+inline float load_scalar(const uint16_t* p, int64_t i) { return bf16_to_f32(p[i]); }
+
+// ---- scalar micro-kernel: out[m][n] = Σ_k X[m,k]·Y[n,k] ----
+template <typename TY>
+inline void dots_scalar(const float* X, int64_t ldx, int mb, const TY* Y, int64_t ldy, int nb, int64_t L,
+                        float* out /* [mb][nb] */) {
+    for (int m = 0; m < mb; m++) {
+        for (int n = 0; n < nb; n++) {
+            const float* xr = X + m * ldx;
+            const TY* yr = Y + n * ldy;
+            float acc = 0.f;
+            for (int64_t k = 0; k < L; k++) acc += xr[k] * load_scalar(yr, k);
+            out[m * nb + n] = acc;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// ---- AVX-512 micro-kernel, MB x NB register block ----
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline __m512 load16(const uint16_t* p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*) p)), 16));
+}
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline __m512 load16_masked(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline __m512 load16_masked(const uint16_t* p, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+template <int MB, int NB, typename TY>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void dots_avx512(const float* X, int64_t ldx, const TY* Y, int64_t ldy, int64_t L, float* out) {
+    __m512 acc[MB][NB];
+    for (int m = 0; m < MB; m++)
+        for (int n = 0; n < NB; n++) acc[m][n] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= L; k += 16) {
+        __m512 yv[NB];
+        for (int n = 0; n < NB; n++) yv[n] = load16(Y + n * ldy + k);
+        for (int m = 0; m < MB; m++) {
+            __m512 xv = _mm512_loadu_ps(X + m * ldx + k);
+            for (int n = 0; n < NB; n++) acc[m][n] = _mm512_fmadd_ps(xv, yv[n], acc[m][n]);
+        }
+    }
+    if (k < L) {
+        __mmask16 mask = (__mmask16) ((1u << (L - k)) - 1u);
+        __m512 yv[NB];
+        for (int n = 0; n < NB; n++) yv[n] = load16_masked(Y + n * ldy + k, mask);
+        for (int m = 0; m < MB; m++) {
+            __m512 xv = _mm512_maskz_loadu_ps(mask, X + m * ldx + k);
+            for (int n = 0; n < NB; n++) acc[m][n] = _mm512_fmadd_ps(xv, yv[n], acc[m][n]);
+        }
+    }
+    for (int m = 0; m < MB; m++)
+        for (int n = 0; n < NB; n++) out[m * NB + n] = _mm512_reduce_add_ps(acc[m][n]);
+}
+
+// ---- AVX2 micro-kernel ----
+__attribute__((target("avx2,fma")))
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,fma")))
+inline __m256 load8(const uint16_t* p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*) p)), 16));
+}
+__attribute__((target("avx2,fma")))
+inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+template <int MB, int NB, typename TY>
+__attribute__((target("avx2,fma")))
+inline void dots_avx2(const float* X, int64_t ldx, const TY* Y, int64_t ldy, int64_t L, float* out) {
+    __m256 acc[MB][NB];
+    for (int m = 0; m < MB; m++)
+        for (int n = 0; n < NB; n++) acc[m][n] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= L; k += 8) {
+        __m256 yv[NB];
+        for (int n = 0; n < NB; n++) yv[n] = load8(Y + n * ldy + k);
+        for (int m = 0; m < MB; m++) {
+            __m256 xv = _mm256_loadu_ps(X + m * ldx + k);
+            for (int n = 0; n < NB; n++) acc[m][n] = _mm256_fmadd_ps(xv, yv[n], acc[m][n]);
+        }
+    }
+    for (int m = 0; m < MB; m++) {
+        for (int n = 0; n < NB; n++) {
+            float s = hsum8(acc[m][n]);
+            for (int64_t kk = k; kk < L; kk++) s += X[m * ldx + kk] * load_scalar(Y + n * ldy, kk);
+            out[m * NB + n] = s;
+        }
+    }
+}
+#pragma GCC diagnostic pop
+#endif
+
+// out[mb][nb] = X[0:mb] · Y[0:nb]ᵀ over length L, on the active ISA. mb <= 4, nb <= 4.
+template <typename TY>
+inline void dots(int isa, const float* X, int64_t ldx, int mb, const TY* Y, int64_t ldy, int nb, int64_t L,
+                 float* out) {
+#if defined(__x86_64__)
+#define PEFT4J_DOTS_CASE(MBV, NBV)                                                   \
+    case (MBV) * 8 + (NBV):                                                          \
+        if (isa == ISA_AVX512) dots_avx512<MBV, NBV>(X, ldx, Y, ldy, L, out);        \
+        else dots_avx2<MBV, NBV>(X, ldx, Y, ldy, L, out);                            \
+        return;
+    if (isa >= ISA_AVX2) {
+        switch (mb * 8 + nb) {
+            PEFT4J_DOTS_CASE(1, 1) PEFT4J_DOTS_CASE(1, 2) PEFT4J_DOTS_CASE(1, 3) PEFT4J_DOTS_CASE(1, 4)
+            PEFT4J_DOTS_CASE(2, 1) PEFT4J_DOTS_CASE(2, 2) PEFT4J_DOTS_CASE(2, 3) PEFT4J_DOTS_CASE(2, 4)
+            PEFT4J_DOTS_CASE(3, 1) PEFT4J_DOTS_CASE(3, 2) PEFT4J_DOTS_CASE(3, 3) PEFT4J_DOTS_CASE(3, 4)
+            PEFT4J_DOTS_CASE(4, 1) PEFT4J_DOTS_CASE(4, 2) PEFT4J_DOTS_CASE(4, 3) PEFT4J_DOTS_CASE(4, 4)
+            default: break;
+        }
+    }
+#undef PEFT4J_DOTS_CASE
+#endif
+    dots_scalar(X, ldx, mb, Y, ldy, nb, L, out);
+}
+
+// out[m, n - n0] (row stride ldo) = X[m, :L] · Y[n, :L] for m < M, n0 <= n < n1; blocked 4 x 4.
+template <typename TY>
+inline void rows_times_rowsT(int isa, const float* X, int64_t M, const TY* Y, int64_t n0, int64_t n1, int64_t L,
+                             float* out, int64_t ldo) {
+    float blk[16];
+    for (int64_t n = n0; n < n1; n += 4) {
+        int nb = (int) std::min<int64_t>(4, n1 - n);
+        for (int64_t m = 0; m < M; m += 4) {
+            int mb = (int) std::min<int64_t>(4, M - m);
+            dots(isa, X + m * L, L, mb, Y + n * L, L, nb, L, blk);
+            for (int i = 0; i < mb; i++)
+                for (int j = 0; j < nb; j++) out[(m + i) * ldo + (n - n0 + j)] = blk[i * nb + j];
+        }
+    }
+}
+
+inline void store_row(float* y, int64_t i, float v) { y[i] = v; }
+inline void store_row(uint16_t* y, int64_t i, float v) { y[i] = f32_to_bf16(v); }
+
+// The forward. TY: the layer's storage type (float or uint16_t for bf16); x and y have the same type.
+template <typename TY>
+inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, int64_t M, int threads) {
+    const int isa = active_isa();
+    const int64_t K = L.K, N = L.N;
+    const TY* W = (const TY*) L.W;
+    const TY* bias = (const TY*) L.bias;
+    // float32 copies of x and the shrunk activations t_a = x·A_aᵀ (thread-local: reused across calls)
+    thread_local std::vector<float> xbuf, tbuf;
+    const float* xf;
+    if constexpr (std::is_same<TY, float>::value) {
+        xf = x;
+    } else {
+        xbuf.resize((size_t) (M * K));
+        for (int64_t i = 0; i < M * K; i++) xbuf[(size_t) i] = bf16_to_f32(x[i]);
+        xf = xbuf.data();
+    }
+    tbuf.resize((size_t) std::max<int64_t>(1, M * L.total_rank));
+    float* t = tbuf.data();
+    // shrink: each adapter's [M, r_a] block, laid out one after another
+    {
+        int64_t off = 0;
+        for (const LoraSlot& a : L.adapters) {
+            rows_times_rowsT<TY>(isa, xf, M, (const TY*) a.A, 0, a.r, K, t + off, a.r);
+            // fold the scaling into t so the expand is a plain dot product
+            for (int64_t i = 0; i < M * a.r; i++) t[off + i] *= a.scale;
+            off += M * a.r;
+        }
+    }
+    // main pass over blocks of output features: base dot products, bias, LoRA expand, store
+    const int64_t block = 64;
+    const int64_t n_blocks = (N + block - 1) / block;
+    ThreadPool::instance().parallel_for(n_blocks, threads, [&](int64_t b) {
+        const int64_t n0 = b * block, n1 = std::min(N, n0 + block);
+        const int64_t nn = n1 - n0;
+        float acc[16 * 64];  // M <= kMaxDecodeRows rows x up to 64 features
+        float part[16 * 64];
+        rows_times_rowsT<TY>(isa, xf, M, W, n0, n1, K, acc, nn);
+        int64_t off = 0;
+        for (const LoraSlot& a : L.adapters) {
+            const TY* B = (const TY*) a.B;
+            rows_times_rowsT<TY>(isa, t + off, M, B, n0, n1, a.r, part, nn);
+            for (int64_t i = 0; i < M * nn; i++) acc[i] += part[i];
+            off += M * a.r;
+        }
+        for (int64_t m = 0; m < M; m++) {
+            for (int64_t j = 0; j < nn; j++) {
+                float v = acc[m * nn + j];
+                if (bias) v += load_scalar(bias, n0 + j);
+                store_row(y, m * N + n0 + j, v);
+            }
+        }
+    });
+}
+
+}  // namespace peft4j

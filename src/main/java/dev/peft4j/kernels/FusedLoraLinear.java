@@ -1,0 +1,172 @@
+package dev.peft4j.kernels;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import org.bytedeco.pytorch.MemoryFormatOptional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * A Linear layer with LoRA adapters, computed by one native call for decode-sized batches
+ * ({@value #MAX_ROWS} rows or fewer):
+ * {@code y = x·Wᵀ + b + Σ scale_a·(x·A_aᵀ)·B_aᵀ}, with PEFT's layout ({@code A: [r, in]},
+ * {@code B: [out, r]}). The base weight is streamed once; each output is finished in the same pass.
+ * float32 or bfloat16 throughout, float32 accumulation.
+ *
+ * <p>The native side holds raw pointers to the weight, bias and adapter tensors; this object keeps
+ * those tensors alive until {@link #close()} or the next {@link #setAdapters}. Their storage must not be
+ * reallocated meanwhile (in-place value updates are fine and are seen by the next forward).
+ * Inference only: nothing is recorded for autograd.
+ */
+public final class FusedLoraLinear implements AutoCloseable {
+    /** Rows per call the fused path handles; callers use libtorch's GEMM above this. */
+    public static final int MAX_ROWS = 16;
+
+    /** One active LoRA adapter: {@code a} is {@code [r, in]}, {@code b} is {@code [out, r]}. */
+    public record Adapter(Tensor a, Tensor b, float scale) {}
+
+    private final Tensor weight;
+    private final Tensor bias;
+    private final ScalarType dtype;
+    private final long in;
+    private final long out;
+    private List<Adapter> adapters = List.of();
+    private long handle;
+    // allocated once: a TensorOptions per forward would be a native allocation on the hot path
+    private final TensorOptions outputOptions;
+    private final MemoryFormatOptional noMemoryFormat = new MemoryFormatOptional();
+
+    /**
+     * @param weight {@code [out, in]}, float32 or bfloat16, contiguous, on the CPU
+     * @param bias {@code [out]} of the same dtype, or null
+     */
+    public FusedLoraLinear(Tensor weight, Tensor bias) {
+        Kernels.checkCpuContiguous("weight", weight);
+        this.dtype = weight.scalar_type().intern();
+        if (dtype != ScalarType.Float && dtype != ScalarType.BFloat16) {
+            throw new IllegalArgumentException("weight: dtype " + dtype + " not supported, expected Float or BFloat16");
+        }
+        if (weight.dim() != 2) {
+            throw new IllegalArgumentException("weight: expected 2 dimensions [out, in], got shape "
+                    + Arrays.toString(weight.shape()));
+        }
+        this.out = weight.size(0);
+        this.in = weight.size(1);
+        if (bias != null) {
+            Kernels.checkCpuContiguous("bias", bias);
+            checkDtype("bias", bias);
+            checkShape("bias", bias, out);
+        }
+        this.weight = weight;
+        this.bias = bias;
+        this.outputOptions = new TensorOptions(dtype);
+        this.handle = NativeKernels.peft4j_adapted_linear_create(dtypeCode(), weight.data_ptr().address(),
+                bias == null ? 0L : bias.data_ptr().address(), in, out);
+    }
+
+    /** Replaces the active adapters (an empty list: the base layer alone). */
+    public void setAdapters(List<Adapter> active) {
+        checkOpen();
+        int n = active.size();
+        long[] a = new long[n];
+        long[] b = new long[n];
+        int[] r = new int[n];
+        float[] s = new float[n];
+        for (int i = 0; i < n; i++) {
+            Adapter ad = active.get(i);
+            String an = "adapters[" + i + "].a";
+            String bn = "adapters[" + i + "].b";
+            Kernels.checkCpuContiguous(an, ad.a());
+            Kernels.checkCpuContiguous(bn, ad.b());
+            checkDtype(an, ad.a());
+            checkDtype(bn, ad.b());
+            if (ad.a().dim() != 2 || ad.a().size(1) != in) {
+                throw new IllegalArgumentException(an + ": expected shape [r, " + in + "], got "
+                        + Arrays.toString(ad.a().shape()));
+            }
+            long rank = ad.a().size(0);
+            checkShape(bn, ad.b(), out, rank);
+            if (rank < 1 || rank > Integer.MAX_VALUE) {
+                throw new IllegalArgumentException(an + ": rank " + rank + " out of range");
+            }
+            a[i] = ad.a().data_ptr().address();
+            b[i] = ad.b().data_ptr().address();
+            r[i] = (int) rank;
+            s[i] = ad.scale();
+        }
+        NativeKernels.peft4j_adapted_linear_set_adapters(handle, n, a, b, r, s);
+        this.adapters = List.copyOf(new ArrayList<>(active));
+    }
+
+    /** {@code x} of shape {@code [..., in]} with at most {@value #MAX_ROWS} rows; returns {@code [..., out]}. */
+    public Tensor forward(Tensor x) {
+        checkOpen();
+        Kernels.checkCpuContiguous("x", x);
+        checkDtype("x", x);
+        long[] shape = x.shape();
+        if (shape.length == 0 || shape[shape.length - 1] != in) {
+            throw new IllegalArgumentException("x: expected last dimension " + in + ", got shape "
+                    + Arrays.toString(shape));
+        }
+        long rows = x.numel() / in;
+        if (rows > MAX_ROWS) {
+            throw new IllegalArgumentException("x: " + rows + " rows, the fused decode path takes at most "
+                    + MAX_ROWS + "; use libtorch's linear for larger batches");
+        }
+        long[] outShape = shape.clone();
+        outShape[outShape.length - 1] = out;
+        Tensor y = torch.empty(outShape, outputOptions, noMemoryFormat);
+        if (rows > 0) {
+            NativeKernels.peft4j_adapted_linear_forward(handle, y.data_ptr().address(), x.data_ptr().address(),
+                    rows, torch.get_num_threads());
+        }
+        java.lang.ref.Reference.reachabilityFence(x);
+        java.lang.ref.Reference.reachabilityFence(this);
+        return y;
+    }
+
+    /** Frees the native state and releases the tensors. */
+    @Override
+    public void close() {
+        if (handle != 0) {
+            NativeKernels.peft4j_adapted_linear_destroy(handle);
+            handle = 0;
+            adapters = List.of();
+            outputOptions.close();
+            noMemoryFormat.close();
+        }
+    }
+
+    private int dtypeCode() {
+        return dtype == ScalarType.Float ? 0 : 1;
+    }
+
+    private void checkOpen() {
+        if (handle == 0) {
+            throw new IllegalStateException("FusedLoraLinear is closed");
+        }
+    }
+
+    private void checkDtype(String name, Tensor t) {
+        ScalarType dt = t.scalar_type().intern();
+        if (dt != dtype) {
+            throw new IllegalArgumentException(name + ": dtype " + dt + " does not match the weight's " + dtype);
+        }
+    }
+
+    private static void checkShape(String name, Tensor t, long... expected) {
+        if (!Arrays.equals(t.shape(), expected)) {
+            throw new IllegalArgumentException(name + ": expected shape " + Arrays.toString(expected) + ", got "
+                    + Arrays.toString(t.shape()));
+        }
+    }
+
+    // weight and bias are referenced only to keep them alive while the native state points at them
+    @SuppressWarnings("unused")
+    private Object keepAlive() {
+        return new Object[] {weight, bias, adapters};
+    }
+}

@@ -67,9 +67,6 @@ inline void axpy_bf16_avx2(uint16_t* y, const uint16_t* x, float alpha, int64_t 
 }
 
 // ---- AVX-512 (F, BW, VL, DQ) ----
-// GCC 12's own intrinsic headers trip -Wmaybe-uninitialized (their `__Y = __Y` placeholders).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 inline void axpy_f32_avx512(float* y, const float* x, float alpha, int64_t n) {
     const __m512 a = _mm512_set1_ps(alpha);
@@ -116,7 +113,6 @@ inline void axpy_bf16_avx512(uint16_t* y, const uint16_t* x, float alpha, int64_
         _mm256_mask_storeu_epi16(y + i, m, f32x16_to_bf16_avx512(_mm512_fmadd_ps(a, xv, yv)));
     }
 }
-#pragma GCC diagnostic pop
 #endif  // __x86_64__
 
 // ---- dispatch ----

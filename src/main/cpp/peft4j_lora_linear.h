@@ -65,9 +65,6 @@ inline void dots_scalar(const float* X, int64_t ldx, int mb, const TY* Y, int64_
 }
 
 #if defined(__x86_64__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 // ---- AVX-512 micro-kernel, MB x NB register block ----
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
@@ -80,6 +77,16 @@ inline __m512 load16_masked(const float* p, __mmask16 m) { return _mm512_maskz_l
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 inline __m512 load16_masked(const uint16_t* p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline float hsum16(__m512 v) {
+    __m512 t = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+    t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(2, 3, 0, 1)));
+    __m128 s = _mm512_castps512_ps128(t);
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
 }
 
 template <int MB, int NB, typename TY>
@@ -107,7 +114,7 @@ inline void dots_avx512(const float* X, int64_t ldx, const TY* Y, int64_t ldy, i
         }
     }
     for (int m = 0; m < MB; m++)
-        for (int n = 0; n < NB; n++) out[m * NB + n] = _mm512_reduce_add_ps(acc[m][n]);
+        for (int n = 0; n < NB; n++) out[m * NB + n] = hsum16(acc[m][n]);
 }
 
 // ---- AVX2 micro-kernel ----
@@ -148,7 +155,6 @@ inline void dots_avx2(const float* X, int64_t ldx, const TY* Y, int64_t ldy, int
         }
     }
 }
-#pragma GCC diagnostic pop
 #endif
 
 // out[mb][nb] = X[0:mb] · Y[0:nb]ᵀ over length L, on the active ISA. mb <= 4, nb <= 4.

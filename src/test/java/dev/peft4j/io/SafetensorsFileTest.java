@@ -331,4 +331,47 @@ class SafetensorsFileTest {
             assertFalse(a.is_same(b)); // distinct handles over one storage
         }
     }
+
+    /** A field of /proc/self/status in bytes (RssAnon: private memory; RssFile: mapped file pages). */
+    static long procStatusBytes(String field) throws IOException {
+        for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
+            if (line.startsWith(field + ":")) {
+                return Long.parseLong(line.replaceAll("[^0-9]", "")) * 1024;
+            }
+        }
+        throw new IllegalStateException(field + " not in /proc/self/status");
+    }
+
+    @Test
+    void readingEveryTensorAllocatesNoCopyOfTheData() throws Exception {
+        int tensors = 8;
+        long perTensor = 16L << 20; // 16 MiB each, 128 MiB in all
+        java.util.Map<String, Tensor> out = new java.util.LinkedHashMap<>();
+        for (int i = 0; i < tensors; i++) {
+            out.put("w" + i, org.bytedeco.pytorch.global.torch.ones(perTensor / 4));
+        }
+        Path p = tmp.resolve("big.safetensors");
+        SafetensorsFile.write(p, out);
+        out.values().forEach(Tensor::close);
+        System.gc();
+        long anonBefore = procStatusBytes("RssAnon");
+        long fileBefore = procStatusBytes("RssFile");
+        double total = 0;
+        try (SafetensorsFile f = SafetensorsFile.open(p)) {
+            java.util.Map<String, Tensor> all = f.tensors(); // all held while measuring: a copy could not hide
+            for (Tensor t : all.values()) {
+                try (Tensor sum = t.sum()) {
+                    total += sum.item_double(); // reads every page of the tensor
+                }
+            }
+            long anonGrowth = procStatusBytes("RssAnon") - anonBefore;
+            long fileGrowth = procStatusBytes("RssFile") - fileBefore;
+            all.values().forEach(Tensor::close);
+            assertEquals(tensors * perTensor / 4.0, total, 0.0);
+            // the 128 MiB were read through the file mapping (positive control) ...
+            assertTrue(fileGrowth > 100L << 20, "mapped file pages grew by " + (fileGrowth >> 20) + " MiB");
+            // ... and not copied into private memory
+            assertTrue(anonGrowth < 24L << 20, "private memory grew by " + (anonGrowth >> 20) + " MiB");
+        }
+    }
 }

@@ -107,7 +107,7 @@ public final class SafetensorsFile implements AutoCloseable {
             SafetensorsHeader.Parsed parsed = SafetensorsHeader.parse(file, header, size - dataStart);
             for (TensorInfo t : parsed.tensors()) {
                 if (t.dtype().equals("BOOL")) {
-                    checkBools(file, t, bytes.position(0), dataStart);
+                    checkBools(file, t, bytes, dataStart);
                 }
             }
             return new SafetensorsFile(file, mapping, dataStart, parsed);
@@ -118,22 +118,36 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     private static Tensor map(Path file, long size) throws SafetensorsException {
-        try (BoolOptional shared = new BoolOptional(false);
+        // the path bytes the JDK itself uses for file names, not JavaCPP's default string charset
+        try (BytePointer name = new BytePointer(file.toAbsolutePath().toString(), fileNameCharset());
+                BoolOptional shared = new BoolOptional(false); // MAP_PRIVATE: copy-on-write, never writes the file
                 LongOptional elements = new LongOptional(size);
                 TensorOptions bytes = new TensorOptions(ScalarType.Byte)) {
-            return torch.from_file(file.toAbsolutePath().toString(), shared, elements, bytes);
+            return torch.from_file(name, shared, elements, bytes);
         } catch (RuntimeException e) {
             throw new SafetensorsException(file, null, "cannot map the file: " + e.getMessage().lines().findFirst().orElse(""), e);
         }
     }
 
+    private static java.nio.charset.Charset fileNameCharset() {
+        try {
+            return java.nio.charset.Charset.forName(System.getProperty("sun.jnu.encoding", "UTF-8"));
+        } catch (IllegalArgumentException e) {
+            return java.nio.charset.StandardCharsets.UTF_8;
+        }
+    }
+
     /** libtorch's bool is one byte that must be 0 or 1; anything else is undefined behaviour in kernels. */
     private static void checkBools(Path file, TensorInfo t, BytePointer bytes, long dataStart) throws SafetensorsException {
-        for (long i = t.begin(); i < t.end(); i++) {
-            byte b = bytes.get(dataStart + i);
-            if (b != 0 && b != 1) {
-                throw new SafetensorsException(file, t.name(), "BOOL element " + (i - t.begin()) + " is byte "
-                        + (b & 0xff) + ", not 0 or 1");
+        byte[] chunk = new byte[(int) Math.min(t.byteSize(), 1 << 16)];
+        for (long done = 0; done < t.byteSize(); done += chunk.length) {
+            int n = (int) Math.min(chunk.length, t.byteSize() - done);
+            bytes.position(dataStart + t.begin() + done).get(chunk, 0, n);
+            for (int i = 0; i < n; i++) {
+                if (chunk[i] != 0 && chunk[i] != 1) {
+                    throw new SafetensorsException(file, t.name(), "BOOL element " + (done + i) + " is byte "
+                            + (chunk[i] & 0xff) + ", not 0 or 1");
+                }
             }
         }
     }

@@ -191,6 +191,10 @@ class SafetensorsFileTest {
     void rejectsBoolBytesOtherThanZeroOrOne() throws Exception {
         assertRejected(file("{" + entry("m", "BOOL", "[3]", 0, 3) + "}", new byte[] {1, 0, 2}), "m", "element 2",
                 "byte 2");
+        byte[] many = new byte[70_000]; // past the first 64 KiB chunk checked
+        many[69_999] = (byte) 0xff;
+        assertRejected(file("{" + entry("m", "BOOL", "[70000]", 0, 70_000) + "}", many), "m", "element 69999",
+                "byte 255");
     }
 
     @Test
@@ -372,6 +376,18 @@ class SafetensorsFileTest {
             assertTrue(fileGrowth > 100L << 20, "mapped file pages grew by " + (fileGrowth >> 20) + " MiB");
             // ... and not copied into private memory
             assertTrue(anonGrowth < 24L << 20, "private memory grew by " + (anonGrowth >> 20) + " MiB");
+        }
+    }
+
+    @Test
+    void opensFilesUnderNonAsciiPaths() throws Exception {
+        Path dir = Files.createDirectories(tmp.resolve("modèle-模型"));
+        Path p = dir.resolve("w.safetensors");
+        try (Tensor w = org.bytedeco.pytorch.global.torch.ones(3)) {
+            SafetensorsFile.write(p, java.util.Map.of("w", w));
+        }
+        try (SafetensorsFile f = SafetensorsFile.open(p); Tensor w = f.get("w")) {
+            assertEquals(3.0f, w.sum().item_float());
         }
     }
 }

@@ -266,8 +266,12 @@ public final class SafetensorsFile implements AutoCloseable {
 
     /**
      * Writes {@code tensors} to {@code file} atomically, in the layout of Python's {@code safetensors}
-     * writer (see {@link SafetensorsWriter}): tensors sorted by dtype (widest first, in the format's
-     * dtype order) then by name, header padded with spaces to 8 bytes so every tensor is aligned.
+     * writer: tensors sorted by dtype (widest first, in the format's
+     * dtype order) then by name, header padded with spaces to 8 bytes so every tensor is aligned; a file
+     * Python wrote comes out byte-identical when its tensors are written back. Atomic: a temporary file
+     * in the same directory is written, fsynced and renamed over {@code file}, then the directory is
+     * fsynced. Non-contiguous or non-CPU tensors are copied to contiguous CPU memory first; others are
+     * written straight from their memory.
      *
      * @param metadata the {@code __metadata__} entries, written in the map's iteration order; {@code null}
      *     writes no {@code __metadata__} (as Python's {@code save_file} without metadata). PEFT and

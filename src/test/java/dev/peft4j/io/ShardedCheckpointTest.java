@@ -134,4 +134,17 @@ class ShardedCheckpointTest {
             assertTrue(e.getMessage().contains(SHARDED.toString()) && e.getMessage().contains("\"nope\""));
         }
     }
+
+    @Test
+    void opensASingleSafetensorsFileAndTensorsOutliveClose() throws Exception {
+        ShardedCheckpoint c = ShardedCheckpoint.open(FULL);
+        assertEquals(List.of(FULL), c.shards().stream().map(SafetensorsFile::path).toList());
+        Tensor t = c.get("float32_357");
+        c.close();
+        try (SafetensorsFile full = SafetensorsFile.open(FULL); Tensor again = full.get("float32_357")) {
+            assertArrayEquals(bytes(again), bytes(t));
+        }
+        t.close();
+        assertThrows(IllegalStateException.class, () -> c.get("float32_357"));
+    }
 }

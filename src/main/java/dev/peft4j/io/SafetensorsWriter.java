@@ -29,13 +29,19 @@ import org.bytedeco.pytorch.Tensor;
  */
 final class SafetensorsWriter {
     /** Bytes per write call: stays well under the 2 GiB a single ByteBuffer can address. */
-    private static final long CHUNK = 1L << 30;
+    static final long CHUNK = 1L << 30;
 
     private SafetensorsWriter() {}
 
     private record Entry(String name, Dtype dtype, Tensor source, Tensor contiguous, long bytes) {}
 
     static void write(Path file, Map<String, Tensor> tensors, Map<String, String> metadata) throws IOException {
+        write(file, tensors, metadata, CHUNK);
+    }
+
+    /** As {@link #write(Path, Map, Map)}, at most {@code chunkBytes} per write call (tests use small chunks). */
+    static void write(Path file, Map<String, Tensor> tensors, Map<String, String> metadata, long chunkBytes)
+            throws IOException {
         Objects.requireNonNull(file, "file");
         Objects.requireNonNull(tensors, "tensors");
         List<Entry> entries = new ArrayList<>(tensors.size());
@@ -62,7 +68,7 @@ final class SafetensorsWriter {
                 offset += e.bytes;
             }
             byte[] header = SafetensorsHeader.format(layout, metadata);
-            writeAtomically(file, header, entries);
+            writeAtomically(file, header, entries, chunkBytes);
         } finally {
             for (Entry e : entries) {
                 if (e.contiguous != e.source) {
@@ -105,7 +111,8 @@ final class SafetensorsWriter {
         return Arrays.compareUnsigned(a.getBytes(StandardCharsets.UTF_8), b.getBytes(StandardCharsets.UTF_8));
     }
 
-    private static void writeAtomically(Path file, byte[] header, List<Entry> entries) throws IOException {
+    private static void writeAtomically(Path file, byte[] header, List<Entry> entries, long chunkBytes)
+            throws IOException {
         Path dir = file.toAbsolutePath().getParent();
         Path tmp = Files.createTempFile(dir, "." + file.getFileName() + ".", ".tmp");
         boolean done = false;
@@ -115,7 +122,7 @@ final class SafetensorsWriter {
                 head.putLong(header.length).put(header).flip();
                 writeFully(out, head);
                 for (Entry e : entries) {
-                    writeTensor(out, e);
+                    writeTensor(out, e, chunkBytes);
                 }
                 out.force(true);
             }
@@ -133,12 +140,12 @@ final class SafetensorsWriter {
         }
     }
 
-    private static void writeTensor(FileChannel out, Entry e) throws IOException {
+    private static void writeTensor(FileChannel out, Entry e, long chunkBytes) throws IOException {
         if (e.bytes == 0) {
             return; // an empty tensor has no data pointer
         }
-        for (long done = 0; done < e.bytes; done += CHUNK) {
-            long n = Math.min(CHUNK, e.bytes - done);
+        for (long done = 0; done < e.bytes; done += chunkBytes) {
+            long n = Math.min(chunkBytes, e.bytes - done);
             // a direct buffer over libtorch's memory: the channel writes from it without a heap copy
             try (BytePointer chunk = new BytePointer(e.contiguous.data_ptr())) {
                 ByteBuffer buf = chunk.position(done).limit(done + n).capacity(done + n).asBuffer();

@@ -217,4 +217,21 @@ class SafetensorsWriteTest {
             }
         }
     }
+
+    @Test
+    void writesLargeTensorsInChunksWithoutLosingOrDuplicatingBytes() throws Exception {
+        byte[] raw = new byte[10_007 * 4];
+        new Random(7).nextBytes(raw);
+        try (Tensor t = fromBytes(raw, ScalarType.Float, 10_007)) {
+            Path file = tmp.resolve("chunked.safetensors");
+            // 1000-byte chunks: 41 write calls, the last one partial (the real chunk is 1 GiB)
+            SafetensorsWriter.write(file, Map.of("t", t), SafetensorsFile.PT_METADATA, 1000);
+            Path whole = tmp.resolve("whole.safetensors");
+            SafetensorsFile.write(whole, Map.of("t", t));
+            assertArrayEquals(Files.readAllBytes(whole), Files.readAllBytes(file));
+            try (SafetensorsFile f = SafetensorsFile.open(file); Tensor back = f.get("t")) {
+                assertArrayEquals(raw, bytes(back));
+            }
+        }
+    }
 }

@@ -390,4 +390,31 @@ class SafetensorsFileTest {
             assertEquals(3.0f, w.sum().item_float());
         }
     }
+
+    @Test
+    void mapsTensorsLargerThan2GiB() throws Exception {
+        // a sparse file: 8 MiB of F32 then a 3 GiB U8 tensor, with marker bytes written past 2^31
+        long big = 3L << 30;
+        String json = "{" + entry("small", "F32", "[2097152]", 0, 8L << 20) + ","
+                + entry("big", "U8", "[" + big + "]", 8L << 20, (8L << 20) + big) + "}";
+        json += " ".repeat((8 - json.length() % 8) % 8);
+        Path p = file(json, new byte[0]);
+        long dataStart = 8 + json.length();
+        try (java.io.RandomAccessFile raf = new java.io.RandomAccessFile(p.toFile(), "rw")) {
+            raf.setLength(dataStart + (8L << 20) + big);
+            raf.seek(dataStart + (8L << 20) + (1L << 31) + 5);
+            raf.write(42);
+            raf.seek(dataStart + (8L << 20) + big - 1);
+            raf.write(7);
+        }
+        try (SafetensorsFile f = SafetensorsFile.open(p); Tensor t = f.get("big")) {
+            assertArrayEquals(new long[] {big}, t.shape());
+            try (Tensor a = t.narrow(0, (1L << 31) + 5, 1); Tensor b = t.narrow(0, big - 1, 1);
+                    Tensor c = t.narrow(0, 1L << 31, 1)) {
+                assertEquals(42, a.item_int());
+                assertEquals(7, b.item_int());
+                assertEquals(0, c.item_int());
+            }
+        }
+    }
 }

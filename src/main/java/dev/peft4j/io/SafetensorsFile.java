@@ -125,7 +125,8 @@ public final class SafetensorsFile implements AutoCloseable {
                 TensorOptions bytes = new TensorOptions(ScalarType.Byte)) {
             return torch.from_file(name, shared, elements, bytes);
         } catch (RuntimeException e) {
-            throw new SafetensorsException(file, null, "cannot map the file: " + e.getMessage().lines().findFirst().orElse(""), e);
+            String why = e.getMessage() == null ? e.toString() : e.getMessage().lines().findFirst().orElse("");
+            throw new SafetensorsException(file, null, "cannot map the file: " + why, e);
         }
     }
 

@@ -28,6 +28,8 @@ import org.bytedeco.pytorch.Tensor;
  * Tensor bytes are written straight from libtorch's memory (no copy through the Java heap).
  */
 final class SafetensorsWriter {
+    private static final java.util.Random RANDOM = new java.security.SecureRandom();
+
     /** Bytes per write call: stays well under the 2 GiB a single ByteBuffer can address. */
     static final long CHUNK = 1L << 30;
 
@@ -114,17 +116,28 @@ final class SafetensorsWriter {
     private static void writeAtomically(Path file, byte[] header, List<Entry> entries, long chunkBytes)
             throws IOException {
         Path dir = file.toAbsolutePath().getParent();
-        Path tmp = Files.createTempFile(dir, "." + file.getFileName() + ".", ".tmp");
+        Path tmp = null;
         boolean done = false;
         try {
-            try (FileChannel out = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
+            FileChannel out = null;
+            while (out == null) {
+                // CREATE_NEW with default attributes: the umask applies, as for any new file (createTempFile
+                // would force 0600 and the final file would keep it)
+                tmp = dir.resolve("." + file.getFileName() + "." + Long.toUnsignedString(RANDOM.nextLong(), 36) + ".tmp");
+                try {
+                    out = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.CREATE_NEW);
+                } catch (java.nio.file.FileAlreadyExistsException e) {
+                    tmp = null; // another writer's temp name: draw again
+                }
+            }
+            try (FileChannel channel = out) {
                 ByteBuffer head = ByteBuffer.allocate(8 + header.length).order(java.nio.ByteOrder.LITTLE_ENDIAN);
                 head.putLong(header.length).put(header).flip();
-                writeFully(out, head);
+                writeFully(channel, head);
                 for (Entry e : entries) {
-                    writeTensor(out, e, chunkBytes);
+                    writeTensor(channel, e, chunkBytes);
                 }
-                out.force(true);
+                channel.force(true);
             }
             try {
                 Files.move(tmp, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
@@ -134,7 +147,7 @@ final class SafetensorsWriter {
             done = true;
             fsyncDirectory(dir);
         } finally {
-            if (!done) {
+            if (!done && tmp != null) {
                 Files.deleteIfExists(tmp);
             }
         }

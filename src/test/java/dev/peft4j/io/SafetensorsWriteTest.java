@@ -234,4 +234,14 @@ class SafetensorsWriteTest {
             }
         }
     }
+
+    @Test
+    void writtenFileGetsTheUsualPermissionsNotATempFiles0600() throws Exception {
+        Path plain = Files.createFile(tmp.resolve("plain"));
+        Path file = tmp.resolve("perm.safetensors");
+        try (Tensor t = torch.ones(2)) {
+            SafetensorsFile.write(file, Map.of("t", t));
+        }
+        assertEquals(Files.getPosixFilePermissions(plain), Files.getPosixFilePermissions(file));
+    }
 }

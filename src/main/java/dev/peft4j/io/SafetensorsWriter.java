@@ -113,8 +113,10 @@ final class SafetensorsWriter {
         return Arrays.compareUnsigned(a.getBytes(StandardCharsets.UTF_8), b.getBytes(StandardCharsets.UTF_8));
     }
 
-    private static void writeAtomically(Path file, byte[] header, List<Entry> entries, long chunkBytes)
+    private static void writeAtomically(Path target, byte[] header, List<Entry> entries, long chunkBytes)
             throws IOException {
+        // through a symlink, as Python's writer (open + truncate) does: the link stays, its target changes
+        Path file = Files.isSymbolicLink(target) && Files.exists(target) ? target.toRealPath() : target;
         Path dir = file.toAbsolutePath().getParent();
         Path tmp = null;
         boolean done = false;
@@ -139,6 +141,7 @@ final class SafetensorsWriter {
                 }
                 channel.force(true);
             }
+            keepPermissionsOf(file, tmp);
             try {
                 Files.move(tmp, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
             } catch (AtomicMoveNotSupportedException e) {
@@ -175,6 +178,15 @@ final class SafetensorsWriter {
     private static void writeFully(FileChannel out, ByteBuffer buf) throws IOException {
         while (buf.hasRemaining()) {
             out.write(buf);
+        }
+    }
+
+    /** A replaced file keeps its permissions, as it would if it were truncated and rewritten in place. */
+    private static void keepPermissionsOf(Path existing, Path replacement) {
+        try {
+            Files.setPosixFilePermissions(replacement, Files.getPosixFilePermissions(existing));
+        } catch (IOException | UnsupportedOperationException e) {
+            // no existing file, or no POSIX permissions here: the new file's defaults stand
         }
     }
 

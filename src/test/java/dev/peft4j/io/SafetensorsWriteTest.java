@@ -244,4 +244,21 @@ class SafetensorsWriteTest {
         }
         assertEquals(Files.getPosixFilePermissions(plain), Files.getPosixFilePermissions(file));
     }
+
+    @Test
+    void replacingKeepsTheFilesPermissionsAndWritesThroughSymlinks() throws Exception {
+        Path file = tmp.resolve("target.safetensors");
+        Path link = tmp.resolve("link.safetensors");
+        try (Tensor t = torch.ones(2); Tensor z = torch.zeros(3)) {
+            SafetensorsFile.write(file, Map.of("t", t));
+            Files.setPosixFilePermissions(file, java.nio.file.attribute.PosixFilePermissions.fromString("rw-------"));
+            Files.createSymbolicLink(link, file.getFileName());
+            SafetensorsFile.write(link, Map.of("z", z));
+        }
+        assertTrue(Files.isSymbolicLink(link), "the link stays a link");
+        assertEquals("rw-------", java.nio.file.attribute.PosixFilePermissions.toString(Files.getPosixFilePermissions(file)));
+        try (SafetensorsFile f = SafetensorsFile.open(file)) {
+            assertEquals(List.of("z"), f.names());
+        }
+    }
 }

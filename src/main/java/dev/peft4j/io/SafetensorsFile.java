@@ -54,6 +54,7 @@ public final class SafetensorsFile implements AutoCloseable {
     private final List<TensorInfo> tensors;
     private final Map<String, TensorInfo> byName;
     private final Map<String, String> metadata;
+    private final boolean hasMetadata;
     private Tensor mapping; // uint8, the whole file; null once closed
 
     private SafetensorsFile(Path path, Tensor mapping, long dataStart, SafetensorsHeader.Parsed header) {
@@ -62,6 +63,7 @@ public final class SafetensorsFile implements AutoCloseable {
         this.dataStart = dataStart;
         this.tensors = header.tensors();
         this.metadata = header.metadata();
+        this.hasMetadata = header.hasMetadata();
         Map<String, TensorInfo> index = new HashMap<>();
         for (TensorInfo t : tensors) {
             index.put(t.name(), t);
@@ -170,6 +172,14 @@ public final class SafetensorsFile implements AutoCloseable {
     /** The header's {@code __metadata__} entries in header order; empty if it has none. */
     public Map<String, String> metadata() {
         return metadata;
+    }
+
+    /**
+     * Whether the header has a {@code __metadata__} entry (an empty one included): pass
+     * {@code hasMetadata() ? metadata() : null} to {@link #write} to reproduce the header exactly.
+     */
+    public boolean hasMetadata() {
+        return hasMetadata;
     }
 
     /** Header entries in file order. */

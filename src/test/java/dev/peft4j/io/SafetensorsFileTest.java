@@ -188,6 +188,17 @@ class SafetensorsFileTest {
     }
 
     @Test
+    void tellsAnEmptyMetadataFromNone() throws Exception {
+        try (SafetensorsFile empty = SafetensorsFile.open(file("{\"__metadata__\":{}}", new byte[0]));
+                SafetensorsFile none = SafetensorsFile.open(file("{}", new byte[0]));
+                SafetensorsFile nul = SafetensorsFile.open(file("{\"__metadata__\":null}", new byte[0]))) {
+            assertTrue(empty.hasMetadata() && empty.metadata().isEmpty());
+            assertFalse(none.hasMetadata() || nul.hasMetadata());
+            assertTrue(none.names().isEmpty());
+        }
+    }
+
+    @Test
     void rejectsBoolBytesOtherThanZeroOrOne() throws Exception {
         assertRejected(file("{" + entry("m", "BOOL", "[3]", 0, 3) + "}", new byte[] {1, 0, 2}), "m", "element 2",
                 "byte 2");

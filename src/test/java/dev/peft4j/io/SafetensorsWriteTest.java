@@ -162,7 +162,7 @@ class SafetensorsWriteTest {
             Path copy = tmp.resolve(original.getFileName());
             try (SafetensorsFile f = SafetensorsFile.open(original)) {
                 Map<String, Tensor> tensors = f.tensors();
-                SafetensorsFile.write(copy, tensors, f.metadata().isEmpty() ? null : f.metadata());
+                SafetensorsFile.write(copy, tensors, f.hasMetadata() ? f.metadata() : null);
                 tensors.values().forEach(Tensor::close);
             }
             assertArrayEquals(Files.readAllBytes(original), Files.readAllBytes(copy), name);

@@ -147,4 +147,94 @@ class ShardedCheckpointTest {
         t.close();
         assertThrows(IllegalStateException.class, () -> c.get("float32_357"));
     }
+
+    /**
+     * gendata.py split its dict with huggingface_hub's split_torch_state_dict_into_shards(max_shard_size=1000)
+     * and saved each shard with safetensors: given the same tensors in the same order (the index's
+     * weight_map order), our writer produces the same six shard files, byte for byte.
+     */
+    @Test
+    void writesTheSameShardsAsHuggingfaceHubsSplit() throws Exception {
+        com.fasterxml.jackson.databind.JsonNode weightMap = new com.fasterxml.jackson.databind.ObjectMapper()
+                .readTree(SHARDED.toFile()).get("weight_map");
+        Path out = tmp.resolve("saved");
+        try (SafetensorsFile full = SafetensorsFile.open(FULL)) {
+            Map<String, Tensor> ordered = new java.util.LinkedHashMap<>();
+            weightMap.fieldNames().forEachRemaining(name -> ordered.put(name, full.get(name)));
+            ShardedCheckpoint.write(out, ordered, 1000);
+            ordered.values().forEach(Tensor::close);
+        }
+        for (int i = 1; i <= 6; i++) {
+            String shard = String.format("model-%05d-of-00006.safetensors", i);
+            assertArrayEquals(Files.readAllBytes(SHARDED.resolveSibling(shard)), Files.readAllBytes(out.resolve(shard)), shard);
+        }
+        try (ShardedCheckpoint back = ShardedCheckpoint.open(out)) {
+            assertEquals(Map.of("total_size", "4305"), back.metadata());
+            assertEquals(sorted(List.copyOf((java.util.Collection<String>) iterable(weightMap.fieldNames()))),
+                    sorted(back.names()));
+            for (String name : back.names()) {
+                assertEquals(weightMap.get(name).textValue(), shardName(back, name), name);
+            }
+        }
+    }
+
+    private static List<String> iterable(java.util.Iterator<String> it) {
+        List<String> all = new java.util.ArrayList<>();
+        it.forEachRemaining(all::add);
+        return all;
+    }
+
+    private static String shardName(ShardedCheckpoint c, String tensor) {
+        return c.shards().stream().filter(s -> s.contains(tensor)).findFirst().orElseThrow()
+                .path().getFileName().toString();
+    }
+
+    /** Python: json.dumps(index, indent=2, sort_keys=True) + "\n" (ensure_ascii, code-point key order). */
+    @Test
+    void indexTextMatchesPythonsJsonDumps() {
+        Map<String, String> weightMap = new java.util.TreeMap<>();
+        weightMap.put("b.weight", "model-00002-of-00002.safetensors");
+        weightMap.put("a.w\u00e9ight", "model-00001-of-00002.safetensors");
+        weightMap.put("\uD83D\uDE00", "model-00002-of-00002.safetensors");
+        weightMap.put("\uffff", "model-00001-of-00002.safetensors");
+        weightMap.put("q\"\\\u007f", "model-00001-of-00002.safetensors");
+        Map<String, String> pythonOrder = new java.util.TreeMap<>((a, b) ->
+                java.util.Arrays.compare(a.codePoints().toArray(), b.codePoints().toArray()));
+        pythonOrder.putAll(weightMap);
+        // printed by python3 -c 'import json; print(json.dumps({...}, indent=2, sort_keys=True))'
+        String python = "{\n"
+                + "  \"metadata\": {\n"
+                + "    \"total_size\": 28\n"
+                + "  },\n"
+                + "  \"weight_map\": {\n"
+                + "    \"a.w\\u00e9ight\": \"model-00001-of-00002.safetensors\",\n"
+                + "    \"b.weight\": \"model-00002-of-00002.safetensors\",\n"
+                + "    \"q\\\"\\\\\\u007f\": \"model-00001-of-00002.safetensors\",\n"
+                + "    \"\\uffff\": \"model-00001-of-00002.safetensors\",\n"
+                + "    \"\\ud83d\\ude00\": \"model-00002-of-00002.safetensors\"\n"
+                + "  }\n"
+                + "}\n";
+        assertEquals(python, ShardedCheckpoint.indexJson(28, pythonOrder));
+    }
+
+    @Test
+    void savingOneShardWritesModelSafetensorsAndRemovesStaleShards() throws Exception {
+        Path out = tmp.resolve("saved");
+        try (SafetensorsFile full = SafetensorsFile.open(FULL)) {
+            Map<String, Tensor> all = full.tensors();
+            ShardedCheckpoint.write(out, all, 1000);
+            assertTrue(Files.exists(out.resolve(ShardedCheckpoint.INDEX_FILE)));
+            try (Stream<Path> files = Files.list(out)) {
+                assertTrue(files.count() >= 3, "shards + index");
+            }
+            ShardedCheckpoint.write(out, all, 1L << 30);
+            all.values().forEach(Tensor::close);
+        }
+        try (Stream<Path> files = Files.list(out)) {
+            assertEquals(List.of("model.safetensors"), files.map(p -> p.getFileName().toString()).toList());
+        }
+        try (ShardedCheckpoint back = ShardedCheckpoint.open(out)) {
+            assertEquals(36, back.names().size());
+        }
+    }
 }

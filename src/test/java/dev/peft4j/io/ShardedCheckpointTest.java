@@ -192,7 +192,7 @@ class ShardedCheckpointTest {
     /** Python: json.dumps(index, indent=2, sort_keys=True) + "\n" (ensure_ascii, code-point key order). */
     @Test
     void indexTextMatchesPythonsJsonDumps() {
-        Map<String, String> weightMap = new java.util.TreeMap<>();
+        Map<String, String> weightMap = new java.util.HashMap<>();
         weightMap.put("b.weight", "model-00002-of-00002.safetensors");
         weightMap.put("a.w\u00e9ight", "model-00001-of-00002.safetensors");
         weightMap.put("\uD83D\uDE00", "model-00002-of-00002.safetensors");

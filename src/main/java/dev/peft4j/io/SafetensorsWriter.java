@@ -25,10 +25,9 @@ import org.bytedeco.pytorch.Tensor;
  *
  * <p>Atomic: the bytes go to a temporary file in the target's directory, which is fsynced and renamed
  * over the target, and the directory is fsynced; a reader sees the old file or the complete new one.
- * Tensor bytes are written straight from libtorch's memory (no copy through the Java heap). The price
- * of atomicity is a fresh file per save and freeing the old one at the rename: on the reference VM
- * (ext4 mounted with {@code discard}) that is what separates this writer from an in-place {@code dd},
- * whose speed the same I/O path matches when it overwrites in place.
+ * Tensor bytes are written straight from libtorch's memory (no copy through the Java heap); overwriting
+ * in place, that I/O path runs at {@code dd}'s speed. Atomicity costs a fresh file per save, whose page
+ * cache is allocated while the old file's is still held, and freeing the old file at the rename.
  */
 final class SafetensorsWriter {
     private static final java.util.Random RANDOM = new java.security.SecureRandom();
@@ -52,7 +51,7 @@ final class SafetensorsWriter {
         List<Entry> entries = new ArrayList<>(tensors.size());
         try {
             for (Map.Entry<String, Tensor> e : tensors.entrySet()) {
-                entries.add(entry(e.getKey(), e.getValue()));
+                entries.add(entry(file, e.getKey(), e.getValue()));
             }
             if (metadata != null) {
                 for (Map.Entry<String, String> m : metadata.entrySet()) {
@@ -83,23 +82,24 @@ final class SafetensorsWriter {
         }
     }
 
-    private static Entry entry(String name, Tensor t) {
+    private static Entry entry(Path file, String name, Tensor t) {
         if (name == null) {
-            throw new IllegalArgumentException("tensor name is null");
+            throw new IllegalArgumentException(file + ": a tensor name is null");
         }
+        String at = file + ": tensor \"" + name + "\": ";
         if (name.equals(SafetensorsHeader.METADATA_KEY)) {
-            throw new IllegalArgumentException("tensor \"" + name + "\": the name is reserved for the metadata");
+            throw new IllegalArgumentException(at + "the name is reserved for the metadata");
         }
         if (t == null || t.isNull() || !t.defined()) {
-            throw new IllegalArgumentException("tensor \"" + name + "\": null or undefined");
+            throw new IllegalArgumentException(at + "null or undefined");
         }
         Dtype dtype = Dtype.of(t.scalar_type());
         if (dtype == null) {
-            throw new IllegalArgumentException("tensor \"" + name + "\": libtorch type " + t.scalar_type().intern()
+            throw new IllegalArgumentException(at + "libtorch type " + t.scalar_type().intern()
                     + " has no safetensors dtype");
         }
         if (t.is_sparse() || t.is_quantized()) {
-            throw new IllegalArgumentException("tensor \"" + name + "\": sparse and quantized tensors cannot be stored");
+            throw new IllegalArgumentException(at + "sparse and quantized tensors cannot be stored");
         }
         Tensor dense = t;
         if (!t.is_cpu() || !t.is_contiguous()) {

@@ -126,8 +126,13 @@ public final class ShardedCheckpoint implements AutoCloseable {
                         + e.getValue());
             }
             String shard = e.getValue().textValue();
-            Path resolved = dir.resolve(shard).normalize();
-            if (shard.isEmpty() || Path.of(shard).isAbsolute() || !resolved.startsWith(dir) || resolved.equals(dir)) {
+            Path resolved;
+            try {
+                resolved = shard.isEmpty() || Path.of(shard).isAbsolute() ? null : dir.resolve(shard).normalize();
+            } catch (java.nio.file.InvalidPathException bad) {
+                throw new SafetensorsException(index, e.getKey(), "shard \"" + shard + "\" is not a valid file name");
+            }
+            if (resolved == null || !resolved.startsWith(dir) || resolved.equals(dir)) {
                 throw new SafetensorsException(index, e.getKey(), "shard \"" + shard
                         + "\" is not a file inside the index's directory");
             }

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -105,6 +106,13 @@ class ShardedCheckpointTest {
         Path idx = shardedWithIndex("{\"weight_map\": {\"w\": \"../model-00002-of-00006.safetensors\"}}");
         SafetensorsException e = assertThrows(SafetensorsException.class, () -> ShardedCheckpoint.open(idx));
         assertTrue(e.getMessage().contains("not a file inside"), e.getMessage());
+    }
+
+    @Test
+    void rejectsShardNameThatIsNoFileName() throws Exception {
+        Path idx = shardedWithIndex("{\"weight_map\": {\"w\": \"a\\u0000b.safetensors\"}}");
+        SafetensorsException e = assertThrows(SafetensorsException.class, () -> ShardedCheckpoint.open(idx));
+        assertTrue(e.getMessage().contains("not a valid file name") && e.getMessage().contains("\"w\""), e.getMessage());
     }
 
     @Test
@@ -236,5 +244,34 @@ class ShardedCheckpointTest {
         try (ShardedCheckpoint back = ShardedCheckpoint.open(out)) {
             assertEquals(36, back.names().size());
         }
+    }
+
+    /** Corrupted index files (bytes flipped, JSON-significant bytes dropped in) fail only with SafetensorsException. */
+    @Test
+    void corruptedIndexesOnlyEverFailWithSafetensorsException() throws Exception {
+        byte[] index = Files.readAllBytes(SHARDED);
+        shardedWithIndex(originalIndex());
+        Path idx = tmp.resolve(ShardedCheckpoint.INDEX_FILE);
+        java.util.Random random = new java.util.Random(42);
+        byte[] json = "{}[]\":,0123456789-./\\\u0000 ".getBytes(StandardCharsets.UTF_8);
+        int opened = 0;
+        int rejected = 0;
+        for (int i = 0; i < 1500; i++) {
+            byte[] m = index.clone();
+            for (int k = 1 + random.nextInt(3); k > 0; k--) {
+                int at = random.nextInt(m.length);
+                m[at] = random.nextBoolean() ? json[random.nextInt(json.length)] : (byte) (m[at] ^ (1 << random.nextInt(8)));
+            }
+            Files.write(idx, m);
+            try (ShardedCheckpoint c = ShardedCheckpoint.open(idx)) {
+                c.names().forEach(n -> c.get(n).close());
+                opened++;
+            } catch (SafetensorsException expected) {
+                rejected++;
+            } catch (Throwable unexpected) {
+                fail("index mutant " + i + ": " + new String(m, StandardCharsets.UTF_8), unexpected);
+            }
+        }
+        assertTrue(rejected > 500 && opened > 10, "opened " + opened + ", rejected " + rejected);
     }
 }

@@ -86,6 +86,9 @@ public final class SafetensorsFile implements AutoCloseable {
             }
             throw new SafetensorsException(file, null, "not a regular file");
         }
+        if (!Files.isReadable(file)) {
+            throw new java.nio.file.AccessDeniedException(file.toString());
+        }
         long size = Files.size(file);
         if (size < 8) {
             throw new SafetensorsException(file, null, "file is " + size

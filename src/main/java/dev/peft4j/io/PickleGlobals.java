@@ -141,8 +141,8 @@ final class PickleGlobals {
                         new LinkedHashSet<>(args.isEmpty() ? List.of() : iterable(args.get(0), f, m)));
             }
             case BYTEARRAY -> bytearray(args, m);
-            case TENSOR_CLASS, PARAMETER_CLASS ->
-                throw m.error("calling " + f.qualifiedName + " directly is not allowed");
+            case PARAMETER_CLASS -> newParameter(args, m);
+            case TENSOR_CLASS -> throw m.error("calling " + f.qualifiedName + " directly is not allowed");
         };
     }
 
@@ -263,6 +263,25 @@ final class PickleGlobals {
             return data;
         }
         return setRequiresGrad(data, f, m);
+    }
+
+    /** {@code Parameter(data, requires_grad=True)}, as NEWOBJ of older files builds it. */
+    private static Tensor newParameter(PyTuple args, PickleMachine m) throws TorchPickleException {
+        if (args.isEmpty() || args.size() > 2 || !(args.get(0) instanceof Tensor data)) {
+            throw m.error(Function.PARAMETER_CLASS.qualifiedName + ": expected (tensor[, requires_grad])");
+        }
+        boolean requiresGrad = true;
+        if (args.size() == 2) {
+            if (!(args.get(1) instanceof Boolean b)) {
+                throw m.error(Function.PARAMETER_CLASS.qualifiedName + ": requires_grad is "
+                        + PickleMachine.describe(args.get(1)));
+            }
+            requiresGrad = b;
+        }
+        if (requiresGrad == data.requires_grad()) {
+            return data;
+        }
+        return requiresGrad ? setRequiresGrad(data, Function.PARAMETER_CLASS, m) : data.requires_grad_(false);
     }
 
     /** {@code _rebuild_from_type_v2(func, new_type, args, state)} for plain tensors and parameters. */

@@ -241,7 +241,7 @@ final class PickleMachine {
                 case 0x82, 0x83, 0x84 -> throw error("opcode EXT (extension registry) is not allowed");
                 case 0x97, 0x98 -> throw error("out-of-band buffers (NEXT_BUFFER/READONLY_BUFFER) are not supported");
                 case 'S' -> throw error("opcode STRING (protocol 0 quoted str) is not supported");
-                case 'V' -> throw error("opcode UNICODE (protocol 0 raw-unicode-escape str) is not supported");
+                case 'V' -> push(rawUnicodeEscape(line("UNICODE", Integer.MAX_VALUE))); // protocol 0 str
                 default -> throw error(String.format("unknown opcode 0x%02x", op));
             }
         }
@@ -468,8 +468,12 @@ final class PickleMachine {
 
     /** Bytes up to a newline (text opcodes of protocol 0 and GLOBAL), at most 4 KiB. */
     private String line(String op) throws TorchPickleException {
+        return line(op, 4096);
+    }
+
+    private String line(String op, int maxLength) throws TorchPickleException {
         int start = in.position();
-        int limit = Math.min(in.limit(), start + 4096);
+        int limit = (int) Math.min(in.limit(), (long) start + maxLength);
         for (int i = start; i < limit; i++) {
             if (in.get(i) == '\n') {
                 byte[] b = new byte[i - start];
@@ -490,6 +494,31 @@ final class PickleMachine {
             }
         }
         return s;
+    }
+
+    /** Decodes Python's raw-unicode-escape: latin-1 text with backslash-u and backslash-U escapes. */
+    private String rawUnicodeEscape(String latin1) throws TorchPickleException {
+        StringBuilder b = new StringBuilder(latin1.length());
+        for (int i = 0; i < latin1.length(); i++) {
+            char c = latin1.charAt(i);
+            int digits = c == '\\' && i + 1 < latin1.length()
+                    ? (latin1.charAt(i + 1) == 'u' ? 4 : latin1.charAt(i + 1) == 'U' ? 8 : 0) : 0;
+            if (digits == 0) {
+                b.append(c);
+                continue;
+            }
+            if (i + 2 + digits > latin1.length()) {
+                throw error("UNICODE: truncated \\u escape");
+            }
+            try {
+                int cp = Integer.parseUnsignedInt(latin1.substring(i + 2, i + 2 + digits), 16);
+                b.appendCodePoint(cp);
+            } catch (IllegalArgumentException e) {
+                throw error("UNICODE: bad escape '" + shorten(latin1.substring(i, i + 2 + digits)) + "'");
+            }
+            i += 1 + digits;
+        }
+        return b.toString();
     }
 
     /** Little-endian two's complement integer of n bytes (LONG1/LONG4). */
@@ -606,6 +635,9 @@ final class PickleMachine {
         }
         if (v instanceof ScalarType) {
             return "dtype";
+        }
+        if (v instanceof PickleGlobals.Function f) {
+            return f.qualifiedName;
         }
         return v.toString();
     }

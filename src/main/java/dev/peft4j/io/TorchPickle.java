@@ -45,6 +45,8 @@ public final class TorchPickle {
     /** Deflate cannot expand data more than about 1032:1; a larger claimed size is a lie. */
     private static final long MAX_DEFLATE_RATIO = 1100;
     private static final int COPY_CHUNK = 1 << 20;
+    /** data.pkl holds names and shapes only: a state dict of 100k tensors is about 10 MB. */
+    private static final long MAX_PICKLE_BYTES = 256L << 20;
 
     private TorchPickle() {}
 
@@ -126,7 +128,7 @@ public final class TorchPickle {
         try {
             zip = new ZipFile(file.toFile());
         } catch (ZipException e) {
-            throw new TorchPickleException(file + ": corrupt zip archive: " + e.getMessage(), e);
+            throw new TorchPickleException(file + ": corrupt zip archive: " + messageOf(e), e);
         }
         List<Tensor> allocated = new ArrayList<>();
         try (zip) {
@@ -147,7 +149,8 @@ public final class TorchPickle {
                 throw new TorchPickleException(file + ": zip archive has no entry " + prefix + "data.pkl"
                         + " (a TorchScript archive or not a torch.save file)");
             }
-            byte[] pickle = readSmallEntry(zip, pklEntry, maxInflated(pklEntry, fileSize), file);
+            byte[] pickle = readSmallEntry(zip, pklEntry, Math.min(MAX_PICKLE_BYTES, maxInflated(pklEntry, fileSize)),
+                    file);
             Map<String, TorchStorage> storages = new HashMap<>();
             ByteOrder fileOrder = order;
             PickleMachine.PersistentLoader loader = (pid, m) -> zipStorage(pid, m, zip, prefix, fileOrder, fileSize,
@@ -159,7 +162,7 @@ public final class TorchPickle {
         } catch (TorchPickleException e) {
             throw e;
         } catch (IOException e) {
-            throw new TorchPickleException(file + ": corrupt zip archive: " + e.getMessage(), e);
+            throw new TorchPickleException(file + ": corrupt zip archive: " + messageOf(e), e);
         } finally {
             for (Tensor t : allocated) {
                 t.close();
@@ -269,7 +272,7 @@ public final class TorchPickle {
             throw tpe;
         } catch (IOException io) {
             throw new TorchPickleException(m.source() + ": storage '" + key + "': cannot read entry " + name
-                    + ": " + io.getMessage(), io);
+                    + ": " + messageOf(io), io);
         }
         TorchStorage s = new TorchStorage(key, type.dtype(), bytes, 0, nbytes);
         storages.put(key, s);
@@ -324,6 +327,10 @@ public final class TorchPickle {
                 buf[b] = x;
             }
         }
+    }
+
+    private static String messageOf(Exception e) {
+        return e.getMessage() != null ? e.getMessage() : e.getClass().getSimpleName();
     }
 
     // ---------------------------------------------------------------- legacy format

@@ -143,7 +143,7 @@ class TorchPickleGoldensTest {
 
     @ParameterizedTest(name = "{0}")
     @ValueSource(strings = {"all_dtypes.pt", "all_dtypes_legacy.pt", "views.pt", "views_legacy.pt",
-        "module_state_dict.pt", "parameter_legacy.pt"})
+        "module_state_dict.pt", "parameter_legacy.pt", "views_protocol4.pt"})
     void loadsWhatTorchReadsBack(String file) throws Exception {
         assertValue(expected(file), TorchPickle.load(fixture(DIR + file)), file);
     }

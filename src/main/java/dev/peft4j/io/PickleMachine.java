@@ -674,6 +674,11 @@ final class PickleMachine {
             return items[index];
         }
 
+        /** For the loader's final pass only (storages to tensors); tuples are immutable to users. */
+        void replace(int index, Object value) {
+            items[index] = value;
+        }
+
         @Override
         public int size() {
             return items.length;

@@ -106,8 +106,10 @@ public final class TorchPickle {
         if (n >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) {
             return loadZip(file);
         }
-        if (n >= 3 && (head[0] & 0xff) == 0x80 && head[1] >= 2 && head[1] <= 5 && (head[2] & 0xff) == 0x8a) {
-            return loadLegacy(file);
+        boolean pickleProtocol2To5 = n >= 2 && (head[0] & 0xff) == 0x80 && head[1] >= 2 && head[1] <= 5;
+        boolean textLong = n >= 2 && head[0] == 'L' && head[1] >= '0' && head[1] <= '9'; // protocols 0 and 1
+        if (pickleProtocol2To5 || textLong) {
+            return loadLegacy(file); // which checks the magic number first
         }
         if (n >= 262 && new String(head, 257, 5, StandardCharsets.ISO_8859_1).equals("ustar")) {
             throw new TorchPickleException(file + ": the pre-1.0 tar format of torch.save is not supported");
@@ -157,15 +159,14 @@ public final class TorchPickle {
                     storages, allocated, file);
             Object result = new PickleMachine(ByteBuffer.wrap(pickle), file + " (entry " + pklEntry.getName() + ")",
                     loader).load();
-            allocated.clear(); // success: the tensors now belong to the result
-            return result;
+            return storagesToTensors(result);
         } catch (TorchPickleException e) {
             throw e;
         } catch (IOException e) {
             throw new TorchPickleException(file + ": corrupt zip archive: " + messageOf(e), e);
         } finally {
             for (Tensor t : allocated) {
-                t.close();
+                t.close(); // the tensors' views keep the memory they use alive
             }
         }
     }
@@ -329,6 +330,52 @@ public final class TorchPickle {
         }
     }
 
+    /**
+     * Replaces storages that are values of their own (not inside a tensor) by 1-D tensors over
+     * them, walking the tree iteratively (it may be deep or cyclic).
+     */
+    @SuppressWarnings("unchecked")
+    private static Object storagesToTensors(Object root) {
+        if (root instanceof TorchStorage s) {
+            return s.wholeTensor();
+        }
+        java.util.ArrayDeque<Object> todo = new java.util.ArrayDeque<>();
+        java.util.Set<Object> seen = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+        if (root != null) {
+            todo.push(root);
+        }
+        while (!todo.isEmpty()) {
+            Object c = todo.pop();
+            if (!seen.add(c)) {
+                continue;
+            }
+            if (c instanceof LinkedHashMap<?, ?> m) {
+                for (Map.Entry<Object, Object> e : ((Map<Object, Object>) m).entrySet()) {
+                    e.setValue(visit(e.getValue(), todo));
+                }
+            } else if (c instanceof ArrayList<?> l) {
+                for (int i = 0; i < l.size(); i++) {
+                    ((List<Object>) l).set(i, visit(l.get(i), todo));
+                }
+            } else if (c instanceof PickleMachine.PyTuple t) {
+                for (int i = 0; i < t.size(); i++) {
+                    t.replace(i, visit(t.get(i), todo));
+                }
+            }
+        }
+        return root;
+    }
+
+    private static Object visit(Object v, java.util.ArrayDeque<Object> todo) {
+        if (v instanceof TorchStorage s) {
+            return s.wholeTensor();
+        }
+        if (v instanceof Map<?, ?> || v instanceof List<?>) {
+            todo.push(v);
+        }
+        return v;
+    }
+
     private static String messageOf(Exception e) {
         return e.getMessage() != null ? e.getMessage() : e.getClass().getSimpleName();
     }
@@ -400,11 +447,10 @@ public final class TorchPickle {
                 throw new TorchPickleException(source + ": no data for storage '"
                         + PickleMachine.shorten(missing.get(0)) + "'");
             }
-            allocated.clear();
-            return result;
+            return storagesToTensors(result);
         } finally {
             for (Tensor t : allocated) {
-                t.close();
+                t.close(); // the tensors' views keep the memory they use alive
             }
         }
     }

@@ -38,6 +38,19 @@ final class TorchStorage {
         return bytes;
     }
 
+    /** The whole storage as a 1-D tensor of its dtype (a storage saved as a value of its own). */
+    Tensor wholeTensor() {
+        int es = TorchDtypes.elementSize(dtype);
+        Tensor typed = dtype == ScalarType.Byte ? bytes : bytes.view(dtype);
+        try (LongOptional offset = new LongOptional(byteOffset / es)) {
+            return typed.as_strided(new long[] {nbytes / es}, new long[] {1}, offset);
+        } finally {
+            if (typed != bytes) {
+                typed.close();
+            }
+        }
+    }
+
     long numel() {
         return nbytes / TorchDtypes.elementSize(dtype);
     }

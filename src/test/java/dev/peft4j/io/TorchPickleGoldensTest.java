@@ -143,13 +143,14 @@ class TorchPickleGoldensTest {
 
     @ParameterizedTest(name = "{0}")
     @ValueSource(strings = {"all_dtypes.pt", "all_dtypes_legacy.pt", "views.pt", "views_legacy.pt",
-        "module_state_dict.pt", "parameter_legacy.pt", "views_protocol4.pt"})
+        "module_state_dict.pt", "parameter_legacy.pt", "views_protocol4.pt", "views_legacy_protocol4.pt",
+        "views_legacy_protocol1.pt"})
     void loadsWhatTorchReadsBack(String file) throws Exception {
         assertValue(expected(file), TorchPickle.load(fixture(DIR + file)), file);
     }
 
     @ParameterizedTest(name = "{0}")
-    @ValueSource(strings = {"views.pt", "views_legacy.pt", "views_bigendian.pt"})
+    @ValueSource(strings = {"views.pt", "views_legacy.pt", "views_bigendian.pt", "views_legacy_protocol1.pt"})
     void viewsOfOneTensorShareOneStorage(String file) throws Exception {
         Map<String, Tensor> sd = TorchPickle.loadStateDict(fixture(DIR + file));
         long base = sd.get("base").data_ptr().address();
@@ -196,6 +197,19 @@ class TorchPickleGoldensTest {
         Map<?, ?> w = assertInstanceOf(Map.class, m.get("weights"));
         assertArrayEquals(new double[] {1, 1}, doubles((Tensor) w.get("w")), 0.0);
         assertFalse(m.containsKey("unexpected"));
+    }
+
+    @Test
+    void storageSavedAsAValueComesBackAsA1dTensorSharingMemory() throws Exception {
+        Map<?, ?> m = assertInstanceOf(Map.class, TorchPickle.load(fixture(DIR + "storage_values.pt")));
+        Tensor s = assertInstanceOf(Tensor.class, m.get("storage"));
+        assertEquals(ScalarType.Float, s.scalar_type().intern());
+        assertArrayEquals(new double[] {1.5, -2.0, 4.0}, doubles(s), 0.0);
+        Tensor i16 = assertInstanceOf(Tensor.class, m.get("int_storage"));
+        assertEquals(ScalarType.Short, i16.scalar_type().intern());
+        assertArrayEquals(new double[] {3, 4}, doubles(i16), 0.0);
+        Tensor t = assertInstanceOf(Tensor.class, m.get("tensor"));
+        assertEquals(s.data_ptr().address(), t.data_ptr().address(), "the tensor is a view of the saved storage");
     }
 
     @Test

@@ -41,6 +41,7 @@ class TorchPickleAdaptersTest {
             long[] shape = e.getKey().contains("lora_A") ? new long[] {8, 768} : new long[] {768, 8};
             assertArrayEquals(shape, t.shape(), e.getKey());
             assertTrue(t.is_contiguous(), e.getKey());
+            assertTrue(t.is_cpu(), "saved from cuda:0, loaded to the CPU: " + e.getKey());
         }
         // init_lora_weights=false: B is random, not zero, so the adapter really changes the output
         double maxAbs = 0;

@@ -113,7 +113,13 @@ final class PickleMachine {
                     return result;
                 }
                 case '(' -> stack.add(MARK);
-                case '0' -> pop(); // POP
+                case '0' -> { // POP (a MARK on top is popped too, as Python does)
+                    if (!stack.isEmpty() && stack.get(stack.size() - 1) == MARK) {
+                        stack.remove(stack.size() - 1);
+                    } else {
+                        pop();
+                    }
+                }
                 case '1' -> popMark(); // POP_MARK
                 case '2' -> push(peek()); // DUP
                 case 'N' -> push(null);

@@ -52,7 +52,9 @@ public final class TorchPickle {
 
     /**
      * Loads a state dict: the file's top level must be a dict (or {@code OrderedDict}) of string
-     * keys to tensors. Returns a {@link LinkedHashMap} in file order.
+     * keys to tensors. Returns a {@link LinkedHashMap} in file order. The tensors are CPU tensors
+     * owning their memory (views of one buffer where the file shares a storage); the caller may
+     * close them, or leave them to a {@code PointerScope} or the garbage collector.
      *
      * @throws TorchPickleException if the file is not such a state dict (a checkpoint that wraps
      *     the state dict under a key like {@code "state_dict"} is refused, naming the key), or is
@@ -431,14 +433,13 @@ public final class TorchPickle {
             if (!(keys instanceof List<?> keyList)) {
                 throw new TorchPickleException(source + ": storage key list is " + PickleMachine.describe(keys));
             }
-            List<String> seen = new ArrayList<>();
+            java.util.Set<String> seen = new java.util.HashSet<>();
             for (Object k : keyList) {
                 TorchStorage s = k instanceof String key ? roots.get(key) : null;
-                if (s == null || seen.contains(k)) {
+                if (s == null || !seen.add((String) k)) {
                     throw new TorchPickleException(source + ": storage key " + PickleMachine.describe(k)
                             + (s == null ? " names no storage of the object" : " is listed twice"));
                 }
-                seen.add((String) k);
                 offset = readLegacyStorage(ch, offset, fileSize, s, order, source);
             }
             if (seen.size() != roots.size()) {

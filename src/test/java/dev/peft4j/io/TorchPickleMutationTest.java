@@ -45,6 +45,7 @@ class TorchPickleMutationTest {
         "torch-pickle-goldens/all_dtypes_legacy.pt",
         "torch-pickle-goldens/plain_values.pt",
         "torch-pickle-goldens/module_state_dict.pt",
+        "peft-ia3-mt0-large/adapter_model.bin",
     })
     void corruptedFilesFailOnlyWithTorchPickleException(String name) throws Exception {
         byte[] original = Files.readAllBytes(fixture(name));

@@ -42,6 +42,12 @@ class TorchPickleZipChecksTest {
             out.write(2);
         }
 
+        /** A legacy persistent id: ('storage', class, key, 'cpu', numel, None). */
+        Pickle legacyStorage(String storageClass, String key, long numel) {
+            return op('(').str("storage").global("torch", storageClass).str(key).str("cpu").integer(numel).op('N')
+                    .op('t').op('Q');
+        }
+
         Pickle op(char c) {
             out.write(c);
             return this;
@@ -250,6 +256,55 @@ class TorchPickleZipChecksTest {
                 .global("collections", "OrderedDict").op(')').op('R').op('t').op('R').op('s').bytes();
         String m = refusal(zip(pickle, Map.of("0", new byte[8])));
         assertTrue(m.contains("cannot set requires_grad"), m);
+    }
+
+    /** A legacy stream: magic, protocol 1001, sys_info, {"t": tensor over storage "k"}, ["k"], then data. */
+    private Path legacy(long pidNumel, long dataNumel, byte[] data) throws IOException {
+        ByteArrayOutputStream f = new ByteArrayOutputStream();
+        f.writeBytes(new byte[] {(byte) 0x80, 2, (byte) 0x8a, 10, 0x6c, (byte) 0xfc, (byte) 0x9c, 0x46, (byte) 0xf9,
+            0x20, 0x6a, (byte) 0xa8, 0x50, 0x19, '.'}); // LONG1 0x1950a86a20f9469cfc6c
+        f.writeBytes(new Pickle().integer(1001).bytes());
+        f.writeBytes(new Pickle().op('}').str("little_endian").op((char) 0x88).op('s').bytes());
+        f.writeBytes(new Pickle().op('}').str("t").global("torch._utils", "_rebuild_tensor_v2").op('(')
+                .legacyStorage("ShortStorage", "k", pidNumel).integer(0).ints(2).ints(1).op((char) 0x89)
+                .global("collections", "OrderedDict").op(')').op('R').op('t').op('R').op('s').bytes());
+        f.writeBytes(new Pickle().op(']').str("k").op('a').bytes());
+        f.writeBytes(ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(dataNumel).array());
+        f.writeBytes(data);
+        Path file = Files.createTempFile(tmp, "legacy", ".pt");
+        Files.write(file, f.toByteArray());
+        return file;
+    }
+
+    @Test
+    void handBuiltLegacyStreamLoads() throws Exception {
+        Tensor t = TorchPickle.loadStateDict(legacy(2, 2, le16(-3, 5))).get("t");
+        assertArrayEquals(new long[] {-3, 5}, longs(t));
+    }
+
+    @Test
+    void legacyStorageLargerThanTheFileIsRefusedBeforeAllocating() throws Exception {
+        String m = refusal(legacy(1L << 40, 2, le16(-3, 5)));
+        assertTrue(m.contains("storage 'k': 1099511627776 elements of torch.ShortStorage cannot fit"), m);
+    }
+
+    @Test
+    void legacyElementCountMismatchIsRefused() throws Exception {
+        String m = refusal(legacy(2, 3, le16(-3, 5, 7)));
+        assertTrue(m.contains("storage 'k' has 3 elements in the data section, its persistent id says 2"), m);
+    }
+
+    @Test
+    void truncatedLegacyDataIsRefused() throws Exception {
+        String m = refusal(legacy(2, 2, new byte[] {1, 0, 2}));
+        assertTrue(m.contains("truncated: storage 'k' needs 4 bytes, 3 left"), m);
+    }
+
+    @Test
+    void bareTensorIsNotAStateDict() {
+        String m = assertThrows(TorchPickleException.class, () -> TorchPickle.loadStateDict(
+                PickleTestTensors.fixture("peft-regression-lora-opt125m/output_bnb_8bit.pt"))).getMessage();
+        assertTrue(m.contains("top level is tensor, expected a dict of str to tensor"), m);
     }
 
     @Test

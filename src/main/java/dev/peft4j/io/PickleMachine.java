@@ -348,7 +348,7 @@ final class PickleMachine {
      * Keys must be immutable values with value semantics (as Python's hashable ones), and tuples
      * only shallowly nested, so that hashing them cannot recurse without bound.
      */
-    private Object hashable(Object key, String what) throws TorchPickleException {
+    Object hashable(Object key, String what) throws TorchPickleException {
         checkHashable(key, what, 0);
         return key;
     }

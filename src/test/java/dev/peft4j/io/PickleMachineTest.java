@@ -159,6 +159,22 @@ class PickleMachineTest {
     }
 
     @Test
+    void setAndOrderedDictCalledWithItems() throws Exception {
+        // builtins.set([(1, 2)]) and collections.OrderedDict([("a", 1)]), as protocol 2 writes them
+        Object set = run(concat(bytes(0x80, 2), ascii("cbuiltins\nset\n"), bytes(']', 'K', 1, 'K', 2, 0x86, 'a', 0x85,
+                'R', '.')));
+        assertEquals(Set.of(List.of(1L, 2L)), set);
+        Object od = run(concat(bytes(0x80, 2), ascii("ccollections\nOrderedDict\n"), bytes(']', 'X', 1, 0, 0, 0, 'a',
+                'K', 1, 0x86, 'a', 0x85, 'R', '.')));
+        assertEquals(Map.of("a", 1L), od);
+        // a list cannot be a set item (unhashable in Python too)
+        TorchPickleException e = assertThrows(TorchPickleException.class, () -> run(concat(bytes(0x80, 2),
+                ascii("cbuiltins\nset\n"), bytes(']', ']', 'a', 0x85, 'R', '.'))));
+        assertTrue(e.getMessage().contains("builtins.set item: list of 0 cannot be a dict key or set item"),
+                e.getMessage());
+    }
+
+    @Test
     void deeplyNestedListsDoNotOverflowTheStack() throws Exception {
         // 200k nested lists: ] ( ] ( ] ... a a a; the machine is iterative
         int depth = 200_000;

@@ -8,7 +8,6 @@ import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.util.AbstractList;
 import java.util.ArrayList;
-import java.util.Collection;
 import java.util.Collections;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
@@ -688,10 +687,6 @@ final class PickleMachine {
         @Override
         public int size() {
             return items.length;
-        }
-
-        static PyTuple copyOf(Collection<?> c) {
-            return of(c.toArray());
         }
     }
 }

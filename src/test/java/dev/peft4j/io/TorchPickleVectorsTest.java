@@ -149,6 +149,24 @@ class TorchPickleVectorsTest {
     }
 
     @Test
+    void loadedParameterTrainsAsALeaf() throws Exception {
+        Tensor p = TorchPickle.loadStateDict(fixture("torch-pickle-vectors/burn/parameter.pt")).get("param");
+        assertTrue(p.is_leaf());
+        double[] before = doubles(p);
+        Tensor loss = p.mul(new org.bytedeco.pytorch.Scalar(3.0)).sum();
+        loss.backward();
+        double[] grad = doubles(p.grad());
+        for (double g : grad) {
+            assertEquals(3.0, g, 0.0);
+        }
+        // an optimizer-style in-place step under no-grad
+        try (org.bytedeco.pytorch.NoGradGuard guard = new org.bytedeco.pytorch.NoGradGuard()) {
+            p.sub_(p.grad());
+        }
+        assertEquals(before[0] - 3.0, doubles(p)[0], 1e-6);
+    }
+
+    @Test
     void legacyViewsShareOneStorageWithOffsets() throws Exception {
         Map<String, Tensor> sd = TorchPickle.loadStateDict(fixture("torch-pickle-vectors/burn/legacy_uncloned_views.pt"));
         Tensor a = sd.get("tensor1");

@@ -358,12 +358,16 @@ final class PickleMachine {
             return;
         }
         if (key instanceof PyTuple t) {
+            if (t.checkedHashable) {
+                return; // a big tuple reused as a key through the memo is checked once
+            }
             if (depth >= MAX_KEY_NESTING) {
                 throw error(what + ": tuple nested deeper than " + MAX_KEY_NESTING);
             }
             for (Object item : t) {
                 checkHashable(item, what, depth + 1);
             }
+            t.checkedHashable = true;
             return;
         }
         throw error(what + ": " + describe(key) + " cannot be a dict key or set item");
@@ -665,6 +669,10 @@ final class PickleMachine {
     static final class PyTuple extends AbstractList<Object> implements RandomAccess {
         private static final PyTuple EMPTY = new PyTuple(new Object[0]);
         private final Object[] items;
+        /** Set once every item is known hashable (then it holds no tensor or storage: never replaced). */
+        boolean checkedHashable;
+        private int hash;
+        private boolean hashed;
 
         private PyTuple(Object[] items) {
             this.items = items;
@@ -677,6 +685,16 @@ final class PickleMachine {
         @Override
         public Object get(int index) {
             return items[index];
+        }
+
+        /** Cached, so that hashing a large tuple used as a key many times stays linear. */
+        @Override
+        public int hashCode() {
+            if (!hashed) {
+                hash = super.hashCode();
+                hashed = checkedHashable; // only immutable-for-good tuples keep their hash
+            }
+            return hash;
         }
 
         /** For the loader's final pass only (storages to tensors); tuples are immutable to users. */

@@ -191,6 +191,26 @@ class PickleMachineTest {
     }
 
     @Test
+    void aLargeTupleReusedAsAKeyStaysLinear() {
+        // a 200k-item tuple memoized, then set as a dict key 200k times: hashing is checked and cached once
+        int n = 200_000;
+        ByteBuffer b = ByteBuffer.allocate(3 * n + 64);
+        b.put((byte) 0x80).put((byte) 2).put((byte) '}').put((byte) '(');
+        for (int i = 0; i < n; i++) {
+            b.put((byte) 'N');
+        }
+        b.put((byte) 't').put((byte) 'q').put((byte) 0).put((byte) '0'); // TUPLE, BINPUT 0, POP
+        for (int i = 0; i < n / 2; i++) {
+            b.put((byte) 'h').put((byte) 0).put((byte) 'N').put((byte) 's');
+        }
+        b.put((byte) '.');
+        byte[] pickle = java.util.Arrays.copyOf(b.array(), b.position());
+        Object v = org.junit.jupiter.api.Assertions.assertTimeoutPreemptively(java.time.Duration.ofSeconds(10),
+                () -> run(pickle));
+        assertEquals(1, assertInstanceOf(Map.class, v).size());
+    }
+
+    @Test
     void persistentIdsGoToTheLoader() {
         // ('storage',) BINPERSID: the test loader refuses, and its message comes out
         TorchPickleException e = assertThrows(TorchPickleException.class,

@@ -226,7 +226,11 @@ public final class AdaLoraConfig extends ConfigBase implements PeftConfig, LoraS
             return put("rank_pattern", rankPattern);
         }
 
-        /** Validates and builds. @throws PeftConfigException as reading a file with these values would */
+        /**
+         * Validates and builds.
+         *
+         * @throws PeftConfigException where reading a file with these values would fail
+         */
         public AdaLoraConfig build() {
             return new AdaLoraConfig(new ConfigDoc("AdaLoraConfig", json));
         }

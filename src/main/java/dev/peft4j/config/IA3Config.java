@@ -68,7 +68,11 @@ public final class IA3Config extends ConfigBase implements PeftConfig {
             return put("init_ia3_weights", initIa3Weights);
         }
 
-        /** Validates and builds. @throws PeftConfigException as reading a file with these values would */
+        /**
+         * Validates and builds.
+         *
+         * @throws PeftConfigException where reading a file with these values would fail
+         */
         public IA3Config build() {
             return new IA3Config(new ConfigDoc("IA3Config", json));
         }

@@ -168,7 +168,11 @@ public final class LoraConfig extends ConfigBase implements PeftConfig, LoraSett
             return put("rank_pattern", rankPattern);
         }
 
-        /** Validates and builds. @throws PeftConfigException as reading a file with these values would */
+        /**
+         * Validates and builds.
+         *
+         * @throws PeftConfigException where reading a file with these values would fail
+         */
         public LoraConfig build() {
             return new LoraConfig(new ConfigDoc("LoraConfig", json));
         }

@@ -28,7 +28,7 @@ import org.slf4j.LoggerFactory;
  * when peft4j writes it back (PEFT itself drops such keys with a warning when it loads the file).
  *
  * <p>Writing produces Python's {@code json.dumps(config, indent=2, sort_keys=True)}: keys sorted by code point at
- * every level, two-space indent, {@code ", "}-free line ends, {@code ": "} after keys, ASCII only, Python float repr
+ * every level, two-space indent, items ending their line with a bare comma, {@code ": "} after keys, ASCII only, Python float repr
  * ({@code 1.0}, {@code 0.05}, {@code 1e-05}), no trailing newline. A config holds the keys it was read with (a PEFT
  * 0.5 file stays a PEFT 0.5 file; values written as read, such as {@code 16} vs {@code 16.0}); a config built from
  * scratch has PEFT 0.18's key set (spec A.1-A.3).

@@ -31,7 +31,7 @@ public final class AdaLoraConfig extends ConfigBase implements PeftConfig, LoraS
     private final Map<String, List<Boolean>> rankPattern;
 
     AdaLoraConfig(ConfigDoc doc) {
-        super(doc, PeftType.ADALORA);
+        super(LoraFields.rewriteAsPostInitDoes(doc), PeftType.ADALORA);
         lora = LoraFields.read(doc);
         targetR = doc.integer("target_r", 8, false);
         initR = doc.integer("init_r", 12, false);
@@ -43,13 +43,13 @@ public final class AdaLoraConfig extends ConfigBase implements PeftConfig, LoraS
         orthRegWeight = doc.number("orth_reg_weight", 0.5);
         Integer steps = doc.integer("total_step", null, true);
         rankPattern = readRankPattern(doc);
+        lora.checkPostInit(doc, targetModules()); // PEFT's AdaLoraConfig.__post_init__ runs LoraConfig's first
         if (lora.useDora()) {
             throw doc.error("use_dora", "must be false: AdaLoRA does not support DoRA");
         }
         if (!lora.loftqConfig().isEmpty()) {
             throw doc.error("loftq_config", "must be empty: AdaLoRA does not support LoftQ");
         }
-        lora.checkLayerSelection(doc, targetModules(), false);
         if (steps == null || steps <= 0) {
             throw doc.error("total_step", "must be a positive integer (AdaLoRA's schedule needs it since PEFT 0.15)");
         }

@@ -5,16 +5,12 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.regex.Pattern;
 import java.util.regex.PatternSyntaxException;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 /**
  * PEFT's {@code LoraConfig} (spec §3.4): the LoRA keys ({@link LoraSettings}), {@code rank_pattern}, and the per-module
  * rank, alpha and scaling a LoRA layer gets (§4.6, §6.1).
  */
 public final class LoraConfig extends ConfigBase implements PeftConfig, LoraSettings {
-    private static final Logger LOG = LoggerFactory.getLogger(LoraConfig.class);
-
     private final LoraFields lora;
     private final Map<String, Integer> rankPattern;
     // the pattern keys compiled as PEFT's get_pattern_key does, in the maps' order
@@ -22,7 +18,7 @@ public final class LoraConfig extends ConfigBase implements PeftConfig, LoraSett
     private final Map<String, Pattern> alphaMatchers;
 
     LoraConfig(ConfigDoc doc) {
-        super(normalise(doc), PeftType.LORA);
+        super(LoraFields.rewriteAsPostInitDoes(doc), PeftType.LORA);
         lora = LoraFields.read(doc);
         rankPattern = readRankPattern(doc);
         rankMatchers = compile(doc, "rank_pattern", rankPattern.keySet());
@@ -116,45 +112,12 @@ public final class LoraConfig extends ConfigBase implements PeftConfig, LoraSett
         return Collections.unmodifiableMap(out);
     }
 
-    /** PEFT's silent rewrites in {@code __post_init__}, applied before the JSON object is frozen. */
-    private static ConfigDoc normalise(ConfigDoc doc) {
-        Object init = doc.raw("init_lora_weights");
-        Map<String, Object> loftq = doc.object("loftq_config", Map.of(), true);
-        if (!"loftq".equals(init) && loftq != null && !loftq.isEmpty()) {
-            LOG.warn("{}: \"loftq_config\" is ignored unless \"init_lora_weights\" is \"loftq\"; reset to {{}}"
-                    + " as PEFT does", doc.source);
-            doc.put("loftq_config", Map.of());
-        }
-        return doc;
-    }
-
     private void validate(ConfigDoc doc) {
+        // PEFT refuses r <= 0 when it builds a layer; AdaLoRA, which ignores r, does not
         if (lora.r() <= 0) {
             throw doc.error("r", "must be a positive integer");
         }
-        lora.checkLayerSelection(doc, targetModules(), true);
-        if (lora.useDora() && lora.megatronConfig() != null && !lora.megatronConfig().isEmpty()) {
-            throw doc.error("\"use_dora\": true cannot be combined with \"megatron_config\" (DoRA does not support"
-                    + " megatron_core), got " + PythonJson.repr(lora.megatronConfig()));
-        }
-        InitLoraWeights init = lora.initLoraWeights();
-        if (init instanceof InitLoraWeights.Method m && m.name().equals("loftq") && lora.loftqConfig().isEmpty()) {
-            throw doc.error("loftq_config", "must be given when \"init_lora_weights\" is \"loftq\"");
-        }
-        if (lora.loraBias()) {
-            if (!(init instanceof InitLoraWeights.Flag)) {
-                throw doc.error("\"lora_bias\": true needs \"init_lora_weights\" true or false, got "
-                        + PythonJson.repr(doc.raw("init_lora_weights")));
-            }
-            if (lora.useDora()) {
-                throw doc.error("\"lora_bias\": true cannot be combined with \"use_dora\": true");
-            }
-        }
-        if (init instanceof InitLoraWeights.Method m && (m.name().equals("eva") && lora.evaConfig() == null
-                || m.name().equals("corda") && lora.cordaConfig() == null)) {
-            LOG.warn("{}: \"init_lora_weights\" is \"{}\" without \"{}_config\"; PEFT fills in a default one",
-                    doc.source, m.name(), m.name());
-        }
+        lora.checkPostInit(doc, targetModules());
     }
 
     /** Builds a {@link LoraConfig}; see {@link PeftConfigBuilder}. */

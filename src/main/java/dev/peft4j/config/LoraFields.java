@@ -5,6 +5,8 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * The LoRA keys of {@code adapter_config.json} (spec §3.4) other than the common ones and {@code rank_pattern}: what
@@ -75,6 +77,7 @@ public record LoraFields(
         Map<String, Object> veloraConfig,
         Map<String, Object> montecloraConfig,
         Map<String, Object> kasaConfig) {
+    private static final Logger LOG = LoggerFactory.getLogger(LoraFields.class);
 
     /** Reads and type-checks the LoRA keys of {@code doc}, defaults for missing ones. */
     static LoraFields read(ConfigDoc doc) {
@@ -123,15 +126,28 @@ public record LoraFields(
     }
 
     /**
-     * PEFT's rules for {@code layers_to_transform} / {@code layers_pattern} against {@code target_modules} (spec
-     * §3.5), which LoRA and AdaLoRA both apply.
+     * PEFT's silent rewrite in {@code LoraConfig.__post_init__} (which {@code AdaLoraConfig} runs first too),
+     * applied before the JSON object is frozen: a {@code loftq_config} without {@code init_lora_weights: "loftq"}
+     * is reset to {@code {}}.
      */
-    void checkLayerSelection(ConfigDoc doc, ModuleSelector targetModules, boolean checkPatternWithRegex) {
+    static ConfigDoc rewriteAsPostInitDoes(ConfigDoc doc) {
+        Object init = doc.raw("init_lora_weights");
+        Map<String, Object> loftq = doc.object("loftq_config", Map.of(), true);
+        if (!"loftq".equals(init) && loftq != null && !loftq.isEmpty()) {
+            LOG.warn("{}: \"loftq_config\" is ignored unless \"init_lora_weights\" is \"loftq\"; reset to {{}}"
+                    + " as PEFT does", doc.source);
+            doc.put("loftq_config", Map.of());
+        }
+        return doc;
+    }
+
+    /** The checks of PEFT's {@code LoraConfig.__post_init__} (spec §3.5), which AdaLoRA's runs too. */
+    void checkPostInit(ConfigDoc doc, ModuleSelector targetModules) {
         if (targetModules instanceof ModuleSelector.Regex && layersToTransform != null) {
             throw doc.error("layers_to_transform", "cannot be used when \"target_modules\" is a regular expression"
                     + " string (" + PythonJson.repr(doc.raw("target_modules")) + ")");
         }
-        if (checkPatternWithRegex && targetModules instanceof ModuleSelector.Regex && layersPattern != null) {
+        if (targetModules instanceof ModuleSelector.Regex && layersPattern != null) {
             throw doc.error("layers_pattern", "cannot be used when \"target_modules\" is a regular expression"
                     + " string (" + PythonJson.repr(doc.raw("target_modules")) + ")");
         }
@@ -141,6 +157,27 @@ public record LoraFields(
         if (layersPattern != null && !layersPattern.isEmpty() && !transformSet) {
             throw doc.error("layers_pattern", "needs \"layers_to_transform\" too (which is "
                     + PythonJson.repr(doc.raw("layers_to_transform")) + ")");
+        }
+        if (useDora && megatronConfig != null && !megatronConfig.isEmpty()) {
+            throw doc.error("\"use_dora\": true cannot be combined with \"megatron_config\" (DoRA does not support"
+                    + " megatron_core), got " + PythonJson.repr(megatronConfig));
+        }
+        if (initLoraWeights instanceof InitLoraWeights.Method m && m.name().equals("loftq") && loftqConfig.isEmpty()) {
+            throw doc.error("loftq_config", "must be given when \"init_lora_weights\" is \"loftq\"");
+        }
+        if (loraBias) {
+            if (!(initLoraWeights instanceof InitLoraWeights.Flag)) {
+                throw doc.error("\"lora_bias\": true needs \"init_lora_weights\" true or false, got "
+                        + PythonJson.repr(doc.raw("init_lora_weights")));
+            }
+            if (useDora) {
+                throw doc.error("\"lora_bias\": true cannot be combined with \"use_dora\": true");
+            }
+        }
+        if (initLoraWeights instanceof InitLoraWeights.Method m && (m.name().equals("eva") && evaConfig == null
+                || m.name().equals("corda") && cordaConfig == null)) {
+            LOG.warn("{}: \"init_lora_weights\" is \"{}\" without \"{}_config\"; PEFT fills in a default one",
+                    doc.source, m.name(), m.name());
         }
     }
 

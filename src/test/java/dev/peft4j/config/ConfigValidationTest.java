@@ -9,6 +9,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 
 /** PEFT's validations (spec §3.2, §3.3, §3.5-§3.7), each with the message peft4j gives. */
 class ConfigValidationTest {
@@ -237,6 +239,32 @@ class ConfigValidationTest {
     void rejectsAdaLoraWithLoftq() {
         assertTrue(error(ADALORA + "\"init_lora_weights\": \"loftq\", \"loftq_config\": {\"loftq_bits\": 4}")
                 .startsWith("adapter_config.json: \"loftq_config\" must be empty: AdaLoRA does not support LoftQ"));
+    }
+
+    @Test
+    void adaLoraRunsLorasPostInitFirstSoAStrayLoftqConfigIsResetNotRejected() {
+        AdaLoraConfig c = (AdaLoraConfig) parse(ADALORA + "\"loftq_config\": {\"loftq_bits\": 4}");
+        assertEquals(Map.of(), c.loftqConfig());
+        assertTrue(error(ADALORA + "\"target_modules\": \"q\", \"layers_pattern\": \"layers\"")
+                .contains("\"layers_pattern\" cannot be used when \"target_modules\" is a regular expression"));
+        assertTrue(error(ADALORA + "\"lora_bias\": true, \"init_lora_weights\": \"gaussian\"")
+                .contains("\"lora_bias\": true needs \"init_lora_weights\" true or false"));
+    }
+
+    /** PEFT's tests/test_config.py timing vectors (total_step, tinit, tfinal). */
+    @ParameterizedTest
+    @CsvSource({"100, 0, 0", "100, 10, 10", "100, 79, 20", "100, 80, 19"})
+    void acceptsAdaLoraSchedulesPeftAccepts(int totalStep, int tinit, int tfinal) {
+        AdaLoraConfig c = AdaLoraConfig.builder().totalStep(totalStep).tinit(tinit).tfinal(tfinal).build();
+        assertEquals(tinit, c.tinit());
+    }
+
+    @ParameterizedTest
+    @CsvSource({"100, 20, 80", "100, 80, 20", "10, 20, 0", "10, 0, 10", "10, 10, 0", "10, 20, 20", "10, 0, 20"})
+    void rejectsAdaLoraSchedulesPeftRejects(int totalStep, int tinit, int tfinal) {
+        PeftConfigException e = assertThrows(PeftConfigException.class,
+                () -> AdaLoraConfig.builder().totalStep(totalStep).tinit(tinit).tfinal(tfinal).build());
+        assertTrue(e.getMessage().startsWith("AdaLoraConfig: the schedule leaves no budgeting phase"), e.getMessage());
     }
 
     @Test

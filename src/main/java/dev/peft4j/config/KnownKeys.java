@@ -98,6 +98,45 @@ final class KnownKeys {
         return d;
     }
 
+    /** The PEFT minor release (0.MINOR) that first wrote each key; 5 stands for "0.5 or earlier". */
+    private static final Map<String, Integer> INTRODUCED_IN = Map.ofEntries(
+            Map.entry("peft_version", 18), Map.entry("exclude_modules", 14),
+            Map.entry("rank_pattern", 6), Map.entry("alpha_pattern", 6),
+            Map.entry("megatron_config", 7), Map.entry("megatron_core", 7), Map.entry("loftq_config", 7),
+            Map.entry("use_rslora", 8), Map.entry("use_dora", 9), Map.entry("layer_replication", 10),
+            Map.entry("lora_bias", 14), Map.entry("eva_config", 14),
+            Map.entry("corda_config", 15), Map.entry("trainable_token_indices", 15),
+            Map.entry("use_qalora", 16), Map.entry("qalora_group_size", 16), Map.entry("target_parameters", 17),
+            Map.entry("alora_invocation_tokens", 18), Map.entry("arrow_config", 18),
+            Map.entry("ensure_weight_tying", 18), Map.entry("lora_ga_config", 19), Map.entry("use_bdlora", 19),
+            Map.entry("velora_config", 20), Map.entry("monteclora_config", 20), Map.entry("kasa_config", 21));
+
+    /** The oldest release {@link #ofRelease} knows: transformers v4's minimum PEFT. */
+    static final int OLDEST_MINOR = 5;
+
+    /** The minor release in which {@code key} first appeared in {@code type}'s config. */
+    static int introducedIn(PeftType type, String key) {
+        if (type == PeftType.ADALORA && key.equals("rank_pattern")) {
+            return OLDEST_MINOR; // AdaLoRA had its own rank_pattern before LoRA got one
+        }
+        return INTRODUCED_IN.getOrDefault(key, OLDEST_MINOR);
+    }
+
+    /**
+     * The keys of {@code type}'s config as PEFT {@code 0.minor} wrote them, with the defaults of those not in
+     * {@link #defaults} (keys after 0.18 default to null).
+     */
+    static LinkedHashMap<String, Object> ofRelease(PeftType type, int minor) {
+        LinkedHashMap<String, Object> base = defaults(type);
+        LinkedHashMap<String, Object> out = new LinkedHashMap<>();
+        for (String key : of(type)) {
+            if (introducedIn(type, key) <= minor) {
+                out.put(key, base.get(key)); // null for the keys after 0.18
+            }
+        }
+        return out;
+    }
+
     static Map<String, Object> unknown(Map<String, Object> values, PeftType type) {
         Set<String> known = of(type);
         Map<String, Object> out = new LinkedHashMap<>();

@@ -3,6 +3,8 @@ package dev.peft4j.config;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * Sets the keys every config has. A builder edits the JSON object the config will stand for: it starts from PEFT
@@ -95,6 +97,26 @@ public abstract class PeftConfigBuilder<B extends PeftConfigBuilder<B>> {
             throw new IllegalArgumentException("peft_type is fixed by the builder's class");
         }
         return put(key, value);
+    }
+
+    /**
+     * Makes the key set that of PEFT release {@code peftVersion} ({@code "0.17.1"}, {@code "0.17"}; 0.5 or later):
+     * keys that release did not write are removed, keys it wrote and this builder lacks are added with their
+     * defaults, keys peft4j does not know are left alone. Use it to write a file an older PEFT loads without
+     * complaint (before 0.14, PEFT refuses any key it does not know); values are not changed.
+     *
+     * @throws IllegalArgumentException for a version that is not {@code 0.MINOR[...]} with MINOR at least 5
+     */
+    public B keysOfRelease(String peftVersion) {
+        Matcher m = Pattern.compile("0\\.(\\d+)(\\..*)?").matcher(peftVersion);
+        if (!m.matches() || Integer.parseInt(m.group(1)) < KnownKeys.OLDEST_MINOR) {
+            throw new IllegalArgumentException("PEFT release \"" + peftVersion + "\" is not 0.5 or later");
+        }
+        PeftType type = PeftType.valueOf((String) json.get("peft_type"));
+        Map<String, Object> release = KnownKeys.ofRelease(type, Integer.parseInt(m.group(1)));
+        json.keySet().removeIf(key -> KnownKeys.of(type).contains(key) && !release.containsKey(key));
+        release.forEach(json::putIfAbsent);
+        return self();
     }
 
     /**

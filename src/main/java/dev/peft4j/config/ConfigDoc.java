@@ -20,8 +20,8 @@ final class ConfigDoc {
     }
 
     PeftConfigException error(String key, String mustBe) {
-        return new PeftConfigException(source + ": \"" + key + "\" " + mustBe + ", got "
-                + PythonJson.repr(values.get(key)));
+        return new PeftConfigException(source + ": \"" + key + "\" " + mustBe
+                + (values.containsKey(key) ? ", got " + PythonJson.repr(values.get(key)) : ", but the key is missing"));
     }
 
     PeftConfigException error(String message) {

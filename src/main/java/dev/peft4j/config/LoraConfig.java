@@ -54,8 +54,9 @@ public final class LoraConfig extends ConfigBase implements PeftConfig, LoraSett
     /**
      * The rank of the LoRA layer for module {@code moduleKey} (its name relative to the wrapped model, e.g.
      * {@code model.layers.0.self_attn.q_proj}): the value of the first {@code rank_pattern} key {@code P}, in the
-     * map's order, for which {@code (.*\.)?(P)$} matches the start of the name, else {@code r} (PEFT ≥ 0.15's
-     * {@code get_pattern_key}).
+     * map's order, for which {@code (.*\.)?(P)$} matches the whole name (Python's {@code re.match}), else the value
+     * of the key equal to the name, else {@code r} (PEFT ≥ 0.15's {@code get_pattern_key}). Patterns are compiled
+     * with {@link Pattern}, which agrees with Python's {@code re} on the syntax such patterns use.
      */
     public int rankFor(String moduleKey) {
         Integer rank = rankPattern.get(patternKey(rankMatchers, moduleKey));

@@ -31,7 +31,12 @@ import org.slf4j.LoggerFactory;
  * every level, two-space indent, items ending their line with a bare comma, {@code ": "} after keys, ASCII only, Python float repr
  * ({@code 1.0}, {@code 0.05}, {@code 1e-05}), no trailing newline. A config holds the keys it was read with (a PEFT
  * 0.5 file stays a PEFT 0.5 file; values written as read, such as {@code 16} vs {@code 16.0}); a config built from
- * scratch has PEFT 0.18's key set (spec A.1-A.3).
+ * scratch has PEFT 0.18's key set (spec A.1-A.3), or an older release's with
+ * {@link PeftConfigBuilder#keysOfRelease}.
+ *
+ * <p>JSON values appear in Java ({@link PeftConfig#toJsonObject()}, nested configs, unknown keys) as {@code null},
+ * {@link Boolean}, {@link Long} or {@link java.math.BigInteger} for a Python int, {@link Double} for a Python float,
+ * {@link String}, and unmodifiable {@link java.util.List}s and {@link Map}s (keys in the file's order).
  */
 public final class PeftConfigs {
     private static final Logger LOG = LoggerFactory.getLogger(PeftConfigs.class);
@@ -80,8 +85,14 @@ public final class PeftConfigs {
             throw new PeftConfigException(sourceName + ": must hold a JSON object, got "
                     + (root == null ? "nothing" : root.getNodeType().toString().toLowerCase()));
         }
-        @SuppressWarnings("unchecked")
-        Map<String, Object> values = (Map<String, Object>) PythonJson.fromTree(root);
+        Map<String, Object> values;
+        try {
+            @SuppressWarnings("unchecked")
+            Map<String, Object> tree = (Map<String, Object>) PythonJson.fromTree(root);
+            values = tree;
+        } catch (IllegalArgumentException e) {
+            throw new PeftConfigException(sourceName + ": " + e.getMessage(), e);
+        }
         return fromJsonObject(values, sourceName);
     }
 

@@ -53,7 +53,11 @@ final class PythonJson {
             return node.canConvertToLong() ? (Object) node.longValue() : node.bigIntegerValue();
         }
         if (node.isNumber()) {
-            return node.doubleValue();
+            double d = node.doubleValue();
+            if (!Double.isFinite(d)) {
+                throw new IllegalArgumentException("a number is too large for a double (Python reads it as inf)");
+            }
+            return d;
         }
         if (node.isTextual()) {
             return node.textValue();

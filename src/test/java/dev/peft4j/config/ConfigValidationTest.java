@@ -73,6 +73,13 @@ class ConfigValidationTest {
     }
 
     @Test
+    void rejectsNumbersBeyondDoubleRange() {
+        assertEquals("x.json: a number is too large for a double (Python reads it as inf)",
+                assertThrows(PeftConfigException.class, () -> PeftConfigs.parse(
+                        "{\"peft_type\": \"LORA\", \"lora_alpha\": 1e999}", "x.json")).getMessage());
+    }
+
+    @Test
     void dropsRuntimeConfigAsPeftDoes() {
         PeftConfig c = parse("\"peft_type\": \"LORA\", \"runtime_config\": {\"ephemeral_gpu_offload\": false}");
         assertFalse(c.toJsonObject().containsKey("runtime_config"));
@@ -227,6 +234,8 @@ class ConfigValidationTest {
         assertEquals("adapter_config.json: \"total_step\" must be a positive integer (AdaLoRA's schedule needs it"
                 + " since PEFT 0.15), got null", error("\"peft_type\": \"ADALORA\", \"total_step\": null"));
         assertTrue(error("\"peft_type\": \"ADALORA\", \"total_step\": 0").endsWith("got 0"));
+        assertTrue(error("\"peft_type\": \"ADALORA\"").endsWith("\"total_step\" must be a positive integer (AdaLoRA's"
+                + " schedule needs it since PEFT 0.15), but the key is missing"));
     }
 
     @Test

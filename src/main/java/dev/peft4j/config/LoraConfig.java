@@ -89,7 +89,8 @@ public final class LoraConfig extends ConfigBase implements PeftConfig, LoraSett
         Map<String, Pattern> out = new LinkedHashMap<>();
         for (String key : keys) {
             try {
-                out.put(key, Pattern.compile("(.*\\.)?(" + key + ")$"));
+                // Python 3's \\d, \\w, \\s are Unicode-aware
+                out.put(key, Pattern.compile("(.*\\.)?(" + key + ")$", Pattern.UNICODE_CHARACTER_CLASS));
             } catch (PatternSyntaxException e) {
                 throw doc.error(field + ": key \"" + key + "\" is not a valid regular expression: "
                         + e.getDescription());

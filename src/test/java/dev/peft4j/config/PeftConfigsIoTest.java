@@ -11,6 +11,7 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.stream.Stream;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -40,8 +41,16 @@ class PeftConfigsIoTest {
         PeftConfigs.write(second, tmp);
         assertEquals(32, ((LoraConfig) PeftConfigs.read(tmp)).r());
         try (Stream<Path> files = Files.list(tmp)) {
-            assertEquals(List.of(tmp.resolve("adapter_config.json")), files.toList());
+            assertEquals(List.of(tmp.resolve("adapter_config.json")), files.toList(), "no temporary file left");
         }
+    }
+
+    @Test
+    void writtenFileGetsOrdinaryPermissionsNotThoseOfATempFile() throws IOException {
+        Assumptions.assumeTrue(tmp.getFileSystem().supportedFileAttributeViews().contains("posix"));
+        Path written = PeftConfigs.write(sample(), tmp);
+        Path ordinary = Files.writeString(tmp.resolve("ordinary.json"), "{}");
+        assertEquals(Files.getPosixFilePermissions(ordinary), Files.getPosixFilePermissions(written));
     }
 
     @Test

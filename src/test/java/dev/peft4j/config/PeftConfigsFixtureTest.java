@@ -91,4 +91,47 @@ class PeftConfigsFixtureTest {
         assertNull(c.excludeModules());
         assertInstanceOf(IA3Config.class, c.toBuilder().build());
     }
+
+    /** The shape of configs written by PEFT's earliest releases (0.2/0.3), with keys PEFT later dropped. */
+    static final String EARLY_PEFT_SHAPE = """
+            {
+              "base_model_name_or_path": "some/llama-7b",
+              "bias": "none",
+              "enable_lora": null,
+              "fan_in_fan_out": false,
+              "inference_mode": true,
+              "init_lora_weights": true,
+              "lora_alpha": 16,
+              "lora_dropout": 0.05,
+              "merge_weights": false,
+              "modules_to_save": null,
+              "peft_type": "LORA",
+              "r": 8,
+              "target_modules": [
+                "q_proj",
+                "v_proj",
+                "k_proj",
+                "o_proj"
+              ],
+              "task_type": "CAUSAL_LM"
+            }""";
+
+    @Test
+    void readsEarlyPeftConfigKeepingItsRetiredKeysAsUnknown() {
+        PeftConfig c = PeftConfigs.parse(EARLY_PEFT_SHAPE, "early.json");
+        Map<String, Object> unknown = new java.util.LinkedHashMap<>();
+        unknown.put("enable_lora", null);
+        unknown.put("merge_weights", false);
+        assertEquals(unknown, c.unknownKeys());
+        assertEquals(2.0, ((LoraConfig) c).scaling("model.layers.0.self_attn.o_proj"));
+        assertEquals(EARLY_PEFT_SHAPE, PeftConfigs.toJson(c));
+    }
+
+    @Test
+    void intDropoutAsSomeTrainersWriteItStaysAnInt() {
+        String json = "{\n  \"lora_dropout\": 0,\n  \"peft_type\": \"LORA\"\n}";
+        LoraConfig c = (LoraConfig) PeftConfigs.parse(json, "t.json");
+        assertEquals(0.0, c.loraDropout());
+        assertEquals(json, PeftConfigs.toJson(c));
+    }
 }

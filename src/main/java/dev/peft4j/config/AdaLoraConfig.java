@@ -84,7 +84,7 @@ public final class AdaLoraConfig extends ConfigBase implements PeftConfig, LoraS
         return new Builder(KnownKeys.defaults(PeftType.ADALORA));
     }
 
-    /** A builder starting from this config's JSON (unknown keys included). */
+    @Override
     public Builder toBuilder() {
         return new Builder(toJsonObject());
     }
@@ -231,6 +231,7 @@ public final class AdaLoraConfig extends ConfigBase implements PeftConfig, LoraS
          *
          * @throws PeftConfigException where reading a file with these values would fail
          */
+        @Override
         public AdaLoraConfig build() {
             return new AdaLoraConfig(new ConfigDoc("AdaLoraConfig", json));
         }

@@ -24,7 +24,7 @@ public final class IA3Config extends ConfigBase implements PeftConfig {
         return new Builder(KnownKeys.defaults(PeftType.IA3));
     }
 
-    /** A builder starting from this config's JSON (unknown keys included). */
+    @Override
     public Builder toBuilder() {
         return new Builder(toJsonObject());
     }
@@ -73,6 +73,7 @@ public final class IA3Config extends ConfigBase implements PeftConfig {
          *
          * @throws PeftConfigException where reading a file with these values would fail
          */
+        @Override
         public IA3Config build() {
             return new IA3Config(new ConfigDoc("IA3Config", json));
         }

@@ -31,7 +31,7 @@ public final class LoraConfig extends ConfigBase implements PeftConfig, LoraSett
         return new Builder(KnownKeys.defaults(PeftType.LORA));
     }
 
-    /** A builder starting from this config's JSON (unknown keys included). */
+    @Override
     public Builder toBuilder() {
         return new Builder(toJsonObject());
     }
@@ -138,6 +138,7 @@ public final class LoraConfig extends ConfigBase implements PeftConfig, LoraSett
          *
          * @throws PeftConfigException where reading a file with these values would fail
          */
+        @Override
         public LoraConfig build() {
             return new LoraConfig(new ConfigDoc("LoraConfig", json));
         }

@@ -54,6 +54,12 @@ public sealed interface PeftConfig permits LoraConfig, IA3Config, AdaLoraConfig 
     Map<String, Object> unknownKeys();
 
     /**
+     * A builder starting from this config's JSON object (unknown keys included), e.g. to save a copy with
+     * {@code inference_mode} set as PEFT's {@code save_pretrained} does.
+     */
+    PeftConfigBuilder<?> toBuilder();
+
+    /**
      * The JSON object this config stands for, keys in the order read (or set), values as described in
      * {@link PeftConfigs}; unmodifiable.
      */

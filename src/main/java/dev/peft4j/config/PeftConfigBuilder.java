@@ -30,6 +30,13 @@ public abstract class PeftConfigBuilder<B extends PeftConfigBuilder<B>> {
         return self();
     }
 
+    /**
+     * Validates and builds the config.
+     *
+     * @throws PeftConfigException where reading a file with these values would fail
+     */
+    public abstract PeftConfig build();
+
     /** {@code task_type}; null for none. */
     public B taskType(TaskType taskType) {
         return put("task_type", taskType == null ? null : taskType.name());

@@ -191,4 +191,15 @@ class ConfigBuilderTest {
         assertEquals("LoraConfig: \"r\" must be a positive integer, got 0", e.getMessage());
         assertThrows(PeftConfigException.class, () -> LoraConfig.builder().set("use_rslora", "yes").build());
     }
+
+    @Test
+    void anyConfigCanBeCopiedWithInferenceModeSetThroughTheInterface() {
+        for (PeftConfig c : java.util.List.<PeftConfig>of(LoraConfig.builder().build(), IA3Config.builder().build(),
+                AdaLoraConfig.builder().totalStep(5).build())) {
+            PeftConfig frozen = c.toBuilder().inferenceMode(true).build();
+            assertEquals(c.getClass(), frozen.getClass());
+            assertTrue(frozen.inferenceMode());
+            assertTrue(!c.inferenceMode(), "the original is unchanged");
+        }
+    }
 }

@@ -92,11 +92,10 @@ public record LoraFields(
             throw doc.error("bias", "must be one of \"none\", \"all\", \"lora_only\"");
         }
         Map<String, Object> loftq = doc.object("loftq_config", Map.of(), true);
-        List<String> targetParameters;
         if (doc.raw("target_parameters") instanceof String) {
             throw doc.error("target_parameters", "must be a list of parameter names, not a string");
         }
-        targetParameters = doc.stringList("target_parameters");
+        List<String> targetParameters = doc.stringList("target_parameters");
         return new LoraFields(r, alpha, dropout, bias,
                 doc.bool("use_rslora", false),
                 initLoraWeights(doc),
@@ -134,8 +133,8 @@ public record LoraFields(
         Object init = doc.raw("init_lora_weights");
         Map<String, Object> loftq = doc.object("loftq_config", Map.of(), true);
         if (!"loftq".equals(init) && loftq != null && !loftq.isEmpty()) {
-            LOG.warn("{}: \"loftq_config\" is ignored unless \"init_lora_weights\" is \"loftq\"; reset to {{}}"
-                    + " as PEFT does", doc.source);
+            LOG.warn("{}: \"loftq_config\" is ignored unless \"init_lora_weights\" is \"loftq\"; reset to an empty"
+                    + " object, as PEFT does", doc.source);
             doc.put("loftq_config", Map.of());
         }
         return doc;

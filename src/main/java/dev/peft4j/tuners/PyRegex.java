@@ -27,11 +27,11 @@ import java.util.regex.PatternSyntaxException;
  * field and the pattern. Matching itself is the same: {@link #fullMatch} is Python's {@code re.fullmatch},
  * {@link #matchAtStart} is {@code re.match} (anchored at the start, not at the end).
  */
-final class PyRegex {
+public final class PyRegex {
     private PyRegex() {}
 
     /** Compiles the Python pattern {@code regex}; {@code field} names the config value in error messages. */
-    static Pattern compile(String regex, String field) {
+    public static Pattern compile(String regex, String field) {
         if (regex == null) {
             throw new IllegalArgumentException(field + ": regular expression is null");
         }
@@ -45,12 +45,12 @@ final class PyRegex {
     }
 
     /** Python's {@code re.fullmatch(pattern, s)} is not None. */
-    static boolean fullMatch(Pattern p, String s) {
+    public static boolean fullMatch(Pattern p, String s) {
         return p.matcher(s).matches();
     }
 
     /** Python's {@code re.match(pattern, s)} is not None (anchored at the start only). */
-    static boolean matchAtStart(Pattern p, String s) {
+    public static boolean matchAtStart(Pattern p, String s) {
         return p.matcher(s).lookingAt();
     }
 

@@ -151,6 +151,32 @@ class LoraMathTest {
         assertClose(tensor(c.path("merged_W_safe")), safe, BF16, BF16, "safe merge");
     }
 
+    /**
+     * bf16 neighbours of 256 are 256 and 258. A fp32 delta of 1 + 2⁻⁸ added once gives 257.0039 → 258; rounded to
+     * bf16 first (1.0) it gives the tie 257 → 256 (round half to even). Two deltas of 0.75: summed in fp32, 257.5 →
+     * 258; rounded after each adapter (PEFT ≤ 0.8), 256.75 → 256 twice.
+     */
+    @Test
+    void bf16BaseSumIsRoundedOnceNotPerAdapter() {
+        Tensor x = t(new float[] {1}, 1, 1).to(ScalarType.BFloat16);
+        Tensor w = t(new float[] {256}, 1, 1).to(ScalarType.BFloat16);
+        Tensor one = t(new float[] {1}, 1, 1);
+        Tensor base = torch.linear(x, w);
+        LoraMath.Adapter odd = new LoraMath.Adapter(one, t(new float[] {1.00390625f}, 1, 1), 1.0);
+        assertArrayEquals(new float[] {258}, floats(LoraMath.forward(base, x, List.of(odd), false)));
+        LoraMath.Adapter quarter = new LoraMath.Adapter(one, t(new float[] {0.75f}, 1, 1), 1.0);
+        Tensor two = LoraMath.forward(base, x, List.of(quarter, quarter), false);
+        assertEquals(ScalarType.BFloat16, two.scalar_type().intern());
+        assertArrayEquals(new float[] {258}, floats(two));
+        // unsafe merge adds the fp32 delta and rounds once; safe merge rounds the delta to bf16 first
+        Tensor unsafe = w.clone();
+        LoraMath.merge(unsafe, null, odd, false, false, "default");
+        assertArrayEquals(new float[] {258}, floats(unsafe));
+        Tensor safe = w.clone();
+        LoraMath.merge(safe, null, odd, false, true, "default");
+        assertArrayEquals(new float[] {256}, floats(safe));
+    }
+
     @Test
     void bf16AdapterDeltaWeightIsComputedInFp32AndCastBack() {
         JsonNode c = goldenCase("lora_bf16_adapter");

@@ -1,0 +1,161 @@
+package dev.peft4j.tuners.adalora;
+
+import dev.peft4j.tuners.Scoped;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Objects;
+import org.bytedeco.pytorch.Generator;
+import org.bytedeco.pytorch.GeneratorOptional;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * AdaLoRA's SVD-form layer math ({@code SVDLinear}, {@code tuners/adalora/layer.py}) as composed libtorch ops on plain
+ * tensors: {@code ΔW = B·(A ⊙ E)·s / (ranknum + 1e-5)} with {@code A (r, in)}, {@code E (r, 1)} (scales row i of A),
+ * {@code B (out, r)} and {@code ranknum} a {@code (1,)} tensor holding {@code float(r)} — after loading a pruned
+ * checkpoint still {@code init_r}, not the kept rank.
+ */
+public final class AdaLoraMath {
+    private AdaLoraMath() {}
+
+    /** The tensors of one AdaLoRA adapter; {@code scaling} is {@link #scaling}, not divided by the rank. */
+    public record Adapter(Tensor a, Tensor e, Tensor b, Tensor ranknum, double scaling, double dropout) {
+        public Adapter {
+            Objects.requireNonNull(a, "lora_A");
+            Objects.requireNonNull(e, "lora_E");
+            Objects.requireNonNull(b, "lora_B");
+            Objects.requireNonNull(ranknum, "ranknum");
+            long r = a.size(0);
+            if (e.dim() != 2 || e.size(0) != r || e.size(1) != 1 || b.dim() != 2 || b.size(1) != r) {
+                throw new IllegalArgumentException("AdaLoRA shapes disagree: lora_A " + Arrays.toString(a.shape())
+                        + ", lora_E " + Arrays.toString(e.shape()) + ", lora_B " + Arrays.toString(b.shape())
+                        + " (expected (r, in), (r, 1), (out, r))");
+            }
+            if (dropout < 0 || dropout >= 1) {
+                throw new IllegalArgumentException("lora_dropout must be in [0, 1), got " + dropout);
+            }
+        }
+    }
+
+    /** AdaLoRA's scaling: {@code lora_alpha} if positive, else {@code float(r)}; the division by ranknum is separate. */
+    public static double scaling(double loraAlpha, int r) {
+        return loraAlpha > 0 ? loraAlpha : r;
+    }
+
+    /** A fresh {@code ranknum}: a {@code (1,)} tensor holding {@code float(r)} in {@code dtype}. */
+    public static Tensor ranknum(int r, ScalarType dtype) {
+        return Scoped.compute(() -> Tensor.create(new float[] {r}, 1).to(dtype));
+    }
+
+    /**
+     * AdaLoRA's init: {@code init_lora_weights} truthy → {@code E} zeros (the adapter is an exact no-op), {@code A}
+     * and {@code B} ~ N(0, 0.02²); falsy → all three standard normal.
+     */
+    public static void init(Tensor a, Tensor e, Tensor b, boolean initLoraWeights, Generator generator) {
+        Objects.requireNonNull(generator, "generator");
+        try (NoGradGuard g = new NoGradGuard()) {
+            Scoped.run(() -> {
+                GeneratorOptional gen = new GeneratorOptional(generator);
+                double std = initLoraWeights ? 0.02 : 1.0;
+                if (initLoraWeights) {
+                    e.zero_();
+                } else {
+                    e.normal_(0.0, 1.0, gen);
+                }
+                a.normal_(0.0, std, gen);
+                b.normal_(0.0, std, gen);
+            });
+        }
+    }
+
+    /**
+     * One adapter's term: {@code ((dropout(x)·(A⊙E)ᵀ)·Bᵀ)·s / (ranknum + 1e-5)}, {@code x} cast to A's dtype; the
+     * {@code + 1e-5} is computed in ranknum's dtype.
+     */
+    public static Tensor delta(Tensor x, Adapter adapter, boolean training) {
+        return Scoped.compute(() -> term(x, adapter, training));
+    }
+
+    private static Tensor term(Tensor x, Adapter ad, boolean training) {
+        ScalarType dt = ad.a.scalar_type().intern();
+        Tensor in = x.scalar_type().intern() == dt ? x : x.to(dt);
+        if (ad.dropout > 0 && training) {
+            in = torch.dropout(in, ad.dropout, true);
+        }
+        Tensor ae = ad.a.mul(ad.e);
+        return in.matmul(ae.t()).matmul(ad.b.t()).mul(new Scalar(ad.scaling)).div(ad.ranknum.add(new Scalar(1e-5)));
+    }
+
+    /**
+     * {@code SVDLinear.forward}: starting from a copy of the base output, each active adapter's term is added
+     * <em>in place</em>, so the result keeps the base output's dtype and is rounded after every adapter (unlike
+     * LoRA's out-of-place sum).
+     */
+    public static Tensor forward(Tensor baseOutput, Tensor x, List<Adapter> active, boolean training) {
+        return Scoped.compute(() -> {
+            Tensor result = baseOutput.clone();
+            Tensor input = x;
+            for (Adapter ad : active) {
+                ScalarType dt = ad.a.scalar_type().intern();
+                input = input.scalar_type().intern() == dt ? input : input.to(dt); // x stays cast
+                result.add_(term(input, ad, training));
+            }
+            return result;
+        });
+    }
+
+    /** {@code get_delta_weight}: {@code transpose(B·(A⊙E), fan_in_fan_out)·s / (ranknum + 1e-5)}. */
+    public static Tensor deltaWeight(Adapter adapter, boolean fanInFanOut) {
+        return Scoped.compute(() -> {
+            Tensor d = adapter.b.matmul(adapter.a.mul(adapter.e));
+            return (fanInFanOut ? d.t() : d).mul(new Scalar(adapter.scaling))
+                    .div(adapter.ranknum.add(new Scalar(1e-5))).contiguous();
+        });
+    }
+
+    /**
+     * Merges in place: {@code W += ΔW} (no dtype cast of the delta); a safe merge computes {@code W + ΔW} aside and
+     * checks it for non-finite values first.
+     */
+    public static void merge(Tensor weight, Adapter adapter, boolean fanInFanOut, boolean safeMerge,
+            String adapterName) {
+        checkWeight(weight, adapter, fanInFanOut);
+        try (NoGradGuard g = new NoGradGuard()) {
+            Scoped.run(() -> {
+                Tensor delta = deltaWeight(adapter, fanInFanOut);
+                if (safeMerge) {
+                    Tensor merged = weight.clone().add_(delta);
+                    if (!torch.isfinite(merged).all().item_bool()) {
+                        throw new IllegalArgumentException("NaNs detected in the merged weights. The adapter "
+                                + adapterName + " seems to be broken");
+                    }
+                    weight.copy_(merged);
+                } else {
+                    weight.add_(delta);
+                }
+            });
+        }
+    }
+
+    /** Undoes {@link #merge}: {@code W -= ΔW}. */
+    public static void unmerge(Tensor weight, Adapter adapter, boolean fanInFanOut) {
+        checkWeight(weight, adapter, fanInFanOut);
+        try (NoGradGuard g = new NoGradGuard()) {
+            Scoped.run(() -> weight.sub_(deltaWeight(adapter, fanInFanOut)));
+        }
+    }
+
+    private static void checkWeight(Tensor weight, Adapter ad, boolean fanInFanOut) {
+        long in = ad.a.size(1);
+        long out = ad.b.size(0);
+        long d0 = fanInFanOut ? in : out;
+        long d1 = fanInFanOut ? out : in;
+        if (weight.dim() != 2 || weight.size(0) != d0 || weight.size(1) != d1) {
+            throw new IllegalArgumentException("weight has shape " + Arrays.toString(weight.shape())
+                    + ", the AdaLoRA adapter needs [" + d0 + ", " + d1 + "]" + (fanInFanOut ? " (fan_in_fan_out)" : ""));
+        }
+    }
+}

@@ -1,8 +1,12 @@
 package dev.peft4j.tuners.lora;
 
 import dev.peft4j.tuners.Scoped;
+import java.util.Arrays;
+import java.util.LinkedHashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
+import java.util.stream.IntStream;
 import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
@@ -93,6 +97,43 @@ public final class LoraMath {
                 result = result.add(loraTerm(input, ad, training));
             }
             return result.to(outType); // always a new tensor object, even with no adapters
+        });
+    }
+
+    /** The per-sample adapter name that means "no adapter" in a mixed batch. */
+    public static final String BASE_ADAPTER_NAME = "__base__";
+
+    /**
+     * A mixed-batch forward ({@code Linear._mixed_batch_forward}, §6.6): sample {@code i} (dim 0) gets the adapter
+     * named {@code adapterNames.get(i)}, or none for {@value #BASE_ADAPTER_NAME} or a name the layer does not hold.
+     * Each sub-batch's term is cast to the base output's dtype <em>before</em> it is added (unlike
+     * {@link #forward}, which sums at the adapter's precision). The caller refuses merged layers, as PEFT does.
+     *
+     * @param adapters the layer's adapters by name
+     * @throws IllegalArgumentException when the names do not cover the batch, with PEFT's message
+     */
+    public static Tensor mixedBatchForward(Tensor baseOutput, Tensor x, List<String> adapterNames,
+            Map<String, Adapter> adapters, boolean training) {
+        if (adapterNames.size() != x.size(0)) {
+            throw new IllegalArgumentException("Length of `adapter_names` should be the same as the number of inputs, "
+                    + "but got " + adapterNames.size() + " and " + x.size(0) + " respectively.");
+        }
+        return Scoped.compute(() -> {
+            ScalarType outType = baseOutput.scalar_type().intern();
+            Tensor result = baseOutput.clone();
+            for (String name : new LinkedHashSet<>(adapterNames)) {
+                Adapter ad = adapters.get(name);
+                if (BASE_ADAPTER_NAME.equals(name) || ad == null) {
+                    continue;
+                }
+                long[] rows = IntStream.range(0, adapterNames.size())
+                        .filter(i -> adapterNames.get(i).equals(name)).asLongStream().toArray();
+                Tensor idx = Tensor.create(rows, rows.length);
+                Tensor sub = castTo(x.index_select(0, idx), ad.a.scalar_type());
+                Tensor term = loraTerm(sub, ad, training).to(outType);
+                result.index_copy_(0, idx, result.index_select(0, idx).add(term));
+            }
+            return result;
         });
     }
 
@@ -274,8 +315,8 @@ public final class LoraMath {
         long in = ad.a.size(1);
         long out = ad.b.size(0);
         if (ad.a.size(0) != ad.b.size(1)) {
-            throw new IllegalArgumentException("lora_A " + java.util.Arrays.toString(ad.a.shape()) + " and lora_B "
-                    + java.util.Arrays.toString(ad.b.shape()) + " disagree on the rank");
+            throw new IllegalArgumentException("lora_A " + Arrays.toString(ad.a.shape()) + " and lora_B "
+                    + Arrays.toString(ad.b.shape()) + " disagree on the rank");
         }
         checkShape(fanInFanOut ? "Conv1D weight (fan_in_fan_out)" : "weight", weight,
                 fanInFanOut ? in : out, fanInFanOut ? out : in);
@@ -283,7 +324,7 @@ public final class LoraMath {
 
     private static void checkShape(String what, Tensor t, long d0, long d1) {
         if (t.dim() != 2 || t.size(0) != d0 || t.size(1) != d1) {
-            throw new IllegalArgumentException(what + " has shape " + java.util.Arrays.toString(t.shape())
+            throw new IllegalArgumentException(what + " has shape " + Arrays.toString(t.shape())
                     + ", the adapter needs [" + d0 + ", " + d1 + "]");
         }
     }

@@ -255,6 +255,42 @@ class LoraMathTest {
     }
 
     @Test
+    void mixedBatchGivesEachSampleItsAdapterRows() {
+        torch.manual_seed(12);
+        Tensor x = torch.randn(4, 3, 8);
+        Tensor w = torch.randn(6, 8);
+        LoraMath.Adapter one = new LoraMath.Adapter(torch.randn(2, 8), torch.randn(6, 2), 2.0);
+        LoraMath.Adapter two = new LoraMath.Adapter(torch.randn(4, 8), torch.randn(6, 4), 0.5);
+        Tensor base = torch.linear(x, w);
+        Tensor y = LoraMath.mixedBatchForward(base, x, List.of("two", "__base__", "one", "two"),
+                java.util.Map.of("one", one, "two", two), false);
+        Tensor y1 = LoraMath.forward(base, x, List.of(one), false);
+        Tensor y2 = LoraMath.forward(base, x, List.of(two), false);
+        assertSameValues(y2.select(0, 0), y.select(0, 0), "row 0: two");
+        assertSameValues(base.select(0, 1), y.select(0, 1), "row 1: base");
+        assertSameValues(y1.select(0, 2), y.select(0, 2), "row 2: one");
+        assertSameValues(y2.select(0, 3), y.select(0, 3), "row 3: two");
+        // an adapter the layer does not hold leaves its rows at the base output
+        assertSameValues(base, LoraMath.mixedBatchForward(base, x, List.of("x", "x", "x", "x"),
+                java.util.Map.of("one", one), false), "unknown adapter");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> LoraMath.mixedBatchForward(base, x, List.of("one"), java.util.Map.of("one", one), false));
+        assertEquals("Length of `adapter_names` should be the same as the number of inputs, but got 1 and 4 "
+                + "respectively.", e.getMessage());
+    }
+
+    @Test
+    void mixedBatchCastsEachTermToTheBaseDtypeBeforeAdding() {
+        // the fp32 term 1 + 2⁻⁸ becomes bf16 1.0 first: 256 + 1 is the tie 257 -> 256 (forward() gives 258)
+        Tensor x = t(new float[] {1}, 1, 1).to(ScalarType.BFloat16);
+        Tensor base = torch.linear(x, t(new float[] {256}, 1, 1).to(ScalarType.BFloat16));
+        LoraMath.Adapter odd = new LoraMath.Adapter(t(new float[] {1}, 1, 1), t(new float[] {1.00390625f}, 1, 1), 1.0);
+        Tensor y = LoraMath.mixedBatchForward(base, x, List.of("a"), java.util.Map.of("a", odd), false);
+        assertEquals(ScalarType.BFloat16, y.scalar_type().intern());
+        assertArrayEquals(new float[] {256}, floats(y));
+    }
+
+    @Test
     void safeMergeRefusesNonFiniteWeightsAndLeavesTheWeightUntouched() {
         Tensor w = torch.ones(2, 2);
         Tensor a = t(new float[] {Float.NaN, 0}, 1, 2);

@@ -1,5 +1,6 @@
 package dev.peft4j.tuners;
 
+import java.util.Arrays;
 import java.util.Collection;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -262,6 +263,30 @@ public final class AdapterKeys {
                     + "' in modules_to_save wrapper " + wrapperModule);
         }
         return wrapperModule + "." + modelKey.substring(head.length());
+    }
+
+    /**
+     * AdaLoRA {@code rank_pattern} key as saved: PEFT removes {@code .<adapter>} everywhere in the key (a global
+     * replace, mutating the config), e.g. {@code model.q.lora_E.default} → {@code model.q.lora_E}.
+     */
+    public static String rankPatternSaveKey(String rankPatternKey, String adapterName) {
+        return removeAdapterNameLegacy(rankPatternKey, adapterName);
+    }
+
+    /**
+     * The module an AdaLoRA {@code rank_pattern} key refers to ({@code resize_modules_by_rank_pattern},
+     * {@code resize_state_dict_by_rank_pattern}): the key minus its last two components if it contains the adapter
+     * name as a substring, else minus its last one. The substring test is PEFT's: an adapter named e.g. {@code "a"}
+     * also "occurs" in {@code lora_E} and cuts one component too many.
+     */
+    public static String rankPatternModule(String rankPatternKey, String adapterName) {
+        checkName("adapter name", adapterName);
+        String[] parts = rankPatternKey.split("\\.", -1);
+        int drop = rankPatternKey.contains(adapterName) ? 2 : 1;
+        if (parts.length <= drop) {
+            throw new IllegalArgumentException("rank_pattern key " + rankPatternKey + " has no module part");
+        }
+        return String.join(".", Arrays.copyOf(parts, parts.length - drop));
     }
 
     /**

@@ -163,6 +163,18 @@ class AdapterKeysTest {
     }
 
     @Test
+    void adaloraRankPatternKeysLoseTheAdapterAndNameTheirModule() {
+        String trained = "encoder.block.0.layer.0.SelfAttention.q.lora_E.default";
+        String saved = AdapterKeys.rankPatternSaveKey(trained, "default");
+        assertEquals("encoder.block.0.layer.0.SelfAttention.q.lora_E", saved);
+        assertEquals("encoder.block.0.layer.0.SelfAttention.q", AdapterKeys.rankPatternModule(trained, "default"));
+        assertEquals("encoder.block.0.layer.0.SelfAttention.q", AdapterKeys.rankPatternModule(saved, "default"));
+        // PEFT's substring test: adapter "a" occurs in "lora_E", so one component too many is cut
+        assertEquals("encoder.block.0.layer.0.SelfAttention", AdapterKeys.rankPatternModule(saved, "a"));
+        assertThrows(IllegalArgumentException.class, () -> AdapterKeys.rankPatternModule("lora_E", "x"));
+    }
+
+    @Test
     void emptyNamesAreRejected() {
         assertThrows(IllegalArgumentException.class, () -> AdapterKeys.modelKey(Q, "", LORA_A));
         assertThrows(IllegalArgumentException.class, () -> AdapterKeys.checkpointKey("", LORA_A));

@@ -4,6 +4,7 @@ import dev.peft4j.tuners.Scoped;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Objects;
+import java.util.stream.IntStream;
 import org.bytedeco.pytorch.Generator;
 import org.bytedeco.pytorch.GeneratorOptional;
 import org.bytedeco.pytorch.NoGradGuard;
@@ -146,6 +147,37 @@ public final class AdaLoraMath {
         try (NoGradGuard g = new NoGradGuard()) {
             Scoped.run(() -> weight.sub_(deltaWeight(adapter, fanInFanOut)));
         }
+    }
+
+    /** AdaLoRA's three tensors of one adapter, {@code A (k, in)}, {@code E (k, 1)}, {@code B (out, k)}. */
+    public record Triplet(Tensor a, Tensor e, Tensor b) {}
+
+    /**
+     * Keeps the rank slots a {@code rank_pattern} entry marks {@code true} ({@code resize_state_dict_by_rank_pattern}
+     * on save, and the copy into the resized module on load): rows of {@code A} and {@code E}, columns of
+     * {@code B} — each left as is (same storage) when it already has {@code k = count(true)} slots (an already-sliced checkpoint).
+     * {@code k = 0} gives empty tensors. {@code ranknum} is not touched: a pruned module keeps the scale
+     * {@code alpha / (init_r + 1e-5)}.
+     *
+     * @throws IllegalArgumentException if a tensor still to be sliced does not have one slot per mask entry
+     */
+    public static Triplet sliceByRankPattern(Tensor a, Tensor e, Tensor b, boolean[] kept) {
+        long[] idx = IntStream.range(0, kept.length).filter(i -> kept[i]).asLongStream().toArray();
+        return new Triplet(select(a, 0, idx, kept.length, "lora_A"), select(e, 0, idx, kept.length, "lora_E"),
+                select(b, 1, idx, kept.length, "lora_B"));
+    }
+
+    private static Tensor select(Tensor t, long dim, long[] idx, int maskLength, String name) {
+        return Scoped.compute(() -> {
+            if (t.size(dim) == idx.length) {
+                return t.alias();
+            }
+            if (t.size(dim) != maskLength) {
+                throw new IllegalArgumentException(name + " has " + t.size(dim) + " rank slots in dim " + dim
+                        + " but the rank_pattern mask has " + maskLength + " entries");
+            }
+            return t.index_select(dim, Tensor.create(idx, idx.length));
+        });
     }
 
     private static void checkWeight(Tensor weight, Adapter ad, boolean fanInFanOut) {

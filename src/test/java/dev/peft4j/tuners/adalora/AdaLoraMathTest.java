@@ -121,6 +121,39 @@ class AdaLoraMathTest {
     }
 
     @Test
+    void rankPatternSliceKeepsMarkedSlotsAndMatchesPrunedDelta() {
+        torch.manual_seed(9);
+        Tensor a = torch.randn(4, 6);
+        Tensor e = torch.randn(4, 1);
+        Tensor b = torch.randn(5, 4);
+        boolean[] kept = {true, false, false, true};
+        AdaLoraMath.Triplet t = AdaLoraMath.sliceByRankPattern(a, e, b, kept);
+        assertArrayEquals(new long[] {2, 6}, t.a().shape());
+        assertArrayEquals(new long[] {2, 1}, t.e().shape());
+        assertArrayEquals(new long[] {5, 2}, t.b().shape());
+        assertSameValues(a.select(0, 3), t.a().select(0, 1), "row 3 of A kept as row 1");
+        assertSameValues(b.select(1, 3), t.b().select(1, 1), "column 3 of B kept as column 1");
+        // training zeroes pruned E entries; the sliced adapter with the same ranknum (init_r) has the same delta
+        Tensor ePruned = e.clone();
+        ePruned.mul_(Tensor.create(new float[] {1, 0, 0, 1}, 4, 1));
+        Tensor ranknum = AdaLoraMath.ranknum(4, ScalarType.Float);
+        Tensor pruned = AdaLoraMath.deltaWeight(new AdaLoraMath.Adapter(a, ePruned, b, ranknum, 8, 0), false);
+        Tensor sliced = AdaLoraMath.deltaWeight(new AdaLoraMath.Adapter(t.a(), t.e(), t.b(), ranknum, 8, 0), false);
+        assertClose(pruned, sliced, 1e-6, 1e-6, "pruned == sliced");
+        // already sliced: unchanged
+        AdaLoraMath.Triplet again = AdaLoraMath.sliceByRankPattern(t.a(), t.e(), t.b(), kept);
+        assertSameValues(t.a(), again.a(), "A unchanged");
+        assertSameValues(t.b(), again.b(), "B unchanged");
+        // nothing kept: empty tensors
+        AdaLoraMath.Triplet none = AdaLoraMath.sliceByRankPattern(a, e, b, new boolean[4]);
+        assertArrayEquals(new long[] {0, 6}, none.a().shape());
+        assertArrayEquals(new long[] {5, 0}, none.b().shape());
+        IllegalArgumentException ex = assertThrows(IllegalArgumentException.class,
+                () -> AdaLoraMath.sliceByRankPattern(a, e, b, new boolean[] {true, false, true}));
+        assertTrue(ex.getMessage().startsWith("lora_A has 4 rank slots"), ex.getMessage());
+    }
+
+    @Test
     void mismatchedShapesAreRejected() {
         IllegalArgumentException ex = assertThrows(IllegalArgumentException.class,
                 () -> new AdaLoraMath.Adapter(torch.ones(3, 4), torch.ones(2, 1), torch.ones(5, 3),

@@ -2,8 +2,10 @@ package dev.peft4j.tuners;
 
 import java.math.BigInteger;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collection;
 import java.util.Collections;
+import java.util.HashSet;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Locale;
@@ -311,6 +313,145 @@ public final class TargetMatcher {
             names.removeIf(n -> n.startsWith(tuner + "."));
         }
         return Collections.unmodifiableSet(names);
+    }
+
+    /** PEFT's {@code MIN_TARGET_MODULES_FOR_OPTIMIZATION}: lists this long get condensed. */
+    public static final int MIN_TARGET_MODULES_FOR_OPTIMIZATION = 20;
+
+    /**
+     * The condensation step of {@code inject_adapter} (§4.5): a {@code target_modules} list of at least
+     * {@value #MIN_TARGET_MODULES_FOR_OPTIMIZATION} entries (not for IA³) is replaced by the minimal set of dotted
+     * suffixes that selects the same modules, when that set is smaller. The result is what PEFT saves.
+     *
+     * @param moduleNames every module name of the model ({@code named_modules()} order)
+     * @return the condensed set, or {@code targets} unchanged (as a set)
+     */
+    public static Set<String> condenseTargetModules(Collection<String> targets, Collection<String> moduleNames,
+            boolean isIa3) {
+        Set<String> original = new LinkedHashSet<>(targets);
+        if (isIa3 || targets.size() < MIN_TARGET_MODULES_FOR_OPTIMIZATION) {
+            return original;
+        }
+        List<String> others = new ArrayList<>();
+        for (String name : moduleNames) {
+            if (!endsWithEntry(name, original)) {
+                others.add(name);
+            }
+        }
+        Set<String> condensed = findMinimalTargetModules(original, others);
+        return condensed.size() < original.size() ? condensed : original;
+    }
+
+    /**
+     * {@code _find_minimal_target_modules(target_modules, other_module_names)}: the smallest set of dotted suffixes
+     * covering every target and no other module, built greedily over the targets sorted by their suffix lists
+     * (shortest suffix first), as PEFT does. Returns the targets themselves if no suffix qualifies.
+     *
+     * @throws IllegalArgumentException with PEFT's messages: empty targets, an empty entry, or names in both sets
+     */
+    public static Set<String> findMinimalTargetModules(Collection<String> targetModules,
+            Collection<String> otherModuleNames) {
+        if (targetModules == null || targetModules.isEmpty()) {
+            throw new IllegalArgumentException("target_modules should be a list or set of strings.");
+        }
+        Set<String> targets = new LinkedHashSet<>(targetModules);
+        if (targets.contains("")) {
+            throw new IllegalArgumentException("target_modules should not contain an empty string.");
+        }
+        Set<String> others = new HashSet<>(otherModuleNames);
+        for (String t : targets) {
+            if (others.contains(t)) {
+                throw new IllegalArgumentException("target_modules and other_module_names contain common elements, "
+                        + "this should not happen, please open a GitHub issue at "
+                        + "https://github.com/huggingface/peft/issues with the code to reproduce this issue");
+            }
+        }
+        Set<String> otherSuffixes = new HashSet<>();
+        for (String o : others) {
+            otherSuffixes.addAll(suffixes(o));
+        }
+        List<Map.Entry<String, List<String>>> items = new ArrayList<>();
+        for (String t : targets) {
+            items.add(Map.entry(t, suffixes(t)));
+        }
+        items.sort((x, y) -> compareLists(x.getValue(), y.getValue()));
+        Set<String> required = new LinkedHashSet<>();
+        for (Map.Entry<String, List<String>> item : items) {
+            for (String suffix : item.getValue()) {
+                if (required.contains(suffix) || otherSuffixes.contains(suffix)) {
+                    continue;
+                }
+                boolean covered = false;
+                for (String req : required) {
+                    if (item.getKey().endsWith("." + req)) {
+                        covered = true;
+                        break;
+                    }
+                }
+                if (!covered) {
+                    required.add(suffix);
+                    break;
+                }
+            }
+        }
+        return required.isEmpty() ? targets : required;
+    }
+
+    /** {@code generate_suffixes}: {@code a.b.c} → {@code [c, b.c, a.b.c]}. */
+    private static List<String> suffixes(String name) {
+        String[] parts = name.split("\\.", -1);
+        List<String> out = new ArrayList<>(parts.length);
+        for (int i = parts.length - 1; i >= 0; i--) {
+            out.add(String.join(".", Arrays.copyOfRange(parts, i, parts.length)));
+        }
+        return out;
+    }
+
+    /** Python's ordering of lists of strings (element-wise, then by length). */
+    private static int compareLists(List<String> x, List<String> y) {
+        for (int i = 0; i < Math.min(x.size(), y.size()); i++) {
+            int c = x.get(i).compareTo(y.get(i));
+            if (c != 0) {
+                return c;
+            }
+        }
+        return Integer.compare(x.size(), y.size());
+    }
+
+    /** transformers/PEFT {@code EMBEDDING_LAYER_NAMES}. */
+    private static final List<String> EMBEDDING_LAYER_NAMES = List.of("embed_tokens", "lm_head");
+
+    /**
+     * {@code save_embedding_layers="auto"} trigger (§5.6) for a list {@code target_modules}: it names
+     * {@code embed_tokens} or {@code lm_head} (exact entries). PEFT then saves the full input and output embedding
+     * matrices alongside the adapter.
+     */
+    public static boolean embeddingIsTargeted(Collection<String> targetModules) {
+        for (String e : EMBEDDING_LAYER_NAMES) {
+            if (targetModules.contains(e)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * The same trigger for a regex {@code target_modules}: it full-matches some module whose name ends in the
+     * component {@code embed_tokens} or {@code lm_head}. {@code all-linear} never triggers it.
+     */
+    public static boolean embeddingIsTargeted(String targetRegex, Collection<String> moduleNames) {
+        if (targetRegex.equals(ALL_LINEAR)) {
+            return false;
+        }
+        Pattern target = PyRegex.compile(targetRegex, "target_modules");
+        for (String name : moduleNames) {
+            for (String e : EMBEDDING_LAYER_NAMES) {
+                if ((name.equals(e) || name.endsWith("." + e)) && PyRegex.fullMatch(target, name)) {
+                    return true;
+                }
+            }
+        }
+        return false;
     }
 
     /**

@@ -296,4 +296,57 @@ class TargetMatcherTest {
         assertEquals(Set.of("model.layers.0.q_proj", "score", "classifier"),
                 TargetMatcher.allLinearTargets(m, null, false, List.of("model.layers.0.q_proj")));
     }
+
+    @Test
+    void minimalTargetModulesOfPeftDocstring() {
+        List<String> targets = new java.util.ArrayList<>();
+        List<String> others = new java.util.ArrayList<>();
+        for (int i = 0; i < 100; i++) {
+            targets.add("model.decoder.layers." + i + ".self_attn.q_proj");
+            targets.add("model.decoder.layers." + i + ".self_attn.v_proj");
+            others.add("model.encoder.layers." + i + ".self_attn.k_proj");
+        }
+        assertEquals(Set.of("q_proj", "v_proj"), TargetMatcher.findMinimalTargetModules(targets, others));
+    }
+
+    @Test
+    void minimalTargetModulesKeepsLongerSuffixWhenTheShortOneIsTaken() {
+        // encoder q_proj must not be selected: the decoder targets need "decoder...q_proj"-level suffixes
+        List<String> targets = List.of("model.decoder.layers.0.q_proj", "model.decoder.layers.1.q_proj");
+        List<String> others = List.of("model.encoder.layers.0.q_proj", "model.encoder.layers.1.q_proj");
+        assertEquals(Set.of("decoder.layers.0.q_proj", "decoder.layers.1.q_proj"),
+                TargetMatcher.findMinimalTargetModules(targets, others));
+        assertEquals("target_modules and other_module_names contain common elements, this should not happen, please "
+                + "open a GitHub issue at https://github.com/huggingface/peft/issues with the code to reproduce this "
+                + "issue", assertThrows(IllegalArgumentException.class,
+                        () -> TargetMatcher.findMinimalTargetModules(List.of("a"), List.of("a"))).getMessage());
+        assertEquals("target_modules should not contain an empty string.", assertThrows(IllegalArgumentException.class,
+                () -> TargetMatcher.findMinimalTargetModules(List.of("a", ""), List.of())).getMessage());
+    }
+
+    @Test
+    void condensationOnlyForTwentyOrMoreNonIa3Targets() {
+        List<String> names = new java.util.ArrayList<>();
+        List<String> targets = new java.util.ArrayList<>();
+        for (int i = 0; i < 10; i++) {
+            for (String p : List.of("q_proj", "v_proj", "k_proj")) {
+                names.add("model.layers." + i + ".self_attn." + p);
+            }
+            targets.add("model.layers." + i + ".self_attn.q_proj");
+            targets.add("model.layers." + i + ".self_attn.v_proj");
+        }
+        assertEquals(Set.of("q_proj", "v_proj"), TargetMatcher.condenseTargetModules(targets, names, false));
+        assertEquals(20, TargetMatcher.condenseTargetModules(targets, names, true).size());
+        assertEquals(19, TargetMatcher.condenseTargetModules(targets.subList(0, 19), names, false).size());
+    }
+
+    @Test
+    void embeddingTargetedByListEntryOrByRegexOverEmbeddingNames() {
+        assertTrue(TargetMatcher.embeddingIsTargeted(List.of("q_proj", "lm_head")));
+        assertFalse(TargetMatcher.embeddingIsTargeted(List.of("q_proj", "model.embed_tokens")));
+        List<String> names = List.of("model.embed_tokens", "model.layers.0.q_proj", "lm_head");
+        assertTrue(TargetMatcher.embeddingIsTargeted(".*embed_tokens", names));
+        assertFalse(TargetMatcher.embeddingIsTargeted(".*q_proj", names));
+        assertFalse(TargetMatcher.embeddingIsTargeted("all-linear", names));
+    }
 }

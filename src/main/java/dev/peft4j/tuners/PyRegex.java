@@ -13,11 +13,12 @@ import java.util.regex.PatternSyntaxException;
  * {@link Pattern#UNICODE_CHARACTER_CLASS}. The syntax that differs between the two engines is rewritten:
  *
  * <ul>
- *   <li>named groups {@code (?P<name>…)} and back-references {@code (?P=name)} become Java's {@code (?<gN>…)} and
- *       {@code \k<gN>} (Java group names cannot hold {@code _}, Python's can);
+ *   <li>named groups {@code (?P<name>…)} and back-references {@code (?P=name)} become Java's {@code (?<pygN>…)} and
+ *       {@code \k<pygN>} (Java group names cannot hold {@code _}, Python's can);
  *   <li>{@code \Z} (Python: the very end) becomes Java's {@code \z};
- *   <li>a {@code {} that does not open a valid repetition ({@code a{}, {@code {x}}) is a literal in Python and
- *       is escaped; {@code {,n}} (Python: 0 to n) becomes {@code {0,n}} and {@code {,}} becomes {@code {0,}};
+ *   <li>a <code>&#123;</code> that does not open a valid repetition (<code>a&#123;</code>,
+ *       <code>&#123;x&#125;</code>) is a literal in Python and is escaped; {@code {,n}} (Python: 0 to n)
+ *       becomes {@code {0,n}} and {@code {,}} becomes {@code {0,}};
  *   <li>inside a character class, {@code [} and {@code &} are literals in Python (Java would read a nested class or
  *       an intersection) and are escaped.
  * </ul>

@@ -3,6 +3,7 @@ package dev.peft4j.tuners.adalora;
 import dev.peft4j.tuners.Scoped;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import java.util.stream.IntStream;
 import org.bytedeco.pytorch.Generator;
@@ -147,6 +148,35 @@ public final class AdaLoraMath {
         try (NoGradGuard g = new NoGradGuard()) {
             Scoped.run(() -> weight.sub_(deltaWeight(adapter, fanInFanOut)));
         }
+    }
+
+    /**
+     * The orthogonal regulariser AdaLoRA adds to the training loss ({@code AdaLoraModel.forward}, §6.9): over the
+     * parameters whose name contains {@code lora_A} or {@code lora_B} and the adapter name (PEFT's substring tests),
+     * in the map's order, the mean of {@code ‖P·Pᵀ − I‖_F} (A) and {@code ‖Pᵀ·P − I‖_F} (B); 0 when there is none.
+     * Empty (rank 0) parameters are skipped. Differentiable; the caller adds {@code orth_reg_weight ×} this to the
+     * loss.
+     *
+     * @param namedParameters name → parameter, in {@code named_parameters()} order
+     */
+    public static Tensor orthogonalRegularization(Map<String, Tensor> namedParameters, String adapterName) {
+        return Scoped.compute(() -> {
+            Tensor sum = null;
+            int count = 0;
+            for (Map.Entry<String, Tensor> e : namedParameters.entrySet()) {
+                String n = e.getKey();
+                Tensor p = e.getValue();
+                if (!((n.contains("lora_A") || n.contains("lora_B")) && n.contains(adapterName)) || p.numel() == 0) {
+                    continue;
+                }
+                Tensor cov = n.contains("lora_A") ? p.matmul(p.t()) : p.t().matmul(p);
+                Tensor eye = torch.eye(cov.size(0)).to(cov.scalar_type());
+                Tensor norm = cov.sub(eye).norm();
+                sum = sum == null ? norm : sum.add(norm);
+                count++;
+            }
+            return sum == null ? torch.scalar_tensor(new Scalar(0.0)) : sum.div(new Scalar((double) count));
+        });
     }
 
     /** AdaLoRA's three tensors of one adapter, {@code A (k, in)}, {@code E (k, 1)}, {@code B (out, k)}. */

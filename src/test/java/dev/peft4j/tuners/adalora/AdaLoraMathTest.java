@@ -154,6 +154,21 @@ class AdaLoraMathTest {
     }
 
     @Test
+    void orthogonalRegularizationMatchesTorchGoldenAndSelectsByName() {
+        JsonNode c = goldenCase("adalora_orth_reg");
+        java.util.Map<String, Tensor> params = new java.util.LinkedHashMap<>();
+        c.path("params").fields().forEachRemaining(e -> params.put(e.getKey(), tensor(e.getValue())));
+        Tensor reg = AdaLoraMath.orthogonalRegularization(params, c.path("adapter").asText());
+        // four fp32 Frobenius norms of 3x3/2x2 matrices, averaged: a few fp32 ulps apart at most
+        assertEquals(c.path("reg").asDouble(), reg.item_double(), 1e-5 * c.path("reg").asDouble());
+        assertEquals(0.0, AdaLoraMath.orthogonalRegularization(params, "missing").item_double());
+        // an orthonormal A (rows) and B (columns) cost nothing
+        java.util.Map<String, Tensor> ortho = java.util.Map.of("q.lora_A.default", torch.eye(3),
+                "q.lora_B.default", torch.eye(3));
+        assertEquals(0.0, AdaLoraMath.orthogonalRegularization(ortho, "default").item_double());
+    }
+
+    @Test
     void mismatchedShapesAreRejected() {
         IllegalArgumentException ex = assertThrows(IllegalArgumentException.class,
                 () -> new AdaLoraMath.Adapter(torch.ones(3, 4), torch.ones(2, 1), torch.ones(5, 3),

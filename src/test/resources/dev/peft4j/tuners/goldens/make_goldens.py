@@ -210,4 +210,30 @@ cases["adalora_bf16_base_fp32_adapter"] = {
     "forward": enc(adalora_forward(xb, Wb, None, aA, aE, aB, s, ranknum)),
 }
 
+# AdaLoRA RankAllocator.budget_schedule, every step of a small schedule (pure Python, PEFT's formula)
+def budget_schedule(step, init_bgt, target_bgt, tinit, tfinal, total_step, delta_t):
+    if step <= tinit:
+        return init_bgt, False
+    if step > total_step - tfinal:
+        return target_bgt, True
+    mul_coeff = 1 - (step - tinit) / (total_step - tfinal - tinit)
+    return int((init_bgt - target_bgt) * (mul_coeff**3) + target_bgt), step % delta_t == 0
+
+
+sched = dict(init_bgt=97, target_bgt=31, tinit=10, tfinal=20, total_step=100, delta_t=3)
+cases["adalora_budget_schedule"] = dict(sched, steps=[list(budget_schedule(t, **sched)) for t in range(0, 103)])
+
+# AdaLoRA orthogonal regularisation (AdaLoraModel.forward): mean of ||P P^T - I||_F (lora_A), ||P^T P - I||_F (lora_B)
+params = {"m.q.lora_A.default": rnd(3, 5, scale=0.5), "m.q.lora_E.default": rnd(3, 1),
+          "m.q.lora_B.default": rnd(6, 3, scale=0.5), "m.v.lora_A.default": rnd(2, 5, scale=0.5),
+          "m.v.lora_B.default": rnd(6, 2, scale=0.5), "m.v.lora_A.other": rnd(2, 5)}
+regu, num = 0, 0
+for n, p in params.items():
+    if ("lora_A" in n or "lora_B" in n) and "default" in n:
+        cov = p @ p.T if "lora_A" in n else p.T @ p
+        regu += torch.norm(cov - torch.eye(*cov.size()), p="fro")
+        num += 1
+cases["adalora_orth_reg"] = {"params": {n: enc(p) for n, p in params.items()}, "adapter": "default",
+                             "reg": regu.item() / num}
+
 print(json.dumps({"torch_version": torch.__version__, "cases": cases}, indent=1))

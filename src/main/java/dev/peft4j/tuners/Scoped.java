@@ -32,6 +32,19 @@ public final class Scoped {
         return out;
     }
 
+    /**
+     * Like {@link #compute}, but the result is attached to no scope at all: for state kept across steps (the caller
+     * closes it).
+     */
+    public static Tensor computeOwned(Supplier<Tensor> body) {
+        try (PointerScope scope = new PointerScope()) {
+            Tensor out = body.get();
+            out.retainReference();
+            scope.detach(out);
+            return out;
+        }
+    }
+
     /** Runs {@code body} (an in-place update); everything it allocated is closed. */
     public static void run(Runnable body) {
         try (PointerScope scope = new PointerScope()) {

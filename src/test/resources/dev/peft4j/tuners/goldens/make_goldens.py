@@ -236,4 +236,58 @@ for n, p in params.items():
 cases["adalora_orth_reg"] = {"params": {n: enc(p) for n, p in params.items()}, "adapter": "default",
                              "reg": regu.item() / num}
 
+# AdaLoRA RankAllocator: update_ipt over three steps, then mask_to_budget (restated from PEFT's adalora/layer.py)
+ra_params = {}
+for m, out in (("m.q", 5), ("m.v", 3)):
+    ra_params[f"{m}.lora_A.default"] = rnd(4, 6, scale=0.5)
+    ra_params[f"{m}.lora_E.default"] = rnd(4, 1, scale=0.5)
+    ra_params[f"{m}.lora_B.default"] = rnd(out, 4, scale=0.5)
+ra_params["m.q.lora_A.other"] = rnd(4, 6)
+ra_params["m.q.ranknum.default"] = torch.tensor([4.0])
+ra_initial = {n: enc(p) for n, p in ra_params.items()}
+beta1, beta2 = 0.85, 0.8
+ipt, avg_ipt, avg_unc = {}, {}, {}
+ra_grads = []
+for step in range(3):
+    grads = {n: rnd(*p.shape) for n, p in ra_params.items()}
+    ra_grads.append({n: enc(g) for n, g in grads.items()})
+    for n, p in ra_params.items():  # update_ipt
+        if "lora_" in n and "default" in n:
+            if n not in ipt:
+                ipt[n], avg_ipt[n], avg_unc[n] = torch.zeros_like(p), torch.zeros_like(p), torch.zeros_like(p)
+            ipt[n] = (p * grads[n]).abs()
+            avg_ipt[n] = beta1 * avg_ipt[n] + (1 - beta1) * ipt[n]
+            avg_unc[n] = beta2 * avg_unc[n] + (1 - beta2) * (ipt[n] - avg_ipt[n]).abs()
+    for n in ra_params:  # an optimizer step, so that p changes between steps
+        ra_params[n] = ra_params[n] - 0.1 * grads[n]
+init_bgt = sum(p.size(0) for n, p in ra_params.items() if "lora_A.default" in n)
+budget = 5
+value_ipt, vector_ipt, triplet_ipt = {}, {}, {}
+for n, p in ra_params.items():  # mask_to_budget
+    if "lora_A.default" in n:
+        vector_ipt.setdefault(n.replace("lora_A", "%s"), []).append(
+            torch.mean(avg_ipt[n] * avg_unc[n], dim=1, keepdim=True))
+    if "lora_B.default" in n:
+        vector_ipt.setdefault(n.replace("lora_B", "%s"), []).append(
+            torch.mean(avg_ipt[n] * avg_unc[n], dim=0, keepdim=False).view(-1, 1))
+    if "lora_E.default" in n:
+        value_ipt[n.replace("lora_E", "%s")] = avg_ipt[n] * avg_unc[n]
+all_score = []
+for name_m in vector_ipt:
+    sum_ipt = value_ipt[name_m].view(-1) + torch.cat(vector_ipt[name_m], dim=1).sum(dim=1).view(-1)
+    triplet_ipt[name_m % "lora_E"] = sum_ipt.view(-1, 1)
+    all_score.append(sum_ipt.view(-1))
+threshold = torch.kthvalue(torch.cat(all_score), k=init_bgt - budget)[0].item()
+rank_pattern, masked_E = {}, {}
+for n, p in ra_params.items():
+    if "lora_E.default" in n:
+        masked_E[n] = enc(p.masked_fill(triplet_ipt[n] <= threshold, 0.0))
+        rank_pattern[n] = (~(triplet_ipt[n] <= threshold)).view(-1).tolist()
+cases["adalora_rank_allocator"] = {
+    "adapter": "default", "beta1": beta1, "beta2": beta2, "lr": 0.1, "budget": budget, "init_bgt": init_bgt,
+    "initial": ra_initial, "grads": ra_grads,
+    "exp_avg_ipt": {n: enc(t) for n, t in avg_ipt.items()}, "exp_avg_unc": {n: enc(t) for n, t in avg_unc.items()},
+    "threshold": threshold, "rank_pattern": rank_pattern, "masked_E": masked_E,
+}
+
 print(json.dumps({"torch_version": torch.__version__, "cases": cases}, indent=1))

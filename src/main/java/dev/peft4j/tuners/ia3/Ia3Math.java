@@ -103,12 +103,13 @@ public final class Ia3Math {
         try (NoGradGuard g = new NoGradGuard()) {
             Scoped.run(() -> {
                 Tensor l = fanInFanOut ? ia3L.t() : ia3L;
-                Tensor merged = weight.mul(l).to(weight.scalar_type());
-                if (safeMerge && !torch.isfinite(merged).all().item_bool()) {
+                Tensor product = weight.mul(l);
+                // PEFT checks the product before casting it back to W's dtype
+                if (safeMerge && !torch.isfinite(product).all().item_bool()) {
                     throw new IllegalArgumentException(
                             "NaNs detected in the merged weights. The adapter " + adapterName + " seems to be broken");
                 }
-                weight.copy_(merged);
+                weight.copy_(product.to(weight.scalar_type()));
                 if (!feedForward && bias != null) {
                     bias.copy_(bias.mul(ia3L.reshape(bias.shape())).to(bias.scalar_type()));
                 }

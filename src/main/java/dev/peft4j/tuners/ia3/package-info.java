@@ -1,0 +1,5 @@
+/**
+ * IA³ ({@code peft/tuners/ia3}): {@link dev.peft4j.tuners.ia3.Ia3Targets} (feed-forward classification) and
+ * {@link dev.peft4j.tuners.ia3.Ia3Math} (input/output scaling, merge/unmerge).
+ */
+package dev.peft4j.tuners.ia3;

@@ -101,8 +101,13 @@ final class Attention {
 
     /** {@code softmax(q·kᵀ·scale + mask)·v} with {@code [B, H, T, D]} inputs and a bool mask (true = attend). */
     static Tensor sdpa(Tensor q, Tensor k, Tensor v, Tensor mask, double scale) {
+        return sdpa(q, k, v, mask, scale, 0.0);
+    }
+
+    /** As above, with dropout {@code p} on the attention probabilities (pass 0 in eval mode). */
+    static Tensor sdpa(Tensor q, Tensor k, Tensor v, Tensor mask, double scale, double dropout) {
         TensorOptional m = mask == null ? new TensorOptional() : new TensorOptional(mask);
-        return torch.scaled_dot_product_attention(q, k, v, m, 0.0, false, new DoubleOptional(scale), false);
+        return torch.scaled_dot_product_attention(q, k, v, m, dropout, false, new DoubleOptional(scale), false);
     }
 
     /** Repeats each of {@code kvHeads} heads {@code groups} times along dim 1 (transformers' {@code repeat_kv}). */

@@ -25,6 +25,12 @@ public final class AutoModel {
             ARCHITECTURES.put(prefix + "ForCausalLM", LlamaForCausalLM::new);
             ARCHITECTURES.put(prefix + "Model", LlamaModel::new);
         }
+        ARCHITECTURES.put("GPT2LMHeadModel", GPT2LMHeadModel::new);
+        ARCHITECTURES.put("GPT2Model", GPT2Model::new);
+        ARCHITECTURES.put("OPTForCausalLM", OPTForCausalLM::new);
+        ARCHITECTURES.put("OPTModel", OPTModel::new);
+        DEFAULT_ARCHITECTURE.put("gpt2", "GPT2LMHeadModel");
+        DEFAULT_ARCHITECTURE.put("opt", "OPTForCausalLM");
         DEFAULT_ARCHITECTURE.put("llama", "LlamaForCausalLM");
         DEFAULT_ARCHITECTURE.put("mistral", "MistralForCausalLM");
         DEFAULT_ARCHITECTURE.put("qwen2", "Qwen2ForCausalLM");

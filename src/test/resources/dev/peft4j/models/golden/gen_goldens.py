@@ -137,7 +137,7 @@ def llama_weights(cfg, g):
     qkv_bias = cfg["model_type"] == "qwen2" or cfg.get("attention_bias", False)
     o_bias = cfg["model_type"] != "qwen2" and cfg.get("attention_bias", False)
     r = lambda *s: torch.randn(*s, generator=g) * 0.2
-    sd = {"model.embed_tokens.weight": torch.randn(V, D, generator=g)}
+    sd = {"model.embed_tokens.weight": torch.randn(V, D, generator=g) * 0.3}
     for l in range(cfg["num_hidden_layers"]):
         p = "model.layers.%d." % l
         for n, o in (("q", H * hd), ("k", KV * hd), ("v", KV * hd)):
@@ -158,6 +158,208 @@ def llama_weights(cfg, g):
     return sd
 
 
+
+# ------------------------------------------------------------------ GPT-2
+
+def gelu_new(x):  # transformers' NewGELUActivation
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+ACT = {"gelu_new": gelu_new, "gelu": F.gelu, "relu": F.relu}
+
+
+def conv1d(x, sd, p):  # transformers' Conv1D: addmm(bias, x, weight[in, out])
+    size_out = x.size()[:-1] + (sd[p + ".weight"].shape[1],)
+    return torch.addmm(sd[p + ".bias"], x.view(-1, x.size(-1)), sd[p + ".weight"]).view(size_out)
+
+
+def gpt2_forward(sd, cfg, ids, attention_mask):
+    B, T = ids.shape
+    D, H = cfg["n_embd"], cfg["n_head"]
+    hd, eps = D // H, cfg["layer_norm_epsilon"]
+    p = "transformer."
+    pos = positions_from_mask(attention_mask)
+    x = F.embedding(ids, sd[p + "wte.weight"]) + F.embedding(pos, sd[p + "wpe.weight"])
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))[None, None]
+    pad = torch.zeros(B, 1, 1, T).masked_fill(attention_mask[:, None, None, :] == 0, MIN)
+    for l in range(cfg["n_layer"]):
+        q = p + "h.%d." % l
+        h = F.layer_norm(x, (D,), sd[q + "ln_1.weight"], sd[q + "ln_1.bias"], eps)
+        qq, kk, vv = conv1d(h, sd, q + "attn.c_attn").split(D, dim=2)
+        qq, kk, vv = [t.view(B, T, H, hd).transpose(1, 2) for t in (qq, kk, vv)]
+        w = torch.matmul(qq, kk.transpose(-1, -2))
+        if cfg.get("scale_attn_weights", True):
+            w = w / torch.full([], vv.size(-1) ** 0.5, dtype=w.dtype)
+        if cfg.get("scale_attn_by_inverse_layer_idx"):
+            w = w / float(l + 1)
+        w = torch.where(causal, w, torch.full([], MIN, dtype=w.dtype)) + pad
+        w = F.softmax(w, dim=-1)
+        o = torch.matmul(w, vv).transpose(1, 2).reshape(B, T, D)
+        x = x + conv1d(o, sd, q + "attn.c_proj")
+        h = F.layer_norm(x, (D,), sd[q + "ln_2.weight"], sd[q + "ln_2.bias"], eps)
+        x = x + conv1d(ACT[cfg["activation_function"]](conv1d(h, sd, q + "mlp.c_fc")), sd, q + "mlp.c_proj")
+    x = F.layer_norm(x, (D,), sd[p + "ln_f.weight"], sd[p + "ln_f.bias"], eps)
+    return F.linear(x, sd[p + "wte.weight"])
+
+
+def gpt2_weights(cfg, g):
+    D, V = cfg["n_embd"], cfg["vocab_size"]
+    I = cfg.get("n_inner") or 4 * D
+    r = lambda *s: torch.randn(*s, generator=g) * 0.2
+    p = "transformer."
+    sd = {p + "wte.weight": torch.randn(V, D, generator=g) * 0.3, p + "wpe.weight": r(cfg["n_positions"], D)}
+    for l in range(cfg["n_layer"]):
+        q = p + "h.%d." % l
+        for n, shape in (("attn.c_attn", (D, 3 * D)), ("attn.c_proj", (D, D)), ("mlp.c_fc", (D, I)), ("mlp.c_proj", (I, D))):
+            sd[q + n + ".weight"] = r(*shape)
+            sd[q + n + ".bias"] = r(shape[1])
+        for n in ("ln_1", "ln_2"):
+            sd[q + n + ".weight"] = 1 + r(D)
+            sd[q + n + ".bias"] = r(D)
+    sd[p + "ln_f.weight"] = 1 + r(D)
+    sd[p + "ln_f.bias"] = r(D)
+    return sd
+
+
+# ------------------------------------------------------------------ OPT
+
+def opt_forward(sd, cfg, ids, attention_mask):
+    B, T = ids.shape
+    D, H = cfg["hidden_size"], cfg["num_attention_heads"]
+    hd = D // H
+    before = cfg.get("do_layer_norm_before", True)
+    p = "model.decoder."
+    lin = lambda x, n: F.linear(x, sd[n + ".weight"], sd.get(n + ".bias"))
+    ln = lambda x, n: F.layer_norm(x, (D,), sd[n + ".weight"], sd[n + ".bias"], 1e-5)
+    x = F.embedding(ids, sd[p + "embed_tokens.weight"])
+    if p + "project_in.weight" in sd:
+        x = lin(x, p + "project_in")
+    positions = (torch.cumsum(attention_mask, dim=1).type_as(attention_mask) * attention_mask).long() - 1
+    x = x + F.embedding(positions + 2, sd[p + "embed_positions.weight"])
+    mask = additive_mask(attention_mask, T, True)
+    for l in range(cfg["num_hidden_layers"]):
+        q = p + "layers.%d." % l
+        res = x
+        if before:
+            x = ln(x, q + "self_attn_layer_norm")
+        qq = lin(x, q + "self_attn.q_proj") * hd ** -0.5
+        kk, vv = lin(x, q + "self_attn.k_proj"), lin(x, q + "self_attn.v_proj")
+        qq, kk, vv = [t.view(B, T, H, hd).transpose(1, 2) for t in (qq, kk, vv)]
+        w = F.softmax(torch.matmul(qq, kk.transpose(2, 3)) + mask, dim=-1)
+        x = lin(torch.matmul(w, vv).transpose(1, 2).reshape(B, T, D), q + "self_attn.out_proj")
+        x = res + x
+        if not before:
+            x = ln(x, q + "self_attn_layer_norm")
+        res = x
+        if before:
+            x = ln(x, q + "final_layer_norm")
+        x = res + lin(F.relu(lin(x, q + "fc1")), q + "fc2")
+        if not before:
+            x = ln(x, q + "final_layer_norm")
+    if p + "final_layer_norm.weight" in sd:
+        x = ln(x, p + "final_layer_norm")
+    if p + "project_out.weight" in sd:
+        x = lin(x, p + "project_out")
+    return F.linear(x, sd[p + "embed_tokens.weight"])
+
+
+def opt_weights(cfg, g):
+    D, V, Fd = cfg["hidden_size"], cfg["vocab_size"], cfg["ffn_dim"]
+    P = cfg.get("word_embed_proj_dim", D)
+    r = lambda *s: torch.randn(*s, generator=g) * 0.2
+    p = "model.decoder."
+    sd = {p + "embed_tokens.weight": torch.randn(V, P, generator=g) * 0.3,
+          p + "embed_positions.weight": r(cfg["max_position_embeddings"] + 2, D)}
+    if P != D:
+        sd[p + "project_in.weight"] = r(D, P)
+        sd[p + "project_out.weight"] = r(P, D)
+    for l in range(cfg["num_hidden_layers"]):
+        q = p + "layers.%d." % l
+        for n, (o, i) in (("self_attn.k_proj", (D, D)), ("self_attn.v_proj", (D, D)), ("self_attn.q_proj", (D, D)),
+                          ("self_attn.out_proj", (D, D)), ("fc1", (Fd, D)), ("fc2", (D, Fd))):
+            sd[q + n + ".weight"] = r(o, i)
+            sd[q + n + ".bias"] = r(o)
+        for n in ("self_attn_layer_norm", "final_layer_norm"):
+            sd[q + n + ".weight"] = 1 + r(D)
+            sd[q + n + ".bias"] = r(D)
+    if cfg.get("do_layer_norm_before", True):
+        sd[p + "final_layer_norm.weight"] = 1 + r(D)
+        sd[p + "final_layer_norm.bias"] = r(D)
+    return sd
+
+
+# ------------------------------------------------------------------ BERT
+
+def bert_encoder(sd, cfg, ids, attention_mask):
+    B, T = ids.shape
+    D, H = cfg["hidden_size"], cfg["num_attention_heads"]
+    hd, eps = D // H, cfg["layer_norm_eps"]
+    p = "bert."
+    lin = lambda x, n: F.linear(x, sd[n + ".weight"], sd[n + ".bias"])
+    ln = lambda x, n: F.layer_norm(x, (D,), sd[n + ".weight"], sd[n + ".bias"], eps)
+    x = (F.embedding(ids, sd[p + "embeddings.word_embeddings.weight"])
+         + F.embedding(torch.zeros_like(ids), sd[p + "embeddings.token_type_embeddings.weight"])
+         + F.embedding(torch.arange(T)[None].expand(B, T), sd[p + "embeddings.position_embeddings.weight"]))
+    x = ln(x, p + "embeddings.LayerNorm")
+    mask = torch.zeros(B, 1, 1, T).masked_fill(attention_mask[:, None, None, :] == 0, MIN)
+    act = ACT[cfg["hidden_act"]]
+    for l in range(cfg["num_hidden_layers"]):
+        q = p + "encoder.layer.%d." % l
+        qq, kk, vv = [lin(x, q + "attention.self." + n).view(B, T, H, hd).transpose(1, 2) for n in ("query", "key", "value")]
+        w = F.softmax(torch.matmul(qq, kk.transpose(-1, -2)) / math.sqrt(hd) + mask, dim=-1)
+        ctx = torch.matmul(w, vv).permute(0, 2, 1, 3).reshape(B, T, D)
+        a = ln(lin(ctx, q + "attention.output.dense") + x, q + "attention.output.LayerNorm")
+        x = ln(lin(act(lin(a, q + "intermediate.dense")), q + "output.dense") + a, q + "output.LayerNorm")
+    return x
+
+
+def bert_mlm_forward(sd, cfg, ids, attention_mask):
+    x = bert_encoder(sd, cfg, ids, attention_mask)
+    D = cfg["hidden_size"]
+    t = F.linear(x, sd["cls.predictions.transform.dense.weight"], sd["cls.predictions.transform.dense.bias"])
+    t = F.layer_norm(ACT[cfg["hidden_act"]](t), (D,), sd["cls.predictions.transform.LayerNorm.weight"],
+                     sd["cls.predictions.transform.LayerNorm.bias"], cfg["layer_norm_eps"])
+    return F.linear(t, sd["bert.embeddings.word_embeddings.weight"], sd["cls.predictions.bias"])
+
+
+def bert_seqcls_forward(sd, cfg, ids, attention_mask):
+    x = bert_encoder(sd, cfg, ids, attention_mask)
+    pooled = torch.tanh(F.linear(x[:, 0], sd["bert.pooler.dense.weight"], sd["bert.pooler.dense.bias"]))
+    return F.linear(pooled, sd["classifier.weight"], sd["classifier.bias"])
+
+
+def bert_weights(cfg, g, head):
+    D, V, I = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
+    r = lambda *s: torch.randn(*s, generator=g) * 0.2
+    p = "bert."
+    sd = {p + "embeddings.word_embeddings.weight": torch.randn(V, D, generator=g) * 0.3,
+          p + "embeddings.position_embeddings.weight": r(cfg["max_position_embeddings"], D),
+          p + "embeddings.token_type_embeddings.weight": r(cfg["type_vocab_size"], D),
+          p + "embeddings.LayerNorm.weight": 1 + r(D), p + "embeddings.LayerNorm.bias": r(D)}
+    for l in range(cfg["num_hidden_layers"]):
+        q = p + "encoder.layer.%d." % l
+        for n, (o, i) in (("attention.self.query", (D, D)), ("attention.self.key", (D, D)),
+                          ("attention.self.value", (D, D)), ("attention.output.dense", (D, D)),
+                          ("intermediate.dense", (I, D)), ("output.dense", (D, I))):
+            sd[q + n + ".weight"] = r(o, i)
+            sd[q + n + ".bias"] = r(o)
+        for n in ("attention.output.LayerNorm", "output.LayerNorm"):
+            sd[q + n + ".weight"] = 1 + r(D)
+            sd[q + n + ".bias"] = r(D)
+    if head == "mlm":
+        sd["cls.predictions.transform.dense.weight"] = r(D, D)
+        sd["cls.predictions.transform.dense.bias"] = r(D)
+        sd["cls.predictions.transform.LayerNorm.weight"] = 1 + r(D)
+        sd["cls.predictions.transform.LayerNorm.bias"] = r(D)
+        sd["cls.predictions.bias"] = r(V)
+    else:
+        sd[p + "pooler.dense.weight"] = r(D, D)
+        sd[p + "pooler.dense.bias"] = r(D)
+        sd["classifier.weight"] = r(cfg["num_labels"], D)
+        sd["classifier.bias"] = r(cfg["num_labels"])
+    return sd
+
+
 LLAMA_BASE = dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, rms_norm_eps=1e-6, hidden_act="silu", max_position_embeddings=128)
 
@@ -174,15 +376,47 @@ CASES = {
     "mistral-slidingwindow": (dict(LLAMA_BASE, model_type="mistral", architectures=["MistralForCausalLM"],
                                    num_key_value_heads=1, sliding_window=3, tie_word_embeddings=False),
                               llama_forward, llama_weights),
+    "gpt2-tied": (dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=50, n_embd=32, n_head=4,
+                       n_layer=2, n_positions=64, activation_function="gelu_new", layer_norm_epsilon=1e-5),
+                  gpt2_forward, gpt2_weights),
+    "gpt2-inverse-layer-scale": (dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=50, n_embd=32,
+                                      n_head=2, n_layer=2, n_positions=64, n_inner=40, activation_function="gelu",
+                                      layer_norm_epsilon=1e-5, scale_attn_by_inverse_layer_idx=True),
+                                 gpt2_forward, gpt2_weights),
+    "opt-prenorm": (dict(model_type="opt", architectures=["OPTForCausalLM"], vocab_size=50, hidden_size=32, ffn_dim=48,
+                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+                         do_layer_norm_before=True, word_embed_proj_dim=32, activation_function="relu"),
+                    opt_forward, opt_weights),
+    "opt-postnorm-projected": (dict(model_type="opt", architectures=["OPTForCausalLM"], vocab_size=50, hidden_size=32,
+                                    ffn_dim=48, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+                                    do_layer_norm_before=False, word_embed_proj_dim=16, activation_function="relu"),
+                               opt_forward, opt_weights),
+}
+
+BERT_BASE = dict(model_type="bert", vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=48, hidden_act="gelu", max_position_embeddings=64, type_vocab_size=2,
+                 layer_norm_eps=1e-12)
+ENCODER_CASES = {
+    "bert-mlm": (dict(BERT_BASE, architectures=["BertForMaskedLM"]), bert_mlm_forward,
+                 lambda c, g: bert_weights(c, g, "mlm")),
+    "bert-seqcls": (dict(BERT_BASE, architectures=["BertForSequenceClassification"], num_labels=3,
+                         id2label={"0": "a", "1": "b", "2": "c"}, label2id={"a": 0, "b": 1, "c": 2}),
+                    bert_seqcls_forward, lambda c, g: bert_weights(c, g, "seqcls")),
 }
 
 # two rows of 7 tokens; row 1 is left-padded by 2 (its tokens are ids[1, 2:])
 IDS = torch.tensor([[3, 17, 42, 8, 1, 29, 11], [0, 0, 5, 23, 48, 2, 36]])
 MASK = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1]])
+# encoders: row 1 is right-padded by 2 (its tokens are ids[1, :5])
+IDS_R = torch.tensor([[3, 17, 42, 8, 1, 29, 11], [5, 23, 48, 2, 36, 0, 0]])
+MASK_R = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0]])
 
 
 def main():
-    for name, (cfg, forward, weights) in CASES.items():
+    for name, (cfg, forward, weights) in list(CASES.items()) + list(ENCODER_CASES.items()):
+        encoder = name in ENCODER_CASES
+        ids, mask = (IDS_R, MASK_R) if encoder else (IDS, MASK)
+        row1 = (slice(1, 2), slice(0, 5)) if encoder else (slice(1, 2), slice(2, 7))
         seed = sum(map(ord, name))
         g = torch.Generator().manual_seed(seed)
         sd = weights(cfg, g)
@@ -191,12 +425,15 @@ def main():
             json.dump(dict(cfg, torch_dtype="float32"), f, indent=2, sort_keys=True)
         save_safetensors(os.path.join(HERE, name, "model.safetensors"), sd)
         with torch.no_grad():
-            padded = forward(sd, cfg, IDS, MASK)
-            row1 = forward(sd, cfg, IDS[1:, 2:], MASK[1:, 2:])
+            padded = forward(sd, cfg, ids, mask)
+            alone = forward(sd, cfg, ids[row1], mask[row1])
         # the padded row's real positions must equal the unpadded run (checks the reference itself)
-        assert torch.allclose(padded[1, 2:], row1[0], atol=1e-5), name
+        if padded.dim() == 3:
+            assert torch.allclose(padded[1, row1[1]], alone[0], atol=1e-5), name
+        else:
+            assert torch.allclose(padded[1], alone[0], atol=1e-5), name
         save_safetensors(os.path.join(HERE, name, "golden.safetensors"),
-                         {"input_ids": IDS, "attention_mask": MASK, "logits": padded, "row1_unpadded_logits": row1})
+                         {"input_ids": ids, "attention_mask": mask, "logits": padded, "row1_unpadded_logits": alone})
         print(name, "logits", tuple(padded.shape), "max |logit|", float(padded.abs().max()))
 
 

@@ -14,12 +14,13 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
-/** Llama-family logits against gen_goldens.py's independent reference (tiny seeded models), within 1e-5 in fp32. */
-class LlamaGoldenTest {
+/** Decoder (Llama family, GPT-2, OPT) logits against gen_goldens.py's independent reference (tiny seeded models), within 1e-5 in fp32. */
+class DecoderGoldenTest {
     static final float TOL = 1e-5f;
 
     @ParameterizedTest
-    @ValueSource(strings = {"llama-gqa-llama3rope", "qwen2-bias-tied-linearrope", "mistral-slidingwindow"})
+    @ValueSource(strings = {"llama-gqa-llama3rope", "qwen2-bias-tied-linearrope", "mistral-slidingwindow", "gpt2-tied",
+        "gpt2-inverse-layer-scale", "opt-prenorm", "opt-postnorm-projected"})
     void paddedBatchLogitsMatchReference(String name) throws Exception {
         Path dir = Goldens.golden(name);
         try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
@@ -36,7 +37,8 @@ class LlamaGoldenTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"llama-gqa-llama3rope", "qwen2-bias-tied-linearrope", "mistral-slidingwindow"})
+    @ValueSource(strings = {"llama-gqa-llama3rope", "qwen2-bias-tied-linearrope", "mistral-slidingwindow", "gpt2-tied",
+        "gpt2-inverse-layer-scale", "opt-prenorm", "opt-postnorm-projected"})
     void paddedRowGivesItsUnpaddedLogits(String name) throws Exception {
         Path dir = Goldens.golden(name);
         try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
@@ -52,7 +54,8 @@ class LlamaGoldenTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"llama-gqa-llama3rope", "qwen2-bias-tied-linearrope", "mistral-slidingwindow"})
+    @ValueSource(strings = {"llama-gqa-llama3rope", "qwen2-bias-tied-linearrope", "mistral-slidingwindow", "gpt2-tied",
+        "gpt2-inverse-layer-scale", "opt-prenorm", "opt-postnorm-projected"})
     void kvCacheDecodingMatchesFullForward(String name) throws Exception {
         Path dir = Goldens.golden(name);
         try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();

@@ -29,6 +29,11 @@ public final class AutoModel {
         ARCHITECTURES.put("GPT2Model", GPT2Model::new);
         ARCHITECTURES.put("OPTForCausalLM", OPTForCausalLM::new);
         ARCHITECTURES.put("OPTModel", OPTModel::new);
+        ARCHITECTURES.put("BertModel", BertModel::new);
+        ARCHITECTURES.put("BertForMaskedLM", BertForMaskedLM::new);
+        ARCHITECTURES.put("BertLMHeadModel", BertForMaskedLM::new); // same keys; rejected when is_decoder=true
+        ARCHITECTURES.put("BertForSequenceClassification", BertForSequenceClassification::new);
+        DEFAULT_ARCHITECTURE.put("bert", "BertModel");
         DEFAULT_ARCHITECTURE.put("gpt2", "GPT2LMHeadModel");
         DEFAULT_ARCHITECTURE.put("opt", "OPTForCausalLM");
         DEFAULT_ARCHITECTURE.put("llama", "LlamaForCausalLM");

@@ -47,6 +47,13 @@ public final class ModelConfig {
         }
     }
 
+    /** A copy of this config whose {@code architectures} is {@code [architecture]}. */
+    public ModelConfig withArchitecture(String architecture) {
+        com.fasterxml.jackson.databind.node.ObjectNode copy = root.deepCopy();
+        copy.putArray("architectures").add(architecture);
+        return new ModelConfig(copy, source);
+    }
+
     /** Where the config came from (for messages). */
     public String source() {
         return source;

@@ -34,7 +34,7 @@ public abstract class PreTrainedModel extends Module {
 
     /**
      * Keys that share another key's tensor (target → source, e.g. {@code lm_head.weight →
-     * model.embed_tokens.weight}); a checkpoint may omit the target.
+     * model.embed_tokens.weight}); a checkpoint may omit either. Saving writes the source only, as transformers does.
      */
     public Map<String, String> tiedKeys() {
         return Map.of();
@@ -73,7 +73,7 @@ public abstract class PreTrainedModel extends Module {
         }
         LoadReport report;
         try {
-            report = loadStateDict(sd, tiedKeys());
+            report = loadStateDict(sd);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(source + ": " + e.getMessage(), e);
         }

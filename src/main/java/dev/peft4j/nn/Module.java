@@ -392,78 +392,56 @@ public abstract class Module implements AutoCloseable {
     /**
      * Loads {@code stateDict} (Hugging Face keys) into this tree, all or nothing. Each tensor is converted once to
      * the dtype of the parameter it fills (or copied, when already of that dtype), so the source — e.g. a read-only
-     * mmap — is never written and may be closed afterwards. Keys in {@code tiedKeys} (target key → source key, e.g.
-     * {@code lm_head.weight → model.embed_tokens.weight}) may be absent: the target then shares the source's tensor.
+     * mmap — is never written and may be closed afterwards. Keys that share one tensor in this tree (tied weights,
+     * e.g. {@code lm_head.weight} and {@code model.embed_tokens.weight}) need only one of them in the state dict;
+     * they stay tied.
      *
      * @throws IllegalArgumentException listing every missing key, or naming a key whose shape differs
      * @return the unused keys of {@code stateDict}, which the caller reports as a warning
      */
-    public final LoadReport loadStateDict(Map<String, Tensor> stateDict, Map<String, String> tiedKeys) {
+    public final LoadReport loadStateDict(Map<String, Tensor> stateDict) {
         LinkedHashMap<String, Slot> slots = new LinkedHashMap<>();
         forEachSlot(true, true, true, slots::put);
+        // group keys by the tensor they hold now: tied keys share one
+        IdentityHashMap<Tensor, List<String>> groups = new IdentityHashMap<>();
+        for (Map.Entry<String, Slot> e : slots.entrySet()) {
+            groups.computeIfAbsent(e.getValue().get(), t -> new ArrayList<>()).add(e.getKey());
+        }
         List<String> missing = new ArrayList<>();
-        for (String key : slots.keySet()) {
-            if (!stateDict.containsKey(key)) {
-                String tiedTo = tiedKeys.get(key);
-                if (tiedTo == null || !stateDict.containsKey(tiedTo)) {
-                    missing.add(key);
-                }
+        for (List<String> keys : groups.values()) {
+            if (keys.stream().noneMatch(stateDict::containsKey)) {
+                missing.addAll(keys);
             }
         }
         if (!missing.isEmpty()) {
-            throw new IllegalArgumentException("missing keys in the checkpoint (" + missing.size() + "): " + missing);
+            List<String> ordered = new ArrayList<>(slots.keySet());
+            ordered.retainAll(missing);
+            throw new IllegalArgumentException("missing keys in the checkpoint (" + ordered.size() + "): " + ordered);
         }
         IdentityHashMap<Tensor, Tensor> prepared = new IdentityHashMap<>(); // old tensor -> new tensor
-        LinkedHashMap<String, Tensor> byKey = new LinkedHashMap<>();
         try (NoGradGuard g = new NoGradGuard()) {
-            for (Map.Entry<String, Slot> e : slots.entrySet()) {
-                String key = e.getKey();
-                Tensor old = e.getValue().get();
-                if (prepared.containsKey(old)) { // tied within the model: fill once
-                    byKey.put(key, prepared.get(old));
-                    continue;
-                }
-                Tensor src = stateDict.containsKey(key) ? stateDict.get(key) : null;
-                if (src == null) {
-                    continue; // tied to a key loaded below or above
-                }
+            for (Map.Entry<Tensor, List<String>> e : groups.entrySet()) {
+                Tensor old = e.getKey();
+                String key = e.getValue().stream().filter(stateDict::containsKey).findFirst().orElseThrow();
+                Tensor src = stateDict.get(key);
                 if (!Arrays.equals(src.shape(), old.shape())) {
                     closeAll(prepared.values());
                     throw new IllegalArgumentException("checkpoint key '" + key + "': shape "
                             + Arrays.toString(src.shape()) + " does not match the model's " + Arrays.toString(old.shape()));
                 }
-                Tensor now = convertCopy(src, old);
-                prepared.put(old, now);
-                byKey.put(key, now);
-            }
-            for (Map.Entry<String, Slot> e : slots.entrySet()) { // keys absent but tied: share the source's tensor
-                String key = e.getKey();
-                if (!byKey.containsKey(key)) {
-                    Tensor src = byKey.get(tiedKeys.get(key));
-                    if (src == null) {
-                        closeAll(prepared.values());
-                        throw new IllegalArgumentException("checkpoint key '" + key + "' is missing and its tied source '"
-                                + tiedKeys.get(key) + "' is not a parameter of this model");
-                    }
-                    byKey.put(key, src);
-                }
+                prepared.put(old, convertCopy(src, old));
             }
         }
         // commit: swap every slot, then free what was replaced
-        Set<Tensor> replaced = Collections.newSetFromMap(new IdentityHashMap<>());
-        for (Map.Entry<String, Slot> e : slots.entrySet()) {
-            Tensor old = e.getValue().get();
-            Tensor now = byKey.get(e.getKey());
+        for (Slot slot : slots.values()) {
+            Tensor old = slot.get();
+            Tensor now = prepared.get(old);
             if (old.requires_grad() != now.requires_grad()) {
                 now.requires_grad_(old.requires_grad());
             }
-            e.getValue().set(now);
-            replaced.add(old);
+            slot.set(now);
         }
-        replaced.removeAll(byKey.values());
-        for (Tensor t : replaced) {
-            t.close();
-        }
+        closeAll(prepared.keySet());
         List<String> unexpected = new ArrayList<>();
         for (String key : stateDict.keySet()) {
             if (!slots.containsKey(key)) {

@@ -437,5 +437,50 @@ def main():
         print(name, "logits", tuple(padded.shape), "max |logit|", float(padded.abs().max()))
 
 
+def load_safetensors(path):
+    """Reads a safetensors file with struct + numpy (F32 only, as the fixtures are)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        assert v["dtype"] == "F32", (path, k, v["dtype"])
+        a, b = v["data_offsets"]
+        out[k] = torch.from_numpy(np.frombuffer(data[8 + n + a:8 + n + b], dtype="<f4").copy()).reshape(v["shape"])
+    return out
+
+
+# the lm-buddy checkpoints copied under ../fixtures: logits of the reference forward on their real weights
+FIXTURES = {
+    # a bare GPT2Model checkpoint (no "transformer." prefix): logits through the tied head, as GPT2LMHeadModel
+    # loading it (transformers adds the prefix) computes them
+    "hf-tiny-gpt2-lmbuddy": (gpt2_forward, lambda sd: {"transformer." + k: v for k, v in sd.items()}),
+    "hf-fake-gpt2-lmhead-lmbuddy": (gpt2_forward, lambda sd: sd),
+    "hf-bert-tiniest-lmbuddy": (bert_mlm_forward, lambda sd: sd),
+}
+
+
+def fixtures():
+    for name, (forward, adapt) in FIXTURES.items():
+        d = os.path.join(HERE, "..", "fixtures", name)
+        with open(os.path.join(d, "config.json")) as f:
+            cfg = json.load(f)
+        sd = adapt(load_safetensors(os.path.join(d, "model.safetensors")))
+        encoder = forward is bert_mlm_forward
+        ids, mask = (IDS_R, MASK_R) if encoder else (IDS, MASK)
+        ids = ids % cfg["vocab_size"]
+        with torch.no_grad():
+            logits = forward(sd, cfg, ids, mask)
+        # large vocabularies: the first 2048 logits of each position and the logsumexp over all of them
+        save_safetensors(os.path.join(d, "golden.safetensors"),
+                         {"input_ids": ids, "attention_mask": mask, "logits_head": logits[..., :2048].contiguous(),
+                          "logsumexp": logits.logsumexp(-1)})
+        print(name, "logits", tuple(logits.shape), "max |logit|", float(logits.abs().max()))
+
+
 if __name__ == "__main__":
     main()
+    fixtures()

@@ -481,6 +481,30 @@ def fixtures():
         print(name, "logits", tuple(logits.shape), "max |logit|", float(logits.abs().max()))
 
 
+def other_formats():
+    """The llama case's weights as pytorch_model.bin (torch.save zip) and as two safetensors shards with an index."""
+    src = os.path.join(HERE, "llama-gqa-llama3rope")
+    sd = load_safetensors(os.path.join(src, "model.safetensors"))
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = f.read()
+    for sub in ("bin", "sharded"):
+        os.makedirs(os.path.join(HERE, "llama-formats", sub), exist_ok=True)
+        with open(os.path.join(HERE, "llama-formats", sub, "config.json"), "w") as f:
+            f.write(cfg)
+    torch.save(sd, os.path.join(HERE, "llama-formats", "bin", "pytorch_model.bin"))
+    keys = list(sd)
+    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    weight_map = {}
+    for fname, ks in shards.items():
+        save_safetensors(os.path.join(HERE, "llama-formats", "sharded", fname), {k: sd[k] for k in ks})
+        weight_map.update({k: fname for k in ks})
+    with open(os.path.join(HERE, "llama-formats", "sharded", "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": sum(t.numel() * 4 for t in sd.values())}, "weight_map": weight_map}, f,
+                  indent=2)
+
+
 if __name__ == "__main__":
     main()
     fixtures()
+    other_formats()

@@ -46,7 +46,8 @@ public abstract class PreTrainedModel extends Module {
     }
 
     /**
-     * Loads a checkpoint's state dict (all or nothing), converting each tensor once to the model's dtype. As
+     * Loads a checkpoint's state dict (all or nothing), adopting each tensor already of the model's dtype (a
+     * mapped file's copy-on-write view: no copy) and converting the others once. As
      * transformers does, a base model accepts a task model's checkpoint (prefix stripped, head keys unused) and a
      * task model a base model's checkpoint (prefix added; the head must then be tied or it is missing).
      *
@@ -73,7 +74,7 @@ public abstract class PreTrainedModel extends Module {
         }
         LoadReport report;
         try {
-            report = loadStateDict(sd);
+            report = loadStateDict(sd, true);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(source + ": " + e.getMessage(), e);
         }

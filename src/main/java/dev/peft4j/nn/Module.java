@@ -390,9 +390,9 @@ public abstract class Module implements AutoCloseable {
     // ---------------------------------------------------------------- state dict in
 
     /**
-     * Loads {@code stateDict} (Hugging Face keys) into this tree, all or nothing. Each tensor is converted once to
-     * the dtype of the parameter it fills (or copied, when already of that dtype), so the source — e.g. a read-only
-     * mmap — is never written and may be closed afterwards. Keys that share one tensor in this tree (tied weights,
+     * Loads {@code stateDict} (Hugging Face keys) into this tree, all or nothing, copying each tensor (converted
+     * once to the dtype of the parameter it fills), as PyTorch's {@code load_state_dict} does. The caller may close
+     * its tensors afterwards. Keys that share one tensor in this tree (tied weights,
      * e.g. {@code lm_head.weight} and {@code model.embed_tokens.weight}) need only one of them in the state dict;
      * they stay tied.
      *
@@ -400,6 +400,15 @@ public abstract class Module implements AutoCloseable {
      * @return the unused keys of {@code stateDict}, which the caller reports as a warning
      */
     public final LoadReport loadStateDict(Map<String, Tensor> stateDict) {
+        return loadStateDict(stateDict, false);
+    }
+
+    /**
+     * As {@link #loadStateDict(Map)}; with {@code assign} (PyTorch's {@code assign=True}), a tensor already of the
+     * parameter's dtype and device is adopted instead of copied: the model takes its own handle on the same storage
+     * (for a mapped safetensors file, a copy-on-write view: no copy at all, and writes never reach the file).
+     */
+    public final LoadReport loadStateDict(Map<String, Tensor> stateDict, boolean assign) {
         LinkedHashMap<String, Slot> slots = new LinkedHashMap<>();
         forEachSlot(true, true, true, slots::put);
         // group keys by the tensor they hold now: tied keys share one
@@ -429,7 +438,7 @@ public abstract class Module implements AutoCloseable {
                     throw new IllegalArgumentException("checkpoint key '" + key + "': shape "
                             + Arrays.toString(src.shape()) + " does not match the model's " + Arrays.toString(old.shape()));
                 }
-                prepared.put(old, convertCopy(src, old));
+                prepared.put(old, convertCopy(src, old, assign));
             }
         }
         // commit: swap every slot, then free what was replaced
@@ -454,17 +463,19 @@ public abstract class Module implements AutoCloseable {
     /** What {@link #loadStateDict} did not use. */
     public record LoadReport(List<String> unexpectedKeys) {}
 
-    private static Tensor convertCopy(Tensor src, Tensor like) {
+    private static Tensor convertCopy(Tensor src, Tensor like, boolean assign) {
         ScalarType want = like.scalar_type().intern();
         ScalarType have = src.scalar_type().intern();
         if (!isFloating(want)) {
             want = have;
         }
         Tensor out;
-        boolean toMeta = like.device().is_meta();
-        if (toMeta || like.device().is_cpu()) {
-            // to() returns an alias when nothing changes: clone then, so we never hold the caller's (mmap'd) memory
-            out = want == have ? src.contiguous().clone() : src.to(want).contiguous();
+        boolean cpu = like.device().is_meta() || like.device().is_cpu();
+        if (cpu && src.is_cpu() && want == have) {
+            // adopt: a detached handle on the same storage; else our own contiguous copy
+            out = assign && src.is_contiguous() ? src.detach() : src.contiguous().clone();
+        } else if (cpu) {
+            out = src.to(want).contiguous();
         } else {
             out = src.to(like.device(), want);
         }

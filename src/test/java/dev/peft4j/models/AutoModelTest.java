@@ -32,6 +32,25 @@ class AutoModelTest {
     }
 
     @Test
+    void float32LoadAdoptsTheMappedFileWithoutCopyingAndWritesNeverReachIt(@TempDir Path tmp) throws Exception {
+        Path src = Goldens.golden("gpt2-tied");
+        Files.copy(src.resolve("config.json"), tmp.resolve("config.json"));
+        Files.copy(src.resolve("model.safetensors"), tmp.resolve("model.safetensors"));
+        byte[] before = Files.readAllBytes(tmp.resolve("model.safetensors"));
+        try (PointerScope scope = new PointerScope(); PreTrainedModel m = AutoModel.fromPretrained(tmp)) {
+            Tensor w = m.getParameter("transformer.h.0.attn.c_attn.weight");
+            // the parameter is a view of the whole-file mapping, not a copy
+            assertEquals(before.length, w.storage().nbytes());
+            assertTrue(w.storage_offset() > 0);
+            try (org.bytedeco.pytorch.NoGradGuard ng = new org.bytedeco.pytorch.NoGradGuard()) {
+                w.add_(new org.bytedeco.pytorch.Scalar(1.0)); // what a LoRA merge does to a base weight
+            }
+        }
+        org.junit.jupiter.api.Assertions.assertArrayEquals(before, Files.readAllBytes(tmp.resolve("model.safetensors")),
+                "copy-on-write mapping: the file is unchanged");
+    }
+
+    @Test
     void bfloat16LoadConvertsOnceAndStaysCloseToFloat32() throws Exception {
         Path dir = Goldens.golden("llama-gqa-llama3rope");
         try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
@@ -39,6 +58,7 @@ class AutoModelTest {
                 Checkpoints.Opened gold = Checkpoints.open(dir, "golden.safetensors")) {
             for (Tensor t : m.stateDict().values()) {
                 assertEquals(ScalarType.BFloat16, t.scalar_type().intern());
+                assertEquals(t.numel() * 2, t.storage().nbytes(), "one converted copy, sized to the tensor");
             }
             Tensor logits = ((CausalLM) m).forward(gold.tensors.get("input_ids"), gold.tensors.get("attention_mask"),
                     null, null);

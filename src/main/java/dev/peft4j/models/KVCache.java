@@ -65,6 +65,24 @@ public final class KVCache implements AutoCloseable {
         return new Tensor[] {nk, nv};
     }
 
+    /** Forgets every position from {@code newLength} on (to re-decode from there, or reuse a prefilled prompt). */
+    public void truncate(long newLength) {
+        if (newLength < 0 || newLength > length) {
+            throw new IllegalArgumentException("cannot truncate a cache of " + length + " positions to " + newLength);
+        }
+        for (int i = 0; i < keys.length; i++) {
+            if (keys[i] != null) {
+                Tensor k = ScopeUtil.detach(keys[i].narrow(2, 0, newLength));
+                Tensor v = ScopeUtil.detach(values[i].narrow(2, 0, newLength));
+                keys[i].close();
+                values[i].close();
+                keys[i] = k;
+                values[i] = v;
+            }
+        }
+        length = newLength;
+    }
+
     @Override
     public void close() {
         for (int i = 0; i < keys.length; i++) {

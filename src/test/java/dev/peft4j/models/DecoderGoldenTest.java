@@ -77,6 +77,11 @@ class DecoderGoldenTest {
             assertClose(full.select(0, 0), decoded.select(0, 0), TOL, name + " row 0");
             assertClose(full.select(0, 1).narrow(0, 2, 5), decoded.select(0, 1).narrow(0, 2, 5), TOL, name + " row 1");
             assertTrue(Goldens.maxAbsDiff(full.select(0, 0), golden.tensors.get("logits").select(0, 0)) <= TOL);
+            // truncating back to 5 positions and decoding token 5 again gives the same logits
+            cache.truncate(5);
+            Tensor again = lm.forward(ids.narrow(1, 5, 1), mask.narrow(1, 0, 6), null, cache);
+            assertEquals(6, cache.length());
+            assertClose(full.narrow(1, 5, 1), again, TOL, name + " after truncate");
         }
     }
 }

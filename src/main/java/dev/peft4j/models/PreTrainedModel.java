@@ -40,6 +40,29 @@ public abstract class PreTrainedModel extends Module {
         return Map.of();
     }
 
+    /**
+     * Writes {@code dir/config.json} and {@code dir/model.safetensors} (each file atomically) as transformers'
+     * {@code save_pretrained} does: Hugging Face keys, tied duplicates written once (under the source key),
+     * {@code {"format": "pt"}} metadata, {@code torch_dtype} set to the weights' dtype.
+     */
+    public void savePretrained(java.nio.file.Path dir) throws java.io.IOException {
+        java.nio.file.Files.createDirectories(dir);
+        Map<String, Tensor> sd = new LinkedHashMap<>(stateDict());
+        for (String tiedTarget : tiedKeys().keySet()) {
+            sd.remove(tiedTarget);
+        }
+        com.fasterxml.jackson.databind.node.ObjectNode json = config.json().deepCopy();
+        Tensor any = sd.values().iterator().next();
+        org.bytedeco.pytorch.global.torch.ScalarType dt = any.scalar_type().intern();
+        json.put("torch_dtype", dt == org.bytedeco.pytorch.global.torch.ScalarType.BFloat16 ? "bfloat16"
+                : dt == org.bytedeco.pytorch.global.torch.ScalarType.Half ? "float16" : "float32");
+        java.nio.file.Path tmp = dir.resolve("config.json.tmp");
+        new com.fasterxml.jackson.databind.ObjectMapper().writerWithDefaultPrettyPrinter().writeValue(tmp.toFile(), json);
+        java.nio.file.Files.move(tmp, dir.resolve("config.json"), java.nio.file.StandardCopyOption.REPLACE_EXISTING,
+                java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        dev.peft4j.io.SafetensorsFile.write(dir.resolve("model.safetensors"), sd);
+    }
+
     /** Unused checkpoint keys not worth a warning (transformers' {@code _keys_to_ignore_on_load_unexpected}). */
     protected List<Pattern> ignoredUnexpectedKeys() {
         return List.of();

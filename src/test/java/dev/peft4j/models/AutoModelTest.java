@@ -68,6 +68,25 @@ class AutoModelTest {
         }
     }
 
+    @ParameterizedTest
+    @ValueSource(strings = {"bert-mlm", "opt-prenorm", "qwen2-bias-tied-linearrope"})
+    void savePretrainedWritesTiedWeightsOnceAndReloadsToTheSameWeights(String name, @TempDir Path tmp) throws Exception {
+        try (PointerScope scope = new PointerScope(); PreTrainedModel m = AutoModel.fromPretrained(Goldens.golden(name))) {
+            m.savePretrained(tmp);
+            try (dev.peft4j.io.SafetensorsFile f = dev.peft4j.io.SafetensorsFile.open(tmp.resolve("model.safetensors"));
+                    PreTrainedModel back = AutoModel.fromPretrained(tmp)) {
+                for (String tied : m.tiedKeys().keySet()) {
+                    assertTrue(!f.contains(tied), tied + " written twice");
+                }
+                assertEquals(m.stateDict().size() - m.tiedKeys().size(), f.names().size());
+                for (var e : m.stateDict().entrySet()) {
+                    assertClose(e.getValue(), back.stateDict().get(e.getKey()), 0f, e.getKey());
+                }
+                assertEquals(m.config().architecture(), back.config().architecture());
+            }
+        }
+    }
+
     @Test
     void unknownModelTypeListsTheSupportedOnes(@TempDir Path dir) throws Exception {
         Files.writeString(dir.resolve("config.json"), "{\"model_type\": \"falcon\", \"architectures\": [\"FalconForCausalLM\"]}");

@@ -117,7 +117,7 @@ public final class GPT2Model extends PreTrainedModel {
         Tensor forward(Tensor x, Tensor mask, KVCache cache, int index) {
             Tensor a = ((GPT2Attention) child("attn")).forward(layer("ln_1").forward(x), mask, cache, index);
             Tensor r = x.add(a);
-            return r.add_(layer("mlp").forward(layer("ln_2").forward(r)));
+            return r.add(layer("mlp").forward(layer("ln_2").forward(r))); // not add_: ln_2 saved r for backward
         }
     }
 

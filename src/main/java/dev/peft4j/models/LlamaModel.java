@@ -110,7 +110,7 @@ public final class LlamaModel extends PreTrainedModel {
             Tensor a = ((LlamaAttention) child("self_attn")).forward(h, cos, sin, mask, cache, index);
             Tensor r = x.add(a);
             Tensor m = layer("mlp").forward(layer("post_attention_layernorm").forward(r));
-            return r.add_(m);
+            return r.add(m); // not add_: the norm saved r for backward
         }
     }
 
@@ -172,7 +172,7 @@ public final class LlamaModel extends PreTrainedModel {
         @Override
         public Tensor forward(Tensor x) {
             Tensor g = layer("act_fn").forward(layer("gate_proj").forward(x));
-            return layer("down_proj").forward(g.mul_(layer("up_proj").forward(x)));
+            return layer("down_proj").forward(g.mul(layer("up_proj").forward(x)));
         }
     }
 }

@@ -7,18 +7,13 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
-import org.bytedeco.pytorch.ByteVector;
-import org.bytedeco.pytorch.GenericDict;
-import org.bytedeco.pytorch.GenericDictEntryRef;
-import org.bytedeco.pytorch.GenericDictIterator;
-import org.bytedeco.pytorch.IValue;
+import dev.peft4j.io.TorchPickle;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.global.torch;
 
 /**
  * Finds and opens a model folder's weights: {@code model.safetensors} or a sharded
  * {@code model.safetensors.index.json} (through {@link ShardedCheckpoint}: zero-copy, copy-on-write views of the
- * mapped files), else {@code pytorch_model.bin}. The tensors are handles this object owns; the model takes its own
+ * mapped files), else {@code pytorch_model.bin} (through {@link TorchPickle}). The tensors are handles this object owns; the model takes its own
  * handles on the ones it keeps, so closing this never invalidates a loaded model.
  */
 final class Checkpoints {
@@ -89,28 +84,12 @@ final class Checkpoints {
     }
 
     /**
-     * A {@code torch.save}'d zip state dict, through libtorch's unpickler (the file is read into memory; the
-     * tensors it yields are adopted by the model without a further copy when their dtype matches).
+     * A {@code torch.save}'d state dict through io's restricted unpickler ({@link TorchPickle}: no code runs); its
+     * tensors own their memory and are adopted by the model without a further copy when their dtype matches.
      */
     static void readTorchPickle(Path file, Opened into) throws IOException {
-        byte[] bytes = Files.readAllBytes(file);
-        IValue iv;
-        try (ByteVector bv = new ByteVector(bytes)) {
-            iv = torch.pickle_load(bv);
-        } catch (RuntimeException e) {
-            throw new IOException(file + ": not a readable torch.save state dict: " + e.getMessage(), e);
-        }
-        if (!iv.isGenericDict()) {
-            throw new IOException(file + ": expected a dict of tensors, got " + iv.tagKind().getString());
-        }
-        GenericDict d = iv.toGenericDict();
-        for (GenericDictIterator it = d.begin(); !it.equals(d.end()); it = it.increment()) {
-            GenericDictEntryRef e = it.access();
-            String k = e.key().toStringRef().getString();
-            if (!e.value().isTensor()) {
-                throw new IOException(file + ": entry '" + k + "' is not a tensor");
-            }
-            into.tensors.put(k, ScopeUtil.detach(e.value().toTensor()));
+        for (Map.Entry<String, Tensor> e : TorchPickle.loadStateDict(file).entrySet()) {
+            into.tensors.put(e.getKey(), ScopeUtil.detach(e.getValue()));
         }
     }
 }

@@ -12,7 +12,7 @@
  *
  * <p>Every forward runs in its own {@link org.bytedeco.javacpp.PointerScope}: temporaries are freed when it returns,
  * and the returned tensor goes to the caller's innermost scope (or to the caller, to close, when there is none).
- * Models are not thread-safe: one forward at a time per model (parameters are only read, so separate models — or
- * separate caches under external synchronisation — are fine).
+ * Concurrent use of one model is untested: serialise forwards on a model, and never replace submodules or load
+ * weights while a forward runs.
  */
 package dev.peft4j.models;

@@ -54,6 +54,10 @@ public class DecodeBench {
     @Param({"Float", "BFloat16"})
     public String dtype;
 
+    /** libtorch's OpenMP threads and OpenBLAS's (fp32 GEMM), pinned together: unpinned they oversubscribe 2 cores. */
+    @Param({"2"})
+    public int threads;
+
     private Module model;
     private CausalLM lm;
     private KVCache cache;
@@ -80,6 +84,8 @@ public class DecodeBench {
 
     @Setup(Level.Trial)
     public void setup() {
+        torch.set_num_threads(threads);
+        org.bytedeco.openblas.presets.openblas_nolapack.blas_set_num_threads(threads);
         ScalarType dt = ScalarType.valueOf(dtype);
         lm = build(32000, 2048, 5632, dt);
         model = (Module) lm;
@@ -91,7 +97,8 @@ public class DecodeBench {
         }
         cache = prefilled(lm, prompt);
         hollowCache = prefilled(hollow, prompt);
-        System.out.println("threads: libtorch " + torch.get_num_threads());
+        System.out.println("threads: libtorch " + torch.get_num_threads() + ", OpenBLAS "
+                + org.bytedeco.openblas.presets.openblas_nolapack.blas_get_num_threads());
     }
 
     @TearDown(Level.Trial)

@@ -21,8 +21,8 @@ import org.junit.jupiter.params.provider.ValueSource;
 /** Picking the architecture, checkpoint formats, dtypes and the errors for bad input. */
 class AutoModelTest {
     @ParameterizedTest
-    @ValueSource(strings = {"llama-formats/bin", "llama-formats/sharded"})
-    void pytorchBinAndShardedSafetensorsGiveTheGoldenLogits(String folder) throws Exception {
+    @ValueSource(strings = {"llama-formats/bin", "llama-formats/sharded", "llama-formats/bin-sharded"})
+    void pytorchBinAndShardedCheckpointsGiveTheGoldenLogits(String folder) throws Exception {
         Path golden = Goldens.golden("llama-gqa-llama3rope");
         try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
                 CausalLM lm = AutoModel.causalLM(Goldens.golden(folder), null);

@@ -54,6 +54,7 @@ public final class SafetensorsFile implements AutoCloseable {
     private final List<TensorInfo> tensors;
     private final Map<String, TensorInfo> byName;
     private final Map<String, String> metadata;
+    private final boolean hasMetadata;
     private Tensor mapping; // uint8, the whole file; null once closed
 
     private SafetensorsFile(Path path, Tensor mapping, long dataStart, SafetensorsHeader.Parsed header) {
@@ -62,6 +63,7 @@ public final class SafetensorsFile implements AutoCloseable {
         this.dataStart = dataStart;
         this.tensors = header.tensors();
         this.metadata = header.metadata();
+        this.hasMetadata = header.hasMetadata();
         Map<String, TensorInfo> index = new HashMap<>();
         for (TensorInfo t : tensors) {
             index.put(t.name(), t);
@@ -83,6 +85,9 @@ public final class SafetensorsFile implements AutoCloseable {
                 throw new java.nio.file.NoSuchFileException(file.toString());
             }
             throw new SafetensorsException(file, null, "not a regular file");
+        }
+        if (!Files.isReadable(file)) {
+            throw new java.nio.file.AccessDeniedException(file.toString());
         }
         long size = Files.size(file);
         if (size < 8) {
@@ -107,7 +112,7 @@ public final class SafetensorsFile implements AutoCloseable {
             SafetensorsHeader.Parsed parsed = SafetensorsHeader.parse(file, header, size - dataStart);
             for (TensorInfo t : parsed.tensors()) {
                 if (t.dtype().equals("BOOL")) {
-                    checkBools(file, t, bytes.position(0), dataStart);
+                    checkBools(file, t, bytes, dataStart);
                 }
             }
             return new SafetensorsFile(file, mapping, dataStart, parsed);
@@ -118,22 +123,37 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     private static Tensor map(Path file, long size) throws SafetensorsException {
-        try (BoolOptional shared = new BoolOptional(false);
+        // the path bytes the JDK itself uses for file names, not JavaCPP's default string charset
+        try (BytePointer name = new BytePointer(file.toAbsolutePath().toString(), fileNameCharset());
+                BoolOptional shared = new BoolOptional(false); // MAP_PRIVATE: copy-on-write, never writes the file
                 LongOptional elements = new LongOptional(size);
                 TensorOptions bytes = new TensorOptions(ScalarType.Byte)) {
-            return torch.from_file(file.toAbsolutePath().toString(), shared, elements, bytes);
+            return torch.from_file(name, shared, elements, bytes);
         } catch (RuntimeException e) {
-            throw new SafetensorsException(file, null, "cannot map the file: " + e.getMessage().lines().findFirst().orElse(""), e);
+            String why = e.getMessage() == null ? e.toString() : e.getMessage().lines().findFirst().orElse("");
+            throw new SafetensorsException(file, null, "cannot map the file: " + why, e);
+        }
+    }
+
+    private static java.nio.charset.Charset fileNameCharset() {
+        try {
+            return java.nio.charset.Charset.forName(System.getProperty("sun.jnu.encoding", "UTF-8"));
+        } catch (IllegalArgumentException e) {
+            return java.nio.charset.StandardCharsets.UTF_8;
         }
     }
 
     /** libtorch's bool is one byte that must be 0 or 1; anything else is undefined behaviour in kernels. */
     private static void checkBools(Path file, TensorInfo t, BytePointer bytes, long dataStart) throws SafetensorsException {
-        for (long i = t.begin(); i < t.end(); i++) {
-            byte b = bytes.get(dataStart + i);
-            if (b != 0 && b != 1) {
-                throw new SafetensorsException(file, t.name(), "BOOL element " + (i - t.begin()) + " is byte "
-                        + (b & 0xff) + ", not 0 or 1");
+        byte[] chunk = new byte[(int) Math.min(t.byteSize(), 1 << 16)];
+        for (long done = 0; done < t.byteSize(); done += chunk.length) {
+            int n = (int) Math.min(chunk.length, t.byteSize() - done);
+            bytes.position(dataStart + t.begin() + done).get(chunk, 0, n);
+            for (int i = 0; i < n; i++) {
+                if (chunk[i] != 0 && chunk[i] != 1) {
+                    throw new SafetensorsException(file, t.name(), "BOOL element " + (done + i) + " is byte "
+                            + (chunk[i] & 0xff) + ", not 0 or 1");
+                }
             }
         }
     }
@@ -155,6 +175,14 @@ public final class SafetensorsFile implements AutoCloseable {
     /** The header's {@code __metadata__} entries in header order; empty if it has none. */
     public Map<String, String> metadata() {
         return metadata;
+    }
+
+    /**
+     * Whether the header has a {@code __metadata__} entry (an empty one included): pass
+     * {@code hasMetadata() ? metadata() : null} to {@link #write} to reproduce the header exactly.
+     */
+    public boolean hasMetadata() {
+        return hasMetadata;
     }
 
     /** Header entries in file order. */
@@ -252,8 +280,12 @@ public final class SafetensorsFile implements AutoCloseable {
 
     /**
      * Writes {@code tensors} to {@code file} atomically, in the layout of Python's {@code safetensors}
-     * writer (see {@link SafetensorsWriter}): tensors sorted by dtype (widest first, in the format's
-     * dtype order) then by name, header padded with spaces to 8 bytes so every tensor is aligned.
+     * writer: tensors sorted by dtype (widest first, in the format's
+     * dtype order) then by name, header padded with spaces to 8 bytes so every tensor is aligned; a file
+     * Python wrote comes out byte-identical when its tensors are written back. Atomic: a temporary file
+     * in the same directory is written, fsynced and renamed over {@code file}, then the directory is
+     * fsynced. Non-contiguous or non-CPU tensors are copied to contiguous CPU memory first; others are
+     * written straight from their memory.
      *
      * @param metadata the {@code __metadata__} entries, written in the map's iteration order; {@code null}
      *     writes no {@code __metadata__} (as Python's {@code save_file} without metadata). PEFT and

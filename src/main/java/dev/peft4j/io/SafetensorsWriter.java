@@ -25,23 +25,33 @@ import org.bytedeco.pytorch.Tensor;
  *
  * <p>Atomic: the bytes go to a temporary file in the target's directory, which is fsynced and renamed
  * over the target, and the directory is fsynced; a reader sees the old file or the complete new one.
- * Tensor bytes are written straight from libtorch's memory (no copy through the Java heap).
+ * Tensor bytes are written straight from libtorch's memory (no copy through the Java heap); overwriting
+ * in place, that I/O path runs at {@code dd}'s speed. Atomicity costs a fresh file per save, whose page
+ * cache is allocated while the old file's is still held, and freeing the old file at the rename.
  */
 final class SafetensorsWriter {
+    private static final java.util.Random RANDOM = new java.security.SecureRandom();
+
     /** Bytes per write call: stays well under the 2 GiB a single ByteBuffer can address. */
-    private static final long CHUNK = 1L << 30;
+    static final long CHUNK = 1L << 30;
 
     private SafetensorsWriter() {}
 
     private record Entry(String name, Dtype dtype, Tensor source, Tensor contiguous, long bytes) {}
 
     static void write(Path file, Map<String, Tensor> tensors, Map<String, String> metadata) throws IOException {
+        write(file, tensors, metadata, CHUNK);
+    }
+
+    /** As {@link #write(Path, Map, Map)}, at most {@code chunkBytes} per write call (tests use small chunks). */
+    static void write(Path file, Map<String, Tensor> tensors, Map<String, String> metadata, long chunkBytes)
+            throws IOException {
         Objects.requireNonNull(file, "file");
         Objects.requireNonNull(tensors, "tensors");
         List<Entry> entries = new ArrayList<>(tensors.size());
         try {
             for (Map.Entry<String, Tensor> e : tensors.entrySet()) {
-                entries.add(entry(e.getKey(), e.getValue()));
+                entries.add(entry(file, e.getKey(), e.getValue()));
             }
             if (metadata != null) {
                 for (Map.Entry<String, String> m : metadata.entrySet()) {
@@ -62,7 +72,7 @@ final class SafetensorsWriter {
                 offset += e.bytes;
             }
             byte[] header = SafetensorsHeader.format(layout, metadata);
-            writeAtomically(file, header, entries);
+            writeAtomically(file, header, entries, chunkBytes);
         } finally {
             for (Entry e : entries) {
                 if (e.contiguous != e.source) {
@@ -72,23 +82,24 @@ final class SafetensorsWriter {
         }
     }
 
-    private static Entry entry(String name, Tensor t) {
+    private static Entry entry(Path file, String name, Tensor t) {
         if (name == null) {
-            throw new IllegalArgumentException("tensor name is null");
+            throw new IllegalArgumentException(file + ": a tensor name is null");
         }
+        String at = file + ": tensor \"" + name + "\": ";
         if (name.equals(SafetensorsHeader.METADATA_KEY)) {
-            throw new IllegalArgumentException("tensor \"" + name + "\": the name is reserved for the metadata");
+            throw new IllegalArgumentException(at + "the name is reserved for the metadata");
         }
         if (t == null || t.isNull() || !t.defined()) {
-            throw new IllegalArgumentException("tensor \"" + name + "\": null or undefined");
+            throw new IllegalArgumentException(at + "null or undefined");
         }
         Dtype dtype = Dtype.of(t.scalar_type());
         if (dtype == null) {
-            throw new IllegalArgumentException("tensor \"" + name + "\": libtorch type " + t.scalar_type().intern()
+            throw new IllegalArgumentException(at + "libtorch type " + t.scalar_type().intern()
                     + " has no safetensors dtype");
         }
         if (t.is_sparse() || t.is_quantized()) {
-            throw new IllegalArgumentException("tensor \"" + name + "\": sparse and quantized tensors cannot be stored");
+            throw new IllegalArgumentException(at + "sparse and quantized tensors cannot be stored");
         }
         Tensor dense = t;
         if (!t.is_cpu() || !t.is_contiguous()) {
@@ -105,20 +116,35 @@ final class SafetensorsWriter {
         return Arrays.compareUnsigned(a.getBytes(StandardCharsets.UTF_8), b.getBytes(StandardCharsets.UTF_8));
     }
 
-    private static void writeAtomically(Path file, byte[] header, List<Entry> entries) throws IOException {
+    private static void writeAtomically(Path target, byte[] header, List<Entry> entries, long chunkBytes)
+            throws IOException {
+        // through a symlink, as Python's writer (open + truncate) does: the link stays, its target changes
+        Path file = Files.isSymbolicLink(target) && Files.exists(target) ? target.toRealPath() : target;
         Path dir = file.toAbsolutePath().getParent();
-        Path tmp = Files.createTempFile(dir, "." + file.getFileName() + ".", ".tmp");
+        Path tmp = null;
         boolean done = false;
         try {
-            try (FileChannel out = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
+            FileChannel out = null;
+            while (out == null) {
+                // CREATE_NEW with default attributes: the umask applies, as for any new file (createTempFile
+                // would force 0600 and the final file would keep it)
+                tmp = dir.resolve("." + file.getFileName() + "." + Long.toUnsignedString(RANDOM.nextLong(), 36) + ".tmp");
+                try {
+                    out = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.CREATE_NEW);
+                } catch (java.nio.file.FileAlreadyExistsException e) {
+                    tmp = null; // another writer's temp name: draw again
+                }
+            }
+            try (FileChannel channel = out) {
                 ByteBuffer head = ByteBuffer.allocate(8 + header.length).order(java.nio.ByteOrder.LITTLE_ENDIAN);
                 head.putLong(header.length).put(header).flip();
-                writeFully(out, head);
+                writeFully(channel, head);
                 for (Entry e : entries) {
-                    writeTensor(out, e);
+                    writeTensor(channel, e, chunkBytes);
                 }
-                out.force(true);
+                channel.force(true);
             }
+            keepPermissionsOf(file, tmp);
             try {
                 Files.move(tmp, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
             } catch (AtomicMoveNotSupportedException e) {
@@ -127,18 +153,18 @@ final class SafetensorsWriter {
             done = true;
             fsyncDirectory(dir);
         } finally {
-            if (!done) {
+            if (!done && tmp != null) {
                 Files.deleteIfExists(tmp);
             }
         }
     }
 
-    private static void writeTensor(FileChannel out, Entry e) throws IOException {
+    private static void writeTensor(FileChannel out, Entry e, long chunkBytes) throws IOException {
         if (e.bytes == 0) {
             return; // an empty tensor has no data pointer
         }
-        for (long done = 0; done < e.bytes; done += CHUNK) {
-            long n = Math.min(CHUNK, e.bytes - done);
+        for (long done = 0; done < e.bytes; done += chunkBytes) {
+            long n = Math.min(chunkBytes, e.bytes - done);
             // a direct buffer over libtorch's memory: the channel writes from it without a heap copy
             try (BytePointer chunk = new BytePointer(e.contiguous.data_ptr())) {
                 ByteBuffer buf = chunk.position(done).limit(done + n).capacity(done + n).asBuffer();
@@ -155,6 +181,15 @@ final class SafetensorsWriter {
     private static void writeFully(FileChannel out, ByteBuffer buf) throws IOException {
         while (buf.hasRemaining()) {
             out.write(buf);
+        }
+    }
+
+    /** A replaced file keeps its permissions, as it would if it were truncated and rewritten in place. */
+    private static void keepPermissionsOf(Path existing, Path replacement) {
+        try {
+            Files.setPosixFilePermissions(replacement, Files.getPosixFilePermissions(existing));
+        } catch (IOException | UnsupportedOperationException e) {
+            // no existing file, or no POSIX permissions here: the new file's defaults stand
         }
     }
 

@@ -12,8 +12,11 @@ import java.util.Collections;
 import java.util.HashMap;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
+import java.util.Set;
 import java.util.Objects;
 import java.util.TreeMap;
 import org.bytedeco.pytorch.Tensor;
@@ -123,8 +126,13 @@ public final class ShardedCheckpoint implements AutoCloseable {
                         + e.getValue());
             }
             String shard = e.getValue().textValue();
-            Path resolved = dir.resolve(shard).normalize();
-            if (shard.isEmpty() || Path.of(shard).isAbsolute() || !resolved.startsWith(dir) || resolved.equals(dir)) {
+            Path resolved;
+            try {
+                resolved = shard.isEmpty() || Path.of(shard).isAbsolute() ? null : dir.resolve(shard).normalize();
+            } catch (java.nio.file.InvalidPathException bad) {
+                throw new SafetensorsException(index, e.getKey(), "shard \"" + shard + "\" is not a valid file name");
+            }
+            if (resolved == null || !resolved.startsWith(dir) || resolved.equals(dir)) {
                 throw new SafetensorsException(index, e.getKey(), "shard \"" + shard
                         + "\" is not a file inside the index's directory");
             }
@@ -217,6 +225,145 @@ public final class ShardedCheckpoint implements AutoCloseable {
                     + names.size() + " tensors)");
         }
         return shard;
+    }
+
+    /**
+     * Saves {@code tensors} in {@code dir} as transformers' {@code save_pretrained} does: one
+     * {@code model.safetensors} if they fit in {@code maxShardBytes}, else shards
+     * {@code model-0000k-of-0000n.safetensors} filled greedily in the map's order (huggingface_hub's
+     * {@code split_torch_state_dict_into_shards}: a tensor that does not fit in the current shard starts
+     * the next; one larger than the limit gets a shard of its own) and {@code model.safetensors.index.json}
+     * ({@code {"metadata": {"total_size": …}, "weight_map": {…}}}, sorted keys, two-space indent).
+     * Each file is written atomically, the index last; shard files of an earlier save that the new one does
+     * not use are deleted. Every shard carries {@code __metadata__ {"format": "pt"}}.
+     */
+    public static void write(Path dir, Map<String, Tensor> tensors, long maxShardBytes) throws IOException {
+        Objects.requireNonNull(dir, "dir");
+        Objects.requireNonNull(tensors, "tensors");
+        if (maxShardBytes <= 0) {
+            throw new IllegalArgumentException("maxShardBytes must be positive, got " + maxShardBytes);
+        }
+        Files.createDirectories(dir);
+        List<Map<String, Tensor>> shards = new ArrayList<>();
+        Map<String, Tensor> current = new LinkedHashMap<>();
+        long currentBytes = 0;
+        long totalBytes = 0;
+        for (Map.Entry<String, Tensor> e : tensors.entrySet()) {
+            Tensor t = e.getValue();
+            if (t == null || t.isNull() || !t.defined()) {
+                throw new IllegalArgumentException(dir + ": tensor \"" + e.getKey() + "\": null or undefined");
+            }
+            long bytes = t.numel() * t.element_size();
+            totalBytes += bytes;
+            if (bytes > maxShardBytes) {
+                shards.add(Map.of(e.getKey(), t));
+                continue;
+            }
+            if (currentBytes + bytes > maxShardBytes) {
+                shards.add(current);
+                current = new LinkedHashMap<>();
+                currentBytes = 0;
+            }
+            current.put(e.getKey(), t);
+            currentBytes += bytes;
+        }
+        if (!current.isEmpty() || shards.isEmpty()) {
+            shards.add(current);
+        }
+        Set<String> written = new HashSet<>();
+        if (shards.size() == 1) {
+            SafetensorsFile.write(dir.resolve(SINGLE_FILE), shards.get(0));
+        } else {
+            Map<String, String> weightMap = new TreeMap<>(ShardedCheckpoint::compareCodePoints);
+            for (int i = 0; i < shards.size(); i++) {
+                String name = String.format(Locale.ROOT, "model-%05d-of-%05d.safetensors", i + 1, shards.size());
+                SafetensorsFile.write(dir.resolve(name), shards.get(i));
+                written.add(name);
+                for (String tensor : shards.get(i).keySet()) {
+                    weightMap.put(tensor, name);
+                }
+            }
+            writeIndex(dir.resolve(INDEX_FILE), totalBytes, weightMap);
+        }
+        if (shards.size() == 1) {
+            Files.deleteIfExists(dir.resolve(INDEX_FILE)); // would point at the stale shards deleted below
+        }
+        try (java.util.stream.Stream<Path> files = Files.list(dir)) {
+            for (Path f : (Iterable<Path>) files::iterator) {
+                String name = f.getFileName().toString();
+                if (STALE_SHARD.matcher(name).matches() && !written.contains(name)) {
+                    Files.deleteIfExists(f);
+                }
+            }
+        }
+    }
+
+    private static final java.util.regex.Pattern STALE_SHARD =
+            java.util.regex.Pattern.compile("model-\\d{5}-of-\\d{5}\\.safetensors");
+
+    /** Python's string order (code points), which {@code sort_keys} uses; Java's is by UTF-16 units. */
+    private static int compareCodePoints(String a, String b) {
+        return java.util.Arrays.compare(a.codePoints().toArray(), b.codePoints().toArray());
+    }
+
+    /** The index as Python's {@code json.dumps(index, indent=2, sort_keys=True) + "\n"} writes it. */
+    static String indexJson(long totalBytes, Map<String, String> sortedWeightMap) {
+        StringBuilder out = new StringBuilder();
+        out.append("{\n  \"metadata\": {\n    \"total_size\": ").append(totalBytes).append("\n  },\n  \"weight_map\": {");
+        boolean first = true;
+        for (Map.Entry<String, String> e : sortedWeightMap.entrySet()) {
+            out.append(first ? "\n    " : ",\n    ");
+            appendPythonAsciiString(out, e.getKey());
+            out.append(": ");
+            appendPythonAsciiString(out, e.getValue());
+            first = false;
+        }
+        out.append(first ? "}\n}\n" : "\n  }\n}\n");
+        return out.toString();
+    }
+
+    /** A JSON string as Python's json module writes it (ensure_ascii): non-ASCII as {@code \\uXXXX}. */
+    private static void appendPythonAsciiString(StringBuilder out, String s) {
+        out.append('"');
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            switch (c) {
+                case '"' -> out.append("\\\"");
+                case '\\' -> out.append("\\\\");
+                case '\n' -> out.append("\\n");
+                case '\r' -> out.append("\\r");
+                case '\t' -> out.append("\\t");
+                case '\b' -> out.append("\\b");
+                case '\f' -> out.append("\\f");
+                default -> {
+                    if (c < 0x20 || c > 0x7e) {
+                        out.append(String.format(Locale.ROOT, "\\u%04x", (int) c));
+                    } else {
+                        out.append(c);
+                    }
+                }
+            }
+        }
+        out.append('"');
+    }
+
+    private static void writeIndex(Path index, long totalBytes, Map<String, String> weightMap) throws IOException {
+        Path tmp = index.resolveSibling("." + index.getFileName() + "." + System.nanoTime() + ".tmp");
+        try {
+            try (java.nio.channels.FileChannel out = java.nio.channels.FileChannel.open(tmp,
+                    java.nio.file.StandardOpenOption.WRITE, java.nio.file.StandardOpenOption.CREATE_NEW)) {
+                java.nio.ByteBuffer bytes = java.nio.ByteBuffer.wrap(
+                        indexJson(totalBytes, weightMap).getBytes(java.nio.charset.StandardCharsets.UTF_8));
+                while (bytes.hasRemaining()) {
+                    out.write(bytes);
+                }
+                out.force(true);
+            }
+            Files.move(tmp, index, java.nio.file.StandardCopyOption.ATOMIC_MOVE,
+                    java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        } finally {
+            Files.deleteIfExists(tmp);
+        }
     }
 
     /** Closes every shard; tensors already handed out stay valid (see {@link SafetensorsFile#close()}). */

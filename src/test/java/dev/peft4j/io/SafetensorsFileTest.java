@@ -188,9 +188,24 @@ class SafetensorsFileTest {
     }
 
     @Test
+    void tellsAnEmptyMetadataFromNone() throws Exception {
+        try (SafetensorsFile empty = SafetensorsFile.open(file("{\"__metadata__\":{}}", new byte[0]));
+                SafetensorsFile none = SafetensorsFile.open(file("{}", new byte[0]));
+                SafetensorsFile nul = SafetensorsFile.open(file("{\"__metadata__\":null}", new byte[0]))) {
+            assertTrue(empty.hasMetadata() && empty.metadata().isEmpty());
+            assertFalse(none.hasMetadata() || nul.hasMetadata());
+            assertTrue(none.names().isEmpty());
+        }
+    }
+
+    @Test
     void rejectsBoolBytesOtherThanZeroOrOne() throws Exception {
         assertRejected(file("{" + entry("m", "BOOL", "[3]", 0, 3) + "}", new byte[] {1, 0, 2}), "m", "element 2",
                 "byte 2");
+        byte[] many = new byte[70_000]; // past the first 64 KiB chunk checked
+        many[69_999] = (byte) 0xff;
+        assertRejected(file("{" + entry("m", "BOOL", "[70000]", 0, 70_000) + "}", many), "m", "element 69999",
+                "byte 255");
     }
 
     @Test
@@ -329,6 +344,88 @@ class SafetensorsFileTest {
         try (SafetensorsFile f = SafetensorsFile.open(p); Tensor a = f.get("w"); Tensor b = f.get("w")) {
             assertEquals(a.data_ptr().address(), b.data_ptr().address());
             assertFalse(a.is_same(b)); // distinct handles over one storage
+        }
+    }
+
+    /** A field of /proc/self/status in bytes (RssAnon: private memory; RssFile: mapped file pages). */
+    static long procStatusBytes(String field) throws IOException {
+        for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
+            if (line.startsWith(field + ":")) {
+                return Long.parseLong(line.replaceAll("[^0-9]", "")) * 1024;
+            }
+        }
+        throw new IllegalStateException(field + " not in /proc/self/status");
+    }
+
+    @Test
+    void readingEveryTensorAllocatesNoCopyOfTheData() throws Exception {
+        int tensors = 8;
+        long perTensor = 16L << 20; // 16 MiB each, 128 MiB in all
+        java.util.Map<String, Tensor> out = new java.util.LinkedHashMap<>();
+        for (int i = 0; i < tensors; i++) {
+            out.put("w" + i, org.bytedeco.pytorch.global.torch.ones(perTensor / 4));
+        }
+        Path p = tmp.resolve("big.safetensors");
+        SafetensorsFile.write(p, out);
+        out.values().forEach(Tensor::close);
+        System.gc();
+        long anonBefore = procStatusBytes("RssAnon");
+        long fileBefore = procStatusBytes("RssFile");
+        double total = 0;
+        try (SafetensorsFile f = SafetensorsFile.open(p)) {
+            java.util.Map<String, Tensor> all = f.tensors(); // all held while measuring: a copy could not hide
+            for (Tensor t : all.values()) {
+                try (Tensor sum = t.sum()) {
+                    total += sum.item_double(); // reads every page of the tensor
+                }
+            }
+            long anonGrowth = procStatusBytes("RssAnon") - anonBefore;
+            long fileGrowth = procStatusBytes("RssFile") - fileBefore;
+            all.values().forEach(Tensor::close);
+            assertEquals(tensors * perTensor / 4.0, total, 0.0);
+            // the 128 MiB were read through the file mapping (positive control) ...
+            assertTrue(fileGrowth > 100L << 20, "mapped file pages grew by " + (fileGrowth >> 20) + " MiB");
+            // ... and not copied into private memory
+            assertTrue(anonGrowth < 24L << 20, "private memory grew by " + (anonGrowth >> 20) + " MiB");
+        }
+    }
+
+    @Test
+    void opensFilesUnderNonAsciiPaths() throws Exception {
+        Path dir = Files.createDirectories(tmp.resolve("modèle-模型"));
+        Path p = dir.resolve("w.safetensors");
+        try (Tensor w = org.bytedeco.pytorch.global.torch.ones(3)) {
+            SafetensorsFile.write(p, java.util.Map.of("w", w));
+        }
+        try (SafetensorsFile f = SafetensorsFile.open(p); Tensor w = f.get("w")) {
+            assertEquals(3.0f, w.sum().item_float());
+        }
+    }
+
+    @Test
+    void mapsTensorsLargerThan2GiB() throws Exception {
+        // a sparse file: 8 MiB of F32 then a 3 GiB U8 tensor, with marker bytes written past 2^31
+        long big = 3L << 30;
+        String json = "{" + entry("small", "F32", "[2097152]", 0, 8L << 20) + ","
+                + entry("big", "U8", "[" + big + "]", 8L << 20, (8L << 20) + big) + "}";
+        json += " ".repeat((8 - json.length() % 8) % 8);
+        Path p = file(json, new byte[0]);
+        long dataStart = 8 + json.length();
+        try (java.io.RandomAccessFile raf = new java.io.RandomAccessFile(p.toFile(), "rw")) {
+            raf.setLength(dataStart + (8L << 20) + big);
+            raf.seek(dataStart + (8L << 20) + (1L << 31) + 5);
+            raf.write(42);
+            raf.seek(dataStart + (8L << 20) + big - 1);
+            raf.write(7);
+        }
+        try (SafetensorsFile f = SafetensorsFile.open(p); Tensor t = f.get("big")) {
+            assertArrayEquals(new long[] {big}, t.shape());
+            try (Tensor a = t.narrow(0, (1L << 31) + 5, 1); Tensor b = t.narrow(0, big - 1, 1);
+                    Tensor c = t.narrow(0, 1L << 31, 1)) {
+                assertEquals(42, a.item_int());
+                assertEquals(7, b.item_int());
+                assertEquals(0, c.item_int());
+            }
         }
     }
 }

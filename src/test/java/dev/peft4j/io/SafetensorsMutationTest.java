@@ -67,6 +67,10 @@ class SafetensorsMutationTest {
         }
         System.out.println("safetensors mutants: " + mutations + " run, " + opened + " opened and read in full, "
                 + rejected + " rejected with SafetensorsException");
+        // every mapping was released, on the error paths too (the files are deleted: maps would say so)
+        String dir = tmp.toRealPath().toString();
+        long leaked = Files.readAllLines(Path.of("/proc/self/maps")).stream().filter(l -> l.contains(dir)).count();
+        assertTrue(leaked == 0, leaked + " mappings of mutant files still alive");
         // both outcomes occur: the mutations reach past the first check, and the checks do reject
         assertTrue(rejected > mutations / 2, "rejected " + rejected + " of " + mutations);
         assertTrue(opened > mutations / 100, "opened " + opened + " of " + mutations);

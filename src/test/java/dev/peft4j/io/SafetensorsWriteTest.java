@@ -162,7 +162,7 @@ class SafetensorsWriteTest {
             Path copy = tmp.resolve(original.getFileName());
             try (SafetensorsFile f = SafetensorsFile.open(original)) {
                 Map<String, Tensor> tensors = f.tensors();
-                SafetensorsFile.write(copy, tensors, f.metadata().isEmpty() ? null : f.metadata());
+                SafetensorsFile.write(copy, tensors, f.hasMetadata() ? f.metadata() : null);
                 tensors.values().forEach(Tensor::close);
             }
             assertArrayEquals(Files.readAllBytes(original), Files.readAllBytes(copy), name);
@@ -206,7 +206,8 @@ class SafetensorsWriteTest {
 
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                     () -> SafetensorsFile.write(file, Map.of("c", cd)));
-            assertTrue(e.getMessage().contains("\"c\"") && e.getMessage().contains("ComplexDouble"), e.getMessage());
+            assertTrue(e.getMessage().startsWith(file + ": tensor \"c\"") && e.getMessage().contains("ComplexDouble"),
+                    e.getMessage());
             assertThrows(IllegalArgumentException.class,
                     () -> SafetensorsFile.write(file, Map.of("__metadata__", one)));
             assertThrows(IllegalArgumentException.class,
@@ -215,6 +216,50 @@ class SafetensorsWriteTest {
             try (Stream<Path> left = Files.list(tmp)) {
                 assertEquals(List.of(file), left.toList(), "no temporary files left");
             }
+        }
+    }
+
+    @Test
+    void writesLargeTensorsInChunksWithoutLosingOrDuplicatingBytes() throws Exception {
+        byte[] raw = new byte[10_007 * 4];
+        new Random(7).nextBytes(raw);
+        try (Tensor t = fromBytes(raw, ScalarType.Float, 10_007)) {
+            Path file = tmp.resolve("chunked.safetensors");
+            // 1000-byte chunks: 41 write calls, the last one partial (the real chunk is 1 GiB)
+            SafetensorsWriter.write(file, Map.of("t", t), SafetensorsFile.PT_METADATA, 1000);
+            Path whole = tmp.resolve("whole.safetensors");
+            SafetensorsFile.write(whole, Map.of("t", t));
+            assertArrayEquals(Files.readAllBytes(whole), Files.readAllBytes(file));
+            try (SafetensorsFile f = SafetensorsFile.open(file); Tensor back = f.get("t")) {
+                assertArrayEquals(raw, bytes(back));
+            }
+        }
+    }
+
+    @Test
+    void writtenFileGetsTheUsualPermissionsNotATempFiles0600() throws Exception {
+        Path plain = Files.createFile(tmp.resolve("plain"));
+        Path file = tmp.resolve("perm.safetensors");
+        try (Tensor t = torch.ones(2)) {
+            SafetensorsFile.write(file, Map.of("t", t));
+        }
+        assertEquals(Files.getPosixFilePermissions(plain), Files.getPosixFilePermissions(file));
+    }
+
+    @Test
+    void replacingKeepsTheFilesPermissionsAndWritesThroughSymlinks() throws Exception {
+        Path file = tmp.resolve("target.safetensors");
+        Path link = tmp.resolve("link.safetensors");
+        try (Tensor t = torch.ones(2); Tensor z = torch.zeros(3)) {
+            SafetensorsFile.write(file, Map.of("t", t));
+            Files.setPosixFilePermissions(file, java.nio.file.attribute.PosixFilePermissions.fromString("rw-------"));
+            Files.createSymbolicLink(link, file.getFileName());
+            SafetensorsFile.write(link, Map.of("z", z));
+        }
+        assertTrue(Files.isSymbolicLink(link), "the link stays a link");
+        assertEquals("rw-------", java.nio.file.attribute.PosixFilePermissions.toString(Files.getPosixFilePermissions(file)));
+        try (SafetensorsFile f = SafetensorsFile.open(file)) {
+            assertEquals(List.of("z"), f.names());
         }
     }
 }

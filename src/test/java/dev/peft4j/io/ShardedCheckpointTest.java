@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -108,6 +109,13 @@ class ShardedCheckpointTest {
     }
 
     @Test
+    void rejectsShardNameThatIsNoFileName() throws Exception {
+        Path idx = shardedWithIndex("{\"weight_map\": {\"w\": \"a\\u0000b.safetensors\"}}");
+        SafetensorsException e = assertThrows(SafetensorsException.class, () -> ShardedCheckpoint.open(idx));
+        assertTrue(e.getMessage().contains("not a valid file name") && e.getMessage().contains("\"w\""), e.getMessage());
+    }
+
+    @Test
     void rejectsMissingShard() throws Exception {
         Path idx = shardedWithIndex("{\"weight_map\": {\"w\": \"model-00009-of-00009.safetensors\"}}");
         SafetensorsException e = assertThrows(SafetensorsException.class, () -> ShardedCheckpoint.open(idx));
@@ -133,5 +141,137 @@ class ShardedCheckpointTest {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> c.get("nope"));
             assertTrue(e.getMessage().contains(SHARDED.toString()) && e.getMessage().contains("\"nope\""));
         }
+    }
+
+    @Test
+    void opensASingleSafetensorsFileAndTensorsOutliveClose() throws Exception {
+        ShardedCheckpoint c = ShardedCheckpoint.open(FULL);
+        assertEquals(List.of(FULL), c.shards().stream().map(SafetensorsFile::path).toList());
+        Tensor t = c.get("float32_357");
+        c.close();
+        try (SafetensorsFile full = SafetensorsFile.open(FULL); Tensor again = full.get("float32_357")) {
+            assertArrayEquals(bytes(again), bytes(t));
+        }
+        t.close();
+        assertThrows(IllegalStateException.class, () -> c.get("float32_357"));
+    }
+
+    /**
+     * gendata.py split its dict with huggingface_hub's split_torch_state_dict_into_shards(max_shard_size=1000)
+     * and saved each shard with safetensors: given the same tensors in the same order (the index's
+     * weight_map order), our writer produces the same six shard files, byte for byte.
+     */
+    @Test
+    void writesTheSameShardsAsHuggingfaceHubsSplit() throws Exception {
+        com.fasterxml.jackson.databind.JsonNode weightMap = new com.fasterxml.jackson.databind.ObjectMapper()
+                .readTree(SHARDED.toFile()).get("weight_map");
+        Path out = tmp.resolve("saved");
+        try (SafetensorsFile full = SafetensorsFile.open(FULL)) {
+            Map<String, Tensor> ordered = new java.util.LinkedHashMap<>();
+            weightMap.fieldNames().forEachRemaining(name -> ordered.put(name, full.get(name)));
+            ShardedCheckpoint.write(out, ordered, 1000);
+            ordered.values().forEach(Tensor::close);
+        }
+        for (int i = 1; i <= 6; i++) {
+            String shard = String.format("model-%05d-of-00006.safetensors", i);
+            assertArrayEquals(Files.readAllBytes(SHARDED.resolveSibling(shard)), Files.readAllBytes(out.resolve(shard)), shard);
+        }
+        try (ShardedCheckpoint back = ShardedCheckpoint.open(out)) {
+            assertEquals(Map.of("total_size", "4305"), back.metadata());
+            assertEquals(sorted(List.copyOf((java.util.Collection<String>) iterable(weightMap.fieldNames()))),
+                    sorted(back.names()));
+            for (String name : back.names()) {
+                assertEquals(weightMap.get(name).textValue(), shardName(back, name), name);
+            }
+        }
+    }
+
+    private static List<String> iterable(java.util.Iterator<String> it) {
+        List<String> all = new java.util.ArrayList<>();
+        it.forEachRemaining(all::add);
+        return all;
+    }
+
+    private static String shardName(ShardedCheckpoint c, String tensor) {
+        return c.shards().stream().filter(s -> s.contains(tensor)).findFirst().orElseThrow()
+                .path().getFileName().toString();
+    }
+
+    /** Python: json.dumps(index, indent=2, sort_keys=True) + "\n" (ensure_ascii, code-point key order). */
+    @Test
+    void indexTextMatchesPythonsJsonDumps() {
+        Map<String, String> weightMap = new java.util.HashMap<>();
+        weightMap.put("b.weight", "model-00002-of-00002.safetensors");
+        weightMap.put("a.w\u00e9ight", "model-00001-of-00002.safetensors");
+        weightMap.put("\uD83D\uDE00", "model-00002-of-00002.safetensors");
+        weightMap.put("\uffff", "model-00001-of-00002.safetensors");
+        weightMap.put("q\"\\\u007f", "model-00001-of-00002.safetensors");
+        Map<String, String> pythonOrder = new java.util.TreeMap<>((a, b) ->
+                java.util.Arrays.compare(a.codePoints().toArray(), b.codePoints().toArray()));
+        pythonOrder.putAll(weightMap);
+        // printed by python3 -c 'import json; print(json.dumps({...}, indent=2, sort_keys=True))'
+        String python = "{\n"
+                + "  \"metadata\": {\n"
+                + "    \"total_size\": 28\n"
+                + "  },\n"
+                + "  \"weight_map\": {\n"
+                + "    \"a.w\\u00e9ight\": \"model-00001-of-00002.safetensors\",\n"
+                + "    \"b.weight\": \"model-00002-of-00002.safetensors\",\n"
+                + "    \"q\\\"\\\\\\u007f\": \"model-00001-of-00002.safetensors\",\n"
+                + "    \"\\uffff\": \"model-00001-of-00002.safetensors\",\n"
+                + "    \"\\ud83d\\ude00\": \"model-00002-of-00002.safetensors\"\n"
+                + "  }\n"
+                + "}\n";
+        assertEquals(python, ShardedCheckpoint.indexJson(28, pythonOrder));
+    }
+
+    @Test
+    void savingOneShardWritesModelSafetensorsAndRemovesStaleShards() throws Exception {
+        Path out = tmp.resolve("saved");
+        try (SafetensorsFile full = SafetensorsFile.open(FULL)) {
+            Map<String, Tensor> all = full.tensors();
+            ShardedCheckpoint.write(out, all, 1000);
+            assertTrue(Files.exists(out.resolve(ShardedCheckpoint.INDEX_FILE)));
+            try (Stream<Path> files = Files.list(out)) {
+                assertTrue(files.count() >= 3, "shards + index");
+            }
+            ShardedCheckpoint.write(out, all, 1L << 30);
+            all.values().forEach(Tensor::close);
+        }
+        try (Stream<Path> files = Files.list(out)) {
+            assertEquals(List.of("model.safetensors"), files.map(p -> p.getFileName().toString()).toList());
+        }
+        try (ShardedCheckpoint back = ShardedCheckpoint.open(out)) {
+            assertEquals(36, back.names().size());
+        }
+    }
+
+    /** Corrupted index files (bytes flipped, JSON-significant bytes dropped in) fail only with SafetensorsException. */
+    @Test
+    void corruptedIndexesOnlyEverFailWithSafetensorsException() throws Exception {
+        byte[] index = Files.readAllBytes(SHARDED);
+        shardedWithIndex(originalIndex());
+        Path idx = tmp.resolve(ShardedCheckpoint.INDEX_FILE);
+        java.util.Random random = new java.util.Random(42);
+        byte[] json = "{}[]\":,0123456789-./\\\u0000 ".getBytes(StandardCharsets.UTF_8);
+        int opened = 0;
+        int rejected = 0;
+        for (int i = 0; i < 1500; i++) {
+            byte[] m = index.clone();
+            for (int k = 1 + random.nextInt(3); k > 0; k--) {
+                int at = random.nextInt(m.length);
+                m[at] = random.nextBoolean() ? json[random.nextInt(json.length)] : (byte) (m[at] ^ (1 << random.nextInt(8)));
+            }
+            Files.write(idx, m);
+            try (ShardedCheckpoint c = ShardedCheckpoint.open(idx)) {
+                c.names().forEach(n -> c.get(n).close());
+                opened++;
+            } catch (SafetensorsException expected) {
+                rejected++;
+            } catch (Throwable unexpected) {
+                fail("index mutant " + i + ": " + new String(m, StandardCharsets.UTF_8), unexpected);
+            }
+        }
+        assertTrue(rejected > 500 && opened > 10, "opened " + opened + ", rejected " + rejected);
     }
 }

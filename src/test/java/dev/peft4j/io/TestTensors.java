@@ -75,11 +75,6 @@ final class TestTensors {
         return (short) (sign | ((e + 15) << 10) | mantissa);
     }
 
-    /** bfloat16 bits of small integers (exact when they fit 8 significant bits): the top half of float bits. */
-    static short bf16OfInt(int v) {
-        return (short) (Float.floatToIntBits(v) >>> 16);
-    }
-
     static long[] range(long from, long to) {
         long[] r = new long[(int) (to - from)];
         Arrays.setAll(r, i -> from + i);

@@ -124,22 +124,8 @@ final class PickleGlobals {
             case TORCH_SIZE -> torchSize(args, m);
             case TORCH_DEVICE -> torchDevice(args, m);
             case CODECS_ENCODE -> encode(args, m);
-            case SET -> {
-                Set<Object> s = new LinkedHashSet<>();
-                if (args.size() == 1) {
-                    s.addAll(iterable(args.get(0), f, m));
-                } else if (args.size() > 1) {
-                    throw arity(f, args, m);
-                }
-                yield s;
-            }
-            case FROZENSET -> {
-                if (args.size() > 1) {
-                    throw arity(f, args, m);
-                }
-                yield Collections.unmodifiableSet(
-                        new LinkedHashSet<>(args.isEmpty() ? List.of() : iterable(args.get(0), f, m)));
-            }
+            case SET -> setOf(f, args, m);
+            case FROZENSET -> Collections.unmodifiableSet(setOf(f, args, m));
             case BYTEARRAY -> bytearray(args, m);
             case PARAMETER_CLASS -> newParameter(args, m);
             case TENSOR_CLASS -> throw m.error("calling " + f.qualifiedName + " directly is not allowed");
@@ -159,26 +145,31 @@ final class PickleGlobals {
             throw arity(Function.ORDERED_DICT, args, m);
         }
         for (Object pair : iterable(args.get(0), Function.ORDERED_DICT, m)) {
-            if (!(pair instanceof List<?> kv) || kv.size() != 2 || !isSimpleKey(kv.get(0))) {
+            if (!(pair instanceof List<?> kv) || kv.size() != 2) {
                 throw m.error("collections.OrderedDict: item " + PickleMachine.describe(pair)
                         + " is not a (key, value) pair");
             }
-            dict.put(kv.get(0), kv.get(1));
+            dict.put(m.hashable(kv.get(0), "collections.OrderedDict key"), kv.get(1));
         }
         return dict;
     }
 
-    private static boolean isSimpleKey(Object k) {
-        return k == null || k instanceof String || k instanceof Long || k instanceof Boolean || k instanceof Double;
+    /** {@code set(iterable)} / {@code frozenset(iterable)}: items must be hashable values. */
+    private static Set<Object> setOf(Function f, PyTuple args, PickleMachine m) throws TorchPickleException {
+        if (args.size() > 1) {
+            throw arity(f, args, m);
+        }
+        Set<Object> s = new LinkedHashSet<>();
+        if (args.size() == 1) {
+            for (Object item : iterable(args.get(0), f, m)) {
+                s.add(m.hashable(item, f.qualifiedName + " item"));
+            }
+        }
+        return s;
     }
 
     private static List<?> iterable(Object v, Function f, PickleMachine m) throws TorchPickleException {
         if (v instanceof List<?> l) {
-            for (Object item : l) {
-                if (f != Function.ORDERED_DICT && !isSimpleKey(item)) {
-                    throw m.error(f.qualifiedName + ": item " + PickleMachine.describe(item) + " is not supported");
-                }
-            }
             return l;
         }
         throw m.error(f.qualifiedName + ": expected a list or tuple, got " + PickleMachine.describe(v));

@@ -8,7 +8,6 @@ import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.util.AbstractList;
 import java.util.ArrayList;
-import java.util.Collection;
 import java.util.Collections;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
@@ -348,7 +347,7 @@ final class PickleMachine {
      * Keys must be immutable values with value semantics (as Python's hashable ones), and tuples
      * only shallowly nested, so that hashing them cannot recurse without bound.
      */
-    private Object hashable(Object key, String what) throws TorchPickleException {
+    Object hashable(Object key, String what) throws TorchPickleException {
         checkHashable(key, what, 0);
         return key;
     }
@@ -359,12 +358,16 @@ final class PickleMachine {
             return;
         }
         if (key instanceof PyTuple t) {
+            if (t.checkedHashable) {
+                return; // a big tuple reused as a key through the memo is checked once
+            }
             if (depth >= MAX_KEY_NESTING) {
                 throw error(what + ": tuple nested deeper than " + MAX_KEY_NESTING);
             }
             for (Object item : t) {
                 checkHashable(item, what, depth + 1);
             }
+            t.checkedHashable = true;
             return;
         }
         throw error(what + ": " + describe(key) + " cannot be a dict key or set item");
@@ -666,6 +669,10 @@ final class PickleMachine {
     static final class PyTuple extends AbstractList<Object> implements RandomAccess {
         private static final PyTuple EMPTY = new PyTuple(new Object[0]);
         private final Object[] items;
+        /** Set once every item is known hashable (then it holds no tensor or storage: never replaced). */
+        boolean checkedHashable;
+        private int hash;
+        private boolean hashed;
 
         private PyTuple(Object[] items) {
             this.items = items;
@@ -680,6 +687,16 @@ final class PickleMachine {
             return items[index];
         }
 
+        /** Cached, so that hashing a large tuple used as a key many times stays linear. */
+        @Override
+        public int hashCode() {
+            if (!hashed) {
+                hash = super.hashCode();
+                hashed = checkedHashable; // only immutable-for-good tuples keep their hash
+            }
+            return hash;
+        }
+
         /** For the loader's final pass only (storages to tensors); tuples are immutable to users. */
         void replace(int index, Object value) {
             items[index] = value;
@@ -688,10 +705,6 @@ final class PickleMachine {
         @Override
         public int size() {
             return items.length;
-        }
-
-        static PyTuple copyOf(Collection<?> c) {
-            return of(c.toArray());
         }
     }
 }

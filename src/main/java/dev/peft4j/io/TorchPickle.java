@@ -156,9 +156,10 @@ public final class TorchPickle {
             byte[] pickle = readSmallEntry(zip, pklEntry, Math.min(MAX_PICKLE_BYTES, maxInflated(pklEntry, fileSize)),
                     file);
             Map<String, TorchStorage> storages = new HashMap<>();
+            long[] spent = {0};
             ByteOrder fileOrder = order;
             PickleMachine.PersistentLoader loader = (pid, m) -> zipStorage(pid, m, zip, prefix, fileOrder, fileSize,
-                    storages, allocated, file);
+                    storages, spent, allocated, file);
             Object result = new PickleMachine(ByteBuffer.wrap(pickle), file + " (entry " + pklEntry.getName() + ")",
                     loader).load();
             return storagesToTensors(result);
@@ -221,7 +222,7 @@ public final class TorchPickle {
 
     /** Persistent id {@code ('storage', StorageClass, key, location, numel)} of the zip format. */
     private static TorchStorage zipStorage(Object pid, PickleMachine m, ZipFile zip, String prefix, ByteOrder order,
-            long fileSize, Map<String, TorchStorage> storages, List<Tensor> allocated, Path file)
+            long fileSize, Map<String, TorchStorage> storages, long[] spent, List<Tensor> allocated, Path file)
             throws TorchPickleException {
         PickleMachine.PyTuple t = m.tuple(pid, "persistent id");
         if (t.size() != 5 || !"storage".equals(t.get(0))) {
@@ -259,6 +260,13 @@ public final class TorchPickle {
         if (nbytes > maxInflated(e, fileSize)) {
             throw m.error("storage '" + key + "': " + nbytes + " bytes cannot come from a file of " + fileSize);
         }
+        // entries may overlap in a crafted archive: the storages together must fit the file too
+        long cost = e.getMethod() == ZipEntry.STORED ? nbytes : (nbytes + MAX_DEFLATE_RATIO - 1) / MAX_DEFLATE_RATIO;
+        if (cost > fileSize - spent[0]) {
+            throw m.error("storage '" + key + "': the storages add up to more bytes than a file of " + fileSize
+                    + " can hold (overlapping zip entries?)");
+        }
+        spent[0] += cost;
         Tensor bytes = allocateBytes(nbytes, m, key);
         allocated.add(bytes);
         try (InputStream in = zip.getInputStream(e)) {

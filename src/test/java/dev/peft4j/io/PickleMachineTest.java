@@ -159,6 +159,22 @@ class PickleMachineTest {
     }
 
     @Test
+    void setAndOrderedDictCalledWithItems() throws Exception {
+        // builtins.set([(1, 2)]) and collections.OrderedDict([("a", 1)]), as protocol 2 writes them
+        Object set = run(concat(bytes(0x80, 2), ascii("cbuiltins\nset\n"), bytes(']', 'K', 1, 'K', 2, 0x86, 'a', 0x85,
+                'R', '.')));
+        assertEquals(Set.of(List.of(1L, 2L)), set);
+        Object od = run(concat(bytes(0x80, 2), ascii("ccollections\nOrderedDict\n"), bytes(']', 'X', 1, 0, 0, 0, 'a',
+                'K', 1, 0x86, 'a', 0x85, 'R', '.')));
+        assertEquals(Map.of("a", 1L), od);
+        // a list cannot be a set item (unhashable in Python too)
+        TorchPickleException e = assertThrows(TorchPickleException.class, () -> run(concat(bytes(0x80, 2),
+                ascii("cbuiltins\nset\n"), bytes(']', ']', 'a', 0x85, 'R', '.'))));
+        assertTrue(e.getMessage().contains("builtins.set item: list of 0 cannot be a dict key or set item"),
+                e.getMessage());
+    }
+
+    @Test
     void deeplyNestedListsDoNotOverflowTheStack() throws Exception {
         // 200k nested lists: ] ( ] ( ] ... a a a; the machine is iterative
         int depth = 200_000;
@@ -172,6 +188,26 @@ class PickleMachineTest {
         b.put((byte) '.');
         Object v = run(java.util.Arrays.copyOf(b.array(), b.position()));
         assertInstanceOf(List.class, v);
+    }
+
+    @Test
+    void aLargeTupleReusedAsAKeyStaysLinear() {
+        // a 200k-item tuple memoized, then set as a dict key 200k times: hashing is checked and cached once
+        int n = 200_000;
+        ByteBuffer b = ByteBuffer.allocate(3 * n + 64);
+        b.put((byte) 0x80).put((byte) 2).put((byte) '}').put((byte) '(');
+        for (int i = 0; i < n; i++) {
+            b.put((byte) 'N');
+        }
+        b.put((byte) 't').put((byte) 'q').put((byte) 0).put((byte) '0'); // TUPLE, BINPUT 0, POP
+        for (int i = 0; i < n / 2; i++) {
+            b.put((byte) 'h').put((byte) 0).put((byte) 'N').put((byte) 's');
+        }
+        b.put((byte) '.');
+        byte[] pickle = java.util.Arrays.copyOf(b.array(), b.position());
+        Object v = org.junit.jupiter.api.Assertions.assertTimeoutPreemptively(java.time.Duration.ofSeconds(10),
+                () -> run(pickle));
+        assertEquals(1, assertInstanceOf(Map.class, v).size());
     }
 
     @Test

@@ -194,6 +194,8 @@ class TorchPickleGoldensTest {
         assertEquals(List.of(2L, 3L), m.get("size"));
         assertEquals("int key", m.get(5L));
         assertEquals(ScalarType.Half, m.get("dtype"));
+        assertEquals("cuda:1", m.get("device"));
+        assertEquals("cpu", m.get("cpu"));
         Map<?, ?> w = assertInstanceOf(Map.class, m.get("weights"));
         assertArrayEquals(new double[] {1, 1}, doubles((Tensor) w.get("w")), 0.0);
         assertFalse(m.containsKey("unexpected"));

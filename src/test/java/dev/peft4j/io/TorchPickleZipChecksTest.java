@@ -307,6 +307,67 @@ class TorchPickleZipChecksTest {
         assertTrue(m.contains("top level is tensor, expected a dict of str to tensor"), m);
     }
 
+    /**
+     * A crafted archive whose central directory lists {@code copies} storage entries that all point
+     * at the same bytes (local header): each entry alone fits the file, together they do not.
+     */
+    private Path overlappingZip(int copies, int floats) throws IOException {
+        Pickle p = new Pickle().op('}');
+        for (int i = 0; i < copies; i++) {
+            p.str("t" + i).tensor("_rebuild_tensor_v2", "FloatStorage", String.valueOf(i), floats, 0,
+                    new long[] {floats}, new long[] {1}, null).op('s');
+        }
+        byte[] pkl = p.bytes();
+        byte[] data = new byte[4 * floats];
+        ByteBuffer f = ByteBuffer.allocate(1 << 16).order(ByteOrder.LITTLE_ENDIAN);
+        int pklOffset = f.position();
+        localHeader(f, "archive/data.pkl", pkl);
+        int dataOffset = f.position();
+        localHeader(f, "archive/data/0", data);
+        int cenOffset = f.position();
+        centralHeader(f, "archive/data.pkl", pkl, pklOffset);
+        for (int i = 0; i < copies; i++) {
+            centralHeader(f, "archive/data/" + i, data, dataOffset);
+        }
+        int cenSize = f.position() - cenOffset;
+        f.putInt(0x06054b50).putShort((short) 0).putShort((short) 0).putShort((short) (copies + 1))
+                .putShort((short) (copies + 1)).putInt(cenSize).putInt(cenOffset).putShort((short) 0);
+        Path file = tmp.resolve("overlap" + copies + ".pt");
+        Files.write(file, java.util.Arrays.copyOf(f.array(), f.position()));
+        return file;
+    }
+
+    private static long crc(byte[] b) {
+        CRC32 c = new CRC32();
+        c.update(b);
+        return c.getValue();
+    }
+
+    private static void localHeader(ByteBuffer f, String name, byte[] data) {
+        byte[] n = name.getBytes(StandardCharsets.US_ASCII);
+        f.putInt(0x04034b50).putShort((short) 20).putShort((short) 0).putShort((short) 0).putInt(0)
+                .putInt((int) crc(data)).putInt(data.length).putInt(data.length).putShort((short) n.length)
+                .putShort((short) 0).put(n).put(data);
+    }
+
+    private static void centralHeader(ByteBuffer f, String name, byte[] data, int localOffset) {
+        byte[] n = name.getBytes(StandardCharsets.US_ASCII);
+        f.putInt(0x02014b50).putShort((short) 20).putShort((short) 20).putShort((short) 0).putShort((short) 0)
+                .putInt(0).putInt((int) crc(data)).putInt(data.length).putInt(data.length).putShort((short) n.length)
+                .putShort((short) 0).putShort((short) 0).putShort((short) 0).putShort((short) 0).putInt(0)
+                .putInt(localOffset).put(n);
+    }
+
+    @Test
+    void overlappingEntriesCannotMultiplyTheMemoryAFileClaims() throws Exception {
+        // one entry over the 4 KB block loads: the hand-crafted archive is a valid zip...
+        Map<String, Tensor> one = TorchPickle.loadStateDict(overlappingZip(1, 1024));
+        assertEquals(1, one.size());
+        // ...forty of them claim 160 KB from a file of about 7 KB: refused before allocating past the file
+        String m = refusal(overlappingZip(40, 1024));
+        assertTrue(m.contains("the storages add up to more bytes than a file of"), m);
+    }
+
     @Test
     void nonEmptyBackwardHooksAreRefused() throws Exception {
         // backward_hooks = {"h": None} instead of an empty OrderedDict

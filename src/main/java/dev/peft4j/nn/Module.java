@@ -84,6 +84,19 @@ public abstract class Module implements AutoCloseable {
         return tensor;
     }
 
+    /**
+     * Removes child {@code name} and returns it (not closed): an adapter container dropping a deleted adapter's
+     * module. Throws naming the child when there is none.
+     */
+    protected final Module unregisterModule(String name) {
+        Module m = children.remove(name);
+        if (m == null) {
+            throw new IllegalArgumentException(typeName() + " has no child '" + name + "'; its children are "
+                    + children.keySet());
+        }
+        return m;
+    }
+
     /** The current tensor of this module's own parameter {@code name} (looked up each call: it may be replaced). */
     protected final Tensor param(String name) {
         Tensor t = parameters.get(name);

@@ -84,17 +84,19 @@ public abstract class Module implements AutoCloseable {
         return tensor;
     }
 
-    /**
-     * Removes child {@code name} and returns it (not closed): an adapter container dropping a deleted adapter's
-     * module. Throws naming the child when there is none.
-     */
-    protected final Module unregisterModule(String name) {
-        Module m = children.remove(name);
-        if (m == null) {
-            throw new IllegalArgumentException(typeName() + " has no child '" + name + "'; its children are "
-                    + children.keySet());
-        }
-        return m;
+    /** Names of this module's own parameters (not its children's), in registration order. */
+    protected final Set<String> ownParameterNames() {
+        return Collections.unmodifiableSet(parameters.keySet());
+    }
+
+    /** Removes child {@code name} and returns it (not closed), or null when there is none. */
+    protected final Module removeModule(String name) {
+        return children.remove(name);
+    }
+
+    /** Removes parameter {@code name} and returns its tensor (not closed: the caller owns it now), or null. */
+    protected final Tensor removeParameter(String name) {
+        return parameters.remove(name);
     }
 
     /** The current tensor of this module's own parameter {@code name} (looked up each call: it may be replaced). */

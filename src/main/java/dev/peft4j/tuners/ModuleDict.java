@@ -12,7 +12,11 @@ public final class ModuleDict extends Module {
 
     /** Removes and returns the module under {@code name} (not closed). */
     public Module remove(String name) {
-        return unregisterModule(name);
+        Module m = removeModule(name);
+        if (m == null) {
+            throw new IllegalArgumentException("no adapter module '" + name + "'; there are " + children().keySet());
+        }
+        return m;
     }
 
     public Module get(String name) {

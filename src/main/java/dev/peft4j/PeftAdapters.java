@@ -1,6 +1,10 @@
 package dev.peft4j;
 
 import dev.peft4j.config.Bias;
+import dev.peft4j.config.IA3Config;
+import dev.peft4j.tuners.ia3.Ia3Layer;
+import dev.peft4j.tuners.ia3.Ia3Math;
+import dev.peft4j.tuners.ia3.Ia3Targets;
 import dev.peft4j.config.LoraConfig;
 import dev.peft4j.config.ModuleSelector;
 import dev.peft4j.config.PeftConfig;
@@ -46,9 +50,9 @@ import org.slf4j.LoggerFactory;
  * and the logic of every {@link PeftAdapterMixin} method. Injection follows PEFT's {@code inject_adapter}; loading
  * prepares every new tensor aside and commits by swapping them in, so a failed load leaves the model as it was.
  *
- * <p>Supported now: LoRA on {@code nn.Linear} and transformers' {@code Conv1D}, {@code bias="none"}, no
- * {@code modules_to_save}. IA³, AdaLoRA, LoRA on Embedding, DoRA, {@code bias != "none"} and {@code modules_to_save}
- * are refused with an explicit "not supported yet" error rather than half-done.
+ * <p>Supported now: LoRA and IA³ on {@code nn.Linear} and transformers' {@code Conv1D} (LoRA with
+ * {@code bias="none"}). AdaLoRA, LoRA on Embedding, DoRA, {@code bias != "none"} and {@code modules_to_save} are
+ * refused with an explicit "not supported yet" error rather than half-done.
  */
 public final class PeftAdapters {
     private static final Logger LOG = LoggerFactory.getLogger(PeftAdapters.class);
@@ -192,6 +196,8 @@ public final class PeftAdapters {
         final String name;
         final PeftConfig config;
         final Map<String, Linear[]> lora = new LinkedHashMap<>(); // module -> {A, B}
+        final Map<String, Tensor> ia3 = new LinkedHashMap<>(); // module -> ia3_l
+        final Map<String, Boolean> ia3FeedForward = new LinkedHashMap<>();
         final Map<String, Double> scalings = new LinkedHashMap<>();
         final Map<String, Tensor> extra = new LinkedHashMap<>(); // base key -> prepared value
         final double dropoutP;
@@ -213,6 +219,9 @@ public final class PeftAdapters {
                     out.put(AdapterKeys.modelKey(m, name, AdapterKeys.Param.LORA_B_BIAS), e.getValue()[1].bias());
                 }
             }
+            for (Map.Entry<String, Tensor> e : ia3.entrySet()) {
+                out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.IA3_L), e.getValue());
+            }
             return out;
         }
 
@@ -231,7 +240,8 @@ public final class PeftAdapters {
                     if (parsed.isPresent()) {
                         AdapterKeys.ParsedKey pk = parsed.get();
                         boolean linearParam = pk.param() == AdapterKeys.Param.LORA_A
-                                || pk.param() == AdapterKeys.Param.LORA_B || pk.param() == AdapterKeys.Param.LORA_B_BIAS;
+                                || pk.param() == AdapterKeys.Param.LORA_B || pk.param() == AdapterKeys.Param.LORA_B_BIAS
+                                || pk.param() == AdapterKeys.Param.IA3_L;
                         if (linearParam) {
                             modelKey = AdapterKeys.modelKey(pk.module(), name, pk.param());
                             target = own.get(modelKey);
@@ -284,6 +294,9 @@ public final class PeftAdapters {
             for (Tensor t : extra.values()) {
                 t.close();
             }
+            for (Tensor t : ia3.values()) {
+                t.close();
+            }
         }
 
         void commit() {
@@ -300,6 +313,17 @@ public final class PeftAdapters {
                 layer.addAdapter(name, e.getValue()[0], e.getValue()[1], scalings.get(e.getKey()), dropoutP);
                 layer.train(m.isTraining());
             }
+            for (Map.Entry<String, Tensor> e : ia3.entrySet()) {
+                Module m = model.getSubmodule(e.getKey());
+                Ia3Layer layer;
+                if (m instanceof Ia3Layer l) {
+                    layer = l;
+                } else {
+                    layer = new Ia3Layer(m, ia3FeedForward.get(e.getKey()));
+                    model.replaceSubmodule(e.getKey(), layer);
+                }
+                layer.addAdapter(name, e.getValue(), trainable);
+            }
             try (NoGradGuard g = new NoGradGuard()) {
                 for (Map.Entry<String, Tensor> e : extra.entrySet()) {
                     model.getParameter(e.getKey()).copy_(e.getValue());
@@ -309,9 +333,9 @@ public final class PeftAdapters {
             extraKeys.put(name, new ArrayList<>(extra.keySet()));
             // _mark_only_adapters_as_trainable: every base parameter frozen
             for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
-                if (!e.getKey().contains(".lora_")) {
+                if (!isAdapterKey(e.getKey())) {
                     e.getValue().requires_grad_(false);
-                } else if (e.getKey().contains("." + name + ".")) {
+                } else if (e.getKey().contains("." + name + ".") || e.getKey().endsWith("." + name)) {
                     e.getValue().requires_grad_(trainable);
                 }
             }
@@ -320,7 +344,14 @@ public final class PeftAdapters {
         }
     }
 
+    static boolean isAdapterKey(String key) {
+        return key.contains(".lora_") || key.contains(".ia3_l.");
+    }
+
     private Prepared prepare(PeftConfig config, String name) {
+        if (config instanceof IA3Config ia) {
+            return prepareIa3(ia, name);
+        }
         if (config.peftType() != PeftType.LORA) {
             throw new UnsupportedOperationException("peft_type " + config.peftType() + " is not supported yet by "
                     + "peft4j's adapter mixin (only LORA is); adapter '" + name + "' was not added");
@@ -383,6 +414,10 @@ public final class PeftAdapters {
             for (String key : selected) {
                 Module m = modules.get(key);
                 Module base = m instanceof LoraLayer l ? l.baseLayer() : m;
+                if (base instanceof BaseTunerLayer) {
+                    throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
+                            + "supported: it already holds adapters of another method");
+                }
                 long in;
                 long out;
                 Tensor w;
@@ -395,11 +430,9 @@ public final class PeftAdapters {
                     out = c.outFeatures();
                     w = c.weight();
                 } else if (base instanceof Embedding) {
-                    p.discard();
                     throw new UnsupportedOperationException("Target module " + key + " is an Embedding: LoRA on "
                             + "Embedding is not supported yet by peft4j's adapter mixin");
                 } else {
-                    p.discard();
                     throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
                             + "supported. Currently, only the following modules are supported: `torch.nn.Linear`, "
                             + "`torch.nn.Embedding`, `torch.nn.Conv1d`, `torch.nn.Conv2d`, `torch.nn.Conv3d`, "
@@ -418,6 +451,88 @@ public final class PeftAdapters {
                 }
                 p.lora.put(key, new Linear[] {a, b});
                 p.scalings.put(key, s);
+            }
+        } catch (RuntimeException e) {
+            p.discard();
+            throw e;
+        }
+        return p;
+    }
+
+    private TargetMatcher matcher(PeftConfig c, ModuleSelector targets) {
+        TargetMatcher.Builder mb = TargetMatcher.builder();
+        if (targets instanceof ModuleSelector.Names n) {
+            mb.targetModules(n.names());
+        } else if (targets instanceof ModuleSelector.Regex r) {
+            mb.targetModules(r.pattern());
+        }
+        if (c.excludeModules() instanceof ModuleSelector.Names n) {
+            mb.excludeModules(n.names());
+        } else if (c.excludeModules() instanceof ModuleSelector.Regex r) {
+            mb.excludeModules(r.pattern());
+        }
+        return mb.build();
+    }
+
+    /** IA³ ({@code IA3Model._create_and_replace}): vectors of ones (or N(0,1) with {@code init_ia3_weights=false}). */
+    private Prepared prepareIa3(IA3Config c, String name) {
+        if (c.modulesToSave() != null && !c.modulesToSave().isEmpty()) {
+            throw new UnsupportedOperationException("modules_to_save " + c.modulesToSave()
+                    + " is not supported yet (adapter '" + name + "')");
+        }
+        Map<String, Module> modules = model.namedModules();
+        List<String> existing = new ArrayList<>(tunerLayers().keySet());
+        ModuleSelector targets = c.targetModules();
+        if (targets instanceof ModuleSelector.Regex r && TargetMatcher.isAllLinear(r.pattern())) {
+            Map<String, ModuleType> kinds = new LinkedHashMap<>();
+            for (Map.Entry<String, Module> e : modules.entrySet()) {
+                kinds.put(e.getKey(), kindOf(e.getValue()));
+            }
+            targets = new ModuleSelector.Names(new ArrayList<>(TargetMatcher.allLinearTargets(kinds,
+                    modules.containsKey("lm_head") ? "lm_head" : null, false, existing)));
+        }
+        List<String> selected = matcher(c, targets).selectTargets(modules.keySet(), existing);
+        Prepared p = new Prepared(c, name, 0.0);
+        try (Generator gen = torch.createCPUGenerator(seed)) {
+            for (String key : selected) {
+                Module m = modules.get(key);
+                boolean ff;
+                Module base;
+                if (m instanceof Ia3Layer l) {
+                    ff = l.feedForward(); // the layer's flag wins (§4.3)
+                    base = l.baseLayer();
+                } else {
+                    base = m;
+                    ModuleSelector sel = c.feedforwardModules();
+                    ff = sel instanceof ModuleSelector.Names n ? Ia3Targets.isFeedForward(key, n.names())
+                            : sel instanceof ModuleSelector.Regex r && Ia3Targets.isFeedForward(key, r.pattern());
+                }
+                long in;
+                long out;
+                Tensor w;
+                if (base instanceof Linear l) {
+                    in = l.inFeatures();
+                    out = l.outFeatures();
+                    w = l.weight();
+                } else if (base instanceof Conv1D cv) {
+                    in = cv.inFeatures();
+                    out = cv.outFeatures();
+                    w = cv.weight();
+                } else {
+                    throw new IllegalArgumentException("Target module " + m.typeName() + " (" + key + ") is not "
+                            + "supported. Currently, only `torch.nn.Linear`, `torch.nn.Conv2d`, and `Conv1D` are "
+                            + "supported.");
+                }
+                Tensor v = Init.cpu(ScalarType.Float).empty(Ia3Math.vectorShape(in, out, ff));
+                Ia3Math.init(v, c.initIa3Weights(), gen);
+                ScalarType dt = LoraMath.adapterDtype(w.scalar_type(), false);
+                if (dt != ScalarType.Float || !w.is_cpu()) {
+                    Tensor moved = v.to(w.device(), dt);
+                    v.close();
+                    v = moved;
+                }
+                p.ia3.put(key, v);
+                p.ia3FeedForward.put(key, ff);
             }
         } catch (RuntimeException e) {
             p.discard();

@@ -9,7 +9,6 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.peft4j.config.IA3Config;
 import dev.peft4j.config.InitLoraWeights;
 import dev.peft4j.config.LayerIndices;
 import dev.peft4j.config.LoraConfig;
@@ -200,9 +199,9 @@ class MixinLoraTest {
             UnsupportedOperationException hub = assertThrows(UnsupportedOperationException.class,
                     () -> m.loadAdapter("someone/some-lora", LoadAdapterOptions.named("h")));
             assertTrue(hub.getMessage().contains("Hub download is not available yet"), hub.getMessage());
-            UnsupportedOperationException ia3 = assertThrows(UnsupportedOperationException.class,
-                    () -> m.addAdapter(IA3Config.builder().targetModules("k_proj").build(), "i"));
-            assertTrue(ia3.getMessage().contains("IA3"));
+            UnsupportedOperationException ada = assertThrows(UnsupportedOperationException.class,
+                    () -> m.addAdapter(dev.peft4j.config.AdaLoraConfig.builder().targetModules("k_proj").totalStep(10).build(), "i"));
+            assertTrue(ada.getMessage().contains("ADALORA"), ada.getMessage());
             assertEquals(List.of("a"), new ArrayList<>(m.peftAdapters().peftConfig().keySet()));
         }
     }

@@ -1,7 +1,10 @@
 package dev.peft4j;
 
 import dev.peft4j.config.Bias;
+import dev.peft4j.config.AdaLoraConfig;
 import dev.peft4j.config.IA3Config;
+import dev.peft4j.tuners.adalora.AdaLoraMath;
+import dev.peft4j.tuners.adalora.SvdLinear;
 import dev.peft4j.tuners.ia3.Ia3Layer;
 import dev.peft4j.tuners.ia3.Ia3Math;
 import dev.peft4j.tuners.ia3.Ia3Targets;
@@ -50,8 +53,8 @@ import org.slf4j.LoggerFactory;
  * and the logic of every {@link PeftAdapterMixin} method. Injection follows PEFT's {@code inject_adapter}; loading
  * prepares every new tensor aside and commits by swapping them in, so a failed load leaves the model as it was.
  *
- * <p>Supported now: LoRA and IA³ on {@code nn.Linear} and transformers' {@code Conv1D} (LoRA with
- * {@code bias="none"}). AdaLoRA, LoRA on Embedding, DoRA, {@code bias != "none"} and {@code modules_to_save} are
+ * <p>Supported now: LoRA, IA³ and AdaLoRA on {@code nn.Linear} and transformers' {@code Conv1D} (LoRA and AdaLoRA
+ * with {@code bias="none"}). LoRA on Embedding, DoRA, {@code bias != "none"} and {@code modules_to_save} are
  * refused with an explicit "not supported yet" error rather than half-done.
  */
 public final class PeftAdapters {
@@ -198,6 +201,7 @@ public final class PeftAdapters {
         final Map<String, Linear[]> lora = new LinkedHashMap<>(); // module -> {A, B}
         final Map<String, Tensor> ia3 = new LinkedHashMap<>(); // module -> ia3_l
         final Map<String, Boolean> ia3FeedForward = new LinkedHashMap<>();
+        final Map<String, Tensor[]> ada = new LinkedHashMap<>(); // module -> {A, E, B, ranknum}
         final Map<String, Double> scalings = new LinkedHashMap<>();
         final Map<String, Tensor> extra = new LinkedHashMap<>(); // base key -> prepared value
         final double dropoutP;
@@ -222,6 +226,11 @@ public final class PeftAdapters {
             for (Map.Entry<String, Tensor> e : ia3.entrySet()) {
                 out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.IA3_L), e.getValue());
             }
+            for (Map.Entry<String, Tensor[]> e : ada.entrySet()) {
+                out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.ADALORA_A), e.getValue()[0]);
+                out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.ADALORA_E), e.getValue()[1]);
+                out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.ADALORA_B), e.getValue()[2]);
+            }
             return out;
         }
 
@@ -241,7 +250,8 @@ public final class PeftAdapters {
                         AdapterKeys.ParsedKey pk = parsed.get();
                         boolean linearParam = pk.param() == AdapterKeys.Param.LORA_A
                                 || pk.param() == AdapterKeys.Param.LORA_B || pk.param() == AdapterKeys.Param.LORA_B_BIAS
-                                || pk.param() == AdapterKeys.Param.IA3_L;
+                                || pk.param() == AdapterKeys.Param.IA3_L || pk.param() == AdapterKeys.Param.ADALORA_A
+                                || pk.param() == AdapterKeys.Param.ADALORA_B || pk.param() == AdapterKeys.Param.ADALORA_E;
                         if (linearParam) {
                             modelKey = AdapterKeys.modelKey(pk.module(), name, pk.param());
                             target = own.get(modelKey);
@@ -297,6 +307,11 @@ public final class PeftAdapters {
             for (Tensor t : ia3.values()) {
                 t.close();
             }
+            for (Tensor[] ts : ada.values()) {
+                for (Tensor t : ts) {
+                    t.close();
+                }
+            }
         }
 
         void commit() {
@@ -323,6 +338,18 @@ public final class PeftAdapters {
                     model.replaceSubmodule(e.getKey(), layer);
                 }
                 layer.addAdapter(name, e.getValue(), trainable);
+            }
+            for (Map.Entry<String, Tensor[]> e : ada.entrySet()) {
+                Module m = model.getSubmodule(e.getKey());
+                SvdLinear layer;
+                if (m instanceof SvdLinear l) {
+                    layer = l;
+                } else {
+                    layer = new SvdLinear(m);
+                    model.replaceSubmodule(e.getKey(), layer);
+                }
+                Tensor[] t = e.getValue();
+                layer.addAdapter(name, t[0], t[1], t[2], t[3], scalings.get(e.getKey()), dropoutP, trainable);
             }
             try (NoGradGuard g = new NoGradGuard()) {
                 for (Map.Entry<String, Tensor> e : extra.entrySet()) {
@@ -351,6 +378,9 @@ public final class PeftAdapters {
     private Prepared prepare(PeftConfig config, String name) {
         if (config instanceof IA3Config ia) {
             return prepareIa3(ia, name);
+        }
+        if (config instanceof AdaLoraConfig ac) {
+            return prepareAdaLora(ac, name);
         }
         if (config.peftType() != PeftType.LORA) {
             throw new UnsupportedOperationException("peft_type " + config.peftType() + " is not supported yet by "
@@ -537,6 +567,103 @@ public final class PeftAdapters {
         } catch (RuntimeException e) {
             p.discard();
             throw e;
+        }
+        return p;
+    }
+
+    /**
+     * AdaLoRA ({@code AdaLoraModel._create_and_replace}): SVD triplets of rank {@code init_r}; a module listed in
+     * {@code rank_pattern} gets {@code k = count(true)} slots (the kept slices of a fresh init) while its
+     * {@code ranknum} stays {@code init_r} (PeftModel's {@code resize_modules_by_rank_pattern}, §5.7).
+     */
+    private Prepared prepareAdaLora(AdaLoraConfig c, String name) {
+        if (!c.inferenceMode()) {
+            for (Map.Entry<String, PeftConfig> e : peftConfig.entrySet()) {
+                if (e.getValue() instanceof AdaLoraConfig && !e.getValue().inferenceMode()) {
+                    throw new IllegalArgumentException("AdaLoraModel supports only 1 trainable adapter. When using "
+                            + "multiple adapters, set inference_mode to True for all adapters except the one you want "
+                            + "to train.");
+                }
+            }
+        }
+        if (c.modulesToSave() != null && !c.modulesToSave().isEmpty()) {
+            throw new UnsupportedOperationException("modules_to_save " + c.modulesToSave()
+                    + " is not supported yet (adapter '" + name + "')");
+        }
+        if (c.bias() != Bias.NONE) {
+            throw new UnsupportedOperationException("bias=\"" + c.bias().jsonValue()
+                    + "\" is not supported yet (adapter '" + name + "'): only \"none\" is");
+        }
+        Map<String, boolean[]> masks = new LinkedHashMap<>();
+        if (c.rankPattern() != null) {
+            for (Map.Entry<String, List<Boolean>> e : c.rankPattern().entrySet()) {
+                boolean[] m = new boolean[e.getValue().size()];
+                for (int i = 0; i < m.length; i++) {
+                    m[i] = e.getValue().get(i);
+                }
+                masks.put(AdapterKeys.rankPatternModule(e.getKey(), name), m);
+            }
+        }
+        Map<String, Module> modules = model.namedModules();
+        List<String> existing = new ArrayList<>(tunerLayers().keySet());
+        List<String> selected = matcher(c, c.targetModules()).selectTargets(modules.keySet(), existing);
+        Prepared p = new Prepared(c, name, c.loraDropout());
+        boolean initFlag = !(c.initLoraWeights() instanceof dev.peft4j.config.InitLoraWeights.Flag f) || f.value();
+        try (Generator gen = torch.createCPUGenerator(seed)) {
+            for (String key : selected) {
+                Module m = modules.get(key);
+                Module base = m instanceof SvdLinear l ? l.baseLayer() : m;
+                long in;
+                long out;
+                Tensor w;
+                if (base instanceof Linear l) {
+                    in = l.inFeatures();
+                    out = l.outFeatures();
+                    w = l.weight();
+                } else if (base instanceof Conv1D cv) {
+                    in = cv.inFeatures();
+                    out = cv.outFeatures();
+                    w = cv.weight();
+                } else {
+                    throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
+                            + "supported. Currently, only `torch.nn.Linear`, `Conv1D`, and `torch.nn.Conv2d` are "
+                            + "supported.");
+                }
+                int r = c.initR();
+                Init cpu = Init.cpu(ScalarType.Float);
+                Tensor a = cpu.empty(r, in);
+                Tensor e = cpu.empty(r, 1);
+                Tensor b = cpu.empty(out, r);
+                AdaLoraMath.init(a, e, b, initFlag, gen);
+                boolean[] mask = masks.get(key);
+                if (mask != null) {
+                    AdaLoraMath.Triplet t = AdaLoraMath.sliceByRankPattern(a, e, b, mask);
+                    Tensor na = t.a().contiguous().clone();
+                    Tensor ne = t.e().contiguous().clone();
+                    Tensor nb = t.b().contiguous().clone();
+                    a.close();
+                    e.close();
+                    b.close();
+                    a = na;
+                    e = ne;
+                    b = nb;
+                }
+                Tensor rn = AdaLoraMath.ranknum(r, ScalarType.Float);
+                Tensor[] ts = {a, e, b, rn};
+                ScalarType dt = LoraMath.adapterDtype(w.scalar_type(), false);
+                if (dt != ScalarType.Float || !w.is_cpu()) {
+                    for (int i = 0; i < ts.length; i++) {
+                        Tensor moved = ts[i].to(w.device(), dt);
+                        ts[i].close();
+                        ts[i] = moved;
+                    }
+                }
+                p.ada.put(key, ts);
+                p.scalings.put(key, AdaLoraMath.scaling(c.loraAlpha(), r));
+            }
+        } catch (RuntimeException ex) {
+            p.discard();
+            throw ex;
         }
         return p;
     }

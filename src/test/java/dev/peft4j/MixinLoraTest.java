@@ -199,9 +199,9 @@ class MixinLoraTest {
             UnsupportedOperationException hub = assertThrows(UnsupportedOperationException.class,
                     () -> m.loadAdapter("someone/some-lora", LoadAdapterOptions.named("h")));
             assertTrue(hub.getMessage().contains("Hub download is not available yet"), hub.getMessage());
-            UnsupportedOperationException ada = assertThrows(UnsupportedOperationException.class,
-                    () -> m.addAdapter(dev.peft4j.config.AdaLoraConfig.builder().targetModules("k_proj").totalStep(10).build(), "i"));
-            assertTrue(ada.getMessage().contains("ADALORA"), ada.getMessage());
+            UnsupportedOperationException dora = assertThrows(UnsupportedOperationException.class,
+                    () -> m.addAdapter(LoraConfig.builder().targetModules("k_proj").useDora(true).build(), "i"));
+            assertTrue(dora.getMessage().contains("use_dora"), dora.getMessage());
             assertEquals(List.of("a"), new ArrayList<>(m.peftAdapters().peftConfig().keySet()));
         }
     }

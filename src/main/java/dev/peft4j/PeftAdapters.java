@@ -24,6 +24,7 @@ import dev.peft4j.tuners.AdapterKeys;
 import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.tuners.ModuleType;
 import dev.peft4j.tuners.TargetMatcher;
+import dev.peft4j.tuners.lora.LoraEmbedding;
 import dev.peft4j.tuners.lora.LoraInit;
 import dev.peft4j.tuners.lora.LoraLayer;
 import dev.peft4j.tuners.lora.LoraMath;
@@ -53,8 +54,8 @@ import org.slf4j.LoggerFactory;
  * and the logic of every {@link PeftAdapterMixin} method. Injection follows PEFT's {@code inject_adapter}; loading
  * prepares every new tensor aside and commits by swapping them in, so a failed load leaves the model as it was.
  *
- * <p>Supported now: LoRA, IA³ and AdaLoRA on {@code nn.Linear} and transformers' {@code Conv1D} (LoRA and AdaLoRA
- * with {@code bias="none"}). LoRA on Embedding, DoRA, {@code bias != "none"} and {@code modules_to_save} are
+ * <p>Supported now: LoRA, IA³ and AdaLoRA on {@code nn.Linear} and transformers' {@code Conv1D}, LoRA on
+ * {@code nn.Embedding} (LoRA and AdaLoRA with {@code bias="none"}). DoRA, {@code bias != "none"} and {@code modules_to_save} are
  * refused with an explicit "not supported yet" error rather than half-done.
  */
 public final class PeftAdapters {
@@ -202,6 +203,7 @@ public final class PeftAdapters {
         final Map<String, Tensor> ia3 = new LinkedHashMap<>(); // module -> ia3_l
         final Map<String, Boolean> ia3FeedForward = new LinkedHashMap<>();
         final Map<String, Tensor[]> ada = new LinkedHashMap<>(); // module -> {A, E, B, ranknum}
+        final Map<String, Tensor[]> emb = new LinkedHashMap<>(); // module -> {lora_embedding_A, lora_embedding_B}
         final Map<String, Double> scalings = new LinkedHashMap<>();
         final Map<String, Tensor> extra = new LinkedHashMap<>(); // base key -> prepared value
         final double dropoutP;
@@ -225,6 +227,10 @@ public final class PeftAdapters {
             }
             for (Map.Entry<String, Tensor> e : ia3.entrySet()) {
                 out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.IA3_L), e.getValue());
+            }
+            for (Map.Entry<String, Tensor[]> e : emb.entrySet()) {
+                out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.LORA_EMBEDDING_A), e.getValue()[0]);
+                out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.LORA_EMBEDDING_B), e.getValue()[1]);
             }
             for (Map.Entry<String, Tensor[]> e : ada.entrySet()) {
                 out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.ADALORA_A), e.getValue()[0]);
@@ -251,7 +257,9 @@ public final class PeftAdapters {
                         boolean linearParam = pk.param() == AdapterKeys.Param.LORA_A
                                 || pk.param() == AdapterKeys.Param.LORA_B || pk.param() == AdapterKeys.Param.LORA_B_BIAS
                                 || pk.param() == AdapterKeys.Param.IA3_L || pk.param() == AdapterKeys.Param.ADALORA_A
-                                || pk.param() == AdapterKeys.Param.ADALORA_B || pk.param() == AdapterKeys.Param.ADALORA_E;
+                                || pk.param() == AdapterKeys.Param.ADALORA_B || pk.param() == AdapterKeys.Param.ADALORA_E
+                                || pk.param() == AdapterKeys.Param.LORA_EMBEDDING_A
+                                || pk.param() == AdapterKeys.Param.LORA_EMBEDDING_B;
                         if (linearParam) {
                             modelKey = AdapterKeys.modelKey(pk.module(), name, pk.param());
                             target = own.get(modelKey);
@@ -307,6 +315,11 @@ public final class PeftAdapters {
             for (Tensor t : ia3.values()) {
                 t.close();
             }
+            for (Tensor[] ts : emb.values()) {
+                for (Tensor t : ts) {
+                    t.close();
+                }
+            }
             for (Tensor[] ts : ada.values()) {
                 for (Tensor t : ts) {
                     t.close();
@@ -338,6 +351,17 @@ public final class PeftAdapters {
                     model.replaceSubmodule(e.getKey(), layer);
                 }
                 layer.addAdapter(name, e.getValue(), trainable);
+            }
+            for (Map.Entry<String, Tensor[]> e : emb.entrySet()) {
+                Module m = model.getSubmodule(e.getKey());
+                LoraEmbedding layer;
+                if (m instanceof LoraEmbedding l) {
+                    layer = l;
+                } else {
+                    layer = new LoraEmbedding((Embedding) m);
+                    model.replaceSubmodule(e.getKey(), layer);
+                }
+                layer.addAdapter(name, e.getValue()[0], e.getValue()[1], scalings.get(e.getKey()), trainable);
             }
             for (Map.Entry<String, Tensor[]> e : ada.entrySet()) {
                 Module m = model.getSubmodule(e.getKey());
@@ -443,7 +467,7 @@ public final class PeftAdapters {
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
                 Module m = modules.get(key);
-                Module base = m instanceof LoraLayer l ? l.baseLayer() : m;
+                Module base = m instanceof LoraLayer l ? l.baseLayer() : m instanceof LoraEmbedding le ? le.baseLayer() : m;
                 if (base instanceof BaseTunerLayer) {
                     throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
                             + "supported: it already holds adapters of another method");
@@ -459,9 +483,29 @@ public final class PeftAdapters {
                     in = c.inFeatures();
                     out = c.outFeatures();
                     w = c.weight();
-                } else if (base instanceof Embedding) {
-                    throw new UnsupportedOperationException("Target module " + key + " is an Embedding: LoRA on "
-                            + "Embedding is not supported yet by peft4j's adapter mixin");
+                } else if (base instanceof Embedding eb) {
+                    if (lc.loraBias()) {
+                        throw new IllegalArgumentException("lora_bias=True is not supported for Embedding.");
+                    }
+                    int r = lc.rankFor(key);
+                    double s = LoraMath.scaling(lc.alphaFor(key), r, lc.useRslora());
+                    Init cpu = Init.cpu(ScalarType.Float);
+                    Tensor ea = cpu.empty(r, eb.numEmbeddings());
+                    Tensor ebT = cpu.empty(eb.embeddingDim(), r);
+                    LoraInit.initEmbedding(ea, ebT, init, gen);
+                    Tensor[] ts = {ea, ebT};
+                    Tensor ew = eb.weight();
+                    ScalarType edt = LoraMath.adapterDtype(ew.scalar_type(), false);
+                    if (edt != ScalarType.Float || !ew.is_cpu()) {
+                        for (int i = 0; i < 2; i++) {
+                            Tensor moved = ts[i].to(ew.device(), edt);
+                            ts[i].close();
+                            ts[i] = moved;
+                        }
+                    }
+                    p.emb.put(key, ts);
+                    p.scalings.put(key, s);
+                    continue;
                 } else {
                     throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
                             + "supported. Currently, only the following modules are supported: `torch.nn.Linear`, "

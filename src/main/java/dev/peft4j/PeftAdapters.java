@@ -23,6 +23,7 @@ import dev.peft4j.nn.Module;
 import dev.peft4j.tuners.AdapterKeys;
 import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.tuners.ModuleType;
+import dev.peft4j.tuners.ModulesToSaveWrapper;
 import dev.peft4j.tuners.TargetMatcher;
 import dev.peft4j.tuners.lora.LoraEmbedding;
 import dev.peft4j.tuners.lora.LoraInit;
@@ -55,8 +56,8 @@ import org.slf4j.LoggerFactory;
  * prepares every new tensor aside and commits by swapping them in, so a failed load leaves the model as it was.
  *
  * <p>Supported now: LoRA, IA³ and AdaLoRA on {@code nn.Linear} and transformers' {@code Conv1D}, LoRA on
- * {@code nn.Embedding} (LoRA and AdaLoRA with {@code bias="none"}). DoRA, {@code bias != "none"} and {@code modules_to_save} are
- * refused with an explicit "not supported yet" error rather than half-done.
+ * {@code nn.Embedding} (LoRA and AdaLoRA with {@code bias="none"}), {@code modules_to_save} of Linear/Conv1D/Embedding modules.
+ * DoRA and {@code bias != "none"} are refused with an explicit "not supported yet" error rather than half-done.
  */
 public final class PeftAdapters {
     private static final Logger LOG = LoggerFactory.getLogger(PeftAdapters.class);
@@ -183,6 +184,12 @@ public final class PeftAdapters {
                     w.requires_grad_(false);
                 }
             }
+            for (ModulesToSaveWrapper w : modulesToSaveWrappers().values()) {
+                Module copy = w.adapterCopies().get(name);
+                if (copy != null) {
+                    copy.namedParameters().values().forEach(t -> t.requires_grad_(false));
+                }
+            }
         }
         if (!report.unexpectedKeys().isEmpty()) {
             LOG.warn("Loading adapter weights from {} led to unexpected keys not found in the model: {}. ", source,
@@ -204,6 +211,7 @@ public final class PeftAdapters {
         final Map<String, Boolean> ia3FeedForward = new LinkedHashMap<>();
         final Map<String, Tensor[]> ada = new LinkedHashMap<>(); // module -> {A, E, B, ranknum}
         final Map<String, Tensor[]> emb = new LinkedHashMap<>(); // module -> {lora_embedding_A, lora_embedding_B}
+        final Map<String, Module> mts = new LinkedHashMap<>(); // modules_to_save: module -> its copy
         final Map<String, Double> scalings = new LinkedHashMap<>();
         final Map<String, Tensor> extra = new LinkedHashMap<>(); // base key -> prepared value
         final double dropoutP;
@@ -227,6 +235,11 @@ public final class PeftAdapters {
             }
             for (Map.Entry<String, Tensor> e : ia3.entrySet()) {
                 out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.IA3_L), e.getValue());
+            }
+            for (Map.Entry<String, Module> e : mts.entrySet()) {
+                for (Map.Entry<String, Tensor> t : e.getValue().stateDict().entrySet()) {
+                    out.put(AdapterKeys.modulesToSaveModelKey(e.getKey(), name, t.getKey()), t.getValue());
+                }
             }
             for (Map.Entry<String, Tensor[]> e : emb.entrySet()) {
                 out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.LORA_EMBEDDING_A), e.getValue()[0]);
@@ -252,7 +265,16 @@ public final class PeftAdapters {
                     Optional<AdapterKeys.ParsedKey> parsed = AdapterKeys.parseCheckpointKey(key);
                     Tensor target = null;
                     String modelKey = null;
-                    if (parsed.isPresent()) {
+                    String wrapper = null;
+                    for (String w : mts.keySet()) {
+                        if (key.startsWith(w + ".")) {
+                            wrapper = w;
+                        }
+                    }
+                    if (wrapper != null) {
+                        modelKey = AdapterKeys.modulesToSaveModelKey(wrapper, name, key.substring(wrapper.length() + 1));
+                        target = own.get(modelKey);
+                    } else if (parsed.isPresent()) {
                         AdapterKeys.ParsedKey pk = parsed.get();
                         boolean linearParam = pk.param() == AdapterKeys.Param.LORA_A
                                 || pk.param() == AdapterKeys.Param.LORA_B || pk.param() == AdapterKeys.Param.LORA_B_BIAS
@@ -320,6 +342,9 @@ public final class PeftAdapters {
                     t.close();
                 }
             }
+            for (Module m : mts.values()) {
+                m.close();
+            }
             for (Tensor[] ts : ada.values()) {
                 for (Tensor t : ts) {
                     t.close();
@@ -351,6 +376,18 @@ public final class PeftAdapters {
                     model.replaceSubmodule(e.getKey(), layer);
                 }
                 layer.addAdapter(name, e.getValue(), trainable);
+            }
+            for (Map.Entry<String, Module> e : mts.entrySet()) {
+                Module m = model.getSubmodule(e.getKey());
+                ModulesToSaveWrapper w;
+                if (m instanceof ModulesToSaveWrapper mw) {
+                    w = mw;
+                } else {
+                    w = new ModulesToSaveWrapper(m);
+                    model.replaceSubmodule(e.getKey(), w);
+                }
+                w.addAdapter(name, e.getValue());
+                w.setAdapter(List.of(name));
             }
             for (Map.Entry<String, Tensor[]> e : emb.entrySet()) {
                 Module m = model.getSubmodule(e.getKey());
@@ -396,7 +433,7 @@ public final class PeftAdapters {
     }
 
     static boolean isAdapterKey(String key) {
-        return key.contains(".lora_") || key.contains(".ia3_l.");
+        return key.contains(".lora_") || key.contains(".ia3_l.") || key.contains(".modules_to_save.");
     }
 
     private Prepared prepare(PeftConfig config, String name) {
@@ -417,10 +454,6 @@ public final class PeftAdapters {
         if (lc.bias() != Bias.NONE) {
             throw new UnsupportedOperationException("bias=\"" + lc.bias().jsonValue()
                     + "\" is not supported yet (adapter '" + name + "'): only \"none\" is");
-        }
-        if (lc.modulesToSave() != null && !lc.modulesToSave().isEmpty()) {
-            throw new UnsupportedOperationException("modules_to_save " + lc.modulesToSave()
-                    + " is not supported yet (adapter '" + name + "')");
         }
         if (lc.layerReplication() != null) {
             throw new UnsupportedOperationException("layer_replication is not supported (adapter '" + name + "')");
@@ -462,8 +495,12 @@ public final class PeftAdapters {
         } else if (lc.layersPattern() instanceof dev.peft4j.config.LayersPattern.Listed l) {
             mb.layersPattern(l.patterns());
         }
+        if (lc.modulesToSave() != null) {
+            mb.modulesToSave(lc.modulesToSave());
+        }
         List<String> selected = mb.build().selectTargets(modules.keySet(), existing);
         Prepared p = new Prepared(config, name, lc.loraDropout());
+        prepareModulesToSave(p, lc.modulesToSave(), modules);
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
                 Module m = modules.get(key);
@@ -545,15 +582,59 @@ public final class PeftAdapters {
         } else if (c.excludeModules() instanceof ModuleSelector.Regex r) {
             mb.excludeModules(r.pattern());
         }
+        if (c.modulesToSave() != null) {
+            mb.modulesToSave(c.modulesToSave());
+        }
         return mb.build();
+    }
+
+    /**
+     * {@code _set_trainable}: every module whose name ends with an entry of {@code modules_to_save} (plain
+     * {@code endswith}) gets a copy for this adapter; modules inside tuner layers or wrappers are skipped.
+     */
+    private void prepareModulesToSave(Prepared p, List<String> entries, Map<String, Module> modules) {
+        if (entries == null || entries.isEmpty()) {
+            return;
+        }
+        List<String> inner = new ArrayList<>();
+        for (Map.Entry<String, Module> e : modules.entrySet()) {
+            if (e.getValue() instanceof BaseTunerLayer || e.getValue() instanceof ModulesToSaveWrapper) {
+                inner.add(e.getKey() + ".");
+            }
+        }
+        try {
+            for (Map.Entry<String, Module> e : modules.entrySet()) {
+                String key = e.getKey();
+                if (key.isEmpty() || inner.stream().anyMatch(key::startsWith)
+                        || entries.stream().noneMatch(key::endsWith)) {
+                    continue;
+                }
+                Module m = e.getValue();
+                if (m instanceof BaseTunerLayer) {
+                    throw new IllegalArgumentException("modules_to_save: " + key + " is already a tuner layer");
+                }
+                Module original = m instanceof ModulesToSaveWrapper w ? w.originalModule() : m;
+                p.mts.put(key, ModulesToSaveWrapper.deepCopy(original, key));
+            }
+        } catch (RuntimeException ex) {
+            p.discard();
+            throw ex;
+        }
+    }
+
+    /** Every modules_to_save wrapper under its module name. */
+    public Map<String, ModulesToSaveWrapper> modulesToSaveWrappers() {
+        Map<String, ModulesToSaveWrapper> out = new LinkedHashMap<>();
+        for (Map.Entry<String, Module> e : model.namedModules().entrySet()) {
+            if (e.getValue() instanceof ModulesToSaveWrapper w) {
+                out.put(e.getKey(), w);
+            }
+        }
+        return out;
     }
 
     /** IA³ ({@code IA3Model._create_and_replace}): vectors of ones (or N(0,1) with {@code init_ia3_weights=false}). */
     private Prepared prepareIa3(IA3Config c, String name) {
-        if (c.modulesToSave() != null && !c.modulesToSave().isEmpty()) {
-            throw new UnsupportedOperationException("modules_to_save " + c.modulesToSave()
-                    + " is not supported yet (adapter '" + name + "')");
-        }
         Map<String, Module> modules = model.namedModules();
         List<String> existing = new ArrayList<>(tunerLayers().keySet());
         ModuleSelector targets = c.targetModules();
@@ -567,6 +648,7 @@ public final class PeftAdapters {
         }
         List<String> selected = matcher(c, targets).selectTargets(modules.keySet(), existing);
         Prepared p = new Prepared(c, name, 0.0);
+        prepareModulesToSave(p, c.modulesToSave(), modules);
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
                 Module m = modules.get(key);
@@ -630,10 +712,6 @@ public final class PeftAdapters {
                 }
             }
         }
-        if (c.modulesToSave() != null && !c.modulesToSave().isEmpty()) {
-            throw new UnsupportedOperationException("modules_to_save " + c.modulesToSave()
-                    + " is not supported yet (adapter '" + name + "')");
-        }
         if (c.bias() != Bias.NONE) {
             throw new UnsupportedOperationException("bias=\"" + c.bias().jsonValue()
                     + "\" is not supported yet (adapter '" + name + "'): only \"none\" is");
@@ -652,6 +730,7 @@ public final class PeftAdapters {
         List<String> existing = new ArrayList<>(tunerLayers().keySet());
         List<String> selected = matcher(c, c.targetModules()).selectTargets(modules.keySet(), existing);
         Prepared p = new Prepared(c, name, c.loraDropout());
+        prepareModulesToSave(p, c.modulesToSave(), modules);
         boolean initFlag = !(c.initLoraWeights() instanceof dev.peft4j.config.InitLoraWeights.Flag f) || f.value();
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
@@ -756,12 +835,20 @@ public final class PeftAdapters {
                     + " not found. Please pass the correct adapter name among " + pyList(peftConfig.keySet()));
         }
         Map<String, BaseTunerLayer> layers = tunerLayers();
-        if (layers.isEmpty()) {
+        Map<String, ModulesToSaveWrapper> wrappers = modulesToSaveWrappers();
+        if (layers.isEmpty() && wrappers.isEmpty()) {
             throw new IllegalStateException("Did not succeeded in setting the adapter. Please make sure you are using "
                     + "a model that supports adapters.");
         }
+        if (!wrappers.isEmpty() && names.size() > 1) {
+            throw new IllegalArgumentException("Attempted to set multiple (" + names + ") adapters at once for "
+                    + "modules_to_save.");
+        }
         for (BaseTunerLayer t : layers.values()) {
             t.setAdapter(names);
+        }
+        for (ModulesToSaveWrapper w : wrappers.values()) {
+            w.setAdapter(names);
         }
     }
 
@@ -769,6 +856,9 @@ public final class PeftAdapters {
         requireLoaded();
         for (BaseTunerLayer t : tunerLayers().values()) {
             t.enableAdapters(false);
+        }
+        for (ModulesToSaveWrapper w : modulesToSaveWrappers().values()) {
+            w.enableAdapters(false); // enableAdapters does not undo this (transformers' asymmetry, §2.6)
         }
     }
 
@@ -822,6 +912,14 @@ public final class PeftAdapters {
                 out.put(AdapterKeys.removeAdapterName(e.getKey() + "." + p.getKey(), name), p.getValue());
             }
         }
+        for (Map.Entry<String, ModulesToSaveWrapper> e : modulesToSaveWrappers().entrySet()) {
+            Module copy = e.getValue().adapterCopies().get(name);
+            if (copy != null) {
+                for (Map.Entry<String, Tensor> t : copy.stateDict().entrySet()) {
+                    out.put(e.getKey() + "." + t.getKey(), t.getValue());
+                }
+            }
+        }
         for (String k : extraKeys.getOrDefault(name, List.of())) {
             out.put(k, model.getParameter(k));
         }
@@ -871,6 +969,9 @@ public final class PeftAdapters {
         for (String n : new LinkedHashSet<>(names)) {
             for (BaseTunerLayer t : tunerLayers().values()) {
                 t.deleteAdapter(n);
+            }
+            for (ModulesToSaveWrapper w : modulesToSaveWrappers().values()) {
+                w.deleteAdapter(n);
             }
             peftConfig.remove(n);
             extraKeys.remove(n);
@@ -935,6 +1036,14 @@ public final class PeftAdapters {
                 t.deleteAdapter(a);
             }
             model.replaceSubmodule(e.getKey(), base);
+        }
+        // a modules_to_save wrapper is replaced by its active copy (the original when none is active)
+        for (Map.Entry<String, ModulesToSaveWrapper> e : modulesToSaveWrappers().entrySet()) {
+            ModulesToSaveWrapper w = e.getValue();
+            String act = w.activeAdapter();
+            Module keep = act != null && w.adapterCopies().containsKey(act) && !w.disabled()
+                    ? w.adapterCopies().get(act) : w.originalModule();
+            model.replaceSubmodule(e.getKey(), keep);
         }
         peftConfig.clear();
         extraKeys.clear();

@@ -119,6 +119,10 @@ public final class PeftAdapters {
         if (peftConfig.containsKey(name)) {
             throw new IllegalArgumentException("Adapter with name " + name + " already exists. Please use a different name.");
         }
+        // transformers overwrites base_model_name_or_path with the model's name_or_path (or None)
+        String nameOrPath = model instanceof dev.peft4j.models.PreTrainedModel ptm
+                ? ptm.config().getString("_name_or_path", null) : null;
+        config = config.toBuilder().baseModelNameOrPath(nameOrPath).build();
         Prepared p = prepare(config, name);
         p.commit();
         setAdapter(List.of(name), false);
@@ -167,13 +171,23 @@ public final class PeftAdapters {
             throw new IllegalArgumentException("no adapter state dict: pass `adapter_state_dict` with `peft_config`");
         }
         config = config.toBuilder().inferenceMode(!o.isTrainable()).build(); // transformers v5: always
-        Prepared p = prepare(config, name);
+        boolean ownTensors = pathOrRepoId != null; // read here: freed once copied in
         AdapterLoadReport report;
+        Prepared p;
         try {
-            report = p.load(sd, source);
-        } catch (RuntimeException e) {
-            p.discard();
-            throw e;
+            p = prepare(config, name);
+            try {
+                report = p.load(sd, source);
+            } catch (RuntimeException e) {
+                p.discard();
+                throw e;
+            }
+        } finally {
+            if (ownTensors) {
+                for (Tensor t : sd.values()) {
+                    t.close();
+                }
+            }
         }
         p.commit();
         setAdapter(List.of(name), false);

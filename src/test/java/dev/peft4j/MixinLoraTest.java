@@ -332,6 +332,48 @@ class MixinLoraTest {
     }
 
     @Test
+    void bf16BaseKeepsAdaptersInBaseDtypeAndRoundsLoadedValues() throws Exception {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(14)) {
+            m.to(org.bytedeco.pytorch.global.torch.ScalarType.BFloat16);
+            Map<String, Tensor> sd = new LinkedHashMap<>();
+            torch.manual_seed(2);
+            Tensor a = torch.randn(4, 16);
+            sd.put("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", a);
+            m.loadAdapter(cfg(true, "q_proj"), sd, "x");
+            Tensor mine = m.getAdapterStateDict("x").get("model.layers.0.self_attn.q_proj.lora_A.weight");
+            assertTrue(mine.scalar_type().intern() == org.bytedeco.pytorch.global.torch.ScalarType.BFloat16,
+                    "transformers integration: no fp32 upcast (§6.10)");
+            assertTrue(bitEqual(a.to(org.bytedeco.pytorch.global.torch.ScalarType.BFloat16), mine));
+            Tensor out = logits(m, ids(1, 3, 32, 1));
+            assertTrue(out.scalar_type().intern() == org.bytedeco.pytorch.global.torch.ScalarType.BFloat16);
+        }
+    }
+
+    @Test
+    void addAdapterOverwritesBaseModelNameOrPath() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(15)) {
+            m.addAdapter(LoraConfig.builder().targetModules("q_proj").baseModelNameOrPath("elsewhere").build());
+            assertEquals(null, m.peftAdapters().peftConfig().get("default").baseModelNameOrPath());
+        }
+    }
+
+    @Test
+    void safeMergeRefusesNonFiniteWeightsAndLeavesWeightAlone() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(16)) {
+            m.addAdapter(cfg(false, "q_proj"));
+            LoraLayer l = (LoraLayer) m.getSubmodule("model.layers.0.self_attn.q_proj");
+            Tensor before = ((Linear) l.baseLayer()).weight().clone();
+            try (org.bytedeco.pytorch.NoGradGuard g = new org.bytedeco.pytorch.NoGradGuard()) {
+                l.adapterParameters("default").get("lora_B.default.weight").fill_(new Scalar(Double.NaN));
+            }
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> m.mergeAdapter(true, List.of("default")));
+            assertEquals("NaNs detected in the merged weights. The adapter default seems to be broken", e.getMessage());
+            assertTrue(bitEqual(before, ((Linear) l.baseLayer()).weight()));
+        }
+    }
+
+    @Test
     void savingWithTwoActiveAdaptersIsRefused() {
         try (PreTrainedModel m = MixinSupport.tinyLlama(11)) {
             m.addAdapter(cfg(true, "q_proj"), "a");

@@ -56,8 +56,8 @@ import org.slf4j.LoggerFactory;
  * prepares every new tensor aside and commits by swapping them in, so a failed load leaves the model as it was.
  *
  * <p>Supported now: LoRA, IA³ and AdaLoRA on {@code nn.Linear} and transformers' {@code Conv1D}, LoRA on
- * {@code nn.Embedding} (LoRA and AdaLoRA with {@code bias="none"}), {@code modules_to_save} of Linear/Conv1D/Embedding modules.
- * DoRA and {@code bias != "none"} are refused with an explicit "not supported yet" error rather than half-done.
+ * {@code nn.Embedding}, {@code bias} none/all/lora_only (PEFT main's saving),
+ * {@code modules_to_save} of Linear/Conv1D/Embedding modules. DoRA is refused with an explicit "not supported yet" error rather than half-done.
  */
 public final class PeftAdapters {
     private static final Logger LOG = LoggerFactory.getLogger(PeftAdapters.class);
@@ -303,6 +303,10 @@ public final class PeftAdapters {
                     } else if (baseState.containsKey(key)) {
                         modelKey = key;
                         target = baseState.get(key);
+                    } else if (key.contains(".base_layer.") && baseState.containsKey(key.replace(".base_layer.", "."))) {
+                        // a base-layer bias saved from a wrapped module (bias="all"/"lora_only") into a fresh model
+                        modelKey = key.replace(".base_layer.", ".");
+                        target = baseState.get(modelKey);
                     }
                     if (target == null) {
                         unexpected.add(e.getKey());
@@ -426,13 +430,16 @@ public final class PeftAdapters {
                 Tensor[] t = e.getValue();
                 layer.addAdapter(name, t[0], t[1], t[2], t[3], scalings.get(e.getKey()), dropoutP, trainable);
             }
+            List<String> committedExtra = new ArrayList<>();
             try (NoGradGuard g = new NoGradGuard()) {
                 for (Map.Entry<String, Tensor> e : extra.entrySet()) {
-                    model.getParameter(e.getKey()).copy_(e.getValue());
+                    String k = postCommitKey(e.getKey());
+                    model.getParameter(k).copy_(e.getValue());
                     e.getValue().close();
+                    committedExtra.add(k);
                 }
             }
-            extraKeys.put(name, new ArrayList<>(extra.keySet()));
+            extraKeys.put(name, committedExtra);
             // _mark_only_adapters_as_trainable: every base parameter frozen
             for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
                 if (!isAdapterKey(e.getKey())) {
@@ -441,8 +448,74 @@ public final class PeftAdapters {
                     e.getValue().requires_grad_(trainable);
                 }
             }
+            if (config instanceof dev.peft4j.config.LoraSettings ls && ls.bias() != Bias.NONE) {
+                markBiasTrainable(ls.bias(), trainable);
+            }
             peftConfig.put(name, config);
             loaded = true;
+        }
+
+        /** A base key of the model before this commit, as named after it ({@code base_layer} of wrapped modules). */
+        String postCommitKey(String baseKey) {
+            List<String> targets = new ArrayList<>();
+            targets.addAll(lora.keySet());
+            targets.addAll(ia3.keySet());
+            targets.addAll(ada.keySet());
+            targets.addAll(emb.keySet());
+            for (String t : targets) {
+                if (baseKey.startsWith(t + ".") && !baseKey.startsWith(t + "." + BaseTunerLayer.BASE_LAYER + ".")) {
+                    return t + "." + BaseTunerLayer.BASE_LAYER + baseKey.substring(t.length());
+                }
+            }
+            return baseKey;
+        }
+    }
+
+    /** {@code bias="all"}: every {@code bias} parameter trains; {@code "lora_only"}: base biases of adapted layers. */
+    private void markBiasTrainable(Bias bias, boolean trainable) {
+        for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
+            String k = e.getKey();
+            boolean isBias = k.equals("bias") || k.endsWith(".bias");
+            if (!isBias || isAdapterKey(k)) {
+                continue;
+            }
+            if (bias == Bias.ALL || k.endsWith("." + BaseTunerLayer.BASE_LAYER + ".bias")) {
+                e.getValue().requires_grad_(trainable);
+            }
+        }
+    }
+
+    /** The bias keys PEFT (main) saves with an adapter of {@code bias != "none"} (§5.4). */
+    private List<String> savedBiasKeys(String adapterName, Bias bias) {
+        List<String> out = new ArrayList<>();
+        if (bias == Bias.ALL) {
+            for (String k : model.stateDict().keySet()) {
+                if ((k.equals("bias") || k.endsWith(".bias")) && !isAdapterKey(k)) {
+                    out.add(k);
+                }
+            }
+        } else if (bias == Bias.LORA_ONLY) {
+            for (Map.Entry<String, BaseTunerLayer> e : tunerLayers().entrySet()) {
+                String k = e.getKey() + "." + BaseTunerLayer.BASE_LAYER + ".bias";
+                if (!e.getValue().adapterParameters(adapterName).isEmpty() && model.stateDict().containsKey(k)) {
+                    out.add(k);
+                }
+            }
+        }
+        return out;
+    }
+
+    /** PEFT's {@code _check_new_adapter_config}: at most one adapter with {@code bias != "none"}. */
+    private void checkOneBiasAdapter(Bias bias) {
+        if (bias == Bias.NONE) {
+            return;
+        }
+        for (PeftConfig c : peftConfig.values()) {
+            if (c instanceof dev.peft4j.config.LoraSettings ls && ls.bias() != Bias.NONE) {
+                throw new IllegalArgumentException((c instanceof AdaLoraConfig ? "AdaLoraModel" : "LoraModel")
+                        + " supports only 1 adapter with bias. When using multiple adapters, set bias to 'none' for "
+                        + "all adapters.");
+            }
         }
     }
 
@@ -465,10 +538,7 @@ public final class PeftAdapters {
         if (lc.useDora()) {
             throw new UnsupportedOperationException("use_dora=True is not supported yet (adapter '" + name + "')");
         }
-        if (lc.bias() != Bias.NONE) {
-            throw new UnsupportedOperationException("bias=\"" + lc.bias().jsonValue()
-                    + "\" is not supported yet (adapter '" + name + "'): only \"none\" is");
-        }
+        checkOneBiasAdapter(lc.bias());
         if (lc.layerReplication() != null) {
             throw new UnsupportedOperationException("layer_replication is not supported (adapter '" + name + "')");
         }
@@ -726,10 +796,7 @@ public final class PeftAdapters {
                 }
             }
         }
-        if (c.bias() != Bias.NONE) {
-            throw new UnsupportedOperationException("bias=\"" + c.bias().jsonValue()
-                    + "\" is not supported yet (adapter '" + name + "'): only \"none\" is");
-        }
+        checkOneBiasAdapter(c.bias());
         Map<String, boolean[]> masks = new LinkedHashMap<>();
         if (c.rankPattern() != null) {
             for (Map.Entry<String, List<Boolean>> e : c.rankPattern().entrySet()) {
@@ -868,6 +935,12 @@ public final class PeftAdapters {
 
     public void disableAdapters() {
         requireLoaded();
+        for (PeftConfig c : peftConfig.values()) {
+            if (c instanceof dev.peft4j.config.LoraSettings ls && ls.bias() != Bias.NONE) {
+                LOG.warn("Careful, disabling adapter layers with bias configured to be '{}' does not produce the same "
+                        + "output as the base model would without adaption.", ls.bias().jsonValue());
+            }
+        }
         for (BaseTunerLayer t : tunerLayers().values()) {
             t.enableAdapters(false);
         }
@@ -936,6 +1009,11 @@ public final class PeftAdapters {
         }
         for (String k : extraKeys.getOrDefault(name, List.of())) {
             out.put(k, model.getParameter(k));
+        }
+        if (peftConfig.get(name) instanceof dev.peft4j.config.LoraSettings ls && ls.bias() != Bias.NONE) {
+            for (String k : savedBiasKeys(name, ls.bias())) {
+                out.put(k, model.stateDict().get(k));
+            }
         }
         return out;
     }

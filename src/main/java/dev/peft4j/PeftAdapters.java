@@ -171,6 +171,9 @@ public final class PeftAdapters {
             throw new IllegalArgumentException("no adapter state dict: pass `adapter_state_dict` with `peft_config`");
         }
         config = config.toBuilder().inferenceMode(!o.isTrainable()).build(); // transformers v5: always
+        if (o.adapterKwargs() != null && o.adapterKwargs().get("key_mapping") != null) {
+            sd = applyKeyMapping(sd, o.adapterKwargs().get("key_mapping"));
+        }
         boolean ownTensors = pathOrRepoId != null; // read here: freed once copied in
         AdapterLoadReport report;
         Prepared p;
@@ -214,6 +217,35 @@ public final class PeftAdapters {
                     String.join(", ", report.missingKeys()));
         }
         return report;
+    }
+
+    /**
+     * transformers ≥ 4.52 {@code key_mapping} ({@code adapter_kwargs["key_mapping"]}): after the
+     * {@code base_model.model.} prefix is stripped, the regex patterns are tried in order and the first that
+     * substitutes at least once wins (Java regex syntax; replacements use {@code $1}).
+     */
+    static Map<String, Tensor> applyKeyMapping(Map<String, Tensor> sd, Object mapping) {
+        if (!(mapping instanceof Map<?, ?> m)) {
+            throw new IllegalArgumentException("adapter_kwargs key_mapping must be a map of regex to replacement, got "
+                    + mapping.getClass().getSimpleName());
+        }
+        List<Map.Entry<java.util.regex.Pattern, String>> rules = new ArrayList<>();
+        for (Map.Entry<?, ?> e : m.entrySet()) {
+            rules.add(Map.entry(java.util.regex.Pattern.compile(String.valueOf(e.getKey())), String.valueOf(e.getValue())));
+        }
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        for (Map.Entry<String, Tensor> e : sd.entrySet()) {
+            String key = AdapterKeys.stripPeftPrefix(e.getKey());
+            for (Map.Entry<java.util.regex.Pattern, String> r : rules) {
+                java.util.regex.Matcher mt = r.getKey().matcher(key);
+                if (mt.find()) {
+                    key = mt.replaceAll(r.getValue());
+                    break;
+                }
+            }
+            out.put(key, e.getValue());
+        }
+        return out;
     }
 
     /** A new adapter made aside: nothing of the model changes until {@link #commit}. */

@@ -374,6 +374,49 @@ class MixinLoraTest {
     }
 
     @Test
+    void deleteAdapterFreesItsTensors() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(17)) {
+            m.addAdapter(cfg(false, "q_proj"), "a");
+            m.addAdapter(cfg(false, "q_proj"), "b");
+            Tensor a = ((LoraLayer) m.getSubmodule("model.layers.0.self_attn.q_proj")).adapterParameters("a")
+                    .get("lora_A.a.weight");
+            assertFalse(a.isNull());
+            m.deleteAdapter("a");
+            assertTrue(a.isNull(), "the deleted adapter's tensor was closed");
+        }
+    }
+
+    @Test
+    void gaussianInitIsNoOpAndBaseRewritingInitsAreRefused() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(18)) {
+            Tensor x = ids(1, 4, 32, 3);
+            Tensor base = logits(m, x);
+            m.addAdapter(LoraConfig.builder().r(4).targetModules("q_proj")
+                    .initLoraWeights(new InitLoraWeights.Method("gaussian")).build(), "g");
+            assertTrue(bitEqual(base, logits(m, x)), "gaussian A, zero B");
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> m.addAdapter(
+                    LoraConfig.builder().targetModules("q_proj").initLoraWeights(new InitLoraWeights.Method("pissa"))
+                            .build(), "p"));
+            assertTrue(e.getMessage().contains("pissa"), e.getMessage());
+            assertEquals(List.of("g"), new ArrayList<>(m.peftAdapters().peftConfig().keySet()));
+        }
+    }
+
+    @Test
+    void keyMappingRenamesCheckpointKeys() throws Exception {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(19)) {
+            Map<String, Tensor> sd = new LinkedHashMap<>();
+            sd.put("base_model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight", torch.ones(4, 16));
+            AdapterLoadReport r = m.loadAdapter(null, LoadAdapterOptions.builder().peftConfig(cfg(true, "q_proj"))
+                    .adapterStateDict(sd).adapterKwargs(Map.of("key_mapping", Map.of("^language_model\\.", "model.")))
+                    .build());
+            assertEquals(List.of(), r.unexpectedKeys());
+            assertTrue(bitEqual(torch.ones(4, 16),
+                    m.getAdapterStateDict().get("model.layers.0.self_attn.q_proj.lora_A.weight")));
+        }
+    }
+
+    @Test
     void savingWithTwoActiveAdaptersIsRefused() {
         try (PreTrainedModel m = MixinSupport.tinyLlama(11)) {
             m.addAdapter(cfg(true, "q_proj"), "a");

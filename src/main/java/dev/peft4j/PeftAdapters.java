@@ -537,6 +537,24 @@ public final class PeftAdapters {
         return out;
     }
 
+    /**
+     * {@code _find_minimal_target_modules} (§4.5, not for IA³): a list of 20 or more names is replaced by the minimal
+     * suffix set when smaller (sorted, for a reproducible saved config); the same selector object otherwise.
+     */
+    private static ModuleSelector condense(ModuleSelector targets, Map<String, Module> modules) {
+        if (!(targets instanceof ModuleSelector.Names n)
+                || n.names().size() < TargetMatcher.MIN_TARGET_MODULES_FOR_OPTIMIZATION) {
+            return targets;
+        }
+        List<String> names = new ArrayList<>(modules.keySet());
+        names.remove("");
+        Set<String> out = TargetMatcher.condenseTargetModules(n.names(), names, false);
+        if (out.size() >= new LinkedHashSet<>(n.names()).size()) {
+            return targets;
+        }
+        return new ModuleSelector.Names(new ArrayList<>(new java.util.TreeSet<>(out)));
+    }
+
     /** PEFT's {@code _check_new_adapter_config}: at most one adapter with {@code bias != "none"}. */
     private void checkOneBiasAdapter(Bias bias) {
         if (bias == Bias.NONE) {
@@ -587,6 +605,12 @@ public final class PeftAdapters {
             Set<String> expanded = TargetMatcher.allLinearTargets(kinds, outEmb,
                     lc.taskType() != null && lc.taskType().name().equals("SEQ_CLS"), existing);
             targets = new ModuleSelector.Names(new ArrayList<>(expanded));
+            config = lc.toBuilder().targetModules(targets).build();
+            lc = (LoraConfig) config;
+        }
+        ModuleSelector condensed = condense(targets, modules);
+        if (condensed != targets) {
+            targets = condensed;
             config = lc.toBuilder().targetModules(targets).build();
             lc = (LoraConfig) config;
         }
@@ -841,6 +865,10 @@ public final class PeftAdapters {
         }
         Map<String, Module> modules = model.namedModules();
         List<String> existing = new ArrayList<>(tunerLayers().keySet());
+        ModuleSelector condensed = condense(c.targetModules(), modules);
+        if (condensed != c.targetModules()) {
+            c = c.toBuilder().targetModules(condensed).build();
+        }
         List<String> selected = matcher(c, c.targetModules()).selectTargets(modules.keySet(), existing);
         Prepared p = new Prepared(c, name, c.loraDropout());
         prepareModulesToSave(p, c.modulesToSave(), modules);

@@ -68,6 +68,19 @@ class MixinBiasTest {
     }
 
     @Test
+    void allLinearOnGpt2IsCondensedToSuffixesAsPeftSavesIt() throws Exception {
+        try (PreTrainedModel m = MixinSupport.model("dev/peft4j/models/adapters/gpt2.config.json",
+                Map.of("vocab_size", 64, "n_positions", 16, "n_ctx", 16, "n_embd", 16, "n_layer", 6, "n_head", 2), 3)) {
+            m.addAdapter(LoraConfig.builder().r(2).targetModules(new dev.peft4j.config.ModuleSelector.Regex("all-linear"))
+                    .build());
+            // 6 blocks × (c_attn, attn.c_proj, c_fc, mlp.c_proj) = 24 names ≥ 20 → minimal suffixes
+            assertEquals(new dev.peft4j.config.ModuleSelector.Names(List.of("c_attn", "c_fc", "c_proj")),
+                    m.peftAdapters().peftConfig().get("default").targetModules());
+            assertEquals(48, m.getAdapterStateDict().size());
+        }
+    }
+
+    @Test
     void loraOnlySavesBaseBiasesOfAdaptedLayers() throws Exception {
         try (PreTrainedModel m = gpt2(2)) {
             m.addAdapter(cfg(Bias.LORA_ONLY));

@@ -251,7 +251,7 @@ public final class PeftAdapters {
     /** A new adapter made aside: nothing of the model changes until {@link #commit}. */
     private final class Prepared {
         final String name;
-        final PeftConfig config;
+        PeftConfig config;
         final Map<String, Linear[]> lora = new LinkedHashMap<>(); // module -> {A, B}
         final Map<String, Tensor> ia3 = new LinkedHashMap<>(); // module -> ia3_l
         final Map<String, Boolean> ia3FeedForward = new LinkedHashMap<>();
@@ -555,6 +555,27 @@ public final class PeftAdapters {
         return new ModuleSelector.Names(new ArrayList<>(new java.util.TreeSet<>(out)));
     }
 
+    /**
+     * PEFT forces {@code fan_in_fan_out} per created layer (false for {@code nn.Linear}, true for {@code Conv1D}, with
+     * a warning) on the shared config, so the saved value is the last created wrapper's.
+     */
+    private static void fixFanInFanOut(Prepared p, Map<String, Module> modules, List<String> selected) {
+        Boolean last = null;
+        for (String key : selected) {
+            Module m = modules.get(key);
+            if (m instanceof Linear) {
+                last = false;
+            } else if (m instanceof Conv1D) {
+                last = true;
+            }
+            if (last != null && last != p.config.fanInFanOut()) {
+                LOG.warn(last ? "fan_in_fan_out is set to False but the target module is `Conv1D`. Setting fan_in_fan_out to True."
+                        : "fan_in_fan_out is set to True but the target module is `torch.nn.Linear`. Setting fan_in_fan_out to False.");
+                p.config = p.config.toBuilder().fanInFanOut(last).build();
+            }
+        }
+    }
+
     /** PEFT's {@code _check_new_adapter_config}: at most one adapter with {@code bias != "none"}. */
     private void checkOneBiasAdapter(Bias bias) {
         if (bias == Bias.NONE) {
@@ -707,6 +728,7 @@ public final class PeftAdapters {
             p.discard();
             throw e;
         }
+        fixFanInFanOut(p, modules, selected);
         return p;
     }
 
@@ -834,6 +856,7 @@ public final class PeftAdapters {
             p.discard();
             throw e;
         }
+        fixFanInFanOut(p, modules, selected);
         return p;
     }
 
@@ -929,6 +952,7 @@ public final class PeftAdapters {
             p.discard();
             throw ex;
         }
+        fixFanInFanOut(p, modules, selected);
         return p;
     }
 

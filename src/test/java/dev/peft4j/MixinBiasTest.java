@@ -81,6 +81,18 @@ class MixinBiasTest {
     }
 
     @Test
+    void fanInFanOutIsForcedToTheAdaptedModuleType() throws Exception {
+        try (PreTrainedModel m = gpt2(4)) {
+            m.addAdapter(LoraConfig.builder().r(2).targetModules("c_attn").fanInFanOut(false).build());
+            assertTrue(m.peftAdapters().peftConfig().get("default").fanInFanOut(), "Conv1D → true");
+        }
+        try (PreTrainedModel m = MixinSupport.tinyLlama(4)) {
+            m.addAdapter(LoraConfig.builder().r(2).targetModules("q_proj").fanInFanOut(true).build());
+            assertFalse(m.peftAdapters().peftConfig().get("default").fanInFanOut(), "Linear → false");
+        }
+    }
+
+    @Test
     void loraOnlySavesBaseBiasesOfAdaptedLayers() throws Exception {
         try (PreTrainedModel m = gpt2(2)) {
             m.addAdapter(cfg(Bias.LORA_ONLY));

@@ -123,7 +123,7 @@ public final class PeftAdapters {
         String nameOrPath = model instanceof dev.peft4j.models.PreTrainedModel ptm
                 ? ptm.config().getString("_name_or_path", null) : null;
         config = config.toBuilder().baseModelNameOrPath(nameOrPath).build();
-        Prepared p = prepare(config, name);
+        Prepared p = prepare(config, name, false);
         p.commit();
         setAdapter(List.of(name), false);
     }
@@ -178,7 +178,7 @@ public final class PeftAdapters {
         AdapterLoadReport report;
         Prepared p;
         try {
-            p = prepare(config, name);
+            p = prepare(config, name, true);
             try {
                 report = p.load(sd, source);
             } catch (RuntimeException e) {
@@ -594,12 +594,13 @@ public final class PeftAdapters {
         return key.contains(".lora_") || key.contains(".ia3_l.") || key.contains(".modules_to_save.");
     }
 
-    private Prepared prepare(PeftConfig config, String name) {
+    /** @param forLoad whether a checkpoint follows: only then does AdaLoRA resize modules by {@code rank_pattern}. */
+    private Prepared prepare(PeftConfig config, String name, boolean forLoad) {
         if (config instanceof IA3Config ia) {
             return prepareIa3(ia, name);
         }
         if (config instanceof AdaLoraConfig ac) {
-            return prepareAdaLora(ac, name);
+            return prepareAdaLora(ac, name, forLoad);
         }
         if (config.peftType() != PeftType.LORA) {
             throw new UnsupportedOperationException("peft_type " + config.peftType() + " is not supported yet by "
@@ -865,7 +866,7 @@ public final class PeftAdapters {
      * {@code rank_pattern} gets {@code k = count(true)} slots (the kept slices of a fresh init) while its
      * {@code ranknum} stays {@code init_r} (PeftModel's {@code resize_modules_by_rank_pattern}, §5.7).
      */
-    private Prepared prepareAdaLora(AdaLoraConfig c, String name) {
+    private Prepared prepareAdaLora(AdaLoraConfig c, String name, boolean forLoad) {
         if (!c.inferenceMode()) {
             for (Map.Entry<String, PeftConfig> e : peftConfig.entrySet()) {
                 if (e.getValue() instanceof AdaLoraConfig && !e.getValue().inferenceMode()) {
@@ -877,7 +878,7 @@ public final class PeftAdapters {
         }
         checkOneBiasAdapter(c.bias());
         Map<String, boolean[]> masks = new LinkedHashMap<>();
-        if (c.rankPattern() != null) {
+        if (forLoad && c.rankPattern() != null) {
             for (Map.Entry<String, List<Boolean>> e : c.rankPattern().entrySet()) {
                 boolean[] m = new boolean[e.getValue().size()];
                 for (int i = 0; i < m.length; i++) {
@@ -1078,8 +1079,29 @@ public final class PeftAdapters {
                     + "adapter name among " + pyList(peftConfig.keySet()));
         }
         Map<String, Tensor> out = new LinkedHashMap<>();
+        Map<String, boolean[]> masks = new LinkedHashMap<>();
+        if (peftConfig.get(name) instanceof AdaLoraConfig ac && ac.rankPattern() != null) {
+            for (Map.Entry<String, List<Boolean>> e : ac.rankPattern().entrySet()) {
+                boolean[] m = new boolean[e.getValue().size()];
+                for (int i = 0; i < m.length; i++) {
+                    m[i] = e.getValue().get(i);
+                }
+                masks.put(AdapterKeys.rankPatternModule(e.getKey(), name), m);
+            }
+        }
         for (Map.Entry<String, BaseTunerLayer> e : tunerLayers().entrySet()) {
-            for (Map.Entry<String, Tensor> p : e.getValue().adapterParameters(name).entrySet()) {
+            Map<String, Tensor> params = e.getValue().adapterParameters(name);
+            boolean[] mask = masks.get(e.getKey());
+            if (mask != null && e.getValue() instanceof SvdLinear && !params.isEmpty()) {
+                // resize_state_dict_by_rank_pattern: kept rank slots only (new tensors; as is when already k)
+                AdaLoraMath.Triplet t = AdaLoraMath.sliceByRankPattern(params.get("lora_A." + name),
+                        params.get("lora_E." + name), params.get("lora_B." + name), mask);
+                params = new LinkedHashMap<>(params);
+                params.put("lora_A." + name, t.a());
+                params.put("lora_E." + name, t.e());
+                params.put("lora_B." + name, t.b());
+            }
+            for (Map.Entry<String, Tensor> p : params.entrySet()) {
                 out.put(AdapterKeys.removeAdapterName(e.getKey() + "." + p.getKey(), name), p.getValue());
             }
         }
@@ -1126,7 +1148,16 @@ public final class PeftAdapters {
         }
         Files.createDirectories(dir);
         SafetensorsFile.write(dir.resolve(AdapterFolder.SAFETENSORS_NAME), prefixed, SafetensorsFile.PT_METADATA);
-        PeftConfigs.write(peftConfig.get(name), dir);
+        PeftConfig cfg = peftConfig.get(name);
+        if (cfg instanceof AdaLoraConfig ac && ac.rankPattern() != null) {
+            // PEFT strips ".<adapter>" from rank_pattern keys when saving (§5.7)
+            Map<String, List<Boolean>> rp = new LinkedHashMap<>();
+            for (Map.Entry<String, List<Boolean>> e : ac.rankPattern().entrySet()) {
+                rp.put(AdapterKeys.rankPatternSaveKey(e.getKey(), name), e.getValue());
+            }
+            cfg = ac.toBuilder().rankPattern(rp).build();
+        }
+        PeftConfigs.write(cfg, dir);
     }
 
     /** {@code delete_adapter(adapter_names)}. */

@@ -124,6 +124,44 @@ class MixinAdaLoraTest {
     }
 
     @Test
+    void addWithRankPatternKeepsInitRThenSaveSlicesAndReloadResizes() throws Exception {
+        Map<String, List<Boolean>> pattern = new LinkedHashMap<>();
+        pattern.put("model.layers.0.self_attn.q_proj.lora_E.default", List.of(false, true, true, false)); // as trained
+        Path dir = tmp.resolve("pruned");
+        Tensor x = ids(1, 4, 32, 6);
+        Tensor out;
+        try (PreTrainedModel m = MixinSupport.tinyLlama(6)) {
+            m.addAdapter(cfg(false).rankPattern(pattern).build());
+            SvdLinear q0 = (SvdLinear) m.getSubmodule("model.layers.0.self_attn.q_proj");
+            Map<String, Tensor> full = q0.adapterParameters("default");
+            assertArrayEquals(new long[] {4, 16}, full.get("lora_A.default").shape(), "training keeps init_r slots");
+            try (org.bytedeco.pytorch.NoGradGuard g = new org.bytedeco.pytorch.NoGradGuard()) {
+                // what the allocator does to pruned slots: their E entries are zero
+                full.get("lora_E.default").narrow(0, 0, 1).zero_();
+                full.get("lora_E.default").narrow(0, 3, 1).zero_();
+            }
+            out = logits(m, x);
+            Map<String, Tensor> sd = m.getAdapterStateDict();
+            assertArrayEquals(new long[] {2, 16}, sd.get("model.layers.0.self_attn.q_proj.lora_A").shape());
+            assertArrayEquals(new long[] {16, 2}, sd.get("model.layers.0.self_attn.q_proj.lora_B").shape());
+            assertTrue(bitEqual(full.get("lora_A.default").narrow(0, 1, 2),
+                    sd.get("model.layers.0.self_attn.q_proj.lora_A")));
+            m.saveAdapter(dir, "default");
+        }
+        assertEquals(Map.of("model.layers.0.self_attn.q_proj.lora_E", List.of(false, true, true, false)),
+                ((AdaLoraConfig) dev.peft4j.config.PeftConfigs.read(dir)).rankPattern(), "saved without the adapter name");
+        try (PreTrainedModel m = MixinSupport.tinyLlama(6)) {
+            AdapterLoadReport r = m.loadAdapter(dir);
+            assertEquals(List.of(), r.missingKeys());
+            assertEquals(List.of(), r.unexpectedKeys());
+            SvdLinear q0 = (SvdLinear) m.getSubmodule("model.layers.0.self_attn.q_proj");
+            assertArrayEquals(new long[] {2, 16}, q0.adapterParameters("default").get("lora_A.default").shape());
+            // pruned slots contributed nothing (E = 0) and ranknum stays init_r: same output up to summation order
+            assertTrue(maxAbsDiff(out, logits(m, x)) < 1e-5);
+        }
+    }
+
+    @Test
     void onlyOneTrainableAdaLoraAdapter() {
         try (PreTrainedModel m = MixinSupport.tinyLlama(5)) {
             m.addAdapter(cfg(true).build(), "a");

@@ -144,6 +144,10 @@ public final class PeftAdapters {
         String source = "state_dict";
         if (pathOrRepoId != null) {
             Path dir = Path.of(pathOrRepoId);
+            if (Files.exists(dir) && !Files.isDirectory(dir)) {
+                throw new IllegalArgumentException("adapter model file not found in " + pathOrRepoId + ": it is a "
+                        + "file; pass the folder holding adapter_config.json and the weights");
+            }
             if (!Files.isDirectory(dir)) {
                 throw new UnsupportedOperationException("'" + pathOrRepoId + "' is not a local directory, and a "
                         + "Hub download is not available yet: download the adapter folder and pass its path");

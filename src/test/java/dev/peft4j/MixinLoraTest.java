@@ -417,6 +417,54 @@ class MixinLoraTest {
     }
 
     @Test
+    void adapterNameMakesNoDifference() {
+        Tensor x = ids(2, 4, 32, 8);
+        List<Map<String, Tensor>> sds = new ArrayList<>();
+        List<Tensor> outs = new ArrayList<>();
+        for (String name : List.of("default", "adapter", "other-name")) {
+            try (PreTrainedModel m = MixinSupport.tinyLlama(20)) {
+                m.peftAdapters().seed(3);
+                m.addAdapter(cfg(false, "q_proj", "v_proj"), name);
+                Map<String, Tensor> sd = new LinkedHashMap<>();
+                m.getAdapterStateDict().forEach((k, v) -> sd.put(k, v.clone()));
+                sds.add(sd);
+                outs.add(logits(m, x));
+            }
+        }
+        for (int i = 1; i < 3; i++) {
+            assertEquals(sds.get(0).keySet(), sds.get(i).keySet());
+            for (String k : sds.get(0).keySet()) {
+                assertTrue(bitEqual(sds.get(0).get(k), sds.get(i).get(k)), k);
+            }
+            assertTrue(bitEqual(outs.get(0), outs.get(i)));
+        }
+    }
+
+    @Test
+    void mergeIsIdempotent() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(21)) {
+            m.addAdapter(cfg(false, "q_proj"));
+            Tensor x = ids(1, 4, 32, 1);
+            m.mergeAdapter();
+            Tensor once = logits(m, x);
+            m.mergeAdapter(); // "All adapters are already merged, nothing to do."
+            assertTrue(bitEqual(once, logits(m, x)));
+            assertEquals(List.of("default"),
+                    ((LoraLayer) m.getSubmodule("model.layers.0.self_attn.q_proj")).mergedAdapters());
+        }
+    }
+
+    @Test
+    void aFileIsNotAnAdapterFolder() throws Exception {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(22)) {
+            Path f = Files.writeString(tmp.resolve("adapter_config.json"), "{}");
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> m.loadAdapter(f.toString(), LoadAdapterOptions.DEFAULTS));
+            assertTrue(e.getMessage().startsWith("adapter model file not found in " + f), e.getMessage());
+        }
+    }
+
+    @Test
     void savingWithTwoActiveAdaptersIsRefused() {
         try (PreTrainedModel m = MixinSupport.tinyLlama(11)) {
             m.addAdapter(cfg(true, "q_proj"), "a");

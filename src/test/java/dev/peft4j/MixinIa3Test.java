@@ -120,6 +120,9 @@ class MixinIa3Test {
             m.setAdapter("lora", "ia3");
             Tensor x = ids(1, 4, 32, 2);
             Tensor both = logits(m, x);
+            UnsupportedOperationException mb = org.junit.jupiter.api.Assertions.assertThrows(
+                    UnsupportedOperationException.class, () -> m.withAdapterNames(List.of("lora"), () -> logits(m, x)));
+            assertTrue(mb.getMessage().contains("LoRA only"), mb.getMessage());
             m.deleteAdapter("ia3");
             assertEquals(List.of("lora"), m.activeAdapters());
             assertTrue(maxAbsDiff(both, logits(m, x)) > 1e-6);

@@ -89,6 +89,12 @@ class MixinModulesToSaveTest {
             Tensor withB = logits(m, x);
             m.setAdapter("a");
             assertTrue(maxAbsDiff(withB, logits(m, x)) > 1e-4);
+            Tensor xx = ids(2, 3, 32, 3);
+            Tensor mixed = m.withAdapterNames(List.of("b", "a"), () -> logits(m, xx));
+            m.setAdapter("b");
+            assertTrue(maxAbsDiff(logits(m, xx.narrow(0, 0, 1)), mixed.narrow(0, 0, 1)) < 1e-5);
+            m.setAdapter("a");
+            assertTrue(maxAbsDiff(logits(m, xx.narrow(0, 1, 1)), mixed.narrow(0, 1, 1)) < 1e-5);
             m.deleteAdapter("a");
             assertEquals(List.of("b"), List.copyOf(w.adapterCopies().keySet()));
         }

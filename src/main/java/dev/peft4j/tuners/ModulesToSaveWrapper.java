@@ -121,9 +121,35 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
 
     @Override
     public Tensor forward(Tensor x) {
+        List<String> perSample = dev.peft4j.tuners.lora.LoraLayer.currentAdapterNames();
+        if (perSample != null && !disabled) {
+            return mixedBatchForward(x, perSample);
+        }
         if (disabled || active == null || !copies().contains(active)) {
             return ((Layer) originalModule()).forward(x);
         }
         return ((Layer) copies().get(active)).forward(x);
+    }
+
+    /** {@code _mixed_batch_forward}: row i through the copy of adapter i, the original for {@code __base__}. */
+    private Tensor mixedBatchForward(Tensor x, List<String> names) {
+        if (names.size() != x.size(0)) {
+            throw new IllegalArgumentException("Length of `adapter_names` should be the same as the number of inputs, "
+                    + "but got " + names.size() + " and " + x.size(0) + " respectively.");
+        }
+        List<Tensor> rows = new java.util.ArrayList<>();
+        for (int i = 0; i < names.size(); i++) {
+            Module m = copies().contains(names.get(i)) ? copies().get(names.get(i)) : originalModule();
+            try (Tensor row = x.narrow(0, i, 1)) {
+                rows.add(((Layer) m).forward(row));
+            }
+        }
+        try (org.bytedeco.pytorch.TensorVector v = new org.bytedeco.pytorch.TensorVector(rows.toArray(new Tensor[0]))) {
+            Tensor out = org.bytedeco.pytorch.global.torch.cat(new org.bytedeco.pytorch.TensorArrayRef(v), 0);
+            for (Tensor r : rows) {
+                r.close();
+            }
+            return out;
+        }
     }
 }

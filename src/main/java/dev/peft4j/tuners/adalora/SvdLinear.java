@@ -132,6 +132,10 @@ public final class SvdLinear extends BaseTunerLayer {
             }
             return baseForward(x);
         }
+        if (dev.peft4j.tuners.lora.LoraLayer.currentAdapterNames() != null) {
+            throw new UnsupportedOperationException("adapter_names (a mixed batch) is supported for LoRA only, not for "
+                    + "the AdaLoRA layer " + typeName());
+        }
         if (merged()) {
             return baseForward(x);
         }

@@ -109,6 +109,10 @@ public final class Ia3Layer extends BaseTunerLayer {
             }
             return baseForward(x);
         }
+        if (dev.peft4j.tuners.lora.LoraLayer.currentAdapterNames() != null) {
+            throw new UnsupportedOperationException("adapter_names (a mixed batch) is supported for LoRA only, not for "
+                    + "the IA³ layer " + typeName());
+        }
         if (merged()) {
             return baseForward(x);
         }

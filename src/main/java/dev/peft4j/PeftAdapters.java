@@ -157,6 +157,7 @@ public final class PeftAdapters {
                         + ". Make sure you are passing the correct path to the adapter model.");
             }
             if (config == null) {
+                refusePromptLearning(dir.resolve(PeftConfigs.CONFIG_FILE_NAME));
                 config = PeftConfigs.read(dir);
             }
             Path weights = AdapterFolder.findWeights(dir);
@@ -250,6 +251,24 @@ public final class PeftAdapters {
             out.put(key, e.getValue());
         }
         return out;
+    }
+
+    private static final Set<String> NOT_INJECTABLE = Set.of("PROMPT_TUNING", "MULTITASK_PROMPT_TUNING", "P_TUNING",
+            "PREFIX_TUNING", "CPT", "ADAPTION_PROMPT");
+
+    /** {@code inject_adapter_in_model}'s refusal of prompt-learning and adaption-prompt configs, in its words. */
+    private static void refusePromptLearning(Path configFile) throws IOException {
+        com.fasterxml.jackson.databind.JsonNode root;
+        try {
+            root = new com.fasterxml.jackson.databind.ObjectMapper().readTree(configFile.toFile());
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            return; // PeftConfigs.read reports it, naming the file
+        }
+        if (root != null && root.isObject() && root.path("peft_type").isTextual()
+                && NOT_INJECTABLE.contains(root.get("peft_type").asText())) {
+            throw new IllegalArgumentException(configFile + ": `create_and_replace` does not support prompt learning "
+                    + "and adaption prompt yet.");
+        }
     }
 
     /** A new adapter made aside: nothing of the model changes until {@link #commit}. */

@@ -465,6 +465,20 @@ class MixinLoraTest {
     }
 
     @Test
+    void promptLearningAdapterIsRefusedAsTransformersDoes() throws Exception {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(23)) {
+            Path dir = Files.createDirectories(tmp.resolve("pt"));
+            Files.writeString(dir.resolve("adapter_config.json"), "{\"peft_type\": \"PROMPT_TUNING\", "
+                    + "\"num_virtual_tokens\": 8, \"task_type\": \"CAUSAL_LM\"}");
+            Files.write(dir.resolve("adapter_model.safetensors"), new byte[0]);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> m.loadAdapter(dir));
+            assertTrue(e.getMessage().endsWith("`create_and_replace` does not support prompt learning and adaption "
+                    + "prompt yet."), e.getMessage());
+            assertFalse(m.peftAdapters().isLoaded());
+        }
+    }
+
+    @Test
     void savingWithTwoActiveAdaptersIsRefused() {
         try (PreTrainedModel m = MixinSupport.tinyLlama(11)) {
             m.addAdapter(cfg(true, "q_proj"), "a");

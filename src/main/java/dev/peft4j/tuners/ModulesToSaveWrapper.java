@@ -6,6 +6,7 @@ import dev.peft4j.nn.Init;
 import dev.peft4j.nn.Layer;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
+import dev.peft4j.nn.ModuleDict;
 import java.util.List;
 import java.util.Map;
 import org.bytedeco.pytorch.NoGradGuard;
@@ -25,7 +26,7 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
             throw new IllegalArgumentException("modules_to_save: " + original.typeName() + " is not a Layer");
         }
         registerModule("original_module", original);
-        registerModule("modules_to_save", new ModuleDict());
+        registerModule("modules_to_save", new ModuleDict<Module>());
     }
 
     @Override
@@ -37,12 +38,14 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
         return child("original_module");
     }
 
-    private ModuleDict copies() {
-        return (ModuleDict) child("modules_to_save");
+    @SuppressWarnings("unchecked")
+    private ModuleDict<Module> copies() {
+        return (ModuleDict<Module>) child("modules_to_save");
     }
 
+    /** The per-adapter copies (unmodifiable). */
     public Map<String, Module> adapterCopies() {
-        return copies().entries();
+        return copies().children();
     }
 
     /**
@@ -84,7 +87,7 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
     }
 
     public void deleteAdapter(String name) {
-        if (copies().contains(name)) {
+        if ((copies().get(name) != null)) {
             copies().remove(name).close();
         }
         if (name.equals(active)) {
@@ -99,7 +102,7 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
                     + "modules_to_save.");
         }
         active = names.isEmpty() ? null : names.get(0);
-        for (Map.Entry<String, Module> e : copies().entries().entrySet()) {
+        for (Map.Entry<String, Module> e : copies().children().entrySet()) {
             boolean on = e.getKey().equals(active);
             for (Tensor t : e.getValue().namedParameters().values()) {
                 t.requires_grad_(on);
@@ -125,7 +128,7 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
         if (perSample != null && !disabled) {
             return mixedBatchForward(x, perSample);
         }
-        if (disabled || active == null || !copies().contains(active)) {
+        if (disabled || active == null || !(copies().get(active) != null)) {
             return ((Layer) originalModule()).forward(x);
         }
         return ((Layer) copies().get(active)).forward(x);
@@ -139,7 +142,7 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
         }
         List<Tensor> rows = new java.util.ArrayList<>();
         for (int i = 0; i < names.size(); i++) {
-            Module m = copies().contains(names.get(i)) ? copies().get(names.get(i)) : originalModule();
+            Module m = (copies().get(names.get(i)) != null) ? copies().get(names.get(i)) : originalModule();
             try (Tensor row = x.narrow(0, i, 1)) {
                 rows.add(((Layer) m).forward(row));
             }

@@ -4,7 +4,7 @@ import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
 import dev.peft4j.tuners.BaseTunerLayer;
-import dev.peft4j.tuners.ParameterDict;
+import dev.peft4j.nn.ParameterDict;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -85,14 +85,14 @@ public final class SvdLinear extends BaseTunerLayer {
 
     @Override
     public List<String> adapterNames() {
-        return new ArrayList<>(d("lora_A").entries().keySet());
+        return d("lora_A").keys();
     }
 
     /** The trainable parameters (A, E, B); {@code ranknum} is not listed: never saved, never trained. */
     @Override
     public Map<String, Tensor> adapterParameters(String name) {
         Map<String, Tensor> out = new LinkedHashMap<>();
-        if (!d("lora_A").contains(name)) {
+        if (!(d("lora_A").get(name) != null)) {
             return out;
         }
         out.put("lora_A." + name, d("lora_A").get(name));
@@ -108,7 +108,7 @@ public final class SvdLinear extends BaseTunerLayer {
     @Override
     protected void removeAdapter(String name) {
         for (String c : List.of("lora_A", "lora_B", "lora_E", "ranknum")) {
-            d(c).delete(name);
+            d(c).remove(name).close();
         }
         scaling.remove(name);
         dropout.remove(name);
@@ -141,7 +141,7 @@ public final class SvdLinear extends BaseTunerLayer {
         }
         List<AdaLoraMath.Adapter> act = new ArrayList<>();
         for (String n : activeAdapters()) {
-            if (d("lora_A").contains(n)) {
+            if ((d("lora_A").get(n) != null)) {
                 act.add(adapter(n));
             }
         }
@@ -156,7 +156,7 @@ public final class SvdLinear extends BaseTunerLayer {
     @Override
     public void merge(List<String> names, boolean safeMerge) {
         for (String n : names) {
-            if (mergedList().contains(n) || !d("lora_A").contains(n)) {
+            if (mergedList().contains(n) || !(d("lora_A").get(n) != null)) {
                 continue;
             }
             AdaLoraMath.merge(weight(), adapter(n), fanInFanOut, safeMerge, n);
@@ -172,7 +172,7 @@ public final class SvdLinear extends BaseTunerLayer {
         }
         while (!mergedList().isEmpty()) {
             String n = mergedList().remove(mergedList().size() - 1);
-            if (d("lora_A").contains(n)) {
+            if ((d("lora_A").get(n) != null)) {
                 AdaLoraMath.unmerge(weight(), adapter(n), fanInFanOut);
             }
         }

@@ -4,7 +4,7 @@ import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
 import dev.peft4j.tuners.BaseTunerLayer;
-import dev.peft4j.tuners.ParameterDict;
+import dev.peft4j.nn.ParameterDict;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
@@ -73,7 +73,7 @@ public final class Ia3Layer extends BaseTunerLayer {
 
     @Override
     public List<String> adapterNames() {
-        return new ArrayList<>(dict().entries().keySet());
+        return dict().keys();
     }
 
     @Override
@@ -88,7 +88,7 @@ public final class Ia3Layer extends BaseTunerLayer {
 
     @Override
     protected void removeAdapter(String name) {
-        dict().delete(name);
+        dict().remove(name).close();
     }
 
     private Tensor weight() {
@@ -132,7 +132,7 @@ public final class Ia3Layer extends BaseTunerLayer {
     @Override
     public void merge(List<String> names, boolean safeMerge) {
         for (String n : names) {
-            if (mergedList().contains(n) || !dict().contains(n)) {
+            if (mergedList().contains(n) || !(dict().get(n) != null)) {
                 continue;
             }
             Ia3Math.merge(weight(), bias(), dict().get(n), feedForward, fanInFanOut, safeMerge, n);
@@ -149,7 +149,7 @@ public final class Ia3Layer extends BaseTunerLayer {
         LOG.warn("Unmerge result can be inaccurate for (IA)^3.");
         while (!mergedList().isEmpty()) {
             String n = mergedList().remove(mergedList().size() - 1);
-            if (dict().contains(n)) {
+            if ((dict().get(n) != null)) {
                 Ia3Math.unmerge(weight(), bias(), dict().get(n), feedForward, fanInFanOut);
             }
         }

@@ -3,7 +3,7 @@ package dev.peft4j.tuners.lora;
 import dev.peft4j.nn.Embedding;
 import dev.peft4j.nn.Module;
 import dev.peft4j.tuners.BaseTunerLayer;
-import dev.peft4j.tuners.ParameterDict;
+import dev.peft4j.nn.ParameterDict;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
@@ -59,13 +59,13 @@ public final class LoraEmbedding extends BaseTunerLayer {
 
     @Override
     public List<String> adapterNames() {
-        return new ArrayList<>(d("lora_embedding_A").entries().keySet());
+        return d("lora_embedding_A").keys();
     }
 
     @Override
     public Map<String, Tensor> adapterParameters(String name) {
         Map<String, Tensor> out = new LinkedHashMap<>();
-        if (d("lora_embedding_A").contains(name)) {
+        if ((d("lora_embedding_A").get(name) != null)) {
             out.put("lora_embedding_A." + name, d("lora_embedding_A").get(name));
             out.put("lora_embedding_B." + name, d("lora_embedding_B").get(name));
         }
@@ -74,8 +74,8 @@ public final class LoraEmbedding extends BaseTunerLayer {
 
     @Override
     protected void removeAdapter(String name) {
-        d("lora_embedding_A").delete(name);
-        d("lora_embedding_B").delete(name);
+        d("lora_embedding_A").remove(name).close();
+        d("lora_embedding_B").remove(name).close();
         scaling.remove(name);
     }
 
@@ -108,7 +108,7 @@ public final class LoraEmbedding extends BaseTunerLayer {
             try (Tensor base = baseForward(ids)) {
                 Tensor result = base.clone();
                 for (String n : new java.util.LinkedHashSet<>(perSample)) {
-                    if (!d("lora_embedding_A").contains(n)) {
+                    if (!(d("lora_embedding_A").get(n) != null)) {
                         continue;
                     }
                     long[] rows = java.util.stream.IntStream.range(0, perSample.size())
@@ -130,7 +130,7 @@ public final class LoraEmbedding extends BaseTunerLayer {
         }
         List<LoraMath.Adapter> act = new ArrayList<>();
         for (String n : activeAdapters()) {
-            if (d("lora_embedding_A").contains(n)) {
+            if ((d("lora_embedding_A").get(n) != null)) {
                 act.add(adapter(n));
             }
         }
@@ -145,7 +145,7 @@ public final class LoraEmbedding extends BaseTunerLayer {
     @Override
     public void merge(List<String> names, boolean safeMerge) {
         for (String n : names) {
-            if (mergedList().contains(n) || !d("lora_embedding_A").contains(n)) {
+            if (mergedList().contains(n) || !(d("lora_embedding_A").get(n) != null)) {
                 continue;
             }
             LoraMath.Adapter ad = adapter(n);
@@ -162,7 +162,7 @@ public final class LoraEmbedding extends BaseTunerLayer {
         }
         while (!mergedList().isEmpty()) {
             String n = mergedList().remove(mergedList().size() - 1);
-            if (d("lora_embedding_A").contains(n)) {
+            if ((d("lora_embedding_A").get(n) != null)) {
                 LoraMath.Adapter ad = adapter(n);
                 LoraMath.unmergeEmbedding(weight(), ad.a(), ad.b(), ad.scaling());
             }

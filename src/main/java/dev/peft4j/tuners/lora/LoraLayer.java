@@ -4,7 +4,7 @@ import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
 import dev.peft4j.tuners.BaseTunerLayer;
-import dev.peft4j.tuners.ModuleDict;
+import dev.peft4j.nn.ModuleDict;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -44,8 +44,8 @@ public final class LoraLayer extends BaseTunerLayer {
         } else {
             throw new IllegalArgumentException("LoraLayer wraps Linear or Conv1D, not " + base.typeName());
         }
-        registerModule("lora_A", new ModuleDict());
-        registerModule("lora_B", new ModuleDict());
+        registerModule("lora_A", new ModuleDict<Linear>());
+        registerModule("lora_B", new ModuleDict<Linear>());
     }
 
     @Override
@@ -65,12 +65,14 @@ public final class LoraLayer extends BaseTunerLayer {
         return outFeatures;
     }
 
-    private ModuleDict dictA() {
-        return (ModuleDict) child("lora_A");
+    @SuppressWarnings("unchecked")
+    private ModuleDict<Linear> dictA() {
+        return (ModuleDict<Linear>) child("lora_A");
     }
 
-    private ModuleDict dictB() {
-        return (ModuleDict) child("lora_B");
+    @SuppressWarnings("unchecked")
+    private ModuleDict<Linear> dictB() {
+        return (ModuleDict<Linear>) child("lora_B");
     }
 
     /**
@@ -79,7 +81,7 @@ public final class LoraLayer extends BaseTunerLayer {
      * @throws IllegalArgumentException when the shapes do not fit the base layer or the name exists
      */
     public void addAdapter(String name, Linear a, Linear b, double scale, double dropoutP) {
-        if (dictA().contains(name)) {
+        if ((dictA().get(name) != null)) {
             throw new IllegalArgumentException("layer already holds adapter '" + name + "'");
         }
         if (a.inFeatures() != inFeatures || b.outFeatures() != outFeatures || a.outFeatures() != b.inFeatures()) {
@@ -104,14 +106,14 @@ public final class LoraLayer extends BaseTunerLayer {
 
     @Override
     public List<String> adapterNames() {
-        return new ArrayList<>(dictA().entries().keySet());
+        return dictA().keys();
     }
 
     @Override
     public Map<String, Tensor> adapterParameters(String name) {
         Map<String, Tensor> out = new LinkedHashMap<>();
-        Linear a = (Linear) dictA().get(name);
-        Linear b = (Linear) dictB().get(name);
+        Linear a = dictA().get(name);
+        Linear b = dictB().get(name);
         if (a == null) {
             return out;
         }
@@ -133,8 +135,8 @@ public final class LoraLayer extends BaseTunerLayer {
     }
 
     private LoraMath.Adapter adapter(String name) {
-        Linear a = (Linear) dictA().get(name);
-        Linear b = (Linear) dictB().get(name);
+        Linear a = dictA().get(name);
+        Linear b = dictB().get(name);
         return new LoraMath.Adapter(a.weight(), b.weight(), b.bias(), scaling.get(name), dropout.get(name));
     }
 
@@ -198,7 +200,7 @@ public final class LoraLayer extends BaseTunerLayer {
         }
         List<LoraMath.Adapter> act = new ArrayList<>();
         for (String n : activeAdapters()) {
-            if (dictA().contains(n)) {
+            if ((dictA().get(n) != null)) {
                 act.add(adapter(n));
             }
         }
@@ -217,7 +219,7 @@ public final class LoraLayer extends BaseTunerLayer {
             if (mergedList().contains(n)) {
                 continue;
             }
-            if (dictA().contains(n)) {
+            if ((dictA().get(n) != null)) {
                 todo.add(n);
             }
         }
@@ -238,7 +240,7 @@ public final class LoraLayer extends BaseTunerLayer {
         }
         while (!mergedList().isEmpty()) {
             String n = mergedList().remove(mergedList().size() - 1);
-            if (dictA().contains(n)) {
+            if ((dictA().get(n) != null)) {
                 LoraMath.unmerge(baseWeight(), baseBias(), adapter(n), fanInFanOut);
             }
         }

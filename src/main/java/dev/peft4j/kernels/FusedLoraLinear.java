@@ -14,7 +14,10 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * ({@value #MAX_ROWS} rows or fewer):
  * {@code y = x·Wᵀ + b + Σ scale_a·(x·A_aᵀ)·B_aᵀ}, with PEFT's layout ({@code A: [r, in]},
  * {@code B: [out, r]}). The base weight is streamed once; each output is finished in the same pass.
- * float32 or bfloat16 throughout, float32 accumulation.
+ * float32 or bfloat16 throughout, float32 accumulation. A mixed batch ({@link #forward(Tensor, int[])}) gives each
+ * row one adapter of the list or none, in the same single pass; each adapter's rows are gathered once, so 16 rows
+ * over 8 adapters cost about what 16 rows on one adapter cost. {@link Ia3Kernel} reuses this kernel with IA3
+ * scaling fused into the read of x and the write of y. Larger batches: {@link LoraDelta}.
  *
  * <p>The native side holds raw pointers to the weight, bias and adapter tensors; this object keeps
  * those tensors alive until {@link #close()} or the next {@link #setAdapters}. Their storage must not be

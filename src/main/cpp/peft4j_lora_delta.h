@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <immintrin.h>
+#include <type_traits>
 #include <vector>
 
 namespace peft4j {
@@ -168,7 +169,22 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
         t_total += (int64_t) s.rows.size() * s.R;
     }
     std::vector<float> t((size_t) t_total);
-    // shrink: tasks of up to 16 rows of one segment; rows gathered (and widened) into a float32 scratch
+    // shrink: tasks of up to 16 rows of one segment. x is read in place in its own dtype by the micro-kernel
+    // (rows gathered with memcpy only when a mixed batch makes them non-consecutive); A is the float32 side,
+    // widened once per call for bfloat16 (r·K elements, small next to M·K).
+    std::vector<std::vector<float>> a_wide((size_t) n_slots);
+    if (!std::is_same<T, float>::value) {
+        std::vector<char> used((size_t) n_slots, 0);
+        for (const Segment& s : segs)
+            for (int a = s.first_slot; a < s.first_slot + s.n; a++) used[(size_t) a] = 1;
+        ThreadPool::instance().parallel_for(n_slots, threads, [&](int64_t a) {
+            if (!used[(size_t) a]) return;
+            const T* A = (const T*) slots[a].A;
+            std::vector<float>& dst = a_wide[(size_t) a];
+            dst.resize((size_t) (slots[a].r * K));
+            for (int64_t i = 0; i < slots[a].r * K; i++) dst[(size_t) i] = widen(A[i]);
+        });
+    }
     constexpr int64_t kRowChunk = 16;
     struct Task { int seg; int64_t row0; };
     std::vector<Task> tasks;
@@ -178,20 +194,27 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
         const Task& tk = tasks[(size_t) ti];
         const Segment& s = segs[(size_t) tk.seg];
         const int64_t mb = std::min<int64_t>(kRowChunk, (int64_t) s.rows.size() - tk.row0);
-        thread_local std::vector<float> xs;
-        xs.resize((size_t) (mb * K));
-        for (int64_t i = 0; i < mb; i++) {
-            const T* src = x + s.rows[(size_t) (tk.row0 + i)] * K;
-            float* dst = xs.data() + i * K;
-            for (int64_t k = 0; k < K; k++) dst[k] = widen(src[k]);
+        const int64_t first = s.rows[(size_t) tk.row0];
+        const T* xr = x + first * K;
+        thread_local std::vector<T> xs;
+        if (s.rows[(size_t) (tk.row0 + mb - 1)] - first != mb - 1) {  // rows ascend: consecutive iff the span fits
+            xs.resize((size_t) (mb * K));
+            for (int64_t i = 0; i < mb; i++)
+                std::memcpy(xs.data() + i * K, x + s.rows[(size_t) (tk.row0 + i)] * K, sizeof(T) * (size_t) K);
+            xr = xs.data();
         }
+        float tmp[64 * kRowChunk];  // [r][mb] for one slot, r <= 64 per block of A rows
         float* tt = t.data() + s.t_off + tk.row0 * s.R;
         int64_t col = 0;
         for (int a = s.first_slot; a < s.first_slot + s.n; a++) {
             const LoraSlot& sl = slots[a];
-            rows_times_rowsT<T>(isa, xs.data(), mb, (const T*) sl.A, 0, sl.r, K, tt + col, s.R);
-            for (int64_t i = 0; i < mb; i++)
-                for (int64_t j = 0; j < sl.r; j++) tt[i * s.R + col + j] *= sl.scale;
+            const float* Af = std::is_same<T, float>::value ? (const float*) sl.A : a_wide[(size_t) a].data();
+            for (int64_t j0 = 0; j0 < sl.r; j0 += 64) {
+                const int64_t rb = std::min<int64_t>(64, sl.r - j0);
+                rows_times_rowsT<T>(isa, Af + j0 * K, rb, xr, 0, mb, K, tmp, mb);  // tmp[j][i] = A_j·x_i
+                for (int64_t i = 0; i < mb; i++)
+                    for (int64_t j = 0; j < rb; j++) tt[i * s.R + col + j0 + j] = tmp[j * mb + i] * sl.scale;
+            }
             col += sl.r;
         }
     });

@@ -6,6 +6,7 @@
 #include "peft4j_cpu.h"
 #include "peft4j_axpy.h"
 #include "peft4j_lora_linear.h"
+#include "peft4j_lora_delta.h"
 
 inline int peft4j_best_isa() { return peft4j::best_isa(); }
 inline int peft4j_active_isa() { return peft4j::active_isa(); }
@@ -48,13 +49,57 @@ inline void peft4j_adapted_linear_set_adapters(int64_t handle, int32_t n, const 
     }
 }
 
-inline void peft4j_adapted_linear_forward(int64_t handle, void* y, const void* x, int64_t m, int32_t threads) {
+// row_slot: null, or m entries (adapter index per row, -1 for the base layer alone)
+inline void peft4j_adapted_linear_forward(int64_t handle, void* y, const void* x, int64_t m, int32_t threads,
+                                          const int32_t* row_slot) {
     auto* s = (peft4j::AdaptedLinear*) (intptr_t) handle;
     if (s->dtype == peft4j::DT_BF16) {
-        peft4j::adapted_linear_forward<uint16_t>(*s, (uint16_t*) y, (const uint16_t*) x, m, threads);
+        peft4j::adapted_linear_forward<uint16_t>(*s, (uint16_t*) y, (const uint16_t*) x, m, threads, row_slot);
     } else {
-        peft4j::adapted_linear_forward<float>(*s, (float*) y, (const float*) x, m, threads);
+        peft4j::adapted_linear_forward<float>(*s, (float*) y, (const float*) x, m, threads, row_slot);
     }
+}
+
+// IA3 vectors (float32, already folded over the active adapters), copied: in_scale K entries or null,
+// out_scale N entries or null
+inline void peft4j_adapted_linear_set_ia3(int64_t handle, const float* in_scale, const float* out_scale) {
+    auto* s = (peft4j::AdaptedLinear*) (intptr_t) handle;
+    if (in_scale) s->in_scale.assign(in_scale, in_scale + s->K); else s->in_scale.clear();
+    if (out_scale) s->out_scale.assign(out_scale, out_scale + s->N); else s->out_scale.clear();
+}
+
+// ---- LoRA delta for any M: y[M,N] += Σ s·(x·Aᵀ)·Bᵀ, per-row slot optional ----
+inline void peft4j_lora_delta(int dtype, void* y, const void* x, int64_t m, int64_t k, int64_t n, int32_t n_slots,
+                              const int64_t* a_ptrs, const int64_t* b_ptrs, const int32_t* ranks,
+                              const float* scales, const int32_t* row_slot, int32_t threads) {
+    std::vector<peft4j::LoraSlot> slots;
+    slots.reserve((size_t) n_slots);
+    for (int32_t i = 0; i < n_slots; i++)
+        slots.push_back({(const void*) (intptr_t) a_ptrs[i], (const void*) (intptr_t) b_ptrs[i], ranks[i], scales[i]});
+    if (dtype == peft4j::DT_BF16) {
+        peft4j::lora_delta<uint16_t>((uint16_t*) y, (const uint16_t*) x, m, k, n, slots.data(), n_slots, row_slot,
+                                     threads);
+    } else {
+        peft4j::lora_delta<float>((float*) y, (const float*) x, m, k, n, slots.data(), n_slots, row_slot, threads);
+    }
+}
+
+// ---- W[R, C] += Σ_j coef[row, j]·V[j, :] in place (coef [R, r], V [r, C], float32) ----
+inline void peft4j_merge_lowrank(int dtype, void* w, int64_t rows, int64_t cols, const float* coef, const float* v,
+                                 int32_t r, int32_t threads) {
+    if (dtype == peft4j::DT_BF16) peft4j::merge_lowrank<uint16_t>((uint16_t*) w, rows, cols, coef, v, r, threads);
+    else peft4j::merge_lowrank<float>((float*) w, rows, cols, coef, v, r, threads);
+}
+
+// ---- dst = src ⊙ l (or ⊘ l) by rows (l: rows entries) or columns (l: cols entries); dst may be src ----
+inline void peft4j_scale_matrix(int dtype, void* dst, const void* src, int64_t rows, int64_t cols, const float* l,
+                                int32_t by_rows, int32_t divide, int32_t threads) {
+    if (dtype == peft4j::DT_BF16)
+        peft4j::scale_matrix<uint16_t>((uint16_t*) dst, (const uint16_t*) src, rows, cols, l, by_rows != 0,
+                                       divide != 0, threads);
+    else
+        peft4j::scale_matrix<float>((float*) dst, (const float*) src, rows, cols, l, by_rows != 0, divide != 0,
+                                    threads);
 }
 
 inline void peft4j_adapted_linear_destroy(int64_t handle) {

@@ -44,6 +44,9 @@ struct AdaptedLinear {
     const void* bias;  // [N] or null
     std::vector<LoraSlot> adapters;
     int64_t total_rank = 0;
+    // IA3, folded (product of the active vectors, float32): x scaled on its read (K entries), the output on
+    // its write (N entries); empty when not set
+    std::vector<float> in_scale, out_scale;
 };
 
 inline float load_scalar(const float* p, int64_t i) { return p[i]; }
@@ -201,32 +204,67 @@ inline void store_row(float* y, int64_t i, float v) { y[i] = v; }
 inline void store_row(uint16_t* y, int64_t i, float v) { y[i] = f32_to_bf16(v); }
 
 // The forward. TY: the layer's storage type (float or uint16_t for bf16); x and y have the same type.
+// row_slot: null (every adapter on every row) or M entries, row m getting adapter row_slot[m] only (-1: none).
 template <typename TY>
-inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, int64_t M, int threads) {
+inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, int64_t M, int threads,
+                                   const int32_t* row_slot = nullptr) {
     const int isa = active_isa();
     const int64_t K = L.K, N = L.N;
     const TY* W = (const TY*) L.W;
     const TY* bias = (const TY*) L.bias;
+    const float* in_scale = L.in_scale.empty() ? nullptr : L.in_scale.data();
+    const float* out_scale = L.out_scale.empty() ? nullptr : L.out_scale.data();
     // float32 copies of x and the shrunk activations t_a = x·A_aᵀ (thread-local: reused across calls)
-    thread_local std::vector<float> xbuf, tbuf;
+    thread_local std::vector<float> xbuf, tbuf, gbuf;
     const float* xf;
-    if constexpr (std::is_same<TY, float>::value) {
-        xf = x;
+    if (std::is_same<TY, float>::value && in_scale == nullptr) {
+        xf = (const float*) x;
     } else {
         xbuf.resize((size_t) (M * K));
-        for (int64_t i = 0; i < M * K; i++) xbuf[(size_t) i] = bf16_to_f32(x[i]);
+        for (int64_t i = 0; i < M * K; i++) {
+            float v = load_scalar(x, i);
+            // IA3 input scaling rounded to the activation dtype, as the composed x.mul(l).to(x.dtype)
+            if (in_scale) {
+                v *= in_scale[i % K];
+                if (!std::is_same<TY, float>::value) v = bf16_to_f32(f32_to_bf16(v));
+            }
+            xbuf[(size_t) i] = v;
+        }
         xf = xbuf.data();
+    }
+    // rows of each adapter: all of them, or those row_slot maps to it
+    const int n_ad = (int) L.adapters.size();
+    int32_t rows_of[16 * 64];  // used only with row_slot; n_ad checked below
+    int32_t n_rows[64];
+    const bool mixed = row_slot != nullptr && n_ad <= 64;
+    if (mixed) {
+        for (int a = 0; a < n_ad; a++) n_rows[a] = 0;
+        for (int64_t m = 0; m < M; m++) {
+            int32_t s = row_slot[m];
+            if (s >= 0 && s < n_ad) rows_of[s * 16 + n_rows[s]++] = (int32_t) m;
+        }
     }
     tbuf.resize((size_t) std::max<int64_t>(1, M * L.total_rank));
     float* t = tbuf.data();
-    // shrink: each adapter's [M, r_a] block, laid out one after another
+    // shrink: each adapter's [m_a, r_a] block, laid out one after another
+    int64_t offs[64];
     {
         int64_t off = 0;
-        for (const LoraSlot& a : L.adapters) {
-            rows_times_rowsT<TY>(isa, xf, M, (const TY*) a.A, 0, a.r, K, t + off, a.r);
+        for (int a = 0; a < n_ad; a++) {
+            const LoraSlot& ad = L.adapters[(size_t) a];
+            int64_t ma = mixed ? n_rows[a] : M;
+            if (a < 64) offs[a] = off;
+            if (ma == 0) continue;
+            const float* xa = xf;
+            if (mixed) {  // gather this adapter's rows
+                gbuf.resize((size_t) (ma * K));
+                for (int64_t i = 0; i < ma; i++) std::memcpy(gbuf.data() + i * K, xf + rows_of[a * 16 + i] * K, sizeof(float) * K);
+                xa = gbuf.data();
+            }
+            rows_times_rowsT<TY>(isa, xa, ma, (const TY*) ad.A, 0, ad.r, K, t + off, ad.r);
             // fold the scaling into t so the expand is a plain dot product
-            for (int64_t i = 0; i < M * a.r; i++) t[off + i] *= a.scale;
-            off += M * a.r;
+            for (int64_t i = 0; i < ma * ad.r; i++) t[off + i] *= ad.scale;
+            off += ma * ad.r;
         }
     }
     // main pass over blocks of output features: base dot products, bias, LoRA expand, store
@@ -239,16 +277,28 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
         float part[16 * 64];
         rows_times_rowsT<TY>(isa, xf, M, W, n0, n1, K, acc, nn);
         int64_t off = 0;
-        for (const LoraSlot& a : L.adapters) {
-            const TY* B = (const TY*) a.B;
-            rows_times_rowsT<TY>(isa, t + off, M, B, n0, n1, a.r, part, nn);
-            for (int64_t i = 0; i < M * nn; i++) acc[i] += part[i];
-            off += M * a.r;
+        for (int a = 0; a < n_ad; a++) {
+            const LoraSlot& ad = L.adapters[(size_t) a];
+            const TY* B = (const TY*) ad.B;
+            if (mixed) {
+                int64_t ma = n_rows[a];
+                if (ma == 0) continue;
+                rows_times_rowsT<TY>(isa, t + offs[a], ma, B, n0, n1, ad.r, part, nn);
+                for (int64_t i = 0; i < ma; i++) {
+                    float* dst = acc + rows_of[a * 16 + i] * nn;
+                    for (int64_t j = 0; j < nn; j++) dst[j] += part[i * nn + j];
+                }
+            } else {
+                rows_times_rowsT<TY>(isa, t + off, M, B, n0, n1, ad.r, part, nn);
+                for (int64_t i = 0; i < M * nn; i++) acc[i] += part[i];
+                off += M * ad.r;
+            }
         }
         for (int64_t m = 0; m < M; m++) {
             for (int64_t j = 0; j < nn; j++) {
                 float v = acc[m * nn + j];
                 if (bias) v += load_scalar(bias, n0 + j);
+                if (out_scale) v *= out_scale[n0 + j];
                 store_row(y, m * N + n0 + j, v);
             }
         }

@@ -98,7 +98,7 @@ int main() {
                     const int64_t ap[2] = {(int64_t) (intptr_t) A0, (int64_t) (intptr_t) A1};
                     const int64_t bp[2] = {(int64_t) (intptr_t) B0, (int64_t) (intptr_t) B1};
                     peft4j_adapted_linear_set_adapters(h, 2, ap, bp, r, sc);
-                    peft4j_adapted_linear_forward(h, Y, X, M, 2);
+                    peft4j_adapted_linear_forward(h, Y, X, M, 2, nullptr);
                     peft4j_adapted_linear_destroy(h);
                     out.assign(Y, Y + M * N);
                     for (float* p : {W, X, Bi, A0, B0, A1, B1, Y}) delete[] p;
@@ -112,6 +112,208 @@ int main() {
                     CHECK(worst < 1e-4f, "fused %s M=%lld K=%lld N=%lld differs from scalar by %g",
                           peft4j::isa_name(isa), (long long) M, (long long) K, (long long) N, worst);
                     checks++;
+                }
+            }
+        }
+    }
+    // LoRA delta for any M (with and without a per-row slot index), low-rank merge and IA3 scaling: every ISA
+    // against a float64 reference computed here, on exact-size heap buffers. float32 accumulation over at most
+    // K = 70 products of O(1) terms: 1e-4 relative is ample; bf16 outputs add half an ulp (2^-8 relative).
+    auto rel_err = [](double got, double want) { return std::fabs(got - want) / (1.0 + std::fabs(want)); };
+    for (int isa = peft4j::ISA_SCALAR; isa <= best; isa++) {
+        peft4j::set_active_isa(isa);
+        for (int64_t M : {1, 5, 17, 40}) {
+            for (int64_t K : {1, 17, 70}) {
+                for (int64_t N : {1, 9, 67, 300}) {
+                    for (int mixed = 0; mixed < 2; mixed++) {
+                        const int32_t r[3] = {1, 5, 16};
+                        const float sc[3] = {0.5f, -2.0f, 1.25f};
+                        std::vector<float> hx(M * K), hy(M * N);
+                        std::vector<std::vector<float>> ha(3), hb(3);
+                        for (auto& e : hx) e = normal(rng) * 0.3f;
+                        for (auto& e : hy) e = normal(rng) * 0.3f;
+                        for (int a = 0; a < 3; a++) {
+                            ha[a].resize(r[a] * K); hb[a].resize(N * r[a]);
+                            for (auto& e : ha[a]) e = normal(rng) * 0.3f;
+                            for (auto& e : hb[a]) e = normal(rng) * 0.3f;
+                        }
+                        std::vector<int32_t> rs(M);
+                        for (int64_t m = 0; m < M; m++) rs[m] = (int32_t) (m % 4) - 1;  // -1, 0, 1, 2, -1, ...
+                        for (int bf = 0; bf < 2; bf++) {
+                            auto q = [&](float v) { return bf ? peft4j::bf16_to_f32(peft4j::f32_to_bf16(v)) : v; };
+                            // reference in double from the (rounded) inputs
+                            std::vector<double> want(M * N);
+                            for (int64_t m = 0; m < M; m++)
+                                for (int64_t n = 0; n < N; n++) {
+                                    double acc = q(hy[m * N + n]);
+                                    for (int a = 0; a < 3; a++) {
+                                        if (mixed && rs[m] != a) continue;
+                                        for (int j = 0; j < r[a]; j++) {
+                                            double tj = 0;
+                                            for (int64_t k = 0; k < K; k++) tj += (double) q(hx[m * K + k]) * q(ha[a][j * K + k]);
+                                            acc += sc[a] * tj * q(hb[a][n * r[a] + j]);
+                                        }
+                                    }
+                                    want[m * N + n] = acc;
+                                }
+                            std::vector<double> got(M * N);
+                            int64_t ap[3], bp[3];
+                            if (bf) {
+                                uint16_t* X = exact_alloc<uint16_t>(M * K, 0);
+                                uint16_t* Y = exact_alloc<uint16_t>(M * N, 0);
+                                uint16_t* A[3]; uint16_t* B[3];
+                                for (int64_t i = 0; i < M * K; i++) X[i] = peft4j::f32_to_bf16(hx[i]);
+                                for (int64_t i = 0; i < M * N; i++) Y[i] = peft4j::f32_to_bf16(hy[i]);
+                                for (int a = 0; a < 3; a++) {
+                                    A[a] = exact_alloc<uint16_t>(r[a] * K, 0); B[a] = exact_alloc<uint16_t>(N * r[a], 0);
+                                    for (int64_t i = 0; i < r[a] * K; i++) A[a][i] = peft4j::f32_to_bf16(ha[a][i]);
+                                    for (int64_t i = 0; i < N * r[a]; i++) B[a][i] = peft4j::f32_to_bf16(hb[a][i]);
+                                    ap[a] = (int64_t) (intptr_t) A[a]; bp[a] = (int64_t) (intptr_t) B[a];
+                                }
+                                peft4j_lora_delta(peft4j::DT_BF16, Y, X, M, K, N, 3, ap, bp, r, sc, mixed ? rs.data() : nullptr, 2);
+                                for (int64_t i = 0; i < M * N; i++) got[i] = peft4j::bf16_to_f32(Y[i]);
+                                delete[] X; delete[] Y;
+                                for (int a = 0; a < 3; a++) { delete[] A[a]; delete[] B[a]; }
+                            } else {
+                                float* X = exact_alloc<float>(M * K, 0); std::memcpy(X, hx.data(), sizeof(float) * M * K);
+                                float* Y = exact_alloc<float>(M * N, 0); std::memcpy(Y, hy.data(), sizeof(float) * M * N);
+                                float* A[3]; float* B[3];
+                                for (int a = 0; a < 3; a++) {
+                                    A[a] = exact_alloc<float>(r[a] * K, 0); std::memcpy(A[a], ha[a].data(), sizeof(float) * r[a] * K);
+                                    B[a] = exact_alloc<float>(N * r[a], 0); std::memcpy(B[a], hb[a].data(), sizeof(float) * N * r[a]);
+                                    ap[a] = (int64_t) (intptr_t) A[a]; bp[a] = (int64_t) (intptr_t) B[a];
+                                }
+                                peft4j_lora_delta(peft4j::DT_F32, Y, X, M, K, N, 3, ap, bp, r, sc, mixed ? rs.data() : nullptr, 2);
+                                for (int64_t i = 0; i < M * N; i++) got[i] = Y[i];
+                                delete[] X; delete[] Y;
+                                for (int a = 0; a < 3; a++) { delete[] A[a]; delete[] B[a]; }
+                            }
+                            double worst = 0;
+                            for (int64_t i = 0; i < M * N; i++)
+                                worst = std::max(worst, rel_err(got[i], want[i]) - (bf ? std::fabs(want[i]) / 256.0 : 0.0));
+                            CHECK(worst < 1e-4, "lora_delta %s bf16=%d mixed=%d M=%lld K=%lld N=%lld off by %g",
+                                  peft4j::isa_name(isa), bf, mixed, (long long) M, (long long) K, (long long) N, worst);
+                            checks++;
+                        }
+                    }
+                }
+            }
+        }
+        // low-rank merge W[R,C] += coef·V and scaling by rows / columns, float32 and bf16
+        for (int64_t R : {1, 7, 33}) {
+            for (int64_t C : {1, 15, 17, 1030}) {
+                for (int rr : {1, 3, 16}) {
+                    std::vector<float> hw(R * C), coef(R * rr), V(rr * C), lr(R), lc(C);
+                    for (auto* v : {&hw, &coef, &V}) for (auto& e : *v) e = normal(rng) * 0.3f;
+                    for (auto& e : lr) e = 0.5f + std::fabs(normal(rng));
+                    for (auto& e : lc) e = 0.5f + std::fabs(normal(rng));
+                    for (int bf = 0; bf < 2; bf++) {
+                        auto q = [&](float v) { return bf ? peft4j::bf16_to_f32(peft4j::f32_to_bf16(v)) : v; };
+                        void* W = bf ? (void*) exact_alloc<uint16_t>(R * C, 0) : (void*) exact_alloc<float>(R * C, 0);
+                        void* D = bf ? (void*) exact_alloc<uint16_t>(R * C, 0) : (void*) exact_alloc<float>(R * C, 0);
+                        auto put = [&](void* p, int64_t i, float v) {
+                            if (bf) ((uint16_t*) p)[i] = peft4j::f32_to_bf16(v); else ((float*) p)[i] = v; };
+                        auto get = [&](void* p, int64_t i) {
+                            return bf ? (double) peft4j::bf16_to_f32(((uint16_t*) p)[i]) : (double) ((float*) p)[i]; };
+                        for (int64_t i = 0; i < R * C; i++) put(W, i, hw[i]);
+                        float* cf = exact_alloc<float>(R * rr, 0); std::memcpy(cf, coef.data(), sizeof(float) * R * rr);
+                        float* vf = exact_alloc<float>(rr * C, 0); std::memcpy(vf, V.data(), sizeof(float) * rr * C);
+                        peft4j_merge_lowrank(bf, W, R, C, cf, vf, rr, 2);
+                        double worst = 0;
+                        for (int64_t i = 0; i < R; i++)
+                            for (int64_t j = 0; j < C; j++) {
+                                double want = q(hw[i * C + j]);
+                                for (int k = 0; k < rr; k++) want += (double) coef[i * rr + k] * V[k * C + j];
+                                worst = std::max(worst, rel_err(get(W, i * C + j), want) - (bf ? std::fabs(want) / 256.0 : 0.0));
+                            }
+                        CHECK(worst < 1e-5, "merge_lowrank %s bf16=%d R=%lld C=%lld r=%d off by %g", peft4j::isa_name(isa),
+                              bf, (long long) R, (long long) C, rr, worst);
+                        // scaling is one rounded multiply or divide per element: exact against the same op here
+                        float* lrf = exact_alloc<float>(R, 0); std::memcpy(lrf, lr.data(), sizeof(float) * R);
+                        float* lcf = exact_alloc<float>(C, 0); std::memcpy(lcf, lc.data(), sizeof(float) * C);
+                        for (int by_rows = 0; by_rows < 2; by_rows++)
+                            for (int dv = 0; dv < 2; dv++) {
+                                peft4j_scale_matrix(bf, D, W, R, C, by_rows ? lrf : lcf, by_rows, dv, 2);
+                                int bad = 0;
+                                for (int64_t i = 0; i < R; i++)
+                                    for (int64_t j = 0; j < C; j++) {
+                                        float w = (float) get(W, i * C + j), f = by_rows ? lr[i] : lc[j];
+                                        float want = q(dv ? w / f : w * f);
+                                        if ((float) get(D, i * C + j) != want) bad++;
+                                    }
+                                CHECK(bad == 0, "scale_matrix %s bf16=%d rows=%d div=%d R=%lld C=%lld: %d differ",
+                                      peft4j::isa_name(isa), bf, by_rows, dv, (long long) R, (long long) C, bad);
+                                checks++;
+                            }
+                        // in place (dst == src) too
+                        peft4j_scale_matrix(bf, W, W, R, C, lcf, 0, 0, 2);
+                        if (bf) { delete[] (uint16_t*) W; delete[] (uint16_t*) D; } else { delete[] (float*) W; delete[] (float*) D; }
+                        delete[] cf; delete[] vf; delete[] lrf; delete[] lcf;
+                        checks++;
+                    }
+                }
+            }
+        }
+    }
+    // decode kernel with a per-row slot index and IA3 scales: each SIMD path against the scalar one
+    for (int64_t M : {1, 6, 16}) {
+        for (int64_t K : {17, 70}) {
+            for (int64_t N : {5, 130}) {
+                const int32_t r[2] = {3, 8};
+                const float sc[2] = {0.5f, 2.0f};
+                std::vector<float> hw(N * K), hx(M * K), ha0(r[0] * K), hb0(N * r[0]), ha1(r[1] * K), hb1(N * r[1]), li(K), lo(N);
+                for (auto* v : {&hw, &hx, &ha0, &hb0, &ha1, &hb1, &li, &lo})
+                    for (auto& e : *v) e = normal(rng) * 0.3f;
+                std::vector<int32_t> rs(M);
+                for (int64_t m = 0; m < M; m++) rs[m] = (int32_t) (m % 3) - 1;
+                auto run = [&](int isa, std::vector<float>& out, bool ia3) {
+                    peft4j::set_active_isa(isa);
+                    float* W = exact_alloc<float>(N * K, 0); std::memcpy(W, hw.data(), sizeof(float) * N * K);
+                    float* X = exact_alloc<float>(M * K, 0); std::memcpy(X, hx.data(), sizeof(float) * M * K);
+                    float* A0 = exact_alloc<float>(r[0] * K, 0); std::memcpy(A0, ha0.data(), sizeof(float) * r[0] * K);
+                    float* B0 = exact_alloc<float>(N * r[0], 0); std::memcpy(B0, hb0.data(), sizeof(float) * N * r[0]);
+                    float* A1 = exact_alloc<float>(r[1] * K, 0); std::memcpy(A1, ha1.data(), sizeof(float) * r[1] * K);
+                    float* B1 = exact_alloc<float>(N * r[1], 0); std::memcpy(B1, hb1.data(), sizeof(float) * N * r[1]);
+                    float* Y = exact_alloc<float>(M * N, 0);
+                    int64_t h = peft4j_adapted_linear_create(peft4j::DT_F32, W, nullptr, K, N);
+                    const int64_t ap[2] = {(int64_t) (intptr_t) A0, (int64_t) (intptr_t) A1};
+                    const int64_t bp[2] = {(int64_t) (intptr_t) B0, (int64_t) (intptr_t) B1};
+                    if (ia3) peft4j_adapted_linear_set_ia3(h, li.data(), lo.data());
+                    else peft4j_adapted_linear_set_adapters(h, 2, ap, bp, r, sc);
+                    peft4j_adapted_linear_forward(h, Y, X, M, 2, ia3 ? nullptr : rs.data());
+                    peft4j_adapted_linear_destroy(h);
+                    out.assign(Y, Y + M * N);
+                    for (float* p : {W, X, A0, B0, A1, B1, Y}) delete[] p;
+                };
+                for (int ia3 = 0; ia3 < 2; ia3++) {
+                    // float64 reference
+                    std::vector<double> want(M * N);
+                    for (int64_t m = 0; m < M; m++)
+                        for (int64_t n = 0; n < N; n++) {
+                            double acc = 0;
+                            for (int64_t k = 0; k < K; k++) acc += (double) hx[m * K + k] * (ia3 ? li[k] : 1.f) * hw[n * K + k];
+                            if (ia3) acc *= lo[n];
+                            for (int a = 0; a < 2 && !ia3; a++) {
+                                if (rs[m] != a) continue;
+                                const std::vector<float>& A = a ? ha1 : ha0;
+                                const std::vector<float>& B = a ? hb1 : hb0;
+                                for (int j = 0; j < r[a]; j++) {
+                                    double tj = 0;
+                                    for (int64_t k = 0; k < K; k++) tj += (double) hx[m * K + k] * A[j * K + k];
+                                    acc += sc[a] * tj * B[n * r[a] + j];
+                                }
+                            }
+                            want[m * N + n] = acc;
+                        }
+                    for (int isa = peft4j::ISA_SCALAR; isa <= best; isa++) {
+                        std::vector<float> got;
+                        run(isa, got, ia3 != 0);
+                        double worst = 0;
+                        for (int64_t i = 0; i < M * N; i++) worst = std::max(worst, rel_err(got[i], want[i]));
+                        CHECK(worst < 1e-4, "fused %s ia3=%d mixed M=%lld K=%lld N=%lld off by %g", peft4j::isa_name(isa), ia3,
+                              (long long) M, (long long) K, (long long) N, worst);
+                        checks++;
+                    }
                 }
             }
         }

@@ -14,7 +14,10 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * ({@value #MAX_ROWS} rows or fewer):
  * {@code y = x·Wᵀ + b + Σ scale_a·(x·A_aᵀ)·B_aᵀ}, with PEFT's layout ({@code A: [r, in]},
  * {@code B: [out, r]}). The base weight is streamed once; each output is finished in the same pass.
- * float32 or bfloat16 throughout, float32 accumulation.
+ * float32 or bfloat16 throughout, float32 accumulation. A mixed batch ({@link #forward(Tensor, int[])}) gives each
+ * row one adapter of the list or none, in the same single pass; each adapter's rows are gathered once, so 16 rows
+ * over 8 adapters cost about what 16 rows on one adapter cost. {@link Ia3Kernel} reuses this kernel with IA3
+ * scaling fused into the read of x and the write of y. Larger batches: {@link LoraDelta}.
  *
  * <p>The native side holds raw pointers to the weight, bias and adapter tensors; this object keeps
  * those tensors alive until {@link #close()} or the next {@link #setAdapters}. Their storage must not be
@@ -103,6 +106,16 @@ public final class FusedLoraLinear implements AutoCloseable {
 
     /** {@code x} of shape {@code [..., in]} with at most {@value #MAX_ROWS} rows; returns {@code [..., out]}. */
     public Tensor forward(Tensor x) {
+        return forward(x, null);
+    }
+
+    /**
+     * A mixed batch: row {@code i} of {@code x} (flattened to {@code [rows, in]}) gets only the adapter at index
+     * {@code rowSlot[i]} of {@link #setAdapters}' list, or none for {@code -1} (Punica's BGMV convention); the other
+     * adapters do not touch it. {@code rowSlot == null}: every adapter on every row, as {@link #forward(Tensor)}.
+     * At most {@value LoraDelta#MAX_SLOTS} adapters with a slot index.
+     */
+    public Tensor forward(Tensor x, int[] rowSlot) {
         checkOpen();
         Kernels.checkCpuContiguous("x", x);
         checkDtype("x", x);
@@ -116,16 +129,34 @@ public final class FusedLoraLinear implements AutoCloseable {
             throw new IllegalArgumentException("x: " + rows + " rows, the fused decode path takes at most "
                     + MAX_ROWS + "; use libtorch's linear for larger batches");
         }
+        if (rowSlot != null) {
+            LoraDelta.checkRowSlot(rowSlot, rows, adapters.size());
+        }
         long[] outShape = shape.clone();
         outShape[outShape.length - 1] = out;
         Tensor y = torch.empty(outShape, outputOptions, noMemoryFormat);
         if (rows > 0) {
             NativeKernels.peft4j_adapted_linear_forward(handle, y.data_ptr().address(), x.data_ptr().address(),
-                    rows, torch.get_num_threads());
+                    rows, torch.get_num_threads(), rowSlot);
         }
         java.lang.ref.Reference.reachabilityFence(x);
         java.lang.ref.Reference.reachabilityFence(this);
         return y;
+    }
+
+    /**
+     * IA3 scaling fused into the kernel's read of x ({@code in}, {@code in_features} entries) and write of y
+     * ({@code out}, {@code out_features} entries), float32, already folded over the active adapters; null for none.
+     */
+    void setIa3(float[] inScale, float[] outScale) {
+        checkOpen();
+        if (inScale != null && inScale.length != in) {
+            throw new IllegalArgumentException("inScale: " + inScale.length + " entries, expected " + in);
+        }
+        if (outScale != null && outScale.length != out) {
+            throw new IllegalArgumentException("outScale: " + outScale.length + " entries, expected " + out);
+        }
+        NativeKernels.peft4j_adapted_linear_set_ia3(handle, inScale, outScale);
     }
 
     /** Frees the native state and releases the tensors. */

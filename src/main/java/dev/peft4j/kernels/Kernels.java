@@ -101,6 +101,42 @@ public final class Kernels {
         java.lang.ref.Reference.reachabilityFence(x);
     }
 
+    /** 0 for float32, 1 for bfloat16 (the native DType); anything else is refused naming {@code name}. */
+    static int dtypeCode(String name, Tensor t) {
+        ScalarType dt = t.scalar_type().intern();
+        if (dt == ScalarType.Float) {
+            return 0;
+        }
+        if (dt == ScalarType.BFloat16) {
+            return 1;
+        }
+        throw new IllegalArgumentException(name + ": dtype " + dt + " not supported, expected Float or BFloat16");
+    }
+
+    static void checkSameDtype(String name, Tensor t, String refName, Tensor ref) {
+        ScalarType dt = t.scalar_type().intern();
+        ScalarType want = ref.scalar_type().intern();
+        if (dt != want) {
+            throw new IllegalArgumentException(name + ": dtype " + dt + " does not match " + refName + "'s " + want);
+        }
+    }
+
+    static void checkNoGrad(String name, Tensor t) {
+        if (t.requires_grad()) {
+            throw new IllegalArgumentException(name + ": requires grad; this in-place kernel is invisible to autograd");
+        }
+    }
+
+    static void checkNoOverlap(String name, Tensor t, String otherName, Tensor other) {
+        long a = t.data_ptr().address();
+        long b = other.data_ptr().address();
+        long an = t.numel() * t.element_size();
+        long bn = other.numel() * other.element_size();
+        if (an > 0 && bn > 0 && a < b + bn && b < a + an) {
+            throw new IllegalArgumentException(name + ": memory overlaps " + otherName + "'s");
+        }
+    }
+
     static void checkCpuContiguous(String name, Tensor t) {
         if (t == null || t.isNull() || !t.defined()) {
             throw new IllegalArgumentException(name + ": tensor is null or undefined");

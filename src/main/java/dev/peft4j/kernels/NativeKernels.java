@@ -43,7 +43,24 @@ final class NativeKernels {
             @Cast("const int32_t*") int[] ranks, @Cast("const float*") float[] scales);
 
     static native void peft4j_adapted_linear_forward(@Cast("int64_t") long handle, @Cast("void*") long y,
-            @Cast("const void*") long x, @Cast("int64_t") long m, int threads);
+            @Cast("const void*") long x, @Cast("int64_t") long m, int threads, @Cast("const int32_t*") int[] rowSlot);
+
+    static native void peft4j_adapted_linear_set_ia3(@Cast("int64_t") long handle,
+            @Cast("const float*") float[] inScale, @Cast("const float*") float[] outScale);
+
+    static native void peft4j_lora_delta(int dtype, @Cast("void*") long y, @Cast("const void*") long x,
+            @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n, int nSlots,
+            @Cast("const int64_t*") long[] aPtrs, @Cast("const int64_t*") long[] bPtrs,
+            @Cast("const int32_t*") int[] ranks, @Cast("const float*") float[] scales,
+            @Cast("const int32_t*") int[] rowSlot, int threads);
+
+    static native void peft4j_merge_lowrank(int dtype, @Cast("void*") long w, @Cast("int64_t") long rows,
+            @Cast("int64_t") long cols, @Cast("const float*") long coef, @Cast("const float*") long v, int r,
+            int threads);
+
+    static native void peft4j_scale_matrix(int dtype, @Cast("void*") long dst, @Cast("const void*") long src,
+            @Cast("int64_t") long rows, @Cast("int64_t") long cols, @Cast("const float*") long l, int byRows,
+            int divide, int threads);
 
     static native void peft4j_adapted_linear_destroy(@Cast("int64_t") long handle);
 

@@ -1,0 +1,344 @@
+// Kernels beside the decode Linear, for any number of rows M:
+//
+//   lora_delta:  y[M,N] += Σ s_a · (x·A_aᵀ)·B_aᵀ, in place, the base GEMM left to libtorch. With a per-row slot
+//                index (Punica's BGMV/SGMV idea) row m gets only adapter row_slot[m] (-1: none), so one call
+//                serves a mixed batch. Rows are grouped by slot (stable counting sort); each group is shrunk
+//                against its adapter's A once, then expanded into y block by block of output features.
+//   merge_lowrank: W[R,C] += Σ_j coef[row,j]·V[j,:], in place and at memory bandwidth (LoRA merge/unmerge: the
+//                small factors are widened to float32 once; no temporary the size of W).
+//   scale_rows / scale_cols: dst = src ⊙ l along rows or columns (or ⊘), for IA3 merge and IA3 activations.
+//
+// float32 or bfloat16 tensors, float32 accumulation, bf16 rounded once to nearest even; AVX-512, AVX2 and
+// scalar paths chosen at run time by active_isa().
+#pragma once
+
+#include "peft4j_axpy.h"
+#include "peft4j_cpu.h"
+#include "peft4j_lora_linear.h"
+#include "peft4j_threads.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <immintrin.h>
+#include <type_traits>
+#include <vector>
+
+namespace peft4j {
+
+inline void store_f32(float* p, float v) { *p = v; }
+inline void store_f32(uint16_t* p, float v) { *p = f32_to_bf16(v); }
+
+// ---- row update: y[0:n] = y[0:n] + Σ_j c[j]·V[j*ldv + 0:n], in float32, rounded once into y ----
+template <typename T>
+inline void row_update_scalar(T* y, int64_t n, const float* c, int R, const float* V, int64_t ldv) {
+    for (int64_t i = 0; i < n; i++) {
+        float acc = load_scalar(y, i);
+        for (int j = 0; j < R; j++) acc += c[j] * V[j * ldv + i];
+        store_f32(y + i, acc);
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline __m512 ld16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline __m512 ld16(const uint16_t* p, __mmask16 m) { return bf16x16_to_f32_avx512(_mm256_maskz_loadu_epi16(m, p)); }
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void st16(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void st16(uint16_t* p, __mmask16 m, __m512 v) { _mm256_mask_storeu_epi16(p, m, f32x16_to_bf16_avx512(v)); }
+
+// MB rows at once (V reused from registers' point of view: one load of V per j serves MB rows)
+template <int MB, typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void rows_update_avx512(T* const* y, int64_t n, const float* const* c, int R, const float* V, int64_t ldv) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        __m512 acc[MB];
+        for (int r = 0; r < MB; r++) acc[r] = ld16(y[r] + i, m);
+        for (int j = 0; j < R; j++) {
+            __m512 v = _mm512_maskz_loadu_ps(m, V + j * ldv + i);
+            for (int r = 0; r < MB; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(c[r][j]), v, acc[r]);
+        }
+        for (int r = 0; r < MB; r++) st16(y[r] + i, m, acc[r]);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+inline __m256 ld8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,fma")))
+inline __m256 ld8(const uint16_t* p) { return bf16x8_to_f32_avx2(p); }
+__attribute__((target("avx2,fma")))
+inline void st8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+__attribute__((target("avx2,fma")))
+inline void st8(uint16_t* p, __m256 v) { f32x8_to_bf16_avx2(p, v); }
+
+template <int MB, typename T>
+__attribute__((target("avx2,fma")))
+inline void rows_update_avx2(T* const* y, int64_t n, const float* const* c, int R, const float* V, int64_t ldv) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 acc[MB];
+        for (int r = 0; r < MB; r++) acc[r] = ld8(y[r] + i);
+        for (int j = 0; j < R; j++) {
+            __m256 v = _mm256_loadu_ps(V + j * ldv + i);
+            for (int r = 0; r < MB; r++) acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(c[r][j]), v, acc[r]);
+        }
+        for (int r = 0; r < MB; r++) st8(y[r] + i, acc[r]);
+    }
+    if (i < n) {
+        for (int r = 0; r < MB; r++) row_update_scalar(y[r] + i, n - i, c[r], R, V + i, ldv);
+    }
+}
+#endif
+
+// Updates mb (<= 4) rows y[r][0:n] += Σ_j c[r][j]·V[j, 0:n] on the given ISA.
+template <typename T>
+inline void rows_update(int isa, T* const* y, int mb, int64_t n, const float* const* c, int R, const float* V,
+                        int64_t ldv) {
+#if defined(__x86_64__)
+    if (isa == ISA_AVX512) {
+        switch (mb) {
+            case 4: rows_update_avx512<4>(y, n, c, R, V, ldv); return;
+            case 3: rows_update_avx512<3>(y, n, c, R, V, ldv); return;
+            case 2: rows_update_avx512<2>(y, n, c, R, V, ldv); return;
+            default: rows_update_avx512<1>(y, n, c, R, V, ldv); return;
+        }
+    }
+    if (isa == ISA_AVX2) {
+        switch (mb) {
+            case 4: rows_update_avx2<4>(y, n, c, R, V, ldv); return;
+            case 3: rows_update_avx2<3>(y, n, c, R, V, ldv); return;
+            case 2: rows_update_avx2<2>(y, n, c, R, V, ldv); return;
+            default: rows_update_avx2<1>(y, n, c, R, V, ldv); return;
+        }
+    }
+#endif
+    for (int r = 0; r < mb; r++) row_update_scalar(y[r], n, c[r], R, V, ldv);
+}
+
+inline float widen(float v) { return v; }
+inline float widen(uint16_t v) { return bf16_to_f32(v); }
+
+// ---- LoRA delta for any M ----
+// slots: n_slots adapters (A [r, K], B [N, r] in T, scale). row_slot: null (every slot on every row, summed) or
+// M entries in [-1, n_slots). y [M, N] and x [M, K] in T, contiguous.
+template <typename T>
+inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const LoraSlot* slots, int n_slots,
+                       const int32_t* row_slot, int threads) {
+    if (M <= 0 || N <= 0 || n_slots <= 0) return;
+    const int isa = active_isa();
+    // segments: a set of rows and the slots applied to all of them; t_seg [rows, Σ r] float32
+    struct Segment {
+        std::vector<int64_t> rows;
+        int first_slot, n;  // slots [first_slot, first_slot + n)
+        int64_t R;          // Σ ranks
+        int64_t t_off;      // offset of its t block
+    };
+    std::vector<Segment> segs;
+    if (row_slot == nullptr) {
+        Segment s;
+        s.rows.resize((size_t) M);
+        for (int64_t m = 0; m < M; m++) s.rows[(size_t) m] = m;
+        s.first_slot = 0;
+        s.n = n_slots;
+        s.R = 0;
+        for (int i = 0; i < n_slots; i++) s.R += slots[i].r;
+        segs.push_back(std::move(s));
+    } else {
+        std::vector<std::vector<int64_t>> by(n_slots);
+        for (int64_t m = 0; m < M; m++) {
+            int32_t sl = row_slot[m];
+            if (sl >= 0 && sl < n_slots) by[(size_t) sl].push_back(m);
+        }
+        for (int i = 0; i < n_slots; i++) {
+            if (by[(size_t) i].empty()) continue;
+            Segment s;
+            s.rows = std::move(by[(size_t) i]);
+            s.first_slot = i;
+            s.n = 1;
+            s.R = slots[i].r;
+            segs.push_back(std::move(s));
+        }
+    }
+    if (segs.empty()) return;  // an all-base batch costs nothing
+    int64_t t_total = 0;
+    for (Segment& s : segs) {
+        s.t_off = t_total;
+        t_total += (int64_t) s.rows.size() * s.R;
+    }
+    std::vector<float> t((size_t) t_total);
+    // shrink: tasks of up to 16 rows of one segment. x is read in place in its own dtype by the micro-kernel
+    // (rows gathered with memcpy only when a mixed batch makes them non-consecutive); A is the float32 side,
+    // widened once per call for bfloat16 (r·K elements, small next to M·K).
+    std::vector<std::vector<float>> a_wide((size_t) n_slots);
+    if (!std::is_same<T, float>::value) {
+        std::vector<char> used((size_t) n_slots, 0);
+        for (const Segment& s : segs)
+            for (int a = s.first_slot; a < s.first_slot + s.n; a++) used[(size_t) a] = 1;
+        ThreadPool::instance().parallel_for(n_slots, threads, [&](int64_t a) {
+            if (!used[(size_t) a]) return;
+            const T* A = (const T*) slots[a].A;
+            std::vector<float>& dst = a_wide[(size_t) a];
+            dst.resize((size_t) (slots[a].r * K));
+            for (int64_t i = 0; i < slots[a].r * K; i++) dst[(size_t) i] = widen(A[i]);
+        });
+    }
+    constexpr int64_t kRowChunk = 16;
+    struct Task { int seg; int64_t row0; };
+    std::vector<Task> tasks;
+    for (int si = 0; si < (int) segs.size(); si++)
+        for (int64_t r0 = 0; r0 < (int64_t) segs[(size_t) si].rows.size(); r0 += kRowChunk) tasks.push_back({si, r0});
+    ThreadPool::instance().parallel_for((int64_t) tasks.size(), threads, [&](int64_t ti) {
+        const Task& tk = tasks[(size_t) ti];
+        const Segment& s = segs[(size_t) tk.seg];
+        const int64_t mb = std::min<int64_t>(kRowChunk, (int64_t) s.rows.size() - tk.row0);
+        const int64_t first = s.rows[(size_t) tk.row0];
+        const T* xr = x + first * K;
+        thread_local std::vector<T> xs;
+        if (s.rows[(size_t) (tk.row0 + mb - 1)] - first != mb - 1) {  // rows ascend: consecutive iff the span fits
+            xs.resize((size_t) (mb * K));
+            for (int64_t i = 0; i < mb; i++)
+                std::memcpy(xs.data() + i * K, x + s.rows[(size_t) (tk.row0 + i)] * K, sizeof(T) * (size_t) K);
+            xr = xs.data();
+        }
+        float tmp[64 * kRowChunk];  // [r][mb] for one slot, r <= 64 per block of A rows
+        float* tt = t.data() + s.t_off + tk.row0 * s.R;
+        int64_t col = 0;
+        for (int a = s.first_slot; a < s.first_slot + s.n; a++) {
+            const LoraSlot& sl = slots[a];
+            const float* Af = std::is_same<T, float>::value ? (const float*) sl.A : a_wide[(size_t) a].data();
+            for (int64_t j0 = 0; j0 < sl.r; j0 += 64) {
+                const int64_t rb = std::min<int64_t>(64, sl.r - j0);
+                rows_times_rowsT<T>(isa, Af + j0 * K, rb, xr, 0, mb, K, tmp, mb);  // tmp[j][i] = A_j·x_i
+                for (int64_t i = 0; i < mb; i++)
+                    for (int64_t j = 0; j < rb; j++) tt[i * s.R + col + j0 + j] = tmp[j * mb + i] * sl.scale;
+            }
+            col += sl.r;
+        }
+    });
+    // expand: blocks of output features; B's block transposed to float32 [R][block] once per segment
+    const int64_t block = 256;
+    const int64_t n_blocks = (N + block - 1) / block;
+    ThreadPool::instance().parallel_for(n_blocks, threads, [&](int64_t b) {
+        const int64_t n0 = b * block, nn = std::min(N, n0 + block) - n0;
+        thread_local std::vector<float> bt;
+        for (const Segment& s : segs) {
+            bt.resize((size_t) (s.R * nn));
+            int64_t col = 0;
+            for (int a = s.first_slot; a < s.first_slot + s.n; a++) {
+                const LoraSlot& sl = slots[a];
+                const T* B = (const T*) sl.B;
+                for (int64_t n = 0; n < nn; n++)
+                    for (int64_t j = 0; j < sl.r; j++) bt[(size_t) ((col + j) * nn + n)] = widen(B[(n0 + n) * sl.r + j]);
+                col += sl.r;
+            }
+            const int64_t rows = (int64_t) s.rows.size();
+            for (int64_t i = 0; i < rows; i += 4) {
+                int mb = (int) std::min<int64_t>(4, rows - i);
+                T* yr[4];
+                const float* cr[4];
+                for (int q = 0; q < mb; q++) {
+                    yr[q] = y + s.rows[(size_t) (i + q)] * N + n0;
+                    cr[q] = t.data() + s.t_off + (i + q) * s.R;
+                }
+                rows_update<T>(isa, yr, mb, nn, cr, (int) s.R, bt.data(), nn);
+            }
+        }
+    });
+}
+
+// ---- low-rank merge: W[R, C] += Σ_j coef[row, j]·V[j, :] (coef [R, r], V [r, C] float32) ----
+template <typename T>
+inline void merge_lowrank(T* W, int64_t R, int64_t C, const float* coef, const float* V, int r, int threads) {
+    if (R <= 0 || C <= 0 || r <= 0) return;
+    const int isa = active_isa();
+    const int64_t rows_per_task = 16;
+    const int64_t n_tasks = (R + rows_per_task - 1) / rows_per_task;
+    ThreadPool::instance().parallel_for(n_tasks, threads, [&](int64_t tsk) {
+        const int64_t r0 = tsk * rows_per_task, r1 = std::min(R, r0 + rows_per_task);
+        for (int64_t i = r0; i < r1; i += 4) {
+            int mb = (int) std::min<int64_t>(4, r1 - i);
+            T* wr[4];
+            const float* cr[4];
+            for (int q = 0; q < mb; q++) {
+                wr[q] = W + (i + q) * C;
+                cr[q] = coef + (i + q) * r;
+            }
+            // column chunks keep the 4 W rows' chunk and V's chunk in L1
+            const int64_t cc = 1024;
+            for (int64_t c0 = 0; c0 < C; c0 += cc) {
+                T* wc[4];
+                for (int q = 0; q < mb; q++) wc[q] = wr[q] + c0;
+                rows_update<T>(isa, wc, mb, std::min(cc, C - c0), cr, r, V + c0, C);
+            }
+        }
+    });
+}
+
+// ---- scaling: dst[i, j] = src[i, j] (*|/) l[i] (rows) or l[j] (cols); dst may equal src ----
+template <typename T>
+inline void scale_span_scalar(T* d, const T* s, int64_t n, const float* l, float c, bool div) {
+    // l == null: one factor c for the span; else per element l[i]
+    for (int64_t i = 0; i < n; i++) {
+        float f = l ? l[i] : c;
+        float v = widen(s[i]);
+        store_f32(d + i, div ? v / f : v * f);
+    }
+}
+
+#if defined(__x86_64__)
+template <typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void scale_span_avx512(T* d, const T* s, int64_t n, const float* l, float c, bool div) {
+    const __m512 cv = _mm512_set1_ps(c);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        __m512 f = l ? _mm512_mask_loadu_ps(_mm512_set1_ps(1.f), m, l + i) : cv;
+        __m512 v = ld16(s + i, m);
+        st16(d + i, m, div ? _mm512_div_ps(v, f) : _mm512_mul_ps(v, f));
+    }
+}
+
+template <typename T>
+__attribute__((target("avx2,fma")))
+inline void scale_span_avx2(T* d, const T* s, int64_t n, const float* l, float c, bool div) {
+    const __m256 cv = _mm256_set1_ps(c);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 f = l ? _mm256_loadu_ps(l + i) : cv;
+        __m256 v = ld8(s + i);
+        st8(d + i, div ? _mm256_div_ps(v, f) : _mm256_mul_ps(v, f));
+    }
+    scale_span_scalar(d + i, s + i, n - i, l ? l + i : nullptr, c, div);
+}
+#endif
+
+template <typename T>
+inline void scale_span(int isa, T* d, const T* s, int64_t n, const float* l, float c, bool div) {
+#if defined(__x86_64__)
+    if (isa == ISA_AVX512) { scale_span_avx512(d, s, n, l, c, div); return; }
+    if (isa == ISA_AVX2) { scale_span_avx2(d, s, n, l, c, div); return; }
+#endif
+    scale_span_scalar(d, s, n, l, c, div);
+}
+
+// by_rows: l has R entries (row i scaled by l[i]); else C entries (column j by l[j]).
+template <typename T>
+inline void scale_matrix(T* dst, const T* src, int64_t R, int64_t C, const float* l, bool by_rows, bool div,
+                         int threads) {
+    if (R <= 0 || C <= 0) return;
+    const int isa = active_isa();
+    const int64_t rows_per_task = std::max<int64_t>(1, 16384 / C);
+    const int64_t n_tasks = (R + rows_per_task - 1) / rows_per_task;
+    ThreadPool::instance().parallel_for(n_tasks, threads, [&](int64_t tsk) {
+        const int64_t r0 = tsk * rows_per_task, r1 = std::min(R, r0 + rows_per_task);
+        for (int64_t i = r0; i < r1; i++) {
+            if (by_rows) scale_span(isa, dst + i * C, src + i * C, C, (const float*) nullptr, l[i], div);
+            else scale_span(isa, dst + i * C, src + i * C, C, l, 0.f, div);
+        }
+    });
+}
+
+}  // namespace peft4j

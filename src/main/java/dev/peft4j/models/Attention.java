@@ -1,0 +1,121 @@
+package dev.peft4j.models;
+
+import java.util.Arrays;
+import org.bytedeco.pytorch.DoubleOptional;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptional;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * Attention masks, position ids and scaled dot-product attention shared by the architectures. Temporaries are left
+ * to the caller's {@link org.bytedeco.javacpp.PointerScope} (every model forward runs in one).
+ */
+final class Attention {
+    private Attention() {}
+
+    static Tensor arange(long from, long to) {
+        try (TensorOptions o = new TensorOptions(ScalarType.Long)) {
+            return torch.arange(new Scalar(from), new Scalar(to), o);
+        }
+    }
+
+    /** Checks {@code ids} is a 2-D integer tensor; names {@code what} otherwise. */
+    static void checkIds(String what, Tensor ids) {
+        if (ids == null || ids.isNull() || !ids.defined()) {
+            throw new IllegalArgumentException(what + " is null");
+        }
+        if (ids.dim() != 2) {
+            throw new IllegalArgumentException(what + " must be [batch, seq], got shape " + Arrays.toString(ids.shape()));
+        }
+        ScalarType t = ids.scalar_type().intern();
+        if (t != ScalarType.Long && t != ScalarType.Int) {
+            throw new IllegalArgumentException(what + " must be int64 (or int32), got " + t);
+        }
+    }
+
+    /** Checks the attention mask covers {@code past + q} positions for each of {@code batch} rows. */
+    static void checkMask(Tensor attentionMask, long batch, long keyLength) {
+        if (attentionMask == null) {
+            return;
+        }
+        long[] s = attentionMask.shape();
+        if (s.length != 2 || s[0] != batch || s[1] != keyLength) {
+            throw new IllegalArgumentException("attention_mask must be [batch=" + batch + ", past+new=" + keyLength
+                    + "] (1 = token, 0 = padding), got shape " + Arrays.toString(s));
+        }
+    }
+
+    /**
+     * Which keys each query may attend to: a bool tensor {@code [B or 1, 1, q, past+q]} (true = attend), or null when
+     * every query sees every key. Causal: key ≤ query position (and within {@code slidingWindow} when > 0);
+     * padding keys (mask 0) are hidden. A padding query would then see nothing, which makes softmax NaN: it is
+     * allowed to see itself instead (its output is garbage either way and never read).
+     */
+    static Tensor mask(Tensor attentionMask, long q, long past, boolean causal, long slidingWindow) {
+        long tk = past + q;
+        if (!causal && attentionMask == null) {
+            return null;
+        }
+        if (causal && q == 1 && attentionMask == null && slidingWindow <= 0) {
+            return null;
+        }
+        Tensor allowed;
+        Tensor qpos = arange(past, tk).view(q, 1);
+        Tensor kpos = arange(0, tk).view(1, tk);
+        if (causal) {
+            allowed = kpos.le(qpos);
+            if (slidingWindow > 0) {
+                allowed = allowed.logical_and(qpos.sub(kpos).lt(new Scalar(slidingWindow)));
+            }
+        } else {
+            allowed = kpos.ge(new Scalar(0)).expand(q, tk);
+        }
+        allowed = allowed.view(1, 1, q, tk);
+        if (attentionMask != null) {
+            Tensor keep = attentionMask.ne(new Scalar(0)).view(attentionMask.size(0), 1, 1, tk);
+            allowed = allowed.logical_and(keep);
+            if (causal) {
+                allowed = allowed.logical_or(kpos.eq(qpos).view(1, 1, q, tk));
+            }
+        }
+        return allowed;
+    }
+
+    /**
+     * Position ids for the {@code q} new tokens: from the attention mask ({@code cumsum - 1}, padding at 1, as
+     * transformers' {@code generate} computes them, so left padding does not shift a row's positions), else
+     * {@code past .. past+q-1}. Shape {@code [B, q]}.
+     */
+    static Tensor positionIds(Tensor attentionMask, long batch, long q, long past) {
+        if (attentionMask == null) {
+            return arange(past, past + q).view(1, q).expand(batch, q);
+        }
+        Tensor m = attentionMask.to(ScalarType.Long);
+        Tensor pos = m.cumsum(1).sub(new Scalar(1));
+        pos = pos.masked_fill(m.eq(new Scalar(0)), new Scalar(1));
+        return pos.narrow(1, past, q);
+    }
+
+    /** {@code softmax(q·kᵀ·scale + mask)·v} with {@code [B, H, T, D]} inputs and a bool mask (true = attend). */
+    static Tensor sdpa(Tensor q, Tensor k, Tensor v, Tensor mask, double scale) {
+        return sdpa(q, k, v, mask, scale, 0.0);
+    }
+
+    /** As above, with dropout {@code p} on the attention probabilities (pass 0 in eval mode). */
+    static Tensor sdpa(Tensor q, Tensor k, Tensor v, Tensor mask, double scale, double dropout) {
+        TensorOptional m = mask == null ? new TensorOptional() : new TensorOptional(mask);
+        return torch.scaled_dot_product_attention(q, k, v, m, dropout, false, new DoubleOptional(scale), false);
+    }
+
+    /** Repeats each of {@code kvHeads} heads {@code groups} times along dim 1 (transformers' {@code repeat_kv}). */
+    static Tensor repeatKv(Tensor x, long groups) {
+        if (groups == 1) {
+            return x;
+        }
+        long[] s = x.shape();
+        return x.unsqueeze(2).expand(s[0], s[1], groups, s[2], s[3]).reshape(s[0], s[1] * groups, s[2], s[3]);
+    }
+}

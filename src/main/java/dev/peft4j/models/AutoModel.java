@@ -1,0 +1,104 @@
+package dev.peft4j.models;
+
+import dev.peft4j.nn.Init;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.TreeSet;
+import java.util.function.BiFunction;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * transformers' {@code AutoModel}: reads {@code config.json}, picks the class from {@code architectures} (else from
+ * {@code model_type}), builds it without memory and fills it from the folder's checkpoint.
+ */
+public final class AutoModel {
+    private AutoModel() {}
+
+    private static final Map<String, BiFunction<ModelConfig, Init, PreTrainedModel>> ARCHITECTURES = new LinkedHashMap<>();
+    /** model_type → the architecture used when config.json names none. */
+    private static final Map<String, String> DEFAULT_ARCHITECTURE = new LinkedHashMap<>();
+
+    static {
+        for (String prefix : new String[] {"Llama", "Mistral", "Qwen2"}) {
+            ARCHITECTURES.put(prefix + "ForCausalLM", LlamaForCausalLM::new);
+            ARCHITECTURES.put(prefix + "Model", LlamaModel::new);
+        }
+        ARCHITECTURES.put("GPT2LMHeadModel", GPT2LMHeadModel::new);
+        ARCHITECTURES.put("GPT2Model", GPT2Model::new);
+        ARCHITECTURES.put("OPTForCausalLM", OPTForCausalLM::new);
+        ARCHITECTURES.put("OPTModel", OPTModel::new);
+        ARCHITECTURES.put("BertModel", BertModel::new);
+        ARCHITECTURES.put("BertForMaskedLM", BertForMaskedLM::new);
+        ARCHITECTURES.put("BertLMHeadModel", BertForMaskedLM::new); // same keys; rejected when is_decoder=true
+        ARCHITECTURES.put("BertForSequenceClassification", BertForSequenceClassification::new);
+        DEFAULT_ARCHITECTURE.put("bert", "BertModel");
+        DEFAULT_ARCHITECTURE.put("gpt2", "GPT2LMHeadModel");
+        DEFAULT_ARCHITECTURE.put("opt", "OPTForCausalLM");
+        DEFAULT_ARCHITECTURE.put("llama", "LlamaForCausalLM");
+        DEFAULT_ARCHITECTURE.put("mistral", "MistralForCausalLM");
+        DEFAULT_ARCHITECTURE.put("qwen2", "Qwen2ForCausalLM");
+    }
+
+    /** The {@code model_type}s this build knows. */
+    public static java.util.Set<String> supportedModelTypes() {
+        return new TreeSet<>(DEFAULT_ARCHITECTURE.keySet());
+    }
+
+    /** Loads {@code dir} in the dtype its config names ({@code torch_dtype}), float32 when it names none. */
+    public static PreTrainedModel fromPretrained(Path dir) throws IOException {
+        return fromPretrained(dir, null);
+    }
+
+    /**
+     * Loads {@code dir} in {@code dtype} (float32, bfloat16 or float16; null: the config's). Missing checkpoint keys
+     * are an error listing them; unused keys are logged as a warning. The model is in eval mode.
+     */
+    public static PreTrainedModel fromPretrained(Path dir, ScalarType dtype) throws IOException {
+        ModelConfig config = ModelConfig.read(dir);
+        ScalarType target = dtype != null ? dtype : config.dtype(ScalarType.Float);
+        if (target != ScalarType.Float && target != ScalarType.BFloat16 && target != ScalarType.Half) {
+            throw new IllegalArgumentException("dtype " + target + " not supported; use Float, BFloat16 or Half");
+        }
+        PreTrainedModel model = fromConfig(config, Init.meta(target));
+        try (Checkpoints.Opened ckpt = Checkpoints.open(dir)) {
+            model.loadWeights(ckpt.tensors, ckpt.source);
+        } catch (IOException | RuntimeException e) {
+            model.close();
+            throw e;
+        }
+        model.eval();
+        return model;
+    }
+
+    /** Builds the architecture {@code config} names, its parameters made by {@code init} (not loaded). */
+    public static PreTrainedModel fromConfig(ModelConfig config, Init init) {
+        String type = config.modelType();
+        if (type == null || !DEFAULT_ARCHITECTURE.containsKey(type)) {
+            throw new IllegalArgumentException(config.source() + ": model_type '" + type + "' is not supported; supported: "
+                    + supportedModelTypes());
+        }
+        String arch = config.architecture();
+        if (arch == null) {
+            arch = DEFAULT_ARCHITECTURE.get(type);
+        }
+        BiFunction<ModelConfig, Init, PreTrainedModel> make = ARCHITECTURES.get(arch);
+        if (make == null) {
+            throw new IllegalArgumentException(config.source() + ": architecture '" + arch + "' is not supported; supported: "
+                    + new TreeSet<>(ARCHITECTURES.keySet()));
+        }
+        return make.apply(config, init);
+    }
+
+    /** {@link #fromPretrained(Path, ScalarType)} for a model with a language-model head. */
+    public static CausalLM causalLM(Path dir, ScalarType dtype) throws IOException {
+        PreTrainedModel m = fromPretrained(dir, dtype);
+        if (!(m instanceof CausalLM)) {
+            String arch = m.typeName();
+            m.close();
+            throw new IllegalArgumentException(dir + ": " + arch + " has no language-model head");
+        }
+        return (CausalLM) m;
+    }
+}

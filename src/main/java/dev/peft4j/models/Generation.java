@@ -1,0 +1,141 @@
+package dev.peft4j.models;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.BoolOptional;
+import org.bytedeco.pytorch.Generator;
+import org.bytedeco.pytorch.GeneratorOptional;
+import org.bytedeco.pytorch.InferenceMode;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.T_TensorTensor_T;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * transformers' {@code generate} for a {@link CausalLM}, with a {@link KVCache}: greedy, or sampling with
+ * temperature, top-k and top-p applied in that order (transformers' logits-processor order), from a seeded
+ * generator so that a seed reproduces a run. Rows that produced {@code eos} continue with {@code pad}.
+ */
+public final class Generation {
+    private Generation() {}
+
+    /** Decoding options. {@code topK} 0 and {@code topP} 1 disable those filters; {@code eosTokenId} &lt; 0: none. */
+    public record Options(int maxNewTokens, boolean doSample, double temperature, int topK, double topP, long seed,
+            long eosTokenId, long padTokenId) {
+        public Options {
+            if (maxNewTokens < 0) {
+                throw new IllegalArgumentException("maxNewTokens must be ≥ 0, got " + maxNewTokens);
+            }
+            if (doSample && !(temperature > 0)) {
+                throw new IllegalArgumentException("temperature must be > 0 when sampling, got " + temperature);
+            }
+            if (topK < 0) {
+                throw new IllegalArgumentException("topK must be ≥ 0, got " + topK);
+            }
+            if (!(topP > 0 && topP <= 1)) {
+                throw new IllegalArgumentException("topP must be in (0, 1], got " + topP);
+            }
+        }
+
+        /** Greedy decoding of {@code maxNewTokens} tokens, no end token. */
+        public static Options greedy(int maxNewTokens) {
+            return new Options(maxNewTokens, false, 1.0, 0, 1.0, 0, -1, 0);
+        }
+
+        /** Seeded sampling. */
+        public static Options sampling(int maxNewTokens, double temperature, int topK, double topP, long seed) {
+            return new Options(maxNewTokens, true, temperature, topK, topP, seed, -1, 0);
+        }
+
+        /** These options, stopping a row at {@code eos} and padding it with {@code pad} afterwards. */
+        public Options withEos(long eos, long pad) {
+            return new Options(maxNewTokens, doSample, temperature, topK, topP, seed, eos, pad);
+        }
+    }
+
+    /**
+     * Generates up to {@code options.maxNewTokens()} tokens after {@code inputIds} {@code [B, T]} (left-pad a batch;
+     * {@code attentionMask} may be null for an unpadded one). Returns {@code [B, T + new]} int64 ids, a tensor the
+     * caller owns. Runs without autograd.
+     */
+    public static Tensor generate(CausalLM lm, Tensor inputIds, Tensor attentionMask, Options options) {
+        Attention.checkIds("input_ids", inputIds);
+        long batch = inputIds.size(0);
+        List<Tensor> produced = new ArrayList<>();
+        Tensor mask = null;
+        Tensor finished = null;
+        Tensor result;
+        try (InferenceMode im = new InferenceMode(); KVCache cache = lm.newCache();
+                Generator gen = torch.make_generator_cpu(options.seed());
+                PointerScope outer = new PointerScope()) {
+            Tensor ids = inputIds.to(ScalarType.Long);
+            mask = attentionMask != null ? attentionMask.to(ScalarType.Long) : torch.ones_like(ids);
+            finished = torch.zeros(new long[] {batch, 1}, new TensorOptions(ScalarType.Bool));
+            Tensor step = ids;
+            for (int i = 0; i < options.maxNewTokens(); i++) {
+                try (PointerScope scope = new PointerScope()) {
+                    Tensor logits = lm.forward(step, mask, null, cache);
+                    Tensor last = logits.select(1, logits.size(1) - 1).to(ScalarType.Float);
+                    Tensor next = options.doSample() ? sample(last, options, gen) : last.argmax(
+                            new org.bytedeco.pytorch.LongOptional(-1), true);
+                    if (options.eosTokenId() >= 0) {
+                        next = next.masked_fill(finished, new Scalar(options.padTokenId()));
+                        finished = finished.logical_or(next.eq(new Scalar(options.eosTokenId())));
+                        ScopeUtil.keep(scope, finished);
+                    }
+                    Tensor ones = torch.ones(new long[] {batch, 1}, new TensorOptions(ScalarType.Long));
+                    mask = torch.cat(new TensorVector(mask, ones), 1);
+                    ScopeUtil.keep(scope, mask);
+                    ScopeUtil.keep(scope, next);
+                    produced.add(next);
+                    step = next;
+                }
+                outer.attach(step);
+                step.releaseReference();
+                outer.attach(mask);
+                mask.releaseReference();
+                if (options.eosTokenId() >= 0) {
+                    outer.attach(finished);
+                    finished.releaseReference();
+                    if (finished.all().item_bool()) {
+                        break;
+                    }
+                }
+            }
+            TensorVector parts = new TensorVector(ids);
+            for (Tensor t : produced) {
+                parts.push_back(t);
+            }
+            result = ScopeUtil.keep(outer, torch.cat(parts, 1));
+        }
+        return ScopeUtil.handToCaller(result);
+    }
+
+    /** Temperature, then top-k, then top-p (nucleus) filtering; one multinomial draw per row. */
+    static Tensor sample(Tensor logits, Options o, Generator gen) {
+        Tensor l = o.temperature() == 1.0 ? logits : logits.div(new Scalar(o.temperature()));
+        long vocab = l.size(-1);
+        T_TensorTensor_T sorted = l.sort(-1, true); // descending
+        Tensor values = sorted.get0();
+        Tensor order = sorted.get1();
+        Tensor remove = torch.zeros_like(values).to(ScalarType.Bool);
+        if (o.topK() > 0 && o.topK() < vocab) {
+            // keep the k largest (ties with the k-th kept, as transformers' `logits < kth value`)
+            Tensor kth = values.narrow(-1, o.topK() - 1, 1);
+            remove = remove.logical_or(values.lt(kth));
+        }
+        if (o.topP() < 1.0) {
+            // drop the tail once the mass of the tokens before it reaches top_p; always keep the first
+            Tensor probs = values.masked_fill(remove, new Scalar(Double.NEGATIVE_INFINITY)).softmax(-1);
+            Tensor before = probs.cumsum(-1).sub(probs);
+            remove = remove.logical_or(before.gt(new Scalar(o.topP())).logical_or(before.eq(new Scalar(o.topP()))));
+        }
+        Tensor filtered = values.masked_fill(remove, new Scalar(Double.NEGATIVE_INFINITY));
+        Tensor pick = filtered.softmax(-1).multinomial(1, false, new GeneratorOptional(gen));
+        return order.gather(-1, pick);
+    }
+}

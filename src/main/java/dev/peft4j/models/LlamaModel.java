@@ -1,0 +1,178 @@
+package dev.peft4j.models;
+
+import dev.peft4j.nn.Activation;
+import dev.peft4j.nn.Embedding;
+import dev.peft4j.nn.Init;
+import dev.peft4j.nn.Linear;
+import dev.peft4j.nn.Module;
+import dev.peft4j.nn.ModuleList;
+import dev.peft4j.nn.RMSNorm;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * transformers' {@code LlamaModel} (also Mistral's and Qwen2's, which differ only in config): token embeddings,
+ * decoder layers with RoPE grouped-query attention and a SwiGLU MLP, a final RMSNorm. Keys: {@code embed_tokens.weight},
+ * {@code layers.N.self_attn.{q,k,v,o}_proj.weight}, {@code layers.N.mlp.{gate,up,down}_proj.weight},
+ * {@code layers.N.{input,post_attention}_layernorm.weight}, {@code norm.weight}.
+ */
+public final class LlamaModel extends PreTrainedModel {
+    final LlamaConfig cfg;
+    // float32 [head_dim/2]: not a buffer, so that to(bfloat16) leaves it in float32 as transformers' RoPE computes
+    private final Tensor invFreq;
+
+    public LlamaModel(ModelConfig config, Init init) {
+        super(config);
+        cfg = new LlamaConfig(config);
+        registerModule("embed_tokens", new Embedding(cfg.vocabSize, cfg.hiddenSize, init));
+        ModuleList<LlamaDecoderLayer> layers = registerModule("layers", new ModuleList<>());
+        for (int i = 0; i < cfg.numLayers; i++) {
+            layers.add(new LlamaDecoderLayer(cfg, i, init));
+        }
+        registerModule("norm", new RMSNorm(cfg.hiddenSize, cfg.rmsNormEps, init));
+        invFreq = ScopeUtil.detach(org.bytedeco.pytorch.AbstractTensor.create(cfg.invFreq));
+    }
+
+    @Override
+    public String baseModelPrefix() {
+        return "model";
+    }
+
+    @Override
+    public boolean isBaseModel() {
+        return true;
+    }
+
+    @Override
+    protected java.util.List<java.util.regex.Pattern> ignoredUnexpectedKeys() {
+        return java.util.List.of(java.util.regex.Pattern.compile(".*rotary_emb\\.inv_freq"));
+    }
+
+    /**
+     * The last hidden states {@code [B, T, hidden]} (after the final norm) for {@code inputIds}; must run inside
+     * a {@link PointerScope} that frees the temporaries (the models' {@code forward} provide one).
+     */
+    Tensor hiddenStates(Tensor inputIds, Tensor attentionMask, Tensor positionIds, KVCache cache) {
+        Attention.checkIds("input_ids", inputIds);
+        long batch = inputIds.size(0);
+        long q = inputIds.size(1);
+        long past = cache == null ? 0 : cache.length();
+        Attention.checkMask(attentionMask, batch, past + q);
+        if (cache != null && cache.numLayers() != cfg.numLayers) {
+            throw new IllegalArgumentException("cache has " + cache.numLayers() + " layers, the model " + cfg.numLayers);
+        }
+        Tensor pos = positionIds != null ? positionIds : Attention.positionIds(attentionMask, batch, q, past);
+        Tensor x = layer("embed_tokens").forward(inputIds);
+        ScalarType dtype = x.scalar_type().intern();
+        // RoPE tables in float32 (as transformers computes them), cast to the activations' dtype
+        Tensor freqs = pos.to(ScalarType.Float).unsqueeze(-1).mul(invFreq);
+        Tensor emb = torch.cat(new TensorVector(freqs, freqs), -1);
+        Tensor cos = emb.cos().to(dtype).unsqueeze(1);
+        Tensor sin = emb.sin().to(dtype).unsqueeze(1);
+        Tensor mask = Attention.mask(attentionMask, q, past, true, cfg.slidingWindow);
+        @SuppressWarnings("unchecked")
+        ModuleList<Module> layers = (ModuleList<Module>) child("layers");
+        for (int i = 0; i < cfg.numLayers; i++) {
+            x = ((LlamaDecoderLayer) layers.get(i)).forward(x, cos, sin, mask, cache, i);
+        }
+        return layer("norm").forward(x);
+    }
+
+    /** Last hidden states {@code [B, T, hidden]}, a tensor the caller owns. */
+    public Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor positionIds, KVCache cache) {
+        Tensor out;
+        try (PointerScope scope = new PointerScope()) {
+            out = ScopeUtil.keep(scope, hiddenStates(inputIds, attentionMask, positionIds, cache));
+        }
+        return ScopeUtil.handToCaller(out);
+    }
+
+    @Override
+    public void close() {
+        super.close();
+        invFreq.close();
+    }
+
+    /** {@code LlamaDecoderLayer}: pre-norm attention and MLP with residuals. */
+    static final class LlamaDecoderLayer extends Module {
+        LlamaDecoderLayer(LlamaConfig cfg, int index, Init init) {
+            registerModule("self_attn", new LlamaAttention(cfg, index, init));
+            registerModule("mlp", new LlamaMLP(cfg, init));
+            registerModule("input_layernorm", new RMSNorm(cfg.hiddenSize, cfg.rmsNormEps, init));
+            registerModule("post_attention_layernorm", new RMSNorm(cfg.hiddenSize, cfg.rmsNormEps, init));
+        }
+
+        Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor mask, KVCache cache, int index) {
+            Tensor h = layer("input_layernorm").forward(x);
+            Tensor a = ((LlamaAttention) child("self_attn")).forward(h, cos, sin, mask, cache, index);
+            Tensor r = x.add(a);
+            Tensor m = layer("mlp").forward(layer("post_attention_layernorm").forward(r));
+            return r.add(m); // not add_: the norm saved r for backward
+        }
+    }
+
+    /** {@code LlamaAttention}: q/k/v projections, RoPE, grouped-query SDPA, o projection. */
+    static final class LlamaAttention extends Module {
+        private final long numHeads;
+        private final long numKvHeads;
+        private final long headDim;
+        private final double scale;
+
+        LlamaAttention(LlamaConfig cfg, int index, Init init) {
+            numHeads = cfg.numHeads;
+            numKvHeads = cfg.numKvHeads;
+            headDim = cfg.headDim;
+            scale = 1.0 / Math.sqrt(headDim);
+            registerModule("q_proj", new Linear(cfg.hiddenSize, numHeads * headDim, cfg.qkvBias, init));
+            registerModule("k_proj", new Linear(cfg.hiddenSize, numKvHeads * headDim, cfg.qkvBias, init));
+            registerModule("v_proj", new Linear(cfg.hiddenSize, numKvHeads * headDim, cfg.qkvBias, init));
+            registerModule("o_proj", new Linear(numHeads * headDim, cfg.hiddenSize, cfg.oBias, init));
+        }
+
+        Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor mask, KVCache cache, int index) {
+            long b = x.size(0);
+            long t = x.size(1);
+            Tensor q = layer("q_proj").forward(x).view(b, t, numHeads, headDim).transpose(1, 2);
+            Tensor k = layer("k_proj").forward(x).view(b, t, numKvHeads, headDim).transpose(1, 2);
+            Tensor v = layer("v_proj").forward(x).view(b, t, numKvHeads, headDim).transpose(1, 2);
+            q = rotate(q, cos, sin);
+            k = rotate(k, cos, sin);
+            if (cache != null) {
+                Tensor[] kv = cache.append(index, k, v);
+                k = kv[0];
+                v = kv[1];
+            }
+            long groups = numHeads / numKvHeads;
+            Tensor o = Attention.sdpa(q, Attention.repeatKv(k, groups), Attention.repeatKv(v, groups), mask, scale);
+            return layer("o_proj").forward(o.transpose(1, 2).reshape(b, t, numHeads * headDim));
+        }
+
+        /** {@code x·cos + rotate_half(x)·sin}, rotate_half(x) = cat(-x2, x1) over the last dim. */
+        private Tensor rotate(Tensor x, Tensor cos, Tensor sin) {
+            long half = headDim / 2;
+            Tensor x1 = x.narrow(-1, 0, half);
+            Tensor x2 = x.narrow(-1, half, half);
+            Tensor rotated = torch.cat(new TensorVector(x2.neg(), x1), -1);
+            return x.mul(cos).add_(rotated.mul_(sin));
+        }
+    }
+
+    /** {@code LlamaMLP}: {@code down(act(gate(x)) · up(x))}. */
+    static final class LlamaMLP extends Module implements dev.peft4j.nn.Layer {
+        LlamaMLP(LlamaConfig cfg, Init init) {
+            registerModule("gate_proj", new Linear(cfg.hiddenSize, cfg.intermediateSize, cfg.mlpBias, init));
+            registerModule("up_proj", new Linear(cfg.hiddenSize, cfg.intermediateSize, cfg.mlpBias, init));
+            registerModule("down_proj", new Linear(cfg.intermediateSize, cfg.hiddenSize, cfg.mlpBias, init));
+            registerModule("act_fn", Activation.named(cfg.hiddenAct));
+        }
+
+        @Override
+        public Tensor forward(Tensor x) {
+            Tensor g = layer("act_fn").forward(layer("gate_proj").forward(x));
+            return layer("down_proj").forward(g.mul(layer("up_proj").forward(x)));
+        }
+    }
+}

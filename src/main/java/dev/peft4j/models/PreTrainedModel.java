@@ -1,0 +1,117 @@
+package dev.peft4j.models;
+
+import dev.peft4j.nn.Module;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.regex.Pattern;
+import org.bytedeco.pytorch.Tensor;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A transformers model: a module tree under Hugging Face's parameter names, with its config, its tied weights and
+ * transformers' rules for loading a checkpoint saved with or without the base model's prefix.
+ */
+public abstract class PreTrainedModel extends Module {
+    private static final Logger LOG = LoggerFactory.getLogger(PreTrainedModel.class);
+    private final ModelConfig config;
+
+    protected PreTrainedModel(ModelConfig config) {
+        this.config = config;
+    }
+
+    public final ModelConfig config() {
+        return config;
+    }
+
+    /** transformers' {@code base_model_prefix}: {@code model}, {@code transformer}, {@code bert}. */
+    public abstract String baseModelPrefix();
+
+    /** True for a bare base model ({@code LlamaModel}, {@code GPT2Model}): its keys carry no prefix. */
+    public abstract boolean isBaseModel();
+
+    /**
+     * Keys that share another key's tensor (target → source, e.g. {@code lm_head.weight →
+     * model.embed_tokens.weight}); a checkpoint may omit either. Saving writes the source only, as transformers does.
+     */
+    public Map<String, String> tiedKeys() {
+        return Map.of();
+    }
+
+    /**
+     * Writes {@code dir/config.json} and {@code dir/model.safetensors} (each file atomically) as transformers'
+     * {@code save_pretrained} does: Hugging Face keys, tied duplicates written once (under the source key),
+     * {@code {"format": "pt"}} metadata, {@code torch_dtype} set to the weights' dtype.
+     */
+    public void savePretrained(java.nio.file.Path dir) throws java.io.IOException {
+        java.nio.file.Files.createDirectories(dir);
+        Map<String, Tensor> sd = new LinkedHashMap<>(stateDict());
+        for (String tiedTarget : tiedKeys().keySet()) {
+            sd.remove(tiedTarget);
+        }
+        com.fasterxml.jackson.databind.node.ObjectNode json = config.json().deepCopy();
+        Tensor any = sd.values().iterator().next();
+        org.bytedeco.pytorch.global.torch.ScalarType dt = any.scalar_type().intern();
+        json.put("torch_dtype", dt == org.bytedeco.pytorch.global.torch.ScalarType.BFloat16 ? "bfloat16"
+                : dt == org.bytedeco.pytorch.global.torch.ScalarType.Half ? "float16" : "float32");
+        java.nio.file.Path tmp = dir.resolve("config.json.tmp");
+        new com.fasterxml.jackson.databind.ObjectMapper().writerWithDefaultPrettyPrinter().writeValue(tmp.toFile(), json);
+        java.nio.file.Files.move(tmp, dir.resolve("config.json"), java.nio.file.StandardCopyOption.REPLACE_EXISTING,
+                java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        dev.peft4j.io.SafetensorsFile.write(dir.resolve("model.safetensors"), sd);
+    }
+
+    /** Unused checkpoint keys not worth a warning (transformers' {@code _keys_to_ignore_on_load_unexpected}). */
+    protected List<Pattern> ignoredUnexpectedKeys() {
+        return List.of();
+    }
+
+    /**
+     * Loads a checkpoint's state dict (all or nothing), adopting each tensor already of the model's dtype (a
+     * mapped file's copy-on-write view: no copy) and converting the others once. As
+     * transformers does, a base model accepts a task model's checkpoint (prefix stripped, head keys unused) and a
+     * task model a base model's checkpoint (prefix added; the head must then be tied or it is missing).
+     *
+     * @throws IllegalArgumentException listing missing keys, or naming a key whose shape does not match
+     * @return the unused keys, also logged as a warning
+     */
+    public LoadReport loadWeights(Map<String, Tensor> checkpoint, String source) {
+        String prefix = baseModelPrefix() + ".";
+        boolean anyPrefixed = checkpoint.keySet().stream().anyMatch(k -> k.startsWith(prefix));
+        Map<String, Tensor> sd = checkpoint;
+        if (isBaseModel() && anyPrefixed) {
+            sd = new LinkedHashMap<>();
+            for (Map.Entry<String, Tensor> e : checkpoint.entrySet()) {
+                String k = e.getKey();
+                sd.put(k.startsWith(prefix) ? k.substring(prefix.length()) : "<head>." + k, e.getValue());
+            }
+        } else if (!isBaseModel() && !anyPrefixed) {
+            sd = new LinkedHashMap<>();
+            Map<String, Tensor> own = stateDict();
+            for (Map.Entry<String, Tensor> e : checkpoint.entrySet()) {
+                String k = e.getKey();
+                sd.put(own.containsKey(k) ? k : prefix + k, e.getValue());
+            }
+        }
+        LoadReport report;
+        try {
+            report = loadStateDict(sd, true);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(source + ": " + e.getMessage(), e);
+        }
+        List<String> unexpected = new ArrayList<>();
+        for (String k : report.unexpectedKeys()) {
+            String original = k.startsWith("<head>.") ? k.substring("<head>.".length()) : k;
+            if (ignoredUnexpectedKeys().stream().noneMatch(p -> p.matcher(original).matches())) {
+                unexpected.add(original);
+            }
+        }
+        if (!unexpected.isEmpty()) {
+            LOG.warn("Some weights of the checkpoint at {} were not used when initializing {}: {}", source, typeName(),
+                    unexpected);
+        }
+        return new LoadReport(List.copyOf(unexpected));
+    }
+}

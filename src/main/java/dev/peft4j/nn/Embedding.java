@@ -1,0 +1,34 @@
+package dev.peft4j.nn;
+
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+
+/** {@code torch.nn.Embedding}: rows of weight {@code (num_embeddings, embedding_dim)} picked by integer ids. */
+public final class Embedding extends Module implements Layer {
+    private final long numEmbeddings;
+    private final long embeddingDim;
+
+    public Embedding(long numEmbeddings, long embeddingDim, Init init) {
+        this.numEmbeddings = numEmbeddings;
+        this.embeddingDim = embeddingDim;
+        registerParameter("weight", init.empty(numEmbeddings, embeddingDim), true);
+    }
+
+    public long numEmbeddings() {
+        return numEmbeddings;
+    }
+
+    public long embeddingDim() {
+        return embeddingDim;
+    }
+
+    public Tensor weight() {
+        return param("weight");
+    }
+
+    /** Embeds {@code ids} (int64, any shape) into {@code ids.shape + [embedding_dim]}. */
+    @Override
+    public Tensor forward(Tensor ids) {
+        return torch.embedding(param("weight"), ids);
+    }
+}

@@ -1,0 +1,29 @@
+package dev.peft4j.nn;
+
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptional;
+import org.bytedeco.pytorch.global.torch;
+
+/** {@code torch.nn.LayerNorm} over the last dimension, with weight and bias. */
+public final class LayerNorm extends Module implements Layer {
+    private final long dim;
+    private final double eps;
+
+    public LayerNorm(long dim, double eps, Init init) {
+        this.dim = dim;
+        this.eps = eps;
+        registerParameter("weight", init.empty(dim), true);
+        registerParameter("bias", init.empty(dim), true);
+    }
+
+    public double eps() {
+        return eps;
+    }
+
+    @Override
+    public Tensor forward(Tensor x) {
+        try (TensorOptional w = new TensorOptional(param("weight")); TensorOptional b = new TensorOptional(param("bias"))) {
+            return torch.layer_norm(x, new long[] {dim}, w, b, eps, false);
+        }
+    }
+}

@@ -1,0 +1,49 @@
+package dev.peft4j.nn;
+
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptional;
+import org.bytedeco.pytorch.global.torch;
+
+/** {@code torch.nn.Linear}: {@code y = x·Wᵀ + b}, weight {@code (out_features, in_features)}, optional bias. */
+public final class Linear extends Module implements Layer {
+    private final long inFeatures;
+    private final long outFeatures;
+
+    public Linear(long inFeatures, long outFeatures, boolean bias, Init init) {
+        this.inFeatures = inFeatures;
+        this.outFeatures = outFeatures;
+        registerParameter("weight", init.empty(outFeatures, inFeatures), true);
+        if (bias) {
+            registerParameter("bias", init.empty(outFeatures), true);
+        }
+    }
+
+    public long inFeatures() {
+        return inFeatures;
+    }
+
+    public long outFeatures() {
+        return outFeatures;
+    }
+
+    /** The weight {@code (out, in)}, owned by this module. */
+    public Tensor weight() {
+        return param("weight");
+    }
+
+    /** The bias {@code (out,)}, or null. */
+    public Tensor bias() {
+        return paramOrNull("bias");
+    }
+
+    @Override
+    public Tensor forward(Tensor x) {
+        Tensor b = paramOrNull("bias");
+        if (b == null) {
+            return torch.linear(x, param("weight"));
+        }
+        try (TensorOptional ob = new TensorOptional(b)) {
+            return torch.linear(x, param("weight"), ob);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+package dev.peft4j.models;
+
+import static dev.peft4j.models.Goldens.assertClose;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.peft4j.nn.Init;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.InferenceMode;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/** Picking the architecture, checkpoint formats, dtypes and the errors for bad input. */
+class AutoModelTest {
+    @ParameterizedTest
+    @ValueSource(strings = {"llama-formats/bin", "llama-formats/sharded"})
+    void pytorchBinAndShardedSafetensorsGiveTheGoldenLogits(String folder) throws Exception {
+        Path golden = Goldens.golden("llama-gqa-llama3rope");
+        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
+                CausalLM lm = AutoModel.causalLM(Goldens.golden(folder), null);
+                Checkpoints.Opened gold = Checkpoints.open(golden, "golden.safetensors")) {
+            Tensor logits = lm.forward(gold.tensors.get("input_ids"), gold.tensors.get("attention_mask"), null, null);
+            assertClose(gold.tensors.get("logits").select(0, 0), logits.select(0, 0), 1e-5f, folder);
+        }
+    }
+
+    @Test
+    void float32LoadAdoptsTheMappedFileWithoutCopyingAndWritesNeverReachIt(@TempDir Path tmp) throws Exception {
+        Path src = Goldens.golden("gpt2-tied");
+        Files.copy(src.resolve("config.json"), tmp.resolve("config.json"));
+        Files.copy(src.resolve("model.safetensors"), tmp.resolve("model.safetensors"));
+        byte[] before = Files.readAllBytes(tmp.resolve("model.safetensors"));
+        try (PointerScope scope = new PointerScope(); PreTrainedModel m = AutoModel.fromPretrained(tmp)) {
+            Tensor w = m.getParameter("transformer.h.0.attn.c_attn.weight");
+            // the parameter is a view of the whole-file mapping, not a copy
+            assertEquals(before.length, w.storage().nbytes());
+            assertTrue(w.storage_offset() > 0);
+            try (org.bytedeco.pytorch.NoGradGuard ng = new org.bytedeco.pytorch.NoGradGuard()) {
+                w.add_(new org.bytedeco.pytorch.Scalar(1.0)); // what a LoRA merge does to a base weight
+            }
+        }
+        org.junit.jupiter.api.Assertions.assertArrayEquals(before, Files.readAllBytes(tmp.resolve("model.safetensors")),
+                "copy-on-write mapping: the file is unchanged");
+    }
+
+    @Test
+    void bfloat16LoadConvertsOnceAndStaysCloseToFloat32() throws Exception {
+        Path dir = Goldens.golden("llama-gqa-llama3rope");
+        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
+                PreTrainedModel m = AutoModel.fromPretrained(dir, ScalarType.BFloat16);
+                Checkpoints.Opened gold = Checkpoints.open(dir, "golden.safetensors")) {
+            for (Tensor t : m.stateDict().values()) {
+                assertEquals(ScalarType.BFloat16, t.scalar_type().intern());
+                assertEquals(t.numel() * 2, t.storage().nbytes(), "one converted copy, sized to the tensor");
+            }
+            Tensor logits = ((CausalLM) m).forward(gold.tensors.get("input_ids"), gold.tensors.get("attention_mask"),
+                    null, null);
+            assertEquals(ScalarType.BFloat16, logits.scalar_type().intern());
+            // bf16 keeps 8 bits of mantissa: logits of magnitude ~4 agree to a few hundredths
+            assertClose(gold.tensors.get("logits").select(0, 0), logits.select(0, 0), 0.15f, "bf16 vs fp32 reference");
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"bert-mlm", "opt-prenorm", "qwen2-bias-tied-linearrope"})
+    void savePretrainedWritesTiedWeightsOnceAndReloadsToTheSameWeights(String name, @TempDir Path tmp) throws Exception {
+        try (PointerScope scope = new PointerScope(); PreTrainedModel m = AutoModel.fromPretrained(Goldens.golden(name))) {
+            m.savePretrained(tmp);
+            try (dev.peft4j.io.SafetensorsFile f = dev.peft4j.io.SafetensorsFile.open(tmp.resolve("model.safetensors"));
+                    PreTrainedModel back = AutoModel.fromPretrained(tmp)) {
+                for (String tied : m.tiedKeys().keySet()) {
+                    assertTrue(!f.contains(tied), tied + " written twice");
+                }
+                assertEquals(m.stateDict().size() - m.tiedKeys().size(), f.names().size());
+                for (var e : m.stateDict().entrySet()) {
+                    assertClose(e.getValue(), back.stateDict().get(e.getKey()), 0f, e.getKey());
+                }
+                assertEquals(m.config().architecture(), back.config().architecture());
+            }
+        }
+    }
+
+    @Test
+    void unknownModelTypeListsTheSupportedOnes(@TempDir Path dir) throws Exception {
+        Files.writeString(dir.resolve("config.json"), "{\"model_type\": \"falcon\", \"architectures\": [\"FalconForCausalLM\"]}");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> AutoModel.fromPretrained(dir));
+        assertTrue(e.getMessage().contains("'falcon'") && e.getMessage().contains("[bert, gpt2, llama, mistral, opt, qwen2]"),
+                e.getMessage());
+    }
+
+    @Test
+    void unsupportedArchitectureAndRopeScalingAreClearErrors() {
+        ModelConfig seqcls = ModelConfig.parse("{\"model_type\": \"llama\", \"architectures\": [\"LlamaForSequenceClassification\"]}");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> AutoModel.fromConfig(seqcls, Init.meta(ScalarType.Float)));
+        assertTrue(e.getMessage().contains("LlamaForSequenceClassification") && e.getMessage().contains("LlamaForCausalLM"),
+                e.getMessage());
+        ModelConfig yarn = ModelConfig.parse("{\"model_type\": \"llama\", \"vocab_size\": 8, \"hidden_size\": 8,"
+                + " \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 2,"
+                + " \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}}");
+        e = assertThrows(IllegalArgumentException.class, () -> AutoModel.fromConfig(yarn, Init.meta(ScalarType.Float)));
+        assertTrue(e.getMessage().contains("'yarn'") && e.getMessage().contains("linear, llama3"), e.getMessage());
+        ModelConfig noHidden = ModelConfig.parse("{\"model_type\": \"gpt2\"}");
+        e = assertThrows(IllegalArgumentException.class, () -> AutoModel.fromConfig(noHidden, Init.meta(ScalarType.Float)));
+        assertTrue(e.getMessage().contains("'vocab_size'"), e.getMessage());
+    }
+
+    @Test
+    void missingCheckpointKeysAreListedWithTheFile(@TempDir Path dir) throws Exception {
+        Path src = Goldens.golden("llama-formats/sharded");
+        Files.copy(src.resolve("config.json"), dir.resolve("config.json"));
+        Files.copy(src.resolve("model-00001-of-00002.safetensors"), dir.resolve("model.safetensors"));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> AutoModel.fromPretrained(dir));
+        assertTrue(e.getMessage().contains("model.safetensors") && e.getMessage().contains("missing keys")
+                && e.getMessage().contains("model.norm.weight"), e.getMessage());
+    }
+
+    @Test
+    void maskOfTheWrongShapeIsRejected() throws Exception {
+        try (PointerScope scope = new PointerScope();
+                CausalLM lm = AutoModel.causalLM(Goldens.golden("gpt2-tied"), null);
+                Checkpoints.Opened gold = Checkpoints.open(Goldens.golden("gpt2-tied"), "golden.safetensors")) {
+            Tensor ids = gold.tensors.get("input_ids");
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> lm.forward(ids, gold.tensors.get("attention_mask").narrow(1, 0, 5), null, null));
+            assertTrue(e.getMessage().contains("attention_mask") && e.getMessage().contains("[2, 5]"), e.getMessage());
+        }
+    }
+}

@@ -13,7 +13,8 @@ import org.bytedeco.pytorch.Tensor;
 /**
  * Finds and opens a model folder's weights: {@code model.safetensors} or a sharded
  * {@code model.safetensors.index.json} (through {@link ShardedCheckpoint}: zero-copy, copy-on-write views of the
- * mapped files), else {@code pytorch_model.bin} (through {@link TorchPickle}). The tensors are handles this object owns; the model takes its own
+ * mapped files), else {@code pytorch_model.bin} or its sharded {@code pytorch_model.bin.index.json} (through
+ * {@link TorchPickle}). The tensors are handles this object owns; the model takes its own
  * handles on the ones it keeps, so closing this never invalidates a loaded model.
  */
 final class Checkpoints {
@@ -68,8 +69,45 @@ final class Checkpoints {
             readTorchPickle(bin, o);
             return o;
         }
-        throw new IOException("no weights in " + dir + ": expected model.safetensors, model.safetensors.index.json"
-                + " or pytorch_model.bin");
+        Path binIndex = dir.resolve("pytorch_model.bin.index.json");
+        if (Files.isRegularFile(binIndex)) {
+            return openBinShards(dir, binIndex);
+        }
+        throw new IOException("no weights in " + dir + ": expected model.safetensors, model.safetensors.index.json,"
+                + " pytorch_model.bin or pytorch_model.bin.index.json");
+    }
+
+    /** Shards listed by {@code pytorch_model.bin.index.json}; each shard must hold exactly the keys listed for it. */
+    private static Opened openBinShards(Path dir, Path index) throws IOException {
+        com.fasterxml.jackson.databind.JsonNode map = new com.fasterxml.jackson.databind.ObjectMapper()
+                .readTree(index.toFile()).get("weight_map");
+        if (map == null || !map.isObject()) {
+            throw new IOException(index + ": no 'weight_map' object");
+        }
+        Map<String, java.util.Set<String>> keysByShard = new LinkedHashMap<>();
+        map.fields().forEachRemaining(e -> keysByShard.computeIfAbsent(e.getValue().asText(),
+                f -> new java.util.TreeSet<>()).add(e.getKey()));
+        Opened o = new Opened(index.toString());
+        try {
+            for (Map.Entry<String, java.util.Set<String>> shard : keysByShard.entrySet()) {
+                Path file = dir.resolve(shard.getKey()).normalize();
+                if (!file.startsWith(dir.normalize())) {
+                    throw new IOException(index + ": shard '" + shard.getKey() + "' lies outside " + dir);
+                }
+                Opened part = new Opened(file.toString());
+                readTorchPickle(file, part);
+                if (!new java.util.TreeSet<>(part.tensors.keySet()).equals(shard.getValue())) {
+                    part.close();
+                    throw new IOException(index + ": shard '" + shard.getKey() + "' holds " + part.tensors.keySet()
+                            + ", the index lists " + shard.getValue());
+                }
+                o.tensors.putAll(part.tensors);
+            }
+        } catch (IOException | RuntimeException e) {
+            o.close();
+            throw e;
+        }
+        return o;
     }
 
     /** Opens one safetensors file of {@code dir} (e.g. a test's golden tensors). */

@@ -14,12 +14,22 @@ import org.slf4j.LoggerFactory;
  * A transformers model: a module tree under Hugging Face's parameter names, with its config, its tied weights and
  * transformers' rules for loading a checkpoint saved with or without the base model's prefix.
  */
-public abstract class PreTrainedModel extends Module {
+public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftAdapterMixin {
     private static final Logger LOG = LoggerFactory.getLogger(PreTrainedModel.class);
     private final ModelConfig config;
+    private dev.peft4j.PeftAdapters peftAdapters;
 
     protected PreTrainedModel(ModelConfig config) {
         this.config = config;
+    }
+
+    /** This model's adapters (transformers' {@code PeftAdapterMixin} state), created on first use. */
+    @Override
+    public final synchronized dev.peft4j.PeftAdapters peftAdapters() {
+        if (peftAdapters == null) {
+            peftAdapters = new dev.peft4j.PeftAdapters(this);
+        }
+        return peftAdapters;
     }
 
     public final ModelConfig config() {

@@ -42,6 +42,11 @@ public final class Conv1D extends Module implements Layer {
         long[] shape = x.shape();
         long[] outShape = shape.clone();
         outShape[outShape.length - 1] = outFeatures;
+        if (Linear.isSingleFloatRow(x, inFeatures, param("weight"))) { // a decode step: gemv, see Linear
+            try (Tensor flat = x.reshape(inFeatures); Tensor wt = param("weight").t(); Tensor y = wt.mv(flat)) {
+                return y.add_(param("bias")).view(outShape);
+            }
+        }
         try (Tensor flat = x.reshape(-1, inFeatures); Tensor y = torch.addmm(param("bias"), flat, param("weight"))) {
             return y.view(outShape);
         }

@@ -39,11 +39,27 @@ public final class Linear extends Module implements Layer {
     @Override
     public Tensor forward(Tensor x) {
         Tensor b = paramOrNull("bias");
+        if (isSingleFloatRow(x, inFeatures, param("weight"))) {
+            // one row (a decode step): libtorch's gemv reads fp32 weights several times faster than OpenBLAS's
+            // sgemm with m = 1 (measured 54 vs 8-17 GB/s on 2 cores)
+            long[] outShape = x.shape();
+            outShape[outShape.length - 1] = outFeatures;
+            try (Tensor flat = x.reshape(inFeatures); Tensor y = param("weight").mv(flat)) {
+                return (b == null ? y : y.add_(b)).view(outShape);
+            }
+        }
         if (b == null) {
             return torch.linear(x, param("weight"));
         }
         try (TensorOptional ob = new TensorOptional(b)) {
             return torch.linear(x, param("weight"), ob);
         }
+    }
+
+    /** A CPU float32 input holding one row of {@code in} features, for a float32 weight. */
+    static boolean isSingleFloatRow(Tensor x, long in, Tensor weight) {
+        return x.numel() == in && x.dim() >= 1 && x.is_cpu()
+                && x.scalar_type().intern() == org.bytedeco.pytorch.global.torch.ScalarType.Float
+                && weight.scalar_type().intern() == org.bytedeco.pytorch.global.torch.ScalarType.Float;
     }
 }

@@ -84,6 +84,21 @@ public abstract class Module implements AutoCloseable {
         return tensor;
     }
 
+    /** Names of this module's own parameters (not its children's), in registration order. */
+    protected final Set<String> ownParameterNames() {
+        return Collections.unmodifiableSet(parameters.keySet());
+    }
+
+    /** Removes child {@code name} and returns it (not closed), or null when there is none. */
+    protected final Module removeModule(String name) {
+        return children.remove(name);
+    }
+
+    /** Removes parameter {@code name} and returns its tensor (not closed: the caller owns it now), or null. */
+    protected final Tensor removeParameter(String name) {
+        return parameters.remove(name);
+    }
+
     /** The current tensor of this module's own parameter {@code name} (looked up each call: it may be replaced). */
     protected final Tensor param(String name) {
         Tensor t = parameters.get(name);

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.peft4j.nn.Init;
+import dev.peft4j.nn.Module;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import org.bytedeco.javacpp.PointerScope;
@@ -20,8 +21,8 @@ import org.junit.jupiter.params.provider.ValueSource;
 /** Picking the architecture, checkpoint formats, dtypes and the errors for bad input. */
 class AutoModelTest {
     @ParameterizedTest
-    @ValueSource(strings = {"llama-formats/bin", "llama-formats/sharded"})
-    void pytorchBinAndShardedSafetensorsGiveTheGoldenLogits(String folder) throws Exception {
+    @ValueSource(strings = {"llama-formats/bin", "llama-formats/sharded", "llama-formats/bin-sharded"})
+    void pytorchBinAndShardedCheckpointsGiveTheGoldenLogits(String folder) throws Exception {
         Path golden = Goldens.golden("llama-gqa-llama3rope");
         try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
                 CausalLM lm = AutoModel.causalLM(Goldens.golden(folder), null);
@@ -50,21 +51,24 @@ class AutoModelTest {
                 "copy-on-write mapping: the file is unchanged");
     }
 
-    @Test
-    void bfloat16LoadConvertsOnceAndStaysCloseToFloat32() throws Exception {
+    @ParameterizedTest
+    @ValueSource(strings = {"BFloat16", "Half"})
+    void halfPrecisionLoadConvertsOnceAndStaysCloseToFloat32(String dtype) throws Exception {
         Path dir = Goldens.golden("llama-gqa-llama3rope");
+        ScalarType dt = ScalarType.valueOf(dtype);
         try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
-                PreTrainedModel m = AutoModel.fromPretrained(dir, ScalarType.BFloat16);
+                PreTrainedModel m = AutoModel.fromPretrained(dir, dt);
                 Checkpoints.Opened gold = Checkpoints.open(dir, "golden.safetensors")) {
             for (Tensor t : m.stateDict().values()) {
-                assertEquals(ScalarType.BFloat16, t.scalar_type().intern());
+                assertEquals(dt, t.scalar_type().intern());
                 assertEquals(t.numel() * 2, t.storage().nbytes(), "one converted copy, sized to the tensor");
             }
             Tensor logits = ((CausalLM) m).forward(gold.tensors.get("input_ids"), gold.tensors.get("attention_mask"),
                     null, null);
-            assertEquals(ScalarType.BFloat16, logits.scalar_type().intern());
-            // bf16 keeps 8 bits of mantissa: logits of magnitude ~4 agree to a few hundredths
-            assertClose(gold.tensors.get("logits").select(0, 0), logits.select(0, 0), 0.15f, "bf16 vs fp32 reference");
+            assertEquals(dt, logits.scalar_type().intern());
+            // bf16 keeps 8 bits of mantissa (fp16 11): logits of magnitude ~4 agree to a few hundredths
+            assertClose(gold.tensors.get("logits").select(0, 0), logits.select(0, 0), dt == ScalarType.Half ? 0.02f : 0.15f,
+                    dtype + " vs fp32 reference");
         }
     }
 
@@ -110,6 +114,20 @@ class AutoModelTest {
         ModelConfig noHidden = ModelConfig.parse("{\"model_type\": \"gpt2\"}");
         e = assertThrows(IllegalArgumentException.class, () -> AutoModel.fromConfig(noHidden, Init.meta(ScalarType.Float)));
         assertTrue(e.getMessage().contains("'vocab_size'"), e.getMessage());
+    }
+
+    @Test
+    void taskCheckpointLoadsIntoItsBaseModelWithHeadKeysReportedUnused() throws Exception {
+        Path dir = Goldens.golden("bert-seqcls");
+        ModelConfig c = ModelConfig.read(dir).withArchitecture("BertModel");
+        try (PointerScope scope = new PointerScope(); PreTrainedModel base = AutoModel.fromConfig(c, Init.meta(ScalarType.Float));
+                Checkpoints.Opened ckpt = Checkpoints.open(dir)) {
+            Module.LoadReport r = base.loadWeights(ckpt.tensors, ckpt.source);
+            assertEquals(java.util.List.of("classifier.bias", "classifier.weight"),
+                    r.unexpectedKeys().stream().sorted().toList());
+            assertTrue(base.stateDict().containsKey("pooler.dense.weight"));
+            assertClose(ckpt.tensors.get("bert.pooler.dense.weight"), base.getParameter("pooler.dense.weight"), 0f, "pooler");
+        }
     }
 
     @Test

@@ -82,6 +82,12 @@ class DecoderGoldenTest {
             Tensor again = lm.forward(ids.narrow(1, 5, 1), mask.narrow(1, 0, 6), null, cache);
             assertEquals(6, cache.length());
             assertClose(full.narrow(1, 5, 1), again, TOL, name + " after truncate");
+            // a single row decodes through the layers' one-row (gemv) path: same logits
+            try (KVCache one = lm.newCache()) {
+                lm.forward(ids.narrow(0, 0, 1).narrow(1, 0, 6), null, null, one);
+                Tensor last = lm.forward(ids.narrow(0, 0, 1).narrow(1, 6, 1), null, null, one);
+                assertClose(full.narrow(0, 0, 1).narrow(1, 6, 1), last, TOL, name + " single-row decode");
+            }
         }
     }
 }

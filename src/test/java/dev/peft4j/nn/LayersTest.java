@@ -35,6 +35,27 @@ class LayersTest {
     }
 
     @Test
+    void singleRowGemvPathMatchesTheBatchedPath() {
+        try (PointerScope s = new PointerScope(); org.bytedeco.pytorch.NoGradGuard ng = new org.bytedeco.pytorch.NoGradGuard();
+                Linear lin = new Linear(64, 48, true, Init.cpu(ScalarType.Float));
+                Conv1D conv = new Conv1D(48, 64, Init.cpu(ScalarType.Float))) {
+            Init.normal(lin, 1.0, 5);
+            Init.normal(conv, 1.0, 6);
+            lin.bias().normal_();
+            conv.bias().normal_();
+            Tensor batch = torch.randn(3, 1, 64);
+            for (Layer layer : new Layer[] {lin, conv}) {
+                Tensor all = layer.forward(batch);
+                for (int r = 0; r < 3; r++) {
+                    Tensor one = layer.forward(batch.narrow(0, r, 1)); // [1, 1, 64]: the gemv path
+                    assertEquals(java.util.List.of(1L, 1L, 48L), java.util.Arrays.stream(one.shape()).boxed().toList());
+                    assertTrue(maxDiff(all.narrow(0, r, 1), one) < 1e-5f, layer + " row " + r);
+                }
+            }
+        }
+    }
+
+    @Test
     void activationsFollowTheirFormulas() {
         try (PointerScope s = new PointerScope()) {
             Tensor x = torch.linspace(new Scalar(-6.0), new Scalar(6.0), 1001);

@@ -119,6 +119,45 @@ class ModuleTreeTest {
         }
     }
 
+    /** A LoRA-shaped wrapper: base_layer plus per-adapter containers, as PEFT names them. */
+    static final class LoraLike extends Module implements Layer {
+        LoraLike(Linear base) {
+            registerModule("base_layer", base);
+            ModuleDict<Linear> a = registerModule("lora_A", new ModuleDict<>());
+            ModuleDict<Linear> b = registerModule("lora_B", new ModuleDict<>());
+            a.put("default", new Linear(base.inFeatures(), 2, false, Init.cpu(ScalarType.Float)));
+            b.put("default", new Linear(2, base.outFeatures(), false, Init.cpu(ScalarType.Float)));
+            registerModule("lora_embedding_A", new ParameterDict()).put("default", torch.zeros(2, 3), true);
+        }
+
+        @SuppressWarnings("unchecked")
+        void deleteAdapter(String name) {
+            ((ModuleDict<Linear>) child("lora_A")).remove(name).close();
+            ((ModuleDict<Linear>) child("lora_B")).remove(name).close();
+            ((ParameterDict) child("lora_embedding_A")).remove(name).close();
+        }
+
+        @Override
+        public Tensor forward(Tensor x) {
+            return layer("base_layer").forward(x);
+        }
+    }
+
+    @Test
+    void adapterContainersNameParametersByAdapterAndCanBeEmptied() {
+        try (PointerScope s = new PointerScope(); Toy t = toy()) {
+            t.replaceSubmodule("layers.1.proj", new LoraLike((Linear) t.getSubmodule("layers.1.proj")));
+            assertEquals(List.of("layers.1.proj.base_layer.weight", "layers.1.proj.base_layer.bias",
+                    "layers.1.proj.lora_A.default.weight", "layers.1.proj.lora_B.default.weight",
+                    "layers.1.proj.lora_embedding_A.default"),
+                    t.namedParameters().keySet().stream().filter(k -> k.startsWith("layers.1.")).toList());
+            ((LoraLike) t.getSubmodule("layers.1.proj")).deleteAdapter("default");
+            assertEquals(List.of("layers.1.proj.base_layer.weight", "layers.1.proj.base_layer.bias"),
+                    t.namedParameters().keySet().stream().filter(k -> k.startsWith("layers.1.")).toList());
+            assertEquals(List.of(), ((ModuleDict<?>) t.getSubmodule("layers.1.proj.lora_A")).keys());
+        }
+    }
+
     @Test
     void stateDictRoundTripsAndMissingUnusedAndMisshapenKeysAreReported() {
         try (PointerScope s = new PointerScope(); Toy a = toy(); Toy b = new Toy(Init.meta(ScalarType.Float))) {

@@ -487,7 +487,7 @@ def other_formats():
     sd = load_safetensors(os.path.join(src, "model.safetensors"))
     with open(os.path.join(src, "config.json")) as f:
         cfg = f.read()
-    for sub in ("bin", "sharded"):
+    for sub in ("bin", "sharded", "bin-sharded"):
         os.makedirs(os.path.join(HERE, "llama-formats", sub), exist_ok=True)
         with open(os.path.join(HERE, "llama-formats", sub, "config.json"), "w") as f:
             f.write(cfg)
@@ -501,6 +501,14 @@ def other_formats():
         weight_map.update({k: fname for k in ks})
     with open(os.path.join(HERE, "llama-formats", "sharded", "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": sum(t.numel() * 4 for t in sd.values())}, "weight_map": weight_map}, f,
+                  indent=2)
+    bin_map = {}
+    for i, ks in enumerate(shards.values()):
+        fname = "pytorch_model-%05d-of-00002.bin" % (i + 1)
+        torch.save({k: sd[k] for k in ks}, os.path.join(HERE, "llama-formats", "bin-sharded", fname))
+        bin_map.update({k: fname for k in ks})
+    with open(os.path.join(HERE, "llama-formats", "bin-sharded", "pytorch_model.bin.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": sum(t.numel() * 4 for t in sd.values())}, "weight_map": bin_map}, f,
                   indent=2)
 
 

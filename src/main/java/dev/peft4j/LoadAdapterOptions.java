@@ -1,0 +1,113 @@
+package dev.peft4j;
+
+import dev.peft4j.config.PeftConfig;
+import java.nio.file.Path;
+import java.util.Map;
+import org.bytedeco.pytorch.Tensor;
+
+/**
+ * The keyword arguments of transformers' {@code load_adapter} (v4.46 signature plus v5's {@code is_trainable}
+ * semantics). Build with {@link #builder()}; {@link #DEFAULTS} is every argument at its default.
+ *
+ * <p>{@code revision}, {@code token} only matter for a Hub download, which is not available yet; {@code deviceMap},
+ * {@code maxMemory}, {@code offloadFolder}, {@code offloadIndex} only for accelerate-dispatched models (adapters are
+ * always placed on the device of the weight they adapt); {@code lowCpuMemUsage} is accepted and unused, as in
+ * transformers v5.
+ */
+public record LoadAdapterOptions(String adapterName, String revision, String token, Object deviceMap,
+        Map<String, Object> maxMemory, Path offloadFolder, Path offloadIndex, PeftConfig peftConfig,
+        Map<String, Tensor> adapterStateDict, boolean lowCpuMemUsage, boolean isTrainable,
+        Map<String, Object> adapterKwargs) {
+
+    public static final LoadAdapterOptions DEFAULTS = builder().build();
+
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    /** Shorthand for the options with only {@code adapterName} set. */
+    public static LoadAdapterOptions named(String adapterName) {
+        return builder().adapterName(adapterName).build();
+    }
+
+    public static final class Builder {
+        private String adapterName;
+        private String revision;
+        private String token;
+        private Object deviceMap = "auto";
+        private Map<String, Object> maxMemory;
+        private Path offloadFolder;
+        private Path offloadIndex;
+        private PeftConfig peftConfig;
+        private Map<String, Tensor> adapterStateDict;
+        private boolean lowCpuMemUsage;
+        private boolean isTrainable;
+        private Map<String, Object> adapterKwargs;
+
+        public Builder adapterName(String v) {
+            adapterName = v;
+            return this;
+        }
+
+        public Builder revision(String v) {
+            revision = v;
+            return this;
+        }
+
+        public Builder token(String v) {
+            token = v;
+            return this;
+        }
+
+        public Builder deviceMap(Object v) {
+            deviceMap = v;
+            return this;
+        }
+
+        public Builder maxMemory(Map<String, Object> v) {
+            maxMemory = v;
+            return this;
+        }
+
+        public Builder offloadFolder(Path v) {
+            offloadFolder = v;
+            return this;
+        }
+
+        public Builder offloadIndex(Path v) {
+            offloadIndex = v;
+            return this;
+        }
+
+        public Builder peftConfig(PeftConfig v) {
+            peftConfig = v;
+            return this;
+        }
+
+        /** Checkpoint-keyed tensors ({@code base_model.model.} prefix optional); copied, the caller keeps them. */
+        public Builder adapterStateDict(Map<String, Tensor> v) {
+            adapterStateDict = v;
+            return this;
+        }
+
+        public Builder lowCpuMemUsage(boolean v) {
+            lowCpuMemUsage = v;
+            return this;
+        }
+
+        public Builder isTrainable(boolean v) {
+            isTrainable = v;
+            return this;
+        }
+
+        public Builder adapterKwargs(Map<String, Object> v) {
+            adapterKwargs = v;
+            return this;
+        }
+
+        public LoadAdapterOptions build() {
+            return new LoadAdapterOptions(adapterName, revision, token, deviceMap, maxMemory, offloadFolder,
+                    offloadIndex, peftConfig, adapterStateDict, lowCpuMemUsage, isTrainable, adapterKwargs);
+        }
+    }
+}

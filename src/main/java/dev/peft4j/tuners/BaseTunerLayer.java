@@ -1,0 +1,126 @@
+package dev.peft4j.tuners;
+
+import dev.peft4j.nn.Layer;
+import dev.peft4j.nn.Module;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.pytorch.Tensor;
+
+/**
+ * PEFT's {@code BaseTunerLayer}: a wrapper that keeps the adapted module as child {@code base_layer} and holds
+ * per-adapter state keyed by adapter name, the active adapter list, the disabled flag and the merged adapters.
+ */
+public abstract class BaseTunerLayer extends Module implements Layer {
+    public static final String BASE_LAYER = "base_layer";
+    private final List<String> active = new ArrayList<>();
+    private final List<String> merged = new ArrayList<>();
+    private boolean disabled;
+
+    protected BaseTunerLayer(Module base) {
+        if (!(base instanceof Layer)) {
+            throw new IllegalArgumentException("base layer " + base.typeName() + " is not a Layer");
+        }
+        registerModule(BASE_LAYER, base);
+    }
+
+    /** The wrapped module. */
+    public final Module baseLayer() {
+        return child(BASE_LAYER);
+    }
+
+    protected final Tensor baseForward(Tensor x) {
+        return layer(BASE_LAYER).forward(x);
+    }
+
+    /** Names of the adapters this layer holds, in insertion order. */
+    public abstract List<String> adapterNames();
+
+    /** The adapter's parameters under their local keys ({@code lora_A.default.weight}), the layer's own tensors. */
+    public abstract Map<String, Tensor> adapterParameters(String adapterName);
+
+    /** Removes the adapter's containers and frees its tensors. */
+    protected abstract void removeAdapter(String adapterName);
+
+    public abstract void merge(List<String> adapterNames, boolean safeMerge);
+
+    public abstract void unmerge();
+
+    /** The active adapters, in order (unmodifiable). */
+    public final List<String> activeAdapters() {
+        return Collections.unmodifiableList(active);
+    }
+
+    public final List<String> mergedAdapters() {
+        return Collections.unmodifiableList(merged);
+    }
+
+    public final boolean merged() {
+        return !merged.isEmpty();
+    }
+
+    protected final List<String> mergedList() {
+        return merged;
+    }
+
+    public final boolean disabled() {
+        return disabled;
+    }
+
+    /**
+     * {@code BaseTunerLayer.set_adapter}: the active list becomes exactly {@code names} (those the layer holds are
+     * trainable, the others frozen).
+     */
+    public final void setAdapter(List<String> names) {
+        active.clear();
+        active.addAll(names);
+        for (String a : adapterNames()) {
+            boolean on = names.contains(a);
+            for (Tensor t : adapterParameters(a).values()) {
+                if (t.requires_grad() != on) {
+                    t.requires_grad_(on);
+                }
+            }
+        }
+    }
+
+    /** {@code enable_adapters(enabled)}: enabling re-applies the active list; disabling freezes every adapter. */
+    public final void enableAdapters(boolean enabled) {
+        if (enabled) {
+            setAdapter(new ArrayList<>(active));
+            disabled = false;
+        } else {
+            for (String a : adapterNames()) {
+                for (Tensor t : adapterParameters(a).values()) {
+                    t.requires_grad_(false);
+                }
+            }
+            disabled = true;
+        }
+    }
+
+    /**
+     * {@code BaseTunerLayer.delete_adapter}: removes the adapter; if it was active the remaining active ones stay
+     * active, else the alphabetically first remaining adapter becomes active, else none.
+     */
+    public final void deleteAdapter(String name) {
+        if (!adapterNames().contains(name)) {
+            return;
+        }
+        removeAdapter(name);
+        merged.remove(name);
+        if (active.contains(name)) {
+            List<String> rest = new ArrayList<>(active);
+            rest.remove(name);
+            if (rest.isEmpty()) {
+                List<String> remaining = new ArrayList<>(adapterNames());
+                Collections.sort(remaining);
+                if (!remaining.isEmpty()) {
+                    rest.add(remaining.get(0));
+                }
+            }
+            setAdapter(rest);
+        }
+    }
+}

@@ -1,0 +1,241 @@
+package dev.peft4j.tuners.lora;
+
+import dev.peft4j.nn.Conv1D;
+import dev.peft4j.nn.Linear;
+import dev.peft4j.nn.Module;
+import dev.peft4j.tuners.BaseTunerLayer;
+import dev.peft4j.tuners.ModuleDict;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.pytorch.Tensor;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * PEFT's {@code lora.Linear} around an {@code nn.Linear} or a transformers {@code Conv1D} ({@code fan_in_fan_out}):
+ * children {@code base_layer}, {@code lora_A.<name>} ({@code Linear(in, r)}), {@code lora_B.<name>}
+ * ({@code Linear(r, out)}, bias with {@code lora_bias}), so in-memory keys are PEFT's
+ * ({@code q_proj.lora_A.default.weight}). Forward, merge and unmerge are {@link LoraMath}'s.
+ */
+public final class LoraLayer extends BaseTunerLayer {
+    private static final Logger LOG = LoggerFactory.getLogger(LoraLayer.class);
+    private static final ThreadLocal<List<String>> MIXED_BATCH = new ThreadLocal<>();
+
+    private final boolean fanInFanOut;
+    private final long inFeatures;
+    private final long outFeatures;
+    private final Map<String, Double> scaling = new LinkedHashMap<>();
+    private final Map<String, Double> dropout = new LinkedHashMap<>();
+    private final Map<String, Integer> rank = new LinkedHashMap<>();
+
+    /** Wraps {@code base}, a {@link Linear} or {@link Conv1D}. */
+    public LoraLayer(Module base) {
+        super(base);
+        if (base instanceof Linear l) {
+            fanInFanOut = false;
+            inFeatures = l.inFeatures();
+            outFeatures = l.outFeatures();
+        } else if (base instanceof Conv1D c) {
+            fanInFanOut = true;
+            inFeatures = c.inFeatures();
+            outFeatures = c.outFeatures();
+        } else {
+            throw new IllegalArgumentException("LoraLayer wraps Linear or Conv1D, not " + base.typeName());
+        }
+        registerModule("lora_A", new ModuleDict());
+        registerModule("lora_B", new ModuleDict());
+    }
+
+    @Override
+    public String typeName() {
+        return "lora.Linear";
+    }
+
+    public boolean fanInFanOut() {
+        return fanInFanOut;
+    }
+
+    public long inFeatures() {
+        return inFeatures;
+    }
+
+    public long outFeatures() {
+        return outFeatures;
+    }
+
+    private ModuleDict dictA() {
+        return (ModuleDict) child("lora_A");
+    }
+
+    private ModuleDict dictB() {
+        return (ModuleDict) child("lora_B");
+    }
+
+    /**
+     * Adds a prepared adapter: {@code a} is {@code Linear(in, r)}, {@code b} {@code Linear(r, out)} (taken over).
+     *
+     * @throws IllegalArgumentException when the shapes do not fit the base layer or the name exists
+     */
+    public void addAdapter(String name, Linear a, Linear b, double scale, double dropoutP) {
+        if (dictA().contains(name)) {
+            throw new IllegalArgumentException("layer already holds adapter '" + name + "'");
+        }
+        if (a.inFeatures() != inFeatures || b.outFeatures() != outFeatures || a.outFeatures() != b.inFeatures()) {
+            throw new IllegalArgumentException("adapter '" + name + "': lora_A (" + a.outFeatures() + ", "
+                    + a.inFeatures() + ") / lora_B (" + b.outFeatures() + ", " + b.inFeatures()
+                    + ") do not fit a base layer with in=" + inFeatures + ", out=" + outFeatures);
+        }
+        dictA().put(name, a);
+        dictB().put(name, b);
+        scaling.put(name, scale);
+        dropout.put(name, dropoutP);
+        rank.put(name, (int) a.outFeatures());
+    }
+
+    public double scaling(String name) {
+        return scaling.get(name);
+    }
+
+    public int rank(String name) {
+        return rank.get(name);
+    }
+
+    @Override
+    public List<String> adapterNames() {
+        return new ArrayList<>(dictA().entries().keySet());
+    }
+
+    @Override
+    public Map<String, Tensor> adapterParameters(String name) {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        Linear a = (Linear) dictA().get(name);
+        Linear b = (Linear) dictB().get(name);
+        if (a == null) {
+            return out;
+        }
+        out.put("lora_A." + name + ".weight", a.weight());
+        out.put("lora_B." + name + ".weight", b.weight());
+        if (b.bias() != null) {
+            out.put("lora_B." + name + ".bias", b.bias());
+        }
+        return out;
+    }
+
+    @Override
+    protected void removeAdapter(String name) {
+        dictA().remove(name).close();
+        dictB().remove(name).close();
+        scaling.remove(name);
+        dropout.remove(name);
+        rank.remove(name);
+    }
+
+    private LoraMath.Adapter adapter(String name) {
+        Linear a = (Linear) dictA().get(name);
+        Linear b = (Linear) dictB().get(name);
+        return new LoraMath.Adapter(a.weight(), b.weight(), b.bias(), scaling.get(name), dropout.get(name));
+    }
+
+    private Tensor baseWeight() {
+        Module base = baseLayer();
+        return base instanceof Linear l ? l.weight() : ((Conv1D) base).weight();
+    }
+
+    private Tensor baseBias() {
+        Module base = baseLayer();
+        return base instanceof Linear l ? l.bias() : ((Conv1D) base).bias();
+    }
+
+    /**
+     * Runs {@code body} with per-sample adapter names for every LoRA layer's forward on this thread (PEFT's
+     * {@code adapter_names=} argument, §6.6); {@value LoraMath#BASE_ADAPTER_NAME} means no adapter.
+     */
+    public static <T> T withAdapterNames(List<String> names, java.util.function.Supplier<T> body) {
+        List<String> before = MIXED_BATCH.get();
+        MIXED_BATCH.set(List.copyOf(names));
+        try {
+            return body.get();
+        } finally {
+            if (before == null) {
+                MIXED_BATCH.remove();
+            } else {
+                MIXED_BATCH.set(before);
+            }
+        }
+    }
+
+    @Override
+    public Tensor forward(Tensor x) {
+        if (disabled()) {
+            if (merged()) {
+                unmerge();
+            }
+            return baseForward(x);
+        }
+        List<String> perSample = MIXED_BATCH.get();
+        if (perSample != null) {
+            if (merged()) {
+                throw new IllegalStateException(
+                        "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first.");
+            }
+            Map<String, LoraMath.Adapter> all = new LinkedHashMap<>();
+            for (String n : adapterNames()) {
+                all.put(n, adapter(n));
+            }
+            try (Tensor base = baseForward(x)) {
+                return LoraMath.mixedBatchForward(base, x, perSample, all, isTraining());
+            }
+        }
+        if (merged()) {
+            return baseForward(x);
+        }
+        List<LoraMath.Adapter> act = new ArrayList<>();
+        for (String n : activeAdapters()) {
+            if (dictA().contains(n)) {
+                act.add(adapter(n));
+            }
+        }
+        if (act.isEmpty()) {
+            return baseForward(x);
+        }
+        try (Tensor base = baseForward(x)) {
+            return LoraMath.forward(base, x, act, isTraining());
+        }
+    }
+
+    @Override
+    public void merge(List<String> names, boolean safeMerge) {
+        List<String> todo = new ArrayList<>();
+        for (String n : names) {
+            if (mergedList().contains(n)) {
+                continue;
+            }
+            if (dictA().contains(n)) {
+                todo.add(n);
+            }
+        }
+        if (todo.isEmpty()) {
+            return;
+        }
+        for (String n : todo) {
+            LoraMath.merge(baseWeight(), baseBias(), adapter(n), fanInFanOut, safeMerge, n);
+            mergedList().add(n);
+        }
+    }
+
+    @Override
+    public void unmerge() {
+        if (!merged()) {
+            LOG.warn("Already unmerged. Nothing to do.");
+            return;
+        }
+        while (!mergedList().isEmpty()) {
+            String n = mergedList().remove(mergedList().size() - 1);
+            if (dictA().contains(n)) {
+                LoraMath.unmerge(baseWeight(), baseBias(), adapter(n), fanInFanOut);
+            }
+        }
+    }
+}

@@ -23,6 +23,9 @@ final class GenerateCommand extends CliCommand {
     @Mixin
     ModelOptions model;
 
+    @Mixin
+    AdapterOptions adapterOptions;
+
     @Option(names = "--input-ids", required = true, paramLabel = "<ids>",
             description = "Prompt token ids, rows separated by ';' (shorter rows are left-padded), e.g. \"1,2,3;4,5\".")
     String inputIds;
@@ -63,6 +66,12 @@ final class GenerateCommand extends CliCommand {
         } catch (IllegalArgumentException e) {
             throw usage("--input-ids: " + e.getMessage());
         }
+        java.util.Map<String, java.nio.file.Path> folders;
+        try {
+            folders = adapterOptions.parse();
+        } catch (IllegalArgumentException e) {
+            throw usage(e.getMessage());
+        }
         Generation.Options options;
         try {
             options = doSample
@@ -78,6 +87,7 @@ final class GenerateCommand extends CliCommand {
                 throw new IllegalArgumentException(model.modelDir + ": " + m.typeName()
                         + " has no language-model head: generate needs a causal LM");
             }
+            adapterOptions.apply(m, folders);
             ModelConfig c = m.config();
             try {
                 TokenIds.checkVocab(rows, c.getLong("vocab_size"));

@@ -8,6 +8,7 @@ import dev.peft4j.models.PreTrainedModel;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.List;
 import java.util.Map;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.InferenceMode;
@@ -24,10 +25,18 @@ import picocli.CommandLine.Option;
 @Command(name = "logits", header = "Write one forward's float32 logits to a safetensors file.",
         description = {
         "Run one forward over the token ids and write the logits, float32, to a safetensors file under the key",
-        "'logits': [batch, seq, vocab] for a language model, [batch, labels] for sequence classification."})
+        "'logits': [batch, seq, vocab] for a language model, [batch, labels] for sequence classification.",
+        "With --adapter, the PEFT adapters are loaded into the model first."})
 final class LogitsCommand extends CliCommand {
     @Mixin
     ModelOptions model;
+
+    @Mixin
+    AdapterOptions adapterOptions;
+
+    @Option(names = "--row-adapters", split = ",", paramLabel = "n1,__base__,...",
+            description = "One adapter per batch row (PEFT's adapter_names; __base__: no adapter).")
+    List<String> rowAdapters;
 
     @Option(names = "--input-ids", required = true, paramLabel = "<ids>",
             description = "Token ids, rows separated by ';' (all rows the same length), e.g. \"1,2,3;4,5,6\".")
@@ -51,9 +60,24 @@ final class LogitsCommand extends CliCommand {
         } catch (IllegalArgumentException e) {
             throw usage("--input-ids: " + e.getMessage());
         }
+        Map<String, Path> folders;
+        try {
+            folders = adapterOptions.parse();
+        } catch (IllegalArgumentException e) {
+            throw usage(e.getMessage());
+        }
+        if (rowAdapters != null) {
+            if (folders.isEmpty()) {
+                throw usage("--row-adapters needs at least one --adapter");
+            }
+            if (rowAdapters.size() != rows.length) {
+                throw usage("--row-adapters names " + rowAdapters.size() + " adapters for " + rows.length + " rows");
+            }
+        }
         progress("loading %s", model.modelDir);
         try (PreTrainedModel m = model.load(); PointerScope scope = new PointerScope();
                 InferenceMode im = new InferenceMode()) {
+            adapterOptions.apply(m, folders);
             long vocab = m.config().getLong("vocab_size");
             try {
                 TokenIds.checkVocab(rows, vocab);
@@ -62,7 +86,8 @@ final class LogitsCommand extends CliCommand {
             }
             Tensor ids = TokenIds.rectangular(rows);
             long t0 = System.nanoTime();
-            Tensor logits = forward(m, ids).to(ScalarType.Float).contiguous();
+            Tensor raw = rowAdapters == null ? forward(m, ids) : m.withAdapterNames(rowAdapters, () -> forward(m, ids));
+            Tensor logits = raw.to(ScalarType.Float).contiguous();
             long t1 = System.nanoTime();
             SafetensorsFile.write(out, Map.of("logits", logits));
             progress("forward %.1f ms (measured); wrote logits %s float32 to %s", (t1 - t0) / 1e6,

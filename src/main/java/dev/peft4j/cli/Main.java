@@ -21,7 +21,7 @@ import picocli.CommandLine.ScopeType;
 @Command(name = "peft4j",
         description = "Hugging Face PEFT adapters on libtorch, from the command line.",
         subcommands = {SelfCheckCommand.class, InspectCommand.class, LogitsCommand.class, GenerateCommand.class,
-                BenchCommand.class, CommandLine.HelpCommand.class})
+                BenchCommand.class, MergeCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     /** What a run with no arguments does. */
     static final String DEFAULT_COMMAND = "selfcheck";

@@ -40,11 +40,15 @@ final class TinyModels {
      * model lacks ({@code model.layers.7.self_attn.q_proj}).
      */
     static Path loraAdapter(Path dir, boolean withStrayKey) throws IOException {
+        return loraAdapter(dir, withStrayKey, 3);
+    }
+
+    static Path loraAdapter(Path dir, boolean withStrayKey, long seed) throws IOException {
         LoraConfig c = LoraConfig.builder().r(2).loraAlpha(4).targetModules("q_proj", "v_proj")
                 .taskType(TaskType.CAUSAL_LM).baseModelNameOrPath("tiny-llama").build();
         PeftConfigs.write(c, dir);
         Map<String, Tensor> t = new LinkedHashMap<>();
-        torch.manual_seed(3);
+        torch.manual_seed(seed);
         try (TensorOptions o = new TensorOptions(ScalarType.Float)) {
             for (int layer = 0; layer < 2; layer++) {
                 for (String p : new String[] {"q_proj", "v_proj"}) {

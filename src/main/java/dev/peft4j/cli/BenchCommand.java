@@ -69,9 +69,7 @@ final class BenchCommand extends CliCommand {
             throw usage("--threads must be ≥ 1");
         }
         // unpinned, OpenBLAS (fp32 GEMM) and libtorch's OpenMP pool each take every core and oversubscribe them
-        int n = threads != null ? threads : torch.get_num_threads();
-        torch.set_num_threads(n);
-        org.bytedeco.openblas.presets.openblas_nolapack.blas_set_num_threads(n);
+        Threads.pin(threads != null ? threads : torch.get_num_threads());
         String dtName = dt == ScalarType.Float ? "float32" : "bfloat16";
         List<Row> rows = new ArrayList<>();
         progress("timing the decode step of the built-in Llama ...");

@@ -12,19 +12,21 @@ import picocli.CommandLine.ParseResult;
 import picocli.CommandLine.ScopeType;
 
 /**
- * The {@code peft4j} command: {@code selfcheck}, {@code inspect}, {@code logits}, {@code generate}, {@code bench}.
+ * The {@code peft4j} command: {@code demo} (the default), {@code selfcheck}, {@code inspect}, {@code logits},
+ * {@code generate}, {@code bench}, {@code merge}.
  *
  * <p>Exit status 0 on success, 1 on failure, 2 on a usage error. An error is one line on stderr
  * ({@code peft4j <command>: <what went wrong>}); {@code --verbose} adds the stack trace. When stdout is not a
  * terminal, commands print their result only (no progress or timing chatter), so scripts can read it.
  */
 @Command(name = "peft4j",
-        description = "Hugging Face PEFT adapters on libtorch, from the command line.",
-        subcommands = {SelfCheckCommand.class, InspectCommand.class, LogitsCommand.class, GenerateCommand.class,
+        description = {"Hugging Face PEFT adapters on libtorch, from the command line. Without a command: demo.",
+                "Exit status: 0 ok, 1 failure, 2 usage error."},
+        subcommands = {DemoCommand.class, SelfCheckCommand.class, InspectCommand.class, LogitsCommand.class, GenerateCommand.class,
                 BenchCommand.class, MergeCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     /** What a run with no arguments does. */
-    static final String DEFAULT_COMMAND = "selfcheck";
+    static final String DEFAULT_COMMAND = "demo";
 
     @CommandLine.Mixin
     HelpOption help;
@@ -137,6 +139,11 @@ public final class Main implements Runnable {
         }
         if (msg == null || msg.isBlank()) {
             return e.getClass().getSimpleName() + (e.getCause() != null ? ": " + describe(e.getCause()) : "");
+        }
+        int native_ = msg.indexOf("Exception raised from ");
+        if (native_ > 0) {
+            // a c10::Error: its message, without libtorch's source location and native stack frames
+            msg = msg.substring(0, native_);
         }
         if (e instanceof OutOfMemoryError) {
             return "out of memory: " + msg;

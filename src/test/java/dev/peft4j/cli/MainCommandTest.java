@@ -13,8 +13,8 @@ import org.junit.jupiter.params.provider.ValueSource;
 /** The command's contract: default command, --help everywhere, exit codes 0/1/2, one-line errors, --verbose. */
 class MainCommandTest {
     @Test
-    void noArgumentsRunsTheSelfCheckAndExitsZero() {
-        Cli.Result r = Cli.run();
+    void selfcheckPassesAndExitsZero() {
+        Cli.Result r = Cli.run("selfcheck");
         assertEquals(0, r.rc(), r.toString());
         assertTrue(r.out().contains("kernel path"), r.toString());
         assertTrue(r.out().strip().endsWith("OK"), r.toString());
@@ -22,7 +22,7 @@ class MainCommandTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"selfcheck", "inspect", "logits", "generate", "bench"})
+    @ValueSource(strings = {"demo", "selfcheck", "inspect", "logits", "generate", "bench", "merge"})
     void everyCommandHasHelpThatExitsZero(String command) {
         Cli.Result r = Cli.run(command, "--help");
         assertEquals(0, r.rc(), r.toString());
@@ -35,7 +35,7 @@ class MainCommandTest {
     void topLevelHelpListsTheCommands() {
         Cli.Result r = Cli.run("--help");
         assertEquals(0, r.rc(), r.toString());
-        for (String c : new String[] {"selfcheck", "inspect", "logits", "generate", "bench"}) {
+        for (String c : new String[] {"demo", "selfcheck", "inspect", "logits", "generate", "bench", "merge"}) {
             assertTrue(r.out().contains("  " + c + " "), c + " missing:\n" + r);
         }
     }

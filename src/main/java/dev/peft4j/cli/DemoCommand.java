@@ -52,6 +52,10 @@ final class DemoCommand extends CliCommand {
             description = "Where to save the adapter as a PEFT folder (default: a new temporary folder).")
     Path out;
 
+    @Option(names = "--save-model", description = {"Also write the base model (its random weights) as a Hugging Face",
+            "folder <out>/model, to try the other commands on it with the saved adapter."})
+    boolean saveModel;
+
     @Option(names = "--iterations", paramLabel = "N", defaultValue = "20",
             description = "Timed runs per timing (default ${DEFAULT-VALUE}).")
     int iterations;
@@ -76,6 +80,11 @@ final class DemoCommand extends CliCommand {
             o.println("peft4j demo: the model and adapters have seeded RANDOM weights (their tokens mean nothing);");
             o.println("every comparison is computed and every time measured in this run.");
             o.printf("model: built-in %s, float32, %,d parameters, seed %d%n", BuiltinLlama.describe(), params, seed);
+            Path dir = out != null ? out : Files.createTempDirectory("peft4j-demo-");
+            if (saveModel) {
+                m.savePretrained(dir.resolve("model"));
+                o.printf("       saved as a Hugging Face folder: %s%n", dir.resolve("model"));
+            }
 
             // ---- three adapters
             m.peftAdapters().seed(seed);
@@ -136,7 +145,6 @@ final class DemoCommand extends CliCommand {
             o.printf("   unmerged vs adapter alone: max |diff| %.3g%n", maxDiff(unmerged, single.get(0)));
 
             // ---- 4. save
-            Path dir = out != null ? out : Files.createTempDirectory("peft4j-demo-");
             Path saved = dir.resolve(first);
             m.saveAdapter(saved, first);
             o.printf("%n4. %s saved as a PEFT adapter folder: %s%n", first, saved);

@@ -22,7 +22,7 @@ class DemoCommandTest {
         assertEquals(0, plain.rc(), plain.toString());
         assertTrue(plain.out().startsWith("peft4j demo: the model and adapters have seeded RANDOM weights"), plain.toString());
 
-        Cli.Result r = Cli.run("demo", "--iterations", "2", "--out", tmp.toString());
+        Cli.Result r = Cli.run("demo", "--iterations", "2", "--out", tmp.toString(), "--save-model");
         assertEquals(0, r.rc(), r.toString());
         List<String> lines = r.out().lines().toList();
         // each adapter changes the output; rows of the mixed batch, merge/unmerge and the reload agree to float32 noise
@@ -48,8 +48,20 @@ class DemoCommandTest {
         Path saved = tmp.resolve("lora_a");
         assertTrue(Files.isRegularFile(saved.resolve("adapter_model.safetensors")), r.toString());
         assertEquals("LORA", PeftConfigs.read(saved).peftType().jsonValue());
-        Cli.Result inspect = Cli.run("inspect", saved.toString());
+        Cli.Result inspect = Cli.run("inspect", saved.toString(), "--model", tmp.resolve("model").toString());
         assertEquals(0, inspect.rc(), inspect.toString());
         assertTrue(inspect.out().contains("targeted modules (named by the weights): 8\n"), inspect.toString());
+        assertTrue(inspect.out().contains("modules the config targets in this model: 8\n"), inspect.toString());
+        assertTrue(inspect.out().contains("adapter keys matching nothing in this model: 0\n"), inspect.toString());
+        // the saved model + adapter reproduce the demo's adapter output for its prompt
+        Path logits = tmp.resolve("l.safetensors");
+        Cli.Result l = Cli.run("logits", "--model", tmp.resolve("model").toString(), "--adapter", saved.toString(),
+                "--input-ids", "1,306,2966,304,1560,263,3535", "--out", logits.toString());
+        assertEquals(0, l.rc(), l.toString());
+        Cli.Result g = Cli.run("generate", "--model", tmp.resolve("model").toString(), "--adapter", saved.toString(),
+                "--input-ids", "1,306,2966,304,1560,263,3535", "--max-new-tokens", "8");
+        String adapterRow = lines.stream().filter(x -> x.startsWith("   lora_a ") && x.contains("... ")).findFirst().orElseThrow();
+        String newIds = adapterRow.substring(adapterRow.indexOf("... ") + 4, adapterRow.indexOf("   (max"));
+        assertEquals("1,306,2966,304,1560,263,3535," + newIds + "\n", g.out(), "generate on the saved folders");
     }
 }

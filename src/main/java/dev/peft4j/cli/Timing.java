@@ -46,7 +46,8 @@ final class Timing {
         return out;
     }
 
-    private static double median(long[] t) {
+    /** The median of {@code t} (not modified). */
+    static double median(long[] t) {
         long[] s = t.clone();
         Arrays.sort(s);
         int n = s.length;

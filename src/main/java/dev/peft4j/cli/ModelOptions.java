@@ -18,8 +18,17 @@ final class ModelOptions {
             description = "float32, bfloat16 or float16 (default: the config's torch_dtype, else float32).")
     String dtype;
 
-    /** The model, in eval mode. */
+    @Option(names = "--threads", paramLabel = "N", description = {
+            "libtorch and OpenBLAS threads, set together (default: libtorch's default, usually the number of",
+            "cores)."})
+    Integer threads;
+
+    /** The model, in eval mode, with the thread count set. */
     PreTrainedModel load() throws IOException {
+        if (threads != null && threads < 1) {
+            throw new IllegalArgumentException("--threads must be ≥ 1, got " + threads);
+        }
+        Threads.pin(threads != null ? threads : org.bytedeco.pytorch.global.torch.get_num_threads());
         ScalarType dt = dtype == null ? null : ModelConfig.parseDtype(dtype, "--dtype");
         return AutoModel.fromPretrained(modelDir, dt);
     }

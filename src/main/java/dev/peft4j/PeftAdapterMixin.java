@@ -92,6 +92,16 @@ public interface PeftAdapterMixin {
         peftAdapters().mergeAndUnload(adapterNames.length == 0 ? null : List.of(adapterNames), false);
     }
 
+    /** PEFT's {@code merge_adapter(adapter_names, safe_merge)}: a safe merge checks for non-finite weights first. */
+    default void mergeAdapter(boolean safeMerge, List<String> adapterNames) {
+        peftAdapters().mergeAdapter(adapterNames, safeMerge);
+    }
+
+    /** PEFT's {@code merge_and_unload(safe_merge, adapter_names)}. */
+    default void mergeAndUnload(boolean safeMerge, List<String> adapterNames) {
+        peftAdapters().mergeAndUnload(adapterNames, safeMerge);
+    }
+
     /** Runs {@code forward} with one adapter name per batch row ({@code adapter_names=}, {@code "__base__"} = none). */
     default <T> T withAdapterNames(List<String> adapterNames, Supplier<T> forward) {
         return peftAdapters().withAdapterNames(adapterNames, forward);

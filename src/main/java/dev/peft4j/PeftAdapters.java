@@ -1,6 +1,13 @@
 package dev.peft4j;
 
 import dev.peft4j.config.Bias;
+import dev.peft4j.config.AdaLoraConfig;
+import dev.peft4j.config.IA3Config;
+import dev.peft4j.tuners.adalora.AdaLoraMath;
+import dev.peft4j.tuners.adalora.SvdLinear;
+import dev.peft4j.tuners.ia3.Ia3Layer;
+import dev.peft4j.tuners.ia3.Ia3Math;
+import dev.peft4j.tuners.ia3.Ia3Targets;
 import dev.peft4j.config.LoraConfig;
 import dev.peft4j.config.ModuleSelector;
 import dev.peft4j.config.PeftConfig;
@@ -16,7 +23,9 @@ import dev.peft4j.nn.Module;
 import dev.peft4j.tuners.AdapterKeys;
 import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.tuners.ModuleType;
+import dev.peft4j.tuners.ModulesToSaveWrapper;
 import dev.peft4j.tuners.TargetMatcher;
+import dev.peft4j.tuners.lora.LoraEmbedding;
 import dev.peft4j.tuners.lora.LoraInit;
 import dev.peft4j.tuners.lora.LoraLayer;
 import dev.peft4j.tuners.lora.LoraMath;
@@ -46,9 +55,9 @@ import org.slf4j.LoggerFactory;
  * and the logic of every {@link PeftAdapterMixin} method. Injection follows PEFT's {@code inject_adapter}; loading
  * prepares every new tensor aside and commits by swapping them in, so a failed load leaves the model as it was.
  *
- * <p>Supported now: LoRA on {@code nn.Linear} and transformers' {@code Conv1D}, {@code bias="none"}, no
- * {@code modules_to_save}. IA³, AdaLoRA, LoRA on Embedding, DoRA, {@code bias != "none"} and {@code modules_to_save}
- * are refused with an explicit "not supported yet" error rather than half-done.
+ * <p>Supported now: LoRA, IA³ and AdaLoRA on {@code nn.Linear} and transformers' {@code Conv1D}, LoRA on
+ * {@code nn.Embedding}, {@code bias} none/all/lora_only (PEFT main's saving),
+ * {@code modules_to_save} of Linear/Conv1D/Embedding modules. DoRA is refused with an explicit "not supported yet" error rather than half-done.
  */
 public final class PeftAdapters {
     private static final Logger LOG = LoggerFactory.getLogger(PeftAdapters.class);
@@ -110,7 +119,11 @@ public final class PeftAdapters {
         if (peftConfig.containsKey(name)) {
             throw new IllegalArgumentException("Adapter with name " + name + " already exists. Please use a different name.");
         }
-        Prepared p = prepare(config, name);
+        // transformers overwrites base_model_name_or_path with the model's name_or_path (or None)
+        String nameOrPath = model instanceof dev.peft4j.models.PreTrainedModel ptm
+                ? ptm.config().getString("_name_or_path", null) : null;
+        config = config.toBuilder().baseModelNameOrPath(nameOrPath).build();
+        Prepared p = prepare(config, name, false);
         p.commit();
         setAdapter(List.of(name), false);
     }
@@ -131,6 +144,10 @@ public final class PeftAdapters {
         String source = "state_dict";
         if (pathOrRepoId != null) {
             Path dir = Path.of(pathOrRepoId);
+            if (Files.exists(dir) && !Files.isDirectory(dir)) {
+                throw new IllegalArgumentException("adapter model file not found in " + pathOrRepoId + ": it is a "
+                        + "file; pass the folder holding adapter_config.json and the weights");
+            }
             if (!Files.isDirectory(dir)) {
                 throw new UnsupportedOperationException("'" + pathOrRepoId + "' is not a local directory, and a "
                         + "Hub download is not available yet: download the adapter folder and pass its path");
@@ -140,6 +157,7 @@ public final class PeftAdapters {
                         + ". Make sure you are passing the correct path to the adapter model.");
             }
             if (config == null) {
+                refusePromptLearning(dir.resolve(PeftConfigs.CONFIG_FILE_NAME));
                 config = PeftConfigs.read(dir);
             }
             Path weights = AdapterFolder.findWeights(dir);
@@ -158,13 +176,26 @@ public final class PeftAdapters {
             throw new IllegalArgumentException("no adapter state dict: pass `adapter_state_dict` with `peft_config`");
         }
         config = config.toBuilder().inferenceMode(!o.isTrainable()).build(); // transformers v5: always
-        Prepared p = prepare(config, name);
+        if (o.adapterKwargs() != null && o.adapterKwargs().get("key_mapping") != null) {
+            sd = applyKeyMapping(sd, o.adapterKwargs().get("key_mapping"));
+        }
+        boolean ownTensors = pathOrRepoId != null; // read here: freed once copied in
         AdapterLoadReport report;
+        Prepared p;
         try {
-            report = p.load(sd, source);
-        } catch (RuntimeException e) {
-            p.discard();
-            throw e;
+            p = prepare(config, name, true);
+            try {
+                report = p.load(sd, source);
+            } catch (RuntimeException e) {
+                p.discard();
+                throw e;
+            }
+        } finally {
+            if (ownTensors) {
+                for (Tensor t : sd.values()) {
+                    t.close();
+                }
+            }
         }
         p.commit();
         setAdapter(List.of(name), false);
@@ -173,6 +204,12 @@ public final class PeftAdapters {
             for (BaseTunerLayer t : tunerLayers().values()) {
                 for (Tensor w : t.adapterParameters(name).values()) {
                     w.requires_grad_(false);
+                }
+            }
+            for (ModulesToSaveWrapper w : modulesToSaveWrappers().values()) {
+                Module copy = w.adapterCopies().get(name);
+                if (copy != null) {
+                    copy.namedParameters().values().forEach(t -> t.requires_grad_(false));
                 }
             }
         }
@@ -187,11 +224,63 @@ public final class PeftAdapters {
         return report;
     }
 
+    /**
+     * transformers ≥ 4.52 {@code key_mapping} ({@code adapter_kwargs["key_mapping"]}): after the
+     * {@code base_model.model.} prefix is stripped, the regex patterns are tried in order and the first that
+     * substitutes at least once wins (Java regex syntax; replacements use {@code $1}).
+     */
+    static Map<String, Tensor> applyKeyMapping(Map<String, Tensor> sd, Object mapping) {
+        if (!(mapping instanceof Map<?, ?> m)) {
+            throw new IllegalArgumentException("adapter_kwargs key_mapping must be a map of regex to replacement, got "
+                    + mapping.getClass().getSimpleName());
+        }
+        List<Map.Entry<java.util.regex.Pattern, String>> rules = new ArrayList<>();
+        for (Map.Entry<?, ?> e : m.entrySet()) {
+            rules.add(Map.entry(java.util.regex.Pattern.compile(String.valueOf(e.getKey())), String.valueOf(e.getValue())));
+        }
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        for (Map.Entry<String, Tensor> e : sd.entrySet()) {
+            String key = AdapterKeys.stripPeftPrefix(e.getKey());
+            for (Map.Entry<java.util.regex.Pattern, String> r : rules) {
+                java.util.regex.Matcher mt = r.getKey().matcher(key);
+                if (mt.find()) {
+                    key = mt.replaceAll(r.getValue());
+                    break;
+                }
+            }
+            out.put(key, e.getValue());
+        }
+        return out;
+    }
+
+    private static final Set<String> NOT_INJECTABLE = Set.of("PROMPT_TUNING", "MULTITASK_PROMPT_TUNING", "P_TUNING",
+            "PREFIX_TUNING", "CPT", "ADAPTION_PROMPT");
+
+    /** {@code inject_adapter_in_model}'s refusal of prompt-learning and adaption-prompt configs, in its words. */
+    private static void refusePromptLearning(Path configFile) throws IOException {
+        com.fasterxml.jackson.databind.JsonNode root;
+        try {
+            root = new com.fasterxml.jackson.databind.ObjectMapper().readTree(configFile.toFile());
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            return; // PeftConfigs.read reports it, naming the file
+        }
+        if (root != null && root.isObject() && root.path("peft_type").isTextual()
+                && NOT_INJECTABLE.contains(root.get("peft_type").asText())) {
+            throw new IllegalArgumentException(configFile + ": `create_and_replace` does not support prompt learning "
+                    + "and adaption prompt yet.");
+        }
+    }
+
     /** A new adapter made aside: nothing of the model changes until {@link #commit}. */
     private final class Prepared {
         final String name;
-        final PeftConfig config;
+        PeftConfig config;
         final Map<String, Linear[]> lora = new LinkedHashMap<>(); // module -> {A, B}
+        final Map<String, Tensor> ia3 = new LinkedHashMap<>(); // module -> ia3_l
+        final Map<String, Boolean> ia3FeedForward = new LinkedHashMap<>();
+        final Map<String, Tensor[]> ada = new LinkedHashMap<>(); // module -> {A, E, B, ranknum}
+        final Map<String, Tensor[]> emb = new LinkedHashMap<>(); // module -> {lora_embedding_A, lora_embedding_B}
+        final Map<String, Module> mts = new LinkedHashMap<>(); // modules_to_save: module -> its copy
         final Map<String, Double> scalings = new LinkedHashMap<>();
         final Map<String, Tensor> extra = new LinkedHashMap<>(); // base key -> prepared value
         final double dropoutP;
@@ -213,6 +302,23 @@ public final class PeftAdapters {
                     out.put(AdapterKeys.modelKey(m, name, AdapterKeys.Param.LORA_B_BIAS), e.getValue()[1].bias());
                 }
             }
+            for (Map.Entry<String, Tensor> e : ia3.entrySet()) {
+                out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.IA3_L), e.getValue());
+            }
+            for (Map.Entry<String, Module> e : mts.entrySet()) {
+                for (Map.Entry<String, Tensor> t : e.getValue().stateDict().entrySet()) {
+                    out.put(AdapterKeys.modulesToSaveModelKey(e.getKey(), name, t.getKey()), t.getValue());
+                }
+            }
+            for (Map.Entry<String, Tensor[]> e : emb.entrySet()) {
+                out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.LORA_EMBEDDING_A), e.getValue()[0]);
+                out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.LORA_EMBEDDING_B), e.getValue()[1]);
+            }
+            for (Map.Entry<String, Tensor[]> e : ada.entrySet()) {
+                out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.ADALORA_A), e.getValue()[0]);
+                out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.ADALORA_E), e.getValue()[1]);
+                out.put(AdapterKeys.modelKey(e.getKey(), name, AdapterKeys.Param.ADALORA_B), e.getValue()[2]);
+            }
             return out;
         }
 
@@ -228,10 +334,23 @@ public final class PeftAdapters {
                     Optional<AdapterKeys.ParsedKey> parsed = AdapterKeys.parseCheckpointKey(key);
                     Tensor target = null;
                     String modelKey = null;
-                    if (parsed.isPresent()) {
+                    String wrapper = null;
+                    for (String w : mts.keySet()) {
+                        if (key.startsWith(w + ".")) {
+                            wrapper = w;
+                        }
+                    }
+                    if (wrapper != null) {
+                        modelKey = AdapterKeys.modulesToSaveModelKey(wrapper, name, key.substring(wrapper.length() + 1));
+                        target = own.get(modelKey);
+                    } else if (parsed.isPresent()) {
                         AdapterKeys.ParsedKey pk = parsed.get();
                         boolean linearParam = pk.param() == AdapterKeys.Param.LORA_A
-                                || pk.param() == AdapterKeys.Param.LORA_B || pk.param() == AdapterKeys.Param.LORA_B_BIAS;
+                                || pk.param() == AdapterKeys.Param.LORA_B || pk.param() == AdapterKeys.Param.LORA_B_BIAS
+                                || pk.param() == AdapterKeys.Param.IA3_L || pk.param() == AdapterKeys.Param.ADALORA_A
+                                || pk.param() == AdapterKeys.Param.ADALORA_B || pk.param() == AdapterKeys.Param.ADALORA_E
+                                || pk.param() == AdapterKeys.Param.LORA_EMBEDDING_A
+                                || pk.param() == AdapterKeys.Param.LORA_EMBEDDING_B;
                         if (linearParam) {
                             modelKey = AdapterKeys.modelKey(pk.module(), name, pk.param());
                             target = own.get(modelKey);
@@ -239,6 +358,10 @@ public final class PeftAdapters {
                     } else if (baseState.containsKey(key)) {
                         modelKey = key;
                         target = baseState.get(key);
+                    } else if (key.contains(".base_layer.") && baseState.containsKey(key.replace(".base_layer.", "."))) {
+                        // a base-layer bias saved from a wrapped module (bias="all"/"lora_only") into a fresh model
+                        modelKey = key.replace(".base_layer.", ".");
+                        target = baseState.get(modelKey);
                     }
                     if (target == null) {
                         unexpected.add(e.getKey());
@@ -284,6 +407,22 @@ public final class PeftAdapters {
             for (Tensor t : extra.values()) {
                 t.close();
             }
+            for (Tensor t : ia3.values()) {
+                t.close();
+            }
+            for (Tensor[] ts : emb.values()) {
+                for (Tensor t : ts) {
+                    t.close();
+                }
+            }
+            for (Module m : mts.values()) {
+                m.close();
+            }
+            for (Tensor[] ts : ada.values()) {
+                for (Tensor t : ts) {
+                    t.close();
+                }
+            }
         }
 
         void commit() {
@@ -300,27 +439,192 @@ public final class PeftAdapters {
                 layer.addAdapter(name, e.getValue()[0], e.getValue()[1], scalings.get(e.getKey()), dropoutP);
                 layer.train(m.isTraining());
             }
+            for (Map.Entry<String, Tensor> e : ia3.entrySet()) {
+                Module m = model.getSubmodule(e.getKey());
+                Ia3Layer layer;
+                if (m instanceof Ia3Layer l) {
+                    layer = l;
+                } else {
+                    layer = new Ia3Layer(m, ia3FeedForward.get(e.getKey()));
+                    model.replaceSubmodule(e.getKey(), layer);
+                }
+                layer.addAdapter(name, e.getValue(), trainable);
+            }
+            for (Map.Entry<String, Module> e : mts.entrySet()) {
+                Module m = model.getSubmodule(e.getKey());
+                ModulesToSaveWrapper w;
+                if (m instanceof ModulesToSaveWrapper mw) {
+                    w = mw;
+                } else {
+                    w = new ModulesToSaveWrapper(m);
+                    model.replaceSubmodule(e.getKey(), w);
+                }
+                w.addAdapter(name, e.getValue());
+                w.setAdapter(List.of(name));
+            }
+            for (Map.Entry<String, Tensor[]> e : emb.entrySet()) {
+                Module m = model.getSubmodule(e.getKey());
+                LoraEmbedding layer;
+                if (m instanceof LoraEmbedding l) {
+                    layer = l;
+                } else {
+                    layer = new LoraEmbedding((Embedding) m);
+                    model.replaceSubmodule(e.getKey(), layer);
+                }
+                layer.addAdapter(name, e.getValue()[0], e.getValue()[1], scalings.get(e.getKey()), trainable);
+            }
+            for (Map.Entry<String, Tensor[]> e : ada.entrySet()) {
+                Module m = model.getSubmodule(e.getKey());
+                SvdLinear layer;
+                if (m instanceof SvdLinear l) {
+                    layer = l;
+                } else {
+                    layer = new SvdLinear(m);
+                    model.replaceSubmodule(e.getKey(), layer);
+                }
+                Tensor[] t = e.getValue();
+                layer.addAdapter(name, t[0], t[1], t[2], t[3], scalings.get(e.getKey()), dropoutP, trainable);
+            }
+            List<String> committedExtra = new ArrayList<>();
             try (NoGradGuard g = new NoGradGuard()) {
                 for (Map.Entry<String, Tensor> e : extra.entrySet()) {
-                    model.getParameter(e.getKey()).copy_(e.getValue());
+                    String k = postCommitKey(e.getKey());
+                    model.getParameter(k).copy_(e.getValue());
                     e.getValue().close();
+                    committedExtra.add(k);
                 }
             }
-            extraKeys.put(name, new ArrayList<>(extra.keySet()));
+            extraKeys.put(name, committedExtra);
             // _mark_only_adapters_as_trainable: every base parameter frozen
             for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
-                if (!e.getKey().contains(".lora_")) {
+                if (!isAdapterKey(e.getKey())) {
                     e.getValue().requires_grad_(false);
-                } else if (e.getKey().contains("." + name + ".")) {
+                } else if (e.getKey().contains("." + name + ".") || e.getKey().endsWith("." + name)) {
                     e.getValue().requires_grad_(trainable);
                 }
+            }
+            if (config instanceof dev.peft4j.config.LoraSettings ls && ls.bias() != Bias.NONE) {
+                markBiasTrainable(ls.bias(), trainable);
             }
             peftConfig.put(name, config);
             loaded = true;
         }
+
+        /** A base key of the model before this commit, as named after it ({@code base_layer} of wrapped modules). */
+        String postCommitKey(String baseKey) {
+            List<String> targets = new ArrayList<>();
+            targets.addAll(lora.keySet());
+            targets.addAll(ia3.keySet());
+            targets.addAll(ada.keySet());
+            targets.addAll(emb.keySet());
+            for (String t : targets) {
+                if (baseKey.startsWith(t + ".") && !baseKey.startsWith(t + "." + BaseTunerLayer.BASE_LAYER + ".")) {
+                    return t + "." + BaseTunerLayer.BASE_LAYER + baseKey.substring(t.length());
+                }
+            }
+            return baseKey;
+        }
     }
 
-    private Prepared prepare(PeftConfig config, String name) {
+    /** {@code bias="all"}: every {@code bias} parameter trains; {@code "lora_only"}: base biases of adapted layers. */
+    private void markBiasTrainable(Bias bias, boolean trainable) {
+        for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
+            String k = e.getKey();
+            boolean isBias = k.equals("bias") || k.endsWith(".bias");
+            if (!isBias || isAdapterKey(k)) {
+                continue;
+            }
+            if (bias == Bias.ALL || k.endsWith("." + BaseTunerLayer.BASE_LAYER + ".bias")) {
+                e.getValue().requires_grad_(trainable);
+            }
+        }
+    }
+
+    /** The bias keys PEFT (main) saves with an adapter of {@code bias != "none"} (§5.4). */
+    private List<String> savedBiasKeys(String adapterName, Bias bias) {
+        List<String> out = new ArrayList<>();
+        if (bias == Bias.ALL) {
+            for (String k : model.stateDict().keySet()) {
+                if ((k.equals("bias") || k.endsWith(".bias")) && !isAdapterKey(k)) {
+                    out.add(k);
+                }
+            }
+        } else if (bias == Bias.LORA_ONLY) {
+            for (Map.Entry<String, BaseTunerLayer> e : tunerLayers().entrySet()) {
+                String k = e.getKey() + "." + BaseTunerLayer.BASE_LAYER + ".bias";
+                if (!e.getValue().adapterParameters(adapterName).isEmpty() && model.stateDict().containsKey(k)) {
+                    out.add(k);
+                }
+            }
+        }
+        return out;
+    }
+
+    /**
+     * {@code _find_minimal_target_modules} (§4.5, not for IA³): a list of 20 or more names is replaced by the minimal
+     * suffix set when smaller (sorted, for a reproducible saved config); the same selector object otherwise.
+     */
+    private static ModuleSelector condense(ModuleSelector targets, Map<String, Module> modules) {
+        if (!(targets instanceof ModuleSelector.Names n)
+                || n.names().size() < TargetMatcher.MIN_TARGET_MODULES_FOR_OPTIMIZATION) {
+            return targets;
+        }
+        List<String> names = new ArrayList<>(modules.keySet());
+        names.remove("");
+        Set<String> out = TargetMatcher.condenseTargetModules(n.names(), names, false);
+        if (out.size() >= new LinkedHashSet<>(n.names()).size()) {
+            return targets;
+        }
+        return new ModuleSelector.Names(new ArrayList<>(new java.util.TreeSet<>(out)));
+    }
+
+    /**
+     * PEFT forces {@code fan_in_fan_out} per created layer (false for {@code nn.Linear}, true for {@code Conv1D}, with
+     * a warning) on the shared config, so the saved value is the last created wrapper's.
+     */
+    private static void fixFanInFanOut(Prepared p, Map<String, Module> modules, List<String> selected) {
+        Boolean last = null;
+        for (String key : selected) {
+            Module m = modules.get(key);
+            if (m instanceof Linear) {
+                last = false;
+            } else if (m instanceof Conv1D) {
+                last = true;
+            }
+            if (last != null && last != p.config.fanInFanOut()) {
+                LOG.warn(last ? "fan_in_fan_out is set to False but the target module is `Conv1D`. Setting fan_in_fan_out to True."
+                        : "fan_in_fan_out is set to True but the target module is `torch.nn.Linear`. Setting fan_in_fan_out to False.");
+                p.config = p.config.toBuilder().fanInFanOut(last).build();
+            }
+        }
+    }
+
+    /** PEFT's {@code _check_new_adapter_config}: at most one adapter with {@code bias != "none"}. */
+    private void checkOneBiasAdapter(Bias bias) {
+        if (bias == Bias.NONE) {
+            return;
+        }
+        for (PeftConfig c : peftConfig.values()) {
+            if (c instanceof dev.peft4j.config.LoraSettings ls && ls.bias() != Bias.NONE) {
+                throw new IllegalArgumentException((c instanceof AdaLoraConfig ? "AdaLoraModel" : "LoraModel")
+                        + " supports only 1 adapter with bias. When using multiple adapters, set bias to 'none' for "
+                        + "all adapters.");
+            }
+        }
+    }
+
+    static boolean isAdapterKey(String key) {
+        return key.contains(".lora_") || key.contains(".ia3_l.") || key.contains(".modules_to_save.");
+    }
+
+    /** @param forLoad whether a checkpoint follows: only then does AdaLoRA resize modules by {@code rank_pattern}. */
+    private Prepared prepare(PeftConfig config, String name, boolean forLoad) {
+        if (config instanceof IA3Config ia) {
+            return prepareIa3(ia, name);
+        }
+        if (config instanceof AdaLoraConfig ac) {
+            return prepareAdaLora(ac, name, forLoad);
+        }
         if (config.peftType() != PeftType.LORA) {
             throw new UnsupportedOperationException("peft_type " + config.peftType() + " is not supported yet by "
                     + "peft4j's adapter mixin (only LORA is); adapter '" + name + "' was not added");
@@ -329,14 +633,7 @@ public final class PeftAdapters {
         if (lc.useDora()) {
             throw new UnsupportedOperationException("use_dora=True is not supported yet (adapter '" + name + "')");
         }
-        if (lc.bias() != Bias.NONE) {
-            throw new UnsupportedOperationException("bias=\"" + lc.bias().jsonValue()
-                    + "\" is not supported yet (adapter '" + name + "'): only \"none\" is");
-        }
-        if (lc.modulesToSave() != null && !lc.modulesToSave().isEmpty()) {
-            throw new UnsupportedOperationException("modules_to_save " + lc.modulesToSave()
-                    + " is not supported yet (adapter '" + name + "')");
-        }
+        checkOneBiasAdapter(lc.bias());
         if (lc.layerReplication() != null) {
             throw new UnsupportedOperationException("layer_replication is not supported (adapter '" + name + "')");
         }
@@ -353,6 +650,12 @@ public final class PeftAdapters {
             Set<String> expanded = TargetMatcher.allLinearTargets(kinds, outEmb,
                     lc.taskType() != null && lc.taskType().name().equals("SEQ_CLS"), existing);
             targets = new ModuleSelector.Names(new ArrayList<>(expanded));
+            config = lc.toBuilder().targetModules(targets).build();
+            lc = (LoraConfig) config;
+        }
+        ModuleSelector condensed = condense(targets, modules);
+        if (condensed != targets) {
+            targets = condensed;
             config = lc.toBuilder().targetModules(targets).build();
             lc = (LoraConfig) config;
         }
@@ -377,12 +680,20 @@ public final class PeftAdapters {
         } else if (lc.layersPattern() instanceof dev.peft4j.config.LayersPattern.Listed l) {
             mb.layersPattern(l.patterns());
         }
+        if (lc.modulesToSave() != null) {
+            mb.modulesToSave(lc.modulesToSave());
+        }
         List<String> selected = mb.build().selectTargets(modules.keySet(), existing);
         Prepared p = new Prepared(config, name, lc.loraDropout());
+        prepareModulesToSave(p, lc.modulesToSave(), modules);
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
                 Module m = modules.get(key);
-                Module base = m instanceof LoraLayer l ? l.baseLayer() : m;
+                Module base = m instanceof LoraLayer l ? l.baseLayer() : m instanceof LoraEmbedding le ? le.baseLayer() : m;
+                if (base instanceof BaseTunerLayer) {
+                    throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
+                            + "supported: it already holds adapters of another method");
+                }
                 long in;
                 long out;
                 Tensor w;
@@ -394,12 +705,30 @@ public final class PeftAdapters {
                     in = c.inFeatures();
                     out = c.outFeatures();
                     w = c.weight();
-                } else if (base instanceof Embedding) {
-                    p.discard();
-                    throw new UnsupportedOperationException("Target module " + key + " is an Embedding: LoRA on "
-                            + "Embedding is not supported yet by peft4j's adapter mixin");
+                } else if (base instanceof Embedding eb) {
+                    if (lc.loraBias()) {
+                        throw new IllegalArgumentException("lora_bias=True is not supported for Embedding.");
+                    }
+                    int r = lc.rankFor(key);
+                    double s = LoraMath.scaling(lc.alphaFor(key), r, lc.useRslora());
+                    Init cpu = Init.cpu(ScalarType.Float);
+                    Tensor ea = cpu.empty(r, eb.numEmbeddings());
+                    Tensor ebT = cpu.empty(eb.embeddingDim(), r);
+                    LoraInit.initEmbedding(ea, ebT, init, gen);
+                    Tensor[] ts = {ea, ebT};
+                    Tensor ew = eb.weight();
+                    ScalarType edt = LoraMath.adapterDtype(ew.scalar_type(), false);
+                    if (edt != ScalarType.Float || !ew.is_cpu()) {
+                        for (int i = 0; i < 2; i++) {
+                            Tensor moved = ts[i].to(ew.device(), edt);
+                            ts[i].close();
+                            ts[i] = moved;
+                        }
+                    }
+                    p.emb.put(key, ts);
+                    p.scalings.put(key, s);
+                    continue;
                 } else {
-                    p.discard();
                     throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
                             + "supported. Currently, only the following modules are supported: `torch.nn.Linear`, "
                             + "`torch.nn.Embedding`, `torch.nn.Conv1d`, `torch.nn.Conv2d`, `torch.nn.Conv3d`, "
@@ -423,6 +752,231 @@ public final class PeftAdapters {
             p.discard();
             throw e;
         }
+        fixFanInFanOut(p, modules, selected);
+        return p;
+    }
+
+    private TargetMatcher matcher(PeftConfig c, ModuleSelector targets) {
+        TargetMatcher.Builder mb = TargetMatcher.builder();
+        if (targets instanceof ModuleSelector.Names n) {
+            mb.targetModules(n.names());
+        } else if (targets instanceof ModuleSelector.Regex r) {
+            mb.targetModules(r.pattern());
+        }
+        if (c.excludeModules() instanceof ModuleSelector.Names n) {
+            mb.excludeModules(n.names());
+        } else if (c.excludeModules() instanceof ModuleSelector.Regex r) {
+            mb.excludeModules(r.pattern());
+        }
+        if (c.modulesToSave() != null) {
+            mb.modulesToSave(c.modulesToSave());
+        }
+        return mb.build();
+    }
+
+    /**
+     * {@code _set_trainable}: every module whose name ends with an entry of {@code modules_to_save} (plain
+     * {@code endswith}) gets a copy for this adapter; modules inside tuner layers or wrappers are skipped.
+     */
+    private void prepareModulesToSave(Prepared p, List<String> entries, Map<String, Module> modules) {
+        if (entries == null || entries.isEmpty()) {
+            return;
+        }
+        List<String> inner = new ArrayList<>();
+        for (Map.Entry<String, Module> e : modules.entrySet()) {
+            if (e.getValue() instanceof BaseTunerLayer || e.getValue() instanceof ModulesToSaveWrapper) {
+                inner.add(e.getKey() + ".");
+            }
+        }
+        try {
+            for (Map.Entry<String, Module> e : modules.entrySet()) {
+                String key = e.getKey();
+                if (key.isEmpty() || inner.stream().anyMatch(key::startsWith)
+                        || entries.stream().noneMatch(key::endsWith)) {
+                    continue;
+                }
+                Module m = e.getValue();
+                if (m instanceof BaseTunerLayer) {
+                    throw new IllegalArgumentException("modules_to_save: " + key + " is already a tuner layer");
+                }
+                Module original = m instanceof ModulesToSaveWrapper w ? w.originalModule() : m;
+                p.mts.put(key, ModulesToSaveWrapper.deepCopy(original, key));
+            }
+        } catch (RuntimeException ex) {
+            p.discard();
+            throw ex;
+        }
+    }
+
+    /** Every modules_to_save wrapper under its module name. */
+    public Map<String, ModulesToSaveWrapper> modulesToSaveWrappers() {
+        Map<String, ModulesToSaveWrapper> out = new LinkedHashMap<>();
+        for (Map.Entry<String, Module> e : model.namedModules().entrySet()) {
+            if (e.getValue() instanceof ModulesToSaveWrapper w) {
+                out.put(e.getKey(), w);
+            }
+        }
+        return out;
+    }
+
+    /** IA³ ({@code IA3Model._create_and_replace}): vectors of ones (or N(0,1) with {@code init_ia3_weights=false}). */
+    private Prepared prepareIa3(IA3Config c, String name) {
+        Map<String, Module> modules = model.namedModules();
+        List<String> existing = new ArrayList<>(tunerLayers().keySet());
+        ModuleSelector targets = c.targetModules();
+        if (targets instanceof ModuleSelector.Regex r && TargetMatcher.isAllLinear(r.pattern())) {
+            Map<String, ModuleType> kinds = new LinkedHashMap<>();
+            for (Map.Entry<String, Module> e : modules.entrySet()) {
+                kinds.put(e.getKey(), kindOf(e.getValue()));
+            }
+            targets = new ModuleSelector.Names(new ArrayList<>(TargetMatcher.allLinearTargets(kinds,
+                    modules.containsKey("lm_head") ? "lm_head" : null, false, existing)));
+        }
+        List<String> selected = matcher(c, targets).selectTargets(modules.keySet(), existing);
+        Prepared p = new Prepared(c, name, 0.0);
+        prepareModulesToSave(p, c.modulesToSave(), modules);
+        try (Generator gen = torch.createCPUGenerator(seed)) {
+            for (String key : selected) {
+                Module m = modules.get(key);
+                boolean ff;
+                Module base;
+                if (m instanceof Ia3Layer l) {
+                    ff = l.feedForward(); // the layer's flag wins (§4.3)
+                    base = l.baseLayer();
+                } else {
+                    base = m;
+                    ModuleSelector sel = c.feedforwardModules();
+                    ff = sel instanceof ModuleSelector.Names n ? Ia3Targets.isFeedForward(key, n.names())
+                            : sel instanceof ModuleSelector.Regex r && Ia3Targets.isFeedForward(key, r.pattern());
+                }
+                long in;
+                long out;
+                Tensor w;
+                if (base instanceof Linear l) {
+                    in = l.inFeatures();
+                    out = l.outFeatures();
+                    w = l.weight();
+                } else if (base instanceof Conv1D cv) {
+                    in = cv.inFeatures();
+                    out = cv.outFeatures();
+                    w = cv.weight();
+                } else {
+                    throw new IllegalArgumentException("Target module " + m.typeName() + " (" + key + ") is not "
+                            + "supported. Currently, only `torch.nn.Linear`, `torch.nn.Conv2d`, and `Conv1D` are "
+                            + "supported.");
+                }
+                Tensor v = Init.cpu(ScalarType.Float).empty(Ia3Math.vectorShape(in, out, ff));
+                Ia3Math.init(v, c.initIa3Weights(), gen);
+                ScalarType dt = LoraMath.adapterDtype(w.scalar_type(), false);
+                if (dt != ScalarType.Float || !w.is_cpu()) {
+                    Tensor moved = v.to(w.device(), dt);
+                    v.close();
+                    v = moved;
+                }
+                p.ia3.put(key, v);
+                p.ia3FeedForward.put(key, ff);
+            }
+        } catch (RuntimeException e) {
+            p.discard();
+            throw e;
+        }
+        fixFanInFanOut(p, modules, selected);
+        return p;
+    }
+
+    /**
+     * AdaLoRA ({@code AdaLoraModel._create_and_replace}): SVD triplets of rank {@code init_r}; a module listed in
+     * {@code rank_pattern} gets {@code k = count(true)} slots (the kept slices of a fresh init) while its
+     * {@code ranknum} stays {@code init_r} (PeftModel's {@code resize_modules_by_rank_pattern}, §5.7).
+     */
+    private Prepared prepareAdaLora(AdaLoraConfig c, String name, boolean forLoad) {
+        if (!c.inferenceMode()) {
+            for (Map.Entry<String, PeftConfig> e : peftConfig.entrySet()) {
+                if (e.getValue() instanceof AdaLoraConfig && !e.getValue().inferenceMode()) {
+                    throw new IllegalArgumentException("AdaLoraModel supports only 1 trainable adapter. When using "
+                            + "multiple adapters, set inference_mode to True for all adapters except the one you want "
+                            + "to train.");
+                }
+            }
+        }
+        checkOneBiasAdapter(c.bias());
+        Map<String, boolean[]> masks = new LinkedHashMap<>();
+        if (forLoad && c.rankPattern() != null) {
+            for (Map.Entry<String, List<Boolean>> e : c.rankPattern().entrySet()) {
+                boolean[] m = new boolean[e.getValue().size()];
+                for (int i = 0; i < m.length; i++) {
+                    m[i] = e.getValue().get(i);
+                }
+                masks.put(AdapterKeys.rankPatternModule(e.getKey(), name), m);
+            }
+        }
+        Map<String, Module> modules = model.namedModules();
+        List<String> existing = new ArrayList<>(tunerLayers().keySet());
+        ModuleSelector condensed = condense(c.targetModules(), modules);
+        if (condensed != c.targetModules()) {
+            c = c.toBuilder().targetModules(condensed).build();
+        }
+        List<String> selected = matcher(c, c.targetModules()).selectTargets(modules.keySet(), existing);
+        Prepared p = new Prepared(c, name, c.loraDropout());
+        prepareModulesToSave(p, c.modulesToSave(), modules);
+        boolean initFlag = !(c.initLoraWeights() instanceof dev.peft4j.config.InitLoraWeights.Flag f) || f.value();
+        try (Generator gen = torch.createCPUGenerator(seed)) {
+            for (String key : selected) {
+                Module m = modules.get(key);
+                Module base = m instanceof SvdLinear l ? l.baseLayer() : m;
+                long in;
+                long out;
+                Tensor w;
+                if (base instanceof Linear l) {
+                    in = l.inFeatures();
+                    out = l.outFeatures();
+                    w = l.weight();
+                } else if (base instanceof Conv1D cv) {
+                    in = cv.inFeatures();
+                    out = cv.outFeatures();
+                    w = cv.weight();
+                } else {
+                    throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
+                            + "supported. Currently, only `torch.nn.Linear`, `Conv1D`, and `torch.nn.Conv2d` are "
+                            + "supported.");
+                }
+                int r = c.initR();
+                Init cpu = Init.cpu(ScalarType.Float);
+                Tensor a = cpu.empty(r, in);
+                Tensor e = cpu.empty(r, 1);
+                Tensor b = cpu.empty(out, r);
+                AdaLoraMath.init(a, e, b, initFlag, gen);
+                boolean[] mask = masks.get(key);
+                if (mask != null) {
+                    AdaLoraMath.Triplet t = AdaLoraMath.sliceByRankPattern(a, e, b, mask);
+                    Tensor na = t.a().contiguous().clone();
+                    Tensor ne = t.e().contiguous().clone();
+                    Tensor nb = t.b().contiguous().clone();
+                    a.close();
+                    e.close();
+                    b.close();
+                    a = na;
+                    e = ne;
+                    b = nb;
+                }
+                Tensor rn = AdaLoraMath.ranknum(r, ScalarType.Float);
+                Tensor[] ts = {a, e, b, rn};
+                ScalarType dt = LoraMath.adapterDtype(w.scalar_type(), false);
+                if (dt != ScalarType.Float || !w.is_cpu()) {
+                    for (int i = 0; i < ts.length; i++) {
+                        Tensor moved = ts[i].to(w.device(), dt);
+                        ts[i].close();
+                        ts[i] = moved;
+                    }
+                }
+                p.ada.put(key, ts);
+                p.scalings.put(key, AdaLoraMath.scaling(c.loraAlpha(), r));
+            }
+        } catch (RuntimeException ex) {
+            p.discard();
+            throw ex;
+        }
+        fixFanInFanOut(p, modules, selected);
         return p;
     }
 
@@ -470,19 +1024,36 @@ public final class PeftAdapters {
                     + " not found. Please pass the correct adapter name among " + pyList(peftConfig.keySet()));
         }
         Map<String, BaseTunerLayer> layers = tunerLayers();
-        if (layers.isEmpty()) {
+        Map<String, ModulesToSaveWrapper> wrappers = modulesToSaveWrappers();
+        if (layers.isEmpty() && wrappers.isEmpty()) {
             throw new IllegalStateException("Did not succeeded in setting the adapter. Please make sure you are using "
                     + "a model that supports adapters.");
         }
+        if (!wrappers.isEmpty() && names.size() > 1) {
+            throw new IllegalArgumentException("Attempted to set multiple (" + names + ") adapters at once for "
+                    + "modules_to_save.");
+        }
         for (BaseTunerLayer t : layers.values()) {
             t.setAdapter(names);
+        }
+        for (ModulesToSaveWrapper w : wrappers.values()) {
+            w.setAdapter(names);
         }
     }
 
     public void disableAdapters() {
         requireLoaded();
+        for (PeftConfig c : peftConfig.values()) {
+            if (c instanceof dev.peft4j.config.LoraSettings ls && ls.bias() != Bias.NONE) {
+                LOG.warn("Careful, disabling adapter layers with bias configured to be '{}' does not produce the same "
+                        + "output as the base model would without adaption.", ls.bias().jsonValue());
+            }
+        }
         for (BaseTunerLayer t : tunerLayers().values()) {
             t.enableAdapters(false);
+        }
+        for (ModulesToSaveWrapper w : modulesToSaveWrappers().values()) {
+            w.enableAdapters(false); // enableAdapters does not undo this (transformers' asymmetry, §2.6)
         }
     }
 
@@ -531,13 +1102,47 @@ public final class PeftAdapters {
                     + "adapter name among " + pyList(peftConfig.keySet()));
         }
         Map<String, Tensor> out = new LinkedHashMap<>();
+        Map<String, boolean[]> masks = new LinkedHashMap<>();
+        if (peftConfig.get(name) instanceof AdaLoraConfig ac && ac.rankPattern() != null) {
+            for (Map.Entry<String, List<Boolean>> e : ac.rankPattern().entrySet()) {
+                boolean[] m = new boolean[e.getValue().size()];
+                for (int i = 0; i < m.length; i++) {
+                    m[i] = e.getValue().get(i);
+                }
+                masks.put(AdapterKeys.rankPatternModule(e.getKey(), name), m);
+            }
+        }
         for (Map.Entry<String, BaseTunerLayer> e : tunerLayers().entrySet()) {
-            for (Map.Entry<String, Tensor> p : e.getValue().adapterParameters(name).entrySet()) {
+            Map<String, Tensor> params = e.getValue().adapterParameters(name);
+            boolean[] mask = masks.get(e.getKey());
+            if (mask != null && e.getValue() instanceof SvdLinear && !params.isEmpty()) {
+                // resize_state_dict_by_rank_pattern: kept rank slots only (new tensors; as is when already k)
+                AdaLoraMath.Triplet t = AdaLoraMath.sliceByRankPattern(params.get("lora_A." + name),
+                        params.get("lora_E." + name), params.get("lora_B." + name), mask);
+                params = new LinkedHashMap<>(params);
+                params.put("lora_A." + name, t.a());
+                params.put("lora_E." + name, t.e());
+                params.put("lora_B." + name, t.b());
+            }
+            for (Map.Entry<String, Tensor> p : params.entrySet()) {
                 out.put(AdapterKeys.removeAdapterName(e.getKey() + "." + p.getKey(), name), p.getValue());
+            }
+        }
+        for (Map.Entry<String, ModulesToSaveWrapper> e : modulesToSaveWrappers().entrySet()) {
+            Module copy = e.getValue().adapterCopies().get(name);
+            if (copy != null) {
+                for (Map.Entry<String, Tensor> t : copy.stateDict().entrySet()) {
+                    out.put(e.getKey() + "." + t.getKey(), t.getValue());
+                }
             }
         }
         for (String k : extraKeys.getOrDefault(name, List.of())) {
             out.put(k, model.getParameter(k));
+        }
+        if (peftConfig.get(name) instanceof dev.peft4j.config.LoraSettings ls && ls.bias() != Bias.NONE) {
+            for (String k : savedBiasKeys(name, ls.bias())) {
+                out.put(k, model.stateDict().get(k));
+            }
         }
         return out;
     }
@@ -566,7 +1171,16 @@ public final class PeftAdapters {
         }
         Files.createDirectories(dir);
         SafetensorsFile.write(dir.resolve(AdapterFolder.SAFETENSORS_NAME), prefixed, SafetensorsFile.PT_METADATA);
-        PeftConfigs.write(peftConfig.get(name), dir);
+        PeftConfig cfg = peftConfig.get(name);
+        if (cfg instanceof AdaLoraConfig ac && ac.rankPattern() != null) {
+            // PEFT strips ".<adapter>" from rank_pattern keys when saving (§5.7)
+            Map<String, List<Boolean>> rp = new LinkedHashMap<>();
+            for (Map.Entry<String, List<Boolean>> e : ac.rankPattern().entrySet()) {
+                rp.put(AdapterKeys.rankPatternSaveKey(e.getKey(), name), e.getValue());
+            }
+            cfg = ac.toBuilder().rankPattern(rp).build();
+        }
+        PeftConfigs.write(cfg, dir);
     }
 
     /** {@code delete_adapter(adapter_names)}. */
@@ -585,6 +1199,9 @@ public final class PeftAdapters {
         for (String n : new LinkedHashSet<>(names)) {
             for (BaseTunerLayer t : tunerLayers().values()) {
                 t.deleteAdapter(n);
+            }
+            for (ModulesToSaveWrapper w : modulesToSaveWrappers().values()) {
+                w.deleteAdapter(n);
             }
             peftConfig.remove(n);
             extraKeys.remove(n);
@@ -649,6 +1266,14 @@ public final class PeftAdapters {
                 t.deleteAdapter(a);
             }
             model.replaceSubmodule(e.getKey(), base);
+        }
+        // a modules_to_save wrapper is replaced by its active copy (the original when none is active)
+        for (Map.Entry<String, ModulesToSaveWrapper> e : modulesToSaveWrappers().entrySet()) {
+            ModulesToSaveWrapper w = e.getValue();
+            String act = w.activeAdapter();
+            Module keep = act != null && w.adapterCopies().containsKey(act) && !w.disabled()
+                    ? w.adapterCopies().get(act) : w.originalModule();
+            model.replaceSubmodule(e.getKey(), keep);
         }
         peftConfig.clear();
         extraKeys.clear();

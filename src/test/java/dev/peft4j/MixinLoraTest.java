@@ -9,7 +9,6 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.peft4j.config.IA3Config;
 import dev.peft4j.config.InitLoraWeights;
 import dev.peft4j.config.LayerIndices;
 import dev.peft4j.config.LoraConfig;
@@ -200,9 +199,9 @@ class MixinLoraTest {
             UnsupportedOperationException hub = assertThrows(UnsupportedOperationException.class,
                     () -> m.loadAdapter("someone/some-lora", LoadAdapterOptions.named("h")));
             assertTrue(hub.getMessage().contains("Hub download is not available yet"), hub.getMessage());
-            UnsupportedOperationException ia3 = assertThrows(UnsupportedOperationException.class,
-                    () -> m.addAdapter(IA3Config.builder().targetModules("k_proj").build(), "i"));
-            assertTrue(ia3.getMessage().contains("IA3"));
+            UnsupportedOperationException dora = assertThrows(UnsupportedOperationException.class,
+                    () -> m.addAdapter(LoraConfig.builder().targetModules("k_proj").useDora(true).build(), "i"));
+            assertTrue(dora.getMessage().contains("use_dora"), dora.getMessage());
             assertEquals(List.of("a"), new ArrayList<>(m.peftAdapters().peftConfig().keySet()));
         }
     }
@@ -329,6 +328,153 @@ class MixinLoraTest {
             assertEquals(0.5, q.scaling("default"), "alpha 2 / r 4");
             assertEquals(2, v.rank("default"));
             assertEquals(4.0, v.scaling("default"), "alpha 8 / r 2");
+        }
+    }
+
+    @Test
+    void bf16BaseKeepsAdaptersInBaseDtypeAndRoundsLoadedValues() throws Exception {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(14)) {
+            m.to(org.bytedeco.pytorch.global.torch.ScalarType.BFloat16);
+            Map<String, Tensor> sd = new LinkedHashMap<>();
+            torch.manual_seed(2);
+            Tensor a = torch.randn(4, 16);
+            sd.put("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", a);
+            m.loadAdapter(cfg(true, "q_proj"), sd, "x");
+            Tensor mine = m.getAdapterStateDict("x").get("model.layers.0.self_attn.q_proj.lora_A.weight");
+            assertTrue(mine.scalar_type().intern() == org.bytedeco.pytorch.global.torch.ScalarType.BFloat16,
+                    "transformers integration: no fp32 upcast (§6.10)");
+            assertTrue(bitEqual(a.to(org.bytedeco.pytorch.global.torch.ScalarType.BFloat16), mine));
+            Tensor out = logits(m, ids(1, 3, 32, 1));
+            assertTrue(out.scalar_type().intern() == org.bytedeco.pytorch.global.torch.ScalarType.BFloat16);
+        }
+    }
+
+    @Test
+    void addAdapterOverwritesBaseModelNameOrPath() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(15)) {
+            m.addAdapter(LoraConfig.builder().targetModules("q_proj").baseModelNameOrPath("elsewhere").build());
+            assertEquals(null, m.peftAdapters().peftConfig().get("default").baseModelNameOrPath());
+        }
+    }
+
+    @Test
+    void safeMergeRefusesNonFiniteWeightsAndLeavesWeightAlone() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(16)) {
+            m.addAdapter(cfg(false, "q_proj"));
+            LoraLayer l = (LoraLayer) m.getSubmodule("model.layers.0.self_attn.q_proj");
+            Tensor before = ((Linear) l.baseLayer()).weight().clone();
+            try (org.bytedeco.pytorch.NoGradGuard g = new org.bytedeco.pytorch.NoGradGuard()) {
+                l.adapterParameters("default").get("lora_B.default.weight").fill_(new Scalar(Double.NaN));
+            }
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> m.mergeAdapter(true, List.of("default")));
+            assertEquals("NaNs detected in the merged weights. The adapter default seems to be broken", e.getMessage());
+            assertTrue(bitEqual(before, ((Linear) l.baseLayer()).weight()));
+        }
+    }
+
+    @Test
+    void deleteAdapterFreesItsTensors() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(17)) {
+            m.addAdapter(cfg(false, "q_proj"), "a");
+            m.addAdapter(cfg(false, "q_proj"), "b");
+            Tensor a = ((LoraLayer) m.getSubmodule("model.layers.0.self_attn.q_proj")).adapterParameters("a")
+                    .get("lora_A.a.weight");
+            assertFalse(a.isNull());
+            m.deleteAdapter("a");
+            assertTrue(a.isNull(), "the deleted adapter's tensor was closed");
+        }
+    }
+
+    @Test
+    void gaussianInitIsNoOpAndBaseRewritingInitsAreRefused() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(18)) {
+            Tensor x = ids(1, 4, 32, 3);
+            Tensor base = logits(m, x);
+            m.addAdapter(LoraConfig.builder().r(4).targetModules("q_proj")
+                    .initLoraWeights(new InitLoraWeights.Method("gaussian")).build(), "g");
+            assertTrue(bitEqual(base, logits(m, x)), "gaussian A, zero B");
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> m.addAdapter(
+                    LoraConfig.builder().targetModules("q_proj").initLoraWeights(new InitLoraWeights.Method("pissa"))
+                            .build(), "p"));
+            assertTrue(e.getMessage().contains("pissa"), e.getMessage());
+            assertEquals(List.of("g"), new ArrayList<>(m.peftAdapters().peftConfig().keySet()));
+        }
+    }
+
+    @Test
+    void keyMappingRenamesCheckpointKeys() throws Exception {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(19)) {
+            Map<String, Tensor> sd = new LinkedHashMap<>();
+            sd.put("base_model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight", torch.ones(4, 16));
+            AdapterLoadReport r = m.loadAdapter(null, LoadAdapterOptions.builder().peftConfig(cfg(true, "q_proj"))
+                    .adapterStateDict(sd).adapterKwargs(Map.of("key_mapping", Map.of("^language_model\\.", "model.")))
+                    .build());
+            assertEquals(List.of(), r.unexpectedKeys());
+            assertTrue(bitEqual(torch.ones(4, 16),
+                    m.getAdapterStateDict().get("model.layers.0.self_attn.q_proj.lora_A.weight")));
+        }
+    }
+
+    @Test
+    void adapterNameMakesNoDifference() {
+        Tensor x = ids(2, 4, 32, 8);
+        List<Map<String, Tensor>> sds = new ArrayList<>();
+        List<Tensor> outs = new ArrayList<>();
+        for (String name : List.of("default", "adapter", "other-name")) {
+            try (PreTrainedModel m = MixinSupport.tinyLlama(20)) {
+                m.peftAdapters().seed(3);
+                m.addAdapter(cfg(false, "q_proj", "v_proj"), name);
+                Map<String, Tensor> sd = new LinkedHashMap<>();
+                m.getAdapterStateDict().forEach((k, v) -> sd.put(k, v.clone()));
+                sds.add(sd);
+                outs.add(logits(m, x));
+            }
+        }
+        for (int i = 1; i < 3; i++) {
+            assertEquals(sds.get(0).keySet(), sds.get(i).keySet());
+            for (String k : sds.get(0).keySet()) {
+                assertTrue(bitEqual(sds.get(0).get(k), sds.get(i).get(k)), k);
+            }
+            assertTrue(bitEqual(outs.get(0), outs.get(i)));
+        }
+    }
+
+    @Test
+    void mergeIsIdempotent() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(21)) {
+            m.addAdapter(cfg(false, "q_proj"));
+            Tensor x = ids(1, 4, 32, 1);
+            m.mergeAdapter();
+            Tensor once = logits(m, x);
+            m.mergeAdapter(); // "All adapters are already merged, nothing to do."
+            assertTrue(bitEqual(once, logits(m, x)));
+            assertEquals(List.of("default"),
+                    ((LoraLayer) m.getSubmodule("model.layers.0.self_attn.q_proj")).mergedAdapters());
+        }
+    }
+
+    @Test
+    void aFileIsNotAnAdapterFolder() throws Exception {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(22)) {
+            Path f = Files.writeString(tmp.resolve("adapter_config.json"), "{}");
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> m.loadAdapter(f.toString(), LoadAdapterOptions.DEFAULTS));
+            assertTrue(e.getMessage().startsWith("adapter model file not found in " + f), e.getMessage());
+        }
+    }
+
+    @Test
+    void promptLearningAdapterIsRefusedAsTransformersDoes() throws Exception {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(23)) {
+            Path dir = Files.createDirectories(tmp.resolve("pt"));
+            Files.writeString(dir.resolve("adapter_config.json"), "{\"peft_type\": \"PROMPT_TUNING\", "
+                    + "\"num_virtual_tokens\": 8, \"task_type\": \"CAUSAL_LM\"}");
+            Files.write(dir.resolve("adapter_model.safetensors"), new byte[0]);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> m.loadAdapter(dir));
+            assertTrue(e.getMessage().endsWith("`create_and_replace` does not support prompt learning and adaption "
+                    + "prompt yet."), e.getMessage());
+            assertFalse(m.peftAdapters().isLoaded());
         }
     }
 

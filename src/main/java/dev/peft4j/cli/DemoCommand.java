@@ -91,20 +91,21 @@ final class DemoCommand extends CliCommand {
                 o.printf("       saved as a Hugging Face folder: %s%n", dir.resolve("model"));
             }
 
-            // ---- three adapters
+            // ---- three adapters: two LoRA now, IA3 after the mixed batch
             m.peftAdapters().seed(seed);
             LoraConfig a = LoraConfig.builder().r(8).loraAlpha(16).targetModules("q_proj", "v_proj")
                     .initLoraWeights(InitLoraWeights.of(false)).taskType(TaskType.CAUSAL_LM).build();
             LoraConfig b = LoraConfig.builder().r(4).loraAlpha(8)
-                    .targetModules("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+                    .targetModules("q_proj", "k_proj", "v_proj", "o_proj")
                     .initLoraWeights(InitLoraWeights.of(false)).taskType(TaskType.CAUSAL_LM).build();
-            IA3Config c = IA3Config.builder().targetModules("k_proj", "v_proj", "down_proj")
+            // on modules no LoRA adapter wraps: like PEFT, a layer holds adapters of one method only
+            IA3Config c = IA3Config.builder().targetModules("up_proj", "down_proj")
                     .feedforwardModules("down_proj").initIa3Weights(false).taskType(TaskType.CAUSAL_LM).build();
             List<String> names = new ArrayList<>();
             o.println("adapters (seeded random init, not trained):");
             addAdapter(m, o, "lora_a", a, names);
             addAdapter(m, o, "lora_b", b, names);
-            addAdapter(m, o, "ia3", c, names);
+            int w = 8;
 
             // ---- 1. each adapter on the same prompt
             Tensor prompt = TokenIds.longs(PROMPT, 1, PROMPT.length);
@@ -114,15 +115,10 @@ final class DemoCommand extends CliCommand {
             Tensor baseLogits = m.forward(prompt, null, null, null);
             long[] baseIds = TokenIds.row(Generation.generate(m, prompt, null, Generation.Options.greedy(newTokens)), 0);
             m.enableAdapters();
-            int w = Math.max(8, names.stream().mapToInt(String::length).max().orElse(0));
             o.printf("   %-" + w + "s  %s%n", "__base__", newIds(baseIds));
             List<Tensor> single = new ArrayList<>();
             for (String n : names) {
-                m.setAdapter(n);
-                Tensor logits = m.forward(prompt, null, null, null);
-                single.add(logits);
-                long[] ids = TokenIds.row(Generation.generate(m, prompt, null, Generation.Options.greedy(newTokens)), 0);
-                o.printf("   %-" + w + "s  %s   (max |logits - base| %.3g)%n", n, newIds(ids), maxDiff(logits, baseLogits));
+                single.add(showAdapter(m, o, n, prompt, baseLogits, w));
             }
 
             // ---- 2. mixed batch
@@ -138,10 +134,19 @@ final class DemoCommand extends CliCommand {
                         maxDiff(mixed.narrow(0, r, 1), alone));
             }
 
-            // ---- 3. merge, unmerge
+            // ---- 3. a third adapter, IA3
+            o.printf("%n3. a third adapter, IA3, attached now (a mixed batch is LoRA-only, as in PEFT: a model holding%n"
+                    + "   IA3 layers refuses adapter_names, so section 2 ran before it was attached)%n");
+            int before = names.size();
+            addAdapter(m, o, "ia3", c, names);
+            if (names.size() > before) {
+                showAdapter(m, o, "ia3", prompt, baseLogits, w);
+            }
+
+            // ---- 4. merge, unmerge
             String first = names.get(0);
             m.setAdapter(first);
-            o.printf("%n3. merge %s into the base weights, then unmerge%n", first);
+            o.printf("%n4. merge %s into the base weights, then unmerge%n", first);
             m.mergeAdapter();
             Tensor merged = m.forward(prompt, null, null, null);
             m.unmergeAdapter();
@@ -149,10 +154,10 @@ final class DemoCommand extends CliCommand {
             o.printf("   merged   vs adapter alone: max |diff| %.3g%n", maxDiff(merged, single.get(0)));
             o.printf("   unmerged vs adapter alone: max |diff| %.3g%n", maxDiff(unmerged, single.get(0)));
 
-            // ---- 4. save
+            // ---- 5. save
             Path saved = dir.resolve(first);
             m.saveAdapter(saved, first);
-            o.printf("%n4. %s saved as a PEFT adapter folder: %s%n", first, saved);
+            o.printf("%n5. %s saved as a PEFT adapter folder: %s%n", first, saved);
             try (Stream<Path> files = Files.list(saved)) {
                 for (Path f : files.sorted().toList()) {
                     o.printf("   %-28s %,10d bytes%n", f.getFileName(), Files.size(f));
@@ -164,14 +169,23 @@ final class DemoCommand extends CliCommand {
                     maxDiff(m.forward(prompt, null, null, null), single.get(0)));
             m.deleteAdapter(first + "_reloaded");
 
-            // ---- 5. timings
-            o.printf("%n5. timings, measured now (median of %d runs after a warm-up, %d %s)%n", iterations,
+            // ---- 6. timings
+            o.printf("%n6. timings, measured now (median of %d runs after a warm-up, %d %s)%n", iterations,
                     torch.get_num_threads(), torch.get_num_threads() == 1 ? "thread" : "threads");
             timings(m, o, first);
         }
         o.printf("%ndemo done in %.1f s%n", (System.nanoTime() - t0) / 1e9);
         o.flush();
         return 0;
+    }
+
+    /** setAdapter(name), then its logits and greedy tokens for the prompt; returns the logits. */
+    private Tensor showAdapter(LlamaForCausalLM m, PrintWriter o, String name, Tensor prompt, Tensor baseLogits, int w) {
+        m.setAdapter(name);
+        Tensor logits = m.forward(prompt, null, null, null);
+        long[] ids = TokenIds.row(Generation.generate(m, prompt, null, Generation.Options.greedy(newTokens)), 0);
+        o.printf("   %-" + w + "s  %s   (max |logits - base| %.3g)%n", name, newIds(ids), maxDiff(logits, baseLogits));
+        return logits;
     }
 
     private void addAdapter(LlamaForCausalLM m, PrintWriter o, String name, PeftConfig config, List<String> names) {
@@ -193,8 +207,8 @@ final class DemoCommand extends CliCommand {
                 n += p.values().stream().mapToLong(Tensor::numel).sum();
             }
         }
-        String what = config instanceof LoraConfig l ? "r=" + l.r() + " alpha=" + (int) l.loraAlpha() : "";
-        o.printf("   %-7s %s %s on %s: %d layers wrapped, %,d parameters%n", name, config.peftType().jsonValue(), what,
+        String what = config instanceof LoraConfig l ? " r=" + l.r() + " alpha=" + (int) l.loraAlpha() : "";
+        o.printf("   %-7s %s%s on %s: %d layers wrapped, %,d parameters%n", name, config.peftType().jsonValue(), what,
                 String.join(", ", ((dev.peft4j.config.ModuleSelector.Names) config.targetModules()).names()), layers, n);
     }
 
@@ -215,7 +229,7 @@ final class DemoCommand extends CliCommand {
             // affects both alike
             long[] baseNs = new long[iterations];
             long[] adaptedNs = new long[iterations];
-            for (int i = -3; i < iterations; i++) {
+            for (int i = -10; i < iterations; i++) {
                 m.disableAdapters();
                 long t0 = System.nanoTime();
                 step.run();

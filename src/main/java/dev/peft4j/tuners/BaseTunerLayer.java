@@ -105,10 +105,9 @@ public abstract class BaseTunerLayer extends Module implements Layer {
      * active, else the alphabetically first remaining adapter becomes active, else none.
      */
     public final void deleteAdapter(String name) {
-        if (!adapterNames().contains(name)) {
-            return;
+        if (adapterNames().contains(name)) {
+            removeAdapter(name);
         }
-        removeAdapter(name);
         merged.remove(name);
         if (active.contains(name)) {
             List<String> rest = new ArrayList<>(active);

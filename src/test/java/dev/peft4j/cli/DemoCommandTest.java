@@ -41,10 +41,12 @@ class DemoCommandTest {
             checked++;
         }
         long adapters = lines.stream().filter(l -> l.contains("(max |logits - base|")).count();
-        assertTrue(adapters >= 2, "both LoRA adapters attached:\n" + r);
-        assertEquals(adapters + (adapters + 1) + 2 + 1 + 1, checked,
-                "each adapter, each row with the base row, merge and unmerge, reload, fused:\n" + r);
-        assertTrue(lines.stream().anyMatch(l -> l.startsWith("   ia3 ")), "the IA3 adapter is listed:\n" + r);
+        assertEquals(3, adapters, "two LoRA adapters and one IA3 adapter, each run on the prompt:\n" + r);
+        assertTrue(lines.stream().anyMatch(l -> l.startsWith("   row 2 lora_b ")), "the mixed batch:\n" + r);
+        assertEquals(3 + 3 + 2 + 1 + 1, checked,
+                "each adapter, each row of the mixed batch, merge and unmerge, reload, fused:\n" + r);
+        assertTrue(lines.stream().anyMatch(l -> l.startsWith("   ia3     IA3 on up_proj, down_proj: 8 layers wrapped")),
+                "the IA3 adapter is attached:\n" + r);
         assertEquals(3, lines.stream().filter(l -> l.startsWith("   per token: ")).count(), r.toString());
         assertEquals(3, lines.stream().filter(l -> l.startsWith("   per layer: ")).count(), r.toString());
 

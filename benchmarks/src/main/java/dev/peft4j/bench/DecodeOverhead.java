@@ -12,15 +12,15 @@ import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
- * Decode steps of the TinyLlama-shaped model of {@link DecodeBench}, for ~{@code seconds}, run under Java Flight
- * Recorder to measure where the decoding thread spends its time: JFR samples it either executing Java code
- * ({@code jdk.ExecutionSample}) or inside a native method ({@code jdk.NativeMethodSample}: libtorch, our kernels).
- * With both sampled at the same period, the share of Java samples is the share of a decode step spent in Java.
+ * Decode steps of the TinyLlama-shaped model of {@link DecodeBench}, for {@code seconds}, under an in-process Java
+ * Flight Recorder recording, to measure where the decoding thread spends its time. Every 10 ms JFR takes an
+ * execution sample of threads that are running Java code ({@code jdk.ExecutionSample}; few threads run Java here, so
+ * the decoding thread is sampled whenever it is in Java). The Java share of a decode step is therefore about
+ * (execution samples of the decoding thread during the loop) / (loop time / 10 ms); the rest is native: libtorch
+ * (including its dispatcher) and our kernels.
  *
  * <pre>
- * java -XX:StartFlightRecording:filename=/tmp/decode.jfr,jdk.ExecutionSample#period=10ms,jdk.NativeMethodSample#period=10ms \
- *   -Dorg.bytedeco.javacpp.maxPhysicalBytes=0 -cp benchmarks/target/benchmarks.jar dev.peft4j.bench.DecodeOverhead BFloat16 60
- * jfr summary /tmp/decode.jfr | grep -E 'ExecutionSample|NativeMethodSample'
+ * java -Dorg.bytedeco.javacpp.maxPhysicalBytes=0 -cp benchmarks/target/benchmarks.jar dev.peft4j.bench.DecodeOverhead BFloat16 40
  * </pre>
  */
 public final class DecodeOverhead {
@@ -39,6 +39,11 @@ public final class DecodeOverhead {
             token = torch.full(new long[] {1, 1}, new Scalar(7), o);
         }
         KVCache cache = DecodeBench.prefilled(lm, prompt);
+        jdk.jfr.Recording rec = new jdk.jfr.Recording();
+        rec.enable("jdk.ExecutionSample").withPeriod(java.time.Duration.ofMillis(10));
+        rec.enable("jdk.NativeMethodSample").withPeriod(java.time.Duration.ofMillis(10));
+        rec.start();
+        java.time.Instant loopStart = java.time.Instant.now();
         long steps = 0;
         long start = System.nanoTime();
         long end = start + seconds * 1_000_000_000L;
@@ -49,8 +54,36 @@ public final class DecodeOverhead {
             }
             steps++;
         }
+        long loopNanos = System.nanoTime() - start;
+        java.time.Instant loopEnd = java.time.Instant.now();
+        rec.stop();
+        long javaSamples = 0;
+        long nativeSamples = 0;
+        try {
+            java.nio.file.Path file = java.nio.file.Files.createTempFile("decode", ".jfr");
+            rec.dump(file);
+            for (jdk.jfr.consumer.RecordedEvent e : jdk.jfr.consumer.RecordingFile.readAllEvents(file)) {
+                jdk.jfr.consumer.RecordedThread t = e.getThread("sampledThread");
+                if (t == null || !"main".equals(t.getJavaName()) || e.getStartTime().isBefore(loopStart)
+                        || e.getStartTime().isAfter(loopEnd)) {
+                    continue;
+                }
+                if (e.getEventType().getName().equals("jdk.ExecutionSample")) {
+                    javaSamples++;
+                } else {
+                    nativeSamples++;
+                }
+            }
+            java.nio.file.Files.delete(file);
+        } catch (java.io.IOException ex) {
+            throw new java.io.UncheckedIOException(ex);
+        }
+        rec.close();
+        long ticks = loopNanos / 10_000_000L;
         System.out.printf("%s: %d decode steps, %.1f ms/step (wall, this machine under its current load)%n", dt, steps,
-                (System.nanoTime() - start) / 1e6 / steps);
+                loopNanos / 1e6 / steps);
+        System.out.printf("decoding thread: %d Java execution samples in %d ticks of 10 ms (%d native-method samples):"
+                + " Java share of a decode step ≈ %.3f%%%n", javaSamples, ticks, nativeSamples, 100.0 * javaSamples / ticks);
         cache.close();
         ((Module) lm).close();
     }

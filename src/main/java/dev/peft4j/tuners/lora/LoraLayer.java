@@ -166,6 +166,11 @@ public final class LoraLayer extends BaseTunerLayer {
         }
     }
 
+    /** The per-sample adapter names set by {@link #withAdapterNames} on this thread, or null. */
+    public static List<String> currentAdapterNames() {
+        return MIXED_BATCH.get();
+    }
+
     @Override
     public Tensor forward(Tensor x) {
         if (disabled()) {

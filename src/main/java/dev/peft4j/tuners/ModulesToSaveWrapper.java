@@ -1,0 +1,155 @@
+package dev.peft4j.tuners;
+
+import dev.peft4j.nn.Conv1D;
+import dev.peft4j.nn.Embedding;
+import dev.peft4j.nn.Init;
+import dev.peft4j.nn.Layer;
+import dev.peft4j.nn.Linear;
+import dev.peft4j.nn.Module;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Tensor;
+
+/**
+ * PEFT's {@code ModulesToSaveWrapper} ({@code utils/other.py}): keeps the module as {@code original_module} and a
+ * trainable copy per adapter under {@code modules_to_save.<name>}; forward uses the active adapter's copy, or the
+ * original when disabled or when no held adapter is active. At most one adapter is active.
+ */
+public final class ModulesToSaveWrapper extends Module implements Layer {
+    private String active;
+    private boolean disabled;
+
+    public ModulesToSaveWrapper(Module original) {
+        if (!(original instanceof Layer)) {
+            throw new IllegalArgumentException("modules_to_save: " + original.typeName() + " is not a Layer");
+        }
+        registerModule("original_module", original);
+        registerModule("modules_to_save", new ModuleDict());
+    }
+
+    @Override
+    public String typeName() {
+        return "ModulesToSaveWrapper";
+    }
+
+    public Module originalModule() {
+        return child("original_module");
+    }
+
+    private ModuleDict copies() {
+        return (ModuleDict) child("modules_to_save");
+    }
+
+    public Map<String, Module> adapterCopies() {
+        return copies().entries();
+    }
+
+    /**
+     * A detached copy of {@code m} ({@code copy.deepcopy}): Linear, transformers Conv1D and Embedding are supported.
+     *
+     * @throws UnsupportedOperationException naming the module type otherwise
+     */
+    public static Module deepCopy(Module m, String name) {
+        Module copy;
+        Tensor w;
+        if (m instanceof Linear l) {
+            w = l.weight();
+            copy = new Linear(l.inFeatures(), l.outFeatures(), l.bias() != null, init(w));
+        } else if (m instanceof Conv1D c) {
+            w = c.weight();
+            copy = new Conv1D(c.outFeatures(), c.inFeatures(), init(w));
+        } else if (m instanceof Embedding e) {
+            w = e.weight();
+            copy = new Embedding(e.numEmbeddings(), e.embeddingDim(), init(w));
+        } else {
+            throw new UnsupportedOperationException("modules_to_save: " + name + " is a " + m.typeName()
+                    + "; only Linear, Conv1D and Embedding modules can be saved alongside an adapter for now");
+        }
+        Map<String, Tensor> src = m.stateDict();
+        try (NoGradGuard g = new NoGradGuard()) {
+            for (Map.Entry<String, Tensor> e : copy.stateDict().entrySet()) {
+                e.getValue().copy_(src.get(e.getKey()));
+            }
+        }
+        return copy;
+    }
+
+    private static Init init(Tensor w) {
+        return new Init(w.scalar_type().intern(), w.device().str().getString());
+    }
+
+    public void addAdapter(String name, Module copy) {
+        copies().put(name, copy);
+    }
+
+    public void deleteAdapter(String name) {
+        if (copies().contains(name)) {
+            copies().remove(name).close();
+        }
+        if (name.equals(active)) {
+            active = null;
+        }
+    }
+
+    /** {@code set_adapter}: one name or none. */
+    public void setAdapter(List<String> names) {
+        if (names.size() > 1) {
+            throw new IllegalArgumentException("Attempted to set multiple (" + names + ") adapters at once for "
+                    + "modules_to_save.");
+        }
+        active = names.isEmpty() ? null : names.get(0);
+        for (Map.Entry<String, Module> e : copies().entries().entrySet()) {
+            boolean on = e.getKey().equals(active);
+            for (Tensor t : e.getValue().namedParameters().values()) {
+                t.requires_grad_(on);
+            }
+        }
+    }
+
+    public String activeAdapter() {
+        return active;
+    }
+
+    public void enableAdapters(boolean enabled) {
+        disabled = !enabled;
+    }
+
+    public boolean disabled() {
+        return disabled;
+    }
+
+    @Override
+    public Tensor forward(Tensor x) {
+        List<String> perSample = dev.peft4j.tuners.lora.LoraLayer.currentAdapterNames();
+        if (perSample != null && !disabled) {
+            return mixedBatchForward(x, perSample);
+        }
+        if (disabled || active == null || !copies().contains(active)) {
+            return ((Layer) originalModule()).forward(x);
+        }
+        return ((Layer) copies().get(active)).forward(x);
+    }
+
+    /** {@code _mixed_batch_forward}: row i through the copy of adapter i, the original for {@code __base__}. */
+    private Tensor mixedBatchForward(Tensor x, List<String> names) {
+        if (names.size() != x.size(0)) {
+            throw new IllegalArgumentException("Length of `adapter_names` should be the same as the number of inputs, "
+                    + "but got " + names.size() + " and " + x.size(0) + " respectively.");
+        }
+        List<Tensor> rows = new java.util.ArrayList<>();
+        for (int i = 0; i < names.size(); i++) {
+            Module m = copies().contains(names.get(i)) ? copies().get(names.get(i)) : originalModule();
+            try (Tensor row = x.narrow(0, i, 1)) {
+                rows.add(((Layer) m).forward(row));
+            }
+        }
+        try (org.bytedeco.pytorch.TensorVector v = new org.bytedeco.pytorch.TensorVector(rows.toArray(new Tensor[0]))) {
+            Tensor out = org.bytedeco.pytorch.global.torch.cat(new org.bytedeco.pytorch.TensorArrayRef(v), 0);
+            for (Tensor r : rows) {
+                r.close();
+            }
+            return out;
+        }
+    }
+}

@@ -1,0 +1,171 @@
+package dev.peft4j.tuners.lora;
+
+import dev.peft4j.nn.Embedding;
+import dev.peft4j.nn.Module;
+import dev.peft4j.tuners.BaseTunerLayer;
+import dev.peft4j.tuners.ParameterDict;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * PEFT's {@code lora.Embedding}: bare parameters {@code lora_embedding_A.<name>} {@code (r, num_embeddings)} and
+ * {@code lora_embedding_B.<name>} {@code (embedding_dim, r)}; no dropout, no input casting. Mixed batches supported
+ * (per-row adapters, {@value LoraMath#BASE_ADAPTER_NAME} = none).
+ */
+public final class LoraEmbedding extends BaseTunerLayer {
+    private static final Logger LOG = LoggerFactory.getLogger(LoraEmbedding.class);
+    private final long numEmbeddings;
+    private final long embeddingDim;
+    private final Map<String, Double> scaling = new LinkedHashMap<>();
+
+    public LoraEmbedding(Embedding base) {
+        super(base);
+        numEmbeddings = base.numEmbeddings();
+        embeddingDim = base.embeddingDim();
+        registerModule("lora_embedding_A", new ParameterDict());
+        registerModule("lora_embedding_B", new ParameterDict());
+    }
+
+    @Override
+    public String typeName() {
+        return "lora.Embedding";
+    }
+
+    private ParameterDict d(String n) {
+        return (ParameterDict) child(n);
+    }
+
+    public void addAdapter(String name, Tensor embA, Tensor embB, double scale, boolean trainable) {
+        if (embA.size(1) != numEmbeddings || embB.size(0) != embeddingDim || embA.size(0) != embB.size(1)) {
+            throw new IllegalArgumentException("adapter '" + name + "': lora_embedding_A " + Arrays.toString(embA.shape())
+                    + " / lora_embedding_B " + Arrays.toString(embB.shape()) + " do not fit an Embedding("
+                    + numEmbeddings + ", " + embeddingDim + ")");
+        }
+        d("lora_embedding_A").put(name, embA, trainable);
+        d("lora_embedding_B").put(name, embB, trainable);
+        scaling.put(name, scale);
+    }
+
+    public double scaling(String name) {
+        return scaling.get(name);
+    }
+
+    @Override
+    public List<String> adapterNames() {
+        return new ArrayList<>(d("lora_embedding_A").entries().keySet());
+    }
+
+    @Override
+    public Map<String, Tensor> adapterParameters(String name) {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        if (d("lora_embedding_A").contains(name)) {
+            out.put("lora_embedding_A." + name, d("lora_embedding_A").get(name));
+            out.put("lora_embedding_B." + name, d("lora_embedding_B").get(name));
+        }
+        return out;
+    }
+
+    @Override
+    protected void removeAdapter(String name) {
+        d("lora_embedding_A").delete(name);
+        d("lora_embedding_B").delete(name);
+        scaling.remove(name);
+    }
+
+    private LoraMath.Adapter adapter(String n) {
+        return new LoraMath.Adapter(d("lora_embedding_A").get(n), d("lora_embedding_B").get(n), scaling.get(n));
+    }
+
+    private Tensor weight() {
+        return ((Embedding) baseLayer()).weight();
+    }
+
+    @Override
+    public Tensor forward(Tensor ids) {
+        if (disabled()) {
+            if (merged()) {
+                unmerge();
+            }
+            return baseForward(ids);
+        }
+        List<String> perSample = LoraLayer.currentAdapterNames();
+        if (perSample != null) {
+            if (merged()) {
+                throw new IllegalStateException(
+                        "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first.");
+            }
+            if (perSample.size() != ids.size(0)) {
+                throw new IllegalArgumentException("Length of `adapter_names` should be the same as the number of "
+                        + "inputs, but got " + perSample.size() + " and " + ids.size(0) + " respectively.");
+            }
+            try (Tensor base = baseForward(ids)) {
+                Tensor result = base.clone();
+                for (String n : new java.util.LinkedHashSet<>(perSample)) {
+                    if (!d("lora_embedding_A").contains(n)) {
+                        continue;
+                    }
+                    long[] rows = java.util.stream.IntStream.range(0, perSample.size())
+                            .filter(i -> perSample.get(i).equals(n)).asLongStream().toArray();
+                    try (Tensor idx = Tensor.create(rows, rows.length); Tensor sub = ids.index_select(0, idx);
+                            Tensor subBase = result.index_select(0, idx)) {
+                        LoraMath.Adapter ad = adapter(n);
+                        try (Tensor delta = LoraMath.embeddingDelta(sub, ad.a(), ad.b(), ad.scaling(), -1, null);
+                                Tensor sum = subBase.add(delta.to(result.scalar_type()))) {
+                            result.index_copy_(0, idx, sum);
+                        }
+                    }
+                }
+                return result;
+            }
+        }
+        if (merged()) {
+            return baseForward(ids);
+        }
+        List<LoraMath.Adapter> act = new ArrayList<>();
+        for (String n : activeAdapters()) {
+            if (d("lora_embedding_A").contains(n)) {
+                act.add(adapter(n));
+            }
+        }
+        if (act.isEmpty()) {
+            return baseForward(ids);
+        }
+        try (Tensor base = baseForward(ids)) {
+            return LoraMath.embeddingForward(base, ids, act, -1, null);
+        }
+    }
+
+    @Override
+    public void merge(List<String> names, boolean safeMerge) {
+        for (String n : names) {
+            if (mergedList().contains(n) || !d("lora_embedding_A").contains(n)) {
+                continue;
+            }
+            LoraMath.Adapter ad = adapter(n);
+            LoraMath.mergeEmbedding(weight(), ad.a(), ad.b(), ad.scaling(), safeMerge, n);
+            mergedList().add(n);
+        }
+    }
+
+    @Override
+    public void unmerge() {
+        if (!merged()) {
+            LOG.warn("Already unmerged. Nothing to do.");
+            return;
+        }
+        while (!mergedList().isEmpty()) {
+            String n = mergedList().remove(mergedList().size() - 1);
+            if (d("lora_embedding_A").contains(n)) {
+                LoraMath.Adapter ad = adapter(n);
+                LoraMath.unmergeEmbedding(weight(), ad.a(), ad.b(), ad.scaling());
+            }
+        }
+    }
+}

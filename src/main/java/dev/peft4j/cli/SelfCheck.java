@@ -2,7 +2,7 @@ package dev.peft4j.cli;
 
 import dev.peft4j.kernels.Isa;
 import dev.peft4j.kernels.Kernels;
-import java.io.PrintStream;
+import java.io.PrintWriter;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
@@ -14,7 +14,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 final class SelfCheck {
     private SelfCheck() {}
 
-    static int run(PrintStream out) {
+    static int run(PrintWriter out) {
         out.println("peft4j self-check");
         Tensor probe = torch.ones(2);
         out.println("  libtorch        : loaded, " + torch.get_num_threads() + " intra-op threads, parallel backend "

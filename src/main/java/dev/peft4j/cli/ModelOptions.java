@@ -1,0 +1,35 @@
+package dev.peft4j.cli;
+
+import dev.peft4j.models.AutoModel;
+import dev.peft4j.models.ModelConfig;
+import dev.peft4j.models.PreTrainedModel;
+import java.io.IOException;
+import java.nio.file.Path;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import picocli.CommandLine.Option;
+
+/** {@code --model <dir>} and {@code --dtype}: a Hugging Face model folder, loaded by {@link AutoModel}. */
+final class ModelOptions {
+    @Option(names = "--model", required = true, paramLabel = "<dir>",
+            description = "A Hugging Face model folder: config.json and model.safetensors (sharded, or pytorch_model.bin).")
+    Path modelDir;
+
+    @Option(names = "--dtype", paramLabel = "<dtype>",
+            description = "float32, bfloat16 or float16 (default: the config's torch_dtype, else float32).")
+    String dtype;
+
+    @Option(names = "--threads", paramLabel = "N", description = {
+            "libtorch and OpenBLAS threads, set together (default: libtorch's default, usually the number of",
+            "cores)."})
+    Integer threads;
+
+    /** The model, in eval mode, with the thread count set. */
+    PreTrainedModel load() throws IOException {
+        if (threads != null && threads < 1) {
+            throw new IllegalArgumentException("--threads must be ≥ 1, got " + threads);
+        }
+        Threads.pin(threads != null ? threads : org.bytedeco.pytorch.global.torch.get_num_threads());
+        ScalarType dt = dtype == null ? null : ModelConfig.parseDtype(dtype, "--dtype");
+        return AutoModel.fromPretrained(modelDir, dt);
+    }
+}

@@ -69,6 +69,12 @@ public final class PeftAdapters {
     private final Map<String, List<String>> extraKeys = new LinkedHashMap<>();
     private boolean loaded;
     private long seed = 0;
+    /** {@link #refreshTree()}'s cache, valid while {@link Module#structureVersion()} equals {@code treeVersion}. */
+    private long treeVersion;
+    private Map<String, BaseTunerLayer> layerCache;
+    private BaseTunerLayer[] layerArray;
+    private Map<String, ModulesToSaveWrapper> wrapperCache;
+    private ModulesToSaveWrapper[] wrapperArray;
 
     public PeftAdapters(Module model) {
         this.model = model;
@@ -91,15 +97,39 @@ public final class PeftAdapters {
 
     // ------------------------------------------------------------------ tuner layers
 
-    /** Every tuner layer under its module name, in {@code named_modules()} order. */
+    /**
+     * Every tuner layer under its module name, in {@code named_modules()} order (an unmodifiable snapshot: it does
+     * not follow later changes of the model).
+     */
     public Map<String, BaseTunerLayer> tunerLayers() {
-        Map<String, BaseTunerLayer> out = new LinkedHashMap<>();
+        refreshTree();
+        return layerCache;
+    }
+
+    /**
+     * The tuner layers and modules_to_save wrappers of the model, found by one walk of the tree and kept while
+     * {@link Module#structureVersion()} is unchanged: {@code setAdapter} and the other per-layer loops then cost
+     * nothing but the layers' own work (no walk of the whole module tree, no dotted names built).
+     */
+    private void refreshTree() {
+        long version = Module.structureVersion();
+        if (layerCache != null && version == treeVersion) {
+            return;
+        }
+        Map<String, BaseTunerLayer> layers = new LinkedHashMap<>();
+        Map<String, ModulesToSaveWrapper> wrappers = new LinkedHashMap<>();
         for (Map.Entry<String, Module> e : model.namedModules().entrySet()) {
             if (e.getValue() instanceof BaseTunerLayer t) {
-                out.put(e.getKey(), t);
+                layers.put(e.getKey(), t);
+            } else if (e.getValue() instanceof ModulesToSaveWrapper w) {
+                wrappers.put(e.getKey(), w);
             }
         }
-        return out;
+        layerCache = Collections.unmodifiableMap(layers);
+        layerArray = layers.values().toArray(new BaseTunerLayer[0]);
+        wrapperCache = Collections.unmodifiableMap(wrappers);
+        wrapperArray = wrappers.values().toArray(new ModulesToSaveWrapper[0]);
+        treeVersion = version;
     }
 
     private void requireLoaded() {
@@ -808,15 +838,10 @@ public final class PeftAdapters {
         }
     }
 
-    /** Every modules_to_save wrapper under its module name. */
+    /** Every modules_to_save wrapper under its module name (an unmodifiable snapshot, as {@link #tunerLayers()}). */
     public Map<String, ModulesToSaveWrapper> modulesToSaveWrappers() {
-        Map<String, ModulesToSaveWrapper> out = new LinkedHashMap<>();
-        for (Map.Entry<String, Module> e : model.namedModules().entrySet()) {
-            if (e.getValue() instanceof ModulesToSaveWrapper w) {
-                out.put(e.getKey(), w);
-            }
-        }
-        return out;
+        refreshTree();
+        return wrapperCache;
     }
 
     /** IA³ ({@code IA3Model._create_and_replace}): vectors of ones (or N(0,1) with {@code init_ia3_weights=false}). */
@@ -1023,21 +1048,23 @@ public final class PeftAdapters {
             throw new IllegalArgumentException("Adapter with name " + names.get(0)
                     + " not found. Please pass the correct adapter name among " + pyList(peftConfig.keySet()));
         }
-        Map<String, BaseTunerLayer> layers = tunerLayers();
-        Map<String, ModulesToSaveWrapper> wrappers = modulesToSaveWrappers();
-        if (layers.isEmpty() && wrappers.isEmpty()) {
+        refreshTree();
+        BaseTunerLayer[] layers = layerArray;
+        ModulesToSaveWrapper[] wrappers = wrapperArray;
+        if (layers.length == 0 && wrappers.length == 0) {
             throw new IllegalStateException("Did not succeeded in setting the adapter. Please make sure you are using "
                     + "a model that supports adapters.");
         }
-        if (!wrappers.isEmpty() && names.size() > 1) {
+        if (wrappers.length != 0 && names.size() > 1) {
             throw new IllegalArgumentException("Attempted to set multiple (" + names + ") adapters at once for "
                     + "modules_to_save.");
         }
-        for (BaseTunerLayer t : layers.values()) {
-            t.setAdapter(names);
+        List<String> active = List.copyOf(names); // one immutable list shared by every layer
+        for (BaseTunerLayer t : layers) {
+            t.setAdapter(active);
         }
-        for (ModulesToSaveWrapper w : wrappers.values()) {
-            w.setAdapter(names);
+        for (ModulesToSaveWrapper w : wrappers) {
+            w.setAdapter(active);
         }
     }
 

@@ -161,6 +161,11 @@ public abstract class Module implements AutoCloseable {
 
     // ---------------------------------------------------------------- the tree
 
+    /** This module's own parameters (not its children's) by local name, in registration order (unmodifiable). */
+    public final Map<String, Tensor> ownParameters() {
+        return Collections.unmodifiableMap(parameters);
+    }
+
     /** Direct children in registration order (unmodifiable). */
     public final Map<String, Module> children() {
         return Collections.unmodifiableMap(children);
@@ -364,10 +369,17 @@ public abstract class Module implements AutoCloseable {
 
     /** Training mode for this module and all below it (dropout active); returns this. */
     public Module train(boolean on) {
-        for (Module m : namedModules().values()) {
-            m.training = on;
-        }
+        setTraining(this, on, Collections.newSetFromMap(new IdentityHashMap<>()));
         return this;
+    }
+
+    private static void setTraining(Module m, boolean on, Set<Module> seen) {
+        if (seen.add(m)) { // the modules namedModules() lists, without building their names
+            m.training = on;
+            for (Module c : m.children.values()) {
+                setTraining(c, on, seen);
+            }
+        }
     }
 
     /** Evaluation mode (the default, as after transformers' {@code from_pretrained}); returns this. */

@@ -369,14 +369,20 @@ public abstract class Module implements AutoCloseable {
 
     /** Training mode for this module and all below it (dropout active); returns this. */
     public Module train(boolean on) {
-        setTraining(this, on, Collections.newSetFromMap(new IdentityHashMap<>()));
+        Set<Module> seen = Collections.newSetFromMap(new IdentityHashMap<>());
+        seen.add(this);
+        setTraining(this, on, seen);
         return this;
     }
 
     private static void setTraining(Module m, boolean on, Set<Module> seen) {
-        if (seen.add(m)) { // the modules namedModules() lists, without building their names
-            m.training = on;
-            for (Module c : m.children.values()) {
+        // the modules namedModules() lists, without building their names; leaves (most modules: every adapter's
+        // Linears) need no cycle check
+        m.training = on;
+        for (Module c : m.children.values()) {
+            if (c.children.isEmpty()) {
+                c.training = on;
+            } else if (seen.add(c)) {
                 setTraining(c, on, seen);
             }
         }

@@ -111,6 +111,10 @@ public class AdapterMixinBench {
         @Param({"8", "32"})
         public int layers;
 
+        /** Adapters held besides a and b (PEFT's set_adapter sets requires_grad on every adapter a layer holds). */
+        @Param({"0"})
+        public int others;
+
         PreTrainedModel model;
         boolean flip;
 
@@ -119,6 +123,9 @@ public class AdapterMixinBench {
             model = hollowModel(layers);
             model.addAdapter(qkvo(), "a");
             model.addAdapter(qkvo(), "b");
+            for (int i = 0; i < others; i++) {
+                model.addAdapter(qkvo(), "o" + i);
+            }
             if (model.peftAdapters().tunerLayers().size() != 4 * layers) {
                 throw new IllegalStateException("expected " + 4 * layers + " tuner layers");
             }

@@ -33,7 +33,7 @@ import org.openjdk.jmh.annotations.Warmup;
 /**
  * The adapter mixin's bookkeeping at Llama-7B shape (hidden 4096, intermediate 11008, 32 heads, vocab 32000):
  * {@code setAdapter} between two r=16 LoRA adapters on q/k/v/o (4 tuner layers per decoder layer), at 8 and 32
- * decoder layers; and loading 100 distinct random r=16 LoRA adapters on q/k/v/o of 32 layers from the page cache
+ * decoder layers (param {@code others}: more adapters held, e.g. {@code -p others=0,8}); and loading 100 distinct random r=16 LoRA adapters on q/k/v/o of 32 layers from the page cache
  * (bf16 like the base: 33.6 MB each, 3.36 GB in all; fp32 would be 6.7 GB), printing throughput and resident-memory
  * growth per adapter byte.
  *
@@ -216,13 +216,15 @@ public class AdapterMixinBench {
      * Loads the 100 adapters from the page cache (the files were written and then read once in setup); the score is
      * the time of the 100 {@code loadAdapter} calls alone (the deletes run in the iteration's teardown). Printed per
      * iteration: throughput and the growth of private (RssAnon) and whole (VmRSS) resident memory over the adapters'
-     * tensor bytes. The first iteration's growth is the memory the adapters take; later iterations reuse what the
-     * allocator kept from the previous iteration's deletes (≈ 0 growth: nothing leaks from one round to the next).
+     * tensor bytes. The first (warm-up) iteration's growth is the memory the adapters take, and its time includes the
+     * first touch of that fresh memory (slow on this project's VM); later iterations reuse what the allocator kept
+     * from the previous iteration's deletes (≈ 0 growth: nothing leaks from one round to the next), so the score is
+     * the loading itself.
      */
     @Benchmark
     @BenchmarkMode(Mode.SingleShotTime)
     @OutputTimeUnit(TimeUnit.MILLISECONDS)
-    @Warmup(iterations = 0)
+    @Warmup(iterations = 1)
     @Measurement(iterations = 3)
     public void load100Adapters(Loading s) throws IOException {
         long anon0 = procStatusBytes("RssAnon");

@@ -69,6 +69,12 @@ public final class PeftAdapters {
     private final Map<String, List<String>> extraKeys = new LinkedHashMap<>();
     private boolean loaded;
     private long seed = 0;
+    /** {@link #refreshTree()}'s cache, valid while {@link Module#structureVersion()} equals {@code treeVersion}. */
+    private long treeVersion;
+    private Map<String, BaseTunerLayer> layerCache;
+    private BaseTunerLayer[] layerArray;
+    private Map<String, ModulesToSaveWrapper> wrapperCache;
+    private ModulesToSaveWrapper[] wrapperArray;
 
     public PeftAdapters(Module model) {
         this.model = model;
@@ -91,15 +97,64 @@ public final class PeftAdapters {
 
     // ------------------------------------------------------------------ tuner layers
 
-    /** Every tuner layer under its module name, in {@code named_modules()} order. */
+    /**
+     * Every tuner layer under its module name, in {@code named_modules()} order (an unmodifiable snapshot: it does
+     * not follow later changes of the model).
+     */
     public Map<String, BaseTunerLayer> tunerLayers() {
-        Map<String, BaseTunerLayer> out = new LinkedHashMap<>();
-        for (Map.Entry<String, Module> e : model.namedModules().entrySet()) {
+        refreshTree();
+        return layerCache;
+    }
+
+    /**
+     * The tuner layers and modules_to_save wrappers of the model, found by one walk of the tree and kept while
+     * {@link Module#structureVersion()} is unchanged: {@code setAdapter} and the other per-layer loops then cost
+     * nothing but the layers' own work (no walk of the whole module tree, no dotted names built).
+     */
+    private void refreshTree() {
+        long version = Module.structureVersion();
+        if (layerCache != null && version == treeVersion) {
+            return;
+        }
+        Map<String, BaseTunerLayer> layers = new LinkedHashMap<>();
+        Map<String, ModulesToSaveWrapper> wrappers = new LinkedHashMap<>();
+        for (Map.Entry<String, Module> e : modulesOutsideAdapters().entrySet()) {
             if (e.getValue() instanceof BaseTunerLayer t) {
-                out.put(e.getKey(), t);
+                layers.put(e.getKey(), t);
+            } else if (e.getValue() instanceof ModulesToSaveWrapper w) {
+                wrappers.put(e.getKey(), w);
             }
         }
+        layerCache = Collections.unmodifiableMap(layers);
+        layerArray = layers.values().toArray(new BaseTunerLayer[0]);
+        wrapperCache = Collections.unmodifiableMap(wrappers);
+        wrapperArray = wrappers.values().toArray(new ModulesToSaveWrapper[0]);
+        treeVersion = version;
+    }
+
+    /**
+     * {@code named_modules()} less the adapter containers of tuner layers (a tuner layer's children other than
+     * {@code base_layer}: {@code lora_A}, {@code ia3_l}, ... and the adapters' modules in them), in the same order.
+     * Those hold only the adapters' own Linears and parameter dicts, never a tuner layer or a target, and grow
+     * with every adapter loaded: the walk stays the size of the base model.
+     */
+    private Map<String, Module> modulesOutsideAdapters() {
+        Map<String, Module> out = new LinkedHashMap<>();
+        collectOutsideAdapters("", model, out, java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>()));
         return out;
+    }
+
+    private static void collectOutsideAdapters(String prefix, Module m, Map<String, Module> out, Set<Module> seen) {
+        if (!seen.add(m)) {
+            return;
+        }
+        out.put(prefix, m);
+        boolean tuner = m instanceof BaseTunerLayer;
+        for (Map.Entry<String, Module> e : m.children().entrySet()) {
+            if (!tuner || e.getKey().equals(BaseTunerLayer.BASE_LAYER)) {
+                collectOutsideAdapters(prefix.isEmpty() ? e.getKey() : prefix + "." + e.getKey(), e.getValue(), out, seen);
+            }
+        }
     }
 
     private void requireLoaded() {
@@ -284,6 +339,12 @@ public final class PeftAdapters {
         final Map<String, Double> scalings = new LinkedHashMap<>();
         final Map<String, Tensor> extra = new LinkedHashMap<>(); // base key -> prepared value
         final double dropoutP;
+        /**
+         * Set when the LoRA weights were allocated uninitialised for a load: the init prepare would have run
+         * (mode and seed), replayed by {@link #load} only when the checkpoint leaves some weight unfilled.
+         */
+        LoraInit.Mode deferredInit;
+        long deferredSeed;
 
         Prepared(PeftConfig config, String name, double dropoutP) {
             this.config = config;
@@ -324,7 +385,7 @@ public final class PeftAdapters {
 
         AdapterLoadReport load(Map<String, Tensor> checkpoint, String source) {
             Map<String, Tensor> own = params();
-            Map<String, Tensor> baseState = model.stateDict();
+            Map<String, Tensor> baseState = null; // the model's whole state dict: built only for a non-adapter key
             Set<String> filled = new LinkedHashSet<>();
             List<String> unexpected = new ArrayList<>();
             Map<Tensor, Tensor> values = new java.util.IdentityHashMap<>();
@@ -355,7 +416,7 @@ public final class PeftAdapters {
                             modelKey = AdapterKeys.modelKey(pk.module(), name, pk.param());
                             target = own.get(modelKey);
                         }
-                    } else if (baseState.containsKey(key)) {
+                    } else if ((baseState == null ? baseState = model.stateDict() : baseState).containsKey(key)) {
                         modelKey = key;
                         target = baseState.get(key);
                     } else if (key.contains(".base_layer.") && baseState.containsKey(key.replace(".base_layer.", "."))) {
@@ -385,18 +446,44 @@ public final class PeftAdapters {
                     }
                     filled.add(modelKey);
                 }
+                List<String> missing = new ArrayList<>();
+                for (String k : own.keySet()) {
+                    if (!filled.contains(k)) {
+                        missing.add(k);
+                    }
+                }
+                if (deferredInit != null && !missing.isEmpty()) {
+                    initDeferred(); // the missing weights keep the values addAdapter's init gives them
+                }
                 // all checked: fill the (still private) adapter tensors
                 for (Map.Entry<Tensor, Tensor> e : values.entrySet()) {
                     e.getKey().copy_(e.getValue());
                 }
+                return new AdapterLoadReport(missing, unexpected);
             }
-            List<String> missing = new ArrayList<>();
-            for (String k : own.keySet()) {
-                if (!filled.contains(k)) {
-                    missing.add(k);
+        }
+
+        /**
+         * The init {@code prepare} skipped, as it would have run it: every LoRA module in order, drawn in float32
+         * from one generator seeded as then, converted to the adapter dtype.
+         */
+        private void initDeferred() {
+            Init f32 = Init.cpu(ScalarType.Float);
+            try (Generator gen = torch.createCPUGenerator(deferredSeed)) {
+                for (Linear[] ab : lora.values()) {
+                    Tensor bias = ab[1].bias();
+                    try (Tensor a = f32.empty(ab[0].weight().shape()); Tensor b = f32.empty(ab[1].weight().shape());
+                            Tensor bb = bias == null ? null : f32.empty(bias.shape())) {
+                        LoraInit.initLinear(a, b, bb, deferredInit, gen);
+                        ab[0].weight().copy_(a);
+                        ab[1].weight().copy_(b);
+                        if (bias != null) {
+                            bias.copy_(bb);
+                        }
+                    }
                 }
             }
-            return new AdapterLoadReport(missing, unexpected);
+            deferredInit = null;
         }
 
         void discard() {
@@ -437,7 +524,12 @@ public final class PeftAdapters {
                     model.replaceSubmodule(e.getKey(), layer);
                 }
                 layer.addAdapter(name, e.getValue()[0], e.getValue()[1], scalings.get(e.getKey()), dropoutP);
-                layer.train(m.isTraining());
+                if (layer != m) {
+                    layer.train(m.isTraining());
+                } else { // an existing layer: only the new modules take its mode (the others have it already)
+                    e.getValue()[0].train(m.isTraining());
+                    e.getValue()[1].train(m.isTraining());
+                }
             }
             for (Map.Entry<String, Tensor> e : ia3.entrySet()) {
                 Module m = model.getSubmodule(e.getKey());
@@ -495,14 +587,8 @@ public final class PeftAdapters {
                 }
             }
             extraKeys.put(name, committedExtra);
-            // _mark_only_adapters_as_trainable: every base parameter frozen
-            for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
-                if (!isAdapterKey(e.getKey())) {
-                    e.getValue().requires_grad_(false);
-                } else if (e.getKey().contains("." + name + ".") || e.getKey().endsWith("." + name)) {
-                    e.getValue().requires_grad_(trainable);
-                }
-            }
+            // _mark_only_adapters_as_trainable: every base parameter frozen, this adapter's trainable or not
+            markTrainable(model, "", name, trainable);
             if (config instanceof dev.peft4j.config.LoraSettings ls && ls.bias() != Bias.NONE) {
                 markBiasTrainable(ls.bias(), trainable);
             }
@@ -523,6 +609,55 @@ public final class PeftAdapters {
                 }
             }
             return baseKey;
+        }
+    }
+
+    /**
+     * Freezes every parameter whose key is not an adapter key ({@link #isAdapterKey}) and sets {@code requires_grad}
+     * of adapter {@code name}'s parameters (adapter keys holding {@code .name.} or ending in {@code .name}) to
+     * {@code trainable}, as a loop over {@code named_parameters()} would, without visiting the other adapters:
+     * below an adapter container ({@code lora_*}, {@code ia3_l}, {@code modules_to_save}) only the entry named
+     * {@code name} is visited, so a load costs the same however many adapters the model holds. (The loop over every
+     * key also matched {@code .name.} elsewhere in another adapter's key, e.g. an adapter named {@code 0} matched
+     * {@code layers.0.}: other adapters' parameters are no longer touched.)
+     */
+    private static void markTrainable(Module m, String prefix, String name, boolean trainable) {
+        String p = prefix.isEmpty() ? "" : prefix + ".";
+        for (Map.Entry<String, Tensor> e : m.ownParameters().entrySet()) {
+            String key = p + e.getKey();
+            if (!isAdapterKey(key)) {
+                e.getValue().requires_grad_(false);
+            } else if (key.contains("." + name + ".") || key.endsWith("." + name)) {
+                e.getValue().requires_grad_(trainable);
+            }
+        }
+        for (Map.Entry<String, Module> e : m.children().entrySet()) {
+            String c = e.getKey();
+            boolean container = !prefix.isEmpty()
+                    && (c.startsWith("lora_") || c.equals("ia3_l") || c.equals("modules_to_save"));
+            if (!container) {
+                markTrainable(e.getValue(), p + c, name, trainable);
+                continue;
+            }
+            // every key below is an adapter key: only this adapter's entry can match
+            Module dict = e.getValue();
+            Tensor own = dict.ownParameters().get(name);
+            if (own != null) {
+                own.requires_grad_(trainable);
+            }
+            Module child = dict.children().get(name);
+            if (child != null) {
+                setAllRequiresGrad(child, trainable);
+            }
+        }
+    }
+
+    private static void setAllRequiresGrad(Module m, boolean on) {
+        for (Tensor t : m.ownParameters().values()) {
+            t.requires_grad_(on);
+        }
+        for (Module c : m.children().values()) {
+            setAllRequiresGrad(c, on);
         }
     }
 
@@ -638,9 +773,15 @@ public final class PeftAdapters {
             throw new UnsupportedOperationException("layer_replication is not supported (adapter '" + name + "')");
         }
         LoraInit.Mode init = LoraInit.parse(initValue(lc));
-        Map<String, Module> modules = model.namedModules();
-        List<String> existing = new ArrayList<>(tunerLayers().keySet());
         ModuleSelector targets = lc.targetModules();
+        boolean allLinear = targets instanceof ModuleSelector.Regex rx && TargetMatcher.isAllLinear(rx.pattern());
+        boolean condensing = targets instanceof ModuleSelector.Names tn
+                && tn.names().size() >= TargetMatcher.MIN_TARGET_MODULES_FOR_OPTIMIZATION;
+        // the adapters already held add nothing a target could match (keys inside tuner layers are skipped): leave
+        // their modules out so that a load costs the same however many adapters the model holds; the rarer
+        // all-linear expansion and target condensing see every name, as PEFT's do
+        Map<String, Module> modules = allLinear || condensing ? model.namedModules() : modulesOutsideAdapters();
+        List<String> existing = new ArrayList<>(tunerLayers().keySet());
         if (targets instanceof ModuleSelector.Regex r && TargetMatcher.isAllLinear(r.pattern())) {
             Map<String, ModuleType> kinds = new LinkedHashMap<>();
             for (Map.Entry<String, Module> e : modules.entrySet()) {
@@ -686,6 +827,23 @@ public final class PeftAdapters {
         List<String> selected = mb.build().selectTargets(modules.keySet(), existing);
         Prepared p = new Prepared(config, name, lc.loraDropout());
         prepareModulesToSave(p, lc.modulesToSave(), modules);
+        // Loading: when every target is a CPU Linear / Conv1D, allocate the LoRA weights uninitialised in their final
+        // dtype and leave the init to the load, which runs it only if the checkpoint does not fill them all (a
+        // complete checkpoint overwrites every value: drawing them, in float32 then converted, is wasted time and
+        // leaves the float32 temporaries' memory behind in the allocator).
+        boolean defer = forLoad;
+        for (String key : selected) {
+            Module m = modules.get(key);
+            Module base = m instanceof LoraLayer l ? l.baseLayer() : m;
+            Tensor w = base instanceof Linear l ? l.weight() : base instanceof Conv1D c ? c.weight() : null;
+            if (w == null || !w.is_cpu()) {
+                defer = false;
+            }
+        }
+        if (defer) {
+            p.deferredInit = init;
+            p.deferredSeed = seed;
+        }
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
                 Module m = modules.get(key);
@@ -738,6 +896,13 @@ public final class PeftAdapters {
                 double alpha = lc.alphaFor(key);
                 double s = LoraMath.scaling(alpha, r, lc.useRslora());
                 ScalarType dt = LoraMath.adapterDtype(w.scalar_type(), false);
+                if (defer) {
+                    Linear a = new Linear(in, r, false, Init.cpu(dt));
+                    Linear b = new Linear(r, out, lc.loraBias(), Init.cpu(dt));
+                    p.lora.put(key, new Linear[] {a, b});
+                    p.scalings.put(key, s);
+                    continue;
+                }
                 Linear a = new Linear(in, r, false, Init.cpu(ScalarType.Float));
                 Linear b = new Linear(r, out, lc.loraBias(), Init.cpu(ScalarType.Float));
                 LoraInit.initLinear(a.weight(), b.weight(), b.bias(), init, gen);
@@ -808,15 +973,10 @@ public final class PeftAdapters {
         }
     }
 
-    /** Every modules_to_save wrapper under its module name. */
+    /** Every modules_to_save wrapper under its module name (an unmodifiable snapshot, as {@link #tunerLayers()}). */
     public Map<String, ModulesToSaveWrapper> modulesToSaveWrappers() {
-        Map<String, ModulesToSaveWrapper> out = new LinkedHashMap<>();
-        for (Map.Entry<String, Module> e : model.namedModules().entrySet()) {
-            if (e.getValue() instanceof ModulesToSaveWrapper w) {
-                out.put(e.getKey(), w);
-            }
-        }
-        return out;
+        refreshTree();
+        return wrapperCache;
     }
 
     /** IA³ ({@code IA3Model._create_and_replace}): vectors of ones (or N(0,1) with {@code init_ia3_weights=false}). */
@@ -1023,21 +1183,23 @@ public final class PeftAdapters {
             throw new IllegalArgumentException("Adapter with name " + names.get(0)
                     + " not found. Please pass the correct adapter name among " + pyList(peftConfig.keySet()));
         }
-        Map<String, BaseTunerLayer> layers = tunerLayers();
-        Map<String, ModulesToSaveWrapper> wrappers = modulesToSaveWrappers();
-        if (layers.isEmpty() && wrappers.isEmpty()) {
+        refreshTree();
+        BaseTunerLayer[] layers = layerArray;
+        ModulesToSaveWrapper[] wrappers = wrapperArray;
+        if (layers.length == 0 && wrappers.length == 0) {
             throw new IllegalStateException("Did not succeeded in setting the adapter. Please make sure you are using "
                     + "a model that supports adapters.");
         }
-        if (!wrappers.isEmpty() && names.size() > 1) {
+        if (wrappers.length != 0 && names.size() > 1) {
             throw new IllegalArgumentException("Attempted to set multiple (" + names + ") adapters at once for "
                     + "modules_to_save.");
         }
-        for (BaseTunerLayer t : layers.values()) {
-            t.setAdapter(names);
+        List<String> active = List.copyOf(names); // one immutable list shared by every layer
+        for (BaseTunerLayer t : layers) {
+            t.setAdapter(active);
         }
-        for (ModulesToSaveWrapper w : wrappers.values()) {
-            w.setAdapter(names);
+        for (ModulesToSaveWrapper w : wrappers) {
+            w.setAdapter(active);
         }
     }
 

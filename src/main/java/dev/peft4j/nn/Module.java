@@ -37,6 +37,20 @@ public abstract class Module implements AutoCloseable {
     private final Set<String> nonPersistentBuffers = new LinkedHashSet<>();
     private boolean training;
 
+    /**
+     * Bumped by every change to any module's children (register, remove, replace), in any tree: a cache of a tree's
+     * module list (e.g. the mixin's tuner layers) is valid while this value is unchanged.
+     */
+    private static final java.util.concurrent.atomic.AtomicLong STRUCTURE_VERSION = new java.util.concurrent.atomic.AtomicLong();
+
+    /**
+     * A counter that changes whenever a child module is registered, removed or replaced anywhere; equal values mean
+     * no {@link #namedModules()} result has changed meanwhile. For caches of the module tree.
+     */
+    public static long structureVersion() {
+        return STRUCTURE_VERSION.get();
+    }
+
     /** The class name transformers would print for this module ({@code Linear}, {@code LlamaAttention}, ...). */
     public String typeName() {
         return getClass().getSimpleName();
@@ -51,6 +65,7 @@ public abstract class Module implements AutoCloseable {
             throw new IllegalArgumentException(typeName() + ": attribute '" + name + "' already exists");
         }
         children.put(name, module);
+        STRUCTURE_VERSION.incrementAndGet();
         module.train(training);
         return module;
     }
@@ -91,7 +106,11 @@ public abstract class Module implements AutoCloseable {
 
     /** Removes child {@code name} and returns it (not closed), or null when there is none. */
     protected final Module removeModule(String name) {
-        return children.remove(name);
+        Module removed = children.remove(name);
+        if (removed != null) {
+            STRUCTURE_VERSION.incrementAndGet();
+        }
+        return removed;
     }
 
     /** Removes parameter {@code name} and returns its tensor (not closed: the caller owns it now), or null. */
@@ -141,6 +160,11 @@ public abstract class Module implements AutoCloseable {
     }
 
     // ---------------------------------------------------------------- the tree
+
+    /** This module's own parameters (not its children's) by local name, in registration order (unmodifiable). */
+    public final Map<String, Tensor> ownParameters() {
+        return Collections.unmodifiableMap(parameters);
+    }
 
     /** Direct children in registration order (unmodifiable). */
     public final Map<String, Module> children() {
@@ -212,6 +236,7 @@ public abstract class Module implements AutoCloseable {
                     + replacement.typeName() + " must implement Layer too");
         }
         parent.children.put(local, replacement); // same key: keeps the registration order
+        STRUCTURE_VERSION.incrementAndGet();
         replacement.train(parent.training);
         return old;
     }
@@ -344,10 +369,23 @@ public abstract class Module implements AutoCloseable {
 
     /** Training mode for this module and all below it (dropout active); returns this. */
     public Module train(boolean on) {
-        for (Module m : namedModules().values()) {
-            m.training = on;
-        }
+        Set<Module> seen = Collections.newSetFromMap(new IdentityHashMap<>());
+        seen.add(this);
+        setTraining(this, on, seen);
         return this;
+    }
+
+    private static void setTraining(Module m, boolean on, Set<Module> seen) {
+        // the modules namedModules() lists, without building their names; leaves (most modules: every adapter's
+        // Linears) need no cycle check
+        m.training = on;
+        for (Module c : m.children.values()) {
+            if (c.children.isEmpty()) {
+                c.training = on;
+            } else if (seen.add(c)) {
+                setTraining(c, on, seen);
+            }
+        }
     }
 
     /** Evaluation mode (the default, as after transformers' {@code from_pretrained}); returns this. */

@@ -77,12 +77,20 @@ public abstract class BaseTunerLayer extends Module implements Layer {
         active.addAll(names);
         for (String a : adapterNames()) {
             boolean on = names.contains(a);
-            for (Tensor t : adapterParameters(a).values()) {
+            for (Tensor t : adapterTensors(a)) {
                 if (t.requires_grad() != on) {
                     t.requires_grad_(on);
                 }
             }
         }
+    }
+
+    /**
+     * The adapter's parameter tensors (the values of {@link #adapterParameters}), for bookkeeping loops such as
+     * {@link #setAdapter}; a layer may override it to skip building the named map.
+     */
+    protected Iterable<Tensor> adapterTensors(String adapterName) {
+        return adapterParameters(adapterName).values();
     }
 
     /** {@code enable_adapters(enabled)}: enabling re-applies the active list; disabling freezes every adapter. */

@@ -175,15 +175,19 @@ public final class TargetMatcher {
         List<String> targeted = new ArrayList<>();
         int excluded = 0;
         int unmatched = 0;
+        // a key is inside a tuner layer when one of its dotted prefixes is one: O(depth) per key, not O(layers)
+        Set<String> tuners = existingTunerLayers instanceof Set<String> set ? set : new HashSet<>(existingTunerLayers);
         for (String key : moduleNames) {
             if (key.isEmpty()) {
                 continue;
             }
             boolean insideTuner = false;
-            for (String tuner : existingTunerLayers) {
-                if (key.startsWith(tuner + ".")) {
-                    insideTuner = true;
-                    break;
+            if (!tuners.isEmpty()) {
+                for (int dot = key.lastIndexOf('.'); dot > 0; dot = key.lastIndexOf('.', dot - 1)) {
+                    if (tuners.contains(key.substring(0, dot))) {
+                        insideTuner = true;
+                        break;
+                    }
                 }
             }
             if (insideTuner) {

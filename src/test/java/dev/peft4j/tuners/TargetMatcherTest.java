@@ -208,6 +208,16 @@ class TargetMatcherTest {
     }
 
     @Test
+    void insideTunerMeansBelowItsDottedNameOnly() {
+        TargetMatcher m = TargetMatcher.builder().targetModules(List.of("q_proj", "lora_A", "default")).build();
+        List<String> names = List.of("model", "model.q", "model.q_proj", "model.q.lora_A", "model.q.lora_A.default",
+                "model.q_proj.lora_A");
+        // "model.q_proj" starts with "model.q" but is not inside it; everything below model.q is skipped
+        assertEquals(List.of("model.q_proj", "model.q_proj.lora_A"), m.selectTargets(names, List.of("model.q")));
+        assertEquals(List.of("model.q_proj"), m.selectTargets(names, java.util.Set.of("model.q", "model.q_proj")));
+    }
+
+    @Test
     void nothingMatchedRaisesPeftMessageWithLayerNotes() {
         TargetMatcher m = TargetMatcher.builder().targetModules(List.of("query", "value"))
                 .layersToTransform(List.of(0, 1)).layersPattern(List.of("h")).build();

@@ -126,6 +126,16 @@ public final class LoraLayer extends BaseTunerLayer {
     }
 
     @Override
+    protected Iterable<Tensor> adapterTensors(String name) {
+        Linear a = dictA().get(name);
+        if (a == null) {
+            return List.of();
+        }
+        Linear b = dictB().get(name);
+        return b.bias() == null ? List.of(a.weight(), b.weight()) : List.of(a.weight(), b.weight(), b.bias());
+    }
+
+    @Override
     protected void removeAdapter(String name) {
         dictA().remove(name).close();
         dictB().remove(name).close();

@@ -6,6 +6,8 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.net.URISyntaxException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -101,6 +103,25 @@ class TokenizerTest {
         }
     }
 
+    @Test
+    void theNonLegacyLlamaLayoutWithAMetaspacePreTokenizerGivesTheSameIds(@TempDir Path tmp) throws Exception {
+        // what transformers' LlamaConverter writes with legacy=False: no normalizer, Metaspace(prepend_scheme
+        // "first", split false) instead; same model and decoder
+        ObjectMapper om = new ObjectMapper();
+        ObjectNode json = (ObjectNode) om.readTree(fixture("llama-bpe/tokenizer.json").toFile());
+        json.putNull("normalizer");
+        json.putObject("pre_tokenizer").put("type", "Metaspace").put("replacement", "\u2581")
+                .put("prepend_scheme", "first").put("split", false);
+        om.writeValue(tmp.resolve("tokenizer.json").toFile(), json);
+        try (Tokenizer t = Tokenizer.fromPretrained(tmp).orElseThrow()) {
+            for (String s : new String[] {"hello world", "the low rank adapter", "café", "Hello", "a\nb"}) {
+                assertArrayEquals(llama.encode(s), t.encode(s), s);
+                assertEquals(llama.decode(llama.encode(s), true), t.decode(t.encode(s), true), s);
+            }
+            assertArrayEquals(new long[] {BOS, HELLO, WORLD}, t.encode("hello world"));
+        }
+    }
+
     // ---------------------------------------------------------------- BERT-style: WordLevel, [CLS] … [SEP]
 
     @Test
@@ -163,6 +184,17 @@ class TokenizerTest {
         Files.writeString(tmp.resolve("tokenizer.json"), withLimits);
         try (Tokenizer t = Tokenizer.fromPretrained(tmp).orElseThrow()) {
             assertArrayEquals(new long[] {BOS, THE, LOW, RANK, ADAPTER}, t.encode("the low rank adapter"));
+        }
+    }
+
+    @Test
+    void djlTelemetryAndCudaLibraryDownloadsAreOffUnlessTheUserSaysOtherwise() {
+        // set on first use (the @BeforeAll load): DJL reads these as environment variables or system properties
+        if (System.getenv("OPT_OUT_TRACKING") == null) {
+            assertEquals("true", System.getProperty("OPT_OUT_TRACKING"));
+        }
+        if (System.getenv("RUST_FLAVOR") == null) {
+            assertEquals("cpu", System.getProperty("RUST_FLAVOR"));
         }
     }
 }

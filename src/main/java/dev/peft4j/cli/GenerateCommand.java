@@ -4,7 +4,12 @@ import dev.peft4j.models.CausalLM;
 import dev.peft4j.models.Generation;
 import dev.peft4j.models.ModelConfig;
 import dev.peft4j.models.PreTrainedModel;
+import dev.peft4j.tokenizers.Tokenizer;
 import java.io.IOException;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
 import picocli.CommandLine.Command;
@@ -12,13 +17,17 @@ import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
- * {@code peft4j generate}: greedy or seeded-sampling decoding from token ids. Prints one line of ids per row
- * (prompt then new tokens). Text in and out needs a tokenizer, which peft4j does not have yet: ids only.
+ * {@code peft4j generate}: greedy or seeded-sampling decoding. With {@code --prompt TEXT} (the model folder needs a
+ * {@code tokenizer.json}) it prints each row's text, prompt and continuation; with {@code --input-ids} one line of
+ * ids per row (prompt then new tokens).
  */
-@Command(name = "generate", header = "Generate token ids from a model (greedy or seeded sampling).",
+@Command(name = "generate", header = "Generate text or token ids from a model (greedy or seeded sampling).",
         description = {
-        "Generate tokens after the given token ids (greedy, or sampling with --do-sample) and print each row's ids,",
-        "prompt and new tokens, comma-separated, one row per line. Token ids only: peft4j has no tokenizer yet."})
+        "Generate tokens after a prompt (greedy, or sampling with --do-sample).",
+        "--prompt TEXT (repeatable, one row each) needs the model folder's tokenizer.json: each row's text, prompt",
+        "and continuation, is printed on a line of its own (special tokens left out; --print-ids adds the ids).",
+        "--input-ids works without a tokenizer: each row's ids, prompt and new tokens, comma-separated, one row",
+        "per line."})
 final class GenerateCommand extends CliCommand {
     @Mixin
     ModelOptions model;
@@ -26,9 +35,23 @@ final class GenerateCommand extends CliCommand {
     @Mixin
     AdapterOptions adapterOptions;
 
-    @Option(names = "--input-ids", required = true, paramLabel = "<ids>",
+    @Option(names = "--prompt", paramLabel = "TEXT", description = {
+            "Prompt text, encoded by the model folder's tokenizer.json (repeatable: one batch row each, shorter",
+            "rows left-padded). Or give --input-ids."})
+    List<String> prompts;
+
+    @Option(names = "--input-ids", paramLabel = "<ids>",
             description = "Prompt token ids, rows separated by ';' (shorter rows are left-padded), e.g. \"1,2,3;4,5\".")
     String inputIds;
+
+    @Option(names = "--add-special-tokens", negatable = true, defaultValue = "true", fallbackValue = "true",
+            description = "With --prompt: let the tokenizer add the model's special tokens, e.g. a BOS (default).")
+    boolean addSpecialTokens;
+
+    @Option(names = "--print-ids", description = {
+            "With --prompt: after each row's text, a line 'ids: ' and the ids it decodes (prompt, then the new",
+            "tokens up to the first eos)."})
+    boolean printIds;
 
     @Option(names = "--max-new-tokens", paramLabel = "N", defaultValue = "20",
             description = "Tokens to generate per row (default ${DEFAULT-VALUE}); fewer if the row ends with eos.")
@@ -60,13 +83,27 @@ final class GenerateCommand extends CliCommand {
         if (maxNewTokens < 0) {
             throw usage("--max-new-tokens must be ≥ 0, got " + maxNewTokens);
         }
-        long[][] rows;
-        try {
-            rows = TokenIds.parse(inputIds);
-        } catch (IllegalArgumentException e) {
-            throw usage("--input-ids: " + e.getMessage());
+        boolean text = prompts != null;
+        if (text == (inputIds != null)) {
+            throw usage(text ? "--prompt and --input-ids are alternatives: give one of them"
+                    : "give the prompt as text (--prompt TEXT) or as token ids (--input-ids 1,2,3)");
         }
-        java.util.Map<String, java.nio.file.Path> folders;
+        if (!text && (printIds || !addSpecialTokens)) {
+            throw usage((printIds ? "--print-ids" : "--no-add-special-tokens") + " applies to --prompt");
+        }
+        if (text && !Tokenizer.existsIn(model.modelDir)) {
+            throw usage("--prompt needs a tokenizer, and " + model.modelDir + " has no " + Tokenizer.FILE_NAME
+                    + ": give the prompt as token ids with --input-ids");
+        }
+        long[][] rows = null;
+        if (!text) {
+            try {
+                rows = TokenIds.parse(inputIds);
+            } catch (IllegalArgumentException e) {
+                throw usage("--input-ids: " + e.getMessage());
+            }
+        }
+        Map<String, Path> folders;
         try {
             folders = adapterOptions.parse();
         } catch (IllegalArgumentException e) {
@@ -81,6 +118,23 @@ final class GenerateCommand extends CliCommand {
         } catch (IllegalArgumentException e) {
             throw usage(e.getMessage());
         }
+        try (Tokenizer tokenizer = text ? Tokenizer.fromFile(model.modelDir.resolve(Tokenizer.FILE_NAME)) : null) {
+            if (text) {
+                rows = new long[prompts.size()][];
+                for (int r = 0; r < rows.length; r++) {
+                    rows[r] = tokenizer.encode(prompts.get(r), addSpecialTokens);
+                    if (rows[r].length == 0) {
+                        throw usage("--prompt " + quoted(prompts.get(r)) + " encodes to no tokens: nothing to continue");
+                    }
+                }
+            }
+            generate(rows, options, folders, tokenizer);
+        }
+        return 0;
+    }
+
+    private void generate(long[][] rows, Generation.Options options, Map<String, Path> folders, Tokenizer tokenizer)
+            throws IOException {
         progress("loading %s", model.modelDir);
         try (PreTrainedModel m = model.load(); PointerScope scope = new PointerScope()) {
             if (!(m instanceof CausalLM lm)) {
@@ -92,7 +146,11 @@ final class GenerateCommand extends CliCommand {
             try {
                 TokenIds.checkVocab(rows, c.getLong("vocab_size"));
             } catch (IllegalArgumentException e) {
-                throw usage("--input-ids: " + e.getMessage());
+                if (tokenizer == null) {
+                    throw usage("--input-ids: " + e.getMessage());
+                }
+                throw new IllegalArgumentException(tokenizer.file() + " does not fit the model: the prompt's "
+                        + e.getMessage());
             }
             long eos = ignoreEos ? -1 : firstId(c, "eos_token_id");
             long pad = firstId(c, "pad_token_id");
@@ -113,15 +171,38 @@ final class GenerateCommand extends CliCommand {
             long width = batch[0].size(1);
             for (int r = 0; r < rows.length; r++) {
                 long[] all = TokenIds.row(out, r);
-                long[] kept = java.util.Arrays.copyOfRange(all, (int) (width - rows[r].length), all.length);
-                out().println(TokenIds.join(kept));
+                long[] kept = Arrays.copyOfRange(all, (int) (width - rows[r].length), all.length);
+                if (tokenizer == null) {
+                    out().println(TokenIds.join(kept));
+                } else {
+                    long[] ids = throughFirstEos(kept, rows[r].length, eos);
+                    out().println(tokenizer.decode(ids, true));
+                    if (printIds) {
+                        out().println("ids: " + TokenIds.join(ids));
+                    }
+                }
             }
             out().flush();
             long produced = out.size(1) - width;
             progress("%d new tokens per row in %.1f ms (%.1f ms/token, measured)", produced, (t1 - t0) / 1e6,
                     produced == 0 ? 0.0 : (t1 - t0) / 1e6 / produced);
         }
-        return 0;
+    }
+
+    /** The prompt and the new tokens up to and including the first {@code eos} (the padding after it dropped). */
+    static long[] throughFirstEos(long[] row, int promptLength, long eos) {
+        if (eos >= 0) {
+            for (int i = promptLength; i < row.length; i++) {
+                if (row[i] == eos) {
+                    return Arrays.copyOf(row, i + 1);
+                }
+            }
+        }
+        return row;
+    }
+
+    private static String quoted(String s) {
+        return "\"" + s.replace("\n", "\\n") + "\"";
     }
 
     /** An id key of config.json: an int, or the first of a list; -1 when absent. */

@@ -36,6 +36,16 @@ final class TinyModels {
     }
 
     /**
+     * {@link #llama} plus the hand-made 64-token Llama-style {@code tokenizer.json} of
+     * {@code src/test/resources/dev/peft4j/tokenizers/llama-bpe} (its PROVENANCE.md tells its ids).
+     */
+    static Path llamaWithTokenizer(Path dir, long seed) throws IOException {
+        llama(dir, seed);
+        java.nio.file.Files.copy(Cli.resource("tokenizers/llama-bpe/tokenizer.json"), dir.resolve("tokenizer.json"));
+        return dir;
+    }
+
+    /**
      * A LoRA adapter (r=2, q_proj and v_proj of both layers) for {@link #llama}, plus one key naming a module the
      * model lacks ({@code model.layers.7.self_attn.q_proj}).
      */

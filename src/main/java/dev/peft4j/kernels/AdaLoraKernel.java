@@ -10,7 +10,7 @@ import org.bytedeco.pytorch.Tensor;
  * A, E or ranknum change — detected by libtorch's version counters (every in-place update bumps them) or the
  * tensor objects being replaced — never per call. {@code ranknum + 1e-5} is computed in ranknum's dtype, as PEFT.
  */
-public final class AdaLoraKernel {
+public final class AdaLoraKernel implements AutoCloseable {
     private final double scaling;
     private Tensor a;
     private Tensor e;
@@ -52,7 +52,7 @@ public final class AdaLoraKernel {
         this.e = e;
         this.b = b;
         this.ranknum = ranknum;
-        this.slot = null;
+        closeSlot();
     }
 
     /** The LoRA slot for the current weights, rebuilt only if A, E or ranknum changed since the last call. */
@@ -61,12 +61,15 @@ public final class AdaLoraKernel {
         long ve = e.__dispatch__version();
         long vr = ranknum.__dispatch__version();
         if (slot == null || va != versions[0] || ve != versions[1] || vr != versions[2]) {
-            Tensor ae = a.mul(e).contiguous();
+            Tensor prod = a.mul(e);
+            Tensor ae = Kernels.own(prod.contiguous()); // cached across calls: out of any caller's scope
+            prod.close();
             Scalar eps = new Scalar(1e-5);
             Tensor denom = ranknum.add(eps);
             double scale = scaling / denom.item_double();
             denom.close();
             eps.close();
+            closeSlot();
             slot = new FusedLoraLinear.Adapter(ae, b, (float) scale);
             versions[0] = va;
             versions[1] = ve;
@@ -74,6 +77,20 @@ public final class AdaLoraKernel {
             refreshes++;
         }
         return slot;
+    }
+
+    /** Frees the cached effective A; a later {@link #slot()} builds it again. */
+    @Override
+    public void close() {
+        closeSlot();
+    }
+
+    // the previous effective A: whoever used it (a FusedLoraLinear's adapter list) is given the new slot next
+    private void closeSlot() {
+        if (slot != null) {
+            slot.a().close();
+            slot = null;
+        }
     }
 
     /** How many times the effective A has been built (for tests: not per call). */

@@ -40,7 +40,7 @@ public final class FusedLoraLinear implements AutoCloseable {
     private long handle;
     // allocated once: a TensorOptions per forward would be a native allocation on the hot path
     private final TensorOptions outputOptions;
-    private final MemoryFormatOptional noMemoryFormat = new MemoryFormatOptional();
+    private final MemoryFormatOptional noMemoryFormat = Kernels.own(new MemoryFormatOptional());
 
     /**
      * @param weight {@code [out, in]}, float32 or bfloat16, contiguous, on the CPU
@@ -65,7 +65,7 @@ public final class FusedLoraLinear implements AutoCloseable {
         }
         this.weight = weight;
         this.bias = bias;
-        this.outputOptions = new TensorOptions(dtype);
+        this.outputOptions = Kernels.own(new TensorOptions(dtype)); // may be built inside a caller's scope
         this.handle = NativeKernels.peft4j_adapted_linear_create(dtypeCode(), weight.data_ptr().address(),
                 bias == null ? 0L : bias.data_ptr().address(), in, out);
     }
@@ -139,6 +139,7 @@ public final class FusedLoraLinear implements AutoCloseable {
             NativeKernels.peft4j_adapted_linear_forward(handle, y.data_ptr().address(), x.data_ptr().address(),
                     rows, torch.get_num_threads(), rowSlot);
         }
+        Kernels.countLayerCall();
         java.lang.ref.Reference.reachabilityFence(x);
         java.lang.ref.Reference.reachabilityFence(this);
         return y;

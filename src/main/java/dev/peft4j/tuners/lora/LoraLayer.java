@@ -3,7 +3,10 @@ package dev.peft4j.tuners.lora;
 import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
+import dev.peft4j.kernels.FusedLoraLinear;
+import dev.peft4j.kernels.LoraDelta;
 import dev.peft4j.tuners.BaseTunerLayer;
+import dev.peft4j.tuners.NativeLinear;
 import dev.peft4j.nn.ModuleDict;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -17,7 +20,13 @@ import org.slf4j.LoggerFactory;
  * PEFT's {@code lora.Linear} around an {@code nn.Linear} or a transformers {@code Conv1D} ({@code fan_in_fan_out}):
  * children {@code base_layer}, {@code lora_A.<name>} ({@code Linear(in, r)}), {@code lora_B.<name>}
  * ({@code Linear(r, out)}, bias with {@code lora_bias}), so in-memory keys are PEFT's
- * ({@code q_proj.lora_A.default.weight}). Forward, merge and unmerge are {@link LoraMath}'s.
+ * ({@code q_proj.lora_A.default.weight}). Merge, unmerge and the autograd forward are {@link LoraMath}'s.
+ *
+ * <p>An inference forward (autograd off, CPU, float32 / bfloat16 throughout, no {@code lora_bias}, no dropout in
+ * training mode) runs on the native kernels instead ({@link NativeLinear}: one native call per layer for decode-sized
+ * inputs on an {@code nn.Linear} base; libtorch's base GEMM plus an in-place native delta for larger inputs and for
+ * Conv1D bases), mixed batches included (one slot per row). The native state is rebuilt lazily: activation changes
+ * only mark it stale. Anything else, or {@code -Dpeft4j.kernels=composed}, takes the composed ops.
  */
 public final class LoraLayer extends BaseTunerLayer {
     private static final Logger LOG = LoggerFactory.getLogger(LoraLayer.class);
@@ -29,6 +38,13 @@ public final class LoraLayer extends BaseTunerLayer {
     private final Map<String, Double> scaling = new LinkedHashMap<>();
     private final Map<String, Double> dropout = new LinkedHashMap<>();
     private final Map<String, Integer> rank = new LinkedHashMap<>();
+    // native inference state, rebuilt lazily (see forward); null: not built or not servable
+    private NativeLinear activeNative;
+    private boolean activeDropout;
+    private NativeLinear mixedNative;
+    private List<String> mixedNames;
+    private boolean mixedDropout;
+    private boolean mixedBuilt;
 
     /** Wraps {@code base}, a {@link Linear} or {@link Conv1D}. */
     public LoraLayer(Module base) {
@@ -89,6 +105,7 @@ public final class LoraLayer extends BaseTunerLayer {
                     + a.inFeatures() + ") / lora_B (" + b.outFeatures() + ", " + b.inFeatures()
                     + ") do not fit a base layer with in=" + inFeatures + ", out=" + outFeatures);
         }
+        markKernelsDirty();
         dictA().put(name, a);
         dictB().put(name, b);
         scaling.put(name, scale);
@@ -127,6 +144,7 @@ public final class LoraLayer extends BaseTunerLayer {
 
     @Override
     protected void removeAdapter(String name) {
+        closeNative(); // before the tensors it points at go
         dictA().remove(name).close();
         dictB().remove(name).close();
         scaling.remove(name);
@@ -187,6 +205,12 @@ public final class LoraLayer extends BaseTunerLayer {
                 throw new IllegalStateException(
                         "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first.");
             }
+            if (kernelEligible(x)) {
+                Tensor y = nativeMixed(x, perSample);
+                if (y != null) {
+                    return y;
+                }
+            }
             Map<String, LoraMath.Adapter> all = new LinkedHashMap<>();
             for (String n : adapterNames()) {
                 all.put(n, adapter(n));
@@ -197,6 +221,12 @@ public final class LoraLayer extends BaseTunerLayer {
         }
         if (merged()) {
             return baseForward(x);
+        }
+        if (kernelEligible(x)) {
+            refreshNative();
+            if (activeNative != null && !(activeDropout && isTraining()) && activeNative.acceptsInput(x)) {
+                return activeNative.forward(x, this::baseForward, null);
+            }
         }
         List<LoraMath.Adapter> act = new ArrayList<>();
         for (String n : activeAdapters()) {
@@ -212,8 +242,93 @@ public final class LoraLayer extends BaseTunerLayer {
         }
     }
 
+    /** Rebuilds the native state for the active adapters if it is stale; the mixed-batch state on first use. */
+    private synchronized void refreshNative() {
+        if (!takeKernelsStale()) {
+            return;
+        }
+        freeNative();
+        List<String> act = new ArrayList<>();
+        for (String n : activeAdapters()) {
+            if (dictA().get(n) != null) {
+                act.add(n);
+            }
+        }
+        activeNative = act.isEmpty() ? null : buildNative(act);
+        activeDropout = act.stream().anyMatch(n -> dropout.get(n) > 0);
+    }
+
+    private Tensor nativeMixed(Tensor x, List<String> perSample) {
+        refreshNative();
+        synchronized (this) {
+            if (!mixedBuilt) {
+                mixedBuilt = true;
+                mixedNames = adapterNames();
+                mixedNative = mixedNames.isEmpty() || mixedNames.size() > LoraDelta.MAX_SLOTS ? null
+                        : buildNative(mixedNames);
+                mixedDropout = mixedNames.stream().anyMatch(n -> dropout.get(n) > 0);
+            }
+        }
+        if (mixedNative == null || (mixedDropout && isTraining()) || !mixedNative.acceptsInput(x) || x.dim() < 2
+                || perSample.size() != x.size(0)) {
+            return null; // the composed path serves it (and reports a length mismatch with PEFT's message)
+        }
+        long perRow = x.numel() / x.size(0) / inFeatures;
+        int[] rowSlot = new int[Math.toIntExact(x.numel() / inFeatures)];
+        for (int i = 0, k = 0; i < perSample.size(); i++) {
+            int slot = mixedNames.indexOf(perSample.get(i)); // -1 for __base__ and names the layer does not hold
+            for (long j = 0; j < perRow; j++) {
+                rowSlot[k++] = slot;
+            }
+        }
+        return mixedNative.forward(x, this::baseForward, rowSlot);
+    }
+
+    /** The native state serving {@code names} as slots, or null when some tensor cannot be served natively. */
+    private NativeLinear buildNative(List<String> names) {
+        NativeLinear s = NativeLinear.create(baseWeight(), baseBias(), fanInFanOut);
+        if (s == null) {
+            return null;
+        }
+        List<FusedLoraLinear.Adapter> slots = new ArrayList<>();
+        for (String n : names) {
+            Linear a = dictA().get(n);
+            Linear b = dictB().get(n);
+            if (b.bias() != null || !s.accepts(a.weight()) || !s.accepts(b.weight())) {
+                s.close();
+                return null;
+            }
+            slots.add(new FusedLoraLinear.Adapter(a.weight(), b.weight(), (float) (double) scaling.get(n)));
+        }
+        s.setSlots(slots);
+        return s;
+    }
+
+    private synchronized void closeNative() {
+        freeNative();
+        markKernelsDirty();
+    }
+
+    private void freeNative() {
+        if (activeNative != null) {
+            activeNative.close();
+            activeNative = null;
+        }
+        if (mixedNative != null) {
+            mixedNative.close();
+            mixedNative = null;
+        }
+        mixedBuilt = false;
+    }
+
+    @Override
+    protected void releaseNative() {
+        closeNative();
+    }
+
     @Override
     public void merge(List<String> names, boolean safeMerge) {
+        markKernelsDirty();
         List<String> todo = new ArrayList<>();
         for (String n : names) {
             if (mergedList().contains(n)) {
@@ -234,6 +349,7 @@ public final class LoraLayer extends BaseTunerLayer {
 
     @Override
     public void unmerge() {
+        markKernelsDirty();
         if (!merged()) {
             LOG.warn("Already unmerged. Nothing to do.");
             return;

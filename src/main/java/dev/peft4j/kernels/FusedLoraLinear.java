@@ -28,6 +28,8 @@ public final class FusedLoraLinear implements AutoCloseable {
     /** Rows per call the fused path handles; callers use libtorch's GEMM above this. */
     public static final int MAX_ROWS = 16;
 
+    private static final java.util.concurrent.atomic.AtomicLong LIVE = new java.util.concurrent.atomic.AtomicLong();
+
     /** One active LoRA adapter: {@code a} is {@code [r, in]}, {@code b} is {@code [out, r]}. */
     public record Adapter(Tensor a, Tensor b, float scale) {}
 
@@ -68,6 +70,12 @@ public final class FusedLoraLinear implements AutoCloseable {
         this.outputOptions = Kernels.own(new TensorOptions(dtype)); // may be built inside a caller's scope
         this.handle = NativeKernels.peft4j_adapted_linear_create(dtypeCode(), weight.data_ptr().address(),
                 bias == null ? 0L : bias.data_ptr().address(), in, out);
+        LIVE.incrementAndGet();
+    }
+
+    /** How many instances hold native state now (created, not yet closed): leak tests of their owners use it. */
+    public static long liveHandles() {
+        return LIVE.get();
     }
 
     /** Replaces the active adapters (an empty list: the base layer alone). */
@@ -166,6 +174,7 @@ public final class FusedLoraLinear implements AutoCloseable {
         if (handle != 0) {
             NativeKernels.peft4j_adapted_linear_destroy(handle);
             handle = 0;
+            LIVE.decrementAndGet();
             adapters = List.of();
             outputOptions.close();
             noMemoryFormat.close();

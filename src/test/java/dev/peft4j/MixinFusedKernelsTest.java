@@ -25,6 +25,7 @@ import java.util.Map;
 import java.util.function.Supplier;
 import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.InferenceMode;
 import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
@@ -280,6 +281,25 @@ class MixinFusedKernelsTest {
             }
             Tensor masked = assertFusedMatches(m, x, 4, FP32, "after masking E");
             assertTrue(maxDiff(before, masked) > 1e-4, "the effective A was rebuilt");
+        }
+    }
+
+    @Test
+    void adaptersCreatedUnderInferenceModeHaveNoVersionCounterAndAreRefreshedOnEveryCall() {
+        try (PreTrainedModel ia3 = llama(13); PreTrainedModel ada = llama(14); InferenceMode im = new InferenceMode()) {
+            ia3.addAdapter(IA3Config.builder().targetModules("k_proj", "down_proj").feedforwardModules("down_proj")
+                    .initIa3Weights(false).build());
+            ada.addAdapter(AdaLoraConfig.builder().initR(4).targetR(2).totalStep(10).targetModules("v_proj")
+                    .initLoraWeights(new InitLoraWeights.Flag(false)).build());
+            Tensor x = ids(1, 3, 64, 22);
+            Tensor ia3Before = assertFusedMatches(ia3, x, 4, FP32, "IA3 vectors that are inference tensors");
+            Tensor adaBefore = assertFusedMatches(ada, x, 2, FP32, "AdaLoRA tensors that are inference tensors");
+            ((Ia3Layer) ia3.getSubmodule("model.layers.0.self_attn.k_proj")).adapterParameters("default")
+                    .get("ia3_l.default").mul_(new Scalar(2.0));
+            ((SvdLinear) ada.getSubmodule("model.layers.1.self_attn.v_proj")).adapterParameters("default")
+                    .get("lora_E.default").mul_(new Scalar(3.0));
+            assertTrue(maxDiff(ia3Before, assertFusedMatches(ia3, x, 4, FP32, "IA3 after an update")) > 1e-4);
+            assertTrue(maxDiff(adaBefore, assertFusedMatches(ada, x, 2, FP32, "AdaLoRA after an update")) > 1e-4);
         }
     }
 

@@ -8,7 +8,8 @@ import org.bytedeco.pytorch.Tensor;
  * {@code (A⊙E, B, s/(ranknum + 1e-5))}, so the delta runs on {@link LoraDelta} / {@link FusedLoraLinear}. The
  * effective A is computed (in A's dtype, as PEFT's {@code lora_A * lora_E}) and cached; it is recomputed only when
  * A, E or ranknum change — detected by libtorch's version counters (every in-place update bumps them) or the
- * tensor objects being replaced — never per call. {@code ranknum + 1e-5} is computed in ranknum's dtype, as PEFT.
+ * tensor objects being replaced — never per call (except for inference tensors, which have no version counter).
+ * {@code ranknum + 1e-5} is computed in ranknum's dtype, as PEFT.
  */
 public final class AdaLoraKernel implements AutoCloseable {
     private final double scaling;
@@ -57,10 +58,10 @@ public final class AdaLoraKernel implements AutoCloseable {
 
     /** The LoRA slot for the current weights, rebuilt only if A, E or ranknum changed since the last call. */
     public FusedLoraLinear.Adapter slot() {
-        long va = a.__dispatch__version();
-        long ve = e.__dispatch__version();
-        long vr = ranknum.__dispatch__version();
-        if (slot == null || va != versions[0] || ve != versions[1] || vr != versions[2]) {
+        long va = version(a);
+        long ve = version(e);
+        long vr = version(ranknum);
+        if (slot == null || va < 0 || ve < 0 || vr < 0 || va != versions[0] || ve != versions[1] || vr != versions[2]) {
             Tensor prod = a.mul(e);
             Tensor ae = Kernels.own(prod.contiguous()); // cached across calls: out of any caller's scope
             prod.close();
@@ -77,6 +78,14 @@ public final class AdaLoraKernel implements AutoCloseable {
             refreshes++;
         }
         return slot;
+    }
+
+    /**
+     * The tensor's version counter, or -1 for an inference tensor (created under {@code InferenceMode}), which has
+     * none: its slot is then rebuilt on every call, since nothing would tell us that its values changed.
+     */
+    static long version(Tensor t) {
+        return t.__dispatch_is_inference() ? -1 : t.__dispatch__version();
     }
 
     /** Frees the cached effective A; a later {@link #slot()} builds it again. */

@@ -23,7 +23,8 @@ import org.slf4j.LoggerFactory;
  *
  * <p>An inference forward (autograd off, CPU, an {@code nn.Linear} base in float32 / bfloat16, x of its dtype) runs
  * on {@link Ia3Kernel}: the active vectors are folded once when the active set, or a vector's values (libtorch's
- * version counter), change — not per call. Conv1D bases (weight {@code [in, out]}, which the kernel does not take)
+ * version counter), change — not per call (vectors created under {@code InferenceMode} have no version counter and
+ * are refolded on every call). Conv1D bases (weight {@code [in, out]}, which the kernel does not take)
  * and everything else take the composed ops, as does {@code -Dpeft4j.kernels=composed}.
  */
 public final class Ia3Layer extends BaseTunerLayer {
@@ -173,7 +174,10 @@ public final class Ia3Layer extends BaseTunerLayer {
         boolean refold = act.size() != kernelVectors.size();
         long[] versions = new long[act.size()];
         for (int i = 0; i < act.size(); i++) {
-            versions[i] = act.get(i).__dispatch__version(); // bumped by every in-place update (a training step)
+            // bumped by every in-place update (a training step); an inference tensor has no counter: refolded each call
+            Tensor t = act.get(i);
+            versions[i] = t.__dispatch_is_inference() ? -1 : t.__dispatch__version();
+            refold |= versions[i] < 0;
             if (!refold) {
                 refold = act.get(i) != kernelVectors.get(i) || versions[i] != kernelVersions[i];
             }

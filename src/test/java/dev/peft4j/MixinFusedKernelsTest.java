@@ -304,6 +304,29 @@ class MixinFusedKernelsTest {
     }
 
     @Test
+    void activationChangesOnlyMarkTheNativeStateStaleAndTheNextInferenceForwardRebuildsIt() {
+        try (PreTrainedModel m = llama(15)) {
+            m.peftAdapters().seed(1);
+            m.addAdapter(lora(4, QKVO), "a");
+            m.peftAdapters().seed(2);
+            m.addAdapter(lora(4, QKVO), "b");
+            Tensor x = ids(1, 2, 64, 23);
+            long none = FusedLoraLinear.liveHandles();
+            Tensor b = run(true, () -> logits(m, x));
+            long built = FusedLoraLinear.liveHandles();
+            assertEquals(none + 8, built, "one native state per adapted layer, built by the forward");
+            m.setAdapter("a");
+            m.disableAdapters();
+            m.enableAdapters();
+            m.setAdapter("a", "b");
+            m.setAdapter("b");
+            assertEquals(built, FusedLoraLinear.liveHandles(), "no native work in the activation calls");
+            assertClose(b, run(true, () -> logits(m, x)), 0, "rebuilt for b alone: the same numbers");
+            assertEquals(built, FusedLoraLinear.liveHandles(), "the stale states were replaced, not added to");
+        }
+    }
+
+    @Test
     void autogradForwardsStayOnTheComposedPath() {
         try (PreTrainedModel m = llama(9)) {
             m.addAdapter(lora(8, QKVO));

@@ -70,8 +70,27 @@ public final class NativeLinear implements AutoCloseable {
         return slots;
     }
 
-    /** Replaces the slots (cheap: a checked list of pointers handed to the native state). */
+    /** Whether this state was built on exactly these base tensors (so that a stale layer can keep it). */
+    public boolean sameBase(Tensor w, Tensor b) {
+        return w == weight && b == bias;
+    }
+
+    /**
+     * Replaces the slots: a checked list of pointers handed to the native state, skipped when the same tensors with
+     * the same scales are in place already (re-enabling adapters, switching back).
+     */
     public void setSlots(List<FusedLoraLinear.Adapter> newSlots) {
+        if (newSlots.size() == slots.size()) {
+            boolean same = true;
+            for (int i = 0; i < slots.size() && same; i++) {
+                FusedLoraLinear.Adapter o = slots.get(i);
+                FusedLoraLinear.Adapter n = newSlots.get(i);
+                same = o.a() == n.a() && o.b() == n.b() && o.scale() == n.scale();
+            }
+            if (same) {
+                return;
+            }
+        }
         slots = List.copyOf(newSlots);
         if (fused != null) {
             fused.setAdapters(slots);

@@ -242,20 +242,24 @@ public final class LoraLayer extends BaseTunerLayer {
         }
     }
 
-    /** Rebuilds the native state for the active adapters if it is stale; the mixed-batch state on first use. */
+    /**
+     * Brings the native state up to date if it is stale: a state built on the same base tensors is kept (only its
+     * slots change, and not at all when they are the same), so toggling adapters costs no native allocation.
+     * The mixed-batch slots are brought up to date on their first use.
+     */
     private synchronized void refreshNative() {
         if (!takeKernelsStale()) {
             return;
         }
-        freeNative();
         List<String> act = new ArrayList<>();
         for (String n : activeAdapters()) {
             if (dictA().get(n) != null) {
                 act.add(n);
             }
         }
-        activeNative = act.isEmpty() ? null : buildNative(act);
+        activeNative = act.isEmpty() ? keepOrClose(activeNative, null) : update(activeNative, act);
         activeDropout = act.stream().anyMatch(n -> dropout.get(n) > 0);
+        mixedBuilt = false;
     }
 
     private Tensor nativeMixed(Tensor x, List<String> perSample) {
@@ -264,8 +268,8 @@ public final class LoraLayer extends BaseTunerLayer {
             if (!mixedBuilt) {
                 mixedBuilt = true;
                 mixedNames = adapterNames();
-                mixedNative = mixedNames.isEmpty() || mixedNames.size() > LoraDelta.MAX_SLOTS ? null
-                        : buildNative(mixedNames);
+                mixedNative = mixedNames.isEmpty() || mixedNames.size() > LoraDelta.MAX_SLOTS
+                        ? keepOrClose(mixedNative, null) : update(mixedNative, mixedNames);
                 mixedDropout = mixedNames.stream().anyMatch(n -> dropout.get(n) > 0);
             }
         }
@@ -284,9 +288,15 @@ public final class LoraLayer extends BaseTunerLayer {
         return mixedNative.forward(x, this::baseForward, rowSlot);
     }
 
-    /** The native state serving {@code names} as slots, or null when some tensor cannot be served natively. */
-    private NativeLinear buildNative(List<String> names) {
-        NativeLinear s = NativeLinear.create(baseWeight(), baseBias(), fanInFanOut);
+    /**
+     * {@code state} (or a new one when it was built on other base tensors) serving {@code names} as slots; null, and
+     * {@code state} closed, when some tensor cannot be served natively.
+     */
+    private NativeLinear update(NativeLinear state, List<String> names) {
+        Tensor w = baseWeight();
+        Tensor bias = baseBias();
+        NativeLinear s = state != null && state.sameBase(w, bias) ? state
+                : keepOrClose(state, NativeLinear.create(w, bias, fanInFanOut));
         if (s == null) {
             return null;
         }
@@ -302,6 +312,14 @@ public final class LoraLayer extends BaseTunerLayer {
         }
         s.setSlots(slots);
         return s;
+    }
+
+    /** Closes {@code old} unless it is {@code replacement}; returns {@code replacement}. */
+    private static NativeLinear keepOrClose(NativeLinear old, NativeLinear replacement) {
+        if (old != null && old != replacement) {
+            old.close();
+        }
+        return replacement;
     }
 
     private synchronized void closeNative() {

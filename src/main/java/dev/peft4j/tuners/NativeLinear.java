@@ -16,8 +16,12 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * which the decode kernel cannot stream as {@code [out, in]}): the layer's own libtorch base forward, then
  * {@link LoraDelta} adds the deltas into that output in place (A and B have PEFT's layout for Conv1D too).
  *
- * <p>Holds raw pointers to the tensors it was given: the owner rebuilds it when they are replaced and
- * {@link #close()}s it when the layer goes. Internal to the tuner layers; public only because they live in several
+ * <p>Holds raw pointers to the tensors it was given: in-place value updates (a training step, a load's
+ * {@code copy_}, a merge) are read by the next forward; tensors replaced through {@link dev.peft4j.nn.Module}
+ * ({@code to(dtype)}, {@code loadStateDict}, {@code setParameter}) move {@link dev.peft4j.nn.Module#tensorEpoch()},
+ * on which the owner rebuilds it. A storage reallocated under the same tensor object ({@code set_}, {@code resize_})
+ * would not be seen: nothing in peft4j does that to a module's tensors. The owner {@link #close()}s it when the layer
+ * or the adapter goes. Internal to the tuner layers; public only because they live in several
  * packages.
  */
 public final class NativeLinear implements AutoCloseable {

@@ -225,10 +225,11 @@ final class DemoCommand extends CliCommand {
                     cache.truncate(PROMPT.length);
                 }
             };
-            // base and adapter alternate step by step (the switch itself untimed), so that load changing meanwhile
-            // affects both alike
+            // base, fused and composed alternate step by step (the switches themselves untimed), so that load
+            // changing meanwhile affects all three alike
             long[] baseNs = new long[iterations];
-            long[] adaptedNs = new long[iterations];
+            long[] fusedNs = new long[iterations];
+            long[] composedNs = new long[iterations];
             for (int i = -10; i < iterations; i++) {
                 m.disableAdapters();
                 long t0 = System.nanoTime();
@@ -238,17 +239,25 @@ final class DemoCommand extends CliCommand {
                 long t2 = System.nanoTime();
                 step.run();
                 long t3 = System.nanoTime();
+                long t5 = composed(() -> {
+                    long t4 = System.nanoTime();
+                    step.run();
+                    return System.nanoTime() - t4;
+                });
                 if (i >= 0) {
                     baseNs[i] = t1 - t0;
-                    adaptedNs[i] = t3 - t2;
+                    fusedNs[i] = t3 - t2;
+                    composedNs[i] = t5;
                 }
             }
             double base = Timing.median(baseNs);
-            double composed = Timing.median(adaptedNs);
+            double fused = Timing.median(fusedNs);
+            double composed = Timing.median(composedNs);
             m.mergeAdapter();
             double merged = Timing.medianNanos(3, iterations, step);
             m.unmergeAdapter();
             table.add(row("per token: decode step, base model", base, base));
+            table.add(row("per token: decode step, " + adapter + " active (fused native kernels)", fused, base));
             table.add(row("per token: decode step, " + adapter + " active (LoRA composed per layer)", composed, base));
             table.add(row("per token: decode step, " + adapter + " merged into the weights", merged, base));
         }
@@ -267,16 +276,16 @@ final class DemoCommand extends CliCommand {
                 try (PointerScope sc = new PointerScope()) {
                     baseLayer.forward(x);
                 }
-            }, () -> {
+            }, () -> composed(() -> {
                 try (PointerScope sc = new PointerScope()) {
-                    layer.forward(x);
+                    return layer.forward(x).numel();
                 }
-            }, () -> {
+            }), () -> {
                 try (PointerScope sc = new PointerScope()) {
                     fused.forward(x);
                 }
             });
-            double d = maxDiff(fused.forward(x), layer.forward(x));
+            double d = maxDiff(fused.forward(x), composed(() -> layer.forward(x)));
             String shape = name + " " + layer.inFeatures() + "->" + layer.outFeatures() + ", 1 row";
             table.add(row("per layer: " + shape + ", base Linear", t[0], t[0]));
             table.add(row("per layer: " + shape + ", + " + adapter + " composed (LoraLayer)", t[1], t[0]));
@@ -288,6 +297,17 @@ final class DemoCommand extends CliCommand {
         int w = table.stream().mapToInt(r -> r[0].length()).max().orElse(4);
         for (String[] r : table) {
             o.printf("   %-" + w + "s  %10s  %s%n", r[0], r[1], r[2]);
+        }
+    }
+
+    /** {@code body} on the composed libtorch ops (the adapted layers' kernels switched off meanwhile). */
+    private static <T> T composed(java.util.function.Supplier<T> body) {
+        boolean before = Kernels.fusedLayers();
+        Kernels.setFusedLayers(false);
+        try {
+            return body.get();
+        } finally {
+            Kernels.setFusedLayers(before);
         }
     }
 

@@ -8,9 +8,10 @@ import org.bytedeco.pytorch.Tensor;
  * {@code (A⊙E, B, s/(ranknum + 1e-5))}, so the delta runs on {@link LoraDelta} / {@link FusedLoraLinear}. The
  * effective A is computed (in A's dtype, as PEFT's {@code lora_A * lora_E}) and cached; it is recomputed only when
  * A, E or ranknum change — detected by libtorch's version counters (every in-place update bumps them) or the
- * tensor objects being replaced — never per call. {@code ranknum + 1e-5} is computed in ranknum's dtype, as PEFT.
+ * tensor objects being replaced — never per call (except for inference tensors, which have no version counter).
+ * {@code ranknum + 1e-5} is computed in ranknum's dtype, as PEFT.
  */
-public final class AdaLoraKernel {
+public final class AdaLoraKernel implements AutoCloseable {
     private final double scaling;
     private Tensor a;
     private Tensor e;
@@ -52,21 +53,24 @@ public final class AdaLoraKernel {
         this.e = e;
         this.b = b;
         this.ranknum = ranknum;
-        this.slot = null;
+        closeSlot();
     }
 
     /** The LoRA slot for the current weights, rebuilt only if A, E or ranknum changed since the last call. */
     public FusedLoraLinear.Adapter slot() {
-        long va = a.__dispatch__version();
-        long ve = e.__dispatch__version();
-        long vr = ranknum.__dispatch__version();
-        if (slot == null || va != versions[0] || ve != versions[1] || vr != versions[2]) {
-            Tensor ae = a.mul(e).contiguous();
+        long va = version(a);
+        long ve = version(e);
+        long vr = version(ranknum);
+        if (slot == null || va < 0 || ve < 0 || vr < 0 || va != versions[0] || ve != versions[1] || vr != versions[2]) {
+            Tensor prod = a.mul(e);
+            Tensor ae = Kernels.own(prod.contiguous()); // cached across calls: out of any caller's scope
+            prod.close();
             Scalar eps = new Scalar(1e-5);
             Tensor denom = ranknum.add(eps);
             double scale = scaling / denom.item_double();
             denom.close();
             eps.close();
+            closeSlot();
             slot = new FusedLoraLinear.Adapter(ae, b, (float) scale);
             versions[0] = va;
             versions[1] = ve;
@@ -74,6 +78,28 @@ public final class AdaLoraKernel {
             refreshes++;
         }
         return slot;
+    }
+
+    /**
+     * The tensor's version counter, or -1 for an inference tensor (created under {@code InferenceMode}), which has
+     * none: its slot is then rebuilt on every call, since nothing would tell us that its values changed.
+     */
+    static long version(Tensor t) {
+        return t.__dispatch_is_inference() ? -1 : t.__dispatch__version();
+    }
+
+    /** Frees the cached effective A; a later {@link #slot()} builds it again. */
+    @Override
+    public void close() {
+        closeSlot();
+    }
+
+    // the previous effective A: whoever used it (a FusedLoraLinear's adapter list) is given the new slot next
+    private void closeSlot() {
+        if (slot != null) {
+            slot.a().close();
+            slot = null;
+        }
     }
 
     /** How many times the effective A has been built (for tests: not per call). */

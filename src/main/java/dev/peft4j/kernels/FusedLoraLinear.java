@@ -28,6 +28,8 @@ public final class FusedLoraLinear implements AutoCloseable {
     /** Rows per call the fused path handles; callers use libtorch's GEMM above this. */
     public static final int MAX_ROWS = 16;
 
+    private static final java.util.concurrent.atomic.AtomicLong LIVE = new java.util.concurrent.atomic.AtomicLong();
+
     /** One active LoRA adapter: {@code a} is {@code [r, in]}, {@code b} is {@code [out, r]}. */
     public record Adapter(Tensor a, Tensor b, float scale) {}
 
@@ -40,7 +42,7 @@ public final class FusedLoraLinear implements AutoCloseable {
     private long handle;
     // allocated once: a TensorOptions per forward would be a native allocation on the hot path
     private final TensorOptions outputOptions;
-    private final MemoryFormatOptional noMemoryFormat = new MemoryFormatOptional();
+    private final MemoryFormatOptional noMemoryFormat = Kernels.own(new MemoryFormatOptional());
 
     /**
      * @param weight {@code [out, in]}, float32 or bfloat16, contiguous, on the CPU
@@ -65,9 +67,15 @@ public final class FusedLoraLinear implements AutoCloseable {
         }
         this.weight = weight;
         this.bias = bias;
-        this.outputOptions = new TensorOptions(dtype);
+        this.outputOptions = Kernels.own(new TensorOptions(dtype)); // may be built inside a caller's scope
         this.handle = NativeKernels.peft4j_adapted_linear_create(dtypeCode(), weight.data_ptr().address(),
                 bias == null ? 0L : bias.data_ptr().address(), in, out);
+        LIVE.incrementAndGet();
+    }
+
+    /** How many instances hold native state now (created, not yet closed): leak tests of their owners use it. */
+    public static long liveHandles() {
+        return LIVE.get();
     }
 
     /** Replaces the active adapters (an empty list: the base layer alone). */
@@ -139,6 +147,7 @@ public final class FusedLoraLinear implements AutoCloseable {
             NativeKernels.peft4j_adapted_linear_forward(handle, y.data_ptr().address(), x.data_ptr().address(),
                     rows, torch.get_num_threads(), rowSlot);
         }
+        Kernels.countLayerCall();
         java.lang.ref.Reference.reachabilityFence(x);
         java.lang.ref.Reference.reachabilityFence(this);
         return y;
@@ -165,6 +174,7 @@ public final class FusedLoraLinear implements AutoCloseable {
         if (handle != 0) {
             NativeKernels.peft4j_adapted_linear_destroy(handle);
             handle = 0;
+            LIVE.decrementAndGet();
             adapters = List.of();
             outputOptions.close();
             noMemoryFormat.close();

@@ -31,7 +31,7 @@ public final class Ia3Kernel implements AutoCloseable {
     private final FusedLoraLinear fused;
     private Tensor folded; // float32 [in] or [out], or null with no active vector
     private final TensorOptions options;
-    private final MemoryFormatOptional noMemoryFormat = new MemoryFormatOptional();
+    private final MemoryFormatOptional noMemoryFormat = Kernels.own(new MemoryFormatOptional());
 
     /**
      * @param weight {@code [out, in]}, float32 or bfloat16, contiguous CPU
@@ -46,7 +46,7 @@ public final class Ia3Kernel implements AutoCloseable {
         this.out = weight.size(0);
         this.in = weight.size(1);
         this.dt = Kernels.dtypeCode("weight", weight);
-        this.options = new TensorOptions(weight.scalar_type().intern());
+        this.options = Kernels.own(new TensorOptions(weight.scalar_type().intern()));
     }
 
     /** Folds the active adapters' {@code ia3_l} (their product); an empty list: the base layer alone. */
@@ -61,7 +61,15 @@ public final class Ia3Kernel implements AutoCloseable {
                 throw new IllegalArgumentException("vectors[" + i + "]: expected shape " + Arrays.toString(shape)
                         + ", got " + Arrays.toString(l.shape()));
             }
-            product = product == null ? l.flatten() : product.mul(l.flatten());
+            Tensor flat = l.flatten();
+            if (product == null) {
+                product = flat;
+            } else {
+                Tensor next = product.mul(flat);
+                product.close();
+                flat.close();
+                product = next;
+            }
         }
         if (folded != null) {
             folded.close();
@@ -71,7 +79,10 @@ public final class Ia3Kernel implements AutoCloseable {
             fused.setIa3(null, null);
             return;
         }
-        folded = product.to(ScalarType.Float).contiguous();
+        Tensor wide = product.to(ScalarType.Float);
+        folded = Kernels.own(wide.contiguous()); // outlives a caller's scope
+        wide.close();
+        product.close();
         float[] f = new float[(int) want];
         new FloatPointer(folded.data_ptr()).capacity(want).get(f);
         fused.setIa3(feedForward ? f : null, feedForward ? null : f);
@@ -94,6 +105,7 @@ public final class Ia3Kernel implements AutoCloseable {
         if (rows <= FusedLoraLinear.MAX_ROWS && in > 0) {
             return fused.forward(xc);
         }
+        Kernels.countLayerCall();
         int threads = torch.get_num_threads();
         Tensor src = xc;
         if (folded != null && feedForward && rows > 0) {

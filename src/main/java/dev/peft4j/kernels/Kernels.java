@@ -21,7 +21,51 @@ public final class Kernels {
         }
     }
 
+    private static volatile boolean fusedLayers = !"composed".equalsIgnoreCase(System.getProperty("peft4j.kernels", "fused").trim());
+    private static final java.util.concurrent.atomic.LongAdder LAYER_CALLS = new java.util.concurrent.atomic.LongAdder();
+
     private Kernels() {}
+
+    /**
+     * Whether adapted layers run their inference forwards on these kernels ({@code true}, the default) or on the
+     * composed libtorch ops that also serve autograd. Set with {@code -Dpeft4j.kernels=composed|fused} or
+     * {@link #setFusedLayers}: tests and benchmarks compare the two paths with it.
+     */
+    public static boolean fusedLayers() {
+        return fusedLayers;
+    }
+
+    /** Process-wide switch between the fused and the composed inference path of adapted layers; see {@link #fusedLayers}. */
+    public static void setFusedLayers(boolean on) {
+        fusedLayers = on;
+    }
+
+    /**
+     * How many layer forwards the native kernels have served in this process ({@link FusedLoraLinear},
+     * {@link LoraDelta}, {@link Ia3Kernel}): lets a test prove that a model's forward really took the fused path
+     * instead of silently falling back to the composed one.
+     */
+    public static long layerCalls() {
+        return LAYER_CALLS.sum();
+    }
+
+    static void countLayerCall() {
+        LAYER_CALLS.increment();
+    }
+
+    /**
+     * Takes {@code p} out of every open {@link org.bytedeco.javacpp.PointerScope} of this thread: state built lazily
+     * inside a caller's decode-step scope must outlive that scope. Returns {@code p}.
+     */
+    static <P extends org.bytedeco.javacpp.Pointer> P own(P p) {
+        for (java.util.Iterator<org.bytedeco.javacpp.PointerScope> it = org.bytedeco.javacpp.PointerScope.getScopeIterator();
+                it != null && it.hasNext();) {
+            org.bytedeco.javacpp.PointerScope s = it.next();
+            p.retainReference(); // a scope's detach drops one reference
+            s.detach(p);
+        }
+        return p;
+    }
 
     /** The best instruction-set level this CPU (and OS) supports. */
     public static Isa bestIsa() {

@@ -89,6 +89,7 @@ public final class LoraDelta {
         if (k > 0) {
             Kernels.checkNoOverlap("x", x, "y", y);
         }
+        Kernels.countLayerCall();
         NativeKernels.peft4j_lora_delta(dt, y.data_ptr().address(), k == 0 ? 0L : x.data_ptr().address(), m, k, n, ns,
                 a, b, r, s, rowSlot, torch.get_num_threads());
         java.lang.ref.Reference.reachabilityFence(y);

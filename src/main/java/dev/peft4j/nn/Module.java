@@ -35,6 +35,9 @@ public abstract class Module implements AutoCloseable {
     private final LinkedHashMap<String, Tensor> parameters = new LinkedHashMap<>();
     private final LinkedHashMap<String, Tensor> buffers = new LinkedHashMap<>();
     private final Set<String> nonPersistentBuffers = new LinkedHashSet<>();
+    // bumped whenever any module's parameter, buffer or child map changes (in any tree): cached native state that
+    // holds raw pointers to tensors compares it instead of re-checking every tensor on every forward
+    private static final java.util.concurrent.atomic.AtomicLong TENSOR_EPOCH = new java.util.concurrent.atomic.AtomicLong();
     private boolean training;
 
     /**
@@ -66,6 +69,7 @@ public abstract class Module implements AutoCloseable {
         }
         children.put(name, module);
         STRUCTURE_VERSION.incrementAndGet();
+        TENSOR_EPOCH.incrementAndGet();
         module.train(training);
         return module;
     }
@@ -82,6 +86,7 @@ public abstract class Module implements AutoCloseable {
         keepOutOfScope(tensor);
         tensor.requires_grad_(trainable);
         parameters.put(name, tensor);
+        TENSOR_EPOCH.incrementAndGet();
         return tensor;
     }
 
@@ -93,6 +98,7 @@ public abstract class Module implements AutoCloseable {
         }
         keepOutOfScope(tensor);
         buffers.put(name, tensor);
+        TENSOR_EPOCH.incrementAndGet();
         if (!persistent) {
             nonPersistentBuffers.add(name);
         }
@@ -109,12 +115,14 @@ public abstract class Module implements AutoCloseable {
         Module removed = children.remove(name);
         if (removed != null) {
             STRUCTURE_VERSION.incrementAndGet();
+            TENSOR_EPOCH.incrementAndGet();
         }
         return removed;
     }
 
     /** Removes parameter {@code name} and returns its tensor (not closed: the caller owns it now), or null. */
     protected final Tensor removeParameter(String name) {
+        TENSOR_EPOCH.incrementAndGet();
         return parameters.remove(name);
     }
 
@@ -237,6 +245,7 @@ public abstract class Module implements AutoCloseable {
         }
         parent.children.put(local, replacement); // same key: keeps the registration order
         STRUCTURE_VERSION.incrementAndGet();
+        TENSOR_EPOCH.incrementAndGet();
         replacement.train(parent.training);
         return old;
     }
@@ -310,6 +319,7 @@ public abstract class Module implements AutoCloseable {
             tensor.requires_grad_(trainable);
         }
         owner.parameters.put(local, tensor);
+        TENSOR_EPOCH.incrementAndGet();
         return old;
     }
 
@@ -339,6 +349,7 @@ public abstract class Module implements AutoCloseable {
                     }
 
                     public void set(Tensor t) {
+                        TENSOR_EPOCH.incrementAndGet();
                         m.parameters.put(k, t);
                     }
                 });
@@ -355,6 +366,7 @@ public abstract class Module implements AutoCloseable {
                     }
 
                     public void set(Tensor t) {
+                        TENSOR_EPOCH.incrementAndGet();
                         m.buffers.put(k, t);
                     }
                 });
@@ -555,10 +567,29 @@ public abstract class Module implements AutoCloseable {
         Set<Tensor> all = Collections.newSetFromMap(new IdentityHashMap<>());
         forEachSlot(true, true, false, (name, slot) -> all.add(slot.get()));
         for (Module m : namedModules().values()) {
+            m.releaseNative();
+        }
+        TENSOR_EPOCH.incrementAndGet();
+        for (Module m : namedModules().values()) {
             m.parameters.clear();
             m.buffers.clear();
         }
         closeAll(all);
+    }
+
+    /**
+     * Frees native state a module keeps beside its tensors (an adapted layer's kernel handles); called for every
+     * module of the tree by {@link #close()}, before the tensors go. No-op by default.
+     */
+    protected void releaseNative() {}
+
+    /**
+     * A process-wide counter that changes whenever a parameter, buffer or child of any module is added, removed or
+     * replaced ({@code to(dtype)}, {@code loadStateDict}, {@code setParameter}, adapters added or deleted). State
+     * that caches raw pointers to module tensors rebuilds when it moves; in-place value updates do not move it.
+     */
+    public static long tensorEpoch() {
+        return TENSOR_EPOCH.get();
     }
 
     private static void checkLocalName(String name) {

@@ -6,6 +6,8 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import java.util.Map;
+import dev.peft4j.kernels.Kernels;
+import org.bytedeco.pytorch.GradMode;
 import org.bytedeco.pytorch.Tensor;
 
 /**
@@ -17,6 +19,8 @@ public abstract class BaseTunerLayer extends Module implements Layer {
     private final List<String> active = new ArrayList<>();
     private final List<String> merged = new ArrayList<>();
     private boolean disabled;
+    private boolean kernelsDirty = true;
+    private long kernelsEpoch = -1;
 
     protected BaseTunerLayer(Module base) {
         if (!(base instanceof Layer)) {
@@ -32,6 +36,36 @@ public abstract class BaseTunerLayer extends Module implements Layer {
 
     protected final Tensor baseForward(Tensor x) {
         return layer(BASE_LAYER).forward(x);
+    }
+
+    /**
+     * Marks the layer's native inference state stale. O(1): activation changes only set this flag, and the next
+     * inference forward rebuilds the state (so a {@code setAdapter} over a whole model stays cheap).
+     */
+    protected final void markKernelsDirty() {
+        kernelsDirty = true;
+    }
+
+    /**
+     * Whether the native state must be rebuilt before this forward — after {@link #markKernelsDirty()}, or when
+     * any module tensor was replaced since the last rebuild ({@link Module#tensorEpoch()}: a load, {@code to(dtype)})
+     * — and clears that condition.
+     */
+    protected final boolean takeKernelsStale() {
+        long epoch = Module.tensorEpoch();
+        boolean stale = kernelsDirty || epoch != kernelsEpoch;
+        kernelsDirty = false;
+        kernelsEpoch = epoch;
+        return stale;
+    }
+
+    /**
+     * Whether this forward may take the native kernels: the switch is on ({@link Kernels#fusedLayers()}), autograd
+     * is off (no grad mode / inference mode — how the project's inference entry points run) and x is on the CPU.
+     * The dtype and the layer's own tensors are checked by the layer; anything else runs the composed ops.
+     */
+    protected static boolean kernelEligible(Tensor x) {
+        return Kernels.fusedLayers() && !GradMode.is_enabled() && x.is_cpu();
     }
 
     /** Names of the adapters this layer holds, in insertion order. */
@@ -73,6 +107,7 @@ public abstract class BaseTunerLayer extends Module implements Layer {
      * trainable, the others frozen).
      */
     public final void setAdapter(List<String> names) {
+        markKernelsDirty();
         active.clear();
         active.addAll(names);
         for (String a : adapterNames()) {
@@ -95,6 +130,7 @@ public abstract class BaseTunerLayer extends Module implements Layer {
 
     /** {@code enable_adapters(enabled)}: enabling re-applies the active list; disabling freezes every adapter. */
     public final void enableAdapters(boolean enabled) {
+        markKernelsDirty();
         if (enabled) {
             setAdapter(new ArrayList<>(active));
             disabled = false;
@@ -113,6 +149,7 @@ public abstract class BaseTunerLayer extends Module implements Layer {
      * active, else the alphabetically first remaining adapter becomes active, else none.
      */
     public final void deleteAdapter(String name) {
+        markKernelsDirty();
         if (adapterNames().contains(name)) {
             removeAdapter(name);
         }

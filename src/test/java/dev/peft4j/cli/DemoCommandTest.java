@@ -47,7 +47,7 @@ class DemoCommandTest {
                 "each adapter, each row of the mixed batch, merge and unmerge, reload, fused:\n" + r);
         assertTrue(lines.stream().anyMatch(l -> l.startsWith("   ia3     IA3 on up_proj, down_proj: 8 layers wrapped")),
                 "the IA3 adapter is attached:\n" + r);
-        assertEquals(3, lines.stream().filter(l -> l.startsWith("   per token: ")).count(), r.toString());
+        assertEquals(4, lines.stream().filter(l -> l.startsWith("   per token: ")).count(), r.toString());
         assertEquals(3, lines.stream().filter(l -> l.startsWith("   per layer: ")).count(), r.toString());
 
         Path saved = tmp.resolve("lora_a");

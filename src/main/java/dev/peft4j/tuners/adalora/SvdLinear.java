@@ -3,7 +3,10 @@ package dev.peft4j.tuners.adalora;
 import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
+import dev.peft4j.kernels.AdaLoraKernel;
+import dev.peft4j.kernels.FusedLoraLinear;
 import dev.peft4j.tuners.BaseTunerLayer;
+import dev.peft4j.tuners.NativeLinear;
 import dev.peft4j.nn.ParameterDict;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -16,7 +19,14 @@ import org.slf4j.LoggerFactory;
 /**
  * PEFT's {@code adalora.SVDLinear} around an {@code nn.Linear} or transformers {@code Conv1D}: bare parameters
  * {@code lora_A.<name>} {@code (r, in)}, {@code lora_E.<name>} {@code (r, 1)}, {@code lora_B.<name>} {@code (out, r)}
- * and the frozen {@code ranknum.<name>} {@code (1,)} (never saved). Math is {@link AdaLoraMath}'s.
+ * and the frozen {@code ranknum.<name>} {@code (1,)} (never saved). Merge and the autograd forward are
+ * {@link AdaLoraMath}'s.
+ *
+ * <p>An inference forward (autograd off, CPU, float32 / bfloat16 throughout, no dropout in training mode) runs each
+ * active adapter as a LoRA slot {@code (A⊙E, B, s/(ranknum + 1e-5))} on the native kernels ({@link NativeLinear}).
+ * {@link AdaLoraKernel} caches the effective {@code A⊙E} and rebuilds it only when A, E or ranknum change (their
+ * version counters: the rank allocator masks E in place; a load replaces or refills them), so no forward recomputes
+ * it. Anything else, or {@code -Dpeft4j.kernels=composed}, takes the composed ops.
  */
 public final class SvdLinear extends BaseTunerLayer {
     private static final Logger LOG = LoggerFactory.getLogger(SvdLinear.class);
@@ -25,6 +35,10 @@ public final class SvdLinear extends BaseTunerLayer {
     private final long outFeatures;
     private final Map<String, Double> scaling = new LinkedHashMap<>();
     private final Map<String, Double> dropout = new LinkedHashMap<>();
+    // native inference state, rebuilt lazily; null: not built or not servable
+    private NativeLinear nativeState;
+    private List<AdaLoraKernel> kernels = List.of();
+    private boolean kernelDropout;
 
     public SvdLinear(Module base) {
         super(base);
@@ -67,6 +81,7 @@ public final class SvdLinear extends BaseTunerLayer {
     public void addAdapter(String name, Tensor a, Tensor e, Tensor b, Tensor ranknum, double scale, double p,
             boolean trainable) {
         new AdaLoraMath.Adapter(a, e, b, ranknum, scale, p); // shape checks
+        markKernelsDirty();
         if (a.size(1) != inFeatures || b.size(0) != outFeatures) {
             throw new IllegalArgumentException("adapter '" + name + "': lora_A/lora_B do not fit in=" + inFeatures
                     + ", out=" + outFeatures);
@@ -107,6 +122,7 @@ public final class SvdLinear extends BaseTunerLayer {
 
     @Override
     protected void removeAdapter(String name) {
+        closeNative(); // before the tensors it points at go
         for (String c : List.of("lora_A", "lora_B", "lora_E", "ranknum")) {
             d(c).remove(name).close();
         }
@@ -148,13 +164,93 @@ public final class SvdLinear extends BaseTunerLayer {
         if (act.isEmpty()) {
             return baseForward(x);
         }
+        if (kernelEligible(x)) {
+            NativeLinear s = refreshNative();
+            if (s != null && !(kernelDropout && isTraining()) && s.acceptsInput(x)) {
+                return s.forward(x, this::baseForward, null);
+            }
+        }
         try (Tensor base = baseForward(x)) {
             return AdaLoraMath.forward(base, x, act, isTraining());
         }
     }
 
+    /**
+     * The native state for the active adapters, rebuilt if stale, its slots refreshed when an effective A changed;
+     * null when some tensor cannot be served natively.
+     */
+    private synchronized NativeLinear refreshNative() {
+        if (takeKernelsStale()) {
+            freeNative();
+            Module base = baseLayer();
+            Tensor bias = base instanceof Linear l ? l.bias() : ((Conv1D) base).bias();
+            NativeLinear s = NativeLinear.create(weight(), bias, fanInFanOut);
+            List<AdaLoraKernel> ks = new ArrayList<>();
+            for (String n : activeAdapters()) {
+                if (s == null || d("lora_A").get(n) == null) {
+                    continue;
+                }
+                Tensor a = d("lora_A").get(n);
+                Tensor e = d("lora_E").get(n);
+                Tensor b = d("lora_B").get(n);
+                if (!s.accepts(a) || !s.accepts(b) || e.scalar_type().intern() != a.scalar_type().intern()) {
+                    s.close();
+                    s = null;
+                    continue;
+                }
+                ks.add(new AdaLoraKernel(a, e, b, d("ranknum").get(n), scaling.get(n)));
+                kernelDropout |= dropout.get(n) > 0;
+            }
+            if (s == null || ks.isEmpty()) {
+                ks.forEach(AdaLoraKernel::close);
+                if (s != null) {
+                    s.close();
+                }
+                return null;
+            }
+            nativeState = s;
+            kernels = ks;
+        }
+        if (nativeState == null) {
+            return null;
+        }
+        List<FusedLoraLinear.Adapter> current = nativeState.slots();
+        boolean changed = current.size() != kernels.size();
+        List<FusedLoraLinear.Adapter> slots = new ArrayList<>(kernels.size());
+        for (int i = 0; i < kernels.size(); i++) {
+            FusedLoraLinear.Adapter slot = kernels.get(i).slot(); // the cached one unless A, E or ranknum changed
+            slots.add(slot);
+            changed |= !changed && slot != current.get(i);
+        }
+        if (changed) {
+            nativeState.setSlots(slots);
+        }
+        return nativeState;
+    }
+
+    private synchronized void closeNative() {
+        freeNative();
+        markKernelsDirty();
+    }
+
+    private void freeNative() {
+        if (nativeState != null) {
+            nativeState.close();
+            nativeState = null;
+        }
+        kernels.forEach(AdaLoraKernel::close);
+        kernels = List.of();
+        kernelDropout = false;
+    }
+
+    @Override
+    protected void releaseNative() {
+        closeNative();
+    }
+
     @Override
     public void merge(List<String> names, boolean safeMerge) {
+        markKernelsDirty();
         for (String n : names) {
             if (mergedList().contains(n) || !(d("lora_A").get(n) != null)) {
                 continue;
@@ -166,6 +262,7 @@ public final class SvdLinear extends BaseTunerLayer {
 
     @Override
     public void unmerge() {
+        markKernelsDirty();
         if (!merged()) {
             LOG.warn("Already unmerged. Nothing to do.");
             return;

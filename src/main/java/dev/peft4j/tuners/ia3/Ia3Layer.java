@@ -3,6 +3,7 @@ package dev.peft4j.tuners.ia3;
 import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
+import dev.peft4j.kernels.Ia3Kernel;
 import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.nn.ParameterDict;
 import java.util.ArrayList;
@@ -11,13 +12,20 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * PEFT's {@code ia3.Linear} around an {@code nn.Linear} or transformers {@code Conv1D}: children {@code base_layer}
  * and {@code ia3_l} (bare parameters {@code ia3_l.<name>}, {@code (out, 1)} or {@code (1, in)} for a feed-forward
- * layer). Several active adapters multiply; math is {@link Ia3Math}'s.
+ * layer). Several active adapters multiply; merge and the autograd forward are {@link Ia3Math}'s.
+ *
+ * <p>An inference forward (autograd off, CPU, an {@code nn.Linear} base in float32 / bfloat16, x of its dtype) runs
+ * on {@link Ia3Kernel}: the active vectors are folded once when the active set, or a vector's values (libtorch's
+ * version counter), change — not per call (vectors created under {@code InferenceMode} have no version counter and
+ * are refolded on every call). Conv1D bases (weight {@code [in, out]}, which the kernel does not take)
+ * and everything else take the composed ops, as does {@code -Dpeft4j.kernels=composed}.
  */
 public final class Ia3Layer extends BaseTunerLayer {
     private static final Logger LOG = LoggerFactory.getLogger(Ia3Layer.class);
@@ -25,6 +33,11 @@ public final class Ia3Layer extends BaseTunerLayer {
     private final boolean fanInFanOut;
     private final long inFeatures;
     private final long outFeatures;
+    // native inference state, rebuilt lazily; null: not built or not servable
+    private Ia3Kernel kernel;
+    private ScalarType kernelDtype;
+    private List<Tensor> kernelVectors = List.of();
+    private long[] kernelVersions = new long[0];
 
     public Ia3Layer(Module base, boolean feedForward) {
         super(base);
@@ -68,6 +81,7 @@ public final class Ia3Layer extends BaseTunerLayer {
             throw new IllegalArgumentException("adapter '" + name + "': ia3_l " + Arrays.toString(vector.shape())
                     + " does not fit this layer, which needs " + Arrays.toString(vectorShape()));
         }
+        markKernelsDirty();
         dict().put(name, vector, trainable);
     }
 
@@ -88,6 +102,7 @@ public final class Ia3Layer extends BaseTunerLayer {
 
     @Override
     protected void removeAdapter(String name) {
+        closeKernel();
         dict().remove(name).close();
     }
 
@@ -126,11 +141,82 @@ public final class Ia3Layer extends BaseTunerLayer {
         if (act.isEmpty()) {
             return baseForward(x);
         }
+        if (kernelEligible(x)) {
+            Ia3Kernel k = refreshKernel(x);
+            if (k != null) {
+                return k.forward(x);
+            }
+        }
         return Ia3Math.forward(x, weight(), bias(), act, feedForward, fanInFanOut);
+    }
+
+    /** The kernel for the current active vectors, rebuilt or refolded if stale; null when it cannot serve x. */
+    private synchronized Ia3Kernel refreshKernel(Tensor x) {
+        if (takeKernelsStale()) {
+            freeKernel();
+            Module b = baseLayer();
+            if (b instanceof Linear l && servable(l.weight()) && (l.bias() == null
+                    || servable(l.bias()) && l.bias().scalar_type().intern() == l.weight().scalar_type().intern())) {
+                kernel = new Ia3Kernel(l.weight(), l.bias(), feedForward);
+                kernelDtype = l.weight().scalar_type().intern();
+            }
+        }
+        if (kernel == null || x.scalar_type().intern() != kernelDtype) {
+            return null;
+        }
+        List<Tensor> act = new ArrayList<>();
+        for (String n : activeAdapters()) {
+            Tensor t = dict().get(n);
+            if (t != null) {
+                act.add(t);
+            }
+        }
+        boolean refold = act.size() != kernelVectors.size();
+        long[] versions = new long[act.size()];
+        for (int i = 0; i < act.size(); i++) {
+            // bumped by every in-place update (a training step); an inference tensor has no counter: refolded each call
+            Tensor t = act.get(i);
+            versions[i] = t.__dispatch_is_inference() ? -1 : t.__dispatch__version();
+            refold |= versions[i] < 0;
+            if (!refold) {
+                refold = act.get(i) != kernelVectors.get(i) || versions[i] != kernelVersions[i];
+            }
+        }
+        if (refold) {
+            kernel.setActive(act);
+            kernelVectors = act;
+            kernelVersions = versions;
+        }
+        return kernel;
+    }
+
+    private static boolean servable(Tensor t) {
+        ScalarType dt = t.scalar_type().intern();
+        return t.is_cpu() && t.is_contiguous() && (dt == ScalarType.Float || dt == ScalarType.BFloat16);
+    }
+
+    private synchronized void closeKernel() {
+        freeKernel();
+        markKernelsDirty();
+    }
+
+    private void freeKernel() {
+        if (kernel != null) {
+            kernel.close();
+            kernel = null;
+        }
+        kernelVectors = List.of();
+        kernelVersions = new long[0];
+    }
+
+    @Override
+    protected void releaseNative() {
+        closeKernel();
     }
 
     @Override
     public void merge(List<String> names, boolean safeMerge) {
+        markKernelsDirty();
         for (String n : names) {
             if (mergedList().contains(n) || !(dict().get(n) != null)) {
                 continue;
@@ -142,6 +228,7 @@ public final class Ia3Layer extends BaseTunerLayer {
 
     @Override
     public void unmerge() {
+        markKernelsDirty();
         if (!merged()) {
             LOG.warn("Already unmerged. Nothing to do.");
             return;

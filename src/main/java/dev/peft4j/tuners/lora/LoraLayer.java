@@ -3,7 +3,10 @@ package dev.peft4j.tuners.lora;
 import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
+import dev.peft4j.kernels.FusedLoraLinear;
+import dev.peft4j.kernels.LoraDelta;
 import dev.peft4j.tuners.BaseTunerLayer;
+import dev.peft4j.tuners.NativeLinear;
 import dev.peft4j.nn.ModuleDict;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -17,7 +20,13 @@ import org.slf4j.LoggerFactory;
  * PEFT's {@code lora.Linear} around an {@code nn.Linear} or a transformers {@code Conv1D} ({@code fan_in_fan_out}):
  * children {@code base_layer}, {@code lora_A.<name>} ({@code Linear(in, r)}), {@code lora_B.<name>}
  * ({@code Linear(r, out)}, bias with {@code lora_bias}), so in-memory keys are PEFT's
- * ({@code q_proj.lora_A.default.weight}). Forward, merge and unmerge are {@link LoraMath}'s.
+ * ({@code q_proj.lora_A.default.weight}). Merge, unmerge and the autograd forward are {@link LoraMath}'s.
+ *
+ * <p>An inference forward (autograd off, CPU, float32 / bfloat16 throughout, no {@code lora_bias}, no dropout in
+ * training mode) runs on the native kernels instead ({@link NativeLinear}: one native call per layer for decode-sized
+ * inputs on an {@code nn.Linear} base; libtorch's base GEMM plus an in-place native delta for larger inputs and for
+ * Conv1D bases), mixed batches included (one slot per row). The native state is rebuilt lazily: activation changes
+ * only mark it stale. Anything else, or {@code -Dpeft4j.kernels=composed}, takes the composed ops.
  */
 public final class LoraLayer extends BaseTunerLayer {
     private static final Logger LOG = LoggerFactory.getLogger(LoraLayer.class);
@@ -29,6 +38,13 @@ public final class LoraLayer extends BaseTunerLayer {
     private final Map<String, Double> scaling = new LinkedHashMap<>();
     private final Map<String, Double> dropout = new LinkedHashMap<>();
     private final Map<String, Integer> rank = new LinkedHashMap<>();
+    // native inference state, rebuilt lazily (see forward); null: not built or not servable
+    private NativeLinear activeNative;
+    private boolean activeDropout;
+    private NativeLinear mixedNative;
+    private List<String> mixedNames;
+    private boolean mixedDropout;
+    private boolean mixedBuilt;
 
     /** Wraps {@code base}, a {@link Linear} or {@link Conv1D}. */
     public LoraLayer(Module base) {
@@ -89,6 +105,7 @@ public final class LoraLayer extends BaseTunerLayer {
                     + a.inFeatures() + ") / lora_B (" + b.outFeatures() + ", " + b.inFeatures()
                     + ") do not fit a base layer with in=" + inFeatures + ", out=" + outFeatures);
         }
+        markKernelsDirty();
         dictA().put(name, a);
         dictB().put(name, b);
         scaling.put(name, scale);
@@ -137,6 +154,7 @@ public final class LoraLayer extends BaseTunerLayer {
 
     @Override
     protected void removeAdapter(String name) {
+        closeNative(); // before the tensors it points at go
         dictA().remove(name).close();
         dictB().remove(name).close();
         scaling.remove(name);
@@ -197,6 +215,12 @@ public final class LoraLayer extends BaseTunerLayer {
                 throw new IllegalStateException(
                         "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first.");
             }
+            if (kernelEligible(x)) {
+                Tensor y = nativeMixed(x, perSample);
+                if (y != null) {
+                    return y;
+                }
+            }
             Map<String, LoraMath.Adapter> all = new LinkedHashMap<>();
             for (String n : adapterNames()) {
                 all.put(n, adapter(n));
@@ -207,6 +231,12 @@ public final class LoraLayer extends BaseTunerLayer {
         }
         if (merged()) {
             return baseForward(x);
+        }
+        if (kernelEligible(x)) {
+            refreshNative();
+            if (activeNative != null && !(activeDropout && isTraining()) && activeNative.acceptsInput(x)) {
+                return activeNative.forward(x, this::baseForward, null);
+            }
         }
         List<LoraMath.Adapter> act = new ArrayList<>();
         for (String n : activeAdapters()) {
@@ -222,8 +252,111 @@ public final class LoraLayer extends BaseTunerLayer {
         }
     }
 
+    /**
+     * Brings the native state up to date if it is stale: a state built on the same base tensors is kept (only its
+     * slots change, and not at all when they are the same), so toggling adapters costs no native allocation.
+     * The mixed-batch slots are brought up to date on their first use.
+     */
+    private synchronized void refreshNative() {
+        if (!takeKernelsStale()) {
+            return;
+        }
+        List<String> act = new ArrayList<>();
+        for (String n : activeAdapters()) {
+            if (dictA().get(n) != null) {
+                act.add(n);
+            }
+        }
+        activeNative = act.isEmpty() ? keepOrClose(activeNative, null) : update(activeNative, act);
+        activeDropout = act.stream().anyMatch(n -> dropout.get(n) > 0);
+        mixedBuilt = false;
+    }
+
+    private Tensor nativeMixed(Tensor x, List<String> perSample) {
+        refreshNative();
+        synchronized (this) {
+            if (!mixedBuilt) {
+                mixedBuilt = true;
+                mixedNames = adapterNames();
+                mixedNative = mixedNames.isEmpty() || mixedNames.size() > LoraDelta.MAX_SLOTS
+                        ? keepOrClose(mixedNative, null) : update(mixedNative, mixedNames);
+                mixedDropout = mixedNames.stream().anyMatch(n -> dropout.get(n) > 0);
+            }
+        }
+        if (mixedNative == null || (mixedDropout && isTraining()) || !mixedNative.acceptsInput(x) || x.dim() < 2
+                || perSample.size() != x.size(0)) {
+            return null; // the composed path serves it (and reports a length mismatch with PEFT's message)
+        }
+        long perRow = x.numel() / x.size(0) / inFeatures;
+        int[] rowSlot = new int[Math.toIntExact(x.numel() / inFeatures)];
+        for (int i = 0, k = 0; i < perSample.size(); i++) {
+            int slot = mixedNames.indexOf(perSample.get(i)); // -1 for __base__ and names the layer does not hold
+            for (long j = 0; j < perRow; j++) {
+                rowSlot[k++] = slot;
+            }
+        }
+        return mixedNative.forward(x, this::baseForward, rowSlot);
+    }
+
+    /**
+     * {@code state} (or a new one when it was built on other base tensors) serving {@code names} as slots; null, and
+     * {@code state} closed, when some tensor cannot be served natively.
+     */
+    private NativeLinear update(NativeLinear state, List<String> names) {
+        Tensor w = baseWeight();
+        Tensor bias = baseBias();
+        NativeLinear s = state != null && state.sameBase(w, bias) ? state
+                : keepOrClose(state, NativeLinear.create(w, bias, fanInFanOut));
+        if (s == null) {
+            return null;
+        }
+        List<FusedLoraLinear.Adapter> slots = new ArrayList<>();
+        for (String n : names) {
+            Linear a = dictA().get(n);
+            Linear b = dictB().get(n);
+            if (b.bias() != null || !s.accepts(a.weight()) || !s.accepts(b.weight())) {
+                s.close();
+                return null;
+            }
+            slots.add(new FusedLoraLinear.Adapter(a.weight(), b.weight(), (float) (double) scaling.get(n)));
+        }
+        s.setSlots(slots);
+        return s;
+    }
+
+    /** Closes {@code old} unless it is {@code replacement}; returns {@code replacement}. */
+    private static NativeLinear keepOrClose(NativeLinear old, NativeLinear replacement) {
+        if (old != null && old != replacement) {
+            old.close();
+        }
+        return replacement;
+    }
+
+    private synchronized void closeNative() {
+        freeNative();
+        markKernelsDirty();
+    }
+
+    private void freeNative() {
+        if (activeNative != null) {
+            activeNative.close();
+            activeNative = null;
+        }
+        if (mixedNative != null) {
+            mixedNative.close();
+            mixedNative = null;
+        }
+        mixedBuilt = false;
+    }
+
+    @Override
+    protected void releaseNative() {
+        closeNative();
+    }
+
     @Override
     public void merge(List<String> names, boolean safeMerge) {
+        markKernelsDirty();
         List<String> todo = new ArrayList<>();
         for (String n : names) {
             if (mergedList().contains(n)) {
@@ -244,6 +377,7 @@ public final class LoraLayer extends BaseTunerLayer {
 
     @Override
     public void unmerge() {
+        markKernelsDirty();
         if (!merged()) {
             LOG.warn("Already unmerged. Nothing to do.");
             return;

@@ -15,9 +15,9 @@ import picocli.CommandLine.Option;
  * {@code disableAdapters}, {@code mergeAdapter}).
  */
 final class AdapterOptions {
-    @Option(names = "--adapter", paramLabel = "<dir>[=name]", description = {
-            "A PEFT adapter folder to load (repeatable), named 'name' (default: 'default'; name every adapter",
-            "after the first)."})
+    @Option(names = "--adapter", paramLabel = "<dir>[=name]", description =
+            "A PEFT adapter folder to load (repeatable), named 'name' (default: 'default'; name every adapter "
+            + "after the first).")
     List<String> adapters = new ArrayList<>();
 
     @Option(names = "--active", split = ",", paramLabel = "n1,n2",

@@ -23,10 +23,10 @@ import picocli.CommandLine.Option;
  * the timed runs after a warm-up); the models and layers have random weights.
  */
 @Command(name = "bench", header = "A quick, measured latency table of this machine.",
-        description = {
-        "A quick latency table of this machine, measured now (medians after a warm-up; random weights): the",
-        "decode step of a small built-in Llama, and one LoRA-adapted linear layer at decode size (1 row),",
-        "peft4j's fused native kernel against the same computation composed of libtorch calls."})
+        description =
+            "A quick latency table of this machine, measured now (medians after a warm-up; random weights): "
+            + "the decode step of a small built-in Llama, and one LoRA-adapted linear layer at decode size (1 "
+            + "row), peft4j's fused native kernel against the same computation composed of libtorch calls.")
 final class BenchCommand extends CliCommand {
     @Option(names = "--iterations", paramLabel = "N", defaultValue = "50",
             description = "Timed runs per row of the table (default ${DEFAULT-VALUE}).")

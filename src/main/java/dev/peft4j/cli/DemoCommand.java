@@ -37,12 +37,13 @@ import picocli.CommandLine.Option;
  * adapter saved as a PEFT folder, and measured timings. Every number printed is computed or measured in this run.
  */
 @Command(name = "demo", header = "Adapters on a small built-in Llama with random weights: switch, mix, merge, save, time.",
-        description = {
-                "Build a small Llama-family model from a built-in config with seeded random weights (no download),",
-                "attach seeded adapters, and show: each adapter's output for the same prompt ids (setAdapter), a mixed",
-                "batch with a different adapter per row, merge then unmerge, the adapter saved as a PEFT folder, and",
-                "measured timings (decode step per token; one adapted layer, fused against composed). The weights are",
-                "random: the tokens mean nothing, the comparisons and timings are real."})
+        description =
+            "Build a small Llama-family model from a built-in config with seeded random weights (no "
+            + "download), attach seeded adapters, and show: each adapter's output for the same prompt ids "
+            + "(setAdapter), a mixed batch with a different adapter per row, merge then unmerge, the adapter "
+            + "saved as a PEFT folder, and measured timings (decode step per token; one adapted layer, fused "
+            + "against composed). The weights are random: the tokens mean nothing, the comparisons and timings "
+            + "are real.")
 final class DemoCommand extends CliCommand {
     @Option(names = "--seed", paramLabel = "S", defaultValue = "0",
             description = "Seed of the model's and the adapters' random weights (default ${DEFAULT-VALUE}).")
@@ -52,17 +53,18 @@ final class DemoCommand extends CliCommand {
             description = "Where to save the adapter as a PEFT folder (default: a new temporary folder).")
     Path out;
 
-    @Option(names = "--save-model", description = {"Also write the base model (its random weights) as a Hugging Face",
-            "folder <out>/model, to try the other commands on it with the saved adapter."})
+    @Option(names = "--save-model", description =
+            "Also write the base model (its random weights) as a Hugging Face folder <out>/model, to try the "
+            + "other commands on it with the saved adapter.")
     boolean saveModel;
 
     @Option(names = "--iterations", paramLabel = "N", defaultValue = "20",
             description = "Timed runs per timing (default ${DEFAULT-VALUE}).")
     int iterations;
 
-    @Option(names = "--threads", paramLabel = "N", defaultValue = "1", description = {
-            "libtorch and OpenBLAS threads (default ${DEFAULT-VALUE}: the model is small, and one thread keeps its",
-            "timings steady on a shared machine)."})
+    @Option(names = "--threads", paramLabel = "N", defaultValue = "1", description =
+            "libtorch and OpenBLAS threads (default ${DEFAULT-VALUE}: the model is small, and one thread "
+            + "keeps its timings steady on a shared machine).")
     int threads;
 
     @Option(names = "--new-tokens", paramLabel = "N", defaultValue = "8",

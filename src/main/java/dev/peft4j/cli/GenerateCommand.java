@@ -22,12 +22,12 @@ import picocli.CommandLine.Option;
  * ids per row (prompt then new tokens).
  */
 @Command(name = "generate", header = "Generate text or token ids from a model (greedy or seeded sampling).",
-        description = {
-        "Generate tokens after a prompt (greedy, or sampling with --do-sample).",
-        "--prompt TEXT (repeatable, one row each) needs the model folder's tokenizer.json: each row's text, prompt",
-        "and continuation, is printed on a line of its own (special tokens left out; --print-ids adds the ids).",
-        "--input-ids works without a tokenizer: each row's ids, prompt and new tokens, comma-separated, one row",
-        "per line."})
+        description =
+            "Generate tokens after a prompt (greedy, or sampling with --do-sample). --prompt TEXT "
+            + "(repeatable, one row each) needs the model folder's tokenizer.json: each row's text, prompt and "
+            + "continuation, is printed on a line of its own (special tokens left out; --print-ids adds the "
+            + "ids). --input-ids works without a tokenizer: each row's ids, prompt and new tokens, "
+            + "comma-separated, one row per line.")
 final class GenerateCommand extends CliCommand {
     @Mixin
     ModelOptions model;
@@ -35,9 +35,9 @@ final class GenerateCommand extends CliCommand {
     @Mixin
     AdapterOptions adapterOptions;
 
-    @Option(names = "--prompt", paramLabel = "TEXT", description = {
-            "Prompt text, encoded by the model folder's tokenizer.json (repeatable: one batch row each, shorter",
-            "rows left-padded). Or give --input-ids."})
+    @Option(names = "--prompt", paramLabel = "TEXT", description =
+            "Prompt text, encoded by the model folder's tokenizer.json (repeatable: one batch row each, "
+            + "shorter rows left-padded). Or give --input-ids.")
     List<String> prompts;
 
     @Option(names = "--input-ids", paramLabel = "<ids>",
@@ -48,9 +48,9 @@ final class GenerateCommand extends CliCommand {
             description = "With --prompt: let the tokenizer add the model's special tokens, e.g. a BOS (default).")
     boolean addSpecialTokens;
 
-    @Option(names = "--print-ids", description = {
-            "With --prompt: after each row's text, a line 'ids: ' and the ids it decodes (prompt, then the new",
-            "tokens up to the first eos)."})
+    @Option(names = "--print-ids", description =
+            "With --prompt: after each row's text, a line 'ids: ' and the ids it decodes (prompt, then the "
+            + "new tokens up to the first eos).")
     boolean printIds;
 
     @Option(names = "--max-new-tokens", paramLabel = "N", defaultValue = "20",

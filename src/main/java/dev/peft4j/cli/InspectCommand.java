@@ -48,10 +48,10 @@ import picocli.CommandLine.Parameters;
  * safetensors; an {@code adapter_model.bin} is unpickled (restricted, no code runs).
  */
 @Command(name = "inspect", header = "Show what a PEFT adapter folder holds (and what it would hit in a model).",
-        description = {
-        "Show a PEFT adapter folder: PEFT type, config, the modules its weights target, its tensors (name, dtype,",
-        "shape, bytes) and totals. With --model, which of the model's modules the config targets, and which",
-        "adapter keys match nothing in the model."})
+        description =
+            "Show a PEFT adapter folder: PEFT type, config, the modules its weights target, its tensors "
+            + "(name, dtype, shape, bytes) and totals. With --model, which of the model's modules the config "
+            + "targets, and which adapter keys match nothing in the model.")
 final class InspectCommand extends CliCommand {
     private static final ObjectMapper JSON = new ObjectMapper();
 

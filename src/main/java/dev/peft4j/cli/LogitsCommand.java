@@ -23,10 +23,10 @@ import picocli.CommandLine.Option;
  * key {@code logits} — an interface for scripted conformance checks against Python.
  */
 @Command(name = "logits", header = "Write one forward's float32 logits to a safetensors file.",
-        description = {
-        "Run one forward over the token ids and write the logits, float32, to a safetensors file under the key",
-        "'logits': [batch, seq, vocab] for a language model, [batch, labels] for sequence classification.",
-        "With --adapter, the PEFT adapters are loaded into the model first."})
+        description =
+            "Run one forward over the token ids and write the logits, float32, to a safetensors file under "
+            + "the key 'logits': [batch, seq, vocab] for a language model, [batch, labels] for sequence "
+            + "classification. With --adapter, the PEFT adapters are loaded into the model first.")
 final class LogitsCommand extends CliCommand {
     @Mixin
     ModelOptions model;

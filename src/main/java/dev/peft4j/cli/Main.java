@@ -20,8 +20,9 @@ import picocli.CommandLine.ScopeType;
  * terminal, commands print their result only (no progress or timing chatter), so scripts can read it.
  */
 @Command(name = "peft4j",
-        description = {"Hugging Face PEFT adapters on libtorch, from the command line. Without a command: demo.",
-                "Exit status: 0 ok, 1 failure, 2 usage error."},
+        description =
+            "Hugging Face PEFT adapters on libtorch, from the command line. Without a command: demo. Exit "
+            + "status: 0 ok, 1 failure, 2 usage error.",
         subcommands = {DemoCommand.class, SelfCheckCommand.class, InspectCommand.class, LogitsCommand.class, GenerateCommand.class,
                 BenchCommand.class, MergeCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {

@@ -14,9 +14,10 @@ import picocli.CommandLine.Option;
  * {@code model.safetensors}, as transformers' {@code save_pretrained}).
  */
 @Command(name = "merge", header = "Merge an adapter into its model and write a Hugging Face checkpoint.",
-        description = {
-                "Load the adapter into the model, merge it into the base weights and unload it (merge_and_unload),",
-                "then write config.json and model.safetensors as transformers' save_pretrained does."})
+        description =
+            "Load the adapter into the model, merge it into the base weights and unload it "
+            + "(merge_and_unload), then write config.json and model.safetensors as transformers' "
+            + "save_pretrained does.")
 final class MergeCommand extends CliCommand {
     @Mixin
     ModelOptions model;

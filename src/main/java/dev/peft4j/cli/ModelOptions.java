@@ -18,9 +18,9 @@ final class ModelOptions {
             description = "float32, bfloat16 or float16 (default: the config's torch_dtype, else float32).")
     String dtype;
 
-    @Option(names = "--threads", paramLabel = "N", description = {
-            "libtorch and OpenBLAS threads, set together (default: libtorch's default, usually the number of",
-            "cores)."})
+    @Option(names = "--threads", paramLabel = "N", description =
+            "libtorch and OpenBLAS threads, set together (default: libtorch's default, usually the number of "
+            + "cores).")
     Integer threads;
 
     /** The model, in eval mode, with the thread count set. */

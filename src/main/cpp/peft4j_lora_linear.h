@@ -160,6 +160,93 @@ inline void dots_avx2(const float* X, int64_t ldx, const TY* Y, int64_t ldy, int
 }
 #endif
 
+#if defined(__x86_64__)
+// ---- AVX512_BF16 micro-kernel: both operands bfloat16, VDPBF16PS (pairs of bf16 products summed into float32
+// lanes). Products of two bf16 are exact in float32; the accumulation is float32 (VDPBF16PS treats denormal
+// inputs as zero and flushes denormal results, which changes nothing at the tolerances bf16 data is held to).
+#define PEFT4J_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+PEFT4J_BF16_TARGET
+inline __m512bh load32bh(const uint16_t* p) { return (__m512bh) _mm512_loadu_si512((const void*) p); }
+PEFT4J_BF16_TARGET
+inline __m512bh load32bh_masked(const uint16_t* p, __mmask32 m) { return (__m512bh) _mm512_maskz_loadu_epi16(m, p); }
+
+template <int MB, int NB>
+PEFT4J_BF16_TARGET
+inline void dots_bf16dp(const uint16_t* X, int64_t ldx, const uint16_t* Y, int64_t ldy, int64_t L, float* out) {
+    __m512 acc[MB][NB];
+    for (int m = 0; m < MB; m++)
+        for (int n = 0; n < NB; n++) acc[m][n] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= L; k += 32) {
+        __m512bh yv[NB];
+        for (int n = 0; n < NB; n++) yv[n] = load32bh(Y + n * ldy + k);
+        for (int m = 0; m < MB; m++) {
+            __m512bh xv = load32bh(X + m * ldx + k);
+            for (int n = 0; n < NB; n++) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], xv, yv[n]);
+        }
+    }
+    if (k < L) {
+        __mmask32 mask = (__mmask32) ((1ull << (L - k)) - 1ull);
+        __m512bh yv[NB];
+        for (int n = 0; n < NB; n++) yv[n] = load32bh_masked(Y + n * ldy + k, mask);
+        for (int m = 0; m < MB; m++) {
+            __m512bh xv = load32bh_masked(X + m * ldx + k, mask);
+            for (int n = 0; n < NB; n++) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], xv, yv[n]);
+        }
+    }
+    for (int m = 0; m < MB; m++)
+        for (int n = 0; n < NB; n++) out[m * NB + n] = hsum16(acc[m][n]);
+}
+#endif
+
+// Scalar reference of the bf16 x bf16 dot products (float32 accumulation).
+inline void dots_bf16_scalar(const uint16_t* X, int64_t ldx, int mb, const uint16_t* Y, int64_t ldy, int nb, int64_t L,
+                             float* out) {
+    for (int m = 0; m < mb; m++) {
+        for (int n = 0; n < nb; n++) {
+            const uint16_t* xr = X + m * ldx;
+            const uint16_t* yr = Y + n * ldy;
+            float acc = 0.f;
+            for (int64_t k = 0; k < L; k++) acc += bf16_to_f32(xr[k]) * bf16_to_f32(yr[k]);
+            out[m * nb + n] = acc;
+        }
+    }
+}
+
+// out[m, n - n0] (row stride ldo) = X[m, :L] · Y[n, :L], both bfloat16, for m < M, n0 <= n < n1. Uses VDPBF16PS
+// on ISA_AVX512_BF16; below that the float32 paths after widening (callers on lower ISAs normally widen once
+// themselves and call rows_times_rowsT).
+inline void rows_times_rowsT_bf16(int isa, const uint16_t* X, int64_t M, const uint16_t* Y, int64_t n0, int64_t n1,
+                                  int64_t L, float* out, int64_t ldo) {
+    float blk[16];
+    for (int64_t n = n0; n < n1; n += 4) {
+        int nb = (int) std::min<int64_t>(4, n1 - n);
+        for (int64_t m = 0; m < M; m += 4) {
+            int mb = (int) std::min<int64_t>(4, M - m);
+            const uint16_t* Xm = X + m * L;
+            const uint16_t* Yn = Y + n * L;
+#if defined(__x86_64__)
+            if (isa >= ISA_AVX512_BF16) {
+                switch (mb * 8 + nb) {
+#define PEFT4J_DP_CASE(MBV, NBV) case (MBV) * 8 + (NBV): dots_bf16dp<MBV, NBV>(Xm, L, Yn, L, L, blk); break;
+                    PEFT4J_DP_CASE(1, 1) PEFT4J_DP_CASE(1, 2) PEFT4J_DP_CASE(1, 3) PEFT4J_DP_CASE(1, 4)
+                    PEFT4J_DP_CASE(2, 1) PEFT4J_DP_CASE(2, 2) PEFT4J_DP_CASE(2, 3) PEFT4J_DP_CASE(2, 4)
+                    PEFT4J_DP_CASE(3, 1) PEFT4J_DP_CASE(3, 2) PEFT4J_DP_CASE(3, 3) PEFT4J_DP_CASE(3, 4)
+                    PEFT4J_DP_CASE(4, 1) PEFT4J_DP_CASE(4, 2) PEFT4J_DP_CASE(4, 3) PEFT4J_DP_CASE(4, 4)
+#undef PEFT4J_DP_CASE
+                    default: dots_bf16_scalar(Xm, L, mb, Yn, L, nb, L, blk); break;
+                }
+            } else
+#endif
+            {
+                dots_bf16_scalar(Xm, L, mb, Yn, L, nb, L, blk);
+            }
+            for (int i = 0; i < mb; i++)
+                for (int j = 0; j < nb; j++) out[(m + i) * ldo + (n - n0 + j)] = blk[i * nb + j];
+        }
+    }
+}
+
 // out[mb][nb] = X[0:mb] · Y[0:nb]ᵀ over length L, on the active ISA. mb <= 4, nb <= 4.
 template <typename TY>
 inline void dots(int isa, const float* X, int64_t ldx, int mb, const TY* Y, int64_t ldy, int nb, int64_t L,
@@ -167,7 +254,7 @@ inline void dots(int isa, const float* X, int64_t ldx, int mb, const TY* Y, int6
 #if defined(__x86_64__)
 #define PEFT4J_DOTS_CASE(MBV, NBV)                                                   \
     case (MBV) * 8 + (NBV):                                                          \
-        if (isa == ISA_AVX512) dots_avx512<MBV, NBV>(X, ldx, Y, ldy, L, out);        \
+        if (isa >= ISA_AVX512) dots_avx512<MBV, NBV>(X, ldx, Y, ldy, L, out);        \
         else dots_avx2<MBV, NBV>(X, ldx, Y, ldy, L, out);                            \
         return;
     if (isa >= ISA_AVX2) {

@@ -301,10 +301,23 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
     const TY* bias = (const TY*) L.bias;
     const float* in_scale = L.in_scale.empty() ? nullptr : L.in_scale.data();
     const float* out_scale = L.out_scale.empty() ? nullptr : L.out_scale.data();
-    // float32 copies of x and the shrunk activations t_a = x·A_aᵀ (thread-local: reused across calls)
+    // float32 copies of x and the shrunk activations t_a = x·A_aᵀ (thread-local: reused across calls). bfloat16
+    // on ISA_AVX512_BF16: the base and the shrink multiply bf16 x (IA3-scaled and rounded to bf16 when set)
+    // by bf16 W and A as stored (VDPBF16PS), so x stays bf16 (xh) and no float32 copy is made.
     thread_local std::vector<float> xbuf, tbuf, gbuf;
-    const float* xf;
-    if (std::is_same<TY, float>::value && in_scale == nullptr) {
+    thread_local std::vector<uint16_t> xhbuf, ghbuf;
+    const bool dp = !std::is_same<TY, float>::value && isa >= ISA_AVX512_BF16;
+    const float* xf = nullptr;
+    const uint16_t* xh = nullptr;
+    if (dp) {
+        xh = (const uint16_t*) x;
+        if (in_scale) {
+            xhbuf.resize((size_t) (M * K));
+            for (int64_t i = 0; i < M * K; i++)
+                xhbuf[(size_t) i] = f32_to_bf16(load_scalar(x, i) * in_scale[i % K]);
+            xh = xhbuf.data();
+        }
+    } else if (std::is_same<TY, float>::value && in_scale == nullptr) {
         xf = (const float*) x;
     } else {
         xbuf.resize((size_t) (M * K));
@@ -342,13 +355,24 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
             int64_t ma = mixed ? n_rows[a] : M;
             if (a < 64) offs[a] = off;
             if (ma == 0) continue;
-            const float* xa = xf;
-            if (mixed) {  // gather this adapter's rows
-                gbuf.resize((size_t) (ma * K));
-                for (int64_t i = 0; i < ma; i++) std::memcpy(gbuf.data() + i * K, xf + rows_of[a * 16 + i] * K, sizeof(float) * K);
-                xa = gbuf.data();
+            if (dp) {
+                const uint16_t* xa = xh;
+                if (mixed) {  // gather this adapter's rows
+                    ghbuf.resize((size_t) (ma * K));
+                    for (int64_t i = 0; i < ma; i++)
+                        std::memcpy(ghbuf.data() + i * K, xh + rows_of[a * 16 + i] * K, sizeof(uint16_t) * K);
+                    xa = ghbuf.data();
+                }
+                rows_times_rowsT_bf16(isa, xa, ma, (const uint16_t*) ad.A, 0, ad.r, K, t + off, ad.r);
+            } else {
+                const float* xa = xf;
+                if (mixed) {  // gather this adapter's rows
+                    gbuf.resize((size_t) (ma * K));
+                    for (int64_t i = 0; i < ma; i++) std::memcpy(gbuf.data() + i * K, xf + rows_of[a * 16 + i] * K, sizeof(float) * K);
+                    xa = gbuf.data();
+                }
+                rows_times_rowsT<TY>(isa, xa, ma, (const TY*) ad.A, 0, ad.r, K, t + off, ad.r);
             }
-            rows_times_rowsT<TY>(isa, xa, ma, (const TY*) ad.A, 0, ad.r, K, t + off, ad.r);
             // fold the scaling into t so the expand is a plain dot product
             for (int64_t i = 0; i < ma * ad.r; i++) t[off + i] *= ad.scale;
             off += ma * ad.r;
@@ -362,7 +386,8 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
         const int64_t nn = n1 - n0;
         float acc[16 * 64];  // M <= kMaxDecodeRows rows x up to 64 features
         float part[16 * 64];
-        rows_times_rowsT<TY>(isa, xf, M, W, n0, n1, K, acc, nn);
+        if (dp) rows_times_rowsT_bf16(isa, xh, M, (const uint16_t*) W, n0, n1, K, acc, nn);
+        else rows_times_rowsT<TY>(isa, xf, M, W, n0, n1, K, acc, nn);
         int64_t off = 0;
         for (int a = 0; a < n_ad; a++) {
             const LoraSlot& ad = L.adapters[(size_t) a];

@@ -116,6 +116,54 @@ int main() {
             }
         }
     }
+    // fused adapted linear in bfloat16, mixed rows included: every SIMD path (on avx512_bf16 the base and the
+    // shrink are VDPBF16PS products of bf16 x with bf16 W and A) within one bf16 rounding of the scalar path,
+    // on exact-size heap buffers (odd K exercises the masked tails of the bf16 pair loads)
+    for (int64_t M : {1, 3, 16}) {
+        for (int64_t K : {1, 17, 70}) {
+            for (int64_t N : {1, 5, 67, 130}) {
+                for (int mixed = 0; mixed < 2; mixed++) {
+                    const int32_t r[2] = {3, 8};
+                    const float sc[2] = {0.5f, 2.0f};
+                    std::vector<uint16_t> hw(N * K), hx(M * K), hb(N), ha0(r[0] * K), hb0(N * r[0]), ha1(r[1] * K), hb1(N * r[1]);
+                    for (auto* v : {&hw, &hx, &hb, &ha0, &hb0, &ha1, &hb1})
+                        for (auto& e : *v) e = peft4j::f32_to_bf16(normal(rng) * 0.3f);
+                    std::vector<int32_t> rs(M);
+                    for (int64_t m = 0; m < M; m++) rs[m] = (int32_t) (m % 3) - 1;  // -1, 0, 1, -1, ...
+                    auto run = [&](int isa, std::vector<float>& out) {
+                        peft4j::set_active_isa(isa);
+                        auto copy = [](const std::vector<uint16_t>& v) {
+                            uint16_t* p = exact_alloc<uint16_t>(v.size(), 0);
+                            std::memcpy(p, v.data(), sizeof(uint16_t) * v.size());
+                            return p;
+                        };
+                        uint16_t *W = copy(hw), *X = copy(hx), *Bi = copy(hb), *A0 = copy(ha0), *B0 = copy(hb0),
+                                 *A1 = copy(ha1), *B1 = copy(hb1);
+                        uint16_t* Y = exact_alloc<uint16_t>(M * N, 0);
+                        int64_t h = peft4j_adapted_linear_create(peft4j::DT_BF16, W, Bi, K, N);
+                        const int64_t ap[2] = {(int64_t) (intptr_t) A0, (int64_t) (intptr_t) A1};
+                        const int64_t bp[2] = {(int64_t) (intptr_t) B0, (int64_t) (intptr_t) B1};
+                        peft4j_adapted_linear_set_adapters(h, 2, ap, bp, r, sc);
+                        peft4j_adapted_linear_forward(h, Y, X, M, 2, mixed ? rs.data() : nullptr);
+                        peft4j_adapted_linear_destroy(h);
+                        out.resize(M * N);
+                        for (int64_t i = 0; i < M * N; i++) out[i] = peft4j::bf16_to_f32(Y[i]);
+                        for (uint16_t* p : {W, X, Bi, A0, B0, A1, B1, Y}) delete[] p;
+                    };
+                    std::vector<float> ref, got;
+                    run(peft4j::ISA_SCALAR, ref);
+                    for (int isa = peft4j::ISA_AVX2; isa <= best; isa++) {
+                        run(isa, got);
+                        float worst = 0.f;
+                        for (int64_t i = 0; i < M * N; i++) worst = std::max(worst, std::fabs(got[i] - ref[i]) / (1.f + std::fabs(ref[i])));
+                        CHECK(worst <= 0.0079f, "fused bf16 %s M=%lld K=%lld N=%lld mixed=%d differs from scalar by %g",
+                              peft4j::isa_name(isa), (long long) M, (long long) K, (long long) N, mixed, worst);
+                        checks++;
+                    }
+                }
+            }
+        }
+    }
     // LoRA delta for any M (with and without a per-row slot index), low-rank merge and IA3 scaling: every ISA
     // against a float64 reference computed here, on exact-size heap buffers. float32 accumulation over at most
     // K = 70 products of O(1) terms: 1e-4 relative is ample; bf16 outputs add half an ulp (2^-8 relative).

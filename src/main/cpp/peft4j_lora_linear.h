@@ -346,38 +346,50 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
     }
     tbuf.resize((size_t) std::max<int64_t>(1, M * L.total_rank));
     float* t = tbuf.data();
-    // shrink: each adapter's [m_a, r_a] block, laid out one after another
+    // shrink: each adapter's [m_a, r_a] block, laid out one after another; tasks of (adapter, 8 rows of A) on
+    // the pool, so a mixed batch's adapters (each A read once) are shrunk in parallel, not on the caller alone
+    std::vector<int64_t> offv((size_t) n_ad + 1, 0);
     int64_t offs[64];
-    {
-        int64_t off = 0;
-        for (int a = 0; a < n_ad; a++) {
-            const LoraSlot& ad = L.adapters[(size_t) a];
-            int64_t ma = mixed ? n_rows[a] : M;
-            if (a < 64) offs[a] = off;
-            if (ma == 0) continue;
-            if (dp) {
-                const uint16_t* xa = xh;
-                if (mixed) {  // gather this adapter's rows
-                    ghbuf.resize((size_t) (ma * K));
-                    for (int64_t i = 0; i < ma; i++)
-                        std::memcpy(ghbuf.data() + i * K, xh + rows_of[a * 16 + i] * K, sizeof(uint16_t) * K);
-                    xa = ghbuf.data();
-                }
-                rows_times_rowsT_bf16(isa, xa, ma, (const uint16_t*) ad.A, 0, ad.r, K, t + off, ad.r);
-            } else {
-                const float* xa = xf;
-                if (mixed) {  // gather this adapter's rows
-                    gbuf.resize((size_t) (ma * K));
-                    for (int64_t i = 0; i < ma; i++) std::memcpy(gbuf.data() + i * K, xf + rows_of[a * 16 + i] * K, sizeof(float) * K);
-                    xa = gbuf.data();
-                }
-                rows_times_rowsT<TY>(isa, xa, ma, (const TY*) ad.A, 0, ad.r, K, t + off, ad.r);
-            }
-            // fold the scaling into t so the expand is a plain dot product
-            for (int64_t i = 0; i < ma * ad.r; i++) t[off + i] *= ad.scale;
-            off += ma * ad.r;
-        }
+    for (int a = 0; a < n_ad; a++) {
+        const int64_t ma = mixed ? n_rows[a] : M;
+        offv[(size_t) a + 1] = offv[(size_t) a] + ma * L.adapters[(size_t) a].r;
+        if (a < 64) offs[a] = offv[(size_t) a];
     }
+    constexpr int64_t kShrinkRows = 8;
+    struct ShrinkTask { int a; int64_t j0; };
+    std::vector<ShrinkTask> stasks;
+    for (int a = 0; a < n_ad; a++) {
+        if ((mixed ? n_rows[a] : M) == 0) continue;
+        for (int64_t j0 = 0; j0 < L.adapters[(size_t) a].r; j0 += kShrinkRows) stasks.push_back({a, j0});
+    }
+    // a mixed batch's rows gathered once, adapter after adapter (row_start[a] rows before adapter a's)
+    std::vector<int64_t> row_start((size_t) n_ad + 1, 0);
+    if (mixed) {
+        for (int a = 0; a < n_ad; a++) row_start[(size_t) a + 1] = row_start[(size_t) a] + n_rows[a];
+        const int64_t g = row_start[(size_t) n_ad];
+        if (dp) ghbuf.resize((size_t) (g * K)); else gbuf.resize((size_t) (g * K));
+        for (int a = 0; a < n_ad; a++)
+            for (int64_t i = 0; i < n_rows[a]; i++) {
+                const int64_t src = rows_of[a * 16 + i], dst = row_start[(size_t) a] + i;
+                if (dp) std::memcpy(ghbuf.data() + dst * K, xh + src * K, sizeof(uint16_t) * K);
+                else std::memcpy(gbuf.data() + dst * K, xf + src * K, sizeof(float) * K);
+            }
+    }
+    const uint16_t* xh_g = mixed && dp ? ghbuf.data() : xh;
+    const float* xf_g = mixed && !dp ? gbuf.data() : xf;
+    ThreadPool::instance().parallel_for((int64_t) stasks.size(), threads, [&](int64_t ti) {
+        const int a = stasks[(size_t) ti].a;
+        const LoraSlot& ad = L.adapters[(size_t) a];
+        const int64_t j0 = stasks[(size_t) ti].j0, j1 = std::min<int64_t>(ad.r, j0 + kShrinkRows);
+        const int64_t ma = mixed ? n_rows[a] : M;
+        const int64_t r0 = mixed ? row_start[(size_t) a] : 0;
+        float* ta = t + offv[(size_t) a];
+        if (dp) rows_times_rowsT_bf16(isa, xh_g + r0 * K, ma, (const uint16_t*) ad.A, j0, j1, K, ta + j0, ad.r);
+        else rows_times_rowsT<TY>(isa, xf_g + r0 * K, ma, (const TY*) ad.A, j0, j1, K, ta + j0, ad.r);
+        // fold the scaling into t so the expand is a plain dot product
+        for (int64_t i = 0; i < ma; i++)
+            for (int64_t j = j0; j < j1; j++) ta[i * ad.r + j] *= ad.scale;
+    });
     // main pass over blocks of output features: base dot products, bias, LoRA expand, store
     const int64_t block = 64;
     const int64_t n_blocks = (N + block - 1) / block;

@@ -88,6 +88,48 @@ inline void rows_update_avx512(T* const* y, int64_t n, const float* const* c, in
     }
 }
 
+// The same on ISA_AVX512_BF16: y rounded to bf16 with VCVTNEPS2BF16 (f32x16_to_bf16_ne, bit-identical).
+PEFT4J_BF16_TARGET
+inline void st16ne(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
+PEFT4J_BF16_TARGET
+inline void st16ne(uint16_t* p, __mmask16 m, __m512 v) { _mm256_mask_storeu_epi16(p, m, f32x16_to_bf16_ne(v)); }
+
+template <int MB, int NV, typename T>
+PEFT4J_BF16_TARGET
+inline void rows_block_bf16ne(T* const* y, int64_t i, const float* const* c, int R, const float* V, int64_t ldv,
+                              __mmask16 mlast) {
+    __m512 acc[MB * NV];
+#pragma GCC unroll 16
+    for (int q = 0; q < MB * NV; q++) {
+        const int r = q / NV, v = q % NV;
+        acc[q] = ld16(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff);
+    }
+    for (int j = 0; j < R; j++) {
+        __m512 vv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            vv[v] = _mm512_maskz_loadu_ps(v == NV - 1 ? mlast : (__mmask16) 0xffff, V + j * ldv + i + 16 * v);
+#pragma GCC unroll 16
+        for (int q = 0; q < MB * NV; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(c[q / NV][j]), vv[q % NV], acc[q]);
+    }
+#pragma GCC unroll 16
+    for (int q = 0; q < MB * NV; q++) {
+        const int r = q / NV, v = q % NV;
+        st16ne(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff, acc[q]);
+    }
+}
+
+template <int MB, typename T>
+PEFT4J_BF16_TARGET
+inline void rows_update_bf16ne(T* const* y, int64_t n, const float* const* c, int R, const float* V, int64_t ldv) {
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) rows_block_bf16ne<MB, 4, T>(y, i, c, R, V, ldv, (__mmask16) 0xffff);
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        rows_block_bf16ne<MB, 1, T>(y, i, c, R, V, ldv, m);
+    }
+}
+
 __attribute__((target("avx2,fma")))
 inline __m256 ld8(const float* p) { return _mm256_loadu_ps(p); }
 __attribute__((target("avx2,fma")))
@@ -132,6 +174,14 @@ template <typename T>
 inline void rows_update(int isa, T* const* y, int mb, int64_t n, const float* const* c, int R, const float* V,
                         int64_t ldv) {
 #if defined(__x86_64__)
+    if (isa >= ISA_AVX512_BF16 && !std::is_same<T, float>::value) {
+        switch (mb) {
+            case 4: rows_update_bf16ne<4>(y, n, c, R, V, ldv); return;
+            case 3: rows_update_bf16ne<3>(y, n, c, R, V, ldv); return;
+            case 2: rows_update_bf16ne<2>(y, n, c, R, V, ldv); return;
+            default: rows_update_bf16ne<1>(y, n, c, R, V, ldv); return;
+        }
+    }
     if (isa >= ISA_AVX512) {
         switch (mb) {
             case 4: rows_update_avx512<4>(y, n, c, R, V, ldv); return;

@@ -12,6 +12,7 @@
 // X is always float32 (bfloat16 activations are widened once into scratch).
 #pragma once
 
+#include "peft4j_axpy.h"
 #include "peft4j_cpu.h"
 #include "peft4j_threads.h"
 
@@ -290,6 +291,62 @@ inline void rows_times_rowsT(int isa, const float* X, int64_t M, const TY* Y, in
 inline void store_row(float* y, int64_t i, float v) { y[i] = v; }
 inline void store_row(uint16_t* y, int64_t i, float v) { y[i] = f32_to_bf16(v); }
 
+#if defined(__x86_64__)
+// float32 -> bf16, 16 lanes, with VCVTNEPS2BF16: round to nearest even and NaN kept quiet (top half | 0x40), as
+// f32_to_bf16. The instruction flushes denormal inputs to zero, so a vector holding one (rare) takes the
+// emulation: the result is f32_to_bf16's bit for bit.
+PEFT4J_BF16_TARGET
+inline __m256i f32x16_to_bf16_ne(__m512 v) {
+    if (__builtin_expect(_mm512_fpclass_ps_mask(v, 0x20) != 0, 0)) return f32x16_to_bf16_avx512(v);
+    return (__m256i) _mm512_cvtneps_pbh(v);
+}
+
+// y[0:n] = (acc + bias) * out_scale (each optional), rounded once into y
+template <typename TY>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void finish_row_avx512(TY* y, const float* acc, int64_t n, const TY* bias, const float* os) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, acc + i);
+        if (bias) v = _mm512_add_ps(v, load16_masked(bias + i, m));
+        if (os) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, os + i));
+        if (std::is_same<TY, float>::value) _mm512_mask_storeu_ps((float*) y + i, m, v);
+        else _mm256_mask_storeu_epi16((uint16_t*) y + i, m, f32x16_to_bf16_avx512(v));
+    }
+}
+
+PEFT4J_BF16_TARGET
+inline void finish_row_bf16ne(uint16_t* y, const float* acc, int64_t n, const uint16_t* bias, const float* os) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, acc + i);
+        if (bias) v = _mm512_add_ps(v, load16_masked(bias + i, m));
+        if (os) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, os + i));
+        _mm256_mask_storeu_epi16(y + i, m, f32x16_to_bf16_ne(v));
+    }
+}
+#endif
+
+template <typename TY>
+inline void finish_row(int isa, TY* y, const float* acc, int64_t n, const TY* bias, const float* os) {
+#if defined(__x86_64__)
+    if (isa >= ISA_AVX512_BF16 && !std::is_same<TY, float>::value) {
+        finish_row_bf16ne((uint16_t*) y, acc, n, (const uint16_t*) bias, os);
+        return;
+    }
+    if (isa >= ISA_AVX512) {
+        finish_row_avx512<TY>(y, acc, n, bias, os);
+        return;
+    }
+#endif
+    for (int64_t j = 0; j < n; j++) {
+        float v = acc[j];
+        if (bias) v += load_scalar(bias, j);
+        if (os) v *= os[j];
+        store_row(y, j, v);
+    }
+}
+
 // The forward. TY: the layer's storage type (float or uint16_t for bf16); x and y have the same type.
 // row_slot: null (every adapter on every row) or M entries, row m getting adapter row_slot[m] only (-1: none).
 template <typename TY>
@@ -418,14 +475,9 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
                 off += M * ad.r;
             }
         }
-        for (int64_t m = 0; m < M; m++) {
-            for (int64_t j = 0; j < nn; j++) {
-                float v = acc[m * nn + j];
-                if (bias) v += load_scalar(bias, n0 + j);
-                if (out_scale) v *= out_scale[n0 + j];
-                store_row(y, m * N + n0 + j, v);
-            }
-        }
+        for (int64_t m = 0; m < M; m++)
+            finish_row<TY>(isa, y + m * N + n0, acc + m * nn, nn, bias ? bias + n0 : nullptr,
+                           out_scale ? out_scale + n0 : nullptr);
     });
 }
 

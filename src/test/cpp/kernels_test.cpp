@@ -29,6 +29,12 @@ static T* exact_alloc(size_t n, size_t misalign_elems) {
     return new T[n + misalign_elems] + misalign_elems;
 }
 
+#if defined(__x86_64__)
+PEFT4J_BF16_TARGET static void cvt16_ne(const float* f, uint16_t* out) {
+    _mm256_storeu_si256((__m256i*) out, peft4j::f32x16_to_bf16_ne(_mm512_loadu_ps(f)));
+}
+#endif
+
 int main() {
     std::mt19937 rng(1234);
     std::normal_distribution<float> normal(0.f, 3.f);
@@ -73,6 +79,28 @@ int main() {
             }
         }
     }
+    // VCVTNEPS2BF16 conversion (avx512_bf16 stores) bit for bit equal to f32_to_bf16: ties, NaNs (quiet, payload
+    // kept), infinities, overflow, zeros, denormals (which the instruction alone would flush) and random bits
+#if defined(__x86_64__)
+    if (best >= peft4j::ISA_AVX512_BF16) {
+        std::vector<uint32_t> bits = {0u, 0x80000000u, 0x00000001u, 0x807fffffu, 0x00400000u, 0x007fffffu,
+                                      0x00800000u, 0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu, 0xff7fffffu,
+                                      0x7f800000u, 0xff800000u, 0x7f800001u, 0x7fc00000u, 0xffc12345u, 0x7fbfffffu};
+        std::uniform_int_distribution<uint32_t> any;
+        for (int i = 0; i < 20000; i++) bits.push_back(any(rng));
+        while (bits.size() % 16) bits.push_back(0x3f800000u);
+        for (size_t i = 0; i < bits.size(); i += 16) {
+            float f[16];
+            std::memcpy(f, bits.data() + i, sizeof f);
+            uint16_t got[16];
+            cvt16_ne(f, got);
+            for (int l = 0; l < 16; l++)
+                CHECK(got[l] == peft4j::f32_to_bf16(f[l]), "vcvtneps2bf16 of 0x%08x: 0x%04x, f32_to_bf16 0x%04x",
+                      bits[i + l], got[l], peft4j::f32_to_bf16(f[l]));
+            checks++;
+        }
+    }
+#endif
     // fused adapted linear: every SIMD path close to the scalar path (summation order differs: float32
     // rounding over <= 70 + 8 products of O(0.1) terms, well under 1e-4 relative), on
     // exact-size heap buffers so ASan catches any read past W, A, B, x or y

@@ -205,6 +205,37 @@ inline void rows_update(int isa, T* const* y, int mb, int64_t n, const float* co
 inline float widen(float v) { return v; }
 inline float widen(uint16_t v) { return bf16_to_f32(v); }
 
+#if defined(__x86_64__)
+// dst[(j0 + c) * ldd + n0 + i] = widen(B[(n0 + i) * r + j0 + c]) for i, c < 16: one 16 x 16 block of B ([N, r])
+// transposed to float32 in registers (unpack ps, unpack pd, two 128-bit lane shuffles)
+template <typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void transpose16_avx512(const T* B, int64_t r, int64_t n0, int64_t j0, float* dst, int64_t ldd) {
+    __m512 a[16], t[16];
+    for (int i = 0; i < 16; i++) a[i] = ld16(B + (n0 + i) * r + j0, (__mmask16) 0xffff);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(a[i], a[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
+    }
+    for (int g = 0; g < 16; g += 4) {  // rows g..g+3: u[g + c] holds j = 4L + c of those rows in lane L
+        a[g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
+        a[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
+        a[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
+        a[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512 xlo = _mm512_shuffle_f32x4(a[c], a[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512 xhi = _mm512_shuffle_f32x4(a[c], a[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512 ylo = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512 yhi = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        _mm512_storeu_ps(dst + (j0 + 0 + c) * ldd + n0, _mm512_shuffle_f32x4(xlo, ylo, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm512_storeu_ps(dst + (j0 + 4 + c) * ldd + n0, _mm512_shuffle_f32x4(xlo, ylo, _MM_SHUFFLE(3, 1, 3, 1)));
+        _mm512_storeu_ps(dst + (j0 + 8 + c) * ldd + n0, _mm512_shuffle_f32x4(xhi, yhi, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm512_storeu_ps(dst + (j0 + 12 + c) * ldd + n0, _mm512_shuffle_f32x4(xhi, yhi, _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+}
+#endif
+
 // ---- LoRA delta for any M ----
 // slots: n_slots adapters (A [r, K], B [N, r] in T, scale). row_slot: null (every slot on every row, summed) or
 // M entries in [-1, n_slots). y [M, N] and x [M, K] in T, contiguous.
@@ -294,7 +325,12 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
             float* dst = bt.data() + bt_row[(size_t) a] * N;
             for (int64_t n0 = tk.row0; n0 < c1; n0 += 16) {  // 16 rows of B (16·r elements, in L1) at a time
                 const int64_t n1 = std::min(c1, n0 + 16);
-                for (int64_t j = 0; j < r; j++)
+                int64_t j = 0;
+#if defined(__x86_64__)
+                if (isa >= ISA_AVX512 && n1 - n0 == 16)
+                    for (; j + 16 <= r; j += 16) transpose16_avx512<T>(B, r, n0, j, dst, N);
+#endif
+                for (; j < r; j++)
                     for (int64_t n = n0; n < n1; n++) dst[j * N + n] = widen(B[n * r + j]);
             }
             return;

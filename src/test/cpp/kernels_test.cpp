@@ -202,7 +202,7 @@ int main() {
             for (int64_t K : {1, 17, 70}) {
                 for (int64_t N : {1, 9, 67, 300}) {
                     for (int mixed = 0; mixed < 2; mixed++) {
-                        const int32_t r[3] = {1, 5, 16};
+                        const int32_t r[3] = {1, 5, 33};
                         const float sc[3] = {0.5f, -2.0f, 1.25f};
                         std::vector<float> hx(M * K), hy(M * N);
                         std::vector<std::vector<float>> ha(3), hb(3);

@@ -119,6 +119,7 @@ inline void axpy_bf16_avx512(uint16_t* y, const uint16_t* x, float alpha, int64_
 inline void axpy_f32(float* y, const float* x, float alpha, int64_t n) {
 #if defined(__x86_64__)
     switch (active_isa()) {
+        case ISA_AVX512_BF16:
         case ISA_AVX512: axpy_f32_avx512(y, x, alpha, n); return;
         case ISA_AVX2: axpy_f32_avx2(y, x, alpha, n); return;
         default: break;
@@ -130,6 +131,7 @@ inline void axpy_f32(float* y, const float* x, float alpha, int64_t n) {
 inline void axpy_bf16(uint16_t* y, const uint16_t* x, float alpha, int64_t n) {
 #if defined(__x86_64__)
     switch (active_isa()) {
+        case ISA_AVX512_BF16:
         case ISA_AVX512: axpy_bf16_avx512(y, x, alpha, n); return;
         case ISA_AVX2: axpy_bf16_avx2(y, x, alpha, n); return;
         default: break;

@@ -20,11 +20,14 @@
 
 namespace peft4j {
 
-// Ordered: a higher level may use everything of a lower one.
-enum Isa : int { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+// Ordered: a higher level may use everything of a lower one. ISA_AVX512_BF16 adds AVX512_BF16's
+// VDPBF16PS (bf16 pair dot products into float32; Cooper Lake, Sapphire Rapids, Zen 4 and later), used by the
+// bfloat16 kernels where both operands are bfloat16 already (weights x activations, adapter A x activations).
+enum Isa : int { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2, ISA_AVX512_BF16 = 3 };
 
 inline const char* isa_name(int isa) {
     switch (isa) {
+        case ISA_AVX512_BF16: return "avx512_bf16";
         case ISA_AVX512: return "avx512";
         case ISA_AVX2: return "avx2";
         default: return "scalar";
@@ -36,7 +39,7 @@ inline int detect_isa() {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
             && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
-        return ISA_AVX512;
+        return __builtin_cpu_supports("avx512bf16") ? ISA_AVX512_BF16 : ISA_AVX512;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         return ISA_AVX2;
@@ -52,7 +55,7 @@ inline int best_isa() {
 }
 
 // The level kernels use now: the best by default, lowered on request (tests run every path,
-// PEFT4J_ISA=scalar|avx2|avx512 pins one for a whole process).
+// PEFT4J_ISA=scalar|avx2|avx512|avx512_bf16 pins one for a whole process).
 inline std::atomic<int>& active_isa_slot() {
     static std::atomic<int> slot{-1};
     return slot;

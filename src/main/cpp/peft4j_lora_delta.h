@@ -49,19 +49,84 @@ inline void st16(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 inline void st16(uint16_t* p, __mmask16 m, __m512 v) { _mm256_mask_storeu_epi16(p, m, f32x16_to_bf16_avx512(v)); }
 
-// MB rows at once (V reused from registers' point of view: one load of V per j serves MB rows)
+// MB rows x NV vectors of 16 columns, starting at column i: acc (MB x NV registers) loaded from y, then one
+// load of V per (j, vector) and one broadcast of c per (j, row) feed MB x NV fused multiply-adds (4 x 4: half a
+// load per FMA, so the loop runs at FMA throughput), rounded once into y. The last vector is masked by mlast.
+template <int MB, int NV, typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void rows_block_avx512(T* const* y, int64_t i, const float* const* c, int R, const float* V, int64_t ldv,
+                              __mmask16 mlast) {
+    __m512 acc[MB * NV];
+#pragma GCC unroll 16
+    for (int q = 0; q < MB * NV; q++) {
+        const int r = q / NV, v = q % NV;
+        acc[q] = ld16(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff);
+    }
+    for (int j = 0; j < R; j++) {
+        __m512 vv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            vv[v] = _mm512_maskz_loadu_ps(v == NV - 1 ? mlast : (__mmask16) 0xffff, V + j * ldv + i + 16 * v);
+#pragma GCC unroll 16
+        for (int q = 0; q < MB * NV; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(c[q / NV][j]), vv[q % NV], acc[q]);
+    }
+#pragma GCC unroll 16
+    for (int q = 0; q < MB * NV; q++) {
+        const int r = q / NV, v = q % NV;
+        st16(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff, acc[q]);
+    }
+}
+
 template <int MB, typename T>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 inline void rows_update_avx512(T* const* y, int64_t n, const float* const* c, int R, const float* V, int64_t ldv) {
-    for (int64_t i = 0; i < n; i += 16) {
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) rows_block_avx512<MB, 4, T>(y, i, c, R, V, ldv, (__mmask16) 0xffff);
+    for (; i < n; i += 16) {
         __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
-        __m512 acc[MB];
-        for (int r = 0; r < MB; r++) acc[r] = ld16(y[r] + i, m);
-        for (int j = 0; j < R; j++) {
-            __m512 v = _mm512_maskz_loadu_ps(m, V + j * ldv + i);
-            for (int r = 0; r < MB; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(c[r][j]), v, acc[r]);
-        }
-        for (int r = 0; r < MB; r++) st16(y[r] + i, m, acc[r]);
+        rows_block_avx512<MB, 1, T>(y, i, c, R, V, ldv, m);
+    }
+}
+
+// The same on ISA_AVX512_BF16: y rounded to bf16 with VCVTNEPS2BF16 (f32x16_to_bf16_ne, bit-identical).
+PEFT4J_BF16_TARGET
+inline void st16ne(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
+PEFT4J_BF16_TARGET
+inline void st16ne(uint16_t* p, __mmask16 m, __m512 v) { _mm256_mask_storeu_epi16(p, m, f32x16_to_bf16_ne(v)); }
+
+template <int MB, int NV, typename T>
+PEFT4J_BF16_TARGET
+inline void rows_block_bf16ne(T* const* y, int64_t i, const float* const* c, int R, const float* V, int64_t ldv,
+                              __mmask16 mlast) {
+    __m512 acc[MB * NV];
+#pragma GCC unroll 16
+    for (int q = 0; q < MB * NV; q++) {
+        const int r = q / NV, v = q % NV;
+        acc[q] = ld16(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff);
+    }
+    for (int j = 0; j < R; j++) {
+        __m512 vv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            vv[v] = _mm512_maskz_loadu_ps(v == NV - 1 ? mlast : (__mmask16) 0xffff, V + j * ldv + i + 16 * v);
+#pragma GCC unroll 16
+        for (int q = 0; q < MB * NV; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(c[q / NV][j]), vv[q % NV], acc[q]);
+    }
+#pragma GCC unroll 16
+    for (int q = 0; q < MB * NV; q++) {
+        const int r = q / NV, v = q % NV;
+        st16ne(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff, acc[q]);
+    }
+}
+
+template <int MB, typename T>
+PEFT4J_BF16_TARGET
+inline void rows_update_bf16ne(T* const* y, int64_t n, const float* const* c, int R, const float* V, int64_t ldv) {
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) rows_block_bf16ne<MB, 4, T>(y, i, c, R, V, ldv, (__mmask16) 0xffff);
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        rows_block_bf16ne<MB, 1, T>(y, i, c, R, V, ldv, m);
     }
 }
 
@@ -74,19 +139,30 @@ inline void st8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
 __attribute__((target("avx2,fma")))
 inline void st8(uint16_t* p, __m256 v) { f32x8_to_bf16_avx2(p, v); }
 
+template <int MB, int NV, typename T>
+__attribute__((target("avx2,fma")))
+inline void rows_block_avx2(T* const* y, int64_t i, const float* const* c, int R, const float* V, int64_t ldv) {
+    __m256 acc[MB][NV];
+    for (int r = 0; r < MB; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = ld8(y[r] + i + 8 * v);
+    for (int j = 0; j < R; j++) {
+        __m256 vv[NV];
+        for (int v = 0; v < NV; v++) vv[v] = _mm256_loadu_ps(V + j * ldv + i + 8 * v);
+        for (int r = 0; r < MB; r++) {
+            const __m256 cb = _mm256_set1_ps(c[r][j]);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(cb, vv[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < MB; r++)
+        for (int v = 0; v < NV; v++) st8(y[r] + i + 8 * v, acc[r][v]);
+}
+
 template <int MB, typename T>
 __attribute__((target("avx2,fma")))
 inline void rows_update_avx2(T* const* y, int64_t n, const float* const* c, int R, const float* V, int64_t ldv) {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 acc[MB];
-        for (int r = 0; r < MB; r++) acc[r] = ld8(y[r] + i);
-        for (int j = 0; j < R; j++) {
-            __m256 v = _mm256_loadu_ps(V + j * ldv + i);
-            for (int r = 0; r < MB; r++) acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(c[r][j]), v, acc[r]);
-        }
-        for (int r = 0; r < MB; r++) st8(y[r] + i, acc[r]);
-    }
+    for (; i + 16 <= n; i += 16) rows_block_avx2<MB, 2, T>(y, i, c, R, V, ldv);
+    for (; i + 8 <= n; i += 8) rows_block_avx2<MB, 1, T>(y, i, c, R, V, ldv);
     if (i < n) {
         for (int r = 0; r < MB; r++) row_update_scalar(y[r] + i, n - i, c[r], R, V + i, ldv);
     }
@@ -98,7 +174,15 @@ template <typename T>
 inline void rows_update(int isa, T* const* y, int mb, int64_t n, const float* const* c, int R, const float* V,
                         int64_t ldv) {
 #if defined(__x86_64__)
-    if (isa == ISA_AVX512) {
+    if (isa >= ISA_AVX512_BF16 && !std::is_same<T, float>::value) {
+        switch (mb) {
+            case 4: rows_update_bf16ne<4>(y, n, c, R, V, ldv); return;
+            case 3: rows_update_bf16ne<3>(y, n, c, R, V, ldv); return;
+            case 2: rows_update_bf16ne<2>(y, n, c, R, V, ldv); return;
+            default: rows_update_bf16ne<1>(y, n, c, R, V, ldv); return;
+        }
+    }
+    if (isa >= ISA_AVX512) {
         switch (mb) {
             case 4: rows_update_avx512<4>(y, n, c, R, V, ldv); return;
             case 3: rows_update_avx512<3>(y, n, c, R, V, ldv); return;
@@ -120,6 +204,37 @@ inline void rows_update(int isa, T* const* y, int mb, int64_t n, const float* co
 
 inline float widen(float v) { return v; }
 inline float widen(uint16_t v) { return bf16_to_f32(v); }
+
+#if defined(__x86_64__)
+// dst[(j0 + c) * ldd + n0 + i] = widen(B[(n0 + i) * r + j0 + c]) for i, c < 16: one 16 x 16 block of B ([N, r])
+// transposed to float32 in registers (unpack ps, unpack pd, two 128-bit lane shuffles)
+template <typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void transpose16_avx512(const T* B, int64_t r, int64_t n0, int64_t j0, float* dst, int64_t ldd) {
+    __m512 a[16], t[16];
+    for (int i = 0; i < 16; i++) a[i] = ld16(B + (n0 + i) * r + j0, (__mmask16) 0xffff);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(a[i], a[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
+    }
+    for (int g = 0; g < 16; g += 4) {  // rows g..g+3: u[g + c] holds j = 4L + c of those rows in lane L
+        a[g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
+        a[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
+        a[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
+        a[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512 xlo = _mm512_shuffle_f32x4(a[c], a[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512 xhi = _mm512_shuffle_f32x4(a[c], a[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512 ylo = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512 yhi = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        _mm512_storeu_ps(dst + (j0 + 0 + c) * ldd + n0, _mm512_shuffle_f32x4(xlo, ylo, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm512_storeu_ps(dst + (j0 + 4 + c) * ldd + n0, _mm512_shuffle_f32x4(xlo, ylo, _MM_SHUFFLE(3, 1, 3, 1)));
+        _mm512_storeu_ps(dst + (j0 + 8 + c) * ldd + n0, _mm512_shuffle_f32x4(xhi, yhi, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm512_storeu_ps(dst + (j0 + 12 + c) * ldd + n0, _mm512_shuffle_f32x4(xhi, yhi, _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+}
+#endif
 
 // ---- LoRA delta for any M ----
 // slots: n_slots adapters (A [r, K], B [N, r] in T, scale). row_slot: null (every slot on every row, summed) or
@@ -169,14 +284,15 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
         t_total += (int64_t) s.rows.size() * s.R;
     }
     std::vector<float> t((size_t) t_total);
-    // shrink: tasks of up to 16 rows of one segment. x is read in place in its own dtype by the micro-kernel
-    // (rows gathered with memcpy only when a mixed batch makes them non-consecutive); A is the float32 side,
-    // widened once per call for bfloat16 (r·K elements, small next to M·K).
+    std::vector<char> used((size_t) n_slots, 0);
+    for (const Segment& s : segs)
+        for (int a = s.first_slot; a < s.first_slot + s.n; a++) used[(size_t) a] = 1;
+    // bfloat16 with VDPBF16PS: x and A are multiplied as stored. Otherwise the shrink's micro-kernel takes A in
+    // float32: widened once per call for bfloat16 (r·K elements, small next to M·K), x read in its own dtype.
+    constexpr bool kBf16 = !std::is_same<T, float>::value;
+    const bool dp_bf16 = kBf16 && isa >= ISA_AVX512_BF16;
     std::vector<std::vector<float>> a_wide((size_t) n_slots);
-    if (!std::is_same<T, float>::value) {
-        std::vector<char> used((size_t) n_slots, 0);
-        for (const Segment& s : segs)
-            for (int a = s.first_slot; a < s.first_slot + s.n; a++) used[(size_t) a] = 1;
+    if (kBf16 && !dp_bf16) {
         ThreadPool::instance().parallel_for(n_slots, threads, [&](int64_t a) {
             if (!used[(size_t) a]) return;
             const T* A = (const T*) slots[a].A;
@@ -185,13 +301,40 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
             for (int64_t i = 0; i < slots[a].r * K; i++) dst[(size_t) i] = widen(A[i]);
         });
     }
+    // B transposed to float32 once per call, slot after slot: bt rows [bt_row[a], bt_row[a] + r_a) hold B_aᵀ
+    // ([r_a, N]), so a segment's slots [first, first + n) are one [R, N] block (the expand's V).
+    std::vector<int64_t> bt_row((size_t) n_slots + 1, 0);
+    for (int a = 0; a < n_slots; a++) bt_row[(size_t) a + 1] = bt_row[(size_t) a] + (used[(size_t) a] ? slots[a].r : 0);
+    std::vector<float> bt((size_t) (bt_row[(size_t) n_slots] * N));
+    // one parallel region: the transposes of B (column chunks of 512) and the shrink (chunks of 16 rows)
     constexpr int64_t kRowChunk = 16;
-    struct Task { int seg; int64_t row0; };
+    constexpr int64_t kBtChunk = 512;
+    struct Task { int seg; int64_t row0; };  // seg < 0: transpose of slot -seg-1, columns [row0, row0 + kBtChunk)
     std::vector<Task> tasks;
+    for (int a = 0; a < n_slots; a++)
+        if (used[(size_t) a])
+            for (int64_t c0 = 0; c0 < N; c0 += kBtChunk) tasks.push_back({-a - 1, c0});
     for (int si = 0; si < (int) segs.size(); si++)
         for (int64_t r0 = 0; r0 < (int64_t) segs[(size_t) si].rows.size(); r0 += kRowChunk) tasks.push_back({si, r0});
     ThreadPool::instance().parallel_for((int64_t) tasks.size(), threads, [&](int64_t ti) {
         const Task& tk = tasks[(size_t) ti];
+        if (tk.seg < 0) {
+            const int a = -tk.seg - 1;
+            const int64_t r = slots[a].r, c1 = std::min(N, tk.row0 + kBtChunk);
+            const T* B = (const T*) slots[a].B;
+            float* dst = bt.data() + bt_row[(size_t) a] * N;
+            for (int64_t n0 = tk.row0; n0 < c1; n0 += 16) {  // 16 rows of B (16·r elements, in L1) at a time
+                const int64_t n1 = std::min(c1, n0 + 16);
+                int64_t j = 0;
+#if defined(__x86_64__)
+                if (isa >= ISA_AVX512 && n1 - n0 == 16)
+                    for (; j + 16 <= r; j += 16) transpose16_avx512<T>(B, r, n0, j, dst, N);
+#endif
+                for (; j < r; j++)
+                    for (int64_t n = n0; n < n1; n++) dst[j * N + n] = widen(B[n * r + j]);
+            }
+            return;
+        }
         const Segment& s = segs[(size_t) tk.seg];
         const int64_t mb = std::min<int64_t>(kRowChunk, (int64_t) s.rows.size() - tk.row0);
         const int64_t first = s.rows[(size_t) tk.row0];
@@ -203,47 +346,57 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
                 std::memcpy(xs.data() + i * K, x + s.rows[(size_t) (tk.row0 + i)] * K, sizeof(T) * (size_t) K);
             xr = xs.data();
         }
-        float tmp[64 * kRowChunk];  // [r][mb] for one slot, r <= 64 per block of A rows
+        float tmp[kRowChunk * 64];  // [mb][rb] for one block of up to 64 rows of A
         float* tt = t.data() + s.t_off + tk.row0 * s.R;
         int64_t col = 0;
         for (int a = s.first_slot; a < s.first_slot + s.n; a++) {
             const LoraSlot& sl = slots[a];
-            const float* Af = std::is_same<T, float>::value ? (const float*) sl.A : a_wide[(size_t) a].data();
             for (int64_t j0 = 0; j0 < sl.r; j0 += 64) {
                 const int64_t rb = std::min<int64_t>(64, sl.r - j0);
-                rows_times_rowsT<T>(isa, Af + j0 * K, rb, xr, 0, mb, K, tmp, mb);  // tmp[j][i] = A_j·x_i
+                if (dp_bf16) {  // tmp[i][j] = x_i·A_j
+                    rows_times_rowsT_bf16(isa, (const uint16_t*) xr, mb, (const uint16_t*) sl.A + j0 * K, 0, rb, K, tmp, rb);
+                } else {
+                    const float* Af = kBf16 ? a_wide[(size_t) a].data() : (const float*) sl.A;
+                    float tr[kRowChunk * 64];  // [rb][mb]: A rows as the micro-kernel's X side
+                    rows_times_rowsT<T>(isa, Af + j0 * K, rb, xr, 0, mb, K, tr, mb);
+                    for (int64_t j = 0; j < rb; j++)
+                        for (int64_t i = 0; i < mb; i++) tmp[i * rb + j] = tr[j * mb + i];
+                }
                 for (int64_t i = 0; i < mb; i++)
-                    for (int64_t j = 0; j < rb; j++) tt[i * s.R + col + j0 + j] = tmp[j * mb + i] * sl.scale;
+                    for (int64_t j = 0; j < rb; j++) tt[i * s.R + col + j0 + j] = tmp[i * rb + j] * sl.scale;
             }
             col += sl.r;
         }
     });
-    // expand: blocks of output features; B's block transposed to float32 [R][block] once per segment
-    const int64_t block = 256;
-    const int64_t n_blocks = (N + block - 1) / block;
-    ThreadPool::instance().parallel_for(n_blocks, threads, [&](int64_t b) {
-        const int64_t n0 = b * block, nn = std::min(N, n0 + block) - n0;
-        thread_local std::vector<float> bt;
-        for (const Segment& s : segs) {
-            bt.resize((size_t) (s.R * nn));
-            int64_t col = 0;
-            for (int a = s.first_slot; a < s.first_slot + s.n; a++) {
-                const LoraSlot& sl = slots[a];
-                const T* B = (const T*) sl.B;
-                for (int64_t n = 0; n < nn; n++)
-                    for (int64_t j = 0; j < sl.r; j++) bt[(size_t) ((col + j) * nn + n)] = widen(B[(n0 + n) * sl.r + j]);
-                col += sl.r;
-            }
-            const int64_t rows = (int64_t) s.rows.size();
+    // expand: tasks of (up to 16 rows of a segment) x (a column range, in multiples of 64), enough of them to
+    // balance the threads; inside, 64-column blocks outermost so V's block ([R, 64] float32) stays in L1 while
+    // the task's rows go through it 4 at a time
+    int64_t row_tasks = 0;
+    for (const Segment& s : segs) row_tasks += ((int64_t) s.rows.size() + kRowChunk - 1) / kRowChunk;
+    const int64_t max_split = std::max<int64_t>(1, (N + 255) / 256);
+    const int64_t col_split = std::min<int64_t>(max_split, std::max<int64_t>(1, (4 * (int64_t) threads + row_tasks - 1) / row_tasks));
+    const int64_t col_chunk = ((N + col_split - 1) / col_split + 63) / 64 * 64;
+    std::vector<Task> etasks;
+    for (int si = 0; si < (int) segs.size(); si++)
+        for (int64_t r0 = 0; r0 < (int64_t) segs[(size_t) si].rows.size(); r0 += kRowChunk) etasks.push_back({si, r0});
+    const int64_t n_col = (N + col_chunk - 1) / col_chunk;
+    ThreadPool::instance().parallel_for((int64_t) etasks.size() * n_col, threads, [&](int64_t ti) {
+        const Task& tk = etasks[(size_t) (ti / n_col)];
+        const int64_t c0 = (ti % n_col) * col_chunk, c1 = std::min(N, c0 + col_chunk);
+        const Segment& s = segs[(size_t) tk.seg];
+        const int64_t rows = std::min<int64_t>(kRowChunk, (int64_t) s.rows.size() - tk.row0);
+        const float* V = bt.data() + bt_row[(size_t) s.first_slot] * N;
+        for (int64_t cb = c0; cb < c1; cb += 64) {
+            const int64_t nn = std::min<int64_t>(64, c1 - cb);
             for (int64_t i = 0; i < rows; i += 4) {
                 int mb = (int) std::min<int64_t>(4, rows - i);
                 T* yr[4];
                 const float* cr[4];
                 for (int q = 0; q < mb; q++) {
-                    yr[q] = y + s.rows[(size_t) (i + q)] * N + n0;
-                    cr[q] = t.data() + s.t_off + (i + q) * s.R;
+                    yr[q] = y + s.rows[(size_t) (tk.row0 + i + q)] * N + cb;
+                    cr[q] = t.data() + s.t_off + (tk.row0 + i + q) * s.R;
                 }
-                rows_update<T>(isa, yr, mb, nn, cr, (int) s.R, bt.data(), nn);
+                rows_update<T>(isa, yr, mb, nn, cr, (int) s.R, V + cb, N);
             }
         }
     });
@@ -318,7 +471,7 @@ inline void scale_span_avx2(T* d, const T* s, int64_t n, const float* l, float c
 template <typename T>
 inline void scale_span(int isa, T* d, const T* s, int64_t n, const float* l, float c, bool div) {
 #if defined(__x86_64__)
-    if (isa == ISA_AVX512) { scale_span_avx512(d, s, n, l, c, div); return; }
+    if (isa >= ISA_AVX512) { scale_span_avx512(d, s, n, l, c, div); return; }
     if (isa == ISA_AVX2) { scale_span_avx2(d, s, n, l, c, div); return; }
 #endif
     scale_span_scalar(d, s, n, l, c, div);

@@ -12,6 +12,7 @@
 // X is always float32 (bfloat16 activations are widened once into scratch).
 #pragma once
 
+#include "peft4j_axpy.h"
 #include "peft4j_cpu.h"
 #include "peft4j_threads.h"
 
@@ -160,6 +161,93 @@ inline void dots_avx2(const float* X, int64_t ldx, const TY* Y, int64_t ldy, int
 }
 #endif
 
+#if defined(__x86_64__)
+// ---- AVX512_BF16 micro-kernel: both operands bfloat16, VDPBF16PS (pairs of bf16 products summed into float32
+// lanes). Products of two bf16 are exact in float32; the accumulation is float32 (VDPBF16PS treats denormal
+// inputs as zero and flushes denormal results, which changes nothing at the tolerances bf16 data is held to).
+#define PEFT4J_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+PEFT4J_BF16_TARGET
+inline __m512bh load32bh(const uint16_t* p) { return (__m512bh) _mm512_loadu_si512((const void*) p); }
+PEFT4J_BF16_TARGET
+inline __m512bh load32bh_masked(const uint16_t* p, __mmask32 m) { return (__m512bh) _mm512_maskz_loadu_epi16(m, p); }
+
+template <int MB, int NB>
+PEFT4J_BF16_TARGET
+inline void dots_bf16dp(const uint16_t* X, int64_t ldx, const uint16_t* Y, int64_t ldy, int64_t L, float* out) {
+    __m512 acc[MB][NB];
+    for (int m = 0; m < MB; m++)
+        for (int n = 0; n < NB; n++) acc[m][n] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= L; k += 32) {
+        __m512bh yv[NB];
+        for (int n = 0; n < NB; n++) yv[n] = load32bh(Y + n * ldy + k);
+        for (int m = 0; m < MB; m++) {
+            __m512bh xv = load32bh(X + m * ldx + k);
+            for (int n = 0; n < NB; n++) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], xv, yv[n]);
+        }
+    }
+    if (k < L) {
+        __mmask32 mask = (__mmask32) ((1ull << (L - k)) - 1ull);
+        __m512bh yv[NB];
+        for (int n = 0; n < NB; n++) yv[n] = load32bh_masked(Y + n * ldy + k, mask);
+        for (int m = 0; m < MB; m++) {
+            __m512bh xv = load32bh_masked(X + m * ldx + k, mask);
+            for (int n = 0; n < NB; n++) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], xv, yv[n]);
+        }
+    }
+    for (int m = 0; m < MB; m++)
+        for (int n = 0; n < NB; n++) out[m * NB + n] = hsum16(acc[m][n]);
+}
+#endif
+
+// Scalar reference of the bf16 x bf16 dot products (float32 accumulation).
+inline void dots_bf16_scalar(const uint16_t* X, int64_t ldx, int mb, const uint16_t* Y, int64_t ldy, int nb, int64_t L,
+                             float* out) {
+    for (int m = 0; m < mb; m++) {
+        for (int n = 0; n < nb; n++) {
+            const uint16_t* xr = X + m * ldx;
+            const uint16_t* yr = Y + n * ldy;
+            float acc = 0.f;
+            for (int64_t k = 0; k < L; k++) acc += bf16_to_f32(xr[k]) * bf16_to_f32(yr[k]);
+            out[m * nb + n] = acc;
+        }
+    }
+}
+
+// out[m, n - n0] (row stride ldo) = X[m, :L] · Y[n, :L], both bfloat16, for m < M, n0 <= n < n1. Uses VDPBF16PS
+// on ISA_AVX512_BF16; below that the float32 paths after widening (callers on lower ISAs normally widen once
+// themselves and call rows_times_rowsT).
+inline void rows_times_rowsT_bf16(int isa, const uint16_t* X, int64_t M, const uint16_t* Y, int64_t n0, int64_t n1,
+                                  int64_t L, float* out, int64_t ldo) {
+    float blk[16];
+    for (int64_t n = n0; n < n1; n += 4) {
+        int nb = (int) std::min<int64_t>(4, n1 - n);
+        for (int64_t m = 0; m < M; m += 4) {
+            int mb = (int) std::min<int64_t>(4, M - m);
+            const uint16_t* Xm = X + m * L;
+            const uint16_t* Yn = Y + n * L;
+#if defined(__x86_64__)
+            if (isa >= ISA_AVX512_BF16) {
+                switch (mb * 8 + nb) {
+#define PEFT4J_DP_CASE(MBV, NBV) case (MBV) * 8 + (NBV): dots_bf16dp<MBV, NBV>(Xm, L, Yn, L, L, blk); break;
+                    PEFT4J_DP_CASE(1, 1) PEFT4J_DP_CASE(1, 2) PEFT4J_DP_CASE(1, 3) PEFT4J_DP_CASE(1, 4)
+                    PEFT4J_DP_CASE(2, 1) PEFT4J_DP_CASE(2, 2) PEFT4J_DP_CASE(2, 3) PEFT4J_DP_CASE(2, 4)
+                    PEFT4J_DP_CASE(3, 1) PEFT4J_DP_CASE(3, 2) PEFT4J_DP_CASE(3, 3) PEFT4J_DP_CASE(3, 4)
+                    PEFT4J_DP_CASE(4, 1) PEFT4J_DP_CASE(4, 2) PEFT4J_DP_CASE(4, 3) PEFT4J_DP_CASE(4, 4)
+#undef PEFT4J_DP_CASE
+                    default: dots_bf16_scalar(Xm, L, mb, Yn, L, nb, L, blk); break;
+                }
+            } else
+#endif
+            {
+                dots_bf16_scalar(Xm, L, mb, Yn, L, nb, L, blk);
+            }
+            for (int i = 0; i < mb; i++)
+                for (int j = 0; j < nb; j++) out[(m + i) * ldo + (n - n0 + j)] = blk[i * nb + j];
+        }
+    }
+}
+
 // out[mb][nb] = X[0:mb] · Y[0:nb]ᵀ over length L, on the active ISA. mb <= 4, nb <= 4.
 template <typename TY>
 inline void dots(int isa, const float* X, int64_t ldx, int mb, const TY* Y, int64_t ldy, int nb, int64_t L,
@@ -167,7 +255,7 @@ inline void dots(int isa, const float* X, int64_t ldx, int mb, const TY* Y, int6
 #if defined(__x86_64__)
 #define PEFT4J_DOTS_CASE(MBV, NBV)                                                   \
     case (MBV) * 8 + (NBV):                                                          \
-        if (isa == ISA_AVX512) dots_avx512<MBV, NBV>(X, ldx, Y, ldy, L, out);        \
+        if (isa >= ISA_AVX512) dots_avx512<MBV, NBV>(X, ldx, Y, ldy, L, out);        \
         else dots_avx2<MBV, NBV>(X, ldx, Y, ldy, L, out);                            \
         return;
     if (isa >= ISA_AVX2) {
@@ -203,6 +291,62 @@ inline void rows_times_rowsT(int isa, const float* X, int64_t M, const TY* Y, in
 inline void store_row(float* y, int64_t i, float v) { y[i] = v; }
 inline void store_row(uint16_t* y, int64_t i, float v) { y[i] = f32_to_bf16(v); }
 
+#if defined(__x86_64__)
+// float32 -> bf16, 16 lanes, with VCVTNEPS2BF16: round to nearest even and NaN kept quiet (top half | 0x40), as
+// f32_to_bf16. The instruction flushes denormal inputs to zero, so a vector holding one (rare) takes the
+// emulation: the result is f32_to_bf16's bit for bit.
+PEFT4J_BF16_TARGET
+inline __m256i f32x16_to_bf16_ne(__m512 v) {
+    if (__builtin_expect(_mm512_fpclass_ps_mask(v, 0x20) != 0, 0)) return f32x16_to_bf16_avx512(v);
+    return (__m256i) _mm512_cvtneps_pbh(v);
+}
+
+// y[0:n] = (acc + bias) * out_scale (each optional), rounded once into y
+template <typename TY>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void finish_row_avx512(TY* y, const float* acc, int64_t n, const TY* bias, const float* os) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, acc + i);
+        if (bias) v = _mm512_add_ps(v, load16_masked(bias + i, m));
+        if (os) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, os + i));
+        if (std::is_same<TY, float>::value) _mm512_mask_storeu_ps((float*) y + i, m, v);
+        else _mm256_mask_storeu_epi16((uint16_t*) y + i, m, f32x16_to_bf16_avx512(v));
+    }
+}
+
+PEFT4J_BF16_TARGET
+inline void finish_row_bf16ne(uint16_t* y, const float* acc, int64_t n, const uint16_t* bias, const float* os) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, acc + i);
+        if (bias) v = _mm512_add_ps(v, load16_masked(bias + i, m));
+        if (os) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, os + i));
+        _mm256_mask_storeu_epi16(y + i, m, f32x16_to_bf16_ne(v));
+    }
+}
+#endif
+
+template <typename TY>
+inline void finish_row(int isa, TY* y, const float* acc, int64_t n, const TY* bias, const float* os) {
+#if defined(__x86_64__)
+    if (isa >= ISA_AVX512_BF16 && !std::is_same<TY, float>::value) {
+        finish_row_bf16ne((uint16_t*) y, acc, n, (const uint16_t*) bias, os);
+        return;
+    }
+    if (isa >= ISA_AVX512) {
+        finish_row_avx512<TY>(y, acc, n, bias, os);
+        return;
+    }
+#endif
+    for (int64_t j = 0; j < n; j++) {
+        float v = acc[j];
+        if (bias) v += load_scalar(bias, j);
+        if (os) v *= os[j];
+        store_row(y, j, v);
+    }
+}
+
 // The forward. TY: the layer's storage type (float or uint16_t for bf16); x and y have the same type.
 // row_slot: null (every adapter on every row) or M entries, row m getting adapter row_slot[m] only (-1: none).
 template <typename TY>
@@ -214,10 +358,23 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
     const TY* bias = (const TY*) L.bias;
     const float* in_scale = L.in_scale.empty() ? nullptr : L.in_scale.data();
     const float* out_scale = L.out_scale.empty() ? nullptr : L.out_scale.data();
-    // float32 copies of x and the shrunk activations t_a = x·A_aᵀ (thread-local: reused across calls)
+    // float32 copies of x and the shrunk activations t_a = x·A_aᵀ (thread-local: reused across calls). bfloat16
+    // on ISA_AVX512_BF16: the base and the shrink multiply bf16 x (IA3-scaled and rounded to bf16 when set)
+    // by bf16 W and A as stored (VDPBF16PS), so x stays bf16 (xh) and no float32 copy is made.
     thread_local std::vector<float> xbuf, tbuf, gbuf;
-    const float* xf;
-    if (std::is_same<TY, float>::value && in_scale == nullptr) {
+    thread_local std::vector<uint16_t> xhbuf, ghbuf;
+    const bool dp = !std::is_same<TY, float>::value && isa >= ISA_AVX512_BF16;
+    const float* xf = nullptr;
+    const uint16_t* xh = nullptr;
+    if (dp) {
+        xh = (const uint16_t*) x;
+        if (in_scale) {
+            xhbuf.resize((size_t) (M * K));
+            for (int64_t i = 0; i < M * K; i++)
+                xhbuf[(size_t) i] = f32_to_bf16(load_scalar(x, i) * in_scale[i % K]);
+            xh = xhbuf.data();
+        }
+    } else if (std::is_same<TY, float>::value && in_scale == nullptr) {
         xf = (const float*) x;
     } else {
         xbuf.resize((size_t) (M * K));
@@ -246,27 +403,50 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
     }
     tbuf.resize((size_t) std::max<int64_t>(1, M * L.total_rank));
     float* t = tbuf.data();
-    // shrink: each adapter's [m_a, r_a] block, laid out one after another
+    // shrink: each adapter's [m_a, r_a] block, laid out one after another; tasks of (adapter, 8 rows of A) on
+    // the pool, so a mixed batch's adapters (each A read once) are shrunk in parallel, not on the caller alone
+    std::vector<int64_t> offv((size_t) n_ad + 1, 0);
     int64_t offs[64];
-    {
-        int64_t off = 0;
-        for (int a = 0; a < n_ad; a++) {
-            const LoraSlot& ad = L.adapters[(size_t) a];
-            int64_t ma = mixed ? n_rows[a] : M;
-            if (a < 64) offs[a] = off;
-            if (ma == 0) continue;
-            const float* xa = xf;
-            if (mixed) {  // gather this adapter's rows
-                gbuf.resize((size_t) (ma * K));
-                for (int64_t i = 0; i < ma; i++) std::memcpy(gbuf.data() + i * K, xf + rows_of[a * 16 + i] * K, sizeof(float) * K);
-                xa = gbuf.data();
-            }
-            rows_times_rowsT<TY>(isa, xa, ma, (const TY*) ad.A, 0, ad.r, K, t + off, ad.r);
-            // fold the scaling into t so the expand is a plain dot product
-            for (int64_t i = 0; i < ma * ad.r; i++) t[off + i] *= ad.scale;
-            off += ma * ad.r;
-        }
+    for (int a = 0; a < n_ad; a++) {
+        const int64_t ma = mixed ? n_rows[a] : M;
+        offv[(size_t) a + 1] = offv[(size_t) a] + ma * L.adapters[(size_t) a].r;
+        if (a < 64) offs[a] = offv[(size_t) a];
     }
+    constexpr int64_t kShrinkRows = 8;
+    struct ShrinkTask { int a; int64_t j0; };
+    std::vector<ShrinkTask> stasks;
+    for (int a = 0; a < n_ad; a++) {
+        if ((mixed ? n_rows[a] : M) == 0) continue;
+        for (int64_t j0 = 0; j0 < L.adapters[(size_t) a].r; j0 += kShrinkRows) stasks.push_back({a, j0});
+    }
+    // a mixed batch's rows gathered once, adapter after adapter (row_start[a] rows before adapter a's)
+    std::vector<int64_t> row_start((size_t) n_ad + 1, 0);
+    if (mixed) {
+        for (int a = 0; a < n_ad; a++) row_start[(size_t) a + 1] = row_start[(size_t) a] + n_rows[a];
+        const int64_t g = row_start[(size_t) n_ad];
+        if (dp) ghbuf.resize((size_t) (g * K)); else gbuf.resize((size_t) (g * K));
+        for (int a = 0; a < n_ad; a++)
+            for (int64_t i = 0; i < n_rows[a]; i++) {
+                const int64_t src = rows_of[a * 16 + i], dst = row_start[(size_t) a] + i;
+                if (dp) std::memcpy(ghbuf.data() + dst * K, xh + src * K, sizeof(uint16_t) * K);
+                else std::memcpy(gbuf.data() + dst * K, xf + src * K, sizeof(float) * K);
+            }
+    }
+    const uint16_t* xh_g = mixed && dp ? ghbuf.data() : xh;
+    const float* xf_g = mixed && !dp ? gbuf.data() : xf;
+    ThreadPool::instance().parallel_for((int64_t) stasks.size(), threads, [&](int64_t ti) {
+        const int a = stasks[(size_t) ti].a;
+        const LoraSlot& ad = L.adapters[(size_t) a];
+        const int64_t j0 = stasks[(size_t) ti].j0, j1 = std::min<int64_t>(ad.r, j0 + kShrinkRows);
+        const int64_t ma = mixed ? n_rows[a] : M;
+        const int64_t r0 = mixed ? row_start[(size_t) a] : 0;
+        float* ta = t + offv[(size_t) a];
+        if (dp) rows_times_rowsT_bf16(isa, xh_g + r0 * K, ma, (const uint16_t*) ad.A, j0, j1, K, ta + j0, ad.r);
+        else rows_times_rowsT<TY>(isa, xf_g + r0 * K, ma, (const TY*) ad.A, j0, j1, K, ta + j0, ad.r);
+        // fold the scaling into t so the expand is a plain dot product
+        for (int64_t i = 0; i < ma; i++)
+            for (int64_t j = j0; j < j1; j++) ta[i * ad.r + j] *= ad.scale;
+    });
     // main pass over blocks of output features: base dot products, bias, LoRA expand, store
     const int64_t block = 64;
     const int64_t n_blocks = (N + block - 1) / block;
@@ -275,7 +455,8 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
         const int64_t nn = n1 - n0;
         float acc[16 * 64];  // M <= kMaxDecodeRows rows x up to 64 features
         float part[16 * 64];
-        rows_times_rowsT<TY>(isa, xf, M, W, n0, n1, K, acc, nn);
+        if (dp) rows_times_rowsT_bf16(isa, xh, M, (const uint16_t*) W, n0, n1, K, acc, nn);
+        else rows_times_rowsT<TY>(isa, xf, M, W, n0, n1, K, acc, nn);
         int64_t off = 0;
         for (int a = 0; a < n_ad; a++) {
             const LoraSlot& ad = L.adapters[(size_t) a];
@@ -294,14 +475,9 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
                 off += M * ad.r;
             }
         }
-        for (int64_t m = 0; m < M; m++) {
-            for (int64_t j = 0; j < nn; j++) {
-                float v = acc[m * nn + j];
-                if (bias) v += load_scalar(bias, n0 + j);
-                if (out_scale) v *= out_scale[n0 + j];
-                store_row(y, m * N + n0 + j, v);
-            }
-        }
+        for (int64_t m = 0; m < M; m++)
+            finish_row<TY>(isa, y + m * N + n0, acc + m * nn, nn, bias ? bias + n0 : nullptr,
+                           out_scale ? out_scale + n0 : nullptr);
     });
 }
 

@@ -29,6 +29,12 @@ static T* exact_alloc(size_t n, size_t misalign_elems) {
     return new T[n + misalign_elems] + misalign_elems;
 }
 
+#if defined(__x86_64__)
+PEFT4J_BF16_TARGET static void cvt16_ne(const float* f, uint16_t* out) {
+    _mm256_storeu_si256((__m256i*) out, peft4j::f32x16_to_bf16_ne(_mm512_loadu_ps(f)));
+}
+#endif
+
 int main() {
     std::mt19937 rng(1234);
     std::normal_distribution<float> normal(0.f, 3.f);
@@ -73,6 +79,28 @@ int main() {
             }
         }
     }
+    // VCVTNEPS2BF16 conversion (avx512_bf16 stores) bit for bit equal to f32_to_bf16: ties, NaNs (quiet, payload
+    // kept), infinities, overflow, zeros, denormals (which the instruction alone would flush) and random bits
+#if defined(__x86_64__)
+    if (best >= peft4j::ISA_AVX512_BF16) {
+        std::vector<uint32_t> bits = {0u, 0x80000000u, 0x00000001u, 0x807fffffu, 0x00400000u, 0x007fffffu,
+                                      0x00800000u, 0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu, 0xff7fffffu,
+                                      0x7f800000u, 0xff800000u, 0x7f800001u, 0x7fc00000u, 0xffc12345u, 0x7fbfffffu};
+        std::uniform_int_distribution<uint32_t> any;
+        for (int i = 0; i < 20000; i++) bits.push_back(any(rng));
+        while (bits.size() % 16) bits.push_back(0x3f800000u);
+        for (size_t i = 0; i < bits.size(); i += 16) {
+            float f[16];
+            std::memcpy(f, bits.data() + i, sizeof f);
+            uint16_t got[16];
+            cvt16_ne(f, got);
+            for (int l = 0; l < 16; l++)
+                CHECK(got[l] == peft4j::f32_to_bf16(f[l]), "vcvtneps2bf16 of 0x%08x: 0x%04x, f32_to_bf16 0x%04x",
+                      bits[i + l], got[l], peft4j::f32_to_bf16(f[l]));
+            checks++;
+        }
+    }
+#endif
     // fused adapted linear: every SIMD path close to the scalar path (summation order differs: float32
     // rounding over <= 70 + 8 products of O(0.1) terms, well under 1e-4 relative), on
     // exact-size heap buffers so ASan catches any read past W, A, B, x or y
@@ -116,6 +144,54 @@ int main() {
             }
         }
     }
+    // fused adapted linear in bfloat16, mixed rows included: every SIMD path (on avx512_bf16 the base and the
+    // shrink are VDPBF16PS products of bf16 x with bf16 W and A) within one bf16 rounding of the scalar path,
+    // on exact-size heap buffers (odd K exercises the masked tails of the bf16 pair loads)
+    for (int64_t M : {1, 3, 16}) {
+        for (int64_t K : {1, 17, 70}) {
+            for (int64_t N : {1, 5, 67, 130}) {
+                for (int mixed = 0; mixed < 2; mixed++) {
+                    const int32_t r[2] = {3, 8};
+                    const float sc[2] = {0.5f, 2.0f};
+                    std::vector<uint16_t> hw(N * K), hx(M * K), hb(N), ha0(r[0] * K), hb0(N * r[0]), ha1(r[1] * K), hb1(N * r[1]);
+                    for (auto* v : {&hw, &hx, &hb, &ha0, &hb0, &ha1, &hb1})
+                        for (auto& e : *v) e = peft4j::f32_to_bf16(normal(rng) * 0.3f);
+                    std::vector<int32_t> rs(M);
+                    for (int64_t m = 0; m < M; m++) rs[m] = (int32_t) (m % 3) - 1;  // -1, 0, 1, -1, ...
+                    auto run = [&](int isa, std::vector<float>& out) {
+                        peft4j::set_active_isa(isa);
+                        auto copy = [](const std::vector<uint16_t>& v) {
+                            uint16_t* p = exact_alloc<uint16_t>(v.size(), 0);
+                            std::memcpy(p, v.data(), sizeof(uint16_t) * v.size());
+                            return p;
+                        };
+                        uint16_t *W = copy(hw), *X = copy(hx), *Bi = copy(hb), *A0 = copy(ha0), *B0 = copy(hb0),
+                                 *A1 = copy(ha1), *B1 = copy(hb1);
+                        uint16_t* Y = exact_alloc<uint16_t>(M * N, 0);
+                        int64_t h = peft4j_adapted_linear_create(peft4j::DT_BF16, W, Bi, K, N);
+                        const int64_t ap[2] = {(int64_t) (intptr_t) A0, (int64_t) (intptr_t) A1};
+                        const int64_t bp[2] = {(int64_t) (intptr_t) B0, (int64_t) (intptr_t) B1};
+                        peft4j_adapted_linear_set_adapters(h, 2, ap, bp, r, sc);
+                        peft4j_adapted_linear_forward(h, Y, X, M, 2, mixed ? rs.data() : nullptr);
+                        peft4j_adapted_linear_destroy(h);
+                        out.resize(M * N);
+                        for (int64_t i = 0; i < M * N; i++) out[i] = peft4j::bf16_to_f32(Y[i]);
+                        for (uint16_t* p : {W, X, Bi, A0, B0, A1, B1, Y}) delete[] p;
+                    };
+                    std::vector<float> ref, got;
+                    run(peft4j::ISA_SCALAR, ref);
+                    for (int isa = peft4j::ISA_AVX2; isa <= best; isa++) {
+                        run(isa, got);
+                        float worst = 0.f;
+                        for (int64_t i = 0; i < M * N; i++) worst = std::max(worst, std::fabs(got[i] - ref[i]) / (1.f + std::fabs(ref[i])));
+                        CHECK(worst <= 0.0079f, "fused bf16 %s M=%lld K=%lld N=%lld mixed=%d differs from scalar by %g",
+                              peft4j::isa_name(isa), (long long) M, (long long) K, (long long) N, mixed, worst);
+                        checks++;
+                    }
+                }
+            }
+        }
+    }
     // LoRA delta for any M (with and without a per-row slot index), low-rank merge and IA3 scaling: every ISA
     // against a float64 reference computed here, on exact-size heap buffers. float32 accumulation over at most
     // K = 70 products of O(1) terms: 1e-4 relative is ample; bf16 outputs add half an ulp (2^-8 relative).
@@ -126,7 +202,7 @@ int main() {
             for (int64_t K : {1, 17, 70}) {
                 for (int64_t N : {1, 9, 67, 300}) {
                     for (int mixed = 0; mixed < 2; mixed++) {
-                        const int32_t r[3] = {1, 5, 16};
+                        const int32_t r[3] = {1, 5, 33};
                         const float sc[3] = {0.5f, -2.0f, 1.25f};
                         std::vector<float> hx(M * K), hy(M * N);
                         std::vector<std::vector<float>> ha(3), hb(3);

@@ -7,7 +7,9 @@ public enum Isa {
     /** AVX2 with FMA (Haswell and later). */
     AVX2,
     /** AVX-512 F/BW/VL/DQ (Skylake-SP and later). */
-    AVX512;
+    AVX512,
+    /** AVX-512 with AVX512_BF16 (VDPBF16PS: Cooper Lake, Sapphire Rapids, Zen 4 and later), for bfloat16 layers. */
+    AVX512_BF16;
 
     static Isa of(int level) {
         Isa[] all = values();

@@ -11,7 +11,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * {@link IllegalArgumentException} naming the argument and what is wrong with it.
  *
  * <p>The SIMD path is picked once from the CPU's features; {@link #setActiveIsa} lowers it (tests
- * run every path, and {@code PEFT4J_ISA=scalar|avx2|avx512} pins one for a process).
+ * run every path, and {@code PEFT4J_ISA=scalar|avx2|avx512|avx512_bf16} pins one for a process).
  */
 public final class Kernels {
     static {

@@ -1,7 +1,10 @@
 package dev.peft4j.models;
 
 import static dev.peft4j.models.Goldens.assertClose;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -47,7 +50,7 @@ class AutoModelTest {
                 w.add_(new org.bytedeco.pytorch.Scalar(1.0)); // what a LoRA merge does to a base weight
             }
         }
-        org.junit.jupiter.api.Assertions.assertArrayEquals(before, Files.readAllBytes(tmp.resolve("model.safetensors")),
+        assertArrayEquals(before, Files.readAllBytes(tmp.resolve("model.safetensors")),
                 "copy-on-write mapping: the file is unchanged");
     }
 
@@ -150,5 +153,15 @@ class AutoModelTest {
                     () -> lm.forward(ids, gold.tensors.get("attention_mask").narrow(1, 0, 5), null, null));
             assertTrue(e.getMessage().contains("attention_mask") && e.getMessage().contains("[2, 5]"), e.getMessage());
         }
+    }
+
+    @Test
+    void advisesPassiveOmpWaitPolicyOnlyWhenUnsetWithSeveralThreads() {
+        String advice = AutoModel.ompWaitPolicyAdvice(null, 2);
+        assertNotNull(advice);
+        assertTrue(advice.contains("OMP_WAIT_POLICY=passive"), advice);
+        assertNull(AutoModel.ompWaitPolicyAdvice("passive", 2));
+        assertNull(AutoModel.ompWaitPolicyAdvice("active", 8), "the user's choice stands");
+        assertNull(AutoModel.ompWaitPolicyAdvice(null, 1), "one thread cannot spin against another");
     }
 }

@@ -34,6 +34,18 @@ public abstract class BaseTunerLayer extends Module implements Layer {
         return child(BASE_LAYER);
     }
 
+    /** The weight of a {@code Linear} or {@code Conv1D} base layer ({@code [out, in]}, resp. {@code [in, out]}). */
+    protected final Tensor baseWeight() {
+        Module base = baseLayer();
+        return base instanceof dev.peft4j.nn.Linear l ? l.weight() : ((dev.peft4j.nn.Conv1D) base).weight();
+    }
+
+    /** The bias of a {@code Linear} or {@code Conv1D} base layer, or null. */
+    protected final Tensor baseBias() {
+        Module base = baseLayer();
+        return base instanceof dev.peft4j.nn.Linear l ? l.bias() : ((dev.peft4j.nn.Conv1D) base).bias();
+    }
+
     protected final Tensor baseForward(Tensor x) {
         return layer(BASE_LAYER).forward(x);
     }

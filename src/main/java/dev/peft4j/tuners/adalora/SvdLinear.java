@@ -135,11 +135,6 @@ public final class SvdLinear extends BaseTunerLayer {
                 d("ranknum").get(n), scaling.get(n), dropout.get(n));
     }
 
-    private Tensor weight() {
-        Module b = baseLayer();
-        return b instanceof Linear l ? l.weight() : ((Conv1D) b).weight();
-    }
-
     @Override
     public Tensor forward(Tensor x) {
         if (disabled()) {
@@ -182,9 +177,7 @@ public final class SvdLinear extends BaseTunerLayer {
     private synchronized NativeLinear refreshNative() {
         if (takeKernelsStale()) {
             freeNative();
-            Module base = baseLayer();
-            Tensor bias = base instanceof Linear l ? l.bias() : ((Conv1D) base).bias();
-            NativeLinear s = NativeLinear.create(weight(), bias, fanInFanOut);
+            NativeLinear s = NativeLinear.create(baseWeight(), baseBias(), fanInFanOut);
             List<AdaLoraKernel> ks = new ArrayList<>();
             for (String n : activeAdapters()) {
                 if (s == null || d("lora_A").get(n) == null) {
@@ -255,7 +248,7 @@ public final class SvdLinear extends BaseTunerLayer {
             if (mergedList().contains(n) || !(d("lora_A").get(n) != null)) {
                 continue;
             }
-            AdaLoraMath.merge(weight(), adapter(n), fanInFanOut, safeMerge, n);
+            AdaLoraMath.merge(baseWeight(), adapter(n), fanInFanOut, safeMerge, n);
             mergedList().add(n);
         }
     }
@@ -270,7 +263,7 @@ public final class SvdLinear extends BaseTunerLayer {
         while (!mergedList().isEmpty()) {
             String n = mergedList().remove(mergedList().size() - 1);
             if ((d("lora_A").get(n) != null)) {
-                AdaLoraMath.unmerge(weight(), adapter(n), fanInFanOut);
+                AdaLoraMath.unmerge(baseWeight(), adapter(n), fanInFanOut);
             }
         }
     }

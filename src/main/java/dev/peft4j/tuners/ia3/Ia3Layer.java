@@ -106,16 +106,6 @@ public final class Ia3Layer extends BaseTunerLayer {
         dict().remove(name).close();
     }
 
-    private Tensor weight() {
-        Module b = baseLayer();
-        return b instanceof Linear l ? l.weight() : ((Conv1D) b).weight();
-    }
-
-    private Tensor bias() {
-        Module b = baseLayer();
-        return b instanceof Linear l ? l.bias() : ((Conv1D) b).bias();
-    }
-
     @Override
     public Tensor forward(Tensor x) {
         if (disabled()) {
@@ -147,7 +137,7 @@ public final class Ia3Layer extends BaseTunerLayer {
                 return k.forward(x);
             }
         }
-        return Ia3Math.forward(x, weight(), bias(), act, feedForward, fanInFanOut);
+        return Ia3Math.forward(x, baseWeight(), baseBias(), act, feedForward, fanInFanOut);
     }
 
     /** The kernel for the current active vectors, rebuilt or refolded if stale; null when it cannot serve x. */
@@ -221,7 +211,7 @@ public final class Ia3Layer extends BaseTunerLayer {
             if (mergedList().contains(n) || !(dict().get(n) != null)) {
                 continue;
             }
-            Ia3Math.merge(weight(), bias(), dict().get(n), feedForward, fanInFanOut, safeMerge, n);
+            Ia3Math.merge(baseWeight(), baseBias(), dict().get(n), feedForward, fanInFanOut, safeMerge, n);
             mergedList().add(n);
         }
     }
@@ -237,7 +227,7 @@ public final class Ia3Layer extends BaseTunerLayer {
         while (!mergedList().isEmpty()) {
             String n = mergedList().remove(mergedList().size() - 1);
             if ((dict().get(n) != null)) {
-                Ia3Math.unmerge(weight(), bias(), dict().get(n), feedForward, fanInFanOut);
+                Ia3Math.unmerge(baseWeight(), baseBias(), dict().get(n), feedForward, fanInFanOut);
             }
         }
     }

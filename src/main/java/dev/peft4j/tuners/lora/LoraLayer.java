@@ -168,16 +168,6 @@ public final class LoraLayer extends BaseTunerLayer {
         return new LoraMath.Adapter(a.weight(), b.weight(), b.bias(), scaling.get(name), dropout.get(name));
     }
 
-    private Tensor baseWeight() {
-        Module base = baseLayer();
-        return base instanceof Linear l ? l.weight() : ((Conv1D) base).weight();
-    }
-
-    private Tensor baseBias() {
-        Module base = baseLayer();
-        return base instanceof Linear l ? l.bias() : ((Conv1D) base).bias();
-    }
-
     /**
      * Runs {@code body} with per-sample adapter names for every LoRA layer's forward on this thread (PEFT's
      * {@code adapter_names=} argument, §6.6); {@value LoraMath#BASE_ADAPTER_NAME} means no adapter.

@@ -22,6 +22,7 @@ import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
 import dev.peft4j.tuners.AdapterKeys;
 import dev.peft4j.tuners.BaseTunerLayer;
+import dev.peft4j.tuners.LinearShape;
 import dev.peft4j.tuners.ModuleType;
 import dev.peft4j.tuners.ModulesToSaveWrapper;
 import dev.peft4j.tuners.TargetMatcher;
@@ -1009,22 +1010,15 @@ public final class PeftAdapters {
                     ff = sel instanceof ModuleSelector.Names n ? Ia3Targets.isFeedForward(key, n.names())
                             : sel instanceof ModuleSelector.Regex r && Ia3Targets.isFeedForward(key, r.pattern());
                 }
-                long in;
-                long out;
-                Tensor w;
-                if (base instanceof Linear l) {
-                    in = l.inFeatures();
-                    out = l.outFeatures();
-                    w = l.weight();
-                } else if (base instanceof Conv1D cv) {
-                    in = cv.inFeatures();
-                    out = cv.outFeatures();
-                    w = cv.weight();
-                } else {
+                LinearShape shape = LinearShape.of(base);
+                if (shape == null) {
                     throw new IllegalArgumentException("Target module " + m.typeName() + " (" + key + ") is not "
                             + "supported. Currently, only `torch.nn.Linear`, `torch.nn.Conv2d`, and `Conv1D` are "
                             + "supported.");
                 }
+                long in = shape.in();
+                long out = shape.out();
+                Tensor w = LinearShape.weight(base);
                 Tensor v = Init.cpu(ScalarType.Float).empty(Ia3Math.vectorShape(in, out, ff));
                 Ia3Math.init(v, c.initIa3Weights(), gen);
                 ScalarType dt = LoraMath.adapterDtype(w.scalar_type(), false);
@@ -1084,22 +1078,15 @@ public final class PeftAdapters {
             for (String key : selected) {
                 Module m = modules.get(key);
                 Module base = m instanceof SvdLinear l ? l.baseLayer() : m;
-                long in;
-                long out;
-                Tensor w;
-                if (base instanceof Linear l) {
-                    in = l.inFeatures();
-                    out = l.outFeatures();
-                    w = l.weight();
-                } else if (base instanceof Conv1D cv) {
-                    in = cv.inFeatures();
-                    out = cv.outFeatures();
-                    w = cv.weight();
-                } else {
+                LinearShape shape = LinearShape.of(base);
+                if (shape == null) {
                     throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
                             + "supported. Currently, only `torch.nn.Linear`, `Conv1D`, and `torch.nn.Conv2d` are "
                             + "supported.");
                 }
+                long in = shape.in();
+                long out = shape.out();
+                Tensor w = LinearShape.weight(base);
                 int r = c.initR();
                 Init cpu = Init.cpu(ScalarType.Float);
                 Tensor a = cpu.empty(r, in);

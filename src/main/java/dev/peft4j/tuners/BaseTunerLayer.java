@@ -36,14 +36,31 @@ public abstract class BaseTunerLayer extends Module implements Layer {
 
     /** The weight of a {@code Linear} or {@code Conv1D} base layer ({@code [out, in]}, resp. {@code [in, out]}). */
     protected final Tensor baseWeight() {
-        Module base = baseLayer();
-        return base instanceof dev.peft4j.nn.Linear l ? l.weight() : ((dev.peft4j.nn.Conv1D) base).weight();
+        return LinearShape.weight(baseLayer());
     }
 
     /** The bias of a {@code Linear} or {@code Conv1D} base layer, or null. */
     protected final Tensor baseBias() {
-        Module base = baseLayer();
-        return base instanceof dev.peft4j.nn.Linear l ? l.bias() : ((dev.peft4j.nn.Conv1D) base).bias();
+        return LinearShape.bias(baseLayer());
+    }
+
+    /**
+     * PEFT's forward prologue for a method without mixed batches (IA³, AdaLoRA): the base output when the adapters
+     * are disabled (a merged layer unmerged first) or merged; null when the adapters must be applied. A mixed batch
+     * ({@code adapter_names}) is refused, naming {@code method}.
+     */
+    protected final Tensor baseOnlyForward(Tensor x, String method) {
+        if (disabled()) {
+            if (merged()) {
+                unmerge();
+            }
+            return baseForward(x);
+        }
+        if (dev.peft4j.tuners.lora.LoraLayer.currentAdapterNames() != null) {
+            throw new UnsupportedOperationException("adapter_names (a mixed batch) is supported for LoRA only, not for "
+                    + "the " + method + " layer " + typeName());
+        }
+        return merged() ? baseForward(x) : null;
     }
 
     protected final Tensor baseForward(Tensor x) {

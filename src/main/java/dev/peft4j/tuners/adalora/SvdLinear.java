@@ -1,11 +1,11 @@
 package dev.peft4j.tuners.adalora;
 
-import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
 import dev.peft4j.kernels.AdaLoraKernel;
 import dev.peft4j.kernels.FusedLoraLinear;
 import dev.peft4j.tuners.BaseTunerLayer;
+import dev.peft4j.tuners.LinearShape;
 import dev.peft4j.tuners.NativeLinear;
 import dev.peft4j.nn.ParameterDict;
 import java.util.ArrayList;
@@ -42,18 +42,14 @@ public final class SvdLinear extends BaseTunerLayer {
 
     public SvdLinear(Module base) {
         super(base);
-        if (base instanceof Linear l) {
-            fanInFanOut = false;
-            inFeatures = l.inFeatures();
-            outFeatures = l.outFeatures();
-        } else if (base instanceof Conv1D c) {
-            fanInFanOut = true;
-            inFeatures = c.inFeatures();
-            outFeatures = c.outFeatures();
-        } else {
+        LinearShape shape = LinearShape.of(base);
+        if (shape == null) {
             throw new IllegalArgumentException("Target module " + base.typeName() + " is not supported. Currently, "
                     + "only `torch.nn.Linear`, `Conv1D`, and `torch.nn.Conv2d` are supported.");
         }
+        fanInFanOut = shape.fanInFanOut();
+        inFeatures = shape.in();
+        outFeatures = shape.out();
         registerModule("lora_A", new ParameterDict());
         registerModule("lora_B", new ParameterDict());
         registerModule("lora_E", new ParameterDict());
@@ -137,18 +133,9 @@ public final class SvdLinear extends BaseTunerLayer {
 
     @Override
     public Tensor forward(Tensor x) {
-        if (disabled()) {
-            if (merged()) {
-                unmerge();
-            }
-            return baseForward(x);
-        }
-        if (dev.peft4j.tuners.lora.LoraLayer.currentAdapterNames() != null) {
-            throw new UnsupportedOperationException("adapter_names (a mixed batch) is supported for LoRA only, not for "
-                    + "the AdaLoRA layer " + typeName());
-        }
-        if (merged()) {
-            return baseForward(x);
+        Tensor baseOnly = baseOnlyForward(x, "AdaLoRA");
+        if (baseOnly != null) {
+            return baseOnly;
         }
         List<AdaLoraMath.Adapter> act = new ArrayList<>();
         for (String n : activeAdapters()) {

@@ -5,6 +5,7 @@ import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
 import dev.peft4j.kernels.Ia3Kernel;
 import dev.peft4j.tuners.BaseTunerLayer;
+import dev.peft4j.tuners.LinearShape;
 import dev.peft4j.nn.ParameterDict;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -42,18 +43,14 @@ public final class Ia3Layer extends BaseTunerLayer {
     public Ia3Layer(Module base, boolean feedForward) {
         super(base);
         this.feedForward = feedForward;
-        if (base instanceof Linear l) {
-            fanInFanOut = false;
-            inFeatures = l.inFeatures();
-            outFeatures = l.outFeatures();
-        } else if (base instanceof Conv1D c) {
-            fanInFanOut = true;
-            inFeatures = c.inFeatures();
-            outFeatures = c.outFeatures();
-        } else {
+        LinearShape shape = LinearShape.of(base);
+        if (shape == null) {
             throw new IllegalArgumentException("Target module " + base.typeName() + " is not supported. Currently, "
                     + "only `torch.nn.Linear`, `torch.nn.Conv2d`, and `Conv1D` are supported.");
         }
+        fanInFanOut = shape.fanInFanOut();
+        inFeatures = shape.in();
+        outFeatures = shape.out();
         registerModule("ia3_l", new ParameterDict());
     }
 
@@ -108,18 +105,9 @@ public final class Ia3Layer extends BaseTunerLayer {
 
     @Override
     public Tensor forward(Tensor x) {
-        if (disabled()) {
-            if (merged()) {
-                unmerge();
-            }
-            return baseForward(x);
-        }
-        if (dev.peft4j.tuners.lora.LoraLayer.currentAdapterNames() != null) {
-            throw new UnsupportedOperationException("adapter_names (a mixed batch) is supported for LoRA only, not for "
-                    + "the IA³ layer " + typeName());
-        }
-        if (merged()) {
-            return baseForward(x);
+        Tensor baseOnly = baseOnlyForward(x, "IA³");
+        if (baseOnly != null) {
+            return baseOnly;
         }
         List<Tensor> act = new ArrayList<>();
         for (String n : activeAdapters()) {

@@ -6,6 +6,7 @@ import dev.peft4j.nn.Module;
 import dev.peft4j.kernels.FusedLoraLinear;
 import dev.peft4j.kernels.LoraDelta;
 import dev.peft4j.tuners.BaseTunerLayer;
+import dev.peft4j.tuners.LinearShape;
 import dev.peft4j.tuners.NativeLinear;
 import dev.peft4j.nn.ModuleDict;
 import java.util.ArrayList;
@@ -49,17 +50,13 @@ public final class LoraLayer extends BaseTunerLayer {
     /** Wraps {@code base}, a {@link Linear} or {@link Conv1D}. */
     public LoraLayer(Module base) {
         super(base);
-        if (base instanceof Linear l) {
-            fanInFanOut = false;
-            inFeatures = l.inFeatures();
-            outFeatures = l.outFeatures();
-        } else if (base instanceof Conv1D c) {
-            fanInFanOut = true;
-            inFeatures = c.inFeatures();
-            outFeatures = c.outFeatures();
-        } else {
+        LinearShape shape = LinearShape.of(base);
+        if (shape == null) {
             throw new IllegalArgumentException("LoraLayer wraps Linear or Conv1D, not " + base.typeName());
         }
+        fanInFanOut = shape.fanInFanOut();
+        inFeatures = shape.in();
+        outFeatures = shape.out();
         registerModule("lora_A", new ModuleDict<Linear>());
         registerModule("lora_B", new ModuleDict<Linear>());
     }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "peft4j_cpu.h"
+#include "peft4j_threads.h"
 #include "peft4j_axpy.h"
 #include "peft4j_lora_linear.h"
 #include "peft4j_lora_delta.h"
@@ -13,6 +14,9 @@ inline int peft4j_active_isa() { return peft4j::active_isa(); }
 inline int peft4j_set_active_isa(int isa) { return peft4j::set_active_isa(isa); }
 inline const char* peft4j_isa_name(int isa) { return peft4j::isa_name(isa); }
 inline void peft4j_cpu_features(char* out, int cap) { peft4j::cpu_features(out, cap); }
+
+// "openmp" when the kernels' parallel loops run on libtorch's OpenMP team, "own" on peft4j's pool.
+inline const char* peft4j_thread_pool_kind() { return peft4j::ThreadPool::instance().kind(); }
 
 // An empty call, to measure the cost of crossing into native code.
 inline void peft4j_noop() {}

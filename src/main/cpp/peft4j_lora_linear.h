@@ -402,6 +402,65 @@ inline void rows_times_rowsT(int isa, const float* X, int64_t M, const TY* Y, in
     }
 }
 
+#if defined(__x86_64__)
+// a[i] (i < 16, 16 lanes each) -> a[j] holding lane j of every a[i], i.e. a 16 x 16 float32 block transposed in
+// registers (unpack ps, unpack pd, two rounds of 128-bit lane shuffles).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void transpose16x16_avx512(__m512 a[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(a[i], a[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
+    }
+    for (int g = 0; g < 16; g += 4) {  // rows g..g+3: a[g + c] holds column 4L + c of those rows in 128-bit lane L
+        a[g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
+        a[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
+        a[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
+        a[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512 xlo = _mm512_shuffle_f32x4(a[c], a[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512 xhi = _mm512_shuffle_f32x4(a[c], a[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512 ylo = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512 yhi = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        t[0 + c] = _mm512_shuffle_f32x4(xlo, ylo, _MM_SHUFFLE(2, 0, 2, 0));
+        t[4 + c] = _mm512_shuffle_f32x4(xlo, ylo, _MM_SHUFFLE(3, 1, 3, 1));
+        t[8 + c] = _mm512_shuffle_f32x4(xhi, yhi, _MM_SHUFFLE(2, 0, 2, 0));
+        t[12 + c] = _mm512_shuffle_f32x4(xhi, yhi, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+    for (int j = 0; j < 16; j++) a[j] = t[j];
+}
+
+// The LoRA expand into a block of output features: acc[row[i]][n - n0] += Σ_j T[i, j]·B[n, j] for i < rows,
+// n0 <= n < n1 (at most 64), j < r; T float32 [rows, r] (scaling folded in), B [N, r] in the layer's dtype,
+// acc rows nn apart. B's rows are r elements long (16 at r = 16), so a dot product per output (one horizontal
+// sum each) spends more on the sum than on the products; instead 16 rows of B are transposed in registers
+// into 16 vectors of 16 output features and each row of T adds Σ_j T[i, j]·Bᵀ[j] to its 16 outputs at once.
+template <typename TY>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void expand_block_avx512(const float* T, int64_t rows, const int32_t* row, const TY* B, int64_t r,
+                                int64_t n0, int64_t n1, float* acc, int64_t nn) {
+    for (int64_t n = n0; n < n1; n += 16) {
+        const int64_t nb = std::min<int64_t>(16, n1 - n);
+        const __mmask16 mn = nb == 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << nb) - 1u);
+        for (int64_t j0 = 0; j0 < r; j0 += 16) {
+            const int64_t jb = std::min<int64_t>(16, r - j0);
+            const __mmask16 mj = jb == 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << jb) - 1u);
+            __m512 bt[16];
+            for (int i = 0; i < 16; i++) bt[i] = i < nb ? load16_masked(B + (n + i) * r + j0, mj) : _mm512_setzero_ps();
+            transpose16x16_avx512(bt);  // bt[j]: B[n .. n + 15, j0 + j]
+            for (int64_t i = 0; i < rows; i++) {
+                float* dst = acc + (row ? row[i] : i) * nn + (n - n0);
+                const float* ti = T + i * r + j0;
+                __m512 v = _mm512_maskz_loadu_ps(mn, dst);
+                for (int64_t j = 0; j < jb; j++) v = _mm512_fmadd_ps(_mm512_set1_ps(ti[j]), bt[j], v);
+                _mm512_mask_storeu_ps(dst, mn, v);
+            }
+        }
+    }
+}
+#endif
+
 inline void store_row(float* y, int64_t i, float v) { y[i] = v; }
 inline void store_row(uint16_t* y, int64_t i, float v) { y[i] = f32_to_bf16(v); }
 
@@ -586,6 +645,18 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
 #endif
             rows_times_rowsT<TY>(isa, xf, M, W, n0, n1, K, acc, nn);
         int64_t off = 0;
+#if defined(__x86_64__)
+        if (isa >= ISA_AVX512) {
+            for (int a = 0; a < n_ad; a++) {
+                const LoraSlot& ad = L.adapters[(size_t) a];
+                const int64_t ma = mixed ? n_rows[a] : M;
+                if (ma == 0) continue;
+                expand_block_avx512<TY>(t + (mixed ? offs[a] : off), ma, mixed ? rows_of + a * 16 : nullptr,
+                                        (const TY*) ad.B, ad.r, n0, n1, acc, nn);
+                off += M * ad.r;
+            }
+        } else
+#endif
         for (int a = 0; a < n_ad; a++) {
             const LoraSlot& ad = L.adapters[(size_t) a];
             const TY* B = (const TY*) ad.B;

@@ -1,8 +1,22 @@
-// A small persistent thread pool for the kernels: parallel_for(n, fn) runs fn(i) for i in [0, n) on the
-// caller plus (threads - 1) workers. Workers sleep on a condition variable between calls (no spinning that
-// would steal the cores libtorch's OpenMP pool needs). One parallel region at a time: callers serialise.
+// Where the kernels' parallel loops run: parallel_for(n, fn) runs fn(i) for i in [0, n) on the caller plus
+// (threads - 1) helpers, tasks handed out one at a time.
+//
+// The helpers are libtorch's own OpenMP team when its runtime (libgomp, loaded by the PyTorch presets before
+// any kernel runs) is in the process: a layer's kernel runs between libtorch's GEMMs, and by default libgomp's
+// threads spin for a while after each of them; a second pool's worker then has to share a core with a spinning
+// OpenMP thread (2 cores here: 3 runnable threads), which cost the prefill and mixed-batch paths 2-6 %. Handing
+// the loop to the same team (GOMP_parallel, resolved at run time: libtorch ships no headers and this library
+// does not link OpenMP itself) lets those spinning threads pick it up at once.
+//
+// Without libgomp in the process (the native test) or with PEFT4J_POOL=own, a small persistent pool of our own:
+// workers sleep on a condition variable between calls; one parallel region at a time, callers serialise.
 #pragma once
 
+#include <dlfcn.h>
+#include <cstdlib>
+#include <cstring>
+
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -25,6 +39,11 @@ class ThreadPool {
         if (n_tasks <= 0) return;
         if (threads <= 1 || n_tasks == 1) {
             for (int64_t i = 0; i < n_tasks; i++) fn(i);
+            return;
+        }
+        if (omp_parallel_) {
+            OmpLoop loop{&fn, n_tasks, {0}};
+            omp_parallel_(&OmpLoop::run, &loop, (unsigned) std::min<int64_t>(threads, n_tasks), 0u);
             return;
         }
         std::lock_guard<std::mutex> region(region_mutex_);
@@ -56,8 +75,34 @@ class ThreadPool {
         for (auto& t : workers_) t.join();
     }
 
+    // "openmp" when the loops run on libtorch's OpenMP team, "own" on this pool's threads
+    const char* kind() const { return omp_parallel_ ? "openmp" : "own"; }
+
   private:
-    ThreadPool() = default;
+    using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
+
+    struct OmpLoop {
+        const std::function<void(int64_t)>* fn;
+        int64_t n;
+        std::atomic<int64_t> next;
+        static void run(void* p) {
+            auto* l = (OmpLoop*) p;
+            for (;;) {
+                int64_t i = l->next.fetch_add(1, std::memory_order_relaxed);
+                if (i >= l->n) break;
+                (*l->fn)(i);
+            }
+        }
+    };
+
+    ThreadPool() {
+        const char* mode = std::getenv("PEFT4J_POOL");
+        if (mode != nullptr && std::strcmp(mode, "own") == 0) return;
+        // RTLD_NOLOAD: only a libgomp already in the process (libtorch's); never load one of our own
+        if (void* h = dlopen("libgomp.so.1", RTLD_NOW | RTLD_NOLOAD)) omp_parallel_ = (GompParallel) dlsym(h, "GOMP_parallel");
+    }
+
+    GompParallel omp_parallel_ = nullptr;
 
     void ensure_workers(int n) {
         while ((int) workers_.size() < n) {

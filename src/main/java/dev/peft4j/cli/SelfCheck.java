@@ -22,7 +22,8 @@ final class SelfCheck {
         out.println("  native layer    : " + Kernels.libraryPath());
         out.println("  cpu features    : " + Kernels.cpuFeatures());
         out.println("  kernel path     : " + Kernels.activeIsa().name().toLowerCase()
-                + " (best supported: " + Kernels.bestIsa().name().toLowerCase() + ")");
+                + " (best supported: " + Kernels.bestIsa().name().toLowerCase() + "), threads: "
+                + Kernels.threadPool());
         boolean ok = probe.defined();
         for (ScalarType dt : new ScalarType[] {ScalarType.Float, ScalarType.BFloat16}) {
             for (Isa isa : Isa.values()) {

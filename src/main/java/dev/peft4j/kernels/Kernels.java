@@ -93,6 +93,15 @@ public final class Kernels {
         }
     }
 
+    /**
+     * Where the kernels' parallel loops run: {@code "openmp"} on libtorch's own OpenMP team (the default: no second
+     * set of threads competing with libtorch's for the cores), {@code "own"} on peft4j's pool (when
+     * {@code PEFT4J_POOL=own} is set, or no libgomp is in the process).
+     */
+    public static String threadPool() {
+        return NativeKernels.peft4j_thread_pool_kind().getString();
+    }
+
     /** File the JNI library was loaded from. */
     public static String libraryPath() {
         return NativeKernels.LIBRARY_PATH;

@@ -15,6 +15,8 @@ final class NativeKernels {
     static final String LIBRARY_PATH;
 
     static {
+        // libtorch first: its OpenMP runtime must be in the process before the kernels' thread pool looks for it
+        Loader.load(org.bytedeco.pytorch.global.torch.class);
         LIBRARY_PATH = Loader.load();
     }
 
@@ -31,6 +33,8 @@ final class NativeKernels {
     static native void peft4j_cpu_features(@Cast("char*") BytePointer out, int cap);
 
     static native void peft4j_noop();
+
+    static native @Cast("const char*") BytePointer peft4j_thread_pool_kind();
 
     static native void peft4j_axpy_f32(@Cast("float*") long y, @Cast("const float*") long x, float alpha,
             @Cast("int64_t") long n);

@@ -62,6 +62,13 @@ class KernelsTest {
     }
 
     @Test
+    void parallelLoopsRunOnLibtorchsOpenMpTeamUnlessTheOwnPoolIsAskedFor() {
+        // libtorch (and with it libgomp) is loaded before the kernels, so the pool must have found GOMP_parallel
+        String expected = "own".equals(System.getenv("PEFT4J_POOL")) ? "own" : "openmp";
+        assertEquals(expected, Kernels.threadPool());
+    }
+
+    @Test
     void reportsACoherentIsaAndLoadsTheLibrary() {
         assertTrue(Kernels.activeIsa().ordinal() <= Kernels.bestIsa().ordinal());
         assertTrue(Kernels.libraryPath().contains("jniNativeKernels"), Kernels.libraryPath());

@@ -109,4 +109,14 @@ public class FusedLoraLinearBench {
     public void peft4jFused() {
         fused[nextIndex()].forward(x).close();
     }
+
+    /**
+     * libtorch's base and the fused layer back to back in one loop (see {@link PairedNanos}): the ratio of
+     * {@code :candidateNs} to {@code :baselineNs}. Each call still takes the next weight, so with 4 weights each
+     * path streams 2 of them.
+     */
+    @Benchmark
+    public void pairedBaseVsFused(PairedNanos t) {
+        t.time(this::libtorchBaseLinear, this::peft4jFused);
+    }
 }

@@ -27,7 +27,8 @@ import org.openjdk.jmh.annotations.Warmup;
  * place, {@link LoraDelta#linear}) and PEFT's composed path ({@code linear(x,W) + s·linear(linear(x,A),B)}).
  * Target: adapted / base ≤ 1.03; {@code peft4jDeltaOnly} times the native delta alone (the adapted layer's
  * overhead, measurable on a noisy machine where two 100 ms GEMMs are not). libtorch and the kernel use libtorch's
- * thread count.
+ * thread count. {@code pairedBaseVsAdapted} times the two back to back in one loop (see {@link PairedNanos}): on
+ * this shared machine the ratio from separate forks drifts by more than the 1-3 % being measured.
  */
 @State(Scope.Thread)
 @BenchmarkMode(Mode.AverageTime)
@@ -92,5 +93,11 @@ public class LoraDeltaBench {
     @Benchmark
     public void peft4jAdapted() {
         LoraDelta.linear(x, w, null, slots, null).close();
+    }
+
+    /** Base and adapted back to back in one loop: the ratio of {@code :candidateNs} to {@code :baselineNs}. */
+    @Benchmark
+    public void pairedBaseVsAdapted(PairedNanos t) {
+        t.time(this::libtorchBaseLinear, this::peft4jAdapted);
     }
 }

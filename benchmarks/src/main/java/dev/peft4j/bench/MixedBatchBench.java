@@ -95,6 +95,12 @@ public class MixedBatchBench {
         one.forward(x, allZero).close();
     }
 
+    /** The same rows on one adapter, then over 8, back to back in one loop (see {@link PairedNanos}). */
+    @Benchmark
+    public void pairedOneVsMixed(PairedNanos t) {
+        t.time(this::oneAdapterFused, this::mixedFused);
+    }
+
     @Benchmark
     public void mixedPrefillPath() {
         LoraDelta.linear(x, w, null, all, rowSlot).close();

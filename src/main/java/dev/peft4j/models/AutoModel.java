@@ -49,16 +49,27 @@ public final class AutoModel {
     private static final AtomicBoolean OMP_ADVICE_GIVEN = new AtomicBoolean();
 
     /**
-     * The advice logged once per process when libtorch's OpenMP threads may spin against OpenBLAS's: null when
-     * {@code OMP_WAIT_POLICY} is set (to anything: the user chose) or libtorch runs one thread.
+     * The advice logged once per process when idle threads may spin against the threads doing the work: libtorch's
+     * OpenMP team (bfloat16 GEMMs via oneDNN, element-wise ops, peft4j's kernels) and OpenBLAS's own pthreads
+     * (libtorch's float32 GEMMs) both busy-wait after each call by default, for milliseconds. Null when both
+     * {@code OMP_WAIT_POLICY} and {@code OPENBLAS_THREAD_TIMEOUT} are set (to anything: the user chose) or libtorch
+     * runs one thread; otherwise it names the variables that are unset.
      */
-    static String ompWaitPolicyAdvice(String ompWaitPolicy, int threads) {
-        if (ompWaitPolicy != null || threads <= 1) {
+    static String threadsAdvice(String ompWaitPolicy, String openblasThreadTimeout, int threads) {
+        if (threads <= 1 || (ompWaitPolicy != null && openblasThreadTimeout != null)) {
             return null;
         }
-        return "OMP_WAIT_POLICY is not set and libtorch runs " + threads + " threads: its OpenMP threads spin between "
-                + "calls and starve OpenBLAS's (a float32 decode step measured 4.6x slower on 2 cores). Start the "
-                + "process with OMP_WAIT_POLICY=passive (it cannot be changed once libtorch is loaded).";
+        StringBuilder set = new StringBuilder();
+        if (ompWaitPolicy == null) {
+            set.append("OMP_WAIT_POLICY=passive");
+        }
+        if (openblasThreadTimeout == null) {
+            set.append(set.length() > 0 ? " and " : "").append("OPENBLAS_THREAD_TIMEOUT=4");
+        }
+        return "libtorch runs " + threads + " threads and " + set + " is not set: idle OpenMP / OpenBLAS threads spin "
+                + "between calls and take the cores from the ones working (a float32 decode step measured 4.6x slower, "
+                + "an adapted float32 layer after a base one 2x slower, on 2 cores). Start the process with " + set
+                + " (neither can be changed once libtorch is loaded); the ./peft4j launcher sets both.";
     }
 
     /** The {@code model_type}s this build knows. */
@@ -89,7 +100,8 @@ public final class AutoModel {
             throw e;
         }
         model.eval();
-        String advice = ompWaitPolicyAdvice(System.getenv("OMP_WAIT_POLICY"), torch.get_num_threads());
+        String advice = threadsAdvice(System.getenv("OMP_WAIT_POLICY"), System.getenv("OPENBLAS_THREAD_TIMEOUT"),
+                torch.get_num_threads());
         if (advice != null && OMP_ADVICE_GIVEN.compareAndSet(false, true)) {
             LOG.warn(advice);
         }

@@ -156,12 +156,16 @@ class AutoModelTest {
     }
 
     @Test
-    void advisesPassiveOmpWaitPolicyOnlyWhenUnsetWithSeveralThreads() {
-        String advice = AutoModel.ompWaitPolicyAdvice(null, 2);
-        assertNotNull(advice);
-        assertTrue(advice.contains("OMP_WAIT_POLICY=passive"), advice);
-        assertNull(AutoModel.ompWaitPolicyAdvice("passive", 2));
-        assertNull(AutoModel.ompWaitPolicyAdvice("active", 8), "the user's choice stands");
-        assertNull(AutoModel.ompWaitPolicyAdvice(null, 1), "one thread cannot spin against another");
+    void advisesQuietIdleThreadsOnlyWhenUnsetWithSeveralThreads() {
+        String both = AutoModel.threadsAdvice(null, null, 2);
+        assertNotNull(both);
+        assertTrue(both.contains("OMP_WAIT_POLICY=passive and OPENBLAS_THREAD_TIMEOUT=4"), both);
+        String omp = AutoModel.threadsAdvice(null, "10", 2);
+        assertTrue(omp.contains("OMP_WAIT_POLICY=passive") && !omp.contains("OPENBLAS_THREAD_TIMEOUT"), omp);
+        String blas = AutoModel.threadsAdvice("passive", null, 2);
+        assertTrue(blas.contains("OPENBLAS_THREAD_TIMEOUT=4") && !blas.contains("OMP_WAIT_POLICY"), blas);
+        assertNull(AutoModel.threadsAdvice("passive", "4", 2));
+        assertNull(AutoModel.threadsAdvice("active", "30", 8), "the user's choice stands");
+        assertNull(AutoModel.threadsAdvice(null, null, 1), "one thread cannot spin against another");
     }
 }

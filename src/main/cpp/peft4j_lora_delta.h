@@ -283,7 +283,11 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
         s.t_off = t_total;
         t_total += (int64_t) s.rows.size() * s.R;
     }
-    std::vector<float> t((size_t) t_total);
+    // t and bt below: per calling thread, reused across calls (every element is written before it is read); the
+    // references are what the lambdas capture, so pool threads use the caller's buffers
+    thread_local std::vector<float> t_tls, bt_tls;
+    std::vector<float>& t = t_tls;
+    t.resize((size_t) t_total);
     std::vector<char> used((size_t) n_slots, 0);
     for (const Segment& s : segs)
         for (int a = s.first_slot; a < s.first_slot + s.n; a++) used[(size_t) a] = 1;
@@ -305,7 +309,8 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
     // ([r_a, N]), so a segment's slots [first, first + n) are one [R, N] block (the expand's V).
     std::vector<int64_t> bt_row((size_t) n_slots + 1, 0);
     for (int a = 0; a < n_slots; a++) bt_row[(size_t) a + 1] = bt_row[(size_t) a] + (used[(size_t) a] ? slots[a].r : 0);
-    std::vector<float> bt((size_t) (bt_row[(size_t) n_slots] * N));
+    std::vector<float>& bt = bt_tls;
+    bt.resize((size_t) (bt_row[(size_t) n_slots] * N));
     // one parallel region: the transposes of B (column chunks of 512) and the shrink (chunks of 16 rows)
     constexpr int64_t kRowChunk = 16;
     constexpr int64_t kBtChunk = 512;
@@ -316,7 +321,7 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
             for (int64_t c0 = 0; c0 < N; c0 += kBtChunk) tasks.push_back({-a - 1, c0});
     for (int si = 0; si < (int) segs.size(); si++)
         for (int64_t r0 = 0; r0 < (int64_t) segs[(size_t) si].rows.size(); r0 += kRowChunk) tasks.push_back({si, r0});
-    ThreadPool::instance().parallel_for((int64_t) tasks.size(), threads, [&](int64_t ti) {
+    const std::function<void(int64_t)> prepare = [&](int64_t ti) {
         const Task& tk = tasks[(size_t) ti];
         if (tk.seg < 0) {
             const int a = -tk.seg - 1;
@@ -367,7 +372,7 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
             }
             col += sl.r;
         }
-    });
+    };
     // expand: tasks of (up to 16 rows of a segment) x (a column range, in multiples of 64), enough of them to
     // balance the threads; inside, 64-column blocks outermost so V's block ([R, 64] float32) stays in L1 while
     // the task's rows go through it 4 at a time
@@ -380,7 +385,7 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
     for (int si = 0; si < (int) segs.size(); si++)
         for (int64_t r0 = 0; r0 < (int64_t) segs[(size_t) si].rows.size(); r0 += kRowChunk) etasks.push_back({si, r0});
     const int64_t n_col = (N + col_chunk - 1) / col_chunk;
-    ThreadPool::instance().parallel_for((int64_t) etasks.size() * n_col, threads, [&](int64_t ti) {
+    const std::function<void(int64_t)> expand = [&](int64_t ti) {
         const Task& tk = etasks[(size_t) (ti / n_col)];
         const int64_t c0 = (ti % n_col) * col_chunk, c1 = std::min(N, c0 + col_chunk);
         const Segment& s = segs[(size_t) tk.seg];
@@ -399,7 +404,10 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
                 rows_update<T>(isa, yr, mb, nn, cr, (int) s.R, V + cb, N);
             }
         }
-    });
+    };
+    // one parallel region: the expand waits inside it for every transpose and shrink task to finish
+    ThreadPool::instance().parallel_phases(threads, {{(int64_t) tasks.size(), &prepare},
+                                                     {(int64_t) etasks.size() * n_col, &expand}});
 }
 
 // ---- low-rank merge: W[R, C] += Σ_j coef[row, j]·V[j, :] (coef [R, r], V [r, C] float32) ----

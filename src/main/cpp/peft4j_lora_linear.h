@@ -617,7 +617,7 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
     }
 #endif
     const float* xf_g = mixed && !dp ? gbuf.data() : xf;
-    ThreadPool::instance().parallel_for((int64_t) stasks.size(), threads, [&](int64_t ti) {
+    auto shrink = [&](int64_t ti) {
         const int a = stasks[(size_t) ti].a;
         const LoraSlot& ad = L.adapters[(size_t) a];
         const int64_t j0 = stasks[(size_t) ti].j0, j1 = std::min<int64_t>(ad.r, j0 + kShrinkRows);
@@ -629,11 +629,11 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
         // fold the scaling into t so the expand is a plain dot product
         for (int64_t i = 0; i < ma; i++)
             for (int64_t j = j0; j < j1; j++) ta[i * ad.r + j] *= ad.scale;
-    });
+    };
     // main pass over blocks of output features: base dot products, bias, LoRA expand, store
     const int64_t block = 64;
     const int64_t n_blocks = (N + block - 1) / block;
-    ThreadPool::instance().parallel_for(n_blocks, threads, [&](int64_t b) {
+    auto main_pass = [&](int64_t b, const auto& await_shrink) {
         const int64_t n0 = b * block, n1 = std::min(N, n0 + block);
         const int64_t nn = n1 - n0;
         float acc[16 * 64];  // M <= kMaxDecodeRows rows x up to 64 features
@@ -644,6 +644,7 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
         else
 #endif
             rows_times_rowsT<TY>(isa, xf, M, W, n0, n1, K, acc, nn);
+        await_shrink();
         int64_t off = 0;
 #if defined(__x86_64__)
         if (isa >= ISA_AVX512) {
@@ -677,6 +678,22 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
         for (int64_t m = 0; m < M; m++)
             finish_row<TY>(isa, y + m * N + n0, acc + m * nn, nn, bias ? bias + n0 : nullptr,
                            out_scale ? out_scale + n0 : nullptr);
+    };
+    // One parallel region, shrink tasks first: tasks are handed out in order, so every shrink task is taken
+    // before any block; a block computes its base products at once (overlapping the shrinks still running on
+    // other threads, which read the adapters' A: 8 adapters' are 1 MiB in bf16) and waits for the last shrink
+    // only before its expand, which needs every t.
+    const int64_t n_shrink = (int64_t) stasks.size();
+    std::atomic<int64_t> shrink_done{0};
+    ThreadPool::instance().parallel_for(n_shrink + n_blocks, threads, [&](int64_t i) {
+        if (i < n_shrink) {
+            shrink(i);
+            shrink_done.fetch_add(1, std::memory_order_release);
+        } else {
+            main_pass(i - n_shrink, [&] {
+                while (shrink_done.load(std::memory_order_acquire) < n_shrink) ThreadPool::cpu_relax();
+            });
+        }
     });
 }
 

@@ -13,6 +13,9 @@
 #pragma once
 
 #include <dlfcn.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <cstdlib>
 #include <cstring>
 
@@ -21,6 +24,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -75,8 +80,52 @@ class ThreadPool {
         for (auto& t : workers_) t.join();
     }
 
+    // A loop of one phase: n tasks, fn(i) for each.
+    struct Phase {
+        int64_t n;
+        const std::function<void(int64_t)>* fn;
+    };
+
+    // Runs the phases in order in one parallel region: phase p + 1's tasks start once every task of phase p has
+    // finished. A thread out of phase-p tasks spins (a few µs: until the last one running completes) instead of
+    // the region ending and a new one starting: each region's fork and join wake the helpers, which with
+    // OMP_WAIT_POLICY=passive sleep in between (tens of µs each on this VM), and the join waits for a helper
+    // even when it got no task. A helper that wakes late finds the early phases done and joins the current one.
+    void parallel_phases(int threads, std::initializer_list<Phase> phases) {
+        struct State {
+            std::atomic<int64_t> next{0}, done{0};
+        };
+        const size_t np = phases.size();
+        std::unique_ptr<State[]> st(new State[np]);
+        const Phase* ph = phases.begin();
+        const std::function<void(int64_t)> member = [&](int64_t) {
+            for (size_t p = 0; p < np; p++) {
+                for (;;) {
+                    const int64_t i = st[p].next.fetch_add(1, std::memory_order_relaxed);
+                    if (i >= ph[p].n) break;
+                    (*ph[p].fn)(i);
+                    st[p].done.fetch_add(1, std::memory_order_release);
+                }
+                while (st[p].done.load(std::memory_order_acquire) < ph[p].n) cpu_relax();
+            }
+        };
+        int64_t most = 0;
+        for (const Phase& q : phases) most = std::max(most, q.n);
+        const int members = (int) std::min<int64_t>(threads, std::max<int64_t>(1, most));
+        parallel_for(members, members, member);
+    }
+
     // "openmp" when the loops run on libtorch's OpenMP team, "own" on this pool's threads
     const char* kind() const { return omp_parallel_ ? "openmp" : "own"; }
+
+    // a spin-wait's pause
+    static void cpu_relax() {
+#if defined(__x86_64__)
+        _mm_pause();
+#else
+        std::this_thread::yield();
+#endif
+    }
 
   private:
     using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);

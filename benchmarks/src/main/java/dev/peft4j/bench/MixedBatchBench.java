@@ -27,7 +27,10 @@ import org.openjdk.jmh.annotations.Warmup;
  * the fused decode kernel with a per-row adapter index ({@code mixedFused}), the same 16 rows all on one adapter
  * ({@code oneAdapterFused}, the baseline: target mixed / one ≤ 1.05), the prefill path (libtorch base GEMM + the
  * native delta) mixed and on one adapter, and PEFT's per-adapter loop of composed ops
- * ({@code _mixed_batch_forward}: index_select, two linears, scale, index_add per adapter).
+ * ({@code _mixed_batch_forward}: index_select, two linears, scale, index_add per adapter). With
+ * {@code weights=4} each call takes the next of 4 distinct base weights, so the weight streams from DRAM as in a
+ * decode step through many layers; with 1 a bf16 weight (32 MiB, the L3's size) partly stays cached, and the
+ * adapters' extra 1.75 MiB evict more of it on the mixed path than on the single-adapter one.
  */
 @State(Scope.Thread)
 @BenchmarkMode(Mode.AverageTime)
@@ -39,6 +42,9 @@ public class MixedBatchBench {
     @Param({"Float", "BFloat16"})
     public String dtype;
 
+    @Param({"1", "4"})
+    public int weights;
+
     private static final int K = 4096;
     private static final int N = 4096;
     private static final int R = 16;
@@ -46,12 +52,13 @@ public class MixedBatchBench {
     private static final int ADAPTERS = 8;
 
     private Tensor x;
-    private Tensor w;
+    private Tensor[] ws;
+    private int next;
     private final List<FusedLoraLinear.Adapter> all = new ArrayList<>();
     private final List<Tensor> rowIndex = new ArrayList<>();
     private Scalar scale;
-    private FusedLoraLinear mixed;
-    private FusedLoraLinear one;
+    private FusedLoraLinear[] mixed;
+    private FusedLoraLinear[] one;
     private final int[] rowSlot = new int[M];
     private final int[] allZero = new int[M];
 
@@ -60,7 +67,10 @@ public class MixedBatchBench {
         ScalarType dt = ScalarType.valueOf(dtype);
         torch.manual_seed(0);
         x = torch.randn(M, K).to(dt);
-        w = torch.randn(N, K).mul_(new Scalar(1.0 / Math.sqrt(K))).to(dt);
+        ws = new Tensor[weights];
+        for (int i = 0; i < weights; i++) {
+            ws[i] = torch.randn(N, K).mul_(new Scalar(1.0 / Math.sqrt(K))).to(dt);
+        }
         for (int i = 0; i < ADAPTERS; i++) {
             Tensor a = torch.randn(R, K).mul_(new Scalar(1.0 / Math.sqrt(K))).to(dt);
             Tensor b = torch.randn(N, R).mul_(new Scalar(0.01)).to(dt);
@@ -73,26 +83,38 @@ public class MixedBatchBench {
             rowIndex.add(Tensor.create(new long[] {s, s + ADAPTERS}, 2));
         }
         scale = new Scalar(2.0f);
-        mixed = new FusedLoraLinear(w, null);
-        mixed.setAdapters(all);
-        one = new FusedLoraLinear(w, null);
-        one.setAdapters(List.of(all.get(0)));
+        mixed = new FusedLoraLinear[weights];
+        one = new FusedLoraLinear[weights];
+        for (int i = 0; i < weights; i++) {
+            mixed[i] = new FusedLoraLinear(ws[i], null);
+            mixed[i].setAdapters(all);
+            one[i] = new FusedLoraLinear(ws[i], null);
+            one[i].setAdapters(List.of(all.get(0)));
+        }
     }
 
     @TearDown
     public void tearDown() {
-        mixed.close();
-        one.close();
+        for (int i = 0; i < weights; i++) {
+            mixed[i].close();
+            one[i].close();
+        }
+    }
+
+    private int nextIndex() {
+        int i = next;
+        next = (i + 1) % weights;
+        return i;
     }
 
     @Benchmark
     public void mixedFused() {
-        mixed.forward(x, rowSlot).close();
+        mixed[nextIndex()].forward(x, rowSlot).close();
     }
 
     @Benchmark
     public void oneAdapterFused() {
-        one.forward(x, allZero).close();
+        one[nextIndex()].forward(x, allZero).close();
     }
 
     /** The same rows on one adapter, then over 8, back to back in one loop (see {@link PairedNanos}). */
@@ -103,17 +125,17 @@ public class MixedBatchBench {
 
     @Benchmark
     public void mixedPrefillPath() {
-        LoraDelta.linear(x, w, null, all, rowSlot).close();
+        LoraDelta.linear(x, ws[nextIndex()], null, all, rowSlot).close();
     }
 
     @Benchmark
     public void oneAdapterPrefillPath() {
-        LoraDelta.linear(x, w, null, all, allZero).close();
+        LoraDelta.linear(x, ws[nextIndex()], null, all, allZero).close();
     }
 
     @Benchmark
     public void peftComposedLoop() {
-        Tensor y = torch.linear(x, w);
+        Tensor y = torch.linear(x, ws[nextIndex()]);
         for (int s = 0; s < ADAPTERS; s++) {
             Tensor idx = rowIndex.get(s);
             FusedLoraLinear.Adapter ad = all.get(s);

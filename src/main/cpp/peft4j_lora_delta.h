@@ -130,6 +130,57 @@ inline void rows_update_bf16ne(T* const* y, int64_t n, const float* const* c, in
     }
 }
 
+// The same update on VDPBF16PS for bfloat16 y: y[r][0:n] += Σ_p (c[r][p] as two bf16) · (V[p, 0:n] as pairs of bf16),
+// i.e. Σ_j c_j·V_j with the ranks taken two at a time (c and V hold ranks 2p and 2p + 1 in the low and high halves
+// of each 32-bit word). Half the instructions of the float32 FMAs; c is rounded to bf16 once, as PEFT's composed
+// path rounds x·Aᵀ to the layer's dtype.
+template <int MB, int NV>
+PEFT4J_BF16_TARGET
+inline void rows_block_dp(uint16_t* const* y, int64_t i, const uint32_t* const* c, int P, const uint32_t* V, int64_t ldv,
+                          __mmask16 mlast) {
+    __m512 acc[MB * NV];
+#pragma GCC unroll 16
+    for (int q = 0; q < MB * NV; q++) {
+        const int r = q / NV, v = q % NV;
+        acc[q] = ld16(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff);
+    }
+    for (int p = 0; p < P; p++) {
+        __m512bh vv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            vv[v] = (__m512bh) _mm512_maskz_loadu_epi32(v == NV - 1 ? mlast : (__mmask16) 0xffff, V + p * ldv + i + 16 * v);
+#pragma GCC unroll 16
+        for (int q = 0; q < MB * NV; q++)
+            acc[q] = _mm512_dpbf16_ps(acc[q], (__m512bh) _mm512_set1_epi32((int) c[q / NV][p]), vv[q % NV]);
+    }
+#pragma GCC unroll 16
+    for (int q = 0; q < MB * NV; q++) {
+        const int r = q / NV, v = q % NV;
+        st16ne(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff, acc[q]);
+    }
+}
+
+template <int MB>
+PEFT4J_BF16_TARGET
+inline void rows_update_dp(uint16_t* const* y, int64_t n, const uint32_t* const* c, int P, const uint32_t* V, int64_t ldv) {
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) rows_block_dp<MB, 4>(y, i, c, P, V, ldv, (__mmask16) 0xffff);
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        rows_block_dp<MB, 1>(y, i, c, P, V, ldv, m);
+    }
+}
+
+inline void rows_update_dp_any(uint16_t* const* y, int mb, int64_t n, const uint32_t* const* c, int P, const uint32_t* V,
+                               int64_t ldv) {
+    switch (mb) {
+        case 4: rows_update_dp<4>(y, n, c, P, V, ldv); return;
+        case 3: rows_update_dp<3>(y, n, c, P, V, ldv); return;
+        case 2: rows_update_dp<2>(y, n, c, P, V, ldv); return;
+        default: rows_update_dp<1>(y, n, c, P, V, ldv); return;
+    }
+}
+
 __attribute__((target("avx2,fma")))
 inline __m256 ld8(const float* p) { return _mm256_loadu_ps(p); }
 __attribute__((target("avx2,fma")))
@@ -236,6 +287,31 @@ inline void transpose16_avx512(const T* B, int64_t r, int64_t n0, int64_t j0, fl
 }
 #endif
 
+#if defined(__x86_64__)
+// dst[p * ldd + n] = the 32-bit word (B[n, 2p], B[n, 2p + 1]) for n0 <= n < n1, p < r / 2 (r even): B's pairs of
+// ranks transposed, 16 rows x 16 words at a time through the float32 register transpose (pure data movement, so
+// every bit pattern passes unchanged).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void transpose_pairs_bf16(const uint16_t* B, int64_t r, int64_t n0, int64_t n1, uint32_t* dst, int64_t ldd) {
+    const int64_t P = r / 2;
+    for (int64_t n = n0; n < n1; n += 16) {
+        const int64_t nb = std::min<int64_t>(16, n1 - n);
+        const __mmask16 mn = nb == 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << nb) - 1u);
+        for (int64_t p0 = 0; p0 < P; p0 += 16) {
+            const int64_t pb = std::min<int64_t>(16, P - p0);
+            const __mmask16 mp = pb == 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << pb) - 1u);
+            __m512 a[16];
+            for (int i = 0; i < 16; i++)
+                a[i] = i < nb ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi32(mp, B + (n + i) * r + 2 * p0))
+                              : _mm512_setzero_ps();
+            transpose16x16_avx512(a);  // a[p]: word p0 + p of rows n .. n + 15
+            for (int64_t p = 0; p < pb; p++)
+                _mm512_mask_storeu_epi32(dst + (p0 + p) * ldd + n, mn, _mm512_castps_si512(a[p]));
+        }
+    }
+}
+#endif
+
 // ---- LoRA delta for any M ----
 // slots: n_slots adapters (A [r, K], B [N, r] in T, scale). row_slot: null (every slot on every row, summed) or
 // M entries in [-1, n_slots). y [M, N] and x [M, K] in T, contiguous.
@@ -309,8 +385,25 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
     // ([r_a, N]), so a segment's slots [first, first + n) are one [R, N] block (the expand's V).
     std::vector<int64_t> bt_row((size_t) n_slots + 1, 0);
     for (int a = 0; a < n_slots; a++) bt_row[(size_t) a + 1] = bt_row[(size_t) a] + (used[(size_t) a] ? slots[a].r : 0);
+    // bfloat16 on ISA_AVX512_BF16 with every used rank even: the expand runs on VDPBF16PS. B's ranks 2p and 2p + 1
+    // are adjacent in each row, so a 32-bit transpose of B ([N, r/2] words -> [r/2, N]) is VDPBF16PS's layout, and
+    // t is packed into bf16 pairs by the shrink. An odd rank would pair across two adapters: float32 path.
+    bool dp_expand = false;
+#if defined(__x86_64__)
+    dp_expand = dp_bf16;
+    for (int a = 0; a < n_slots; a++)
+        if (used[(size_t) a] && slots[a].r % 2 != 0) dp_expand = false;
+#endif
+    thread_local std::vector<uint32_t> bt32_tls, tp_tls;
+    std::vector<uint32_t>& bt32 = bt32_tls;  // [Σ r / 2, N]
+    std::vector<uint32_t>& tp = tp_tls;      // t as bf16 pairs, [rows][R / 2] per segment
     std::vector<float>& bt = bt_tls;
-    bt.resize((size_t) (bt_row[(size_t) n_slots] * N));
+    if (dp_expand) {
+        bt32.resize((size_t) (bt_row[(size_t) n_slots] / 2 * N));
+        tp.resize((size_t) (t_total / 2));
+    } else {
+        bt.resize((size_t) (bt_row[(size_t) n_slots] * N));
+    }
     // one parallel region: the transposes of B (column chunks of 512) and the shrink (chunks of 16 rows)
     constexpr int64_t kRowChunk = 16;
     constexpr int64_t kBtChunk = 512;
@@ -327,6 +420,12 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
             const int a = -tk.seg - 1;
             const int64_t r = slots[a].r, c1 = std::min(N, tk.row0 + kBtChunk);
             const T* B = (const T*) slots[a].B;
+#if defined(__x86_64__)
+            if (dp_expand) {
+                transpose_pairs_bf16((const uint16_t*) B, r, tk.row0, c1, bt32.data() + bt_row[(size_t) a] / 2 * N, N);
+                return;
+            }
+#endif
             float* dst = bt.data() + bt_row[(size_t) a] * N;
             for (int64_t n0 = tk.row0; n0 < c1; n0 += 16) {  // 16 rows of B (16·r elements, in L1) at a time
                 const int64_t n1 = std::min(c1, n0 + 16);
@@ -372,6 +471,11 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
             }
             col += sl.r;
         }
+        if (dp_expand) {  // the rows' t as bf16 pairs (R even)
+            uint32_t* tpr = tp.data() + s.t_off / 2 + tk.row0 * (s.R / 2);
+            for (int64_t i = 0; i < mb * s.R / 2; i++)
+                tpr[i] = (uint32_t) f32_to_bf16(tt[2 * i]) | ((uint32_t) f32_to_bf16(tt[2 * i + 1]) << 16);
+        }
     };
     // expand: tasks of (up to 16 rows of a segment) x (a column range, in multiples of 64), enough of them to
     // balance the threads; inside, 64-column blocks outermost so V's block ([R, 64] float32) stays in L1 while
@@ -390,11 +494,24 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
         const int64_t c0 = (ti % n_col) * col_chunk, c1 = std::min(N, c0 + col_chunk);
         const Segment& s = segs[(size_t) tk.seg];
         const int64_t rows = std::min<int64_t>(kRowChunk, (int64_t) s.rows.size() - tk.row0);
-        const float* V = bt.data() + bt_row[(size_t) s.first_slot] * N;
+        const float* V = dp_expand ? nullptr : bt.data() + bt_row[(size_t) s.first_slot] * N;
+        const uint32_t* V32 = dp_expand ? bt32.data() + bt_row[(size_t) s.first_slot] / 2 * N : nullptr;
         for (int64_t cb = c0; cb < c1; cb += 64) {
             const int64_t nn = std::min<int64_t>(64, c1 - cb);
             for (int64_t i = 0; i < rows; i += 4) {
                 int mb = (int) std::min<int64_t>(4, rows - i);
+#if defined(__x86_64__)
+                if (dp_expand) {
+                    uint16_t* yr[4];
+                    const uint32_t* cr[4];
+                    for (int q = 0; q < mb; q++) {
+                        yr[q] = (uint16_t*) y + s.rows[(size_t) (tk.row0 + i + q)] * N + cb;
+                        cr[q] = tp.data() + s.t_off / 2 + (tk.row0 + i + q) * (s.R / 2);
+                    }
+                    rows_update_dp_any(yr, mb, nn, cr, (int) (s.R / 2), V32 + cb, N);
+                    continue;
+                }
+#endif
                 T* yr[4];
                 const float* cr[4];
                 for (int q = 0; q < mb; q++) {

@@ -25,6 +25,23 @@ final class KernelChecks {
         return Tensor.create(v, shape);
     }
 
+    /**
+     * Σ_a s_a·|x·A_aᵀ|·|B_a|ᵀ in float64: what the LoRA expand's terms add up to in magnitude. The bf16 delta's
+     * VDPBF16PS expand rounds t = s·x·Aᵀ to bf16 (as PEFT's composed path rounds x·Aᵀ), which moves each term by at
+     * most 2^-9 of itself; with a relative tolerance of 2^-8 this magnitude allows twice that.
+     */
+    static Tensor loraTermsAbs(Tensor x, List<FusedLoraLinear.Adapter> ads) {
+        Tensor xd = x.to(ScalarType.Double);
+        Tensor sum = null;
+        for (FusedLoraLinear.Adapter a : ads) {
+            Tensor t = org.bytedeco.pytorch.global.torch.linear(xd, a.a().to(ScalarType.Double)).abs();
+            Tensor term = org.bytedeco.pytorch.global.torch.linear(t, a.b().to(ScalarType.Double).abs())
+                    .mul(new org.bytedeco.pytorch.Scalar((double) Math.abs(a.scale())));
+            sum = sum == null ? term : sum.add(term);
+        }
+        return sum;
+    }
+
     static double[] doubles(Tensor t) {
         Tensor c = t.to(ScalarType.Double).contiguous();
         double[] out = new double[(int) c.numel()];

@@ -262,28 +262,10 @@ inline float widen(uint16_t v) { return bf16_to_f32(v); }
 template <typename T>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 inline void transpose16_avx512(const T* B, int64_t r, int64_t n0, int64_t j0, float* dst, int64_t ldd) {
-    __m512 a[16], t[16];
+    __m512 a[16];
     for (int i = 0; i < 16; i++) a[i] = ld16(B + (n0 + i) * r + j0, (__mmask16) 0xffff);
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(a[i], a[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
-    }
-    for (int g = 0; g < 16; g += 4) {  // rows g..g+3: u[g + c] holds j = 4L + c of those rows in lane L
-        a[g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
-        a[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
-        a[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
-        a[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
-    }
-    for (int c = 0; c < 4; c++) {
-        const __m512 xlo = _mm512_shuffle_f32x4(a[c], a[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
-        const __m512 xhi = _mm512_shuffle_f32x4(a[c], a[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
-        const __m512 ylo = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
-        const __m512 yhi = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
-        _mm512_storeu_ps(dst + (j0 + 0 + c) * ldd + n0, _mm512_shuffle_f32x4(xlo, ylo, _MM_SHUFFLE(2, 0, 2, 0)));
-        _mm512_storeu_ps(dst + (j0 + 4 + c) * ldd + n0, _mm512_shuffle_f32x4(xlo, ylo, _MM_SHUFFLE(3, 1, 3, 1)));
-        _mm512_storeu_ps(dst + (j0 + 8 + c) * ldd + n0, _mm512_shuffle_f32x4(xhi, yhi, _MM_SHUFFLE(2, 0, 2, 0)));
-        _mm512_storeu_ps(dst + (j0 + 12 + c) * ldd + n0, _mm512_shuffle_f32x4(xhi, yhi, _MM_SHUFFLE(3, 1, 3, 1)));
-    }
+    transpose16x16_avx512(a);
+    for (int j = 0; j < 16; j++) _mm512_storeu_ps(dst + (j0 + j) * ldd + n0, a[j]);
 }
 #endif
 

@@ -171,33 +171,6 @@ inline __m512bh load32bh(const uint16_t* p) { return (__m512bh) _mm512_loadu_si5
 PEFT4J_BF16_TARGET
 inline __m512bh load32bh_masked(const uint16_t* p, __mmask32 m) { return (__m512bh) _mm512_maskz_loadu_epi16(m, p); }
 
-template <int MB, int NB>
-PEFT4J_BF16_TARGET
-inline void dots_bf16dp(const uint16_t* X, int64_t ldx, const uint16_t* Y, int64_t ldy, int64_t L, float* out) {
-    __m512 acc[MB][NB];
-    for (int m = 0; m < MB; m++)
-        for (int n = 0; n < NB; n++) acc[m][n] = _mm512_setzero_ps();
-    int64_t k = 0;
-    for (; k + 32 <= L; k += 32) {
-        __m512bh yv[NB];
-        for (int n = 0; n < NB; n++) yv[n] = load32bh(Y + n * ldy + k);
-        for (int m = 0; m < MB; m++) {
-            __m512bh xv = load32bh(X + m * ldx + k);
-            for (int n = 0; n < NB; n++) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], xv, yv[n]);
-        }
-    }
-    if (k < L) {
-        __mmask32 mask = (__mmask32) ((1ull << (L - k)) - 1ull);
-        __m512bh yv[NB];
-        for (int n = 0; n < NB; n++) yv[n] = load32bh_masked(Y + n * ldy + k, mask);
-        for (int m = 0; m < MB; m++) {
-            __m512bh xv = load32bh_masked(X + m * ldx + k, mask);
-            for (int n = 0; n < NB; n++) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], xv, yv[n]);
-        }
-    }
-    for (int m = 0; m < MB; m++)
-        for (int n = 0; n < NB; n++) out[m * NB + n] = hsum16(acc[m][n]);
-}
 #endif
 
 #if defined(__x86_64__)
@@ -246,6 +219,15 @@ inline void dots_bf16dp_partial(const uint16_t* X, int64_t ldx, const uint16_t* 
     }
     for (int m = 0; m < MB; m++)
         for (int n = 0; n < NB; n++) P[m * NB + n] = acc[m][n];
+}
+
+// out[m][n] = X[m, 0:L] · Y[n, 0:L] for an MB x NB register block, both bfloat16 (VDPBF16PS, float32 sums)
+template <int MB, int NB>
+PEFT4J_BF16_TARGET
+inline void dots_bf16dp(const uint16_t* X, int64_t ldx, const uint16_t* Y, int64_t ldy, int64_t L, float* out) {
+    __m512 P[MB * NB];
+    dots_bf16dp_partial<MB, NB>(X, ldx, Y, ldy, L, P, true, nullptr, 0, 0, 0);
+    for (int q = 0; q < MB * NB; q++) out[q] = hsum16(P[q]);
 }
 
 // x[M, K] -> xp, slice after slice: slice s holds x[:, s·kDpSlice : s·kDpSlice + len] as M rows of len.

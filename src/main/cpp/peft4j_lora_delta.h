@@ -49,6 +49,17 @@ inline void st16(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 inline void st16(uint16_t* p, __mmask16 m, __m512 v) { _mm256_mask_storeu_epi16(p, m, f32x16_to_bf16_avx512(v)); }
 
+// acc[r·NV + v] = y[r][i + 16v, +16) widened to float32, the last vector masked by mlast
+template <int MB, int NV, typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void load_rows(__m512* acc, T* const* y, int64_t i, __mmask16 mlast) {
+#pragma GCC unroll 16
+    for (int q = 0; q < MB * NV; q++) {
+        const int r = q / NV, v = q % NV;
+        acc[q] = ld16(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff);
+    }
+}
+
 // MB rows x NV vectors of 16 columns, starting at column i: acc (MB x NV registers) loaded from y, then one
 // load of V per (j, vector) and one broadcast of c per (j, row) feed MB x NV fused multiply-adds (4 x 4: half a
 // load per FMA, so the loop runs at FMA throughput), rounded once into y. The last vector is masked by mlast.
@@ -57,11 +68,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 inline void rows_block_avx512(T* const* y, int64_t i, const float* const* c, int R, const float* V, int64_t ldv,
                               __mmask16 mlast) {
     __m512 acc[MB * NV];
-#pragma GCC unroll 16
-    for (int q = 0; q < MB * NV; q++) {
-        const int r = q / NV, v = q % NV;
-        acc[q] = ld16(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff);
-    }
+    load_rows<MB, NV>(acc, y, i, mlast);
     for (int j = 0; j < R; j++) {
         __m512 vv[NV];
 #pragma GCC unroll 4
@@ -94,16 +101,23 @@ inline void st16ne(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m
 PEFT4J_BF16_TARGET
 inline void st16ne(uint16_t* p, __mmask16 m, __m512 v) { _mm256_mask_storeu_epi16(p, m, f32x16_to_bf16_ne(v)); }
 
+// load_rows' inverse: each vector rounded once into y (VCVTNEPS2BF16 for bf16)
+template <int MB, int NV, typename T>
+PEFT4J_BF16_TARGET
+inline void store_rows_ne(T* const* y, int64_t i, __mmask16 mlast, const __m512* acc) {
+#pragma GCC unroll 16
+    for (int q = 0; q < MB * NV; q++) {
+        const int r = q / NV, v = q % NV;
+        st16ne(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff, acc[q]);
+    }
+}
+
 template <int MB, int NV, typename T>
 PEFT4J_BF16_TARGET
 inline void rows_block_bf16ne(T* const* y, int64_t i, const float* const* c, int R, const float* V, int64_t ldv,
                               __mmask16 mlast) {
     __m512 acc[MB * NV];
-#pragma GCC unroll 16
-    for (int q = 0; q < MB * NV; q++) {
-        const int r = q / NV, v = q % NV;
-        acc[q] = ld16(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff);
-    }
+    load_rows<MB, NV>(acc, y, i, mlast);
     for (int j = 0; j < R; j++) {
         __m512 vv[NV];
 #pragma GCC unroll 4
@@ -112,11 +126,7 @@ inline void rows_block_bf16ne(T* const* y, int64_t i, const float* const* c, int
 #pragma GCC unroll 16
         for (int q = 0; q < MB * NV; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(c[q / NV][j]), vv[q % NV], acc[q]);
     }
-#pragma GCC unroll 16
-    for (int q = 0; q < MB * NV; q++) {
-        const int r = q / NV, v = q % NV;
-        st16ne(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff, acc[q]);
-    }
+    store_rows_ne<MB, NV>(y, i, mlast, acc);
 }
 
 template <int MB, typename T>
@@ -139,11 +149,7 @@ PEFT4J_BF16_TARGET
 inline void rows_block_dp(uint16_t* const* y, int64_t i, const uint32_t* const* c, int P, const uint32_t* V, int64_t ldv,
                           __mmask16 mlast) {
     __m512 acc[MB * NV];
-#pragma GCC unroll 16
-    for (int q = 0; q < MB * NV; q++) {
-        const int r = q / NV, v = q % NV;
-        acc[q] = ld16(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff);
-    }
+    load_rows<MB, NV>(acc, y, i, mlast);
     for (int p = 0; p < P; p++) {
         __m512bh vv[NV];
 #pragma GCC unroll 4
@@ -153,11 +159,7 @@ inline void rows_block_dp(uint16_t* const* y, int64_t i, const uint32_t* const* 
         for (int q = 0; q < MB * NV; q++)
             acc[q] = _mm512_dpbf16_ps(acc[q], (__m512bh) _mm512_set1_epi32((int) c[q / NV][p]), vv[q % NV]);
     }
-#pragma GCC unroll 16
-    for (int q = 0; q < MB * NV; q++) {
-        const int r = q / NV, v = q % NV;
-        st16ne(y[r] + i + 16 * v, v == NV - 1 ? mlast : (__mmask16) 0xffff, acc[q]);
-    }
+    store_rows_ne<MB, NV>(y, i, mlast, acc);
 }
 
 template <int MB>

@@ -178,11 +178,11 @@ inline __m512bh load32bh_masked(const uint16_t* p, __mmask32 m) { return (__m512
 // every common size), so one column of every row falls into one L1 set and x is re-read from L2 for every 4 rows
 // of W; and the hardware prefetcher only brings W in while the first 4-row block of x passes over it, so the
 // kernel took (time to stream W) + (time to compute) instead of the larger of the two (FusedLoraLinearBench, bf16,
-// 16 rows of a 4096 x 4096 layer: 1.59 ms, where one row, nearly all streaming, takes 0.5-0.6 ms). Here x is packed once per call, slice by slice
-// ([K/kDpSlice][M][kDpSlice], contiguous, so the slice and the partial sums stay in L1), each group of kDpGroup
-// rows of W is multiplied slice by slice against it, and W's next slice is prefetched spread evenly over all
-// the passes of x's row blocks over the current one (1.02 ms). At 1-4 rows there is one pass and streaming W
-// dominates; rows_times_rowsT_bf16's long sequential rows stream best there.
+// 16 rows of a 4096 x 4096 layer: 1.59 ms, where one row, nearly all streaming, takes 0.5-0.6 ms). Here x is
+// packed once per call, slice by slice ([K/kDpSlice][M][kDpSlice], contiguous, so the slice and the partial sums
+// stay in L1), each group of kDpGroup rows of W is multiplied slice by slice against it, and W's next slice is
+// prefetched spread evenly over all the passes of x's row blocks over the current one (1.04 ms). At 1-4 rows there
+// is one pass and streaming W dominates; rows_times_rowsT_bf16's long sequential rows stream best there.
 constexpr int64_t kDpTileMinRows = 5;
 constexpr int64_t kDpSlice = 512;
 constexpr int64_t kDpGroup = 16;  // rows of W per pass over x's slices; P below holds their partial sums

@@ -91,8 +91,8 @@ class ThreadPool {
     // finished. A thread out of phase-p tasks spins (a few µs: until the last one running completes) instead of
     // the region ending and a new one starting: each region's fork and join wake the helpers, which with
     // OMP_WAIT_POLICY=passive sleep in between (DecodeBench's hollow bf16 step, all wake-ups: 10.2 ms passive,
-    // 2.2 ms with a short spin), and the join waits for a helper
-    // even when it got no task. A helper that wakes late finds the early phases done and joins the current one.
+    // 2.2 ms with a short spin), and the join waits for a helper even when it got no task. A helper that wakes
+    // late finds the early phases done and joins the current one.
     void parallel_phases(int threads, std::initializer_list<Phase> phases) {
         struct State {
             std::atomic<int64_t> next{0}, done{0};

@@ -5,6 +5,7 @@ import org.openjdk.jmh.annotations.Level;
 import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
 import org.openjdk.jmh.annotations.State;
+import org.openjdk.jmh.annotations.TearDown;
 
 /**
  * A paired measurement: each benchmark call times the baseline and the candidate back to back (alternating which
@@ -22,11 +23,16 @@ public class PairedNanos {
 
     @Setup(Level.Iteration)
     public void reset() {
+        baselineNs = 0;
+        candidateNs = 0;
+    }
+
+    /** Prints the iteration's ratio (the sums stay as they are for JMH to collect). */
+    @TearDown(Level.Iteration)
+    public void report() {
         if (baselineNs > 0) {
             System.out.printf("paired: candidate / baseline = %.4f%n", (double) candidateNs / baselineNs);
         }
-        baselineNs = 0;
-        candidateNs = 0;
     }
 
     /** Runs both, in alternating order, adding each one's wall time to its sum. */

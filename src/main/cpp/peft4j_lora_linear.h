@@ -53,6 +53,34 @@ struct AdaptedLinear {
 inline float load_scalar(const float* p, int64_t i) { return p[i]; }
 inline float load_scalar(const uint16_t* p, int64_t i) { return bf16_to_f32(p[i]); }
 
+// Byte ranges to bring into cache a few lines at a time while a compute-bound loop runs, so that their misses
+// overlap its arithmetic: prefetching a range all at once fills the core's miss buffers and stalls the loop. With
+// the T0 hint (to every level): T1 and NTA left most of a mixed batch's cost in place on this machine.
+struct SidePrefetch {
+    static constexpr int kMaxRanges = 64;
+    const char* ptr[kMaxRanges];
+    int64_t len[kMaxRanges];
+    int n = 0, cur = 0;
+    int64_t off = 0, lines = 0;
+    void add(const void* p, int64_t bytes) {
+        if (n < kMaxRanges && bytes > 0) {
+            ptr[n] = (const char*) p;
+            len[n++] = bytes;
+            lines += (bytes + 63) / 64;
+        }
+    }
+    void next(int64_t k) {
+        for (; k > 0 && cur < n; k--) {
+            __builtin_prefetch(ptr[cur] + off, 0, 3);  // prefetcht0
+            off += 64;
+            if (off >= len[cur]) {
+                cur++;
+                off = 0;
+            }
+        }
+    }
+};
+
 // ---- scalar micro-kernel: out[m][n] = Σ_k X[m,k]·Y[n,k] ----
 template <typename TY>
 inline void dots_scalar(const float* X, int64_t ldx, int mb, const TY* Y, int64_t ldy, int nb, int64_t L,
@@ -239,14 +267,16 @@ inline void pack_x_slices(const uint16_t* x, int64_t M, int64_t K, uint16_t* xp)
 }
 
 // out[m, n - n0] (row stride ldo) = x[m, :K] · Y[n, :K] for m < M <= 16, n0 <= n < n1, both bfloat16, on
-// VDPBF16PS, with x packed by pack_x_slices.
+// VDPBF16PS, with x packed by pack_x_slices; side (optional) is prefetched spread over the whole call.
 PEFT4J_BF16_TARGET
 inline void rows_times_rowsT_bf16_tiled(const uint16_t* xp, int64_t M, const uint16_t* Y, int64_t n0, int64_t n1,
-                                        int64_t K, float* out, int64_t ldo) {
+                                        int64_t K, float* out, int64_t ldo, SidePrefetch* side = nullptr) {
     alignas(64) __m512 P[kDpGroup * 16];  // [n-block of 4][m-block of 4][4 x 4]
     const int64_t n_slices = (K + kDpSlice - 1) / kDpSlice;
     const int64_t passes = (M + 3) / 4;                  // row blocks of x over each slice of 4 rows of W
     const int64_t rows_per_pass = (4 + passes - 1) / passes;  // rows of the next slice each pass prefetches
+    const int64_t calls = n_slices * ((n1 - n0 + 3) / 4) * passes;  // register-block calls below
+    const int64_t side_per_call = side ? (side->lines + calls - 1) / calls : 0;
     for (int64_t g0 = n0; g0 < n1; g0 += kDpGroup) {
         const int64_t g1 = std::min(n1, g0 + kDpGroup);
         for (int64_t s = 0; s < n_slices; s++) {
@@ -268,6 +298,7 @@ inline void rows_times_rowsT_bf16_tiled(const uint16_t* xp, int64_t M, const uin
                     const char* pf = pf_rows > 0 ? (const char*) (Y + (pn + r0) * K + pk) : nullptr;
                     const uint16_t* Xm = xs + m * len;
                     const uint16_t* Yn = Y + n * K + k0;
+                    if (side_per_call) side->next(side_per_call);
                     switch (mb * 8 + nb) {
 #define PEFT4J_DPT_CASE(MBV, NBV)                                                                        \
     case (MBV) * 8 + (NBV):                                                                              \
@@ -314,12 +345,15 @@ inline void dots_bf16_scalar(const uint16_t* X, int64_t ldx, int mb, const uint1
 // on ISA_AVX512_BF16; below that the float32 paths after widening (callers on lower ISAs normally widen once
 // themselves and call rows_times_rowsT).
 inline void rows_times_rowsT_bf16(int isa, const uint16_t* X, int64_t M, const uint16_t* Y, int64_t n0, int64_t n1,
-                                  int64_t L, float* out, int64_t ldo) {
+                                  int64_t L, float* out, int64_t ldo, SidePrefetch* side = nullptr) {
     float blk[16];
+    const int64_t calls = ((n1 - n0 + 3) / 4) * ((M + 3) / 4);
+    const int64_t side_per_call = side && calls > 0 ? (side->lines + calls - 1) / calls : 0;
     for (int64_t n = n0; n < n1; n += 4) {
         int nb = (int) std::min<int64_t>(4, n1 - n);
         for (int64_t m = 0; m < M; m += 4) {
             int mb = (int) std::min<int64_t>(4, M - m);
+            if (side_per_call) side->next(side_per_call);
             const uint16_t* Xm = X + m * L;
             const uint16_t* Yn = Y + n * L;
 #if defined(__x86_64__)
@@ -371,12 +405,15 @@ inline void dots(int isa, const float* X, int64_t ldx, int mb, const TY* Y, int6
 // out[m, n - n0] (row stride ldo) = X[m, :L] · Y[n, :L] for m < M, n0 <= n < n1; blocked 4 x 4.
 template <typename TY>
 inline void rows_times_rowsT(int isa, const float* X, int64_t M, const TY* Y, int64_t n0, int64_t n1, int64_t L,
-                             float* out, int64_t ldo) {
+                             float* out, int64_t ldo, SidePrefetch* side = nullptr) {
     float blk[16];
+    const int64_t calls = ((n1 - n0 + 3) / 4) * ((M + 3) / 4);
+    const int64_t side_per_call = side && calls > 0 ? (side->lines + calls - 1) / calls : 0;
     for (int64_t n = n0; n < n1; n += 4) {
         int nb = (int) std::min<int64_t>(4, n1 - n);
         for (int64_t m = 0; m < M; m += 4) {
             int mb = (int) std::min<int64_t>(4, M - m);
+            if (side_per_call) side->next(side_per_call);
             dots(isa, X + m * L, L, mb, Y + n * L, L, nb, L, blk);
             for (int i = 0; i < mb; i++)
                 for (int j = 0; j < nb; j++) out[(m + i) * ldo + (n - n0 + j)] = blk[i * nb + j];
@@ -620,23 +657,26 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
         const int64_t nn = n1 - n0;
         float acc[16 * 64];  // M <= kMaxDecodeRows rows x up to 64 features
         float part[16 * 64];
-#if defined(__x86_64__)
         // With several adapters, the rows of B the expand below reads (nn·r elements per adapter, contiguous) are
-        // fetched into L2 while the base products run: a mixed batch's 8 adapters' are 8 short streams that
-        // otherwise stall the expand (mixed / one adapter 1.08 -> 1.02 in MixedBatchBench's setting). One adapter's
-        // single stream the hardware prefetcher follows; prefetching it cost a few per cent at one row.
+        // prefetched a few lines per register block while the base products run (SidePrefetch): a mixed batch's
+        // 8 adapters' are 8 short streams that otherwise stall the expand, and fetched all at once before the
+        // products they stalled those instead (MixedBatchBench paired mixed / one, weights=4: float32
+        // 1.055 -> 1.018, bfloat16 1.06-1.08 -> 1.01-1.03). One adapter's single stream the hardware prefetcher
+        // follows; prefetching it cost a few per cent at one row.
+        SidePrefetch side;
         for (int a = 0; a < (n_ad > 1 ? n_ad : 0); a++) {
             if (mixed && n_rows[a] == 0) continue;
             const LoraSlot& ad = L.adapters[(size_t) a];
-            const char* pb = (const char*) ((const TY*) ad.B + n0 * ad.r);
-            const int64_t bytes = nn * ad.r * (int64_t) sizeof(TY);
-            for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(pb + o, _MM_HINT_T1);
+            side.add((const TY*) ad.B + n0 * ad.r, nn * ad.r * (int64_t) sizeof(TY));
         }
-        if (dp && xp) rows_times_rowsT_bf16_tiled(xp, M, (const uint16_t*) W, n0, n1, K, acc, nn);
-        else if (dp) rows_times_rowsT_bf16(isa, xh, M, (const uint16_t*) W, n0, n1, K, acc, nn);
-        else
+#if defined(__x86_64__)
+        if (dp && xp) {
+            rows_times_rowsT_bf16_tiled(xp, M, (const uint16_t*) W, n0, n1, K, acc, nn, &side);
+        } else if (dp) {
+            rows_times_rowsT_bf16(isa, xh, M, (const uint16_t*) W, n0, n1, K, acc, nn, &side);
+        } else
 #endif
-            rows_times_rowsT<TY>(isa, xf, M, W, n0, n1, K, acc, nn);
+            rows_times_rowsT<TY>(isa, xf, M, W, n0, n1, K, acc, nn, &side);
         await_shrink();
         int64_t off = 0;
 #if defined(__x86_64__)

@@ -100,4 +100,10 @@ public class LoraDeltaBench {
     public void pairedBaseVsAdapted(PairedNanos t) {
         t.time(this::libtorchBaseLinear, this::peft4jAdapted);
     }
+
+    /** Base and PEFT's composed ops back to back, the same way: where peft4j's delta stands against libtorch's. */
+    @Benchmark
+    public void pairedBaseVsComposed(PairedNanos t) {
+        t.time(this::libtorchBaseLinear, this::peftComposed);
+    }
 }

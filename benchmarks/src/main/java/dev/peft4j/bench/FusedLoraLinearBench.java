@@ -57,7 +57,9 @@ public class FusedLoraLinearBench {
     private Tensor b;
     private Scalar scale;
     private FusedLoraLinear[] fused;
-    private int next;
+    private WeightCycle baseCycle;
+    private WeightCycle composedCycle;
+    private WeightCycle fusedCycle;
 
     @Setup
     public void setup() {
@@ -68,6 +70,9 @@ public class FusedLoraLinearBench {
         b = torch.randn(N, R).mul_(new Scalar(0.01)).to(dt);
         scale = new Scalar(2.0f);
         w = new Tensor[weights];
+        baseCycle = new WeightCycle(weights, 0);
+        composedCycle = new WeightCycle(weights, 0);
+        fusedCycle = new WeightCycle(weights, weights / 2);
         fused = new FusedLoraLinear[weights];
         for (int i = 0; i < weights; i++) {
             w[i] = torch.randn(N, K).mul_(new Scalar(1.0 / Math.sqrt(K))).to(dt);
@@ -83,20 +88,14 @@ public class FusedLoraLinearBench {
         }
     }
 
-    private int nextIndex() {
-        int i = next;
-        next = (i + 1) % weights;
-        return i;
-    }
-
     @Benchmark
     public void libtorchBaseLinear() {
-        torch.linear(x, w[nextIndex()]).close();
+        torch.linear(x, w[baseCycle.next()]).close();
     }
 
     @Benchmark
     public void peftComposed() {
-        Tensor y = torch.linear(x, w[nextIndex()]);
+        Tensor y = torch.linear(x, w[composedCycle.next()]);
         Tensor t = torch.linear(x, a);
         Tensor d = torch.linear(t, b);
         y.add_(d, scale);
@@ -107,13 +106,13 @@ public class FusedLoraLinearBench {
 
     @Benchmark
     public void peft4jFused() {
-        fused[nextIndex()].forward(x).close();
+        fused[fusedCycle.next()].forward(x).close();
     }
 
     /**
      * libtorch's base and the fused layer back to back in one loop (see {@link PairedNanos}): the ratio of
-     * {@code :candidateNs} to {@code :baselineNs}. Each call still takes the next weight, so with 4 weights each
-     * path streams 2 of them.
+     * {@code :candidateNs} to {@code :baselineNs}. Each path takes the next of its own cycle of weights
+     * ({@link WeightCycle}), so both stream all of them.
      */
     @Benchmark
     public void pairedBaseVsFused(PairedNanos t) {

@@ -53,7 +53,9 @@ public class MixedBatchBench {
 
     private Tensor x;
     private Tensor[] ws;
-    private int next;
+    private WeightCycle oneCycle;
+    private WeightCycle mixedCycle;
+    private WeightCycle otherCycle;
     private final List<FusedLoraLinear.Adapter> all = new ArrayList<>();
     private final List<Tensor> rowIndex = new ArrayList<>();
     private Scalar scale;
@@ -83,6 +85,9 @@ public class MixedBatchBench {
             rowIndex.add(Tensor.create(new long[] {s, s + ADAPTERS}, 2));
         }
         scale = new Scalar(2.0f);
+        oneCycle = new WeightCycle(weights, 0);
+        mixedCycle = new WeightCycle(weights, weights / 2);
+        otherCycle = new WeightCycle(weights, 0);
         mixed = new FusedLoraLinear[weights];
         one = new FusedLoraLinear[weights];
         for (int i = 0; i < weights; i++) {
@@ -101,20 +106,14 @@ public class MixedBatchBench {
         }
     }
 
-    private int nextIndex() {
-        int i = next;
-        next = (i + 1) % weights;
-        return i;
-    }
-
     @Benchmark
     public void mixedFused() {
-        mixed[nextIndex()].forward(x, rowSlot).close();
+        mixed[mixedCycle.next()].forward(x, rowSlot).close();
     }
 
     @Benchmark
     public void oneAdapterFused() {
-        one[nextIndex()].forward(x, allZero).close();
+        one[oneCycle.next()].forward(x, allZero).close();
     }
 
     /** The same rows on one adapter, then over 8, back to back in one loop (see {@link PairedNanos}). */
@@ -125,17 +124,17 @@ public class MixedBatchBench {
 
     @Benchmark
     public void mixedPrefillPath() {
-        LoraDelta.linear(x, ws[nextIndex()], null, all, rowSlot).close();
+        LoraDelta.linear(x, ws[otherCycle.next()], null, all, rowSlot).close();
     }
 
     @Benchmark
     public void oneAdapterPrefillPath() {
-        LoraDelta.linear(x, ws[nextIndex()], null, all, allZero).close();
+        LoraDelta.linear(x, ws[otherCycle.next()], null, all, allZero).close();
     }
 
     @Benchmark
     public void peftComposedLoop() {
-        Tensor y = torch.linear(x, ws[nextIndex()]);
+        Tensor y = torch.linear(x, ws[otherCycle.next()]);
         for (int s = 0; s < ADAPTERS; s++) {
             Tensor idx = rowIndex.get(s);
             FusedLoraLinear.Adapter ad = all.get(s);

@@ -106,4 +106,24 @@ public class LoraDeltaBench {
     public void pairedBaseVsComposed(PairedNanos t) {
         t.time(this::libtorchBaseLinear, this::peftComposed);
     }
+
+    private Tensor wT;
+
+    /**
+     * libtorch's GEMM accumulating into an existing output ({@code y.addmm_(x, Wᵀ)}, beta = 1): what the base would
+     * cost if the delta were written first and libtorch added the base into it.
+     */
+    @Benchmark
+    public void addmmAccumulate() {
+        if (wT == null) {
+            wT = w.t();
+        }
+        y.addmm_(x, wT);
+    }
+
+    /** Base {@code linear} and the accumulating {@code addmm_} back to back (see {@link PairedNanos}). */
+    @Benchmark
+    public void pairedBaseVsAddmmAccumulate(PairedNanos t) {
+        t.time(this::libtorchBaseLinear, this::addmmAccumulate);
+    }
 }

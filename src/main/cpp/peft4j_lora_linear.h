@@ -55,7 +55,8 @@ inline float load_scalar(const uint16_t* p, int64_t i) { return bf16_to_f32(p[i]
 
 // Byte ranges to bring into cache a few lines at a time while a compute-bound loop runs, so that their misses
 // overlap its arithmetic: prefetching a range all at once fills the core's miss buffers and stalls the loop. With
-// the T0 hint (to every level): T1 and NTA left most of a mixed batch's cost in place on this machine.
+// the T0 hint (to every level): T1 and NTA left most of a mixed batch's cost in place (a C++ timing loop of the
+// mixed-batch call on this machine).
 struct SidePrefetch {
     static constexpr int kMaxRanges = 64;
     const char* ptr[kMaxRanges];
@@ -660,9 +661,9 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
         // With several adapters, the rows of B the expand below reads (nn·r elements per adapter, contiguous) are
         // prefetched a few lines per register block while the base products run (SidePrefetch): a mixed batch's
         // 8 adapters' are 8 short streams that otherwise stall the expand, and fetched all at once before the
-        // products they stalled those instead (MixedBatchBench paired mixed / one, weights=4: float32
-        // 1.055 -> 1.018, bfloat16 1.06-1.08 -> 1.01-1.03). One adapter's single stream the hardware prefetcher
-        // follows; prefetching it cost a few per cent at one row.
+        // products they stalled those instead (MixedBatchBench paired mixed / one, weights=4, before its per-path
+        // weight cycles: float32 1.055 -> 1.018, bfloat16 1.06-1.08 -> 1.01-1.05; with them 1.02-1.03 both). One
+        // adapter's single stream the hardware prefetcher follows; prefetching it cost a few per cent at one row.
         SidePrefetch side;
         for (int a = 0; a < (n_ad > 1 ? n_ad : 0); a++) {
             if (mixed && n_rows[a] == 0) continue;

@@ -14,6 +14,7 @@ import dev.peft4j.config.PeftConfig;
 import dev.peft4j.config.PeftConfigs;
 import dev.peft4j.config.PeftType;
 import dev.peft4j.io.AdapterFolder;
+import dev.peft4j.io.HubCache;
 import dev.peft4j.io.SafetensorsFile;
 import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Embedding;
@@ -184,6 +185,22 @@ public final class PeftAdapters {
         setAdapter(List.of(name), false);
     }
 
+    // a string-valued entry of load_adapter's adapter_kwargs (cache_dir, subfolder), or null
+    private static String stringKwarg(LoadAdapterOptions o, String key) {
+        Object v = o.adapterKwargs() == null ? null : o.adapterKwargs().get(key);
+        if (v == null) {
+            return null;
+        }
+        if (v instanceof String str) {
+            return str;
+        }
+        if (v instanceof Path path) {
+            return path.toString();
+        }
+        throw new IllegalArgumentException("adapter_kwargs['" + key + "']: expected a string or a Path, got "
+                + v.getClass().getSimpleName());
+    }
+
     /** {@code load_adapter}. */
     public AdapterLoadReport loadAdapter(String pathOrRepoId, LoadAdapterOptions options) throws IOException {
         LoadAdapterOptions o = options == null ? LoadAdapterOptions.DEFAULTS : options;
@@ -205,8 +222,17 @@ public final class PeftAdapters {
                         + "file; pass the folder holding adapter_config.json and the weights");
             }
             if (!Files.isDirectory(dir)) {
-                throw new UnsupportedOperationException("'" + pathOrRepoId + "' is not a local directory, and a "
-                        + "Hub download is not available yet: download the adapter folder and pass its path");
+                // a repo id: its snapshot in the local Hugging Face cache (adapter_kwargs' cache_dir, as in
+                // transformers), at `revision`; nothing is downloaded
+                dir = HubCache.snapshot(HubCache.root(stringKwarg(o, "cache_dir")), pathOrRepoId, o.revision());
+            }
+            String subfolder = stringKwarg(o, "subfolder");
+            if (subfolder != null && !subfolder.isEmpty()) {
+                dir = dir.resolve(subfolder);
+                if (!Files.isDirectory(dir)) {
+                    throw new IllegalArgumentException("adapter model file not found in " + pathOrRepoId
+                            + ": no subfolder '" + subfolder + "' (" + dir + ")");
+                }
             }
             if (config == null && !Files.isRegularFile(dir.resolve(PeftConfigs.CONFIG_FILE_NAME))) {
                 throw new IllegalArgumentException("adapter model file not found in " + pathOrRepoId

@@ -209,4 +209,68 @@ class MixinFixtureTest {
         // 24 encoder + 24 decoder blocks; k and v in self-attention (+ cross-attention in the decoder), wi_1 in each FF
         assertEquals(Map.of("k", 72, "v", 72, "wi_1", 48), byKind);
     }
+
+    /**
+     * The PEFT adapter folder laid out as huggingface_hub caches a download (files linked into blobs/, refs/main
+     * naming the snapshot), under models--org--gpt2-lora of the given cache folder, the adapter in a subfolder "sub"
+     * of a second commit that refs/v2 names.
+     */
+    private static void cacheLikeHuggingfaceHub(Path cache, Path adapterDir) throws Exception {
+        Path repo = Files.createDirectories(cache.resolve("models--org--gpt2-lora"));
+        Path blobs = Files.createDirectories(repo.resolve("blobs"));
+        String main = "1111111111111111111111111111111111111111";
+        String v2 = "2222222222222222222222222222222222222222";
+        Files.createDirectories(repo.resolve("refs"));
+        Files.writeString(repo.resolve("refs/main"), main);
+        Files.writeString(repo.resolve("refs/v2"), v2);
+        Path snapMain = Files.createDirectories(repo.resolve("snapshots/" + main));
+        Path snapV2 = Files.createDirectories(repo.resolve("snapshots/" + v2 + "/sub"));
+        for (String f : new String[] {"adapter_config.json", "adapter_model.safetensors"}) {
+            Path blob = blobs.resolve("blob-" + f); // huggingface_hub names blobs by their hash
+            Files.copy(adapterDir.resolve(f), blob);
+            Files.createSymbolicLink(snapMain.resolve(f), snapMain.relativize(blob));
+            Files.createSymbolicLink(snapV2.resolve(f), snapV2.relativize(blob));
+        }
+    }
+
+    @Test
+    void loadsRepoIdFromTheHuggingFaceCacheAtARevisionAndSubfolder() throws Exception {
+        Path dir = fixtureFolder(tmp, "peft-lora-gpt2-tigrinya", "adapter_model.safetensors");
+        Path cache = tmp.resolve("hf-cache");
+        cacheLikeHuggingfaceHub(cache, dir);
+        Tensor x = ids(2, 6, 64, 3);
+        try (PreTrainedModel m = gpt2()) {
+            m.loadAdapter(dir, "folder");
+            AdapterLoadReport main = m.loadAdapter("org/gpt2-lora", LoadAdapterOptions.builder().adapterName("main")
+                    .adapterKwargs(Map.of("cache_dir", cache.toString())).build());
+            assertEquals(List.of(), main.unexpectedKeys());
+            assertEquals(List.of(), main.missingKeys());
+            m.loadAdapter("org/gpt2-lora", LoadAdapterOptions.builder().adapterName("v2").revision("v2")
+                    .adapterKwargs(Map.of("cache_dir", cache, "subfolder", "sub")).build());
+            Map<String, Tensor> want = m.getAdapterStateDict("folder");
+            for (String name : List.of("main", "v2")) {
+                Map<String, Tensor> got = m.getAdapterStateDict(name);
+                assertEquals(want.keySet(), got.keySet(), name);
+                for (Map.Entry<String, Tensor> e : want.entrySet()) {
+                    assertTrue(bitEqual(e.getValue(), got.get(e.getKey())), name + " " + e.getKey());
+                }
+            }
+            m.setAdapter("folder");
+            Tensor fromFolder = logits(m, x);
+            m.setAdapter("v2");
+            assertEquals(0.0, maxAbsDiff(fromFolder, logits(m, x)), "the same adapter, read through the cache");
+
+            java.nio.file.NoSuchFileException missing = org.junit.jupiter.api.Assertions.assertThrows(
+                    java.nio.file.NoSuchFileException.class, () -> m.loadAdapter("org/absent", LoadAdapterOptions
+                            .builder().adapterName("x").adapterKwargs(Map.of("cache_dir", cache.toString())).build()));
+            assertTrue(missing.getMessage().contains("models--org--absent"), missing.getMessage());
+            IllegalArgumentException noSub = org.junit.jupiter.api.Assertions.assertThrows(
+                    IllegalArgumentException.class, () -> m.loadAdapter("org/gpt2-lora", LoadAdapterOptions.builder()
+                            .adapterName("y").adapterKwargs(Map.of("cache_dir", cache.toString(), "subfolder", "sub"))
+                            .build()));
+            assertTrue(noSub.getMessage().contains("no subfolder 'sub'"), noSub.getMessage());
+            assertEquals(List.of("folder", "main", "v2"), List.copyOf(m.peftAdapters().peftConfig().keySet()),
+                    "failed loads left nothing behind");
+        }
+    }
 }

@@ -196,9 +196,11 @@ class MixinLoraTest {
             IllegalArgumentException nothing = assertThrows(IllegalArgumentException.class,
                     () -> m.loadAdapter(null, LoadAdapterOptions.named("z")));
             assertTrue(nothing.getMessage().startsWith("You should either pass a `peft_model_id` or a `peft_config`"));
-            UnsupportedOperationException hub = assertThrows(UnsupportedOperationException.class,
-                    () -> m.loadAdapter("someone/some-lora", LoadAdapterOptions.named("h")));
-            assertTrue(hub.getMessage().contains("Hub download is not available yet"), hub.getMessage());
+            java.nio.file.NoSuchFileException hub = assertThrows(java.nio.file.NoSuchFileException.class,
+                    () -> m.loadAdapter("someone/some-lora", LoadAdapterOptions.builder().adapterName("h")
+                            .adapterKwargs(java.util.Map.of("cache_dir", tmp.resolve("empty-cache").toString())).build()));
+            assertTrue(hub.getMessage().contains("not in the Hugging Face cache")
+                    && hub.getMessage().contains("does not download"), hub.getMessage());
             UnsupportedOperationException dora = assertThrows(UnsupportedOperationException.class,
                     () -> m.addAdapter(LoraConfig.builder().targetModules("k_proj").useDora(true).build(), "i"));
             assertTrue(dora.getMessage().contains("use_dora"), dora.getMessage());

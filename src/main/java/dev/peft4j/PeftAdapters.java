@@ -224,7 +224,7 @@ public final class PeftAdapters {
             if (!Files.isDirectory(dir)) {
                 // a repo id: its snapshot in the local Hugging Face cache (adapter_kwargs' cache_dir, as in
                 // transformers), at `revision`; nothing is downloaded
-                dir = HubCache.snapshot(HubCache.root(stringKwarg(o, "cache_dir")), pathOrRepoId, o.revision());
+                dir = HubCache.localOrCached(pathOrRepoId, o.revision(), stringKwarg(o, "cache_dir"));
             }
             String subfolder = stringKwarg(o, "subfolder");
             if (subfolder != null && !subfolder.isEmpty()) {

@@ -91,8 +91,8 @@ final class GenerateCommand extends CliCommand {
         if (!text && (printIds || !addSpecialTokens)) {
             throw usage((printIds ? "--print-ids" : "--no-add-special-tokens") + " applies to --prompt");
         }
-        if (text && !Tokenizer.existsIn(model.modelDir)) {
-            throw usage("--prompt needs a tokenizer, and " + model.modelDir + " has no " + Tokenizer.FILE_NAME
+        if (text && !Tokenizer.existsIn(model.dir())) {
+            throw usage("--prompt needs a tokenizer, and " + model.dir() + " has no " + Tokenizer.FILE_NAME
                     + ": give the prompt as token ids with --input-ids");
         }
         long[][] rows = null;
@@ -118,7 +118,7 @@ final class GenerateCommand extends CliCommand {
         } catch (IllegalArgumentException e) {
             throw usage(e.getMessage());
         }
-        try (Tokenizer tokenizer = text ? Tokenizer.fromFile(model.modelDir.resolve(Tokenizer.FILE_NAME)) : null) {
+        try (Tokenizer tokenizer = text ? Tokenizer.fromFile(model.dir().resolve(Tokenizer.FILE_NAME)) : null) {
             if (text) {
                 rows = new long[prompts.size()][];
                 for (int r = 0; r < rows.length; r++) {
@@ -135,10 +135,10 @@ final class GenerateCommand extends CliCommand {
 
     private void generate(long[][] rows, Generation.Options options, Map<String, Path> folders, Tokenizer tokenizer)
             throws IOException {
-        progress("loading %s", model.modelDir);
+        progress("loading %s", model.dir());
         try (PreTrainedModel m = model.load(); PointerScope scope = new PointerScope()) {
             if (!(m instanceof CausalLM lm)) {
-                throw new IllegalArgumentException(model.modelDir + ": " + m.typeName()
+                throw new IllegalArgumentException(model.dir() + ": " + m.typeName()
                         + " has no language-model head: generate needs a causal LM");
             }
             adapterOptions.apply(m, folders);

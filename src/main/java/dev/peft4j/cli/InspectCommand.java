@@ -56,11 +56,11 @@ final class InspectCommand extends CliCommand {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     @Parameters(index = "0", paramLabel = "<adapter dir>", description = "A folder with adapter_config.json and "
-            + "adapter_model.safetensors (or adapter_model.bin).")
+            + "adapter_model.safetensors (or adapter_model.bin), or a repo id already in the local Hugging Face cache.")
     Path adapterDir;
 
     @Option(names = "--model", paramLabel = "<dir>", description = "A model folder (config.json; no weights are "
-            + "read) to match the adapter against.")
+            + "read) or a repo id in the local Hugging Face cache, to match the adapter against.")
     Path modelDir;
 
     /** One tensor of the adapter file. */
@@ -68,6 +68,11 @@ final class InspectCommand extends CliCommand {
 
     @Override
     public Integer call() throws IOException {
+        // a repo id in place of either folder: its snapshot in the local Hugging Face cache
+        adapterDir = dev.peft4j.io.HubCache.localOrCached(adapterDir.toString(), null, null);
+        if (modelDir != null) {
+            modelDir = dev.peft4j.io.HubCache.localOrCached(modelDir.toString(), null, null);
+        }
         PeftConfig config = PeftConfigs.read(adapterDir);
         String weightsFile;
         List<Entry> entries;

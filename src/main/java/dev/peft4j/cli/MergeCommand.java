@@ -34,7 +34,7 @@ final class MergeCommand extends CliCommand {
         if (Files.exists(out) && !Files.isDirectory(out)) {
             throw usage("--out " + out + " is a file; the merged model is written into a folder");
         }
-        progress("loading %s", model.modelDir);
+        progress("loading %s", model.dir());
         try (PreTrainedModel m = model.load()) {
             m.loadAdapter(adapter, "default");
             m.mergeAndUnload();

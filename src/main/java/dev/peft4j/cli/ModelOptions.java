@@ -8,11 +8,17 @@ import java.nio.file.Path;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 import picocli.CommandLine.Option;
 
-/** {@code --model <dir>} and {@code --dtype}: a Hugging Face model folder, loaded by {@link AutoModel}. */
+/**
+ * {@code --model <dir or repo id>} and {@code --dtype}: a Hugging Face model folder (or a repo's snapshot in the local
+ * Hugging Face cache), loaded by {@link AutoModel}.
+ */
 final class ModelOptions {
     @Option(names = "--model", required = true, paramLabel = "<dir>",
-            description = "A Hugging Face model folder: config.json and model.safetensors (sharded, or pytorch_model.bin).")
-    Path modelDir;
+            description = "A Hugging Face model folder: config.json and model.safetensors (sharded, or "
+            + "pytorch_model.bin); or a repo id already in the local Hugging Face cache (its 'main' snapshot).")
+    String model;
+
+    private Path modelDir;
 
     @Option(names = "--dtype", paramLabel = "<dtype>",
             description = "float32, bfloat16 or float16 (default: the config's torch_dtype, else float32).")
@@ -23,6 +29,14 @@ final class ModelOptions {
             + "cores).")
     Integer threads;
 
+    /** The model's folder: --model itself, or the repo's snapshot in the Hugging Face cache. */
+    Path dir() throws IOException {
+        if (modelDir == null) {
+            modelDir = dev.peft4j.io.HubCache.localOrCached(model, null, null);
+        }
+        return modelDir;
+    }
+
     /** The model, in eval mode, with the thread count set. */
     PreTrainedModel load() throws IOException {
         if (threads != null && threads < 1) {
@@ -30,6 +44,6 @@ final class ModelOptions {
         }
         Threads.pin(threads != null ? threads : org.bytedeco.pytorch.global.torch.get_num_threads());
         ScalarType dt = dtype == null ? null : ModelConfig.parseDtype(dtype, "--dtype");
-        return AutoModel.fromPretrained(modelDir, dt);
+        return AutoModel.fromPretrained(dir(), dt);
     }
 }

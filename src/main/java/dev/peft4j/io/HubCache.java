@@ -60,6 +60,21 @@ public final class HubCache {
     }
 
     /**
+     * {@code pathOrRepoId} as a local directory when it is one, else the snapshot of that repo id in the cache
+     * ({@code cacheDir}, or the environment's: {@link #root(String)}) at {@code revision} (null: {@value
+     * #DEFAULT_REVISION}), as transformers' {@code from_pretrained} resolves its first argument. What is neither a
+     * directory nor shaped like a repo id comes back as the path it names, for the caller's error about the files
+     * it lacks.
+     */
+    public static Path localOrCached(String pathOrRepoId, String revision, String cacheDir) throws IOException {
+        Path local = Path.of(pathOrRepoId);
+        if (Files.isDirectory(local) || !isRepoId(pathOrRepoId)) {
+            return local;
+        }
+        return snapshot(root(cacheDir), pathOrRepoId, revision);
+    }
+
+    /**
      * The snapshot folder of {@code repoId} at {@code revision} (a branch or tag with a ref in the cache, or a full
      * commit hash; null means {@value #DEFAULT_REVISION}).
      *

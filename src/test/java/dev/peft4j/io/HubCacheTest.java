@@ -86,4 +86,16 @@ class HubCacheTest {
         assertTrue(HubCache.isRepoId("org.x/name_1.2-b"));
         assertThrows(IllegalArgumentException.class, () -> HubCache.snapshot(root, "org/name", "../../etc"));
     }
+
+    @Test
+    void localOrCachedPrefersALocalFolderAndLeavesNonRepoIdsToTheCaller() throws IOException {
+        Path root = cache();
+        Path local = Files.createDirectories(tmp.resolve("org/name"));
+        assertEquals(local, HubCache.localOrCached(local.toString(), null, root.toString()), "a folder is used as is");
+        assertEquals(root.resolve("models--org--name/snapshots/" + V1),
+                HubCache.localOrCached("org/name", "v1", root.toString()));
+        Path nowhere = tmp.resolve("a/b/no-model");
+        assertEquals(nowhere, HubCache.localOrCached(nowhere.toString(), null, root.toString()),
+                "not a repo id: the path itself, for the caller's missing-file error");
+    }
 }

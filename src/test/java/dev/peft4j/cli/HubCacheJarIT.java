@@ -1,0 +1,77 @@
+package dev.peft4j.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@code --model <repo id>} from the packaged jar: the repo's snapshot is found in the Hugging Face cache named by
+ * {@code HF_HUB_CACHE} (laid out as huggingface_hub writes it: files linked into blobs/, refs/main naming the
+ * commit) and gives what the folder itself gives; a repo id not in the cache is a one-line error.
+ */
+class HubCacheJarIT {
+    private static final String COMMIT = "3333333333333333333333333333333333333333";
+
+    private static Path cacheOf(Path model, Path cache) throws Exception {
+        Path repo = Files.createDirectories(cache.resolve("models--org--tiny-llama"));
+        Path blobs = Files.createDirectories(repo.resolve("blobs"));
+        Path snap = Files.createDirectories(repo.resolve("snapshots/" + COMMIT));
+        Files.createDirectories(repo.resolve("refs"));
+        Files.writeString(repo.resolve("refs/main"), COMMIT);
+        try (Stream<Path> files = Files.list(model)) {
+            for (Path f : files.toList()) {
+                Path blob = blobs.resolve("blob-" + f.getFileName());
+                Files.copy(f, blob);
+                Files.createSymbolicLink(snap.resolve(f.getFileName()), snap.relativize(blob));
+            }
+        }
+        return cache;
+    }
+
+    private static String[] run(Path tmp, Path hubCache, String... args) throws Exception {
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        List<String> cmd = new ArrayList<>(List.of(java, "-Dorg.bytedeco.javacpp.maxPhysicalBytes=0", "-jar",
+                Path.of("target", "peft4j.jar").toString()));
+        cmd.addAll(List.of(args));
+        ProcessBuilder pb = new ProcessBuilder(cmd);
+        pb.environment().put("DJL_CACHE_DIR", tmp.resolve("djl-cache").toString());
+        pb.environment().remove("ENGINE_CACHE_DIR");
+        pb.environment().put("HF_HUB_CACHE", hubCache.toString());
+        Process p = pb.start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
+        return new String[] {String.valueOf(p.waitFor()), out, err};
+    }
+
+    @Test
+    void aRepoIdInTheHuggingFaceCacheLoadsLikeItsFolder(@TempDir Path tmp) throws Exception {
+        Path model = TinyModels.llamaWithTokenizer(tmp.resolve("tiny"), 5);
+        Path cache = cacheOf(model, tmp.resolve("hub"));
+        String[] gen = {"generate", "--prompt", "hello world", "--max-new-tokens", "4", "--print-ids", "--model"};
+        String[] byFolder = run(tmp, cache, concat(gen, model.toString()));
+        String[] byRepo = run(tmp, cache, concat(gen, "org/tiny-llama"));
+        assertEquals("0", byFolder[0], byFolder[1] + byFolder[2]);
+        assertEquals("0", byRepo[0], byRepo[1] + byRepo[2]);
+        assertTrue(byFolder[1].contains("\nids: "), byFolder[1]);
+        assertEquals(byFolder[1], byRepo[1], "the snapshot is the same model and tokenizer");
+
+        String[] missing = run(tmp, cache, concat(gen, "org/not-cached"));
+        assertEquals("1", missing[0], missing[1] + missing[2]);
+        assertTrue(missing[2].contains("models--org--not-cached") && missing[2].contains("does not download"),
+                missing[2]);
+    }
+
+    private static String[] concat(String[] a, String last) {
+        String[] out = java.util.Arrays.copyOf(a, a.length + 1);
+        out[a.length] = last;
+        return out;
+    }
+}

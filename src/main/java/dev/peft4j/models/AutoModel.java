@@ -1,6 +1,7 @@
 package dev.peft4j.models;
 
 import dev.peft4j.nn.Init;
+import dev.peft4j.io.HubCache;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -75,6 +76,16 @@ public final class AutoModel {
     /** The {@code model_type}s this build knows. */
     public static java.util.Set<String> supportedModelTypes() {
         return new TreeSet<>(DEFAULT_ARCHITECTURE.keySet());
+    }
+
+    /**
+     * Loads a model folder, or a repo id's snapshot from the local Hugging Face cache ({@link HubCache}:
+     * {@code cacheDir}, or when null the cache folder huggingface_hub would use; {@code revision} a branch, tag or
+     * commit, null for {@code main}), in {@code dtype} (null: the config's). Nothing is downloaded.
+     */
+    public static PreTrainedModel fromPretrained(String pathOrRepoId, String revision, String cacheDir,
+            ScalarType dtype) throws IOException {
+        return fromPretrained(HubCache.localOrCached(pathOrRepoId, revision, cacheDir), dtype);
     }
 
     /** Loads {@code dir} in the dtype its config names ({@code torch_dtype}), float32 when it names none. */

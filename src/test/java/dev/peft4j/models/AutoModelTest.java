@@ -168,4 +168,29 @@ class AutoModelTest {
         assertNull(AutoModel.threadsAdvice("active", "30", 8), "the user's choice stands");
         assertNull(AutoModel.threadsAdvice(null, null, 1), "one thread cannot spin against another");
     }
+
+    @Test
+    void aRepoIdLoadsItsSnapshotFromTheHuggingFaceCache(@TempDir Path tmp) throws Exception {
+        Path golden = Goldens.golden("opt-prenorm");
+        String commit = "4444444444444444444444444444444444444444";
+        Path repo = tmp.resolve("models--facebook--tiny-opt");
+        Path snap = Files.createDirectories(repo.resolve("snapshots/" + commit));
+        Files.createDirectories(repo.resolve("refs"));
+        Files.writeString(repo.resolve("refs/pr-1"), commit);
+        try (var files = Files.list(golden)) {
+            for (Path f : files.toList()) {
+                Files.createSymbolicLink(snap.resolve(f.getFileName()), f.toAbsolutePath());
+            }
+        }
+        try (PointerScope scope = new PointerScope(); PreTrainedModel want = AutoModel.fromPretrained(golden);
+                PreTrainedModel got = AutoModel.fromPretrained("facebook/tiny-opt", "pr-1", tmp.toString(), null)) {
+            assertEquals(want.stateDict().keySet(), got.stateDict().keySet());
+            for (var e : want.stateDict().entrySet()) {
+                assertClose(e.getValue(), got.stateDict().get(e.getKey()), 0f, e.getKey());
+            }
+        }
+        java.nio.file.NoSuchFileException main = assertThrows(java.nio.file.NoSuchFileException.class,
+                () -> AutoModel.fromPretrained("facebook/tiny-opt", null, tmp.toString(), null));
+        assertTrue(main.getMessage().contains("refs/main"), "no main ref in this cache: " + main.getMessage());
+    }
 }

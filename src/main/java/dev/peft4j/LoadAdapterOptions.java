@@ -9,10 +9,11 @@ import org.bytedeco.pytorch.Tensor;
  * The keyword arguments of transformers' {@code load_adapter} (v4.46 signature plus v5's {@code is_trainable}
  * semantics). Build with {@link #builder()}; {@link #DEFAULTS} is every argument at its default.
  *
- * <p>A repo id instead of a folder loads the repo's snapshot from the local Hugging Face cache ({@link
- * dev.peft4j.io.HubCache}) at {@code revision} (default {@code "main"}); {@code adapterKwargs} may carry
- * transformers' {@code cache_dir} and {@code subfolder} (a folder inside the adapter folder or snapshot). Nothing is
- * downloaded, so {@code token} is accepted and unused. {@code deviceMap},
+ * <p>A repo id instead of a folder is fetched from the Hub into the local Hugging Face cache at {@code revision}
+ * (default {@code "main"}; {@link dev.peft4j.io.HubDownload}: {@code HF_ENDPOINT}, {@code token} else {@code HF_TOKEN}
+ * else the login token file), or read from that cache alone when offline ({@code HF_HUB_OFFLINE}) or the Hub is
+ * unreachable. {@code adapterKwargs} may carry transformers' {@code cache_dir}, {@code subfolder} (a folder inside
+ * the adapter folder or repo) and {@code local_files_only} (the cache alone). {@code deviceMap},
  * {@code maxMemory}, {@code offloadFolder}, {@code offloadIndex} only for accelerate-dispatched models (adapters are
  * always placed on the device of the weight they adapt); {@code lowCpuMemUsage} is accepted and unused, as in
  * transformers v5.

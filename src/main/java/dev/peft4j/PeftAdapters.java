@@ -15,6 +15,7 @@ import dev.peft4j.config.PeftConfigs;
 import dev.peft4j.config.PeftType;
 import dev.peft4j.io.AdapterFolder;
 import dev.peft4j.io.HubCache;
+import dev.peft4j.io.HubDownload;
 import dev.peft4j.io.SafetensorsFile;
 import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Embedding;
@@ -201,6 +202,37 @@ public final class PeftAdapters {
                 + v.getClass().getSimpleName());
     }
 
+    // the snapshot folder (subfolder included) holding the adapter's config (when needed) and weights: safetensors,
+    // else .bin, as load_peft_weights looks for them on the Hub
+    private static Path fromHub(String repoId, LoadAdapterOptions o, String subfolder, boolean needConfig)
+            throws IOException {
+        Path root = HubCache.root(stringKwarg(o, "cache_dir"));
+        HubDownload.Settings hub = HubDownload.Settings.fromEnvironment(o.token());
+        Object localOnly = o.adapterKwargs() == null ? null : o.adapterKwargs().get("local_files_only");
+        if (Boolean.TRUE.equals(localOnly)) {
+            hub = new HubDownload.Settings(hub.endpoint(), hub.token(), true);
+        } else if (localOnly != null && !Boolean.FALSE.equals(localOnly)) {
+            throw new IllegalArgumentException("adapter_kwargs['local_files_only']: expected a boolean, got "
+                    + localOnly);
+        }
+        String prefix = subfolder == null || subfolder.isEmpty() ? "" : subfolder.replaceAll("/+$", "") + "/";
+        if (needConfig && HubDownload.file(root, repoId, o.revision(), prefix + PeftConfigs.CONFIG_FILE_NAME, hub)
+                == null) {
+            throw new IllegalArgumentException("adapter model file not found in " + repoId
+                    + ". Make sure you are passing the correct path to the adapter model.");
+        }
+        Path weights = HubDownload.file(root, repoId, o.revision(), prefix + AdapterFolder.SAFETENSORS_NAME, hub);
+        if (weights == null) {
+            weights = HubDownload.file(root, repoId, o.revision(), prefix + AdapterFolder.BIN_NAME, hub);
+        }
+        if (weights == null) {
+            throw new IllegalArgumentException("Can't find weights for " + repoId + " in " + repoId + " or in the "
+                    + "Hugging Face Hub. Please check that the file adapter_model.bin or adapter_model.safetensors is "
+                    + "present at " + repoId + ".");
+        }
+        return weights.getParent();
+    }
+
     /** {@code load_adapter}. */
     public AdapterLoadReport loadAdapter(String pathOrRepoId, LoadAdapterOptions options) throws IOException {
         LoadAdapterOptions o = options == null ? LoadAdapterOptions.DEFAULTS : options;
@@ -221,13 +253,12 @@ public final class PeftAdapters {
                 throw new IllegalArgumentException("adapter model file not found in " + pathOrRepoId + ": it is a "
                         + "file; pass the folder holding adapter_config.json and the weights");
             }
-            if (!Files.isDirectory(dir)) {
-                // a repo id: its snapshot in the local Hugging Face cache (adapter_kwargs' cache_dir, as in
-                // transformers), at `revision`; nothing is downloaded
-                dir = HubCache.localOrCached(pathOrRepoId, o.revision(), stringKwarg(o, "cache_dir"));
-            }
             String subfolder = stringKwarg(o, "subfolder");
-            if (subfolder != null && !subfolder.isEmpty()) {
+            if (!Files.isDirectory(dir) && HubCache.isRepoId(pathOrRepoId)) {
+                // a repo id: its files fetched into the Hugging Face cache (adapter_kwargs' cache_dir, as in
+                // transformers) at `revision`, or taken from it when offline or the Hub is unreachable
+                dir = fromHub(pathOrRepoId, o, subfolder, config == null);
+            } else if (subfolder != null && !subfolder.isEmpty()) {
                 dir = dir.resolve(subfolder);
                 if (!Files.isDirectory(dir)) {
                     throw new IllegalArgumentException("adapter model file not found in " + pathOrRepoId

@@ -241,12 +241,13 @@ class MixinFixtureTest {
         Tensor x = ids(2, 6, 64, 3);
         try (PreTrainedModel m = gpt2()) {
             m.loadAdapter(dir, "folder");
+            // local_files_only: the cache alone, no request to the Hub (HubDownloadTest covers fetching)
             AdapterLoadReport main = m.loadAdapter("org/gpt2-lora", LoadAdapterOptions.builder().adapterName("main")
-                    .adapterKwargs(Map.of("cache_dir", cache.toString())).build());
+                    .adapterKwargs(Map.of("cache_dir", cache.toString(), "local_files_only", true)).build());
             assertEquals(List.of(), main.unexpectedKeys());
             assertEquals(List.of(), main.missingKeys());
             m.loadAdapter("org/gpt2-lora", LoadAdapterOptions.builder().adapterName("v2").revision("v2")
-                    .adapterKwargs(Map.of("cache_dir", cache, "subfolder", "sub")).build());
+                    .adapterKwargs(Map.of("cache_dir", cache, "subfolder", "sub", "local_files_only", true)).build());
             Map<String, Tensor> want = m.getAdapterStateDict("folder");
             for (String name : List.of("main", "v2")) {
                 Map<String, Tensor> got = m.getAdapterStateDict(name);
@@ -262,13 +263,14 @@ class MixinFixtureTest {
 
             java.nio.file.NoSuchFileException missing = org.junit.jupiter.api.Assertions.assertThrows(
                     java.nio.file.NoSuchFileException.class, () -> m.loadAdapter("org/absent", LoadAdapterOptions
-                            .builder().adapterName("x").adapterKwargs(Map.of("cache_dir", cache.toString())).build()));
+                            .builder().adapterName("x").adapterKwargs(Map.of("cache_dir", cache.toString(),
+                                    "local_files_only", true)).build()));
             assertTrue(missing.getMessage().contains("models--org--absent"), missing.getMessage());
-            IllegalArgumentException noSub = org.junit.jupiter.api.Assertions.assertThrows(
-                    IllegalArgumentException.class, () -> m.loadAdapter("org/gpt2-lora", LoadAdapterOptions.builder()
-                            .adapterName("y").adapterKwargs(Map.of("cache_dir", cache.toString(), "subfolder", "sub"))
-                            .build()));
-            assertTrue(noSub.getMessage().contains("no subfolder 'sub'"), noSub.getMessage());
+            java.nio.file.NoSuchFileException noSub = org.junit.jupiter.api.Assertions.assertThrows(
+                    java.nio.file.NoSuchFileException.class, () -> m.loadAdapter("org/gpt2-lora", LoadAdapterOptions
+                            .builder().adapterName("y").adapterKwargs(Map.of("cache_dir", cache.toString(),
+                                    "subfolder", "sub", "local_files_only", true)).build()));
+            assertTrue(noSub.getMessage().contains("sub/adapter_config.json"), noSub.getMessage());
             assertEquals(List.of("folder", "main", "v2"), List.copyOf(m.peftAdapters().peftConfig().keySet()),
                     "failed loads left nothing behind");
         }

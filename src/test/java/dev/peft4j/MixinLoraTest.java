@@ -198,9 +198,10 @@ class MixinLoraTest {
             assertTrue(nothing.getMessage().startsWith("You should either pass a `peft_model_id` or a `peft_config`"));
             java.nio.file.NoSuchFileException hub = assertThrows(java.nio.file.NoSuchFileException.class,
                     () -> m.loadAdapter("someone/some-lora", LoadAdapterOptions.builder().adapterName("h")
-                            .adapterKwargs(java.util.Map.of("cache_dir", tmp.resolve("empty-cache").toString())).build()));
+                            .adapterKwargs(java.util.Map.of("cache_dir", tmp.resolve("empty-cache").toString(),
+                                    "local_files_only", true)).build()));
             assertTrue(hub.getMessage().contains("not in the Hugging Face cache")
-                    && hub.getMessage().contains("does not download"), hub.getMessage());
+                    && hub.getMessage().contains("local_files_only"), hub.getMessage());
             UnsupportedOperationException dora = assertThrows(UnsupportedOperationException.class,
                     () -> m.addAdapter(LoraConfig.builder().targetModules("k_proj").useDora(true).build(), "i"));
             assertTrue(dora.getMessage().contains("use_dora"), dora.getMessage());

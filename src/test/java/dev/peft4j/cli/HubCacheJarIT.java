@@ -13,7 +13,8 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * {@code --model <repo id>} from the packaged jar: the repo's snapshot is found in the Hugging Face cache named by
+ * {@code --adapter <repo id>} fetched from a local server that answers as the Hub does ({@code HF_ENDPOINT}) into the
+ * cache, then {@code --model <repo id>} from the packaged jar: the repo's snapshot is found in the Hugging Face cache named by
  * {@code HF_HUB_CACHE} (laid out as huggingface_hub writes it: files linked into blobs/, refs/main naming the
  * commit) and gives what the folder itself gives; a repo id not in the cache is a one-line error.
  */
@@ -37,6 +38,10 @@ class HubCacheJarIT {
     }
 
     private static String[] run(Path tmp, Path hubCache, String... args) throws Exception {
+        return run(tmp, hubCache, null, args);
+    }
+
+    private static String[] run(Path tmp, Path hubCache, String endpoint, String... args) throws Exception {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         List<String> cmd = new ArrayList<>(List.of(java, "-Dorg.bytedeco.javacpp.maxPhysicalBytes=0", "-jar",
                 Path.of("target", "peft4j.jar").toString()));
@@ -45,6 +50,13 @@ class HubCacheJarIT {
         pb.environment().put("DJL_CACHE_DIR", tmp.resolve("djl-cache").toString());
         pb.environment().remove("ENGINE_CACHE_DIR");
         pb.environment().put("HF_HUB_CACHE", hubCache.toString());
+        for (String v : new String[] {"HF_ENDPOINT", "HF_TOKEN", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}) {
+            pb.environment().remove(v);
+        }
+        pb.environment().put("HF_HOME", tmp.resolve("hf-home").toString()); // no token file of the machine's
+        if (endpoint != null) {
+            pb.environment().put("HF_ENDPOINT", endpoint);
+        }
         Process p = pb.start();
         String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
@@ -67,6 +79,57 @@ class HubCacheJarIT {
         assertEquals("1", missing[0], missing[1] + missing[2]);
         assertTrue(missing[2].contains("models--org--not-cached") && missing[2].contains("does not download"),
                 missing[2]);
+    }
+
+    @Test
+    void anAdapterRepoIdIsFetchedIntoTheCacheAndLoadsLikeItsFolder(@TempDir Path tmp) throws Exception {
+        Path model = TinyModels.llama(tmp.resolve("tiny"), 5);
+        Path adapter = TinyModels.loraAdapter(tmp.resolve("lora"), false);
+        String commit = "6666666666666666666666666666666666666666";
+        com.sun.net.httpserver.HttpServer hub = com.sun.net.httpserver.HttpServer.create(
+                new java.net.InetSocketAddress("127.0.0.1", 0), 0);
+        hub.createContext("/", ex -> {
+            String prefix = "/org/tiny-lora/resolve/main/";
+            String path = ex.getRequestURI().getPath();
+            Path f = path.startsWith(prefix) ? adapter.resolve(path.substring(prefix.length())) : null;
+            if (f == null || !Files.isRegularFile(f)) {
+                ex.getResponseHeaders().add("X-Error-Code", path.startsWith(prefix) ? "EntryNotFound" : "RepoNotFound");
+                ex.sendResponseHeaders(404, -1);
+            } else {
+                byte[] body = Files.readAllBytes(f);
+                ex.getResponseHeaders().add("X-Repo-Commit", commit);
+                ex.getResponseHeaders().add("ETag", "\"etag-" + f.getFileName() + "\"");
+                if (ex.getRequestMethod().equals("HEAD")) {
+                    ex.sendResponseHeaders(200, -1);
+                } else {
+                    ex.sendResponseHeaders(200, body.length);
+                    ex.getResponseBody().write(body);
+                }
+            }
+            ex.close();
+        });
+        hub.start();
+        try {
+            String endpoint = "http://127.0.0.1:" + hub.getAddress().getPort();
+            Path cache = tmp.resolve("hub");
+            String[] gen = {"generate", "--model", model.toString(), "--input-ids", "1,2,3", "--max-new-tokens", "6",
+                "--adapter"};
+            String[] byFolder = run(tmp, cache, endpoint, concat(gen, adapter.toString()));
+            String[] byRepo = run(tmp, cache, endpoint, concat(gen, "org/tiny-lora"));
+            assertEquals("0", byFolder[0], byFolder[1] + byFolder[2]);
+            assertEquals("0", byRepo[0], byRepo[1] + byRepo[2]);
+            assertEquals(byFolder[1], byRepo[1], "the fetched adapter is the folder's");
+            Path snap = cache.resolve("models--org--tiny-lora/snapshots/" + commit);
+            assertTrue(Files.isSymbolicLink(snap.resolve("adapter_model.safetensors")), "cached as huggingface_hub does");
+            assertEquals(commit, Files.readString(cache.resolve("models--org--tiny-lora/refs/main")));
+
+            hub.stop(0); // unreachable now: the cached snapshot serves
+            String[] cached = run(tmp, cache, endpoint, concat(gen, "org/tiny-lora"));
+            assertEquals("0", cached[0], cached[1] + cached[2]);
+            assertEquals(byFolder[1], cached[1]);
+        } finally {
+            hub.stop(0);
+        }
     }
 
     private static String[] concat(String[] a, String last) {

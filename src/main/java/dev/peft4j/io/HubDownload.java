@@ -149,8 +149,12 @@ public final class HubDownload {
         if (!Files.exists(snap)) {
             try {
                 Files.createSymbolicLink(snap, snap.getParent().relativize(blob));
+            } catch (java.nio.file.FileAlreadyExistsException e) {
+                // another process linked it meanwhile
             } catch (UnsupportedOperationException | IOException e) {
-                Files.copy(blob, snap); // no symbolic links here (huggingface_hub copies too)
+                Path tmp = snap.resolveSibling("." + snap.getFileName() + "." + UUID.randomUUID() + ".tmp");
+                Files.copy(blob, tmp); // no symbolic links here (huggingface_hub copies too)
+                Files.move(tmp, snap, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
             }
         }
         if (!rev.equals(commit)) {

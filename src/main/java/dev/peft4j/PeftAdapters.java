@@ -216,14 +216,20 @@ public final class PeftAdapters {
                     + localOnly);
         }
         String prefix = subfolder == null || subfolder.isEmpty() ? "" : subfolder.replaceAll("/+$", "") + "/";
-        if (needConfig && HubDownload.file(root, repoId, o.revision(), prefix + PeftConfigs.CONFIG_FILE_NAME, hub)
-                == null) {
-            throw new IllegalArgumentException("adapter model file not found in " + repoId
-                    + ". Make sure you are passing the correct path to the adapter model.");
+        String revision = o.revision();
+        if (needConfig) {
+            Path cfg = HubDownload.file(root, repoId, revision, prefix + PeftConfigs.CONFIG_FILE_NAME, hub);
+            if (cfg == null) {
+                throw new IllegalArgumentException("adapter model file not found in " + repoId
+                        + ". Make sure you are passing the correct path to the adapter model.");
+            }
+            // the weights at the config's commit, whatever the branch does meanwhile
+            Path snapshots = root.resolve("models--" + repoId.replace("/", "--")).resolve("snapshots");
+            revision = snapshots.relativize(cfg).getName(0).toString();
         }
-        Path weights = HubDownload.file(root, repoId, o.revision(), prefix + AdapterFolder.SAFETENSORS_NAME, hub);
+        Path weights = HubDownload.file(root, repoId, revision, prefix + AdapterFolder.SAFETENSORS_NAME, hub);
         if (weights == null) {
-            weights = HubDownload.file(root, repoId, o.revision(), prefix + AdapterFolder.BIN_NAME, hub);
+            weights = HubDownload.file(root, repoId, revision, prefix + AdapterFolder.BIN_NAME, hub);
         }
         if (weights == null) {
             throw new IllegalArgumentException("Can't find weights for " + repoId + " in " + repoId + " or in the "

@@ -15,7 +15,7 @@ import picocli.CommandLine.Option;
 final class ModelOptions {
     @Option(names = "--model", required = true, paramLabel = "<dir>",
             description = "A Hugging Face model folder: config.json and model.safetensors (sharded, or "
-            + "pytorch_model.bin); or a repo id already in the local Hugging Face cache (its 'main' snapshot).")
+            + "pytorch_model.bin); or a Hub repo id, fetched into the local Hugging Face cache (its 'main').")
     String model;
 
     private Path modelDir;
@@ -29,10 +29,10 @@ final class ModelOptions {
             + "cores).")
     Integer threads;
 
-    /** The model's folder: --model itself, or the repo's snapshot in the Hugging Face cache. */
+    /** The model's folder: --model itself, or the repo's snapshot in the Hugging Face cache, fetched as needed. */
     Path dir() throws IOException {
         if (modelDir == null) {
-            modelDir = dev.peft4j.io.HubCache.localOrCached(model, null, null);
+            modelDir = AutoModel.localOrHub(model, null, null);
         }
         return modelDir;
     }

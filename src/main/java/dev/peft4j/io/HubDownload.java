@@ -85,13 +85,14 @@ public final class HubDownload {
         }
         String rev = revision == null ? HubCache.DEFAULT_REVISION : revision;
         if (settings.offline()) {
-            Path cached = cachedFile(root, repoId, rev, file);
-            if (cached == null) {
+            Path snap = cachedSnapshot(root, repoId, rev);
+            if (snap == null) {
                 throw new java.nio.file.NoSuchFileException(root.resolve("models--" + repoId.replace("/", "--"))
                         .toString(), null, "offline (HF_HUB_OFFLINE or local_files_only) and " + file + " of '" + repoId
                         + "' at revision '" + rev + "' is not in the Hugging Face cache");
             }
-            return cached;
+            // the snapshot is there: a file it lacks counts as one the repo lacks (optional files, alternatives)
+            return Files.isRegularFile(snap.resolve(file)) ? snap.resolve(file) : null;
         }
         String url = settings.endpoint() + "/" + repoId + "/resolve/" + URLEncoder.encode(rev, StandardCharsets.UTF_8)
                 .replace("+", "%20") + "/" + encodePath(file);
@@ -101,9 +102,9 @@ public final class HubDownload {
         try {
             head = headFollowingRelative(client, url, settings.token());
         } catch (IOException e) {
-            Path cached = cachedFile(root, repoId, rev, file);
-            if (cached != null) {
-                return cached; // the Hub is unreachable: what the cache has, as huggingface_hub does
+            Path snap = cachedSnapshot(root, repoId, rev);
+            if (snap != null) { // the Hub is unreachable: the cached snapshot, as huggingface_hub does
+                return Files.isRegularFile(snap.resolve(file)) ? snap.resolve(file) : null;
             }
             throw new IOException(url + ": the Hub cannot be reached (" + e.getMessage() + ") and the Hugging Face "
                     + "cache " + root + " does not have " + file + " of '" + repoId + "' at revision '" + rev + "'", e);
@@ -167,11 +168,61 @@ public final class HubDownload {
         return snap;
     }
 
-    // the cached snapshot's copy of the file, or null
-    private static Path cachedFile(Path root, String repoId, String rev, String file) {
+    /**
+     * A model repo's files fetched into the cache, all at one commit (that of {@code config.json} at
+     * {@code revision}): {@code config.json}, the weights ({@code model.safetensors}, else the shards its
+     * {@code .index.json} lists, else {@code pytorch_model.bin} or its shards) and, when the repo has them,
+     * {@code tokenizer.json} and {@code generation_config.json}. Returns the snapshot folder.
+     */
+    public static Path modelSnapshot(Path root, String repoId, String revision, Settings settings) throws IOException {
+        Path config = file(root, repoId, revision, "config.json", settings);
+        if (config == null) {
+            throw new java.nio.file.NoSuchFileException(repoId, null, "'" + repoId + "' at revision '"
+                    + (revision == null ? HubCache.DEFAULT_REVISION : revision) + "' has no config.json: not a "
+                    + "model repo");
+        }
+        Path snap = config.getParent();
+        String commit = snap.getFileName().toString(); // the rest at this commit, whatever the branch does meanwhile
+        if (file(root, repoId, commit, "model.safetensors", settings) == null
+                && !shards(root, repoId, commit, "model.safetensors.index.json", settings)
+                && file(root, repoId, commit, "pytorch_model.bin", settings) == null
+                && !shards(root, repoId, commit, "pytorch_model.bin.index.json", settings)) {
+            throw new java.nio.file.NoSuchFileException(repoId, null, "'" + repoId + "' at commit " + commit
+                    + " has none of model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+                    + "pytorch_model.bin.index.json");
+        }
+        file(root, repoId, commit, "tokenizer.json", settings);
+        file(root, repoId, commit, "generation_config.json", settings);
+        return snap;
+    }
+
+    // an index and every shard its weight_map names; false when the repo has no such index
+    private static boolean shards(Path root, String repoId, String commit, String indexName, Settings settings)
+            throws IOException {
+        Path index = file(root, repoId, commit, indexName, settings);
+        if (index == null) {
+            return false;
+        }
+        com.fasterxml.jackson.databind.JsonNode map = new com.fasterxml.jackson.databind.ObjectMapper()
+                .readTree(index.toFile()).get("weight_map");
+        if (map == null || !map.isObject()) {
+            throw new IOException(index + ": no 'weight_map' object");
+        }
+        java.util.Set<String> names = new java.util.TreeSet<>();
+        map.fields().forEachRemaining(e -> names.add(e.getValue().asText()));
+        for (String shard : names) {
+            if (file(root, repoId, commit, shard, settings) == null) {
+                throw new java.nio.file.NoSuchFileException(repoId, null, indexName + " lists " + shard
+                        + ", which '" + repoId + "' at commit " + commit + " does not have");
+            }
+        }
+        return true;
+    }
+
+    // the cached snapshot of the revision, or null
+    private static Path cachedSnapshot(Path root, String repoId, String rev) {
         try {
-            Path f = HubCache.snapshot(root, repoId, rev).resolve(file);
-            return Files.isRegularFile(f) ? f : null;
+            return HubCache.snapshot(root, repoId, rev);
         } catch (IOException | IllegalArgumentException e) {
             return null;
         }

@@ -2,6 +2,8 @@ package dev.peft4j.models;
 
 import dev.peft4j.nn.Init;
 import dev.peft4j.io.HubCache;
+import dev.peft4j.io.HubDownload;
+import java.nio.file.Files;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -79,13 +81,33 @@ public final class AutoModel {
     }
 
     /**
-     * Loads a model folder, or a repo id's snapshot from the local Hugging Face cache ({@link HubCache}:
-     * {@code cacheDir}, or when null the cache folder huggingface_hub would use; {@code revision} a branch, tag or
-     * commit, null for {@code main}), in {@code dtype} (null: the config's). Nothing is downloaded.
+     * Loads a model folder, or a Hub repo: its files fetched into the local Hugging Face cache ({@link
+     * HubDownload#modelSnapshot}; {@code cacheDir}, or when null the cache folder huggingface_hub would use;
+     * {@code revision} a branch, tag or commit, null for {@code main}; the token, endpoint and offline mode from the
+     * environment: {@code HF_TOKEN}, {@code HF_ENDPOINT}, {@code HF_HUB_OFFLINE}), or read from that cache when
+     * offline or the Hub is unreachable; in {@code dtype} (null: the config's).
      */
     public static PreTrainedModel fromPretrained(String pathOrRepoId, String revision, String cacheDir,
             ScalarType dtype) throws IOException {
-        return fromPretrained(HubCache.localOrCached(pathOrRepoId, revision, cacheDir), dtype);
+        return fromPretrained(localOrHub(pathOrRepoId, revision, cacheDir), dtype);
+    }
+
+    /**
+     * The folder {@link #fromPretrained(String, String, String, ScalarType)} loads: {@code pathOrRepoId} itself when
+     * it is a directory or no repo id, else the repo's snapshot, fetched as needed.
+     */
+    public static Path localOrHub(String pathOrRepoId, String revision, String cacheDir) throws IOException {
+        return localOrHub(pathOrRepoId, revision, cacheDir, HubDownload.Settings.fromEnvironment(null));
+    }
+
+    /** {@link #localOrHub(String, String, String)} with the Hub's endpoint, token and offline mode given. */
+    public static Path localOrHub(String pathOrRepoId, String revision, String cacheDir, HubDownload.Settings hub)
+            throws IOException {
+        Path local = Path.of(pathOrRepoId);
+        if (Files.isDirectory(local) || !HubCache.isRepoId(pathOrRepoId)) {
+            return local;
+        }
+        return HubDownload.modelSnapshot(HubCache.root(cacheDir), pathOrRepoId, revision, hub);
     }
 
     /** Loads {@code dir} in the dtype its config names ({@code torch_dtype}), float32 when it names none. */

@@ -37,10 +37,7 @@ class HubCacheJarIT {
         return cache;
     }
 
-    private static String[] run(Path tmp, Path hubCache, String... args) throws Exception {
-        return run(tmp, hubCache, null, args);
-    }
-
+    // endpoint: HF_ENDPOINT, or "offline" for HF_HUB_OFFLINE=1
     private static String[] run(Path tmp, Path hubCache, String endpoint, String... args) throws Exception {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         List<String> cmd = new ArrayList<>(List.of(java, "-Dorg.bytedeco.javacpp.maxPhysicalBytes=0", "-jar",
@@ -54,7 +51,9 @@ class HubCacheJarIT {
             pb.environment().remove(v);
         }
         pb.environment().put("HF_HOME", tmp.resolve("hf-home").toString()); // no token file of the machine's
-        if (endpoint != null) {
+        if ("offline".equals(endpoint)) {
+            pb.environment().put("HF_HUB_OFFLINE", "1");
+        } else if (endpoint != null) {
             pb.environment().put("HF_ENDPOINT", endpoint);
         }
         Process p = pb.start();
@@ -68,17 +67,17 @@ class HubCacheJarIT {
         Path model = TinyModels.llamaWithTokenizer(tmp.resolve("tiny"), 5);
         Path cache = cacheOf(model, tmp.resolve("hub"));
         String[] gen = {"generate", "--prompt", "hello world", "--max-new-tokens", "4", "--print-ids", "--model"};
-        String[] byFolder = run(tmp, cache, concat(gen, model.toString()));
-        String[] byRepo = run(tmp, cache, concat(gen, "org/tiny-llama"));
+        String offline = "offline"; // HF_HUB_OFFLINE=1: the cache alone
+        String[] byFolder = run(tmp, cache, offline, concat(gen, model.toString()));
+        String[] byRepo = run(tmp, cache, offline, concat(gen, "org/tiny-llama"));
         assertEquals("0", byFolder[0], byFolder[1] + byFolder[2]);
         assertEquals("0", byRepo[0], byRepo[1] + byRepo[2]);
         assertTrue(byFolder[1].contains("\nids: "), byFolder[1]);
         assertEquals(byFolder[1], byRepo[1], "the snapshot is the same model and tokenizer");
 
-        String[] missing = run(tmp, cache, concat(gen, "org/not-cached"));
+        String[] missing = run(tmp, cache, offline, concat(gen, "org/not-cached"));
         assertEquals("1", missing[0], missing[1] + missing[2]);
-        assertTrue(missing[2].contains("models--org--not-cached") && missing[2].contains("does not download"),
-                missing[2]);
+        assertTrue(missing[2].contains("models--org--not-cached") && missing[2].contains("offline"), missing[2]);
     }
 
     @Test
@@ -89,8 +88,8 @@ class HubCacheJarIT {
         com.sun.net.httpserver.HttpServer hub = com.sun.net.httpserver.HttpServer.create(
                 new java.net.InetSocketAddress("127.0.0.1", 0), 0);
         hub.createContext("/", ex -> {
-            String prefix = "/org/tiny-lora/resolve/main/";
-            String path = ex.getRequestURI().getPath();
+            String path = ex.getRequestURI().getPath().replace("/resolve/" + commit + "/", "/resolve/main/");
+            String prefix = "/org/tiny-lora/resolve/main/"; // the branch, or the commit it names (as the Hub)
             Path f = path.startsWith(prefix) ? adapter.resolve(path.substring(prefix.length())) : null;
             if (f == null || !Files.isRegularFile(f)) {
                 ex.getResponseHeaders().add("X-Error-Code", path.startsWith(prefix) ? "EntryNotFound" : "RepoNotFound");

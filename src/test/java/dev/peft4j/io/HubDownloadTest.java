@@ -32,6 +32,16 @@ class HubDownloadTest {
     private static final byte[] CONFIG = "{\"peft_type\": \"LORA\"}".getBytes(StandardCharsets.UTF_8);
     private static final byte[] WEIGHTS = "large file bytes".getBytes(StandardCharsets.UTF_8);
 
+    // a sharded model repo: no model.safetensors, an index naming two shards, no tokenizer
+    private static final Map<String, byte[]> MODEL_FILES = Map.of(
+            "config.json", "{\"model_type\": \"llama\"}".getBytes(StandardCharsets.UTF_8),
+            "model.safetensors.index.json", ("{\"metadata\": {}, \"weight_map\": {\"a\": \"model-00001-of-00002"
+                    + ".safetensors\", \"b\": \"model-00002-of-00002.safetensors\", \"c\": "
+                    + "\"model-00001-of-00002.safetensors\"}}").getBytes(StandardCharsets.UTF_8),
+            "model-00001-of-00002.safetensors", "shard one".getBytes(StandardCharsets.UTF_8),
+            "model-00002-of-00002.safetensors", "shard two".getBytes(StandardCharsets.UTF_8),
+            "generation_config.json", "{}".getBytes(StandardCharsets.UTF_8));
+
     @TempDir
     Path tmp;
 
@@ -66,6 +76,23 @@ class HubDownloadTest {
                 return;
             }
             path = path.replace("/private/", "/org/");
+        }
+        if (path.startsWith("/org/model/resolve/")) {
+            String rest = path.substring("/org/model/resolve/".length());
+            String rev = rest.substring(0, rest.indexOf('/'));
+            byte[] body = MODEL_FILES.get(rest.substring(rev.length() + 1));
+            if (!rev.equals("main") && !rev.equals(COMMIT)) {
+                ex.getResponseHeaders().add("X-Error-Code", "RevisionNotFound");
+                reply(ex, 404, null, head);
+            } else if (body == null) {
+                ex.getResponseHeaders().add("X-Error-Code", "EntryNotFound");
+                reply(ex, 404, null, head);
+            } else {
+                ex.getResponseHeaders().add("X-Repo-Commit", COMMIT);
+                ex.getResponseHeaders().add("ETag", "\"" + Integer.toHexString(java.util.Arrays.hashCode(body)) + "\"");
+                reply(ex, 200, body, head);
+            }
+            return;
         }
         if (path.equals("/org/lora/resolve/main/adapter_config.json")
                 || path.equals("/org/lora/resolve/" + COMMIT + "/adapter_config.json")) {
@@ -173,16 +200,20 @@ class HubDownloadTest {
         assertEquals(root.resolve("models--org--lora/snapshots/" + COMMIT + "/adapter_config.json"),
                 HubDownload.file(root, "org/lora", null, "adapter_config.json", offline));
         assertEquals(List.of(), requests, "offline: no request");
+        assertNull(HubDownload.file(root, "org/lora", null, "adapter_model.safetensors", offline),
+                "the snapshot is cached without it: absent, as an optional file or an alternative would be");
         NoSuchFileException notCached = assertThrows(NoSuchFileException.class,
-                () -> HubDownload.file(root, "org/lora", null, "adapter_model.safetensors", offline));
-        assertTrue(notCached.getMessage().contains("offline"), notCached.getMessage());
+                () -> HubDownload.file(root, "org/lora", "v1", "adapter_config.json", offline));
+        assertTrue(notCached.getMessage().contains("offline") && notCached.getMessage().contains("revision 'v1'"),
+                notCached.getMessage());
 
         server.stop(0);
         assertEquals(root.resolve("models--org--lora/snapshots/" + COMMIT + "/adapter_config.json"),
                 HubDownload.file(root, "org/lora", null, "adapter_config.json", online(null)),
                 "unreachable: the cached copy");
+        assertNull(HubDownload.file(root, "org/lora", null, "adapter_model.safetensors", online(null)));
         IOException down = assertThrows(IOException.class,
-                () -> HubDownload.file(root, "org/lora", null, "adapter_model.safetensors", online(null)));
+                () -> HubDownload.file(root, "org/other", null, "adapter_config.json", online(null)));
         assertTrue(down.getMessage().contains("cannot be reached"), down.getMessage());
     }
 
@@ -202,5 +233,22 @@ class HubDownloadTest {
         assertTrue(HubDownload.Settings.fromEnvironment(null, Map.of("TRANSFORMERS_OFFLINE", "true"),
                 tmp.toString()).offline());
         assertEquals("abc", HubDownload.normalizeEtag("W/\"abc\""));
+    }
+
+    @Test
+    void aModelRepoIsFetchedAtOneCommitWithItsShards() throws IOException {
+        Path root = tmp.resolve("hub");
+        Path snap = HubDownload.modelSnapshot(root, "org/model", null, online(null));
+        assertEquals(root.resolve("models--org--model/snapshots/" + COMMIT), snap);
+        for (Map.Entry<String, byte[]> e : MODEL_FILES.entrySet()) {
+            assertArrayEquals(e.getValue(), Files.readAllBytes(snap.resolve(e.getKey())), e.getKey());
+        }
+        assertTrue(!Files.exists(snap.resolve("tokenizer.json")), "the repo has none");
+        // config.json at main, every other file at the commit main named then
+        assertEquals("HEAD /org/model/resolve/main/config.json", requests.get(0));
+        assertTrue(requests.stream().skip(2).allMatch(r -> r.contains("/resolve/" + COMMIT + "/")), requests.toString());
+        IOException notModel = assertThrows(IOException.class,
+                () -> HubDownload.modelSnapshot(root, "org/lora", null, online(null)));
+        assertTrue(notModel.getMessage().contains("no config.json"), notModel.getMessage());
     }
 }

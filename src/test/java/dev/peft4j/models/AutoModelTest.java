@@ -182,15 +182,19 @@ class AutoModelTest {
                 Files.createSymbolicLink(snap.resolve(f.getFileName()), f.toAbsolutePath());
             }
         }
+        // offline: the cache alone (HubDownloadTest covers fetching a model repo)
+        dev.peft4j.io.HubDownload.Settings offline = new dev.peft4j.io.HubDownload.Settings("http://unused", null, true);
         try (PointerScope scope = new PointerScope(); PreTrainedModel want = AutoModel.fromPretrained(golden);
-                PreTrainedModel got = AutoModel.fromPretrained("facebook/tiny-opt", "pr-1", tmp.toString(), null)) {
+                PreTrainedModel got = AutoModel.fromPretrained(
+                        AutoModel.localOrHub("facebook/tiny-opt", "pr-1", tmp.toString(), offline), null)) {
             assertEquals(want.stateDict().keySet(), got.stateDict().keySet());
             for (var e : want.stateDict().entrySet()) {
                 assertClose(e.getValue(), got.stateDict().get(e.getKey()), 0f, e.getKey());
             }
         }
         java.nio.file.NoSuchFileException main = assertThrows(java.nio.file.NoSuchFileException.class,
-                () -> AutoModel.fromPretrained("facebook/tiny-opt", null, tmp.toString(), null));
-        assertTrue(main.getMessage().contains("refs/main"), "no main ref in this cache: " + main.getMessage());
+                () -> AutoModel.localOrHub("facebook/tiny-opt", null, tmp.toString(), offline));
+        assertTrue(main.getMessage().contains("config.json") && main.getMessage().contains("revision 'main'"),
+                "no main ref in this cache: " + main.getMessage());
     }
 }

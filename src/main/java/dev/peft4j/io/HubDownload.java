@@ -84,6 +84,9 @@ public final class HubDownload {
             throw new IllegalArgumentException("'" + file + "' is not a file path inside a repo");
         }
         String rev = revision == null ? HubCache.DEFAULT_REVISION : revision;
+        if (rev.isEmpty() || rev.contains("..") || rev.startsWith("/") || rev.contains("\\")) {
+            throw new IllegalArgumentException("revision '" + rev + "' is not a branch, tag or commit hash");
+        }
         if (settings.offline()) {
             Path snap = cachedSnapshot(root, repoId, rev);
             if (snap == null) {

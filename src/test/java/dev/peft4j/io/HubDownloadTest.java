@@ -171,6 +171,12 @@ class HubDownloadTest {
                 () -> HubDownload.file(root, "org/lora", "v9", "adapter_config.json", online(null)));
         assertTrue(rev.getMessage().contains("revision 'v9'"), rev.getMessage());
         assertTrue(!Files.exists(root.resolve("models--org--nothing")), "nothing written for a failed lookup");
+        for (String bad : new String[] {"../../x", "/abs", ""}) {
+            assertThrows(IllegalArgumentException.class,
+                    () -> HubDownload.file(root, "org/lora", bad, "adapter_config.json", online(null)), bad);
+        }
+        assertThrows(IllegalArgumentException.class,
+                () -> HubDownload.file(root, "org/lora", null, "../adapter_config.json", online(null)));
     }
 
     @Test

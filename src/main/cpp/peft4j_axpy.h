@@ -10,6 +10,13 @@
 
 namespace peft4j {
 
+#if defined(__x86_64__)
+// The mask of the first min(n, 16) lanes (n >= 0): a full vector, or a tail.
+inline __mmask16 lanes16(int64_t n) {
+    return n >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << n) - 1u);
+}
+#endif
+
 // ---- scalar: the portable reference every SIMD path must match ----
 inline void axpy_f32_scalar(float* y, const float* x, float alpha, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = std::fma(alpha, x[i], y[i]);

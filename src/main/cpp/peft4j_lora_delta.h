@@ -90,7 +90,7 @@ inline void rows_update_avx512(T* const* y, int64_t n, const float* const* c, in
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) rows_block_avx512<MB, 4, T>(y, i, c, R, V, ldv, (__mmask16) 0xffff);
     for (; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        __mmask16 m = lanes16(n - i);
         rows_block_avx512<MB, 1, T>(y, i, c, R, V, ldv, m);
     }
 }
@@ -135,7 +135,7 @@ inline void rows_update_bf16ne(T* const* y, int64_t n, const float* const* c, in
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) rows_block_bf16ne<MB, 4, T>(y, i, c, R, V, ldv, (__mmask16) 0xffff);
     for (; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        __mmask16 m = lanes16(n - i);
         rows_block_bf16ne<MB, 1, T>(y, i, c, R, V, ldv, m);
     }
 }
@@ -168,7 +168,7 @@ inline void rows_update_dp(uint16_t* const* y, int64_t n, const uint32_t* const*
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) rows_block_dp<MB, 4>(y, i, c, P, V, ldv, (__mmask16) 0xffff);
     for (; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        __mmask16 m = lanes16(n - i);
         rows_block_dp<MB, 1>(y, i, c, P, V, ldv, m);
     }
 }
@@ -280,10 +280,10 @@ inline void transpose_pairs_bf16(const uint16_t* B, int64_t r, int64_t n0, int64
     const int64_t P = r / 2;
     for (int64_t n = n0; n < n1; n += 16) {
         const int64_t nb = std::min<int64_t>(16, n1 - n);
-        const __mmask16 mn = nb == 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << nb) - 1u);
+        const __mmask16 mn = lanes16(nb);
         for (int64_t p0 = 0; p0 < P; p0 += 16) {
             const int64_t pb = std::min<int64_t>(16, P - p0);
-            const __mmask16 mp = pb == 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << pb) - 1u);
+            const __mmask16 mp = lanes16(pb);
             __m512 a[16];
             for (int i = 0; i < 16; i++)
                 a[i] = i < nb ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi32(mp, B + (n + i) * r + 2 * p0))
@@ -556,7 +556,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 inline void scale_span_avx512(T* d, const T* s, int64_t n, const float* l, float c, bool div) {
     const __m512 cv = _mm512_set1_ps(c);
     for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        __mmask16 m = lanes16(n - i);
         __m512 f = l ? _mm512_mask_loadu_ps(_mm512_set1_ps(1.f), m, l + i) : cv;
         __m512 v = ld16(s + i, m);
         st16(d + i, m, div ? _mm512_div_ps(v, f) : _mm512_mul_ps(v, f));

@@ -462,10 +462,10 @@ inline void expand_block_avx512(const float* T, int64_t rows, const int32_t* row
                                 int64_t n0, int64_t n1, float* acc, int64_t nn) {
     for (int64_t n = n0; n < n1; n += 16) {
         const int64_t nb = std::min<int64_t>(16, n1 - n);
-        const __mmask16 mn = nb == 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << nb) - 1u);
+        const __mmask16 mn = lanes16(nb);
         for (int64_t j0 = 0; j0 < r; j0 += 16) {
             const int64_t jb = std::min<int64_t>(16, r - j0);
-            const __mmask16 mj = jb == 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << jb) - 1u);
+            const __mmask16 mj = lanes16(jb);
             __m512 bt[16];
             for (int i = 0; i < 16; i++) bt[i] = i < nb ? load16_masked(B + (n + i) * r + j0, mj) : _mm512_setzero_ps();
             transpose16x16_avx512(bt);  // bt[j]: B[n .. n + 15, j0 + j]
@@ -499,7 +499,7 @@ template <typename TY>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 inline void finish_row_avx512(TY* y, const float* acc, int64_t n, const TY* bias, const float* os) {
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        const __mmask16 m = lanes16(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, acc + i);
         if (bias) v = _mm512_add_ps(v, load16_masked(bias + i, m));
         if (os) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, os + i));
@@ -511,7 +511,7 @@ inline void finish_row_avx512(TY* y, const float* acc, int64_t n, const TY* bias
 PEFT4J_BF16_TARGET
 inline void finish_row_bf16ne(uint16_t* y, const float* acc, int64_t n, const uint16_t* bias, const float* os) {
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - i)) - 1u);
+        const __mmask16 m = lanes16(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, acc + i);
         if (bias) v = _mm512_add_ps(v, load16_masked(bias + i, m));
         if (os) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, os + i));

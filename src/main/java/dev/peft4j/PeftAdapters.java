@@ -224,8 +224,7 @@ public final class PeftAdapters {
                         + ". Make sure you are passing the correct path to the adapter model.");
             }
             // the weights at the config's commit, whatever the branch does meanwhile
-            Path snapshots = root.resolve("models--" + repoId.replace("/", "--")).resolve("snapshots");
-            revision = snapshots.relativize(cfg).getName(0).toString();
+            revision = HubCache.commitOf(root, repoId, cfg);
         }
         Path weights = HubDownload.file(root, repoId, revision, prefix + AdapterFolder.SAFETENSORS_NAME, hub);
         if (weights == null) {
@@ -260,7 +259,7 @@ public final class PeftAdapters {
                         + "file; pass the folder holding adapter_config.json and the weights");
             }
             String subfolder = stringKwarg(o, "subfolder");
-            if (!Files.isDirectory(dir) && HubCache.isRepoId(pathOrRepoId)) {
+            if (HubCache.refersToHub(pathOrRepoId)) {
                 // a repo id: its files fetched into the Hugging Face cache (adapter_kwargs' cache_dir, as in
                 // transformers) at `revision`, or taken from it when offline or the Hub is unreachable
                 dir = fromHub(pathOrRepoId, o, subfolder, config == null);

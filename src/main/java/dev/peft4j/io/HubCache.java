@@ -33,6 +33,24 @@ public final class HubCache {
         return id != null && REPO_ID.matcher(id).matches() && !id.contains("--") && !id.contains("..");
     }
 
+    /**
+     * Whether {@code pathOrRepoId} names a Hub repo rather than a local folder: it is no directory here and has a repo
+     * id's shape (as transformers' {@code from_pretrained} decides; a folder of that name shadows the repo).
+     */
+    public static boolean refersToHub(String pathOrRepoId) {
+        return isRepoId(pathOrRepoId) && !Files.isDirectory(Path.of(pathOrRepoId));
+    }
+
+    /** A repo's folder in the cache under {@code root}: {@code models--<namespace>--<name>}. */
+    public static Path repoFolder(Path root, String repoId) {
+        return root.resolve("models--" + repoId.replace("/", "--"));
+    }
+
+    /** The commit of a file inside a snapshot of {@code repoId} under {@code root} (the snapshot folder's name). */
+    public static String commitOf(Path root, String repoId, Path snapshotFile) {
+        return repoFolder(root, repoId).resolve("snapshots").relativize(snapshotFile).getName(0).toString();
+    }
+
     /** The cache folder for this process: {@code cacheDir} when not null, else from the environment as above. */
     public static Path root(String cacheDir) {
         return root(cacheDir, System.getenv(), System.getProperty("user.home"));
@@ -67,9 +85,8 @@ public final class HubCache {
      * it lacks.
      */
     public static Path localOrCached(String pathOrRepoId, String revision, String cacheDir) throws IOException {
-        Path local = Path.of(pathOrRepoId);
-        if (Files.isDirectory(local) || !isRepoId(pathOrRepoId)) {
-            return local;
+        if (!refersToHub(pathOrRepoId)) {
+            return Path.of(pathOrRepoId);
         }
         return snapshot(root(cacheDir), pathOrRepoId, revision);
     }
@@ -87,7 +104,7 @@ public final class HubCache {
                     + "('name' or 'namespace/name')");
         }
         String rev = revision == null ? DEFAULT_REVISION : revision;
-        Path repo = root.resolve("models--" + repoId.replace("/", "--"));
+        Path repo = repoFolder(root, repoId);
         if (!Files.isDirectory(repo)) {
             throw new java.nio.file.NoSuchFileException(repo.toString(), null, "'" + repoId + "' is not a local "
                     + "directory and not in the Hugging Face cache " + root + "; peft4j does not download from the "

@@ -68,6 +68,14 @@ public final class HubDownload {
 
     private HubDownload() {}
 
+    // one client of each kind per process (they pool connections), made on the first download
+    private static final class Clients {
+        static final HttpClient NO_REDIRECTS = HttpClient.newBuilder().connectTimeout(TIMEOUT)
+                .followRedirects(HttpClient.Redirect.NEVER).build();
+        static final HttpClient REDIRECTS = HttpClient.newBuilder().connectTimeout(TIMEOUT)
+                .followRedirects(HttpClient.Redirect.NORMAL).build();
+    }
+
     /**
      * {@code file} (a path inside the repo, '/'-separated) of {@code repoId} at {@code revision} (null: main), in the
      * cache under {@code root}: fetched if needed; null when the repo has no such file at that revision.
@@ -90,7 +98,7 @@ public final class HubDownload {
         if (settings.offline()) {
             Path snap = cachedSnapshot(root, repoId, rev);
             if (snap == null) {
-                throw new java.nio.file.NoSuchFileException(root.resolve("models--" + repoId.replace("/", "--"))
+                throw new java.nio.file.NoSuchFileException(HubCache.repoFolder(root, repoId)
                         .toString(), null, "offline (HF_HUB_OFFLINE or local_files_only) and " + file + " of '" + repoId
                         + "' at revision '" + rev + "' is not in the Hugging Face cache");
             }
@@ -99,11 +107,9 @@ public final class HubDownload {
         }
         String url = settings.endpoint() + "/" + repoId + "/resolve/" + URLEncoder.encode(rev, StandardCharsets.UTF_8)
                 .replace("+", "%20") + "/" + encodePath(file);
-        HttpClient client = HttpClient.newBuilder().connectTimeout(TIMEOUT)
-                .followRedirects(HttpClient.Redirect.NEVER).build();
         HttpResponse<Void> head;
         try {
-            head = headFollowingRelative(client, url, settings.token());
+            head = headFollowingRelative(url, settings.token());
         } catch (IOException e) {
             Path snap = cachedSnapshot(root, repoId, rev);
             if (snap != null) { // the Hub is unreachable: the cached snapshot, as huggingface_hub does
@@ -141,7 +147,7 @@ public final class HubDownload {
             throw new IOException(url + ": the response has no usable X-Repo-Commit / ETag headers (commit "
                     + commit + ", etag " + etag + "); is " + settings.endpoint() + " a Hugging Face Hub?");
         }
-        Path repo = root.resolve("models--" + repoId.replace("/", "--"));
+        Path repo = HubCache.repoFolder(root, repoId);
         Path blob = repo.resolve("blobs").resolve(etag);
         if (!Files.isRegularFile(blob)) {
             String location = status == 200 ? url : resolveLocation(url, head.headers().firstValue("Location")
@@ -185,7 +191,7 @@ public final class HubDownload {
                     + "model repo");
         }
         Path snap = config.getParent();
-        String commit = snap.getFileName().toString(); // the rest at this commit, whatever the branch does meanwhile
+        String commit = HubCache.commitOf(root, repoId, config); // the rest at this commit, whatever the branch does
         if (file(root, repoId, commit, "model.safetensors", settings) == null
                 && !shards(root, repoId, commit, "model.safetensors.index.json", settings)
                 && file(root, repoId, commit, "pytorch_model.bin", settings) == null
@@ -233,11 +239,11 @@ public final class HubDownload {
 
     // HEAD, following redirects whose Location is relative (a renamed repo); an absolute one (the CDN of a large
     // file) is returned as is: its headers carry the commit and the blob id
-    private static HttpResponse<Void> headFollowingRelative(HttpClient client, String url, String token)
+    private static HttpResponse<Void> headFollowingRelative(String url, String token)
             throws IOException, InterruptedException {
         String u = url;
         for (int hop = 0; ; hop++) {
-            HttpResponse<Void> r = client.send(request(u, token).method("HEAD", HttpRequest.BodyPublishers.noBody())
+            HttpResponse<Void> r = Clients.NO_REDIRECTS.send(request(u, token).method("HEAD", HttpRequest.BodyPublishers.noBody())
                     .build(), HttpResponse.BodyHandlers.discarding());
             Optional<String> loc = r.headers().firstValue("Location");
             boolean redirect = r.statusCode() >= 300 && r.statusCode() < 400 && loc.isPresent();
@@ -251,10 +257,8 @@ public final class HubDownload {
     private static void fetch(String url, String token, Path blob, boolean sendToken) throws IOException {
         Files.createDirectories(blob.getParent());
         Path tmp = blob.resolveSibling(blob.getFileName() + "." + UUID.randomUUID() + ".incomplete");
-        HttpClient client = HttpClient.newBuilder().connectTimeout(TIMEOUT)
-                .followRedirects(HttpClient.Redirect.NORMAL).build();
         try {
-            HttpResponse<Path> r = client.send(request(url, sendToken ? token : null).GET().build(),
+            HttpResponse<Path> r = Clients.REDIRECTS.send(request(url, sendToken ? token : null).GET().build(),
                     HttpResponse.BodyHandlers.ofFile(tmp));
             if (r.statusCode() != 200) {
                 throw new IOException(url + ": HTTP " + r.statusCode() + " while downloading");

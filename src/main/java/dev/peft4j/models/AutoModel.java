@@ -3,7 +3,6 @@ package dev.peft4j.models;
 import dev.peft4j.nn.Init;
 import dev.peft4j.io.HubCache;
 import dev.peft4j.io.HubDownload;
-import java.nio.file.Files;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -103,9 +102,8 @@ public final class AutoModel {
     /** {@link #localOrHub(String, String, String)} with the Hub's endpoint, token and offline mode given. */
     public static Path localOrHub(String pathOrRepoId, String revision, String cacheDir, HubDownload.Settings hub)
             throws IOException {
-        Path local = Path.of(pathOrRepoId);
-        if (Files.isDirectory(local) || !HubCache.isRepoId(pathOrRepoId)) {
-            return local;
+        if (!HubCache.refersToHub(pathOrRepoId)) {
+            return Path.of(pathOrRepoId);
         }
         return HubDownload.modelSnapshot(HubCache.root(cacheDir), pathOrRepoId, revision, hub);
     }

@@ -16,8 +16,8 @@ import picocli.CommandLine.Option;
  */
 final class AdapterOptions {
     @Option(names = "--adapter", paramLabel = "<dir>[=name]", description =
-            "A PEFT adapter folder to load (repeatable), or a repo id already in the local Hugging Face cache, "
-            + "named 'name' (default: 'default'; name every adapter after the first).")
+            "A PEFT adapter folder to load (repeatable), or a Hub repo id (fetched into the local Hugging Face "
+            + "cache), named 'name' (default: 'default'; name every adapter after the first).")
     List<String> adapters = new ArrayList<>();
 
     @Option(names = "--active", split = ",", paramLabel = "n1,n2",

@@ -30,14 +30,18 @@ public final class NativeLinear implements AutoCloseable {
     private final Tensor bias;
     private final ScalarType dtype;
     private final long in;
+    private final long out;
     private final FusedLoraLinear fused; // null for Conv1D
     private List<FusedLoraLinear.Adapter> slots = List.of();
+    private LoraDelta.Slots deltaSlots; // the slots checked once for the GEMM path
 
     private NativeLinear(Tensor weight, Tensor bias, ScalarType dtype, boolean fanInFanOut) {
         this.weight = weight;
         this.bias = bias;
         this.dtype = dtype;
         this.in = fanInFanOut ? weight.size(0) : weight.size(1);
+        this.out = fanInFanOut ? weight.size(1) : weight.size(0);
+        this.deltaSlots = LoraDelta.Slots.of(slots, in, out, dtype);
         this.fused = fanInFanOut ? null : new FusedLoraLinear(weight, bias);
     }
 
@@ -95,7 +99,9 @@ public final class NativeLinear implements AutoCloseable {
                 return;
             }
         }
-        slots = List.copyOf(newSlots);
+        LoraDelta.Slots checked = LoraDelta.Slots.of(newSlots, in, out, dtype);
+        slots = checked.adapters();
+        deltaSlots = checked;
         if (fused != null) {
             fused.setAdapters(slots);
         }
@@ -120,7 +126,7 @@ public final class NativeLinear implements AutoCloseable {
                 y.close();
                 y = c;
             }
-            LoraDelta.apply(y, xc, slots, rowSlot);
+            LoraDelta.apply(y, xc, deltaSlots, rowSlot);
             return y;
         } finally {
             if (xc != x) {
@@ -135,6 +141,7 @@ public final class NativeLinear implements AutoCloseable {
             fused.close();
         }
         slots = List.of();
+        deltaSlots = LoraDelta.Slots.of(slots, in, out, dtype);
     }
 
     private static boolean usable(Tensor t) {

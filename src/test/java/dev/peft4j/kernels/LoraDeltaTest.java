@@ -231,4 +231,60 @@ class LoraDeltaTest {
             assertTrue(e.getMessage().startsWith("rowSlot[3]: 2"), e.getMessage());
         }
     }
+
+    @Test
+    void slotsCheckedOnceGiveTheListPathsResultAndSeeInPlaceUpdates() {
+        for (ScalarType dt : new ScalarType[] {ScalarType.Float, ScalarType.BFloat16}) {
+            Random rnd = new Random(21);
+            List<FusedLoraLinear.Adapter> ads = adapters(rnd, dt, 40, 24, 4, 8);
+            Tensor w = randn(rnd, 1 / Math.sqrt(40), 24, 40).to(dt);
+            Tensor bias = randn(rnd, 0.5, 24).to(dt);
+            Tensor x = randn(rnd, 1, 3, 7, 40).to(dt);
+            LoraDelta.Slots slots = LoraDelta.Slots.of(ads, 40, 24, dt);
+            int[] rowSlot = new int[21];
+            for (int i = 0; i < rowSlot.length; i++) {
+                rowSlot[i] = i % 3 - 1;
+            }
+            for (int[] rs : new int[][] {null, rowSlot}) {
+                Tensor want = LoraDelta.linear(x, w, bias, ads, rs);
+                assertTrue(want.equal(LoraDelta.linear(x, w, bias, slots, rs)), dt + " linear, rowSlot " + (rs != null));
+                Tensor y = torch.linear(x, w, new TensorOptional(bias));
+                LoraDelta.apply(y, x, slots, rs);
+                assertTrue(want.equal(y), dt + " apply, rowSlot " + (rs != null));
+            }
+            // the slots hold pointers: a B zeroed in place takes that adapter's term away on the next call
+            ads.get(0).b().zero_();
+            Tensor want = LoraDelta.linear(x, w, bias, List.of(ads.get(1)), null);
+            assertTrue(want.equal(LoraDelta.linear(x, w, bias, slots, null)), dt + " after an in-place update");
+        }
+    }
+
+    @Test
+    void slotsRefuseInputsOfAnotherLayer() {
+        Random rnd = new Random(22);
+        List<FusedLoraLinear.Adapter> ads = adapters(rnd, ScalarType.Float, 8, 6, 2);
+        LoraDelta.Slots slots = LoraDelta.Slots.of(ads, 8, 6, ScalarType.Float);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> LoraDelta.Slots.of(ads, 8, 5, ScalarType.Float));
+        assertTrue(e.getMessage().startsWith("slots[0].b: expected shape [5, 2], got [6, 2]"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> LoraDelta.Slots.of(ads, 8, 6, ScalarType.BFloat16));
+        assertTrue(e.getMessage().startsWith("slots[0].a: dtype Float does not match the layer's BFloat16"),
+                e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> LoraDelta.linear(torch.ones(4, 8), torch.ones(7, 8), null, slots, null));
+        assertTrue(e.getMessage().startsWith("weight: expected shape [6, 8], got [7, 8]"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> LoraDelta.linear(torch.ones(4, 9), torch.ones(6, 8), null, slots, null));
+        assertTrue(e.getMessage().startsWith("x: expected shape [..., 8], got [4, 9]"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> LoraDelta.apply(torch.zeros(4, 5), torch.ones(4, 8), slots, null));
+        assertTrue(e.getMessage().startsWith("y: expected shape [..., 6], got [4, 5]"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> LoraDelta.apply(torch.zeros(4, 6),
+                torch.ones(4, 8).to(ScalarType.BFloat16), slots, null));
+        assertTrue(e.getMessage().startsWith("x: dtype BFloat16 does not match the slots' Float"), e.getMessage());
+        Tensor wg = torch.ones(6, 8).requires_grad_(true);
+        e = assertThrows(IllegalArgumentException.class,
+                () -> LoraDelta.linear(torch.ones(4, 8), wg, null, slots, null));
+        assertTrue(e.getMessage().startsWith("weight: requires grad"), e.getMessage());
+    }
 }

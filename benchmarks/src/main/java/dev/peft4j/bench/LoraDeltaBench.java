@@ -53,6 +53,7 @@ public class LoraDeltaBench {
     private Tensor b;
     private Scalar scale;
     private List<FusedLoraLinear.Adapter> slots;
+    private LoraDelta.Slots checkedSlots; // as an adapted layer holds them: checked once, not per call
     private Tensor y;
 
     @Setup
@@ -65,6 +66,7 @@ public class LoraDeltaBench {
         b = torch.randn(N, R).mul_(new Scalar(0.01)).to(dt);
         scale = new Scalar(2.0f);
         slots = List.of(new FusedLoraLinear.Adapter(a, b, 2.0f));
+        checkedSlots = LoraDelta.Slots.of(slots, K, N, dt);
         y = torch.zeros(m, N).to(dt);
     }
 
@@ -87,12 +89,12 @@ public class LoraDeltaBench {
     /** The native delta alone, added into a preallocated output: the adapted layer's overhead over the base. */
     @Benchmark
     public void peft4jDeltaOnly() {
-        LoraDelta.apply(y, x, slots, null);
+        LoraDelta.apply(y, x, checkedSlots, null);
     }
 
     @Benchmark
     public void peft4jAdapted() {
-        LoraDelta.linear(x, w, null, slots, null).close();
+        LoraDelta.linear(x, w, null, checkedSlots, null).close();
     }
 
     /** Base and adapted back to back in one loop: the ratio of {@code :candidateNs} to {@code :baselineNs}. */
@@ -125,5 +127,24 @@ public class LoraDeltaBench {
     @Benchmark
     public void pairedBaseVsAddmmAccumulate(PairedNanos t) {
         t.time(this::libtorchBaseLinear, this::addmmAccumulate);
+    }
+
+
+    /**
+     * libtorch's base GEMM, then the delta added into its output as an adapted layer does ({@code NativeLinear}:
+     * the layer's own base forward, then {@link LoraDelta#apply} with slots checked once), each timed on its own:
+     * {@code :deltaNs / :baseNs} is the adapted layer's overhead with the caches as a forward leaves them (the GEMM
+     * streamed the weight through all of them), without the GEMM's run-to-run spread in the figure.
+     */
+    @Benchmark
+    public void splitBaseThenDelta(SplitNanos t) {
+        long t0 = System.nanoTime();
+        Tensor out = torch.linear(x, w);
+        long t1 = System.nanoTime();
+        LoraDelta.apply(out, x, checkedSlots, null);
+        long t2 = System.nanoTime();
+        out.close();
+        t.baseNs += t1 - t0;
+        t.deltaNs += t2 - t1;
     }
 }

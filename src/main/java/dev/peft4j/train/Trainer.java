@@ -1,0 +1,155 @@
+package dev.peft4j.train;
+
+import dev.peft4j.models.CausalLM;
+import dev.peft4j.models.PreTrainedModel;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.AdamW;
+import org.bytedeco.pytorch.AdamWOptions;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * Fine-tunes the trainable parameters of a causal language model (after {@code addAdapter}: the adapter's, PEFT's
+ * {@code _mark_only_adapters_as_trainable} having frozen the rest) as transformers' {@code Trainer} does for a
+ * causal LM: AdamW, the loss of {@code ForCausalLMLoss} (labels shifted left by one, {@code -100} ignored, mean
+ * over the remaining tokens, in float32), gradient accumulation, clipping by global norm, a linear or constant
+ * schedule with warmup. Batches are taken in the order given, cycling when {@code max_steps} asks for more (shuffle
+ * them yourself; transformers' sampler shuffles). The model is in training mode (dropout on) while it runs and
+ * goes back to its previous mode after. The forwards run on libtorch's composed ops, the autograd path; the fused
+ * kernels are for inference.
+ */
+public final class Trainer {
+    /** One batch: token ids {@code [batch, seq]} (int64), attention mask (or null) and labels ({@code -100}: ignored). */
+    public record Batch(Tensor inputIds, Tensor attentionMask, Tensor labels) {
+        /** Labels = the ids, with padding (mask 0) ignored, as {@code DataCollatorForLanguageModeling(mlm=False)}. */
+        public static Batch causalLM(Tensor inputIds, Tensor attentionMask) {
+            Tensor labels = attentionMask == null ? inputIds.clone()
+                    : inputIds.masked_fill(attentionMask.eq(new Scalar(0L)), new Scalar(-100L));
+            return new Batch(inputIds, attentionMask, labels);
+        }
+    }
+
+    /** The mean loss over the optimizer steps since the previous entry, at optimizer step {@code step} (1-based). */
+    public record LogEntry(int step, double loss, double learningRate, double gradNorm) {}
+
+    /** transformers' {@code TrainOutput}: optimizer steps run and the mean training loss over all of them. */
+    public record TrainOutput(int globalStep, double trainingLoss, List<LogEntry> log) {}
+
+    private final PreTrainedModel model;
+    private final CausalLM lm;
+    private final TrainingArguments args;
+
+    /** @param model a causal LM ({@link CausalLM}) with trainable parameters (e.g. an adapter added by addAdapter) */
+    public Trainer(PreTrainedModel model, TrainingArguments args) {
+        if (!(model instanceof CausalLM)) {
+            throw new IllegalArgumentException("model: " + model.getClass().getSimpleName()
+                    + " is not a causal LM; the Trainer trains CausalLM models");
+        }
+        this.model = model;
+        this.lm = (CausalLM) model;
+        this.args = args;
+    }
+
+    /** Runs the training loop over {@code data}; returns the steps run, the mean loss and the log. */
+    public TrainOutput train(List<Batch> data) {
+        if (data.isEmpty()) {
+            throw new IllegalArgumentException("data: no batches to train on");
+        }
+        List<Tensor> params = new ArrayList<>();
+        for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
+            if (e.getValue().requires_grad()) {
+                params.add(e.getValue());
+            }
+        }
+        if (params.isEmpty()) {
+            throw new IllegalStateException("model: no trainable parameters; add an adapter with addAdapter (or set "
+                    + "requires_grad on the parameters to train)");
+        }
+        int accum = args.gradientAccumulationSteps;
+        int stepsPerEpoch = Math.max(1, data.size() / accum);
+        int total = args.maxSteps > 0 ? args.maxSteps : stepsPerEpoch * args.numTrainEpochs;
+        boolean wasTraining = model.isTraining();
+        torch.manual_seed(args.seed);
+        model.train(true);
+        List<LogEntry> log = new ArrayList<>();
+        double lossSum = 0;
+        double sinceLog = 0;
+        int stepsSinceLog = 0;
+        TensorVector pv = new TensorVector(params.toArray(new Tensor[0]));
+        AdamWOptions opts = newOptions(args);
+        try (AdamW opt = new AdamW(pv, opts)) {
+            opt.zero_grad(true);
+            int next = 0;
+            for (int step = 0; step < total; step++) {
+                double lr = args.learningRateAt(step, total);
+                opt.param_groups().get(0).options().set_lr(lr);
+                double stepLoss = 0;
+                for (int a = 0; a < accum; a++) {
+                    Batch b = data.get(next++ % data.size());
+                    try (PointerScope scope = new PointerScope()) {
+                        Tensor logits = lm.forward(b.inputIds(), b.attentionMask(), null, null);
+                        Tensor loss = causalLmLoss(logits, b.labels()).div(new Scalar((double) accum));
+                        double v = loss.item_double();
+                        if (!Double.isFinite(v)) {
+                            throw new IllegalStateException("loss is " + v + " at optimizer step " + (step + 1)
+                                    + "; lower the learning rate (now " + lr + ")");
+                        }
+                        loss.backward();
+                        stepLoss += v;
+                    }
+                }
+                double gradNorm = Double.NaN;
+                if (args.maxGradNorm > 0) {
+                    gradNorm = torch.clip_grad_norm_(pv, args.maxGradNorm);
+                }
+                opt.step();
+                opt.zero_grad(true);
+                lossSum += stepLoss;
+                sinceLog += stepLoss;
+                stepsSinceLog++;
+                if ((step + 1) % args.loggingSteps == 0 || step + 1 == total) {
+                    log.add(new LogEntry(step + 1, sinceLog / stepsSinceLog, lr, gradNorm));
+                    sinceLog = 0;
+                    stepsSinceLog = 0;
+                }
+            }
+        } finally {
+            opts.close();
+            pv.close();
+            model.train(wasTraining);
+        }
+        return new TrainOutput(total, lossSum / total, Collections.unmodifiableList(log));
+    }
+
+    /** AdamW as transformers builds it: betas (0.9, 0.999) (libtorch's defaults too), the given epsilon and decay. */
+    static AdamWOptions newOptions(TrainingArguments args) {
+        AdamWOptions opts = new AdamWOptions(args.learningRate);
+        opts.weight_decay().put(args.weightDecay); // libtorch's default is 1e-2, transformers' 0
+        opts.eps().put(args.adamEpsilon);
+        return opts;
+    }
+
+    /**
+     * transformers' {@code ForCausalLMLoss}: position t predicts label t + 1; logits in float32; cross entropy
+     * averaged over the labels that are not {@code -100}.
+     */
+    public static Tensor causalLmLoss(Tensor logits, Tensor labels) {
+        if (logits.dim() != 3 || labels.dim() != 2 || logits.size(0) != labels.size(0)
+                || logits.size(1) != labels.size(1)) {
+            throw new IllegalArgumentException("logits " + java.util.Arrays.toString(logits.shape()) + " and labels "
+                    + java.util.Arrays.toString(labels.shape()) + ": expected [batch, seq, vocab] and [batch, seq]");
+        }
+        long t = logits.size(1);
+        long vocab = logits.size(2);
+        Tensor shiftLogits = logits.narrow(1, 0, t - 1).to(ScalarType.Float).reshape(-1, vocab);
+        Tensor shiftLabels = labels.narrow(1, 1, t - 1).reshape(-1);
+        return torch.cross_entropy(shiftLogits, shiftLabels);
+    }
+}

@@ -1,0 +1,156 @@
+package dev.peft4j.train;
+
+/**
+ * The subset of transformers' {@code TrainingArguments} that {@link Trainer} uses, with transformers' defaults:
+ * {@code learning_rate} 5e-5, {@code weight_decay} 0, AdamW's betas (0.9, 0.999) and {@code adam_epsilon} 1e-8,
+ * {@code max_grad_norm} 1.0, {@code num_train_epochs} 3 (or {@code max_steps} when set, which wins),
+ * {@code gradient_accumulation_steps} 1, {@code warmup_steps} 0, {@code lr_scheduler_type} "linear" (or
+ * "constant"), {@code logging_steps} 500, {@code seed} 42.
+ */
+public final class TrainingArguments {
+    /** transformers' {@code lr_scheduler_type} values that are supported. */
+    public enum LrSchedulerType {
+        /** warmup from 0, then linear decay to 0 at the last step ({@code get_linear_schedule_with_warmup}) */
+        LINEAR,
+        /** warmup from 0, then constant ({@code get_constant_schedule_with_warmup}) */
+        CONSTANT
+    }
+
+    final double learningRate;
+    final double weightDecay;
+    final double adamEpsilon;
+    final double maxGradNorm;
+    final int numTrainEpochs;
+    final int maxSteps;
+    final int gradientAccumulationSteps;
+    final int warmupSteps;
+    final LrSchedulerType lrSchedulerType;
+    final int loggingSteps;
+    final long seed;
+
+    private TrainingArguments(Builder b) {
+        this.learningRate = b.learningRate;
+        this.weightDecay = b.weightDecay;
+        this.adamEpsilon = b.adamEpsilon;
+        this.maxGradNorm = b.maxGradNorm;
+        this.numTrainEpochs = b.numTrainEpochs;
+        this.maxSteps = b.maxSteps;
+        this.gradientAccumulationSteps = b.gradientAccumulationSteps;
+        this.warmupSteps = b.warmupSteps;
+        this.lrSchedulerType = b.lrSchedulerType;
+        this.loggingSteps = b.loggingSteps;
+        this.seed = b.seed;
+    }
+
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    /**
+     * The learning rate at optimizer step {@code step} (0-based) of {@code total}, as transformers' schedulers give
+     * it: {@code lr · step / warmup} during warmup; then {@code lr · (total - step) / (total - warmup)} (linear)
+     * or {@code lr} (constant).
+     */
+    public double learningRateAt(int step, int total) {
+        if (step < warmupSteps) {
+            return learningRate * step / Math.max(1, warmupSteps);
+        }
+        if (lrSchedulerType == LrSchedulerType.CONSTANT) {
+            return learningRate;
+        }
+        return learningRate * Math.max(0.0, (double) (total - step) / Math.max(1, total - warmupSteps));
+    }
+
+    /** Builder with transformers' defaults. */
+    public static final class Builder {
+        private double learningRate = 5e-5;
+        private double weightDecay = 0.0;
+        private double adamEpsilon = 1e-8;
+        private double maxGradNorm = 1.0;
+        private int numTrainEpochs = 3;
+        private int maxSteps = -1;
+        private int gradientAccumulationSteps = 1;
+        private int warmupSteps = 0;
+        private LrSchedulerType lrSchedulerType = LrSchedulerType.LINEAR;
+        private int loggingSteps = 500;
+        private long seed = 42;
+
+        private Builder() {}
+
+        public Builder learningRate(double v) {
+            learningRate = positive("learningRate", v);
+            return this;
+        }
+
+        public Builder weightDecay(double v) {
+            weightDecay = nonNegative("weightDecay", v);
+            return this;
+        }
+
+        public Builder adamEpsilon(double v) {
+            adamEpsilon = positive("adamEpsilon", v);
+            return this;
+        }
+
+        /** Gradient clipping by global norm; 0 turns it off. */
+        public Builder maxGradNorm(double v) {
+            maxGradNorm = nonNegative("maxGradNorm", v);
+            return this;
+        }
+
+        public Builder numTrainEpochs(int v) {
+            numTrainEpochs = (int) positive("numTrainEpochs", v);
+            return this;
+        }
+
+        /** Optimizer steps to run (cycling through the data as often as needed); overrides the epochs. */
+        public Builder maxSteps(int v) {
+            maxSteps = (int) positive("maxSteps", v);
+            return this;
+        }
+
+        public Builder gradientAccumulationSteps(int v) {
+            gradientAccumulationSteps = (int) positive("gradientAccumulationSteps", v);
+            return this;
+        }
+
+        public Builder warmupSteps(int v) {
+            warmupSteps = (int) nonNegative("warmupSteps", v);
+            return this;
+        }
+
+        public Builder lrSchedulerType(LrSchedulerType v) {
+            lrSchedulerType = java.util.Objects.requireNonNull(v, "lrSchedulerType");
+            return this;
+        }
+
+        /** Record the mean loss every this many optimizer steps (and at the last step). */
+        public Builder loggingSteps(int v) {
+            loggingSteps = (int) positive("loggingSteps", v);
+            return this;
+        }
+
+        public Builder seed(long v) {
+            seed = v;
+            return this;
+        }
+
+        public TrainingArguments build() {
+            return new TrainingArguments(this);
+        }
+
+        private static double positive(String name, double v) {
+            if (!(v > 0) || Double.isInfinite(v)) {
+                throw new IllegalArgumentException(name + ": " + v + " must be a positive finite number");
+            }
+            return v;
+        }
+
+        private static double nonNegative(String name, double v) {
+            if (!(v >= 0) || Double.isInfinite(v)) {
+                throw new IllegalArgumentException(name + ": " + v + " must be a finite number >= 0");
+            }
+            return v;
+        }
+    }
+}

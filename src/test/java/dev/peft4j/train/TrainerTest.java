@@ -1,0 +1,209 @@
+package dev.peft4j.train;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.peft4j.config.LoraConfig;
+import dev.peft4j.models.AutoModel;
+import dev.peft4j.models.CausalLM;
+import dev.peft4j.models.PreTrainedModel;
+import java.net.URISyntaxException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.AdamW;
+import org.bytedeco.pytorch.AdamWOptions;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@link Trainer} against hand-computed references: the schedule's learning rates, the causal LM loss, one and two
+ * AdamW steps (the closed form of Adam's bias-corrected update), and a real run on a tiny Llama: the loss falls,
+ * only the adapter moves, and the saved adapter reloads to the same logits.
+ */
+class TrainerTest {
+    private static Path tinyLlama() throws URISyntaxException {
+        return Path.of(TrainerTest.class.getResource("/dev/peft4j/models/golden/llama-gqa-llama3rope").toURI());
+    }
+
+    @Test
+    void learningRatesFollowTransformersLinearAndConstantSchedulesWithWarmup() {
+        TrainingArguments lin = TrainingArguments.builder().learningRate(1e-3).warmupSteps(2).build();
+        // get_linear_schedule_with_warmup(total 10, warmup 2): step / 2 during warmup, then (10 - step) / 8
+        double[] want = {0, 5e-4, 1e-3, 7/8e3, 6/8e3, 5/8e3, 4/8e3, 3/8e3, 2/8e3, 1/8e3};
+        for (int s = 0; s < 10; s++) {
+            assertEquals(want[s], lin.learningRateAt(s, 10), 1e-15, "linear, step " + s);
+        }
+        TrainingArguments cst = TrainingArguments.builder().learningRate(1e-3).warmupSteps(4)
+                .lrSchedulerType(TrainingArguments.LrSchedulerType.CONSTANT).build();
+        assertEquals(2.5e-4, cst.learningRateAt(1, 10), 1e-15);
+        assertEquals(1e-3, cst.learningRateAt(9, 10), 1e-15);
+        assertEquals(1e-3, TrainingArguments.builder().learningRate(1e-3).build().learningRateAt(0, 5), 1e-15,
+                "no warmup: the full rate at the first step");
+        assertThrows(IllegalArgumentException.class, () -> TrainingArguments.builder().learningRate(0));
+    }
+
+    @Test
+    void causalLmLossIsTheMeanCrossEntropyOfTheNextTokenOverUnignoredLabels() {
+        try (PointerScope s = new PointerScope()) {
+            // batch 1, 3 positions, vocab 2; position t predicts label t + 1
+            Tensor logits = torch.tensor(new float[] {0f, 1f, 2f, 0f, 5f, 5f}).reshape(1, 3, 2);
+            Tensor labels = torch.tensor(new long[] {7, 1, -100}).reshape(1, 3);
+            // only position 0 -> label 1 counts: -log softmax([0, 1])[1] = log(1 + e^-1)
+            assertEquals(Math.log(1 + Math.exp(-1)), Trainer.causalLmLoss(logits, labels).item_double(), 1e-6);
+            Tensor labels2 = torch.tensor(new long[] {7, 1, 0}).reshape(1, 3);
+            double want = (Math.log(1 + Math.exp(-1)) + Math.log(1 + Math.exp(-2))) / 2;
+            assertEquals(want, Trainer.causalLmLoss(logits, labels2).item_double(), 1e-6);
+        }
+    }
+
+    @Test
+    void adamWStepsMatchTheClosedFormWithTransformersDefaults() {
+        try (PointerScope s = new PointerScope()) {
+            double lr = 0.1;
+            double wd = 0.01;
+            TrainingArguments args = TrainingArguments.builder().learningRate(lr).weightDecay(wd).build();
+            Tensor p = torch.tensor(new float[] {1f, -2f}).to(ScalarType.Double).requires_grad_(true);
+            double[] g1 = {0.5, 0.25};
+            double[] g2 = {-0.375, 1.0}; // exact in float32, copied in as such
+            try (TensorVector pv = new TensorVector(p); AdamWOptions o = Trainer.newOptions(args);
+                    AdamW opt = new AdamW(pv, o)) {
+                double[] want = {1.0, -2.0};
+                double[] m = new double[2];
+                double[] v = new double[2];
+                double b1 = 0.9;
+                double b2 = 0.999;
+                for (int step = 1; step <= 2; step++) {
+                    double[] g = step == 1 ? g1 : g2;
+                    opt.zero_grad(true);
+                    Tensor gt = torch.tensor(new float[] {(float) g[0], (float) g[1]}).to(ScalarType.Double);
+                    p.mul(gt).sum().backward(); // d/dp Σ p·g = g
+                    opt.step();
+                    for (int i = 0; i < 2; i++) { // torch.optim.AdamW: decoupled decay, then Adam's update
+                        want[i] *= 1 - lr * wd;
+                        m[i] = b1 * m[i] + (1 - b1) * g[i];
+                        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+                        double mh = m[i] / (1 - Math.pow(b1, step));
+                        double vh = v[i] / (1 - Math.pow(b2, step));
+                        want[i] -= lr * mh / (Math.sqrt(vh) + 1e-8);
+                    }
+                    for (int i = 0; i < 2; i++) {
+                        assertEquals(want[i], p.get(i).item_double(), 1e-12, "step " + step + ", element " + i);
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void trainingAFreshLoraAdapterLowersTheLossMovesOnlyTheAdapterAndSavesIt(@TempDir Path tmp) throws Exception {
+        try (PointerScope s = new PointerScope();
+                PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
+            model.addAdapter(LoraConfig.builder().r(8).loraAlpha(16).loraDropout(0.0)
+                    .targetModules("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj").build(), "fit");
+            Map<String, Tensor> before = new HashMap<>();
+            model.namedParameters().forEach((k, v) -> before.put(k, v.clone()));
+            // two batches of a repeating pattern over the vocabulary of 50; the second padded on the right
+            Tensor ids1 = torch.arange(new org.bytedeco.pytorch.Scalar(24L)).remainder(new org.bytedeco.pytorch.Scalar(6L))
+                    .add(new org.bytedeco.pytorch.Scalar(3L)).reshape(2, 12);
+            Tensor ids2 = ids1.flip(1).contiguous();
+            Tensor mask2 = torch.ones(2, 12).to(ScalarType.Long);
+            mask2.narrow(1, 10, 2).zero_();
+            List<Trainer.Batch> data = List.of(Trainer.Batch.causalLM(ids1, null), Trainer.Batch.causalLM(ids2, mask2));
+            assertEquals(-100L, data.get(1).labels().get(0).get(11).item_long(), "padding is ignored");
+            TrainingArguments args = TrainingArguments.builder().learningRate(1e-2).maxSteps(30).warmupSteps(3)
+                    .loggingSteps(5).seed(7).build();
+            Trainer.TrainOutput out = new Trainer(model, args).train(data);
+            assertEquals(30, out.globalStep());
+            assertEquals(6, out.log().size());
+            double first = out.log().get(0).loss();
+            double last = out.log().get(out.log().size() - 1).loss();
+            assertTrue(last < 0.5 * first, "loss " + first + " -> " + last + " did not halve");
+            assertTrue(!model.isTraining(), "back in eval mode");
+            for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
+                boolean changed = !e.getValue().equal(before.get(e.getKey()));
+                boolean adapter = e.getKey().contains("lora_");
+                if (e.getKey().contains("lora_B")) {
+                    assertTrue(changed, e.getKey() + " did not move");
+                }
+                if (!adapter) {
+                    assertTrue(!changed, e.getKey() + ": a base parameter moved");
+                }
+            }
+            model.saveAdapter(tmp.resolve("fit"), "fit");
+            assertTrue(Files.exists(tmp.resolve("fit/adapter_model.safetensors")));
+            try (PreTrainedModel fresh = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float);
+                    NoGradGuard ng = new NoGradGuard()) {
+                fresh.loadAdapter(tmp.resolve("fit"), "fit");
+                Tensor want = ((CausalLM) model).forward(ids1, null, null, null);
+                Tensor got = ((CausalLM) fresh).forward(ids1, null, null, null);
+                double d = want.sub(got).abs().max().item_double();
+                assertTrue(d <= 1e-5, "reloaded adapter gives other logits: max |diff| " + d);
+            }
+        }
+    }
+
+    @Test
+    void refusesAModelWithNothingToTrain() throws Exception {
+        try (PointerScope s = new PointerScope();
+                PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
+            model.namedParameters().values().forEach(t -> t.requires_grad_(false));
+            Trainer t = new Trainer(model, TrainingArguments.builder().maxSteps(1).build());
+            Tensor ids = torch.ones(1, 4).to(ScalarType.Long);
+            IllegalStateException e = assertThrows(IllegalStateException.class,
+                    () -> t.train(List.of(Trainer.Batch.causalLM(ids, null))));
+            assertTrue(e.getMessage().startsWith("model: no trainable parameters"), e.getMessage());
+        }
+    }
+
+    @Test
+    void eachStepRunsAtItsScheduledRateSoAWarmupStepAtRateZeroMovesNothing() throws Exception {
+        try (PointerScope s = new PointerScope();
+                PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
+            model.addAdapter(LoraConfig.builder().r(4).targetModules("q_proj", "v_proj").build(), "w");
+            Map<String, Tensor> before = new HashMap<>();
+            model.namedParameters().forEach((k, v) -> before.put(k, v.clone()));
+            List<Trainer.Batch> data = List.of(Trainer.Batch.causalLM(
+                    torch.arange(new org.bytedeco.pytorch.Scalar(10L)).reshape(1, 10), null));
+            Trainer.TrainOutput out = new Trainer(model, TrainingArguments.builder().learningRate(0.1).maxSteps(1)
+                    .warmupSteps(4).build()).train(data);
+            assertEquals(0.0, out.log().get(0).learningRate());
+            model.namedParameters().forEach((k, v) -> assertTrue(v.equal(before.get(k)), k + " moved at rate 0"));
+            // the next steps run at 0.1 / 4 and 0.2 / 4: now the adapter's B moves
+            new Trainer(model, TrainingArguments.builder().learningRate(0.1).maxSteps(2).warmupSteps(1).build())
+                    .train(data);
+            assertTrue(!model.getParameter("model.layers.0.self_attn.q_proj.lora_B.w.weight")
+                    .equal(before.get("model.layers.0.self_attn.q_proj.lora_B.w.weight")), "lora_B did not move");
+        }
+    }
+
+    @Test
+    void readmeTrainingSnippetRunsAsWritten(@TempDir Path tmp) throws Exception {
+        try (PointerScope s = new PointerScope();
+                PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
+            Tensor ids = torch.arange(new org.bytedeco.pytorch.Scalar(16L)).remainder(new org.bytedeco.pytorch.Scalar(5L))
+                    .reshape(2, 8);
+            Tensor mask = torch.ones_like(ids);
+            Path cwd = tmp;
+            // ---- README snippet ("Training a fresh adapter"), paths prefixed with cwd ----
+            model.addAdapter(LoraConfig.builder().r(8).loraAlpha(16).targetModules("q_proj", "v_proj").build(), "sql");
+            TrainingArguments args = TrainingArguments.builder().learningRate(2e-4).maxSteps(200).warmupSteps(10)
+                    .gradientAccumulationSteps(4).build();
+            Trainer.TrainOutput out = new Trainer(model, args).train(List.of(Trainer.Batch.causalLM(ids, mask)));
+            model.saveAdapter(cwd.resolve("out/sql"), "sql");
+            // ---- end of snippet ----
+            assertEquals(200, out.globalStep());
+            assertTrue(out.trainingLoss() > 0 && Double.isFinite(out.trainingLoss()));
+            assertTrue(Files.exists(cwd.resolve("out/sql/adapter_config.json")));
+        }
+    }
+}

@@ -32,8 +32,7 @@ public final class NativeLinear implements AutoCloseable {
     private final long in;
     private final long out;
     private final FusedLoraLinear fused; // null for Conv1D
-    private List<FusedLoraLinear.Adapter> slots = List.of();
-    private LoraDelta.Slots deltaSlots; // the slots checked once for the GEMM path
+    private LoraDelta.Slots slots; // checked once, for the GEMM path; its adapters() are the fused kernel's too
 
     private NativeLinear(Tensor weight, Tensor bias, ScalarType dtype, boolean fanInFanOut) {
         this.weight = weight;
@@ -41,7 +40,7 @@ public final class NativeLinear implements AutoCloseable {
         this.dtype = dtype;
         this.in = fanInFanOut ? weight.size(0) : weight.size(1);
         this.out = fanInFanOut ? weight.size(1) : weight.size(0);
-        this.deltaSlots = LoraDelta.Slots.of(slots, in, out, dtype);
+        this.slots = LoraDelta.Slots.of(List.of(), in, out, dtype);
         this.fused = fanInFanOut ? null : new FusedLoraLinear(weight, bias);
     }
 
@@ -75,7 +74,7 @@ public final class NativeLinear implements AutoCloseable {
 
     /** The slots in use (a mixed batch's row slot indexes this list). */
     public List<FusedLoraLinear.Adapter> slots() {
-        return slots;
+        return slots.adapters();
     }
 
     /** Whether this state was built on exactly these base tensors (so that a stale layer can keep it). */
@@ -88,10 +87,11 @@ public final class NativeLinear implements AutoCloseable {
      * the same scales are in place already (re-enabling adapters, switching back).
      */
     public void setSlots(List<FusedLoraLinear.Adapter> newSlots) {
-        if (newSlots.size() == slots.size()) {
+        List<FusedLoraLinear.Adapter> current = slots.adapters();
+        if (newSlots.size() == current.size()) {
             boolean same = true;
-            for (int i = 0; i < slots.size() && same; i++) {
-                FusedLoraLinear.Adapter o = slots.get(i);
+            for (int i = 0; i < current.size() && same; i++) {
+                FusedLoraLinear.Adapter o = current.get(i);
                 FusedLoraLinear.Adapter n = newSlots.get(i);
                 same = o.a() == n.a() && o.b() == n.b() && o.scale() == n.scale();
             }
@@ -99,11 +99,9 @@ public final class NativeLinear implements AutoCloseable {
                 return;
             }
         }
-        LoraDelta.Slots checked = LoraDelta.Slots.of(newSlots, in, out, dtype);
-        slots = checked.adapters();
-        deltaSlots = checked;
+        slots = LoraDelta.Slots.of(newSlots, in, out, dtype);
         if (fused != null) {
-            fused.setAdapters(slots);
+            fused.setAdapters(slots.adapters());
         }
     }
 
@@ -126,7 +124,7 @@ public final class NativeLinear implements AutoCloseable {
                 y.close();
                 y = c;
             }
-            LoraDelta.apply(y, xc, deltaSlots, rowSlot);
+            LoraDelta.apply(y, xc, slots, rowSlot);
             return y;
         } finally {
             if (xc != x) {
@@ -140,8 +138,7 @@ public final class NativeLinear implements AutoCloseable {
         if (fused != null) {
             fused.close();
         }
-        slots = List.of();
-        deltaSlots = LoraDelta.Slots.of(slots, in, out, dtype);
+        slots = LoraDelta.Slots.of(List.of(), in, out, dtype);
     }
 
     private static boolean usable(Tensor t) {

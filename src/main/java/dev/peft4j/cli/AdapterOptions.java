@@ -20,6 +20,10 @@ final class AdapterOptions {
             + "cache), named 'name' (default: 'default'; name every adapter after the first).")
     List<String> adapters = new ArrayList<>();
 
+    @Option(names = "--adapter-revision", paramLabel = "<rev>", description =
+            "For adapters given as repo ids: the branch, tag or commit to fetch (default: main).")
+    String revision;
+
     @Option(names = "--active", split = ",", paramLabel = "n1,n2",
             description = "The adapters to activate (default: the first one loaded).")
     List<String> active;
@@ -70,13 +74,16 @@ final class AdapterOptions {
         return out;
     }
 
-    /** Loads the adapters into {@code model} and sets them up as the options say; returns the active names. */
-    List<String> apply(PreTrainedModel model, Map<String, Path> folders) throws IOException {
+    /**
+     * Loads the adapters into {@code model} (repo ids with {@code hub}'s token and cache) and sets them up as the
+     * options say; returns the active names.
+     */
+    List<String> apply(PreTrainedModel model, Map<String, Path> folders, ModelOptions hub) throws IOException {
         if (folders.isEmpty()) {
             return List.of();
         }
         for (Map.Entry<String, Path> e : folders.entrySet()) {
-            model.loadAdapter(e.getValue(), e.getKey());
+            model.loadAdapter(e.getValue().toString(), hub.adapterOptions(e.getKey(), revision));
         }
         List<String> act = active != null ? active : List.of(folders.keySet().iterator().next());
         model.setAdapter(act.toArray(String[]::new));

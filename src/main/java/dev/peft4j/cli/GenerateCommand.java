@@ -141,7 +141,7 @@ final class GenerateCommand extends CliCommand {
                 throw new IllegalArgumentException(model.dir() + ": " + m.typeName()
                         + " has no language-model head: generate needs a causal LM");
             }
-            adapterOptions.apply(m, folders);
+            adapterOptions.apply(m, folders, model);
             ModelConfig c = m.config();
             try {
                 TokenIds.checkVocab(rows, c.getLong("vocab_size"));

@@ -77,7 +77,7 @@ final class LogitsCommand extends CliCommand {
         progress("loading %s", model.dir());
         try (PreTrainedModel m = model.load(); PointerScope scope = new PointerScope();
                 InferenceMode im = new InferenceMode()) {
-            adapterOptions.apply(m, folders);
+            adapterOptions.apply(m, folders, model);
             long vocab = m.config().getLong("vocab_size");
             try {
                 TokenIds.checkVocab(rows, vocab);

@@ -22,8 +22,13 @@ final class MergeCommand extends CliCommand {
     @Mixin
     ModelOptions model;
 
-    @Option(names = "--adapter", required = true, paramLabel = "<dir>", description = "The PEFT adapter folder.")
-    Path adapter;
+    @Option(names = "--adapter", required = true, paramLabel = "<dir>",
+            description = "The PEFT adapter folder, or a Hub repo id (fetched into the local Hugging Face cache).")
+    String adapter;
+
+    @Option(names = "--adapter-revision", paramLabel = "<rev>",
+            description = "With a repo id for --adapter: the branch, tag or commit to fetch (default: main).")
+    String adapterRevision;
 
     @Option(names = "--out", required = true, paramLabel = "<dir>",
             description = "Where to write the merged model (created; existing files of the same name are replaced).")
@@ -36,7 +41,7 @@ final class MergeCommand extends CliCommand {
         }
         progress("loading %s", model.dir());
         try (PreTrainedModel m = model.load()) {
-            m.loadAdapter(adapter, "default");
+            m.loadAdapter(adapter, model.adapterOptions("default", adapterRevision));
             m.mergeAndUnload();
             m.savePretrained(out);
         }

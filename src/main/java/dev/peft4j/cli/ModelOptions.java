@@ -1,10 +1,13 @@
 package dev.peft4j.cli;
 
+import dev.peft4j.LoadAdapterOptions;
+import dev.peft4j.io.HubDownload;
 import dev.peft4j.models.AutoModel;
 import dev.peft4j.models.ModelConfig;
 import dev.peft4j.models.PreTrainedModel;
 import java.io.IOException;
 import java.nio.file.Path;
+import java.util.Map;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 import picocli.CommandLine.Option;
 
@@ -17,6 +20,19 @@ final class ModelOptions {
             description = "A Hugging Face model folder: config.json and model.safetensors (sharded, or "
             + "pytorch_model.bin); or a Hub repo id, fetched into the local Hugging Face cache (its 'main').")
     String model;
+
+    @Option(names = "--revision", paramLabel = "<rev>", description =
+            "With a repo id for --model: the branch, tag or commit to fetch (default: main).")
+    String revision;
+
+    @Option(names = "--token", paramLabel = "<token>", description =
+            "Hub token for repo ids (--model, --adapter); default: HF_TOKEN, else the token file huggingface-cli "
+            + "login wrote. Prefer HF_TOKEN: a command line is visible to other users of the machine.")
+    String token;
+
+    @Option(names = "--cache-dir", paramLabel = "<dir>", description =
+            "The Hugging Face cache for repo ids (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub).")
+    String cacheDir;
 
     private Path modelDir;
 
@@ -32,9 +48,15 @@ final class ModelOptions {
     /** The model's folder: --model itself, or the repo's snapshot in the Hugging Face cache, fetched as needed. */
     Path dir() throws IOException {
         if (modelDir == null) {
-            modelDir = AutoModel.localOrHub(model, null, null);
+            modelDir = AutoModel.localOrHub(model, revision, cacheDir, HubDownload.Settings.fromEnvironment(token));
         }
         return modelDir;
+    }
+
+    /** loadAdapter's options for an adapter folder or repo id: this command's token and cache, the given revision. */
+    LoadAdapterOptions adapterOptions(String name, String adapterRevision) {
+        return LoadAdapterOptions.builder().adapterName(name).revision(adapterRevision).token(token)
+                .adapterKwargs(cacheDir == null ? null : Map.of("cache_dir", cacheDir)).build();
     }
 
     /** The model, in eval mode, with the thread count set. */

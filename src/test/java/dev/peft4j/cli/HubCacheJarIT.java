@@ -131,9 +131,66 @@ class HubCacheJarIT {
         }
     }
 
-    private static String[] concat(String[] a, String last) {
-        String[] out = java.util.Arrays.copyOf(a, a.length + 1);
-        out[a.length] = last;
+    @Test
+    void revisionTokenAndCacheDirFlagsReachTheHub(@TempDir Path tmp) throws Exception {
+        Path model = TinyModels.llama(tmp.resolve("tiny"), 5);
+        Path adapter = TinyModels.loraAdapter(tmp.resolve("lora"), false);
+        String commit = "7777777777777777777777777777777777777777";
+        List<String> seen = java.util.Collections.synchronizedList(new ArrayList<>());
+        com.sun.net.httpserver.HttpServer hub = com.sun.net.httpserver.HttpServer.create(
+                new java.net.InetSocketAddress("127.0.0.1", 0), 0);
+        hub.createContext("/", ex -> {
+            String path = ex.getRequestURI().getPath().replace("/resolve/" + commit + "/", "/resolve/v1/");
+            seen.add(ex.getRequestMethod() + " " + ex.getRequestURI().getPath());
+            String prefix = "/org/private-lora/resolve/v1/"; // only the tag v1, only with the token
+            Path f = path.startsWith(prefix) ? adapter.resolve(path.substring(prefix.length())) : null;
+            if (!"Bearer s3cret".equals(ex.getRequestHeaders().getFirst("Authorization"))) {
+                ex.sendResponseHeaders(401, -1);
+            } else if (f == null || !Files.isRegularFile(f)) {
+                ex.getResponseHeaders().add("X-Error-Code", f == null ? "RevisionNotFound" : "EntryNotFound");
+                ex.sendResponseHeaders(404, -1);
+            } else {
+                byte[] body = Files.readAllBytes(f);
+                ex.getResponseHeaders().add("X-Repo-Commit", commit);
+                ex.getResponseHeaders().add("ETag", "\"etag-" + f.getFileName() + "\"");
+                if (ex.getRequestMethod().equals("HEAD")) {
+                    ex.sendResponseHeaders(200, -1);
+                } else {
+                    ex.sendResponseHeaders(200, body.length);
+                    ex.getResponseBody().write(body);
+                }
+            }
+            ex.close();
+        });
+        hub.start();
+        try {
+            String endpoint = "http://127.0.0.1:" + hub.getAddress().getPort();
+            Path envCache = tmp.resolve("env-hub");
+            Path flagCache = tmp.resolve("flag-hub");
+            String[] gen = {"generate", "--model", model.toString(), "--input-ids", "1,2,3", "--max-new-tokens", "6",
+                "--adapter"};
+            String[] byFolder = run(tmp, envCache, endpoint, concat(gen, adapter.toString()));
+            String[] noToken = run(tmp, envCache, endpoint, concat(concat(gen, "org/private-lora"), "--adapter-revision",
+                    "v1"));
+            String[] byFlags = run(tmp, envCache, endpoint, concat(concat(gen, "org/private-lora"), "--adapter-revision",
+                    "v1", "--token", "s3cret", "--cache-dir", flagCache.toString()));
+            assertEquals("0", byFolder[0], byFolder[1] + byFolder[2]);
+            assertEquals("1", noToken[0], noToken[1] + noToken[2]);
+            assertTrue(noToken[2].contains("401"), noToken[2]);
+            assertEquals("0", byFlags[0], byFlags[1] + byFlags[2]);
+            assertEquals(byFolder[1], byFlags[1], "the adapter at v1 is the folder's");
+            assertTrue(seen.contains("HEAD /org/private-lora/resolve/v1/adapter_config.json"), seen.toString());
+            assertEquals(commit, Files.readString(flagCache.resolve("models--org--private-lora/refs/v1")));
+            assertTrue(!Files.exists(envCache.resolve("models--org--private-lora/snapshots")),
+                    "--cache-dir, not HF_HUB_CACHE, holds the download");
+        } finally {
+            hub.stop(0);
+        }
+    }
+
+    private static String[] concat(String[] a, String... more) {
+        String[] out = java.util.Arrays.copyOf(a, a.length + more.length);
+        System.arraycopy(more, 0, out, a.length, more.length);
         return out;
     }
 }

@@ -42,9 +42,21 @@ public final class Trainer {
     /** transformers' {@code TrainOutput}: optimizer steps run and the mean training loss over all of them. */
     public record TrainOutput(int globalStep, double trainingLoss, List<LogEntry> log) {}
 
+    /**
+     * Called after each optimizer step, before the gradients are cleared (transformers' {@code on_step_end}): where
+     * PEFT's AdaLoRA loop calls {@code update_and_allocate(global_step)}
+     * ({@link dev.peft4j.tuners.adalora.AdaLoraRankAllocator#updateAndAllocate}), which reads the gradients.
+     */
+    @FunctionalInterface
+    public interface StepCallback {
+        /** @param globalStep optimizer steps done, 1-based; the gradients of this step are still there */
+        void onStepEnd(int globalStep);
+    }
+
     private final PreTrainedModel model;
     private final CausalLM lm;
     private final TrainingArguments args;
+    private StepCallback callback;
 
     /** @param model a causal LM ({@link CausalLM}) with trainable parameters (e.g. an adapter added by addAdapter) */
     public Trainer(PreTrainedModel model, TrainingArguments args) {
@@ -55,6 +67,12 @@ public final class Trainer {
         this.model = model;
         this.lm = (CausalLM) model;
         this.args = args;
+    }
+
+    /** Sets the callback run after each optimizer step (null: none); returns this trainer. */
+    public Trainer onStepEnd(StepCallback c) {
+        this.callback = c;
+        return this;
     }
 
     /** Runs the training loop over {@code data}; returns the steps run, the mean loss and the log. */
@@ -110,6 +128,9 @@ public final class Trainer {
                     gradNorm = torch.clip_grad_norm_(pv, args.maxGradNorm);
                 }
                 opt.step();
+                if (callback != null) {
+                    callback.onStepEnd(step + 1);
+                }
                 opt.zero_grad(true);
                 lossSum += stepLoss;
                 sinceLog += stepLoss;

@@ -206,4 +206,23 @@ class TrainerTest {
             assertTrue(Files.exists(cwd.resolve("out/sql/adapter_config.json")));
         }
     }
+
+    @Test
+    void theStepCallbackRunsAfterEachOptimizerStepWithTheGradientsStillThere() throws Exception {
+        try (PointerScope s = new PointerScope();
+                PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
+            model.addAdapter(LoraConfig.builder().r(4).targetModules("q_proj").build(), "cb");
+            Tensor a = model.getParameter("model.layers.0.self_attn.q_proj.lora_A.cb.weight");
+            List<Integer> steps = new java.util.ArrayList<>();
+            List<Trainer.Batch> data = List.of(Trainer.Batch.causalLM(
+                    torch.arange(new org.bytedeco.pytorch.Scalar(10L)).reshape(1, 10), null));
+            new Trainer(model, TrainingArguments.builder().maxSteps(3).gradientAccumulationSteps(2).build())
+                    .onStepEnd(step -> {
+                        assertTrue(a.grad().defined(), "no gradient at step " + step);
+                        steps.add(step);
+                    }).train(data);
+            assertEquals(List.of(1, 2, 3), steps);
+            assertTrue(!a.grad().defined(), "gradients are cleared after the last step");
+        }
+    }
 }

@@ -132,12 +132,12 @@ public final class LoraDelta {
      * List, int[])}, with x and y checked against the layer the slots were made for.
      */
     public static void apply(Tensor y, Tensor x, Slots slots, int[] rowSlot) {
-        long rows = checkInput(x, slots);
+        long[] xs = checkInput(x, slots);
+        long rows = rows(xs);
         Kernels.checkCpuContiguous("y", y);
         checkDtype("y", y, slots);
         Kernels.checkNoGrad("y", y);
         long[] ys = y.shape();
-        long[] xs = x.shape();
         if (ys.length == 0 || ys[ys.length - 1] != slots.out) {
             throw new IllegalArgumentException("y: expected shape [..., " + slots.out + "], got "
                     + Arrays.toString(ys));
@@ -174,7 +174,7 @@ public final class LoraDelta {
         }
         Tensor xc = x.is_contiguous() ? x : x.contiguous();
         try {
-            long rows = checkInput(xc, slots);
+            long rows = rows(checkInput(xc, slots));
             if (rowSlot != null) {
                 checkRowSlot(rowSlot, rows, slots.a.length);
             }
@@ -197,17 +197,22 @@ public final class LoraDelta {
         }
     }
 
-    /** Checks x ({@code [..., in]}, contiguous, on the CPU, the slots' dtype) and returns its number of rows. */
-    private static long checkInput(Tensor x, Slots slots) {
+    /** Checks x ({@code [..., in]}, contiguous, on the CPU, the slots' dtype) and returns its shape. */
+    private static long[] checkInput(Tensor x, Slots slots) {
         Kernels.checkCpuContiguous("x", x);
         checkDtype("x", x, slots);
         long[] xs = x.shape();
         if (xs.length == 0 || xs[xs.length - 1] != slots.in) {
             throw new IllegalArgumentException("x: expected shape [..., " + slots.in + "], got " + Arrays.toString(xs));
         }
+        return xs;
+    }
+
+    /** The number of rows of a {@code [..., features]} shape. */
+    private static long rows(long[] shape) {
         long m = 1;
-        for (int i = 0; i < xs.length - 1; i++) {
-            m *= xs[i];
+        for (int i = 0; i < shape.length - 1; i++) {
+            m *= shape[i];
         }
         return m;
     }

@@ -149,6 +149,34 @@ public final class Trainer {
         return new TrainOutput(total, lossSum / total, Collections.unmodifiableList(log));
     }
 
+    /**
+     * transformers' {@code Trainer.evaluate} loss: the model in eval mode without gradients, each batch's
+     * {@link #causalLmLoss} counted once per sequence in it (its {@code eval_loss}: batch losses repeated by batch
+     * size, then averaged). The model's mode is restored after.
+     */
+    public double evaluate(List<Batch> data) {
+        if (data.isEmpty()) {
+            throw new IllegalArgumentException("data: no batches to evaluate on");
+        }
+        boolean wasTraining = model.isTraining();
+        model.train(false);
+        double sum = 0;
+        long sequences = 0;
+        try (org.bytedeco.pytorch.NoGradGuard g = new org.bytedeco.pytorch.NoGradGuard()) {
+            for (Batch b : data) {
+                try (PointerScope scope = new PointerScope()) {
+                    Tensor logits = lm.forward(b.inputIds(), b.attentionMask(), null, null);
+                    long n = b.inputIds().size(0);
+                    sum += causalLmLoss(logits, b.labels()).item_double() * n;
+                    sequences += n;
+                }
+            }
+        } finally {
+            model.train(wasTraining);
+        }
+        return sum / sequences;
+    }
+
     /** AdamW as transformers builds it: betas (0.9, 0.999) (libtorch's defaults too), the given epsilon and decay. */
     static AdamWOptions newOptions(TrainingArguments args) {
         AdamWOptions opts = new AdamWOptions(args.learningRate);

@@ -129,6 +129,18 @@ class TrainerTest {
             double last = out.log().get(out.log().size() - 1).loss();
             assertTrue(last < 0.5 * first, "loss " + first + " -> " + last + " did not halve");
             assertTrue(!model.isTraining(), "back in eval mode");
+            // evaluate: batch losses weighted by their sequences, no dropout, no gradients; lower than before training
+            Trainer trainer = new Trainer(model, args);
+            double eval = trainer.evaluate(data);
+            double wantEval = 0;
+            try (NoGradGuard ng = new NoGradGuard()) {
+                for (Trainer.Batch b : data) {
+                    wantEval += Trainer.causalLmLoss(((CausalLM) model).forward(b.inputIds(), b.attentionMask(), null,
+                            null), b.labels()).item_double() * 2 / 4;
+                }
+            }
+            assertEquals(wantEval, eval, 1e-9);
+            assertTrue(eval < first, "eval loss " + eval + " after training, first logged training loss " + first);
             for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
                 boolean changed = !e.getValue().equal(before.get(e.getKey()));
                 boolean adapter = e.getKey().contains("lora_");

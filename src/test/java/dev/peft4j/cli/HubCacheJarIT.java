@@ -80,19 +80,25 @@ class HubCacheJarIT {
         assertTrue(missing[2].contains("models--org--not-cached") && missing[2].contains("offline"), missing[2]);
     }
 
-    @Test
-    void anAdapterRepoIdIsFetchedIntoTheCacheAndLoadsLikeItsFolder(@TempDir Path tmp) throws Exception {
-        Path model = TinyModels.llama(tmp.resolve("tiny"), 5);
-        Path adapter = TinyModels.loraAdapter(tmp.resolve("lora"), false);
-        String commit = "6666666666666666666666666666666666666666";
+    /**
+     * A local server answering as the Hub does for one repo at one revision: {@code /<repo>/resolve/<revision or
+     * commit>/<file>} serves {@code files}' file with {@code X-Repo-Commit} and an ETag (HEAD: headers only); with a
+     * token, requests without {@code Authorization: Bearer <token>} get 401. Each request is added to {@code seen}.
+     */
+    private static com.sun.net.httpserver.HttpServer hub(Path files, String repo, String revision, String commit,
+            String token, List<String> seen) throws java.io.IOException {
         com.sun.net.httpserver.HttpServer hub = com.sun.net.httpserver.HttpServer.create(
                 new java.net.InetSocketAddress("127.0.0.1", 0), 0);
         hub.createContext("/", ex -> {
-            String path = ex.getRequestURI().getPath().replace("/resolve/" + commit + "/", "/resolve/main/");
-            String prefix = "/org/tiny-lora/resolve/main/"; // the branch, or the commit it names (as the Hub)
-            Path f = path.startsWith(prefix) ? adapter.resolve(path.substring(prefix.length())) : null;
-            if (f == null || !Files.isRegularFile(f)) {
-                ex.getResponseHeaders().add("X-Error-Code", path.startsWith(prefix) ? "EntryNotFound" : "RepoNotFound");
+            seen.add(ex.getRequestMethod() + " " + ex.getRequestURI().getPath());
+            String path = ex.getRequestURI().getPath().replace("/resolve/" + commit + "/", "/resolve/" + revision + "/");
+            String prefix = "/" + repo + "/resolve/" + revision + "/"; // the revision, or the commit it names
+            Path f = path.startsWith(prefix) ? files.resolve(path.substring(prefix.length())) : null;
+            if (token != null && !("Bearer " + token).equals(ex.getRequestHeaders().getFirst("Authorization"))) {
+                ex.sendResponseHeaders(401, -1);
+            } else if (f == null || !Files.isRegularFile(f)) {
+                ex.getResponseHeaders().add("X-Error-Code", f != null ? "EntryNotFound"
+                        : path.startsWith("/" + repo + "/") ? "RevisionNotFound" : "RepoNotFound");
                 ex.sendResponseHeaders(404, -1);
             } else {
                 byte[] body = Files.readAllBytes(f);
@@ -108,6 +114,16 @@ class HubCacheJarIT {
             ex.close();
         });
         hub.start();
+        return hub;
+    }
+
+    @Test
+    void anAdapterRepoIdIsFetchedIntoTheCacheAndLoadsLikeItsFolder(@TempDir Path tmp) throws Exception {
+        Path model = TinyModels.llama(tmp.resolve("tiny"), 5);
+        Path adapter = TinyModels.loraAdapter(tmp.resolve("lora"), false);
+        String commit = "6666666666666666666666666666666666666666";
+        com.sun.net.httpserver.HttpServer hub = hub(adapter, "org/tiny-lora", "main", commit, null,
+                java.util.Collections.synchronizedList(new ArrayList<>()));
         try {
             String endpoint = "http://127.0.0.1:" + hub.getAddress().getPort();
             Path cache = tmp.resolve("hub");
@@ -137,32 +153,8 @@ class HubCacheJarIT {
         Path adapter = TinyModels.loraAdapter(tmp.resolve("lora"), false);
         String commit = "7777777777777777777777777777777777777777";
         List<String> seen = java.util.Collections.synchronizedList(new ArrayList<>());
-        com.sun.net.httpserver.HttpServer hub = com.sun.net.httpserver.HttpServer.create(
-                new java.net.InetSocketAddress("127.0.0.1", 0), 0);
-        hub.createContext("/", ex -> {
-            String path = ex.getRequestURI().getPath().replace("/resolve/" + commit + "/", "/resolve/v1/");
-            seen.add(ex.getRequestMethod() + " " + ex.getRequestURI().getPath());
-            String prefix = "/org/private-lora/resolve/v1/"; // only the tag v1, only with the token
-            Path f = path.startsWith(prefix) ? adapter.resolve(path.substring(prefix.length())) : null;
-            if (!"Bearer s3cret".equals(ex.getRequestHeaders().getFirst("Authorization"))) {
-                ex.sendResponseHeaders(401, -1);
-            } else if (f == null || !Files.isRegularFile(f)) {
-                ex.getResponseHeaders().add("X-Error-Code", f == null ? "RevisionNotFound" : "EntryNotFound");
-                ex.sendResponseHeaders(404, -1);
-            } else {
-                byte[] body = Files.readAllBytes(f);
-                ex.getResponseHeaders().add("X-Repo-Commit", commit);
-                ex.getResponseHeaders().add("ETag", "\"etag-" + f.getFileName() + "\"");
-                if (ex.getRequestMethod().equals("HEAD")) {
-                    ex.sendResponseHeaders(200, -1);
-                } else {
-                    ex.sendResponseHeaders(200, body.length);
-                    ex.getResponseBody().write(body);
-                }
-            }
-            ex.close();
-        });
-        hub.start();
+        // only the tag v1, only with the token
+        com.sun.net.httpserver.HttpServer hub = hub(adapter, "org/private-lora", "v1", commit, "s3cret", seen);
         try {
             String endpoint = "http://127.0.0.1:" + hub.getAddress().getPort();
             Path envCache = tmp.resolve("env-hub");

@@ -1,0 +1,55 @@
+package dev.peft4j.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** {@code peft4j train}: a text file in, a PEFT adapter out that lowers the loss and loads back through the CLI. */
+class TrainCommandTest {
+    @Test
+    void trainsAnAdapterThatLowersTheLossAndLoadsBack(@TempDir Path tmp) throws Exception {
+        Path model = TinyModels.llamaWithTokenizer(tmp.resolve("tiny"), 5);
+        Path data = tmp.resolve("data.txt");
+        Files.writeString(data, "hello world the adapter is a low rank adapter\n".repeat(24));
+        Path out = tmp.resolve("adapter");
+        Cli.Result r = Cli.run("train", "--model", model.toString(), "--data", data.toString(), "--out",
+                out.toString(), "--seq-len", "16", "--batch-size", "4", "--lr", "1e-2", "--max-steps", "30",
+                "--lora-dropout", "0", "--target-modules", "q_proj,k_proj,v_proj,o_proj");
+        assertEquals(0, r.rc(), r.toString());
+        Matcher mt = Pattern.compile("loss on the data ([0-9.]+) -> ([0-9.]+)").matcher(r.out());
+        assertTrue(mt.find(), r.out());
+        double before = Double.parseDouble(mt.group(1));
+        double after = Double.parseDouble(mt.group(2));
+        assertTrue(after < 0.7 * before, "loss " + before + " -> " + after);
+        assertTrue(Files.exists(out.resolve("adapter_config.json")));
+        assertTrue(Files.exists(out.resolve("adapter_model.safetensors")));
+        // the written adapter loads through the CLI and changes the model's output
+        Cli.Result base = Cli.run("generate", "--model", model.toString(), "--prompt", "hello", "--max-new-tokens",
+                "6", "--print-ids");
+        Cli.Result adapted = Cli.run("generate", "--model", model.toString(), "--adapter", out.toString(),
+                "--prompt", "hello", "--max-new-tokens", "6", "--print-ids");
+        assertEquals(0, adapted.rc(), adapted.toString());
+        assertTrue(!base.out().equals(adapted.out()), "the trained adapter changes nothing:\n" + adapted.out());
+    }
+
+    @Test
+    void refusesDataShorterThanOneBlockAndAModelWithoutTokenizer(@TempDir Path tmp) throws Exception {
+        Path model = TinyModels.llamaWithTokenizer(tmp.resolve("tiny"), 5);
+        Path data = tmp.resolve("short.txt");
+        Files.writeString(data, "hello\n");
+        Cli.Result r = Cli.run("train", "--model", model.toString(), "--data", data.toString(), "--out",
+                tmp.resolve("a").toString(), "--seq-len", "64");
+        assertEquals(2, r.rc(), r.toString());
+        assertTrue(r.err().contains("fewer than one block of --seq-len 64"), r.err());
+        Path bare = TinyModels.llama(tmp.resolve("bare"), 5);
+        r = Cli.run("train", "--model", bare.toString(), "--data", data.toString(), "--out", tmp.resolve("b").toString());
+        assertEquals(2, r.rc(), r.toString());
+        assertTrue(r.err().contains("has no tokenizer.json"), r.err());
+    }
+}

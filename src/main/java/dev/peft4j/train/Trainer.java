@@ -135,6 +135,9 @@ public final class Trainer {
                 lossSum += stepLoss;
                 sinceLog += stepLoss;
                 stepsSinceLog++;
+                if (args.saveSteps > 0 && (step + 1) % args.saveSteps == 0) {
+                    saveCheckpoint(step + 1);
+                }
                 if ((step + 1) % args.loggingSteps == 0 || step + 1 == total) {
                     log.add(new LogEntry(step + 1, sinceLog / stepsSinceLog, lr, gradNorm));
                     sinceLog = 0;
@@ -175,6 +178,23 @@ public final class Trainer {
             model.train(wasTraining);
         }
         return sum / sequences;
+    }
+
+    /**
+     * transformers' checkpoint of a model with an adapter: the active adapter, as {@code save_pretrained} writes it,
+     * into {@code output_dir/checkpoint-<step>} (optimizer and scheduler state are not saved).
+     */
+    private void saveCheckpoint(int step) {
+        java.util.List<String> active = model.activeAdapters();
+        if (active.isEmpty()) {
+            throw new IllegalStateException("saveSteps: no active adapter to save at step " + step);
+        }
+        java.nio.file.Path dir = args.outputDir.resolve("checkpoint-" + step);
+        try {
+            model.saveAdapter(dir, active.get(0));
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException("checkpoint at step " + step + " into " + dir, e);
+        }
     }
 
     /** AdamW as transformers builds it: betas (0.9, 0.999) (libtorch's defaults too), the given epsilon and decay. */

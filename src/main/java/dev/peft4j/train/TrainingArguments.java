@@ -5,7 +5,8 @@ package dev.peft4j.train;
  * {@code learning_rate} 5e-5, {@code weight_decay} 0, AdamW's betas (0.9, 0.999) and {@code adam_epsilon} 1e-8,
  * {@code max_grad_norm} 1.0, {@code num_train_epochs} 3 (or {@code max_steps} when set, which wins),
  * {@code gradient_accumulation_steps} 1, {@code warmup_steps} 0, {@code lr_scheduler_type} "linear" (or
- * "constant"), {@code logging_steps} 500, {@code seed} 42.
+ * "constant"), {@code logging_steps} 500, {@code seed} 42; {@code output_dir} with {@code save_steps} (default:
+ * none) saves the active adapter to {@code output_dir/checkpoint-<step>} every so many steps.
  */
 public final class TrainingArguments {
     /** transformers' {@code lr_scheduler_type} values that are supported. */
@@ -27,6 +28,8 @@ public final class TrainingArguments {
     final LrSchedulerType lrSchedulerType;
     final int loggingSteps;
     final long seed;
+    final java.nio.file.Path outputDir;
+    final int saveSteps;
 
     private TrainingArguments(Builder b) {
         this.learningRate = b.learningRate;
@@ -40,6 +43,8 @@ public final class TrainingArguments {
         this.lrSchedulerType = b.lrSchedulerType;
         this.loggingSteps = b.loggingSteps;
         this.seed = b.seed;
+        this.outputDir = b.outputDir;
+        this.saveSteps = b.saveSteps;
     }
 
     public static Builder builder() {
@@ -74,6 +79,8 @@ public final class TrainingArguments {
         private LrSchedulerType lrSchedulerType = LrSchedulerType.LINEAR;
         private int loggingSteps = 500;
         private long seed = 42;
+        private java.nio.file.Path outputDir;
+        private int saveSteps = -1;
 
         private Builder() {}
 
@@ -135,7 +142,22 @@ public final class TrainingArguments {
             return this;
         }
 
+        /** Where checkpoints go ({@code output_dir}); needed by {@link #saveSteps}. */
+        public Builder outputDir(java.nio.file.Path v) {
+            outputDir = v;
+            return this;
+        }
+
+        /** Save the active adapter to {@code outputDir/checkpoint-<step>} every this many optimizer steps. */
+        public Builder saveSteps(int v) {
+            saveSteps = (int) positive("saveSteps", v);
+            return this;
+        }
+
         public TrainingArguments build() {
+            if (saveSteps > 0 && outputDir == null) {
+                throw new IllegalArgumentException("saveSteps: " + saveSteps + " needs an outputDir to save into");
+            }
             return new TrainingArguments(this);
         }
 

@@ -220,7 +220,7 @@ class TrainerTest {
     }
 
     @Test
-    void theStepCallbackRunsAfterEachOptimizerStepWithTheGradientsStillThere() throws Exception {
+    void theStepCallbackRunsAfterEachOptimizerStepWithTheGradientsStillThere(@TempDir Path tmp) throws Exception {
         try (PointerScope s = new PointerScope();
                 PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
             model.addAdapter(LoraConfig.builder().r(4).targetModules("q_proj").build(), "cb");
@@ -228,13 +228,21 @@ class TrainerTest {
             List<Integer> steps = new java.util.ArrayList<>();
             List<Trainer.Batch> data = List.of(Trainer.Batch.causalLM(
                     torch.arange(new org.bytedeco.pytorch.Scalar(10L)).reshape(1, 10), null));
-            new Trainer(model, TrainingArguments.builder().maxSteps(3).gradientAccumulationSteps(2).build())
+            new Trainer(model, TrainingArguments.builder().maxSteps(3).gradientAccumulationSteps(2)
+                    .outputDir(tmp).saveSteps(2).build())
                     .onStepEnd(step -> {
                         assertTrue(a.grad().defined(), "no gradient at step " + step);
                         steps.add(step);
                     }).train(data);
             assertEquals(List.of(1, 2, 3), steps);
             assertTrue(!a.grad().defined(), "gradients are cleared after the last step");
+            // saveSteps 2 of 3 steps: one checkpoint, the adapter as it was after step 2 (A moved at step 3 since)
+            assertTrue(Files.exists(tmp.resolve("checkpoint-2/adapter_model.safetensors")));
+            assertTrue(!Files.exists(tmp.resolve("checkpoint-3")));
+            Map<String, Tensor> saved = dev.peft4j.io.AdapterFolder.readWeights(
+                    tmp.resolve("checkpoint-2/adapter_model.safetensors"));
+            Tensor savedA = saved.get("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+            assertTrue(savedA != null && !savedA.equal(a), "checkpoint-2 holds step 2's A, not the final one");
         }
     }
 }

@@ -245,4 +245,35 @@ class TrainerTest {
             assertTrue(savedA != null && !savedA.equal(a), "checkpoint-2 holds step 2's A, not the final one");
         }
     }
+
+    @Test
+    void adaLoraTrainsWithItsRankAllocatorInTheStepCallback() throws Exception {
+        try (PointerScope s = new PointerScope();
+                PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
+            // 2 layers x (q_proj, v_proj) = 4 modules of initial rank 6, pruned to 2 each on average by step 10
+            model.addAdapter(dev.peft4j.config.AdaLoraConfig.builder().initR(6).targetR(2).tinit(2).tfinal(3)
+                    .deltaT(1).totalStep(10).targetModules("q_proj", "v_proj").build(), "default");
+            List<Trainer.Batch> data = List.of(Trainer.Batch.causalLM(
+                    torch.arange(new org.bytedeco.pytorch.Scalar(24L)).remainder(new org.bytedeco.pytorch.Scalar(7L))
+                            .reshape(2, 12), null));
+            List<Integer> budgets = new java.util.ArrayList<>();
+            try (dev.peft4j.tuners.adalora.AdaLoraRankAllocator ra = dev.peft4j.tuners.adalora.AdaLoraRankAllocator
+                    .create(model.namedParameters(), "default", 2, 2, 3, 10, 1, 0.85, 0.85)) {
+                new Trainer(model, TrainingArguments.builder().learningRate(1e-2).maxSteps(10).build())
+                        .onStepEnd(step -> budgets.add(
+                                ra.updateAndAllocate(model.namedParameters(), step, false).budget()))
+                        .train(data);
+            }
+            assertEquals(10, budgets.size());
+            assertEquals(24, budgets.get(0), "the initial budget: 4 modules x rank 6");
+            assertEquals(8, budgets.get(9), "the target budget: 4 modules x rank 2");
+            long kept = 0;
+            for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
+                if (e.getKey().contains("lora_E")) {
+                    kept += e.getValue().ne(new org.bytedeco.pytorch.Scalar(0.0)).sum().item_long();
+                }
+            }
+            assertTrue(kept <= 8, kept + " singular values left, the budget is 8");
+        }
+    }
 }

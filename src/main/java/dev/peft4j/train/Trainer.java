@@ -110,14 +110,20 @@ public final class Trainer {
                 opt.param_groups().get(0).options().set_lr(lr);
                 double stepLoss = 0;
                 for (int a = 0; a < accum; a++) {
-                    Batch b = data.get(next++ % data.size());
+                    int bi = next++ % data.size();
+                    Batch b = data.get(bi);
                     try (PointerScope scope = new PointerScope()) {
                         Tensor logits = lm.forward(b.inputIds(), b.attentionMask(), null, null);
                         Tensor loss = causalLmLoss(logits, b.labels()).div(new Scalar((double) accum));
                         double v = loss.item_double();
                         if (!Double.isFinite(v)) {
+                            long t = b.labels().size(1);
+                            boolean noLabels = t < 2 || b.labels().narrow(1, 1, t - 1).ne(new Scalar(-100L)).sum()
+                                    .item_long() == 0;
                             throw new IllegalStateException("loss is " + v + " at optimizer step " + (step + 1)
-                                    + "; lower the learning rate (now " + lr + ")");
+                                    + (noLabels ? ": batch " + bi + " has no label to predict (every label after the "
+                                            + "first position is -100)"
+                                            : "; lower the learning rate (now " + lr + ")"));
                         }
                         loss.backward();
                         stepLoss += v;

@@ -174,6 +174,13 @@ class TrainerTest {
             IllegalStateException e = assertThrows(IllegalStateException.class,
                     () -> t.train(List.of(Trainer.Batch.causalLM(ids, null))));
             assertTrue(e.getMessage().startsWith("model: no trainable parameters"), e.getMessage());
+            // a batch whose labels are all ignored has no loss (NaN, as in transformers): named, not run on
+            model.addAdapter(LoraConfig.builder().r(2).targetModules("q_proj").build(), "n");
+            Tensor mask = torch.zeros(1, 4).to(ScalarType.Long);
+            mask.narrow(1, 0, 1).fill_(new org.bytedeco.pytorch.Scalar(1L));
+            e = assertThrows(IllegalStateException.class, () -> new Trainer(model, TrainingArguments.builder()
+                    .maxSteps(1).build()).train(List.of(Trainer.Batch.causalLM(ids, mask))));
+            assertTrue(e.getMessage().contains("batch 0 has no label to predict"), e.getMessage());
         }
     }
 

@@ -215,6 +215,11 @@ public final class PeftAdapters {
             throw new IllegalArgumentException("adapter_kwargs['local_files_only']: expected a boolean, got "
                     + localOnly);
         }
+        Object force = o.adapterKwargs() == null ? null : o.adapterKwargs().get("force_download");
+        if (force != null && !(force instanceof Boolean)) {
+            throw new IllegalArgumentException("adapter_kwargs['force_download']: expected a boolean, got " + force);
+        }
+        hub = hub.withForceDownload(Boolean.TRUE.equals(force));
         String prefix = subfolder == null || subfolder.isEmpty() ? "" : subfolder.replaceAll("/+$", "") + "/";
         String revision = o.revision();
         if (needConfig) {

@@ -272,6 +272,11 @@ class MixinFixtureTest {
                                     "subfolder", "sub", "local_files_only", true)).build()));
             assertEquals("adapter model file not found in org/gpt2-lora. Make sure you are passing the correct path "
                     + "to the adapter model.", noSub.getMessage(), "main's snapshot has no sub/: transformers' error");
+            IllegalArgumentException badForce = org.junit.jupiter.api.Assertions.assertThrows(
+                    IllegalArgumentException.class, () -> m.loadAdapter("org/gpt2-lora", LoadAdapterOptions
+                            .builder().adapterName("z").adapterKwargs(Map.of("cache_dir", cache.toString(),
+                                    "force_download", "yes", "local_files_only", true)).build()));
+            assertEquals("adapter_kwargs['force_download']: expected a boolean, got yes", badForce.getMessage());
             assertEquals(List.of("folder", "main", "v2"), List.copyOf(m.peftAdapters().peftConfig().keySet()),
                     "failed loads left nothing behind");
         }

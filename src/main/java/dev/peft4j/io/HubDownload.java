@@ -24,8 +24,21 @@ import java.util.UUID;
  * reached, or in offline mode, the cached snapshot is used if it has the file, as huggingface_hub does.
  */
 public final class HubDownload {
-    /** Where to ask and with what: the endpoint, a token (or null) and whether the network may be used at all. */
-    public record Settings(String endpoint, String token, boolean offline) {
+    /**
+     * Where to ask and with what: the endpoint, a token (or null), whether the network may be used at all, and
+     * whether a file already in the cache is downloaded again ({@code force_download}).
+     */
+    public record Settings(String endpoint, String token, boolean offline, boolean forceDownload) {
+        /** Settings that reuse cached files. */
+        public Settings(String endpoint, String token, boolean offline) {
+            this(endpoint, token, offline, false);
+        }
+
+        /** These settings with {@code force_download} on or off. */
+        public Settings withForceDownload(boolean on) {
+            return new Settings(endpoint, token, offline, on);
+        }
+
         /**
          * From the environment, as huggingface_hub reads it: {@code HF_ENDPOINT} (default https://huggingface.co),
          * {@code token} if not null else {@code HF_TOKEN} else the token file {@code $HF_HOME/token} (what
@@ -149,7 +162,7 @@ public final class HubDownload {
         }
         Path repo = HubCache.repoFolder(root, repoId);
         Path blob = repo.resolve("blobs").resolve(etag);
-        if (!Files.isRegularFile(blob)) {
+        if (!Files.isRegularFile(blob) || settings.forceDownload()) { // force: fetched again, replacing it
             String location = status == 200 ? url : resolveLocation(url, head.headers().firstValue("Location")
                     .orElseThrow(() -> new IOException(url + ": HTTP " + status + " without a Location")));
             fetch(location, settings.token(), blob, location.equals(url) || sameHost(url, location));
@@ -263,7 +276,7 @@ public final class HubDownload {
             if (r.statusCode() != 200) {
                 throw new IOException(url + ": HTTP " + r.statusCode() + " while downloading");
             }
-            Files.move(tmp, blob, StandardCopyOption.ATOMIC_MOVE);
+            Files.move(tmp, blob, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new IOException(url + ": interrupted", e);

@@ -158,6 +158,17 @@ class HubDownloadTest {
         requests.clear();
         HubDownload.file(root, "org/lora", null, "adapter_model.safetensors", online(null));
         assertEquals(List.of("HEAD /org/lora/resolve/main/adapter_model.safetensors"), requests);
+        // force_download: fetched again, replacing a damaged blob in place
+        Files.write(repo.resolve("blobs/sha256ofweights"), new byte[] {1, 2, 3});
+        requests.clear();
+        Path again = HubDownload.file(root, "org/lora", null, "adapter_model.safetensors",
+                online(null).withForceDownload(true));
+        assertEquals(2, requests.size(), requests.toString());
+        assertTrue(requests.get(1).startsWith("GET "), requests.toString());
+        assertArrayEquals(WEIGHTS, Files.readAllBytes(again));
+        try (var s = Files.list(repo.resolve("blobs"))) {
+            assertEquals(2, s.count(), "the blob replaced, no temporary file left");
+        }
     }
 
     @Test

@@ -78,6 +78,21 @@ public final class FusedLoraLinear implements AutoCloseable {
         return LIVE.get();
     }
 
+    /**
+     * Replaces the active adapters with ones already checked against this layer's shape and dtype
+     * ({@link LoraDelta.Slots}, which a layer holds for its GEMM path too): no second round of checks.
+     */
+    public void setAdapters(LoraDelta.Slots checked) {
+        checkOpen();
+        if (checked.in != in || checked.out != out || checked.scalarType != dtype) {
+            throw new IllegalArgumentException("slots made for a [" + checked.out + ", " + checked.in + "] "
+                    + checked.scalarType + " layer, this one is [" + out + ", " + in + "] " + dtype);
+        }
+        NativeKernels.peft4j_adapted_linear_set_adapters(handle, checked.a.length, checked.a, checked.b, checked.r,
+                checked.s);
+        this.adapters = checked.adapters();
+    }
+
     /** Replaces the active adapters (an empty list: the base layer alone). */
     public void setAdapters(List<Adapter> active) {
         checkOpen();

@@ -101,7 +101,7 @@ public final class NativeLinear implements AutoCloseable {
         }
         slots = LoraDelta.Slots.of(newSlots, in, out, dtype);
         if (fused != null) {
-            fused.setAdapters(slots.adapters());
+            fused.setAdapters(slots); // checked once, above
         }
     }
 

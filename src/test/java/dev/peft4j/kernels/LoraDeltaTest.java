@@ -260,6 +260,23 @@ class LoraDeltaTest {
     }
 
     @Test
+    void theDecodeKernelTakesSlotsCheckedOnceAndRefusesAnotherLayersSlots() {
+        Random rnd = new Random(23);
+        List<FusedLoraLinear.Adapter> ads = adapters(rnd, ScalarType.Float, 40, 24, 4, 8);
+        Tensor w = randn(rnd, 1 / Math.sqrt(40), 24, 40);
+        Tensor x = randn(rnd, 1, 3, 40);
+        try (FusedLoraLinear byList = new FusedLoraLinear(w, null); FusedLoraLinear bySlots = new FusedLoraLinear(w, null)) {
+            byList.setAdapters(ads);
+            bySlots.setAdapters(LoraDelta.Slots.of(ads, 40, 24, ScalarType.Float));
+            assertTrue(byList.forward(x).equal(bySlots.forward(x)), "the same adapters either way");
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> bySlots.setAdapters(LoraDelta.Slots.of(List.of(), 40, 25, ScalarType.Float)));
+            assertTrue(e.getMessage().startsWith("slots made for a [25, 40] Float layer, this one is [24, 40]"),
+                    e.getMessage());
+        }
+    }
+
+    @Test
     void slotsRefuseInputsOfAnotherLayer() {
         Random rnd = new Random(22);
         List<FusedLoraLinear.Adapter> ads = adapters(rnd, ScalarType.Float, 8, 6, 2);

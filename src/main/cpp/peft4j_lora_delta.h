@@ -483,8 +483,9 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
         // blocks before the next group starts. Rows of y are N·sizeof(T) bytes apart (a multiple of 4 KiB at every
         // common width), so a group's loads right after the previous group's stores at the same columns alias them
         // in the low 12 address bits and wait on them; blocks of one group go on at the next columns instead. With
-        // the groups inside the 64-column loop, half the expand's time was in its loads of y (perf annotate):
-        // this order made the bf16 delta 11-13 % faster at 128 and 512 rows, 13-18 % right after a cache flush.
+        // the groups inside the 64-column loop, most of the expand's samples were on its loads of y (perf annotate);
+        // this order: 0.86-0.88 of the bf16 delta's time at 128 and 512 rows, 0.86-0.87 after a cache flush
+        // (benchmarks/native/ab.sh delta aa65f55 9c5a71f, FLUSH=1 for the second).
         const int64_t v_rows = dp_expand ? s.R / 2 : s.R;
         const int64_t chunk = std::max<int64_t>(64, 16384 / (v_rows * 4) / 64 * 64);
         for (int64_t cc = c0; cc < c1; cc += chunk) {

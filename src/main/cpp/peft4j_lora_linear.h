@@ -348,8 +348,9 @@ inline void dots_bf16_scalar(const uint16_t* X, int64_t ldx, int mb, const uint1
 inline void rows_times_rowsT_bf16(int isa, const uint16_t* X, int64_t M, const uint16_t* Y, int64_t n0, int64_t n1,
                                   int64_t L, float* out, int64_t ldo, SidePrefetch* side = nullptr) {
     // 3-4 rows of X: 6 rows of Y per register block (4 x 6 = 24 accumulators), so each X vector loaded serves 6
-    // products instead of 4. The decode kernel at 3 / 4 rows of a 4096 x 4096 bf16 layer, A/B alternating calls
-    // over 4 weights: 0.94-0.96 / 0.97-0.98 of its time with 4 x 4 blocks; at 1-2 rows 6 was 2-3 % slower.
+    // products instead of 4. The decode kernel at 3 / 4 rows of a 4096 x 4096 bf16 layer: 0.94-0.96 / 0.97-1.00 of
+    // its time with 4 x 4 blocks (benchmarks/native/ab.sh decode 5f97aa0~1 5f97aa0, MS=3,4); at 1-2 rows a build
+    // using 6 there was slower.
     const int64_t nstep = M == 3 || M == 4 ? 6 : 4;
     float blk[24];
     const int64_t calls = ((n1 - n0 + nstep - 1) / nstep) * ((M + 3) / 4);

@@ -27,9 +27,10 @@ public final class LoraDelta {
     /**
      * Adapters checked once for a layer of shape {@code [out, in]}: their pointers, ranks and scales, ready for
      * every call. A layer holds one while its active set stays the same, so that a forward's checks cover only x
-     * and y: after a base GEMM that streamed the weight through every cache, each call into libtorch misses (about
-     * 0.7 µs apiece here), and checking the adapters on every call cost ~30 µs, 0.6 % of a 128-row bf16 4096 x 4096
-     * GEMM. Keeps the tensors reachable; their storage must stay where it is (in-place updates are seen).
+     * and y: after a base GEMM that streamed the weight through every cache, each call into libtorch misses, and
+     * checking the adapters on every call added 0.2-0.3 % of a bf16 4096 x 4096 GEMM at 128-512 rows
+     * ({@code LoraDeltaBench.splitBaseThenDeltaCheckedPerCall} against {@code splitBaseThenDelta}). Keeps the
+     * tensors reachable; their storage must stay where it is (in-place updates are seen).
      */
     public static final class Slots {
         final List<FusedLoraLinear.Adapter> adapters;

@@ -118,4 +118,28 @@ public class FusedLoraLinearBench {
     public void pairedBaseVsFused(PairedNanos t) {
         t.time(this::libtorchBaseLinear, this::peft4jFused);
     }
+
+    /**
+     * base, base, fused, fused, base in one call, each timed into {@link TransitionNanos} by what preceded it (the
+     * first base follows the previous call's last): whether either path pays for following the other, which a
+     * paired ratio would fold in. Each counter gets two calls' worth per invocation.
+     */
+    @Benchmark
+    public void transitions(TransitionNanos t) {
+        long t0 = System.nanoTime();
+        libtorchBaseLinear();
+        long t1 = System.nanoTime();
+        libtorchBaseLinear();
+        long t2 = System.nanoTime();
+        peft4jFused();
+        long t3 = System.nanoTime();
+        peft4jFused();
+        long t4 = System.nanoTime();
+        libtorchBaseLinear();
+        long t5 = System.nanoTime();
+        t.baseAfterBase += (t1 - t0) + (t2 - t1);
+        t.fusedAfterBase += 2 * (t3 - t2);
+        t.fusedAfterFused += 2 * (t4 - t3);
+        t.baseAfterFused += 2 * (t5 - t4);
+    }
 }

@@ -147,4 +147,21 @@ public class LoraDeltaBench {
         t.baseNs += t1 - t0;
         t.deltaNs += t2 - t1;
     }
+
+    /**
+     * As {@link #splitBaseThenDelta}, with the adapters checked on every call ({@link LoraDelta#apply(Tensor, Tensor,
+     * List, int[])}, the list form): the difference between the two splits is what checking them once saves right
+     * after a GEMM.
+     */
+    @Benchmark
+    public void splitBaseThenDeltaCheckedPerCall(SplitNanos t) {
+        long t0 = System.nanoTime();
+        Tensor out = torch.linear(x, w);
+        long t1 = System.nanoTime();
+        LoraDelta.apply(out, x, slots, null);
+        long t2 = System.nanoTime();
+        out.close();
+        t.baseNs += t1 - t0;
+        t.deltaNs += t2 - t1;
+    }
 }

@@ -1,6 +1,5 @@
 package dev.peft4j.kernels;
 
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import org.bytedeco.pytorch.MemoryFormatOptional;
@@ -96,35 +95,7 @@ public final class FusedLoraLinear implements AutoCloseable {
     /** Replaces the active adapters (an empty list: the base layer alone). */
     public void setAdapters(List<Adapter> active) {
         checkOpen();
-        int n = active.size();
-        long[] a = new long[n];
-        long[] b = new long[n];
-        int[] r = new int[n];
-        float[] s = new float[n];
-        for (int i = 0; i < n; i++) {
-            Adapter ad = active.get(i);
-            String an = "adapters[" + i + "].a";
-            String bn = "adapters[" + i + "].b";
-            Kernels.checkCpuContiguous(an, ad.a());
-            Kernels.checkCpuContiguous(bn, ad.b());
-            checkDtype(an, ad.a());
-            checkDtype(bn, ad.b());
-            if (ad.a().dim() != 2 || ad.a().size(1) != in) {
-                throw new IllegalArgumentException(an + ": expected shape [r, " + in + "], got "
-                        + Arrays.toString(ad.a().shape()));
-            }
-            long rank = ad.a().size(0);
-            checkShape(bn, ad.b(), out, rank);
-            if (rank < 1 || rank > Integer.MAX_VALUE) {
-                throw new IllegalArgumentException(an + ": rank " + rank + " out of range");
-            }
-            a[i] = ad.a().data_ptr().address();
-            b[i] = ad.b().data_ptr().address();
-            r[i] = (int) rank;
-            s[i] = ad.scale();
-        }
-        NativeKernels.peft4j_adapted_linear_set_adapters(handle, n, a, b, r, s);
-        this.adapters = List.copyOf(new ArrayList<>(active));
+        setAdapters(LoraDelta.Slots.of(active, in, out, dtype, "adapters"));
     }
 
     /** {@code x} of shape {@code [..., in]} with at most {@value #MAX_ROWS} rows; returns {@code [..., out]}. */

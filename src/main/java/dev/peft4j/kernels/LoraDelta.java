@@ -61,6 +61,11 @@ public final class LoraDelta {
          * (float32 or bfloat16): each {@code a} {@code [r, in]}, {@code b} {@code [out, r]}, contiguous, on the CPU.
          */
         public static Slots of(List<FusedLoraLinear.Adapter> adapters, long in, long out, ScalarType dtype) {
+            return of(adapters, in, out, dtype, "slots");
+        }
+
+        /** {@link #of} with errors naming the adapters {@code label[i].a} / {@code .b}. */
+        static Slots of(List<FusedLoraLinear.Adapter> adapters, long in, long out, ScalarType dtype, String label) {
             dtype = dtype.intern();
             if (dtype != ScalarType.Float && dtype != ScalarType.BFloat16) {
                 throw new IllegalArgumentException("dtype " + dtype + " not supported, expected Float or BFloat16");
@@ -68,8 +73,8 @@ public final class LoraDelta {
             Slots sl = new Slots(List.copyOf(adapters), dtype, in, out);
             for (int i = 0; i < sl.a.length; i++) {
                 FusedLoraLinear.Adapter ad = sl.adapters.get(i);
-                String an = "slots[" + i + "].a";
-                String bn = "slots[" + i + "].b";
+                String an = label + "[" + i + "].a";
+                String bn = label + "[" + i + "].b";
                 Kernels.checkCpuContiguous(an, ad.a());
                 Kernels.checkCpuContiguous(bn, ad.b());
                 checkDtype(an, ad.a(), dtype);
@@ -116,8 +121,7 @@ public final class LoraDelta {
     public static void apply(Tensor y, Tensor x, List<FusedLoraLinear.Adapter> slots, int[] rowSlot) {
         Kernels.checkCpuContiguous("y", y);
         Kernels.checkCpuContiguous("x", x);
-        ScalarType dt = y.scalar_type().intern();
-        Kernels.dtypeCode("y", y);
+        ScalarType dt = Kernels.dtypeCode("y", y) == 0 ? ScalarType.Float : ScalarType.BFloat16;
         Kernels.checkSameDtype("x", x, "y", y);
         long[] ys = y.shape();
         long[] xs = x.shape();

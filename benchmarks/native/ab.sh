@@ -22,5 +22,5 @@ case $kind in
     *) echo "unknown kind $kind" >&2; exit 2 ;;
 esac
 cp "$here/$src" "$tmp/"
-g++ -O3 -std=c++17 $def -fopenmp "$tmp/$src" -o "$tmp/ab"
+g++ -O3 -std=c++17 $def ${ABFLAGS:-} -fopenmp "$tmp/$src" -o "$tmp/ab"
 "$tmp/ab" "$rounds"

@@ -203,16 +203,18 @@ inline __m512bh load32bh_masked(const uint16_t* p, __mmask32 m) { return (__m512
 #endif
 
 #if defined(__x86_64__)
-// The base product at 5-16 rows, K-tiled. Read in place, rows of x and W are K·2 bytes apart (a power of two at
+// The base product at 9-16 rows, K-tiled. Read in place, rows of x and W are K·2 bytes apart (a power of two at
 // every common size), so one column of every row falls into one L1 set and x is re-read from L2 for every 4 rows
 // of W; and the hardware prefetcher only brings W in while the first 4-row block of x passes over it, so the
 // kernel took (time to stream W) + (time to compute) instead of the larger of the two (FusedLoraLinearBench, bf16,
 // 16 rows of a 4096 x 4096 layer: 1.59 ms, where one row, nearly all streaming, takes 0.5-0.6 ms). Here x is
 // packed once per call, slice by slice ([K/kDpSlice][M][kDpSlice], contiguous, so the slice and the partial sums
 // stay in L1), each group of kDpGroup rows of W is multiplied slice by slice against it, and W's next slice is
-// prefetched spread evenly over all the passes of x's row blocks over the current one (1.04 ms). At 1-4 rows there
-// is one pass and streaming W dominates; rows_times_rowsT_bf16's long sequential rows stream best there.
-constexpr int64_t kDpTileMinRows = 5;
+// prefetched spread evenly over all the passes of x's row blocks over the current one (1.04 ms). Up to 8 rows,
+// rows_times_rowsT_bf16 reading each register block's rows of W through once before multiplying them is faster
+// (benchmarks/native/ab.sh decode, 5 and 8 rows: 0.86-0.88 of the K-tiled kernel's time; at 9 and 16 rows the
+// K-tiled kernel stays: the same build at 10-16 rows was 1.01-1.2 of its time, at 12 rows 0.94).
+constexpr int64_t kDpTileMinRows = 9;
 constexpr int64_t kDpSlice = 512;
 constexpr int64_t kDpGroup = 16;  // rows of W per pass over x's slices; P below holds their partial sums
 
@@ -257,6 +259,28 @@ inline void dots_bf16dp(const uint16_t* X, int64_t ldx, const uint16_t* Y, int64
     __m512 P[MB * NB];
     dots_bf16dp_partial<MB, NB>(X, ldx, Y, ldy, L, P, true, nullptr, 0, 0, 0);
     for (int q = 0; q < MB * NB; q++) out[q] = hsum16(P[q]);
+}
+
+// Reads every cache line of [p, p + bytes) once, in address order, with plain loads whose results are folded into
+// one register and stored to a volatile (so they are not dropped). The decode kernel at 2-8 rows reads each
+// register block's rows of W so (one contiguous run: the block's rows are adjacent) before multiplying them; see
+// rows_times_rowsT_bf16 for why and what it gains.
+PEFT4J_BF16_TARGET
+inline void touch_lines(const void* p, int64_t bytes) {
+    if (bytes < 64) return;
+    const char* c = (const char*) p;
+    __m512i s = _mm512_setzero_si512();
+    int64_t i = 0;
+    for (; i + 256 <= bytes; i += 256) {
+        s = _mm512_xor_si512(s, _mm512_loadu_si512(c + i));
+        s = _mm512_xor_si512(s, _mm512_loadu_si512(c + i + 64));
+        s = _mm512_xor_si512(s, _mm512_loadu_si512(c + i + 128));
+        s = _mm512_xor_si512(s, _mm512_loadu_si512(c + i + 192));
+    }
+    for (; i + 64 <= bytes; i += 64) s = _mm512_xor_si512(s, _mm512_loadu_si512(c + i));
+    if (i < bytes) s = _mm512_xor_si512(s, _mm512_loadu_si512(c + bytes - 64));  // the last, partial line
+    volatile int sink = _mm_cvtsi128_si32(_mm512_castsi512_si128(s));
+    (void) sink;
 }
 
 // x[M, K] -> xp, slice after slice: slice s holds x[:, s·kDpSlice : s·kDpSlice + len] as M rows of len.
@@ -347,12 +371,22 @@ inline void dots_bf16_scalar(const uint16_t* X, int64_t ldx, int mb, const uint1
 // themselves and call rows_times_rowsT).
 inline void rows_times_rowsT_bf16(int isa, const uint16_t* X, int64_t M, const uint16_t* Y, int64_t n0, int64_t n1,
                                   int64_t L, float* out, int64_t ldo, SidePrefetch* side = nullptr) {
-    // 3-4 rows of X: 6 rows of Y per register block (4 x 6 = 24 accumulators), so each X vector loaded serves 6
-    // products instead of 4. The decode kernel at 3 / 4 rows of a 4096 x 4096 bf16 layer: 0.94-0.96 / 0.97-1.00 of
-    // its time with 4 x 4 blocks (benchmarks/native/ab.sh decode 5f97aa0~1 5f97aa0, MS=3,4); at 1-2 rows a build
-    // using 6 there was slower.
-    const int64_t nstep = M == 3 || M == 4 ? 6 : 4;
+    // 3 or more rows of X: 6 rows of Y per register block (4 x 6 = 24 accumulators), so each X vector loaded
+    // serves 6 products instead of 4. The decode kernel at 3 / 4 rows of a 4096 x 4096 bf16 layer: 0.94-0.96 /
+    // 0.97-1.00 of its time with 4 x 4 blocks (benchmarks/native/ab.sh decode 5f97aa0~1 5f97aa0, MS=3,4); at 1-2
+    // rows a build using 6 there was slower.
+    const int64_t nstep = M >= 3 ? 6 : 4;
     float blk[24];
+#if defined(__x86_64__)
+    // 2 or more rows: each register block's rows of Y (nstep rows, one contiguous run) are first read through once
+    // in address order (touch_lines), then multiplied from L1 / L2. Streamed straight into the products, the block
+    // was nstep concurrent streams 8 KiB apart whose loads also queued behind the VDPBF16PS waiting on earlier
+    // ones: 4 rows took about (1-row time) + (time of the products). Read first as one run, the lines come at the
+    // rate a plain read of W reaches. ab.sh decode, previous build against this one (3 runs): 0.89-0.90 of the
+    // time at 4 rows, 0.91 at 3, 0.96-0.97 at 2. At one row the products are few and a build touching first was
+    // slower (scratch harness: 1.1x), so one row streams straight into them.
+    const bool touch = isa >= ISA_AVX512_BF16 && M >= 2;
+#endif
     const int64_t calls = ((n1 - n0 + nstep - 1) / nstep) * ((M + 3) / 4);
     const int64_t side_per_call = side && calls > 0 ? (side->lines + calls - 1) / calls : 0;
     for (int64_t n = n0; n < n1; n += nstep) {
@@ -363,6 +397,7 @@ inline void rows_times_rowsT_bf16(int isa, const uint16_t* X, int64_t M, const u
             const uint16_t* Xm = X + m * L;
             const uint16_t* Yn = Y + n * L;
 #if defined(__x86_64__)
+            if (touch && m == 0) touch_lines(Yn, nb * L * (int64_t) sizeof(uint16_t));
             if (isa >= ISA_AVX512_BF16) {
                 switch (mb * 8 + nb) {
 #define PEFT4J_DP_CASE(MBV, NBV) case (MBV) * 8 + (NBV): dots_bf16dp<MBV, NBV>(Xm, L, Yn, L, L, blk); break;
@@ -370,6 +405,7 @@ inline void rows_times_rowsT_bf16(int isa, const uint16_t* X, int64_t M, const u
                     PEFT4J_DP_CASE(2, 1) PEFT4J_DP_CASE(2, 2) PEFT4J_DP_CASE(2, 3) PEFT4J_DP_CASE(2, 4)
                     PEFT4J_DP_CASE(3, 1) PEFT4J_DP_CASE(3, 2) PEFT4J_DP_CASE(3, 3) PEFT4J_DP_CASE(3, 4)
                     PEFT4J_DP_CASE(4, 1) PEFT4J_DP_CASE(4, 2) PEFT4J_DP_CASE(4, 3) PEFT4J_DP_CASE(4, 4)
+                    PEFT4J_DP_CASE(1, 5) PEFT4J_DP_CASE(1, 6) PEFT4J_DP_CASE(2, 5) PEFT4J_DP_CASE(2, 6)
                     PEFT4J_DP_CASE(3, 5) PEFT4J_DP_CASE(3, 6) PEFT4J_DP_CASE(4, 5) PEFT4J_DP_CASE(4, 6)
 #undef PEFT4J_DP_CASE
                     default: dots_bf16_scalar(Xm, L, mb, Yn, L, nb, L, blk); break;

@@ -203,18 +203,23 @@ inline __m512bh load32bh_masked(const uint16_t* p, __mmask32 m) { return (__m512
 #endif
 
 #if defined(__x86_64__)
-// The base product at 9-16 rows, K-tiled. Read in place, rows of x and W are K·2 bytes apart (a power of two at
-// every common size), so one column of every row falls into one L1 set and x is re-read from L2 for every 4 rows
-// of W; and the hardware prefetcher only brings W in while the first 4-row block of x passes over it, so the
-// kernel took (time to stream W) + (time to compute) instead of the larger of the two (FusedLoraLinearBench, bf16,
-// 16 rows of a 4096 x 4096 layer: 1.59 ms, where one row, nearly all streaming, takes 0.5-0.6 ms). Here x is
-// packed once per call, slice by slice ([K/kDpSlice][M][kDpSlice], contiguous, so the slice and the partial sums
-// stay in L1), each group of kDpGroup rows of W is multiplied slice by slice against it, and W's next slice is
-// prefetched spread evenly over all the passes of x's row blocks over the current one (1.04 ms). Up to 8 rows,
-// rows_times_rowsT_bf16 reading each register block's rows of W through once before multiplying them is faster
-// (benchmarks/native/ab.sh decode, 5 and 8 rows: 0.86-0.88 of the K-tiled kernel's time; at 9 and 16 rows the
-// K-tiled kernel stays: the same build at 10-16 rows was 1.01-1.2 of its time, at 12 rows 0.94).
-constexpr int64_t kDpTileMinRows = 9;
+// The bf16 base product by row count: 1 row streams W straight into the products; 2-4 rows read each register
+// block's rows of W through first (rows_times_rowsT_bf16); 5-12 rows the same with x packed step by step
+// (rows_times_rowsT_bf16_packed); 13-16 rows K-tiled (rows_times_rowsT_bf16_tiled). benchmarks/native/ab.sh
+// decode, the packed kernel against the K-tiled one (2 runs): 0.96-0.99 of the time at 5 and 8 rows, 0.89-0.92
+// at 9, 0.96 at 10, 0.92-0.93 at 11, 0.83 at 12; at 13-16 rows 1.01-1.09 (the K-tiled kernel's prefetch overlaps
+// more of its longer products with the stream); against the 2-4-row loop at 2-4 rows 1.01 (packing x costs).
+//
+// K-tiled: read in place, rows of x and W are K·2 bytes apart (a power of two at every common size), so one column
+// of every row falls into one L1 set and x is re-read from L2 for every 4 rows of W; and the hardware prefetcher
+// only brings W in while the first 4-row block of x passes over it, so the kernel took (time to stream W) + (time
+// to compute) instead of the larger of the two (FusedLoraLinearBench, bf16, 16 rows of a 4096 x 4096 layer:
+// 1.59 ms, where one row, nearly all streaming, takes 0.5-0.6 ms). Here x is packed once per call, slice by slice
+// ([K/kDpSlice][M][kDpSlice], contiguous, so the slice and the partial sums stay in L1), each group of kDpGroup
+// rows of W is multiplied slice by slice against it, and W's next slice is prefetched spread evenly over all the
+// passes of x's row blocks over the current one (1.04 ms).
+constexpr int64_t kDpPackedMinRows = 5;
+constexpr int64_t kDpTileMinRows = 13;
 constexpr int64_t kDpSlice = 512;
 constexpr int64_t kDpGroup = 16;  // rows of W per pass over x's slices; P below holds their partial sums
 
@@ -262,7 +267,7 @@ inline void dots_bf16dp(const uint16_t* X, int64_t ldx, const uint16_t* Y, int64
 }
 
 // Reads every cache line of [p, p + bytes) once, in address order, with plain loads whose results are folded into
-// one register and stored to a volatile (so they are not dropped). The decode kernel at 2-8 rows reads each
+// one register and stored to a volatile (so they are not dropped). The decode kernel at 2-12 rows reads each
 // register block's rows of W so (one contiguous run: the block's rows are adjacent) before multiplying them; see
 // rows_times_rowsT_bf16 for why and what it gains.
 PEFT4J_BF16_TARGET
@@ -352,6 +357,92 @@ inline void rows_times_rowsT_bf16_tiled(const uint16_t* xp, int64_t M, const uin
 }
 #endif
 
+#if defined(__x86_64__)
+// x[M, K] -> xq for rows_times_rowsT_bf16_packed: each block of up to 4 rows (mb of them) step-interleaved,
+// [K32 / 32][mb][32] with K32 = K rounded up to 32 and the padding zero; block b starts at xq + 4·b·K32.
+inline void pack_x_steps(const uint16_t* x, int64_t M, int64_t K, uint16_t* xq) {
+    const int64_t K32 = (K + 31) / 32 * 32;
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        const int64_t mb = std::min<int64_t>(4, M - m0);
+        uint16_t* dst = xq + m0 * K32;
+        for (int64_t k = 0; k < K32; k += 32) {
+            const int64_t len = std::min<int64_t>(32, K - k);
+            for (int64_t i = 0; i < mb; i++) {
+                uint16_t* d = dst + (k / 32) * mb * 32 + i * 32;
+                std::memcpy(d, x + (m0 + i) * K + k, sizeof(uint16_t) * (size_t) len);
+                for (int64_t j = len; j < 32; j++) d[j] = 0;
+            }
+        }
+    }
+}
+
+// out[m][n] (row stride ldo) = xq block · Y[n, 0:K] for an MB x NB register block, over the whole of K; the last
+// step's loads of Y are masked when K is not a multiple of 32 (x is zero-padded there).
+template <int MB, int NB>
+PEFT4J_BF16_TARGET
+inline void dots_bf16dp_packed(const uint16_t* xb, const uint16_t* Y, int64_t ldy, int64_t K, float* out, int64_t ldo) {
+    __m512 acc[MB][NB];
+    for (int m = 0; m < MB; m++)
+        for (int n = 0; n < NB; n++) acc[m][n] = _mm512_setzero_ps();
+    const int64_t whole = K / 32 * 32;
+    const uint16_t* xs = xb;
+    for (int64_t k = 0; k < whole; k += 32, xs += MB * 32) {
+        __m512bh yv[NB];
+        for (int n = 0; n < NB; n++) yv[n] = load32bh(Y + n * ldy + k);
+        for (int m = 0; m < MB; m++) {
+            const __m512bh xv = load32bh(xs + m * 32);
+            for (int n = 0; n < NB; n++) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], xv, yv[n]);
+        }
+    }
+    if (whole < K) {
+        const __mmask32 mask = (__mmask32) ((1ull << (K - whole)) - 1ull);
+        __m512bh yv[NB];
+        for (int n = 0; n < NB; n++) yv[n] = load32bh_masked(Y + n * ldy + whole, mask);
+        for (int m = 0; m < MB; m++) {
+            const __m512bh xv = load32bh(xs + m * 32);
+            for (int n = 0; n < NB; n++) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], xv, yv[n]);
+        }
+    }
+    for (int m = 0; m < MB; m++)
+        for (int n = 0; n < NB; n++) out[m * ldo + n] = hsum16(acc[m][n]);
+}
+
+// out[m, n - n0] (row stride ldo) = x[m, :K] · Y[n, :K] for m < M, n0 <= n < n1, both bfloat16, x packed by
+// pack_x_steps. Each register block's 6 rows of Y are read through once (touch_lines), then every 4-row block of
+// x is multiplied against them over the whole of K: the accumulators stay in registers for all of K, x is read
+// as one sequential stream per block.
+PEFT4J_BF16_TARGET
+inline void rows_times_rowsT_bf16_packed(const uint16_t* xq, int64_t M, const uint16_t* Y, int64_t n0, int64_t n1,
+                                         int64_t K, float* out, int64_t ldo, SidePrefetch* side = nullptr) {
+    const int64_t K32 = (K + 31) / 32 * 32;
+    const int64_t calls = ((n1 - n0 + 5) / 6) * ((M + 3) / 4);
+    const int64_t side_per_call = side && calls > 0 ? (side->lines + calls - 1) / calls : 0;
+    for (int64_t n = n0; n < n1; n += 6) {
+        const int nb = (int) std::min<int64_t>(6, n1 - n);
+        const uint16_t* Yn = Y + n * K;
+        touch_lines(Yn, nb * K * (int64_t) sizeof(uint16_t));
+        for (int64_t m = 0; m < M; m += 4) {
+            const int mb = (int) std::min<int64_t>(4, M - m);
+            if (side_per_call) side->next(side_per_call);
+            const uint16_t* xb = xq + m * K32;
+            float* o = out + m * ldo + (n - n0);
+            switch (mb * 8 + nb) {
+#define PEFT4J_DPP_CASE(MBV, NBV) \
+    case (MBV) * 8 + (NBV): dots_bf16dp_packed<MBV, NBV>(xb, Yn, K, K, o, ldo); break;
+                PEFT4J_DPP_CASE(1, 1) PEFT4J_DPP_CASE(1, 2) PEFT4J_DPP_CASE(1, 3) PEFT4J_DPP_CASE(1, 4)
+                PEFT4J_DPP_CASE(1, 5) PEFT4J_DPP_CASE(1, 6) PEFT4J_DPP_CASE(2, 1) PEFT4J_DPP_CASE(2, 2)
+                PEFT4J_DPP_CASE(2, 3) PEFT4J_DPP_CASE(2, 4) PEFT4J_DPP_CASE(2, 5) PEFT4J_DPP_CASE(2, 6)
+                PEFT4J_DPP_CASE(3, 1) PEFT4J_DPP_CASE(3, 2) PEFT4J_DPP_CASE(3, 3) PEFT4J_DPP_CASE(3, 4)
+                PEFT4J_DPP_CASE(3, 5) PEFT4J_DPP_CASE(3, 6) PEFT4J_DPP_CASE(4, 1) PEFT4J_DPP_CASE(4, 2)
+                PEFT4J_DPP_CASE(4, 3) PEFT4J_DPP_CASE(4, 4) PEFT4J_DPP_CASE(4, 5) PEFT4J_DPP_CASE(4, 6)
+#undef PEFT4J_DPP_CASE
+                default: break;
+            }
+        }
+    }
+}
+#endif
+
 // Scalar reference of the bf16 x bf16 dot products (float32 accumulation).
 inline void dots_bf16_scalar(const uint16_t* X, int64_t ldx, int mb, const uint16_t* Y, int64_t ldy, int nb, int64_t L,
                              float* out) {
@@ -371,22 +462,22 @@ inline void dots_bf16_scalar(const uint16_t* X, int64_t ldx, int mb, const uint1
 // themselves and call rows_times_rowsT).
 inline void rows_times_rowsT_bf16(int isa, const uint16_t* X, int64_t M, const uint16_t* Y, int64_t n0, int64_t n1,
                                   int64_t L, float* out, int64_t ldo, SidePrefetch* side = nullptr) {
-    // 3-8 rows of X: 6 rows of Y per register block (4 x 6 = 24 accumulators), so each X vector loaded
+    // 3-4 rows of X: 6 rows of Y per register block (4 x 6 = 24 accumulators), so each X vector loaded
     // serves 6 products instead of 4. The decode kernel at 3 / 4 rows of a 4096 x 4096 bf16 layer: 0.94-0.96 /
     // 0.97-1.00 of its time with 4 x 4 blocks (benchmarks/native/ab.sh decode 5f97aa0~1 5f97aa0, MS=3,4); at 1-2
     // rows a build using 6 there was slower.
-    const int64_t nstep = M >= 3 && M <= 8 ? 6 : 4;
+    const int64_t nstep = M == 3 || M == 4 ? 6 : 4;
     float blk[24];
 #if defined(__x86_64__)
-    // 2-8 rows (the decode kernel's base product below kDpTileMinRows; the prefill shrink's chunks of 16 rows of
-    // x against a small A keep the former loop): each register block's rows of Y (nstep rows, one contiguous run)
+    // 2-4 rows (the decode kernel's base product at those sizes; the shrinks' other row counts keep the former
+    // loop): each register block's rows of Y (nstep rows, one contiguous run)
     // are first read through once in address order (touch_lines), then multiplied from L1 / L2. Streamed straight
     // into the products, the block was nstep concurrent streams 8 KiB apart whose loads also queued behind the
     // VDPBF16PS waiting on earlier ones: 4 rows took about (1-row time) + (time of the products). Read first as
     // one run, the lines come at the rate a plain read of W reaches. ab.sh decode, previous build against this
     // one (3 runs): 0.89-0.90 of the time at 4 rows, 0.91 at 3, 0.96-0.97 at 2. At one row the products are few
     // and a build reading first was slower, so one row streams straight into them.
-    const bool touch = isa >= ISA_AVX512_BF16 && M >= 2 && M <= 8;
+    const bool touch = isa >= ISA_AVX512_BF16 && M >= 2 && M <= 4;
 #endif
     const int64_t calls = ((n1 - n0 + nstep - 1) / nstep) * ((M + 3) / 4);
     const int64_t side_per_call = side && calls > 0 ? (side->lines + calls - 1) / calls : 0;
@@ -406,7 +497,6 @@ inline void rows_times_rowsT_bf16(int isa, const uint16_t* X, int64_t M, const u
                     PEFT4J_DP_CASE(2, 1) PEFT4J_DP_CASE(2, 2) PEFT4J_DP_CASE(2, 3) PEFT4J_DP_CASE(2, 4)
                     PEFT4J_DP_CASE(3, 1) PEFT4J_DP_CASE(3, 2) PEFT4J_DP_CASE(3, 3) PEFT4J_DP_CASE(3, 4)
                     PEFT4J_DP_CASE(4, 1) PEFT4J_DP_CASE(4, 2) PEFT4J_DP_CASE(4, 3) PEFT4J_DP_CASE(4, 4)
-                    PEFT4J_DP_CASE(1, 5) PEFT4J_DP_CASE(1, 6) PEFT4J_DP_CASE(2, 5) PEFT4J_DP_CASE(2, 6)
                     PEFT4J_DP_CASE(3, 5) PEFT4J_DP_CASE(3, 6) PEFT4J_DP_CASE(4, 5) PEFT4J_DP_CASE(4, 6)
 #undef PEFT4J_DP_CASE
                     default: dots_bf16_scalar(Xm, L, mb, Yn, L, nb, L, blk); break;
@@ -673,7 +763,12 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
     // (a pointer: the lambdas below run on pool threads, where the name would mean their own empty buffer)
     thread_local std::vector<uint16_t> xpbuf;
     const uint16_t* xp = nullptr;
-    if (dp && M >= kDpTileMinRows) {
+    const bool packed = dp && M >= kDpPackedMinRows && M < kDpTileMinRows;
+    if (packed) {
+        xpbuf.resize((size_t) (M * ((K + 31) / 32 * 32)));
+        pack_x_steps(xh, M, K, xpbuf.data());
+        xp = xpbuf.data();
+    } else if (dp && M >= kDpTileMinRows) {
         xpbuf.resize((size_t) (M * K));
         pack_x_slices(xh, M, K, xpbuf.data());
         xp = xpbuf.data();
@@ -714,7 +809,9 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
             side.add((const TY*) ad.B + n0 * ad.r, nn * ad.r * (int64_t) sizeof(TY));
         }
 #if defined(__x86_64__)
-        if (dp && xp) {
+        if (packed) {
+            rows_times_rowsT_bf16_packed(xp, M, (const uint16_t*) W, n0, n1, K, acc, nn, &side);
+        } else if (dp && xp) {
             rows_times_rowsT_bf16_tiled(xp, M, (const uint16_t*) W, n0, n1, K, acc, nn, &side);
         } else if (dp) {
             rows_times_rowsT_bf16(isa, xh, M, (const uint16_t*) W, n0, n1, K, acc, nn, &side);

@@ -146,12 +146,13 @@ int main() {
     }
     // fused adapted linear in bfloat16, mixed rows included: every SIMD path (on avx512_bf16 the base and the
     // shrink are VDPBF16PS products of bf16 x with bf16 W and A) within one bf16 rounding of the scalar path,
-    // on exact-size heap buffers (odd K exercises the masked tails of the bf16 pair loads; from 5 rows on the base
-    // is K-tiled in slices of kDpSlice: K = 1100 has two whole slices and a masked remainder, N = 130 groups of
-    // kDpGroup rows and a partial one; at 2-8 rows each register block's rows of W are first read through by
+    // on exact-size heap buffers (odd K exercises the masked tails of the bf16 pair loads; at 5-12 rows x is packed
+    // step by step, zero-padded to a multiple of 32 columns, against a masked last step of W; from 13 rows on the
+    // base is K-tiled in slices of kDpSlice: K = 1100 has two whole slices and a masked remainder, N = 130 groups
+    // of kDpGroup rows and a partial one; at 2-12 rows each register block's rows of W are first read through by
     // touch_lines, whose last load ends exactly at the block's last byte: the exact-size buffers put it against
     // the end of W under --asan)
-    for (int64_t M : {1, 2, 3, 4, 5, 8, 9, 16}) {
+    for (int64_t M : {1, 2, 3, 4, 5, 8, 9, 12, 13, 16}) {
         for (int64_t K : {1, 17, 70, 1100}) {
             for (int64_t N : {1, 5, 67, 130}) {
                 for (int mixed = 0; mixed < 2; mixed++) {

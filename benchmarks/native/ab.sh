@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B of the native kernels between two git revisions, in one process (calls alternate, so the machine's drift hits
 # both sides): ab.sh delta|delta-f32|decode REV_A REV_B [rounds]. FLUSH=1 (delta) evicts the caches before each call;
-# MS=1,3,4 (decode) picks the row counts. REV_B may be "work" for the working tree's src/main/cpp. Needs g++ with
-# -fopenmp; run with the launcher's environment (OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=10000).
+# MS=1,3,4 (decode) picks the row counts; ABFLAGS adds compiler flags to both sides (-D macros a variant reads).
+# REV_B may be "work" for the working tree's src/main/cpp. Needs g++ with -fopenmp; run with the launcher's
+# environment (OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=10000).
 set -euo pipefail
 kind=${1:?delta, delta-f32 or decode}; rev_a=${2:?revision A}; rev_b=${3:?revision B}; rounds=${4:-100}
 here=$(cd "$(dirname "$0")" && pwd); repo=$(cd "$here/../.." && pwd)

@@ -463,21 +463,21 @@ inline void dots_bf16_scalar(const uint16_t* X, int64_t ldx, int mb, const uint1
 // themselves and call rows_times_rowsT).
 inline void rows_times_rowsT_bf16(int isa, const uint16_t* X, int64_t M, const uint16_t* Y, int64_t n0, int64_t n1,
                                   int64_t L, float* out, int64_t ldo, SidePrefetch* side = nullptr) {
-    // 3-4 rows of X: 6 rows of Y per register block (4 x 6 = 24 accumulators), so each X vector loaded
-    // serves 6 products instead of 4. The decode kernel at 3 / 4 rows of a 4096 x 4096 bf16 layer: 0.94-0.96 /
-    // 0.97-1.00 of its time with 4 x 4 blocks (benchmarks/native/ab.sh decode 5f97aa0~1 5f97aa0, MS=3,4); at 1-2
-    // rows a build using 6 there was slower.
+    // 3-4 rows of X: 6 rows of Y per register block (4 x 6 = 24 accumulators), so each X vector loaded serves 6
+    // products instead of 4. The decode kernel at 3 / 4 rows of a 4096 x 4096 bf16 layer: 0.94-0.96 / 0.97-1.00 of
+    // its time with 4 x 4 blocks (benchmarks/native/ab.sh decode 5f97aa0~1 5f97aa0, MS=3,4); at 1-2 rows a build
+    // using 6 there was slower.
     const int64_t nstep = M == 3 || M == 4 ? 6 : 4;
     float blk[24];
 #if defined(__x86_64__)
     // 2-4 rows (the decode kernel's base product at those sizes; the shrinks' other row counts keep the former
-    // loop): each register block's rows of Y (nstep rows, one contiguous run)
-    // are first read through once in address order (touch_lines), then multiplied from L1 / L2. Streamed straight
-    // into the products, the block was nstep concurrent streams 8 KiB apart whose loads also queued behind the
-    // VDPBF16PS waiting on earlier ones: 4 rows took about (1-row time) + (time of the products). Read first as
-    // one run, the lines come at the rate a plain read of W reaches. ab.sh decode, previous build against this
-    // one (3 runs): 0.89-0.90 of the time at 4 rows, 0.91 at 3, 0.96-0.97 at 2. At one row the products are few
-    // and a build reading first was slower, so one row streams straight into them.
+    // loop): each register block's rows of Y (nstep rows, one contiguous run) are first read through once in
+    // address order (touch_lines), then multiplied from L1 / L2. Streamed straight into the products, the block
+    // was nstep concurrent streams 8 KiB apart whose loads also queued behind the VDPBF16PS waiting on earlier
+    // ones: 4 rows took about (1-row time) + (time of the products). Read first as one run, the lines come at the
+    // rate a plain read of W reaches. ab.sh decode, previous build against this one (3 runs): 0.89-0.90 of the
+    // time at 4 rows, 0.91 at 3, 0.96-0.97 at 2. At one row the products are few and a build reading first was
+    // slower, so one row streams straight into them.
     const bool touch = isa >= ISA_AVX512_BF16 && M >= 2 && M <= 4;
 #endif
     const int64_t calls = ((n1 - n0 + nstep - 1) / nstep) * ((M + 3) / 4);

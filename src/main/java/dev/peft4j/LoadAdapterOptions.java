@@ -14,8 +14,8 @@ import org.bytedeco.pytorch.Tensor;
  * else the login token file), or read from that cache alone when offline ({@code HF_HUB_OFFLINE}) or the Hub is
  * unreachable. {@code adapterKwargs} may carry transformers' {@code cache_dir}, {@code subfolder} (a folder inside
  * the adapter folder or repo), {@code local_files_only} (the cache alone) and {@code force_download} (files fetched
- * again even when cached). {@code deviceMap},
- * {@code maxMemory}, {@code offloadFolder}, {@code offloadIndex} only for accelerate-dispatched models (adapters are
+ * again even when cached; an error offline or when the Hub cannot be reached, as in huggingface_hub).
+ * {@code deviceMap}, {@code maxMemory}, {@code offloadFolder}, {@code offloadIndex} only for accelerate-dispatched models (adapters are
  * always placed on the device of the weight they adapt); {@code lowCpuMemUsage} is accepted and unused, as in
  * transformers v5.
  */

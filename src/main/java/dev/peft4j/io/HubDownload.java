@@ -21,7 +21,8 @@ import java.util.UUID;
  * ({@code X-Repo-Commit}) and the blob's id ({@code X-Linked-Etag} for large files, else {@code ETag}); the body goes
  * to {@code blobs/<id>} (written to a temporary file, then renamed), {@code snapshots/<commit>/<file>} links to it, and
  * {@code refs/<revision>} names the commit. A blob already present is not fetched again. When the Hub cannot be
- * reached, or in offline mode, the cached snapshot is used if it has the file, as huggingface_hub does.
+ * reached, or in offline mode, the cached snapshot is used if it has the file, as huggingface_hub does; with
+ * {@code force_download} neither is an answer (an error instead, as there).
  */
 public final class HubDownload {
     /**
@@ -94,7 +95,8 @@ public final class HubDownload {
      * cache under {@code root}: fetched if needed; null when the repo has no such file at that revision.
      *
      * @throws IOException naming the URL and the reason when the repo or revision does not exist, access is refused,
-     *     or the Hub cannot be reached and the cache lacks the file
+     *     or the Hub cannot be reached and the cache lacks the file (or {@code force_download} is set)
+     * @throws IllegalArgumentException for {@code force_download} in offline mode
      */
     public static Path file(Path root, String repoId, String revision, String file, Settings settings)
             throws IOException {
@@ -109,6 +111,11 @@ public final class HubDownload {
             throw new IllegalArgumentException("revision '" + rev + "' is not a branch, tag or commit hash");
         }
         if (settings.offline()) {
+            if (settings.forceDownload()) { // huggingface_hub refuses the pair rather than serve the cache
+                throw new IllegalArgumentException("force_download cannot be used offline (HF_HUB_OFFLINE, "
+                        + "TRANSFORMERS_OFFLINE or local_files_only): " + file + " of '" + repoId + "' at revision '"
+                        + rev + "' would have to be fetched again");
+            }
             Path snap = cachedSnapshot(root, repoId, rev);
             if (snap == null) {
                 throw new java.nio.file.NoSuchFileException(HubCache.repoFolder(root, repoId)
@@ -124,6 +131,10 @@ public final class HubDownload {
         try {
             head = headFollowingRelative(url, settings.token());
         } catch (IOException e) {
+            if (settings.forceDownload()) { // forced: the cached copy is not an answer
+                throw new IOException(url + ": force_download failed: the Hub cannot be reached (" + e.getMessage()
+                        + ")", e);
+            }
             Path snap = cachedSnapshot(root, repoId, rev);
             if (snap != null) { // the Hub is unreachable: the cached snapshot, as huggingface_hub does
                 return Files.isRegularFile(snap.resolve(file)) ? snap.resolve(file) : null;

@@ -235,6 +235,25 @@ class HubDownloadTest {
     }
 
     @Test
+    void forceDownloadIsRefusedOfflineAndFailsWhenTheHubCannotBeReached() throws IOException {
+        Path root = tmp.resolve("hub");
+        Path cached = HubDownload.file(root, "org/lora", null, "adapter_config.json", online(null));
+        requests.clear();
+        HubDownload.Settings offline = new HubDownload.Settings(endpoint(), null, true).withForceDownload(true);
+        IllegalArgumentException refused = assertThrows(IllegalArgumentException.class,
+                () -> HubDownload.file(root, "org/lora", null, "adapter_config.json", offline));
+        assertTrue(refused.getMessage().startsWith("force_download cannot be used offline")
+                && refused.getMessage().contains("adapter_config.json of 'org/lora'"), refused.getMessage());
+        assertEquals(List.of(), requests, "offline: no request");
+
+        server.stop(0);
+        IOException down = assertThrows(IOException.class, () -> HubDownload.file(root, "org/lora", null,
+                "adapter_config.json", online(null).withForceDownload(true)));
+        assertTrue(down.getMessage().contains("force_download failed: the Hub cannot be reached"), down.getMessage());
+        assertArrayEquals(CONFIG, Files.readAllBytes(cached), "the cached copy is left as it was");
+    }
+
+    @Test
     void settingsComeFromTheEnvironmentAsHuggingfaceHubReadsThem() throws IOException {
         Path home = Files.createDirectories(tmp.resolve("hf-home"));
         Files.writeString(home.resolve("token"), "from-file\n");

@@ -15,9 +15,9 @@ import org.bytedeco.pytorch.Tensor;
  * unreachable. {@code adapterKwargs} may carry transformers' {@code cache_dir}, {@code subfolder} (a folder inside
  * the adapter folder or repo), {@code local_files_only} (the cache alone) and {@code force_download} (files fetched
  * again even when cached; an error offline or when the Hub cannot be reached, as in huggingface_hub).
- * {@code deviceMap}, {@code maxMemory}, {@code offloadFolder}, {@code offloadIndex} only for accelerate-dispatched models (adapters are
- * always placed on the device of the weight they adapt); {@code lowCpuMemUsage} is accepted and unused, as in
- * transformers v5.
+ * {@code deviceMap}, {@code maxMemory}, {@code offloadFolder}, {@code offloadIndex} only for accelerate-dispatched
+ * models (adapters are always placed on the device of the weight they adapt); {@code lowCpuMemUsage} is accepted and
+ * unused, as in transformers v5.
  */
 public record LoadAdapterOptions(String adapterName, String revision, String token, Object deviceMap,
         Map<String, Object> maxMemory, Path offloadFolder, Path offloadIndex, PeftConfig peftConfig,

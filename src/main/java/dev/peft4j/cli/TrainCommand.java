@@ -27,7 +27,7 @@ import picocli.CommandLine.Option;
         description =
             "Tokenize each line of --data with the model's tokenizer.json, concatenate the ids and cut them into "
             + "blocks of --seq-len (the rest dropped, as run_clm.py's group_texts), add a LoRA adapter and train "
-            + "it on those blocks, shuffled once by --seed (AdamW, causal LM loss, linear schedule), then write the adapter to --out "
+            + "it on those blocks, shuffled by --seed (AdamW, causal LM loss, linear schedule), then write the adapter to --out "
             + "(adapter_config.json + adapter_model.safetensors, loadable by Python PEFT).")
 final class TrainCommand extends CliCommand {
     @Mixin
@@ -130,7 +130,8 @@ final class TrainCommand extends CliCommand {
                 throw usage("--data " + data + ": " + len + " tokens, fewer than one block of --seq-len " + seqLen);
             }
         }
-        // blocks in a seeded random order, as transformers' sampler takes them (one order for every epoch here)
+        // blocks in a seeded random order before they are batched, so a batch mixes blocks from across the data (the
+        // Trainer then takes the batches in a new order each epoch, as transformers' sampler orders the examples)
         java.util.Collections.shuffle(blocks, new java.util.Random(seed));
         progress("loading %s", dir);
         try (PreTrainedModel m = model.load()) {

@@ -20,8 +20,9 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * {@code _mark_only_adapters_as_trainable} having frozen the rest) as transformers' {@code Trainer} does for a
  * causal LM: AdamW, the loss of {@code ForCausalLMLoss} (labels shifted left by one, {@code -100} ignored, mean
  * over the remaining tokens, in float32), gradient accumulation, clipping by global norm, a linear or constant
- * schedule with warmup. Batches are taken in the order given, cycling when {@code max_steps} asks for more (shuffle
- * them yourself; transformers' sampler shuffles). The model is in training mode (dropout on) while it runs and
+ * schedule with warmup. Each epoch takes every batch once, in a new order drawn from {@code seed} (or in the order
+ * given, {@link TrainingArguments.Builder#shuffle}); {@code max_steps} runs as many epochs as it needs, the last one
+ * cut short. The model is in training mode (dropout on) while it runs and
  * goes back to its previous mode after. The forwards run on libtorch's composed ops, the autograd path; the fused
  * kernels are for inference.
  */
@@ -102,6 +103,9 @@ public final class Trainer {
         int stepsSinceLog = 0;
         TensorVector pv = new TensorVector(params.toArray(new Tensor[0]));
         AdamWOptions opts = newOptions(args);
+        // the batch order of each epoch: a permutation drawn from the seed, a new one per epoch
+        java.util.Random orderRng = new java.util.Random(args.seed);
+        int[] order = new int[data.size()];
         try (AdamW opt = new AdamW(pv, opts)) {
             opt.zero_grad(true);
             int next = 0;
@@ -110,7 +114,10 @@ public final class Trainer {
                 opt.param_groups().get(0).options().set_lr(lr);
                 double stepLoss = 0;
                 for (int a = 0; a < accum; a++) {
-                    int bi = next++ % data.size();
+                    if (next % data.size() == 0) {
+                        nextEpochOrder(order, args.shuffle ? orderRng : null);
+                    }
+                    int bi = order[next++ % data.size()];
                     Batch b = data.get(bi);
                     try (PointerScope scope = new PointerScope()) {
                         Tensor logits = lm.forward(b.inputIds(), b.attentionMask(), null, null);
@@ -156,6 +163,21 @@ public final class Trainer {
             model.train(wasTraining);
         }
         return new TrainOutput(total, lossSum / total, Collections.unmodifiableList(log));
+    }
+
+    // 0..n-1, shuffled (Fisher-Yates) when rng is not null
+    static void nextEpochOrder(int[] order, java.util.Random rng) {
+        for (int i = 0; i < order.length; i++) {
+            order[i] = i;
+        }
+        if (rng != null) {
+            for (int i = order.length - 1; i > 0; i--) {
+                int j = rng.nextInt(i + 1);
+                int t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+            }
+        }
     }
 
     /**

@@ -6,7 +6,9 @@ package dev.peft4j.train;
  * {@code max_grad_norm} 1.0, {@code num_train_epochs} 3 (or {@code max_steps} when set, which wins),
  * {@code gradient_accumulation_steps} 1, {@code warmup_steps} 0, {@code lr_scheduler_type} "linear" (or
  * "constant"), {@code logging_steps} 500, {@code seed} 42; {@code output_dir} with {@code save_steps} (default:
- * none) saves the active adapter to {@code output_dir/checkpoint-<step>} every so many steps.
+ * none) saves the active adapter to {@code output_dir/checkpoint-<step>} every so many steps. The batches are taken
+ * in a new random order each epoch, drawn from {@code seed}, as transformers' {@code RandomSampler} orders the
+ * examples ({@link Builder#shuffle}: off keeps the order given, as a {@code SequentialSampler}).
  */
 public final class TrainingArguments {
     /** transformers' {@code lr_scheduler_type} values that are supported. */
@@ -30,6 +32,7 @@ public final class TrainingArguments {
     final long seed;
     final java.nio.file.Path outputDir;
     final int saveSteps;
+    final boolean shuffle;
 
     private TrainingArguments(Builder b) {
         this.learningRate = b.learningRate;
@@ -45,6 +48,7 @@ public final class TrainingArguments {
         this.seed = b.seed;
         this.outputDir = b.outputDir;
         this.saveSteps = b.saveSteps;
+        this.shuffle = b.shuffle;
     }
 
     public static Builder builder() {
@@ -81,6 +85,7 @@ public final class TrainingArguments {
         private long seed = 42;
         private java.nio.file.Path outputDir;
         private int saveSteps = -1;
+        private boolean shuffle = true;
 
         private Builder() {}
 
@@ -151,6 +156,16 @@ public final class TrainingArguments {
         /** Save the active adapter to {@code outputDir/checkpoint-<step>} every this many optimizer steps. */
         public Builder saveSteps(int v) {
             saveSteps = (int) positive("saveSteps", v);
+            return this;
+        }
+
+        /**
+         * Whether each epoch takes the batches in a new random order drawn from {@link #seed} (default true, as
+         * transformers' {@code RandomSampler}; the batches themselves are given whole, so their composition stays
+         * and their order changes), or in the order given.
+         */
+        public Builder shuffle(boolean v) {
+            shuffle = v;
             return this;
         }
 

@@ -206,6 +206,63 @@ class TrainerTest {
     }
 
     @Test
+    void eachEpochTakesEveryBatchOnceInANewOrderDrawnFromTheSeed() throws Exception {
+        try (PointerScope s = new PointerScope();
+                PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
+            model.addAdapter(LoraConfig.builder().r(4).targetModules("q_proj").build(), "o");
+            // five batches with five different losses; at learning rate 0 nothing moves, so each step's logged
+            // loss names the batch it ran on (within 1e-5: training runs the composed ops, this the fused kernels)
+            List<Trainer.Batch> data = new java.util.ArrayList<>();
+            List<Double> losses = new java.util.ArrayList<>();
+            for (int i = 0; i < 5; i++) {
+                Tensor ids = torch.arange(new org.bytedeco.pytorch.Scalar(12L)).mul(new org.bytedeco.pytorch.Scalar(
+                        (long) (i + 1))).remainder(new org.bytedeco.pytorch.Scalar(50L)).reshape(1, 12);
+                Trainer.Batch b = Trainer.Batch.causalLM(ids, null);
+                data.add(b);
+                double loss;
+                try (NoGradGuard ng = new NoGradGuard()) {
+                    loss = Trainer.causalLmLoss(((CausalLM) model).forward(ids, null, null, null), b.labels())
+                            .item_double();
+                }
+                for (double other : losses) {
+                    assertTrue(Math.abs(other - loss) > 1e-3, "the batches' losses are distinct: " + losses + ", " + loss);
+                }
+                losses.add(loss);
+            }
+            java.util.function.Function<TrainingArguments, List<Integer>> order = a -> {
+                List<Integer> seen = new java.util.ArrayList<>();
+                for (Trainer.LogEntry e : new Trainer(model, a).train(data).log()) {
+                    int bi = -1;
+                    for (int i = 0; i < losses.size(); i++) {
+                        if (Math.abs(losses.get(i) - e.loss()) < 1e-5) {
+                            bi = i;
+                        }
+                    }
+                    assertTrue(bi >= 0, "step " + e.step() + ": loss " + e.loss() + " is no batch's " + losses);
+                    seen.add(bi);
+                }
+                return seen;
+            };
+            TrainingArguments.Builder base = TrainingArguments.builder().learningRate(1e-9).warmupSteps(100)
+                    .numTrainEpochs(3).loggingSteps(1);  // warmup: every step here runs at rate 0
+            List<Integer> run = order.apply(base.seed(3).build());
+            assertEquals(15, run.size());
+            List<List<Integer>> epochs = List.of(run.subList(0, 5), run.subList(5, 10), run.subList(10, 15));
+            for (List<Integer> epoch : epochs) {
+                assertEquals(List.of(0, 1, 2, 3, 4), epoch.stream().sorted().toList(), "an epoch takes every batch once");
+            }
+            assertTrue(!epochs.get(0).equals(epochs.get(1)) || !epochs.get(1).equals(epochs.get(2)),
+                    "the order is drawn anew each epoch: " + run);
+            assertTrue(!epochs.get(0).equals(List.of(0, 1, 2, 3, 4)) || !epochs.get(1).equals(List.of(0, 1, 2, 3, 4)),
+                    "shuffled: " + run);
+            assertEquals(run, order.apply(base.seed(3).build()), "the same seed, the same order");
+            assertTrue(!run.equals(order.apply(base.seed(4).build())), "another seed, another order");
+            assertEquals(List.of(0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4),
+                    order.apply(base.seed(3).shuffle(false).build()), "shuffle(false): the order given");
+        }
+    }
+
+    @Test
     void readmeTrainingSnippetRunsAsWritten(@TempDir Path tmp) throws Exception {
         try (PointerScope s = new PointerScope();
                 PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {

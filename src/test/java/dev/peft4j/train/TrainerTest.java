@@ -225,7 +225,8 @@ class TrainerTest {
                             .item_double();
                 }
                 for (double other : losses) {
-                    assertTrue(Math.abs(other - loss) > 1e-3, "the batches' losses are distinct: " + losses + ", " + loss);
+                    assertTrue(Math.abs(other - loss) > 1e-3,
+                            "the batches' losses are distinct: " + losses + ", " + loss);
                 }
                 losses.add(loss);
             }
@@ -249,7 +250,8 @@ class TrainerTest {
             assertEquals(15, run.size());
             List<List<Integer>> epochs = List.of(run.subList(0, 5), run.subList(5, 10), run.subList(10, 15));
             for (List<Integer> epoch : epochs) {
-                assertEquals(List.of(0, 1, 2, 3, 4), epoch.stream().sorted().toList(), "an epoch takes every batch once");
+                assertEquals(List.of(0, 1, 2, 3, 4), epoch.stream().sorted().toList(),
+                        "an epoch takes every batch once");
             }
             assertTrue(!epochs.get(0).equals(epochs.get(1)) || !epochs.get(1).equals(epochs.get(2)),
                     "the order is drawn anew each epoch: " + run);

@@ -85,6 +85,14 @@ final class TrainCommand extends CliCommand {
             + "${DEFAULT-VALUE}).", defaultValue = "42")
     long seed;
 
+    @Option(names = "--save-steps", paramLabel = "N", description = "Write a checkpoint to <out>/checkpoint-<step> "
+            + "every N optimizer steps (the adapter, and what --resume-from-checkpoint needs).")
+    Integer saveSteps;
+
+    @Option(names = "--resume-from-checkpoint", paramLabel = "<dir>|last", description = "Continue a run from one "
+            + "of its checkpoints (same --data and settings); 'last': the highest checkpoint-<step> in --out.")
+    String resumeFrom;
+
     @Override
     public Integer call() throws IOException {
         if (seqLen < 2 || batchSize < 1) {
@@ -104,9 +112,22 @@ final class TrainCommand extends CliCommand {
             if (maxSteps != null) {
                 b.maxSteps(maxSteps);
             }
+            if (saveSteps != null) {
+                b.outputDir(out).saveSteps(saveSteps);
+            }
             args = b.build();
         } catch (IllegalArgumentException e) {
             throw usage(e.getMessage());
+        }
+        Path resume = null;
+        if (resumeFrom != null) {
+            resume = resumeFrom.equals("last") ? Trainer.lastCheckpoint(out) : Path.of(resumeFrom);
+            if (resume == null) {
+                throw usage("--resume-from-checkpoint last: no checkpoint-<step> folder in --out " + out);
+            }
+            if (!Files.isDirectory(resume)) {
+                throw usage("--resume-from-checkpoint " + resume + ": no such folder");
+            }
         }
         List<long[]> blocks = new ArrayList<>();
         try (Tokenizer tok = Tokenizer.fromFile(dir.resolve(Tokenizer.FILE_NAME))) {
@@ -153,7 +174,7 @@ final class TrainCommand extends CliCommand {
             Trainer trainer = new Trainer(m, args);
             double before = trainer.evaluate(batches);
             long t0 = System.nanoTime();
-            Trainer.TrainOutput o = trainer.train(batches);
+            Trainer.TrainOutput o = trainer.train(batches, resume);
             double seconds = (System.nanoTime() - t0) / 1e9;
             double after = trainer.evaluate(batches);
             for (Trainer.LogEntry e : o.log()) {

@@ -78,6 +78,19 @@ public final class Trainer {
 
     /** Runs the training loop over {@code data}; returns the steps run, the mean loss and the log. */
     public TrainOutput train(List<Batch> data) {
+        return train(data, null);
+    }
+
+    /**
+     * transformers' {@code train(resume_from_checkpoint=...)}: the training loop over {@code data}, continued from a
+     * checkpoint this trainer wrote ({@code outputDir/checkpoint-<step>}, see {@link #lastCheckpoint}), or from the
+     * start when {@code resumeFromCheckpoint} is null. The trainable parameters, AdamW's state, the random state
+     * (dropout) and the log are restored and the steps already run skipped, batch order included, so a run resumed
+     * with the same data and arguments ends where the uninterrupted run would have. The returned loss and log cover
+     * the whole run. A checkpoint that does not fit the model (other trainable parameters or shapes) is refused
+     * before anything is changed.
+     */
+    public TrainOutput train(List<Batch> data, java.nio.file.Path resumeFromCheckpoint) {
         if (data.isEmpty()) {
             throw new IllegalArgumentException("data: no batches to train on");
         }
@@ -109,7 +122,27 @@ public final class Trainer {
         try (AdamW opt = new AdamW(pv, opts)) {
             opt.zero_grad(true);
             int next = 0;
-            for (int step = 0; step < total; step++) {
+            int first = 0;
+            if (resumeFromCheckpoint != null) {
+                Checkpoint.State st;
+                try {
+                    st = Checkpoint.restore(resumeFromCheckpoint, trainableNames(), params, opt, total);
+                } catch (java.io.IOException e) {
+                    throw new java.io.UncheckedIOException("resume from " + resumeFromCheckpoint, e);
+                }
+                first = st.globalStep();
+                lossSum = st.lossSum();
+                sinceLog = st.sinceLog();
+                stepsSinceLog = st.stepsSinceLog();
+                log.addAll(st.log());
+                // the batches the skipped steps took, and the epoch orders drawn meanwhile
+                for (; next < first * accum; next++) {
+                    if (next % data.size() == 0) {
+                        nextEpochOrder(order, args.shuffle ? orderRng : null);
+                    }
+                }
+            }
+            for (int step = first; step < total; step++) {
                 double lr = args.learningRateAt(step, total);
                 opt.param_groups().get(0).options().set_lr(lr);
                 double stepLoss = 0;
@@ -148,13 +181,14 @@ public final class Trainer {
                 lossSum += stepLoss;
                 sinceLog += stepLoss;
                 stepsSinceLog++;
-                if (args.saveSteps > 0 && (step + 1) % args.saveSteps == 0) {
-                    saveCheckpoint(step + 1);
-                }
                 if ((step + 1) % args.loggingSteps == 0 || step + 1 == total) {
                     log.add(new LogEntry(step + 1, sinceLog / stepsSinceLog, lr, gradNorm));
                     sinceLog = 0;
                     stepsSinceLog = 0;
+                }
+                if (args.saveSteps > 0 && (step + 1) % args.saveSteps == 0) {
+                    saveCheckpoint(new Checkpoint.State(step + 1, lossSum, sinceLog, stepsSinceLog, log), total,
+                            params, opt);
                 }
             }
         } finally {
@@ -209,17 +243,39 @@ public final class Trainer {
     }
 
     /**
-     * transformers' checkpoint of a model with an adapter: the active adapter, as {@code save_pretrained} writes it,
-     * into {@code output_dir/checkpoint-<step>} (optimizer and scheduler state are not saved).
+     * transformers' {@code get_last_checkpoint}: the {@code checkpoint-<step>} folder in {@code outputDir} with the
+     * highest step, or null when there is none.
      */
-    private void saveCheckpoint(int step) {
+    public static java.nio.file.Path lastCheckpoint(java.nio.file.Path outputDir) throws java.io.IOException {
+        return Checkpoint.last(outputDir);
+    }
+
+    // the names of the trainable parameters, in the order of `params` (and of AdamW's state)
+    private List<String> trainableNames() {
+        List<String> names = new ArrayList<>();
+        for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
+            if (e.getValue().requires_grad()) {
+                names.add(e.getKey());
+            }
+        }
+        return names;
+    }
+
+    /**
+     * transformers' checkpoint of a model with an adapter, into {@code output_dir/checkpoint-<step>}: the active
+     * adapter as {@code save_pretrained} writes it (what PEFT loads), and what a resumed run needs (see
+     * {@link Checkpoint}). Written to a temporary folder, then renamed.
+     */
+    private void saveCheckpoint(Checkpoint.State state, int total, List<Tensor> params, AdamW opt) {
+        int step = state.globalStep();
         java.util.List<String> active = model.activeAdapters();
         if (active.isEmpty()) {
             throw new IllegalStateException("saveSteps: no active adapter to save at step " + step);
         }
         java.nio.file.Path dir = args.outputDir.resolve("checkpoint-" + step);
         try {
-            model.saveAdapter(dir, active.get(0));
+            Checkpoint.save(dir, tmp -> model.saveAdapter(tmp, active.get(0)), state, total, trainableNames(), params,
+                    opt);
         } catch (java.io.IOException e) {
             throw new java.io.UncheckedIOException("checkpoint at step " + step + " into " + dir, e);
         }

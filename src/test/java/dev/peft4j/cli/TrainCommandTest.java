@@ -39,6 +39,46 @@ class TrainCommandTest {
     }
 
     @Test
+    void aRunResumedFromItsCheckpointWritesTheSameAdapter(@TempDir Path tmp) throws Exception {
+        Path model = TinyModels.llamaWithTokenizer(tmp.resolve("tiny"), 5);
+        Path data = tmp.resolve("data.txt");
+        Files.writeString(data, "hello world the adapter is a low rank adapter\n".repeat(12));
+        String[] common = {"train", "--model", model.toString(), "--data", data.toString(), "--seq-len", "16",
+            "--batch-size", "2", "--lr", "1e-2", "--max-steps", "6", "--save-steps", "3"};
+        Path whole = tmp.resolve("whole");
+        Cli.Result r = Cli.run(concat(common, "--out", whole.toString()));
+        assertEquals(0, r.rc(), r.toString());
+        assertTrue(Files.isDirectory(whole.resolve("checkpoint-3"))
+                && Files.isDirectory(whole.resolve("checkpoint-6")));
+        // a second run stopped after step 3 (its checkpoint copied), then resumed from it: the same adapter, bit for
+        // bit
+        Path resumed = tmp.resolve("resumed");
+        copyTree(whole.resolve("checkpoint-3"), resumed.resolve("checkpoint-3"));
+        r = Cli.run(concat(common, "--out", resumed.toString(), "--resume-from-checkpoint", "last"));
+        assertEquals(0, r.rc(), r.toString());
+        assertEquals(java.util.Arrays.toString(Files.readAllBytes(whole.resolve("adapter_model.safetensors"))),
+                java.util.Arrays.toString(Files.readAllBytes(resumed.resolve("adapter_model.safetensors"))));
+        r = Cli.run(concat(common, "--out", tmp.resolve("none").toString(), "--resume-from-checkpoint", "last"));
+        assertEquals(2, r.rc(), r.toString());
+        assertTrue(r.err().contains("no checkpoint-<step> folder in --out"), r.err());
+    }
+
+    private static String[] concat(String[] a, String... b) {
+        String[] c = java.util.Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, c, a.length, b.length);
+        return c;
+    }
+
+    private static void copyTree(Path from, Path to) throws java.io.IOException {
+        Files.createDirectories(to);
+        try (java.util.stream.Stream<Path> s = Files.list(from)) {
+            for (Path p : s.toList()) {
+                Files.copy(p, to.resolve(p.getFileName()));
+            }
+        }
+    }
+
+    @Test
     void refusesDataShorterThanOneBlockAndAModelWithoutTokenizer(@TempDir Path tmp) throws Exception {
         Path model = TinyModels.llamaWithTokenizer(tmp.resolve("tiny"), 5);
         Path data = tmp.resolve("short.txt");

@@ -313,6 +313,59 @@ class TrainerTest {
     }
 
     @Test
+    void aRunResumedFromACheckpointEndsWhereTheUninterruptedRunDoes(@TempDir Path tmp) throws Exception {
+        List<Trainer.Batch> data = new java.util.ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            data.add(Trainer.Batch.causalLM(torch.arange(new org.bytedeco.pytorch.Scalar(24L))
+                    .mul(new org.bytedeco.pytorch.Scalar((long) (i + 2))).remainder(new org.bytedeco.pytorch.Scalar(
+                            41L)).reshape(2, 12), null));
+        }
+        // dropout on (the random state must come back), accumulation over 2 of 3 batches (the batch order runs across
+        // epochs), checkpoints at steps 2, 4, 6 inside log windows of 3 steps (the partial window's loss comes back)
+        java.util.function.Function<Path, TrainingArguments> args = dir -> TrainingArguments.builder()
+                .learningRate(1e-2).maxSteps(6).gradientAccumulationSteps(2).warmupSteps(1).loggingSteps(3)
+                .seed(5).outputDir(dir).saveSteps(2).build();
+        LoraConfig config = LoraConfig.builder().r(4).loraDropout(0.1).targetModules("q_proj", "v_proj").build();
+        try (PointerScope s = new PointerScope();
+                PreTrainedModel a = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float);
+                PreTrainedModel c = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float);
+                PreTrainedModel d = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
+            a.addAdapter(config, "run");
+            Trainer.TrainOutput whole = new Trainer(a, args.apply(tmp.resolve("a"))).train(data);
+            Path ckpt = tmp.resolve("a/checkpoint-2");
+            assertEquals(tmp.resolve("a/checkpoint-6"), Trainer.lastCheckpoint(tmp.resolve("a")));
+            for (String f : List.of("adapter_config.json", "adapter_model.safetensors", Checkpoint.STATE_FILE,
+                    Checkpoint.PARAMS_FILE, Checkpoint.OPTIMIZER_FILE)) {
+                assertTrue(Files.isRegularFile(ckpt.resolve(f)), f + " in " + ckpt);
+            }
+
+            c.addAdapter(config, "run");  // another random init: the checkpoint's parameters replace it
+            Trainer.TrainOutput resumed = new Trainer(c, args.apply(tmp.resolve("c"))).train(data, ckpt);
+            assertEquals(whole.log(), resumed.log(), "the log, steps before the checkpoint included");
+            assertEquals(whole.trainingLoss(), resumed.trainingLoss());
+            for (Map.Entry<String, Tensor> e : a.namedParameters().entrySet()) {
+                assertTrue(e.getValue().equal(c.getParameter(e.getKey())), e.getKey() + " differs after resuming");
+            }
+            assertTrue(Files.exists(tmp.resolve("c/checkpoint-6")) && !Files.exists(tmp.resolve("c/checkpoint-2")),
+                    "the resumed run saves from where it starts");
+
+            // another rank: refused, naming the parameter, and the model keeps its own weights
+            d.addAdapter(LoraConfig.builder().r(2).loraDropout(0.1).targetModules("q_proj", "v_proj").build(), "run");
+            Map<String, Tensor> before = new HashMap<>();
+            d.namedParameters().forEach((k, v) -> before.put(k, v.clone()));
+            RuntimeException refused = assertThrows(RuntimeException.class,
+                    () -> new Trainer(d, args.apply(tmp.resolve("d"))).train(data, ckpt));
+            assertTrue(refused.getMessage().contains("model.layers.0.self_attn.q_proj.lora_A.run.weight")
+                    && refused.getMessage().contains("Float[4, 32], the model's Float[2, 32]"),
+                    refused.getMessage());
+            d.namedParameters().forEach((k, v) -> assertTrue(v.equal(before.get(k)),
+                    k + " changed by a refused resume"));
+            assertThrows(java.io.UncheckedIOException.class,
+                    () -> new Trainer(d, args.apply(tmp.resolve("d"))).train(data, tmp.resolve("a")));
+        }
+    }
+
+    @Test
     void adaLoraTrainsWithItsRankAllocatorInTheStepCallback() throws Exception {
         try (PointerScope s = new PointerScope();
                 PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {

@@ -18,12 +18,13 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 /**
  * Fine-tunes the trainable parameters of a causal language model (after {@code addAdapter}: the adapter's, PEFT's
  * {@code _mark_only_adapters_as_trainable} having frozen the rest) as transformers' {@code Trainer} does for a
- * causal LM: AdamW, the loss of {@code ForCausalLMLoss} (labels shifted left by one, {@code -100} ignored, mean
- * over the remaining tokens, in float32), gradient accumulation, clipping by global norm, a linear or constant
- * schedule with warmup. Each epoch takes every batch once, in a new order drawn from {@code seed} (or in the order
- * given, {@link TrainingArguments.Builder#shuffle}); {@code max_steps} runs as many epochs as it needs, the last one
- * cut short. The model is in training mode (dropout on) while it runs and
- * goes back to its previous mode after. The forwards run on libtorch's composed ops, the autograd path; the fused
+ * causal LM: AdamW, the loss of {@code ForCausalLMLoss} (labels shifted left by one, {@code -100} ignored, in
+ * float32), averaged over all the labels of an optimizer step's batches however they fall between them
+ * ({@code num_items_in_batch}, as transformers since 4.46), gradient accumulation, clipping by global norm, a
+ * linear or constant schedule with warmup. Each epoch takes every batch once, in a new order drawn from
+ * {@code seed} (or in the order given, {@link TrainingArguments.Builder#shuffle}); {@code max_steps} runs as many
+ * epochs as it needs, the last one cut short. The model is in training mode (dropout on) while it runs and goes
+ * back to its previous mode after. The forwards run on libtorch's composed ops, the autograd path; the fused
  * kernels are for inference.
  */
 public final class Trainer {
@@ -116,6 +117,10 @@ public final class Trainer {
         int stepsSinceLog = 0;
         TensorVector pv = new TensorVector(params.toArray(new Tensor[0]));
         AdamWOptions opts = newOptions(args);
+        long[] labelCounts = new long[data.size()];
+        for (int i = 0; i < labelCounts.length; i++) {
+            labelCounts[i] = labelCount(data.get(i).labels());
+        }
         // the batch order of each epoch: a permutation drawn from the seed, a new one per epoch
         java.util.Random orderRng = new java.util.Random(args.seed);
         int[] order = new int[data.size()];
@@ -145,25 +150,33 @@ public final class Trainer {
             for (int step = first; step < total; step++) {
                 double lr = args.learningRateAt(step, total);
                 opt.param_groups().get(0).options().set_lr(lr);
-                double stepLoss = 0;
+                // the step's batches, and the labels they predict in all (transformers' num_items_in_batch)
+                int[] window = new int[accum];
+                long items = 0;
                 for (int a = 0; a < accum; a++) {
                     if (next % data.size() == 0) {
                         nextEpochOrder(order, args.shuffle ? orderRng : null);
                     }
-                    int bi = order[next++ % data.size()];
+                    window[a] = order[next++ % data.size()];
+                    items += labelCounts[window[a]];
+                }
+                if (items == 0) {
+                    throw new IllegalStateException("optimizer step " + (step + 1) + ": its batches "
+                            + java.util.Arrays.toString(window) + " have no label to predict (every label after the "
+                            + "first position is -100)");
+                }
+                double stepLoss = 0;
+                for (int bi : window) {
                     Batch b = data.get(bi);
                     try (PointerScope scope = new PointerScope()) {
                         Tensor logits = lm.forward(b.inputIds(), b.attentionMask(), null, null);
-                        Tensor loss = causalLmLoss(logits, b.labels()).div(new Scalar((double) accum));
+                        // summed over the batch's labels, divided by the step's: the step's loss is the mean over
+                        // all its labels, however they fall between the batches
+                        Tensor loss = causalLmLossSum(logits, b.labels()).div(new Scalar((double) items));
                         double v = loss.item_double();
                         if (!Double.isFinite(v)) {
-                            long t = b.labels().size(1);
-                            boolean noLabels = t < 2 || b.labels().narrow(1, 1, t - 1).ne(new Scalar(-100L)).sum()
-                                    .item_long() == 0;
                             throw new IllegalStateException("loss is " + v + " at optimizer step " + (step + 1)
-                                    + (noLabels ? ": batch " + bi + " has no label to predict (every label after the "
-                                            + "first position is -100)"
-                                            : "; lower the learning rate (now " + lr + ")"));
+                                    + " (batch " + bi + "); lower the learning rate (now " + lr + ")");
                         }
                         loss.backward();
                         stepLoss += v;
@@ -287,6 +300,30 @@ public final class Trainer {
         opts.weight_decay().put(args.weightDecay); // libtorch's default is 1e-2, transformers' 0
         opts.eps().put(args.adamEpsilon);
         return opts;
+    }
+
+    // the labels a batch predicts: those after the first position that are not -100
+    static long labelCount(Tensor labels) {
+        long t = labels.size(1);
+        if (t < 2) {
+            return 0;
+        }
+        try (PointerScope scope = new PointerScope()) {
+            return labels.narrow(1, 1, t - 1).ne(new Scalar(-100L)).sum().item_long();
+        }
+    }
+
+    /**
+     * {@link #causalLmLoss} summed instead of averaged over the labels: transformers' {@code ForCausalLMLoss} given
+     * {@code num_items_in_batch}, before the division by it.
+     */
+    static Tensor causalLmLossSum(Tensor logits, Tensor labels) {
+        long t = logits.size(1);
+        long vocab = logits.size(2);
+        Tensor shiftLogits = logits.narrow(1, 0, t - 1).to(ScalarType.Float).reshape(-1, vocab);
+        Tensor shiftLabels = labels.narrow(1, 1, t - 1).reshape(-1);
+        return torch.cross_entropy_loss(shiftLogits, shiftLabels, new org.bytedeco.pytorch.TensorOptional(), 2L,
+                -100L, 0.0); // at::Reduction::Sum
     }
 
     /**

@@ -180,7 +180,40 @@ class TrainerTest {
             mask.narrow(1, 0, 1).fill_(new org.bytedeco.pytorch.Scalar(1L));
             e = assertThrows(IllegalStateException.class, () -> new Trainer(model, TrainingArguments.builder()
                     .maxSteps(1).build()).train(List.of(Trainer.Batch.causalLM(ids, mask))));
-            assertTrue(e.getMessage().contains("batch 0 has no label to predict"), e.getMessage());
+            assertTrue(e.getMessage().contains("optimizer step 1: its batches [0] have no label to predict"),
+                    e.getMessage());
+        }
+    }
+
+    @Test
+    void anAccumulatedStepAveragesOverAllItsLabelsAsTransformersNumItemsInBatch() throws Exception {
+        try (PointerScope s = new PointerScope();
+                PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
+            model.addAdapter(LoraConfig.builder().r(2).targetModules("q_proj").build(), "n");
+            // batch 0 predicts 11 labels, batch 1 only 2 (the rest padding), batch 2 none at all
+            Tensor ids = torch.arange(new org.bytedeco.pytorch.Scalar(12L)).add(new org.bytedeco.pytorch.Scalar(3L))
+                    .reshape(1, 12);
+            Tensor short2 = torch.zeros(1, 12).to(ScalarType.Long);
+            short2.narrow(1, 0, 3).fill_(new org.bytedeco.pytorch.Scalar(1L));
+            Tensor none = torch.zeros(1, 12).to(ScalarType.Long);
+            none.narrow(1, 0, 1).fill_(new org.bytedeco.pytorch.Scalar(1L));
+            List<Trainer.Batch> data = List.of(Trainer.Batch.causalLM(ids, null),
+                    Trainer.Batch.causalLM(ids.flip(1).contiguous(), short2), Trainer.Batch.causalLM(ids, none));
+            double[] mean = new double[3];
+            long[] count = {11, 2, 0};
+            try (NoGradGuard ng = new NoGradGuard()) {
+                for (int i = 0; i < 2; i++) {
+                    mean[i] = Trainer.causalLmLoss(((CausalLM) model).forward(data.get(i).inputIds(),
+                            data.get(i).attentionMask(), null, null), data.get(i).labels()).item_double();
+                }
+            }
+            // one step over all three at rate 0 (warmup): its loss is the mean over the 13 labels, not the mean of
+            // the batches' means (transformers before 4.46), and the batch without labels adds nothing
+            Trainer.TrainOutput out = new Trainer(model, TrainingArguments.builder().learningRate(1e-9).maxSteps(1)
+                    .warmupSteps(5).gradientAccumulationSteps(3).shuffle(false).build()).train(data);
+            double want = (mean[0] * count[0] + mean[1] * count[1]) / (count[0] + count[1]);
+            assertEquals(want, out.log().get(0).loss(), 1e-5 * want);  // the step: composed ops, `mean`: fused kernels
+            assertTrue(Math.abs((mean[0] + mean[1]) / 3 - want) > 1e-3, "the two averages differ here");
         }
     }
 

@@ -22,8 +22,9 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * float32), averaged over all the labels of an optimizer step's batches however they fall between them
  * ({@code num_items_in_batch}, as transformers since 4.46), gradient accumulation, clipping by global norm, a
  * linear or constant schedule with warmup. Each epoch takes every batch once, in a new order drawn from
- * {@code seed} (or in the order given, {@link TrainingArguments.Builder#shuffle}); {@code max_steps} runs as many
- * epochs as it needs, the last one cut short. The model is in training mode (dropout on) while it runs and goes
+ * {@code seed} (or in the order given, {@link TrainingArguments.Builder#shuffle}), {@code gradient_accumulation_steps}
+ * batches per optimizer step and what is left in the epoch's last step, as transformers does; {@code max_steps}
+ * runs as many epochs as it needs, the last one cut short. The model is in training mode (dropout on) while it runs and goes
  * back to its previous mode after. The forwards run on libtorch's composed ops, the autograd path; the fused
  * kernels are for inference.
  */
@@ -106,7 +107,9 @@ public final class Trainer {
                     + "requires_grad on the parameters to train)");
         }
         int accum = args.gradientAccumulationSteps;
-        int stepsPerEpoch = Math.max(1, data.size() / accum);
+        int n = data.size();
+        // transformers: an epoch's batches in steps of `accum`, the last step of the epoch taking what is left
+        int stepsPerEpoch = (n + accum - 1) / accum;
         int total = args.maxSteps > 0 ? args.maxSteps : stepsPerEpoch * args.numTrainEpochs;
         boolean wasTraining = model.isTraining();
         torch.manual_seed(args.seed);
@@ -123,10 +126,9 @@ public final class Trainer {
         }
         // the batch order of each epoch: a permutation drawn from the seed, a new one per epoch
         java.util.Random orderRng = new java.util.Random(args.seed);
-        int[] order = new int[data.size()];
+        int[] order = new int[n];
         try (AdamW opt = new AdamW(pv, opts)) {
             opt.zero_grad(true);
-            int next = 0;
             int first = 0;
             if (resumeFromCheckpoint != null) {
                 Checkpoint.State st;
@@ -140,25 +142,23 @@ public final class Trainer {
                 sinceLog = st.sinceLog();
                 stepsSinceLog = st.stepsSinceLog();
                 log.addAll(st.log());
-                // the batches the skipped steps took, and the epoch orders drawn meanwhile
-                for (; next < first * accum; next++) {
-                    if (next % data.size() == 0) {
-                        nextEpochOrder(order, args.shuffle ? orderRng : null);
-                    }
+                // the epoch orders the skipped steps drew (the current epoch's included unless it starts now)
+                for (int e = 0; e < first / stepsPerEpoch + (first % stepsPerEpoch > 0 ? 1 : 0); e++) {
+                    nextEpochOrder(order, args.shuffle ? orderRng : null);
                 }
             }
             for (int step = first; step < total; step++) {
                 double lr = args.learningRateAt(step, total);
                 opt.param_groups().get(0).options().set_lr(lr);
                 // the step's batches, and the labels they predict in all (transformers' num_items_in_batch)
-                int[] window = new int[accum];
+                int k = step % stepsPerEpoch;
+                if (k == 0) {
+                    nextEpochOrder(order, args.shuffle ? orderRng : null);
+                }
+                int[] window = java.util.Arrays.copyOfRange(order, k * accum, Math.min(n, (k + 1) * accum));
                 long items = 0;
-                for (int a = 0; a < accum; a++) {
-                    if (next % data.size() == 0) {
-                        nextEpochOrder(order, args.shuffle ? orderRng : null);
-                    }
-                    window[a] = order[next++ % data.size()];
-                    items += labelCounts[window[a]];
+                for (int bi : window) {
+                    items += labelCounts[bi];
                 }
                 if (items == 0) {
                     throw new IllegalStateException("optimizer step " + (step + 1) + ": its batches "

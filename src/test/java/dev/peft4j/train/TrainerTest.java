@@ -298,6 +298,34 @@ class TrainerTest {
     }
 
     @Test
+    void anEpochsLastStepTakesTheBatchesLeftAsTransformersDoes() throws Exception {
+        try (PointerScope s = new PointerScope();
+                PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
+            model.addAdapter(LoraConfig.builder().r(2).targetModules("q_proj").build(), "n");
+            List<Trainer.Batch> data = new java.util.ArrayList<>();
+            double[] mean = new double[3];
+            for (int i = 0; i < 3; i++) {
+                Tensor ids = torch.arange(new org.bytedeco.pytorch.Scalar(12L)).mul(new org.bytedeco.pytorch.Scalar(
+                        (long) (i + 2))).remainder(new org.bytedeco.pytorch.Scalar(47L)).reshape(1, 12);
+                data.add(Trainer.Batch.causalLM(ids, null));
+                try (NoGradGuard ng = new NoGradGuard()) {
+                    mean[i] = Trainer.causalLmLoss(((CausalLM) model).forward(ids, null, null, null),
+                            data.get(i).labels()).item_double();
+                }
+            }
+            // 3 batches, 2 per step: each epoch is steps {0, 1} and {2}; 2 epochs are 4 steps (at rate 0: warmup)
+            Trainer.TrainOutput out = new Trainer(model, TrainingArguments.builder().learningRate(1e-9)
+                    .warmupSteps(10).gradientAccumulationSteps(2).numTrainEpochs(2).loggingSteps(1).shuffle(false)
+                    .build()).train(data);
+            assertEquals(4, out.globalStep());
+            double[] want = {(mean[0] + mean[1]) / 2, mean[2], (mean[0] + mean[1]) / 2, mean[2]};
+            for (int i = 0; i < 4; i++) {
+                assertEquals(want[i], out.log().get(i).loss(), 1e-5 * want[i], "step " + (i + 1));
+            }
+        }
+    }
+
+    @Test
     void readmeTrainingSnippetRunsAsWritten(@TempDir Path tmp) throws Exception {
         try (PointerScope s = new PointerScope();
                 PreTrainedModel model = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
@@ -353,11 +381,11 @@ class TrainerTest {
                     .mul(new org.bytedeco.pytorch.Scalar((long) (i + 2))).remainder(new org.bytedeco.pytorch.Scalar(
                             41L)).reshape(2, 12), null));
         }
-        // dropout on (the random state must come back), accumulation over 2 of 3 batches (the batch order runs across
-        // epochs), checkpoints at steps 2, 4, 6 inside log windows of 3 steps (the partial window's loss comes back)
+        // dropout on (the random state must come back), accumulation over 2 of 3 batches (epochs of 2 steps, the
+        // checkpoint at step 3 in the middle of one), log windows of 4 steps (the partial window's loss comes back)
         java.util.function.Function<Path, TrainingArguments> args = dir -> TrainingArguments.builder()
-                .learningRate(1e-2).maxSteps(6).gradientAccumulationSteps(2).warmupSteps(1).loggingSteps(3)
-                .seed(5).outputDir(dir).saveSteps(2).build();
+                .learningRate(1e-2).maxSteps(6).gradientAccumulationSteps(2).warmupSteps(1).loggingSteps(4)
+                .seed(5).outputDir(dir).saveSteps(3).build();
         LoraConfig config = LoraConfig.builder().r(4).loraDropout(0.1).targetModules("q_proj", "v_proj").build();
         try (PointerScope s = new PointerScope();
                 PreTrainedModel a = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float);
@@ -365,7 +393,7 @@ class TrainerTest {
                 PreTrainedModel d = AutoModel.fromPretrained(tinyLlama(), ScalarType.Float)) {
             a.addAdapter(config, "run");
             Trainer.TrainOutput whole = new Trainer(a, args.apply(tmp.resolve("a"))).train(data);
-            Path ckpt = tmp.resolve("a/checkpoint-2");
+            Path ckpt = tmp.resolve("a/checkpoint-3");
             assertEquals(tmp.resolve("a/checkpoint-6"), Trainer.lastCheckpoint(tmp.resolve("a")));
             for (String f : List.of("adapter_config.json", "adapter_model.safetensors", Checkpoint.STATE_FILE,
                     Checkpoint.PARAMS_FILE, Checkpoint.OPTIMIZER_FILE)) {
@@ -379,7 +407,7 @@ class TrainerTest {
             for (Map.Entry<String, Tensor> e : a.namedParameters().entrySet()) {
                 assertTrue(e.getValue().equal(c.getParameter(e.getKey())), e.getKey() + " differs after resuming");
             }
-            assertTrue(Files.exists(tmp.resolve("c/checkpoint-6")) && !Files.exists(tmp.resolve("c/checkpoint-2")),
+            assertTrue(Files.exists(tmp.resolve("c/checkpoint-6")) && !Files.exists(tmp.resolve("c/checkpoint-3")),
                     "the resumed run saves from where it starts");
 
             // another rank: refused, naming the parameter, and the model keeps its own weights

@@ -180,6 +180,31 @@ class HubCacheJarIT {
         }
     }
 
+    @Test
+    void aModelRepoIdIsFetchedAtItsRevision(@TempDir Path tmp) throws Exception {
+        Path model = TinyModels.llamaWithTokenizer(tmp.resolve("tiny"), 5);
+        String commit = "8888888888888888888888888888888888888888";
+        List<String> seen = java.util.Collections.synchronizedList(new ArrayList<>());
+        com.sun.net.httpserver.HttpServer hub = hub(model, "org/tiny-llama", "v2", commit, null, seen); // v2 only
+        try {
+            String endpoint = "http://127.0.0.1:" + hub.getAddress().getPort();
+            Path cache = tmp.resolve("hub");
+            String[] gen = {"generate", "--prompt", "hello world", "--max-new-tokens", "4", "--print-ids", "--model"};
+            String[] byFolder = run(tmp, cache, endpoint, concat(gen, model.toString()));
+            String[] atV2 = run(tmp, cache, endpoint, concat(gen, "org/tiny-llama", "--revision", "v2"));
+            String[] atMain = run(tmp, cache, endpoint, concat(gen, "org/tiny-llama"));
+            assertEquals("0", byFolder[0], byFolder[1] + byFolder[2]);
+            assertEquals("0", atV2[0], atV2[1] + atV2[2]);
+            assertEquals(byFolder[1], atV2[1], "the model and tokenizer at v2 are the folder's");
+            assertTrue(seen.contains("HEAD /org/tiny-llama/resolve/v2/config.json"), seen.toString());
+            assertEquals(commit, Files.readString(cache.resolve("models--org--tiny-llama/refs/v2")));
+            assertEquals("1", atMain[0], atMain[1] + atMain[2]);
+            assertTrue(atMain[2].contains("revision 'main' of 'org/tiny-llama' does not exist"), atMain[2]);
+        } finally {
+            hub.stop(0);
+        }
+    }
+
     private static String[] concat(String[] a, String... more) {
         String[] out = java.util.Arrays.copyOf(a, a.length + more.length);
         System.arraycopy(more, 0, out, a.length, more.length);

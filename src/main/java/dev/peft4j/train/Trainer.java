@@ -24,9 +24,9 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * linear or constant schedule with warmup. Each epoch takes every batch once, in a new order drawn from
  * {@code seed} (or in the order given, {@link TrainingArguments.Builder#shuffle}), {@code gradient_accumulation_steps}
  * batches per optimizer step and what is left in the epoch's last step, as transformers does; {@code max_steps}
- * runs as many epochs as it needs, the last one cut short. The model is in training mode (dropout on) while it runs and goes
- * back to its previous mode after. The forwards run on libtorch's composed ops, the autograd path; the fused
- * kernels are for inference.
+ * runs as many epochs as it needs, the last one cut short. The model is in training mode (dropout on) while it runs
+ * and goes back to its previous mode after. The forwards run on libtorch's composed ops, the autograd path; the
+ * fused kernels are for inference.
  */
 public final class Trainer {
     /** One batch: token ids {@code [batch, seq]} (int64), attention mask (or null) and labels ({@code -100}: ignored). */
@@ -97,9 +97,11 @@ public final class Trainer {
             throw new IllegalArgumentException("data: no batches to train on");
         }
         List<Tensor> params = new ArrayList<>();
+        List<String> names = new ArrayList<>(); // the trainable parameters' names, in the order of params
         for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
             if (e.getValue().requires_grad()) {
                 params.add(e.getValue());
+                names.add(e.getKey());
             }
         }
         if (params.isEmpty()) {
@@ -120,7 +122,7 @@ public final class Trainer {
         int stepsSinceLog = 0;
         TensorVector pv = new TensorVector(params.toArray(new Tensor[0]));
         AdamWOptions opts = newOptions(args);
-        long[] labelCounts = new long[data.size()];
+        long[] labelCounts = new long[n];
         for (int i = 0; i < labelCounts.length; i++) {
             labelCounts[i] = labelCount(data.get(i).labels());
         }
@@ -133,7 +135,7 @@ public final class Trainer {
             if (resumeFromCheckpoint != null) {
                 Checkpoint.State st;
                 try {
-                    st = Checkpoint.restore(resumeFromCheckpoint, trainableNames(), params, opt, total);
+                    st = Checkpoint.restore(resumeFromCheckpoint, names, params, opt, total);
                 } catch (java.io.IOException e) {
                     throw new java.io.UncheckedIOException("resume from " + resumeFromCheckpoint, e);
                 }
@@ -201,7 +203,7 @@ public final class Trainer {
                 }
                 if (args.saveSteps > 0 && (step + 1) % args.saveSteps == 0) {
                     saveCheckpoint(new Checkpoint.State(step + 1, lossSum, sinceLog, stepsSinceLog, log), total,
-                            params, opt);
+                            names, params, opt);
                 }
             }
         } finally {
@@ -263,23 +265,13 @@ public final class Trainer {
         return Checkpoint.last(outputDir);
     }
 
-    // the names of the trainable parameters, in the order of `params` (and of AdamW's state)
-    private List<String> trainableNames() {
-        List<String> names = new ArrayList<>();
-        for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
-            if (e.getValue().requires_grad()) {
-                names.add(e.getKey());
-            }
-        }
-        return names;
-    }
-
     /**
      * transformers' checkpoint of a model with an adapter, into {@code output_dir/checkpoint-<step>}: the active
      * adapter as {@code save_pretrained} writes it (what PEFT loads), and what a resumed run needs (see
      * {@link Checkpoint}). Written to a temporary folder, then renamed.
      */
-    private void saveCheckpoint(Checkpoint.State state, int total, List<Tensor> params, AdamW opt) {
+    private void saveCheckpoint(Checkpoint.State state, int total, List<String> names, List<Tensor> params,
+            AdamW opt) {
         int step = state.globalStep();
         java.util.List<String> active = model.activeAdapters();
         if (active.isEmpty()) {
@@ -287,8 +279,7 @@ public final class Trainer {
         }
         java.nio.file.Path dir = args.outputDir.resolve("checkpoint-" + step);
         try {
-            Checkpoint.save(dir, tmp -> model.saveAdapter(tmp, active.get(0)), state, total, trainableNames(), params,
-                    opt);
+            Checkpoint.save(dir, tmp -> model.saveAdapter(tmp, active.get(0)), state, total, names, params, opt);
         } catch (java.io.IOException e) {
             throw new java.io.UncheckedIOException("checkpoint at step " + step + " into " + dir, e);
         }
@@ -318,12 +309,9 @@ public final class Trainer {
      * {@code num_items_in_batch}, before the division by it.
      */
     static Tensor causalLmLossSum(Tensor logits, Tensor labels) {
-        long t = logits.size(1);
-        long vocab = logits.size(2);
-        Tensor shiftLogits = logits.narrow(1, 0, t - 1).to(ScalarType.Float).reshape(-1, vocab);
-        Tensor shiftLabels = labels.narrow(1, 1, t - 1).reshape(-1);
-        return torch.cross_entropy_loss(shiftLogits, shiftLabels, new org.bytedeco.pytorch.TensorOptional(), 2L,
-                -100L, 0.0); // at::Reduction::Sum
+        Tensor[] s = shifted(logits, labels);
+        long sum = 2; // at::Reduction::Sum
+        return torch.cross_entropy_loss(s[0], s[1], new org.bytedeco.pytorch.TensorOptional(), sum, -100L, 0.0);
     }
 
     /**
@@ -331,6 +319,12 @@ public final class Trainer {
      * averaged over the labels that are not {@code -100}.
      */
     public static Tensor causalLmLoss(Tensor logits, Tensor labels) {
+        Tensor[] s = shifted(logits, labels);
+        return torch.cross_entropy(s[0], s[1]);
+    }
+
+    // {logits of positions 0..t-2 in float32 as [rows, vocab], labels of positions 1..t-1 as [rows]}
+    private static Tensor[] shifted(Tensor logits, Tensor labels) {
         if (logits.dim() != 3 || labels.dim() != 2 || logits.size(0) != labels.size(0)
                 || logits.size(1) != labels.size(1)) {
             throw new IllegalArgumentException("logits " + java.util.Arrays.toString(logits.shape()) + " and labels "
@@ -338,8 +332,7 @@ public final class Trainer {
         }
         long t = logits.size(1);
         long vocab = logits.size(2);
-        Tensor shiftLogits = logits.narrow(1, 0, t - 1).to(ScalarType.Float).reshape(-1, vocab);
-        Tensor shiftLabels = labels.narrow(1, 1, t - 1).reshape(-1);
-        return torch.cross_entropy(shiftLogits, shiftLabels);
+        return new Tensor[] {logits.narrow(1, 0, t - 1).to(ScalarType.Float).reshape(-1, vocab),
+            labels.narrow(1, 1, t - 1).reshape(-1)};
     }
 }

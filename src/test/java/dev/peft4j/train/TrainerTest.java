@@ -423,6 +423,23 @@ class TrainerTest {
                     k + " changed by a refused resume"));
             assertThrows(java.io.UncheckedIOException.class,
                     () -> new Trainer(d, args.apply(tmp.resolve("d"))).train(data, tmp.resolve("a")));
+            // a damaged optimizer file: refused, naming it, before the parameters are touched
+            Path bad = Files.createDirectories(tmp.resolve("bad/checkpoint-3"));
+            try (java.util.stream.Stream<Path> files = Files.list(ckpt)) {
+                for (Path f : files.toList()) {
+                    Files.copy(f, bad.resolve(f.getFileName()));
+                }
+            }
+            byte[] opt = Files.readAllBytes(bad.resolve(Checkpoint.OPTIMIZER_FILE));
+            Files.write(bad.resolve(Checkpoint.OPTIMIZER_FILE), java.util.Arrays.copyOf(opt, opt.length / 2));
+            Map<String, Tensor> cBefore = new HashMap<>();
+            c.namedParameters().forEach((k, v) -> cBefore.put(k, v.clone()));
+            java.io.UncheckedIOException damaged = assertThrows(java.io.UncheckedIOException.class,
+                    () -> new Trainer(c, args.apply(tmp.resolve("e"))).train(data, bad));
+            assertTrue(damaged.getCause().getMessage().contains(Checkpoint.OPTIMIZER_FILE),
+                    damaged.getCause().getMessage());
+            c.namedParameters().forEach((k, v) -> assertTrue(v.equal(cBefore.get(k)),
+                    k + " changed by a refused resume"));
         }
     }
 

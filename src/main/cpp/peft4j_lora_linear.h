@@ -208,8 +208,8 @@ inline __m512bh load32bh_masked(const uint16_t* p, __mmask32 m) { return (__m512
 // (rows_times_rowsT_bf16_packed); 13-16 rows K-tiled (rows_times_rowsT_bf16_tiled). benchmarks/native/ab.sh
 // decode, 2-3 runs each: at 5 and 8 rows the 2-4-row loop took 0.86-0.88 of the K-tiled kernel's time and the
 // packed kernel 0.96-0.99 of that loop's; at 9-12 rows the packed kernel took 0.89-0.92 (9), 0.96 (10), 0.92-0.93
-// (11), 0.83 (12) of the K-tiled kernel's time, at 13-16 rows 1.01-1.09 (the K-tiled kernel's prefetch overlaps
-// more of its longer products with the stream); at 2-4 rows 1.01 of the 2-4-row loop's (packing x costs).
+// (11), 0.83 (12) of the K-tiled kernel's time. Builds using the packed kernel at 13-16 rows (the K-tiled kernel's
+// prefetch overlaps more of its longer products with the stream) and at 2-4 rows (packing x costs) were slower.
 //
 // K-tiled: read in place, rows of x and W are K·2 bytes apart (a power of two at every common size), so one column
 // of every row falls into one L1 set and x is re-read from L2 for every 4 rows of W; and the hardware prefetcher

@@ -46,7 +46,7 @@ public final class TorchPickle {
     private static final long MAX_DEFLATE_RATIO = 1100;
     private static final int COPY_CHUNK = 1 << 20;
     /** data.pkl holds names and shapes only: a state dict of 100k tensors is about 10 MB. */
-    private static final long MAX_PICKLE_BYTES = 256L << 20;
+    static final long MAX_PICKLE_BYTES = 64L << 20;
 
     private TorchPickle() {}
 
@@ -100,6 +100,16 @@ public final class TorchPickle {
      * @throws IOException if the file cannot be read
      */
     public static Object load(Path file) throws IOException {
+        try {
+            return loadUnbounded(file);
+        } catch (OutOfMemoryError | StackOverflowError e) {
+            // the machine's limits should come first; this keeps a limit missed from killing the caller
+            throw new TorchPickleException(file + ": reading it ran out of "
+                    + (e instanceof OutOfMemoryError ? "memory" : "stack") + " (a hostile or too large file?)", e);
+        }
+    }
+
+    private static Object loadUnbounded(Path file) throws IOException {
         byte[] head = new byte[512];
         int n;
         try (InputStream in = Files.newInputStream(file)) {

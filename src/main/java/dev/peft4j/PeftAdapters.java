@@ -384,7 +384,7 @@ public final class PeftAdapters {
         com.fasterxml.jackson.databind.JsonNode root;
         try {
             root = new com.fasterxml.jackson.databind.ObjectMapper().readTree(configFile.toFile());
-        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+        } catch (IOException e) { // invalid JSON or encoding, or no file
             return; // PeftConfigs.read reports it, naming the file
         }
         if (root != null && root.isObject() && root.path("peft_type").isTextual()
@@ -916,6 +916,7 @@ public final class PeftAdapters {
             for (String key : selected) {
                 Module m = modules.get(key);
                 Module base = m instanceof LoraLayer l ? l.baseLayer() : m instanceof LoraEmbedding le ? le.baseLayer() : m;
+                dev.peft4j.tuners.AdapterSizes.checkRank("r", lc.rankFor(key), key, base);
                 if (base instanceof BaseTunerLayer) {
                     throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
                             + "supported: it already holds adapters of another method");
@@ -1145,6 +1146,7 @@ public final class PeftAdapters {
             for (String key : selected) {
                 Module m = modules.get(key);
                 Module base = m instanceof SvdLinear l ? l.baseLayer() : m;
+                dev.peft4j.tuners.AdapterSizes.checkRank("init_r", c.initR(), key, base);
                 LinearShape shape = LinearShape.of(base);
                 if (shape == null) {
                     throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "

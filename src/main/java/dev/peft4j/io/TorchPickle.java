@@ -38,6 +38,12 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * in the file share memory (views of one buffer), with the file's offsets and strides kept. Each
  * storage's bytes are copied into memory libtorch owns; zip entries are checked against their
  * CRC-32. The pre-1.0 tar format is not supported.
+ *
+ * <p>Work and memory are bounded by the input: {@code data.pkl} may inflate to 64 MiB at most, and
+ * one pickle may hold at most 2^21 memo entries, 2^20 values on its stack and 2^23 container
+ * items (a state dict of 250k tensors fits). Tuples used as dict keys are compared and hashed in
+ * time linear in their size. Exceeding a limit, or running out of memory or stack anyway, is a
+ * {@link TorchPickleException} naming the file.
  */
 public final class TorchPickle {
     private static final BigInteger LEGACY_MAGIC = new BigInteger("119547037146038801333356");
@@ -93,7 +99,9 @@ public final class TorchPickle {
      * {@link BigInteger} beyond 64 bits); float &rarr; {@link Double}; bool &rarr; {@link Boolean};
      * None &rarr; null; bytes &rarr; {@code byte[]}; set &rarr; {@link java.util.Set}; tensor and
      * {@code nn.Parameter} &rarr; {@link Tensor} (with its {@code requires_grad}); dtype &rarr;
-     * {@link ScalarType}; {@code torch.device} &rarr; its string ({@code "cuda:0"}).
+     * {@link ScalarType}; {@code torch.device} &rarr; its string ({@code "cuda:0"}). A tuple used
+     * as a dict key or set item hashes with a per-process seed, not as {@link List#hashCode}, so
+     * a {@code List} built by the caller does not find it: find such keys by iterating the dict.
      *
      * @throws TorchPickleException if the file is corrupt, not a torch.save file, or names a
      *     global outside the allow-list (the message names the file and what is at fault)

@@ -18,7 +18,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.zip.CRC32;
 import java.util.zip.ZipEntry;
-import java.util.zip.ZipException;
 import java.util.zip.ZipFile;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.pytorch.MemoryFormatOptional;
@@ -149,7 +148,7 @@ public final class TorchPickle {
         ZipFile zip;
         try {
             zip = new ZipFile(file.toFile());
-        } catch (ZipException e) {
+        } catch (IOException e) { // ZipException, or EOFException for an end record that points past the end
             throw new TorchPickleException(file + ": corrupt zip archive: " + messageOf(e), e);
         }
         List<Tensor> allocated = new ArrayList<>();

@@ -198,4 +198,12 @@ class TorchPickleHostileTest {
                 () -> assertThrows(TorchPickleException.class, () -> TorchPickle.loadStateDict(file)));
         assertTrue(e.getMessage().contains(file.toString()) && e.getMessage().contains("items"), e.getMessage());
     }
+
+    /** Found by the fuzzer: a zip whose end record points past the end of the file (ZipFile: EOFException). */
+    @Test
+    void zipEndRecordPastTheEndIsACorruptArchive() {
+        Path file = PickleTestTensors.fixture("fuzz-findings/zip_end_record_past_eof.pt");
+        TorchPickleException e = refusedInTime(file);
+        assertTrue(e.getMessage().contains(file.toString()) && e.getMessage().contains("corrupt zip"), e.getMessage());
+    }
 }

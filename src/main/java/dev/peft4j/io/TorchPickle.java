@@ -182,7 +182,7 @@ public final class TorchPickle {
             return storagesToTensors(result);
         } catch (TorchPickleException e) {
             throw e;
-        } catch (IOException e) {
+        } catch (IOException | IllegalArgumentException e) { // ZipFile: IAE for an entry name not in UTF-8
             throw new TorchPickleException(file + ": corrupt zip archive: " + messageOf(e), e);
         } finally {
             for (Tensor t : allocated) {

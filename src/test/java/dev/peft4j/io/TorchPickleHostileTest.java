@@ -206,4 +206,12 @@ class TorchPickleHostileTest {
         TorchPickleException e = refusedInTime(file);
         assertTrue(e.getMessage().contains(file.toString()) && e.getMessage().contains("corrupt zip"), e.getMessage());
     }
+
+    /** Found by the fuzzer: an entry name that is not UTF-8 (ZipFile.getEntry: IllegalArgumentException). */
+    @Test
+    void zipEntryNameNotUtf8IsACorruptArchive() {
+        Path file = PickleTestTensors.fixture("fuzz-findings/zip_entry_name_not_utf8.pt");
+        TorchPickleException e = refusedInTime(file);
+        assertTrue(e.getMessage().contains(file.toString()) && e.getMessage().contains("corrupt zip"), e.getMessage());
+    }
 }

@@ -1301,7 +1301,7 @@ public final class PeftAdapters {
             throw new IllegalArgumentException("Trying to infer with non-existing adapter(s): "
                     + String.join(", ", unknown));
         }
-        return LoraLayer.withAdapterNames(adapterNames, forward);
+        return BaseTunerLayer.withAdapterNames(adapterNames, forward);
     }
 
     // ------------------------------------------------------------------ state dict, save, delete

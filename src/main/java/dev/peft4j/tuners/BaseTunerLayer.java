@@ -6,6 +6,7 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Supplier;
 import dev.peft4j.kernels.Kernels;
 import org.bytedeco.pytorch.GradMode;
 import org.bytedeco.pytorch.Tensor;
@@ -16,6 +17,10 @@ import org.bytedeco.pytorch.Tensor;
  */
 public abstract class BaseTunerLayer extends Module implements Layer {
     public static final String BASE_LAYER = "base_layer";
+    /** The per-sample adapter name that means "no adapter" in a mixed batch. */
+    public static final String BASE_ADAPTER_NAME = "__base__";
+    /** The mixed-batch context: per-sample adapter names of the forward running on this thread, or none. */
+    private static final ThreadLocal<List<String>> MIXED_BATCH = new ThreadLocal<>();
     private final List<String> active = new ArrayList<>();
     private final List<String> merged = new ArrayList<>();
     private boolean disabled;
@@ -27,6 +32,32 @@ public abstract class BaseTunerLayer extends Module implements Layer {
             throw new IllegalArgumentException("base layer " + base.typeName() + " is not a Layer");
         }
         registerModule(BASE_LAYER, base);
+    }
+
+    /**
+     * Runs {@code body} with per-sample adapter names for every tuner layer's forward on this thread (PEFT's
+     * {@code adapter_names=} argument, §6.6): sample {@code i} (dim 0) gets adapter {@code names.get(i)},
+     * {@value #BASE_ADAPTER_NAME} none. Layers that support mixed batches (LoRA, modules_to_save) read the names;
+     * the others refuse a forward inside this call. The context is thread-local, so forwards on other threads are
+     * not affected and each may run its own mixed batch; a nested call replaces the names until it returns.
+     */
+    public static <T> T withAdapterNames(List<String> names, Supplier<T> body) {
+        List<String> before = MIXED_BATCH.get();
+        MIXED_BATCH.set(List.copyOf(names));
+        try {
+            return body.get();
+        } finally {
+            if (before == null) {
+                MIXED_BATCH.remove();
+            } else {
+                MIXED_BATCH.set(before);
+            }
+        }
+    }
+
+    /** The per-sample adapter names set by {@link #withAdapterNames} on this thread, or null. */
+    public static List<String> currentAdapterNames() {
+        return MIXED_BATCH.get();
     }
 
     /** The wrapped module. */
@@ -56,7 +87,7 @@ public abstract class BaseTunerLayer extends Module implements Layer {
             }
             return baseForward(x);
         }
-        if (dev.peft4j.tuners.lora.LoraLayer.currentAdapterNames() != null) {
+        if (currentAdapterNames() != null) {
             throw new UnsupportedOperationException("adapter_names (a mixed batch) is supported for LoRA only, not for "
                     + "the " + method + " layer " + typeName());
         }

@@ -10,6 +10,8 @@ import java.util.function.Supplier;
 import dev.peft4j.kernels.Kernels;
 import org.bytedeco.pytorch.GradMode;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * PEFT's {@code BaseTunerLayer}: a wrapper that keeps the adapted module as child {@code base_layer} and holds
@@ -58,6 +60,21 @@ public abstract class BaseTunerLayer extends Module implements Layer {
     /** The per-sample adapter names set by {@link #withAdapterNames} on this thread, or null. */
     public static List<String> currentAdapterNames() {
         return MIXED_BATCH.get();
+    }
+
+    /**
+     * The dtype adapter tensors get, for every method (§6.10): created in fp32, cast to the base weight's dtype when
+     * that is a floating type (an integer/quantised base keeps fp32), and — on PeftModel's path
+     * ({@code autocast_adapter_dtype=True}) — fp16, bf16 and float8 adapters upcast back to fp32. The transformers
+     * integration never upcasts.
+     */
+    public static ScalarType adapterDtype(ScalarType baseWeightDtype, boolean autocastAdapterDtype) {
+        ScalarType base = baseWeightDtype.intern();
+        if (!torch.isFloatingType(base)) {
+            return ScalarType.Float;
+        }
+        boolean low = base == ScalarType.Half || base == ScalarType.BFloat16 || base.name().startsWith("Float8");
+        return autocastAdapterDtype && low ? ScalarType.Float : base;
     }
 
     /** The wrapped module. */

@@ -13,7 +13,6 @@ import dev.peft4j.tuners.LinearShape;
 import dev.peft4j.tuners.PendingAdapter;
 import dev.peft4j.tuners.PendingLayer;
 import dev.peft4j.tuners.TunerModel;
-import dev.peft4j.tuners.lora.LoraMath;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -110,7 +109,7 @@ public final class AdaLoraModel extends TunerModel {
                 }
                 Tensor rn = AdaLoraMath.ranknum(r, ScalarType.Float);
                 Tensor[] ts = {a, e, b, rn};
-                ScalarType dt = LoraMath.adapterDtype(w.scalar_type(), false);
+                ScalarType dt = BaseTunerLayer.adapterDtype(w.scalar_type(), false);
                 if (dt != ScalarType.Float || !w.is_cpu()) {
                     for (int i = 0; i < ts.length; i++) {
                         Tensor moved = ts[i].to(w.device(), dt);

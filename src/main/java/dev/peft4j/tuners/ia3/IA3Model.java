@@ -7,12 +7,12 @@ import dev.peft4j.nn.Init;
 import dev.peft4j.nn.Module;
 import dev.peft4j.tuners.AdapterKeys;
 import dev.peft4j.tuners.BaseTuner;
+import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.tuners.LinearShape;
 import dev.peft4j.tuners.PendingAdapter;
 import dev.peft4j.tuners.PendingLayer;
 import dev.peft4j.tuners.TargetMatcher;
 import dev.peft4j.tuners.TunerModel;
-import dev.peft4j.tuners.lora.LoraMath;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -70,7 +70,7 @@ public final class IA3Model extends TunerModel {
                 Tensor w = LinearShape.weight(base);
                 Tensor v = Init.cpu(ScalarType.Float).empty(Ia3Math.vectorShape(in, out, ff));
                 Ia3Math.init(v, c.initIa3Weights(), gen);
-                ScalarType dt = LoraMath.adapterDtype(w.scalar_type(), false);
+                ScalarType dt = BaseTunerLayer.adapterDtype(w.scalar_type(), false);
                 if (dt != ScalarType.Float || !w.is_cpu()) {
                     Tensor moved = v.to(w.device(), dt);
                     v.close();

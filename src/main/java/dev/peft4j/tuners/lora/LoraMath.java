@@ -293,12 +293,7 @@ public final class LoraMath {
      * fp16, bf16 and float8 adapters upcast back to fp32. The transformers integration never upcasts.
      */
     public static ScalarType adapterDtype(ScalarType baseWeightDtype, boolean autocastAdapterDtype) {
-        ScalarType base = baseWeightDtype.intern();
-        if (!torch.isFloatingType(base)) {
-            return ScalarType.Float;
-        }
-        boolean low = base == ScalarType.Half || base == ScalarType.BFloat16 || base.name().startsWith("Float8");
-        return autocastAdapterDtype && low ? ScalarType.Float : base;
+        return BaseTunerLayer.adapterDtype(baseWeightDtype, autocastAdapterDtype);
     }
 
     static Tensor castTo(Tensor x, ScalarType dtype) {

@@ -139,7 +139,7 @@ public final class LoraModel extends TunerModel {
                     LoraInit.initEmbedding(ea, ebT, init, gen);
                     Tensor[] ts = {ea, ebT};
                     Tensor ew = eb.weight();
-                    ScalarType edt = LoraMath.adapterDtype(ew.scalar_type(), false);
+                    ScalarType edt = BaseTunerLayer.adapterDtype(ew.scalar_type(), false);
                     if (edt != ScalarType.Float || !ew.is_cpu()) {
                         for (int i = 0; i < 2; i++) {
                             Tensor moved = ts[i].to(ew.device(), edt);
@@ -158,7 +158,7 @@ public final class LoraModel extends TunerModel {
                 int r = lc.rankFor(key);
                 double alpha = lc.alphaFor(key);
                 double s = LoraMath.scaling(alpha, r, lc.useRslora());
-                ScalarType dt = LoraMath.adapterDtype(w.scalar_type(), false);
+                ScalarType dt = BaseTunerLayer.adapterDtype(w.scalar_type(), false);
                 PendingLinear pl;
                 if (defer) {
                     Linear a = new Linear(in, r, false, Init.cpu(dt));

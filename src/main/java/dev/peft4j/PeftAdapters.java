@@ -1,12 +1,9 @@
 package dev.peft4j;
 
-import dev.peft4j.config.AdaLoraConfig;
 import dev.peft4j.config.Bias;
-import dev.peft4j.config.IA3Config;
 import dev.peft4j.config.LoraSettings;
 import dev.peft4j.config.PeftConfig;
 import dev.peft4j.config.PeftConfigs;
-import dev.peft4j.config.PeftType;
 import dev.peft4j.io.AdapterFolder;
 import dev.peft4j.io.SafetensorsFile;
 import dev.peft4j.nn.Module;
@@ -17,9 +14,6 @@ import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.tuners.ModulesToSaveWrapper;
 import dev.peft4j.tuners.PendingAdapter;
 import dev.peft4j.tuners.TunerModel;
-import dev.peft4j.tuners.adalora.AdaLoraModel;
-import dev.peft4j.tuners.ia3.IA3Model;
-import dev.peft4j.tuners.lora.LoraModel;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -39,7 +33,7 @@ import org.slf4j.LoggerFactory;
  * The adapter state of one model (transformers' {@code peft_config} dict and {@code _hf_peft_config_loaded} flag)
  * and the logic of every {@link PeftAdapterMixin} method, as transformers' {@code integrations/peft.py}: it checks
  * the names and the state, then hands the work to the model's {@link BaseTuner} (what every method shares) and to
- * the {@link TunerModel} of the adapter's method ({@link LoraModel}, {@link IA3Model}, {@link AdaLoraModel}).
+ * the {@link TunerModel} of the adapter's method ({@link TunerModels}: LoRA, IA³, AdaLoRA).
  * Loading prepares every new tensor aside and commits by swapping them in, so a failed load leaves the model as it
  * was.
  *
@@ -53,9 +47,7 @@ public final class PeftAdapters {
 
     private final Supplier<String> nameOrPath;
     private final BaseTuner tuner;
-    private final LoraModel lora;
-    private final IA3Model ia3;
-    private final AdaLoraModel adaLora;
+    private final TunerModels methods;
     private final LinkedHashMap<String, PeftConfig> peftConfig = new LinkedHashMap<>();
     /** Non-adapter checkpoint keys (embeddings saved alongside, §5.6) each adapter loaded into the base model. */
     private final Map<String, List<String>> extraKeys = new LinkedHashMap<>();
@@ -75,9 +67,7 @@ public final class PeftAdapters {
     public PeftAdapters(Module model, Supplier<String> nameOrPath) {
         this.nameOrPath = nameOrPath;
         this.tuner = new BaseTuner(model);
-        this.lora = new LoraModel(tuner);
-        this.ia3 = new IA3Model(tuner);
-        this.adaLora = new AdaLoraModel(tuner);
+        this.methods = new TunerModels(tuner);
     }
 
     /** {@code peft_config}: adapter name → config (unmodifiable view). */
@@ -114,24 +104,9 @@ public final class PeftAdapters {
         }
     }
 
-    /** The method of {@code config}; other PEFT methods are refused, naming the adapter. */
-    private TunerModel method(PeftConfig config, String name) {
-        if (config instanceof IA3Config) {
-            return ia3;
-        }
-        if (config instanceof AdaLoraConfig) {
-            return adaLora;
-        }
-        if (config.peftType() != PeftType.LORA) {
-            throw new UnsupportedOperationException("peft_type " + config.peftType() + " is not supported yet by "
-                    + "peft4j's adapter mixin (only LORA is); adapter '" + name + "' was not added");
-        }
-        return lora;
-    }
-
     /** @param forLoad whether a checkpoint follows: only then does AdaLoRA resize modules by {@code rank_pattern}. */
     private PendingAdapter prepare(PeftConfig config, String name, boolean forLoad) {
-        return method(config, name).prepare(config, name, seed, forLoad, peftConfig());
+        return methods.of(config, name).prepare(config, name, seed, forLoad, peftConfig());
     }
 
     private void commit(PendingAdapter p) {
@@ -290,7 +265,7 @@ public final class PeftAdapters {
             throw notFound(name);
         }
         PeftConfig config = peftConfig.get(name);
-        return AdapterStateDict.of(method(config, name), config, name, extraKeys.getOrDefault(name, List.of()));
+        return AdapterStateDict.of(methods.of(config, name), config, name, extraKeys.getOrDefault(name, List.of()));
     }
 
     /**
@@ -318,7 +293,7 @@ public final class PeftAdapters {
         Files.createDirectories(dir);
         SafetensorsFile.write(dir.resolve(AdapterFolder.SAFETENSORS_NAME), prefixed, SafetensorsFile.PT_METADATA);
         PeftConfig cfg = peftConfig.get(name);
-        cfg = method(cfg, name).configToSave(cfg, name);
+        cfg = methods.of(cfg, name).configToSave(cfg, name);
         PeftConfigs.write(cfg, dir);
     }
 

@@ -14,6 +14,7 @@ import dev.peft4j.config.PeftConfig;
 import dev.peft4j.config.PeftConfigs;
 import dev.peft4j.config.PeftType;
 import dev.peft4j.io.AdapterFolder;
+import dev.peft4j.io.AtomicFolder;
 import dev.peft4j.io.HubCache;
 import dev.peft4j.io.HubDownload;
 import dev.peft4j.io.SafetensorsFile;
@@ -259,6 +260,7 @@ public final class PeftAdapters {
         String source = "state_dict";
         if (pathOrRepoId != null) {
             Path dir = Path.of(pathOrRepoId);
+            AtomicFolder.recover(dir); // a save killed mid-way: its leftovers removed, a half swap undone
             if (Files.exists(dir) && !Files.isDirectory(dir)) {
                 throw new IllegalArgumentException("adapter model file not found in " + pathOrRepoId + ": it is a "
                         + "file; pass the folder holding adapter_config.json and the weights");
@@ -1366,7 +1368,9 @@ public final class PeftAdapters {
     /**
      * What transformers' {@code save_pretrained} writes for an adapter model: {@code adapter_config.json}
      * (PEFT's JSON format) and {@code adapter_model.safetensors} with {@code base_model.model.} keys and
-     * {@code {"format":"pt"}} metadata, each written atomically. {@code adapterName} null = the single active one.
+     * {@code {"format":"pt"}} metadata, swapped in together ({@link AtomicFolder}: after a crash the folder holds
+     * the old adapter or the new one; other files in {@code dir} are kept). {@code adapterName} null = the single
+     * active one.
      */
     public void saveAdapter(Path dir, String adapterName) throws IOException {
         requireLoaded();
@@ -1385,8 +1389,6 @@ public final class PeftAdapters {
         for (Map.Entry<String, Tensor> e : sd.entrySet()) {
             prefixed.put(AdapterKeys.addPeftPrefix(e.getKey()), e.getValue());
         }
-        Files.createDirectories(dir);
-        SafetensorsFile.write(dir.resolve(AdapterFolder.SAFETENSORS_NAME), prefixed, SafetensorsFile.PT_METADATA);
         PeftConfig cfg = peftConfig.get(name);
         if (cfg instanceof AdaLoraConfig ac && ac.rankPattern() != null) {
             // PEFT strips ".<adapter>" from rank_pattern keys when saving (§5.7)
@@ -1396,7 +1398,12 @@ public final class PeftAdapters {
             }
             cfg = ac.toBuilder().rankPattern(rp).build();
         }
-        PeftConfigs.write(cfg, dir);
+        PeftConfig saved = cfg;
+        AtomicFolder.replace(dir, staging -> { // both files or neither: see AtomicFolder
+            SafetensorsFile.write(staging.resolve(AdapterFolder.SAFETENSORS_NAME), prefixed,
+                    SafetensorsFile.PT_METADATA);
+            PeftConfigs.write(saved, staging);
+        });
     }
 
     /** {@code delete_adapter(adapter_names)}. */

@@ -61,10 +61,15 @@ import java.util.regex.Pattern;
  *
  * <h2>Concurrency</h2>
  * Saves of one folder, from threads or processes, run one after the other; the last one wins. A save also takes the
- * lock of each subfolder it carries over before reading it, so a save of {@code p/name/other} (PEFT's layout for a
- * second adapter) finishes before, or starts after, a save of {@code p/name} rebuilds it. Not covered: a subfolder
- * that a save creates for the first time while its parent folder is being saved may be left out of the parent's
- * new copy.
+ * lock of each direct subfolder it carries over before reading it, so a save of {@code p/name/other} (PEFT's layout
+ * for a second adapter) finishes before, or starts after, a save of {@code p/name} rebuilds it; a load of
+ * {@code p/name} also cleans up after killed saves of its direct subfolders. Not covered: folders nested deeper
+ * saved at the same time as {@code p/name}, and a subfolder that a save creates for the first time while its parent
+ * folder is being saved (it may be left out of the parent's new copy).
+ *
+ * <p>A folder at rest is always whole. A reader that opens the two files one after the other while a save swaps the
+ * folder between its two opens can still pair files of two saves (Python's loader too); a reader that must not
+ * can compare the folder's {@code fileKey} before and after its reads, since every swap puts a new directory there.
  */
 public final class AtomicFolder {
     private static final SecureRandom RANDOM = new SecureRandom();
@@ -75,6 +80,8 @@ public final class AtomicFolder {
     /** errnos of renameat2 that mean "no exchange here": EINVAL, ENOSYS, EOPNOTSUPP (Linux numbers). */
     /** A folder renamed aside by a save: {@code .<name>.peft4j-<id>.old}. */
     private static final Pattern ASIDE = Pattern.compile("\\.(.+)\\.peft4j-[0-9a-z]+\\.old");
+    /** Any save leftover, of the folder named by group 1. */
+    private static final Pattern ANY_LEFTOVER = Pattern.compile("\\.(.+)\\.peft4j-(?:lock|[0-9a-z]+\\.(?:new|old))");
     private static final Set<Integer> NO_EXCHANGE = Set.of(NativeFs.UNSUPPORTED, 22, 38, 95);
 
     /** Tests turn the exchange off to drive the rename-aside path on a file system that has it. */
@@ -118,7 +125,7 @@ public final class AtomicFolder {
                 if (exists) {
                     keepPermissions(target, staging);
                     Set<String> written = names(staging);
-                    carry(target, staging, written, subfolderLocks);
+                    carry(target, staging, written, subfolderLocks, true);
                 }
                 fsyncDirectory(staging);
                 if (!exists) {
@@ -159,8 +166,31 @@ public final class AtomicFolder {
         if (target == null) {
             return;
         }
-        Path parent = target.getParent();
-        String name = target.getFileName().toString();
+        recover(target.getParent(), target.getFileName().toString());
+        if (!Files.isDirectory(target)) {
+            return;
+        }
+        // what killed saves of its subfolders (PEFT's layout for more adapters) left inside it, such as the lock a
+        // killed save of this folder took on a subfolder while carrying it over
+        Set<String> subfolders = new HashSet<>();
+        try (DirectoryStream<Path> s = Files.newDirectoryStream(target,
+                e -> e.getFileName().toString().contains(MARK))) {
+            for (Path e : s) {
+                Matcher m = ANY_LEFTOVER.matcher(e.getFileName().toString());
+                if (m.matches()) {
+                    subfolders.add(m.group(1));
+                }
+            }
+        } catch (IOException e) {
+            return;
+        }
+        for (String sub : subfolders) {
+            recover(target, sub);
+        }
+    }
+
+    private static void recover(Path parent, String name) throws IOException {
+        Path target = parent.resolve(name);
         List<Path> leftovers;
         try {
             leftovers = leftovers(parent, name, true);
@@ -303,8 +333,11 @@ public final class AtomicFolder {
      * Brings every entry of {@code from} into {@code to}, but the names just written, the temporary files of
      * single-file writers of those names (left by a killed write), and other folders' save leftovers.
      */
-    private static void carry(Path from, Path to, Set<String> written, List<FolderLock> locks) throws IOException {
-        restoreHalfSwappedSubfolders(from);
+    private static void carry(Path from, Path to, Set<String> written, List<FolderLock> locks, boolean top)
+            throws IOException {
+        if (top) {
+            restoreHalfSwappedSubfolders(from);
+        }
         try (DirectoryStream<Path> s = Files.newDirectoryStream(from)) {
             for (Path src : s) {
                 String n = src.getFileName().toString();
@@ -317,11 +350,13 @@ public final class AtomicFolder {
                 if (a.isSymbolicLink()) {
                     Files.createSymbolicLink(dst, Files.readSymbolicLink(src));
                 } else if (a.isDirectory()) {
-                    // a save of this subfolder runs before or after this copy of it, never during
-                    locks.add(FolderLock.acquire(lockFile(from, n)));
+                    if (top) {
+                        // a save of this subfolder (another adapter) runs before or after this copy, never during
+                        locks.add(FolderLock.acquire(lockFile(from, n)));
+                    }
                     Files.createDirectory(dst);
                     keepPermissions(src, dst);
-                    carry(src, dst, Set.of(), locks);
+                    carry(src, dst, Set.of(), locks, false);
                     fsyncDirectory(dst);
                 } else if (a.isRegularFile()) {
                     link(src, dst);

@@ -1,48 +1,46 @@
 package dev.peft4j.io;
 
 import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.channels.FileLock;
 import java.nio.file.Files;
-import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
-import java.security.SecureRandom;
-import java.util.Arrays;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.concurrent.locks.ReentrantLock;
 
 /**
- * An exclusive lock on a lock file, between threads of this JVM and between processes (an OS file lock,
- * {@code fcntl} on Linux, released by the kernel when its process dies, even by {@code SIGKILL}).
+ * An exclusive lock on a lock file, between threads of this JVM and between processes, released by the kernel when
+ * its process dies, even by {@code SIGKILL}.
  *
- * <p>The holder may delete the lock file before releasing it, so that no lock file outlives its use. That is safe
- * because a lock only counts once its holder has checked that the path still names the file it locked: the holder
- * writes a random token into its locked file and reads the path back; a file unlinked (or replaced) while it waited
- * does not show the token, and the waiter starts over on the file now at that path.
+ * <p>With peft4j's native library (Linux), the lock is {@code flock(2)} and its holder deletes the lock file before
+ * releasing it, so no lock file outlives its use. That is safe because a lock only counts once its holder has checked
+ * that the path still names the file it locked ({@code peft4j_lock_file} in {@code src/main/cpp/peft4j_fs.h}); one
+ * that waited on a deleted file starts over on the file now at that path. Java's own file locks cannot do this:
+ * they are {@code fcntl} locks, which the process loses when it closes any descriptor of the file, so the path cannot
+ * be checked by reading it. Without the native library they are used all the same, and the lock file is kept.
  */
 final class FolderLock implements AutoCloseable {
-    private static final SecureRandom RANDOM = new SecureRandom();
-    /** Threads of this JVM queue here first: two channels of one process cannot both hold OS locks on a file. */
+    /** Threads of this JVM queue here first, so that one process never contends with itself in the kernel. */
     private static final Map<Path, JvmLock> JVM_LOCKS = new HashMap<>();
 
     private final Path file;
     private final JvmLock jvmLock;
+    /** The native lock's descriptor, or -1 with {@link #channel}. */
+    private final int fd;
     private final FileChannel channel;
-    private final FileLock osLock;
 
     private static final class JvmLock {
         final ReentrantLock lock = new ReentrantLock();
         int users;
     }
 
-    private FolderLock(Path file, JvmLock jvmLock, FileChannel channel, FileLock osLock) {
+    private FolderLock(Path file, JvmLock jvmLock, int fd, FileChannel channel) {
         this.file = file;
         this.jvmLock = jvmLock;
+        this.fd = fd;
         this.channel = channel;
-        this.osLock = osLock;
     }
 
     /** Waits for the lock on {@code file} (created if missing). */
@@ -65,6 +63,12 @@ final class FolderLock implements AutoCloseable {
         boolean locked = false;
         FolderLock result = null;
         try {
+            if (jvm.lock.isHeldByCurrentThread()) {
+                if (wait) {
+                    throw new IllegalStateException(key + ": this thread already holds the lock");
+                }
+                return null;
+            }
             if (wait) {
                 jvm.lock.lock();
                 locked = true;
@@ -72,7 +76,7 @@ final class FolderLock implements AutoCloseable {
                 locked = jvm.lock.tryLock();
             }
             if (locked) {
-                result = lockFile(key, jvm, wait);
+                result = NativeFs.LOADED ? lockNative(key, jvm, wait) : lockChannel(key, jvm, wait);
             }
             return result;
         } finally {
@@ -82,43 +86,32 @@ final class FolderLock implements AutoCloseable {
         }
     }
 
-    private static FolderLock lockFile(Path key, JvmLock jvm, boolean wait) throws IOException {
-        while (true) {
-            FileChannel ch = FileChannel.open(key, StandardOpenOption.CREATE, StandardOpenOption.READ,
-                    StandardOpenOption.WRITE);
-            try {
-                FileLock os = wait ? ch.lock() : ch.tryLock();
-                if (os == null) {
-                    return null;
-                }
-                if (namesLockedFile(key, ch)) {
-                    FolderLock held = new FolderLock(key, jvm, ch, os);
-                    ch = null;
-                    return held;
-                }
-            } finally {
-                if (ch != null) {
-                    ch.close(); // releases its OS lock too
-                }
-            }
+    private static FolderLock lockNative(Path key, JvmLock jvm, boolean wait) throws IOException {
+        int fd = NativeFs.lockFile(key, wait);
+        if (fd == -NativeFs.EWOULDBLOCK && !wait) {
+            return null;
         }
+        if (fd < 0) {
+            throw new IOException(key + ": cannot lock (errno " + -fd + ")");
+        }
+        return new FolderLock(key, jvm, fd, null);
     }
 
-    private static boolean namesLockedFile(Path path, FileChannel ch) throws IOException {
-        byte[] token = new byte[16];
-        RANDOM.nextBytes(token);
-        ch.truncate(0);
-        ByteBuffer buf = ByteBuffer.wrap(token);
-        while (buf.hasRemaining()) {
-            ch.write(buf, buf.position());
-        }
-        byte[] seen;
+    private static FolderLock lockChannel(Path key, JvmLock jvm, boolean wait) throws IOException {
+        FileChannel ch = FileChannel.open(key, StandardOpenOption.CREATE, StandardOpenOption.WRITE);
         try {
-            seen = Files.readAllBytes(path);
-        } catch (NoSuchFileException e) {
-            return false;
+            FileLock os = wait ? ch.lock() : ch.tryLock();
+            if (os == null) {
+                return null;
+            }
+            FolderLock held = new FolderLock(key, jvm, -1, ch);
+            ch = null;
+            return held;
+        } finally {
+            if (ch != null) {
+                ch.close();
+            }
         }
-        return Arrays.equals(seen, token);
     }
 
     private static void release(Path key, JvmLock jvm, boolean held) {
@@ -137,11 +130,13 @@ final class FolderLock implements AutoCloseable {
         return file;
     }
 
-    /** Deletes the lock file, then releases the lock. */
+    /** Deletes the lock file (where that is safe, see the class comment), then releases the lock. */
     @Override
     public void close() throws IOException {
         try {
-            Files.deleteIfExists(file);
+            if (channel == null) {
+                Files.deleteIfExists(file);
+            }
         } finally {
             unlockKeepingFile();
         }
@@ -150,7 +145,14 @@ final class FolderLock implements AutoCloseable {
     /** Releases the lock and leaves the lock file where it is (it goes with a folder that is deleted anyway). */
     void unlockKeepingFile() throws IOException {
         try {
-            channel.close(); // releases osLock
+            if (channel != null) {
+                channel.close(); // releases its lock
+            } else {
+                int rc = NativeFs.unlockFile(fd);
+                if (rc != 0) {
+                    throw new IOException(file + ": closing the lock failed (errno " + rc + ")");
+                }
+            }
         } finally {
             release(file, jvmLock, true);
         }

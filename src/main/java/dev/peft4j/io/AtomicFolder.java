@@ -118,6 +118,7 @@ public final class AtomicFolder {
             Path aside = parent.resolve(prefix(name) + id + OLD_SUFFIX);
             List<FolderLock> subfolderLocks = new ArrayList<>();
             boolean swapped = false;
+            Throwable failure = null;
             try {
                 Files.createDirectory(staging);
                 contents.writeInto(staging);
@@ -135,16 +136,28 @@ public final class AtomicFolder {
                 }
                 swapped = true;
                 fsyncDirectory(parent);
+            } catch (IOException | RuntimeException | Error e) {
+                failure = e;
+                throw e;
             } finally {
-                for (FolderLock l : subfolderLocks) {
-                    if (swapped) {
-                        l.unlockKeepingFile(); // its file went with the old folder
-                    } else {
-                        l.close();
+                try {
+                    for (FolderLock l : subfolderLocks) {
+                        if (swapped) {
+                            l.unlockKeepingFile(); // its file went with the old folder
+                        } else {
+                            l.close();
+                        }
+                    }
+                    deleteTree(staging); // the old folder after an exchange, or a staging folder that was not used
+                    deleteTree(aside);
+                } catch (IOException | RuntimeException e) {
+                    // after the swap the save is done: what is left here goes with the next save or load
+                    if (failure != null) {
+                        failure.addSuppressed(e);
+                    } else if (!swapped) {
+                        throw e;
                     }
                 }
-                deleteTree(staging); // the old folder after an exchange, or a staging folder that was not used
-                deleteTree(aside);
             }
         }
     }

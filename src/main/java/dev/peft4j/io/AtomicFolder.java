@@ -51,10 +51,11 @@ import java.util.regex.Pattern;
  * those of a new directory, and a process whose working directory is the folder keeps the old one.
  *
  * <h2>Leftovers and the lock</h2>
- * A killed save leaves {@code p/.name.peft4j-<id>.new}, {@code .old} or its lock file. Every save and load of
- * {@code p/name} removes them, under the folder's lock: an OS file lock ({@code fcntl}), released by the kernel
- * when its process dies however it dies, and shared with other JVMs, so leftovers are only ever removed when no live
- * save holds the lock (all of a save's staging runs under it). Loads never wait for a save to finish; they skip the
+ * A killed save leaves {@code p/.name.peft4j-<id>.new}, {@code .old} or its lock file (and, inside {@code p/name},
+ * the locks it took on subfolders). Every save and load of {@code p/name} removes them, under the folder's lock: an
+ * OS file lock ({@code flock(2)} through the native layer; Java's {@code fcntl} locks where that library is missing),
+ * released by the kernel when its process dies however it dies, and shared with other JVMs, so leftovers are only
+ * ever removed when no live save holds the lock (all of a save's staging runs under it). Loads never wait for a save to finish; they skip the
  * clean-up while the lock is held, and only wait when they find the folder missing and an {@code .old} beside it.
  * The lock file is deleted when the save ends ({@link FolderLock} says why that is safe). An age or pid check was
  * rejected: pids are reused and not shared between containers or hosts on one volume; a lock dies with its holder.

@@ -6,6 +6,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.peft4j.config.PeftConfig;
 import dev.peft4j.config.PeftConfigs;
 import dev.peft4j.io.AdapterFolder;
+import dev.peft4j.io.AtomicFolder;
 import dev.peft4j.io.HubCache;
 import dev.peft4j.io.HubDownload;
 import java.io.IOException;
@@ -55,6 +56,7 @@ final class AdapterSource {
 
     private static Read readFolder(String pathOrRepoId, LoadAdapterOptions o, PeftConfig config) throws IOException {
         Path dir = Path.of(pathOrRepoId);
+        AtomicFolder.recover(dir); // a save killed mid-way: its leftovers removed, a half swap undone
         if (Files.exists(dir) && !Files.isDirectory(dir)) {
             throw new IllegalArgumentException("adapter model file not found in " + pathOrRepoId + ": it is a "
                     + "file; pass the folder holding adapter_config.json and the weights");

@@ -5,6 +5,7 @@ import dev.peft4j.config.LoraSettings;
 import dev.peft4j.config.PeftConfig;
 import dev.peft4j.config.PeftConfigs;
 import dev.peft4j.io.AdapterFolder;
+import dev.peft4j.io.AtomicFolder;
 import dev.peft4j.io.SafetensorsFile;
 import dev.peft4j.nn.Module;
 import dev.peft4j.tuners.AdapterKeys;
@@ -271,7 +272,9 @@ public final class PeftAdapters {
     /**
      * What transformers' {@code save_pretrained} writes for an adapter model: {@code adapter_config.json}
      * (PEFT's JSON format) and {@code adapter_model.safetensors} with {@code base_model.model.} keys and
-     * {@code {"format":"pt"}} metadata, each written atomically. {@code adapterName} null = the single active one.
+     * {@code {"format":"pt"}} metadata, swapped in together ({@link AtomicFolder}: after a crash the folder holds
+     * the old adapter or the new one; other files in {@code dir} are kept). {@code adapterName} null = the single
+     * active one.
      */
     public void saveAdapter(Path dir, String adapterName) throws IOException {
         requireLoaded();
@@ -290,11 +293,14 @@ public final class PeftAdapters {
         for (Map.Entry<String, Tensor> e : sd.entrySet()) {
             prefixed.put(AdapterKeys.addPeftPrefix(e.getKey()), e.getValue());
         }
-        Files.createDirectories(dir);
-        SafetensorsFile.write(dir.resolve(AdapterFolder.SAFETENSORS_NAME), prefixed, SafetensorsFile.PT_METADATA);
         PeftConfig cfg = peftConfig.get(name);
         cfg = methods.of(cfg, name).configToSave(cfg, name);
-        PeftConfigs.write(cfg, dir);
+        PeftConfig saved = cfg;
+        AtomicFolder.replace(dir, staging -> { // both files or neither: see AtomicFolder
+            SafetensorsFile.write(staging.resolve(AdapterFolder.SAFETENSORS_NAME), prefixed,
+                    SafetensorsFile.PT_METADATA);
+            PeftConfigs.write(saved, staging);
+        });
     }
 
     /** {@code delete_adapter(adapter_names)}. */

@@ -13,23 +13,26 @@ import java.util.concurrent.locks.ReentrantLock;
 /**
  * An exclusive lock on one blob of the cache, held while it is downloaded and linked: the file
  * {@code <cache>/.locks/<repo folder>/<blob>.lock}, where huggingface_hub keeps its own, locked with
- * {@link FileChannel#lock()} so that other JVMs wait for it; threads of this JVM wait on a lock per path first, since
- * a JVM holds a file lock for the whole process. The lock file stays (deleting it would let a waiter lock a file that
- * no one else sees). Python's filelock takes {@code flock(2)} locks, the JVM {@code fcntl(2)} ones, which Linux keeps
- * apart: a JVM and Python can each download a blob once, and the cache stays whole even then, since every download
- * goes to its own file and is renamed into place only when complete and verified.
+ * {@code flock(2)} through the native layer ({@link NativeFs}), as Python's filelock locks it, so that other JVMs and
+ * huggingface_hub in Python wait for each other; threads of this JVM wait on a lock per path first. The lock file
+ * stays (deleting it would let a waiter lock a file that no one else sees). Where the native layer is missing the
+ * lock is {@link FileChannel#lock()} ({@code fcntl(2)}), which excludes other JVMs but not Python, since Linux keeps
+ * the two kinds apart: then a JVM and Python can each download a blob once, and the cache stays whole even so, since
+ * every download goes to its own file and is renamed into place only when complete and verified.
  */
 final class HubLock implements AutoCloseable {
     private static final ConcurrentMap<Path, ReentrantLock> IN_PROCESS = new ConcurrentHashMap<>();
 
     private final ReentrantLock inProcess;
-    private final FileChannel channel;
+    private final FileChannel channel; // the fcntl lock's channel, or null under flock
     private final FileLock lock;
+    private final int flockFd; // the flock descriptor, or -1
 
-    private HubLock(ReentrantLock inProcess, FileChannel channel, FileLock lock) {
+    private HubLock(ReentrantLock inProcess, FileChannel channel, FileLock lock, int flockFd) {
         this.inProcess = inProcess;
         this.channel = channel;
         this.lock = lock;
+        this.flockFd = flockFd;
     }
 
     /** The lock file's path for {@code blob} of the repo in {@code repoFolder} under the cache {@code root}. */
@@ -49,9 +52,16 @@ final class HubLock implements AutoCloseable {
         }
         try {
             Files.createDirectories(key.getParent());
+            if (NativeFs.LOADED) {
+                int fd = NativeFs.lockFile(key, true);
+                if (fd < 0) {
+                    throw new IOException("cannot lock " + key + ": errno " + (-fd));
+                }
+                return new HubLock(l, null, null, fd);
+            }
             FileChannel ch = FileChannel.open(key, StandardOpenOption.CREATE, StandardOpenOption.WRITE);
             try {
-                return new HubLock(l, ch, ch.lock());
+                return new HubLock(l, ch, ch.lock(), -1);
             } catch (IOException | RuntimeException e) {
                 ch.close();
                 throw e;
@@ -64,6 +74,17 @@ final class HubLock implements AutoCloseable {
 
     @Override
     public void close() throws IOException {
+        if (flockFd >= 0) {
+            try {
+                int rc = NativeFs.unlockFile(flockFd);
+                if (rc != 0) {
+                    throw new IOException("cannot unlock a Hub cache lock: errno " + rc);
+                }
+            } finally {
+                inProcess.unlock();
+            }
+            return;
+        }
         try {
             lock.release();
         } finally {

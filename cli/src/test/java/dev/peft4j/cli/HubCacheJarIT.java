@@ -41,7 +41,7 @@ class HubCacheJarIT {
     private static String[] run(Path tmp, Path hubCache, String endpoint, String... args) throws Exception {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         List<String> cmd = new ArrayList<>(List.of(java, "-Dorg.bytedeco.javacpp.maxPhysicalBytes=0", "-jar",
-                Path.of("target", "peft4j.jar").toString()));
+                Path.of("target", "peft4j-cli.jar").toString()));
         cmd.addAll(List.of(args));
         ProcessBuilder pb = new ProcessBuilder(cmd);
         pb.environment().put("DJL_CACHE_DIR", tmp.resolve("djl-cache").toString());

@@ -38,6 +38,8 @@ case "$mode" in
     # the JNI library's translation unit without its JNI glue, with the library's warning flags
     echo '#include "peft4j_kernels.h"' | "$cxx" -std=c++17 -O3 -fPIC -Wall -Wextra -Wno-unused-parameter -Werror \
         -I src/main/cpp -x c++ -c - -o "$out/peft4j_kernels.o"
+    echo '#include "peft4j_fs.h"' | "$cxx" -std=c++17 -O3 -fPIC -Wall -Wextra -Wno-unused-parameter -Werror \
+        -I src/main/cpp -x c++ -c - -o "$out/peft4j_fs.o"
     "$cxx" -std=c++17 -O1 -Wall -Wextra -Wno-unused-parameter -Werror -I src/main/cpp src/test/cpp/*.cpp \
         -o "$out/kernels_test" -pthread -ldl
     echo "cppbuild.sh --cross-aarch64: kernels and native test built for aarch64 ($out)" >&2

@@ -24,6 +24,7 @@ class PackagedJarIT {
     private static final Path JAR = Path.of("target", "peft4j.jar");
     private static final Path NATIVES = Path.of("target", "peft4j-linux-x86_64.jar");
     private static final String LIBRARY = "dev/peft4j/kernels/linux-x86_64/libjniNativeKernels.so";
+    private static final String FS_LIBRARY = "dev/peft4j/io/linux-x86_64/libjniNativeFs.so";
 
     @Test
     void nativeLayerIsLoadedFromTheClassifierJar() {
@@ -42,6 +43,8 @@ class PackagedJarIT {
         Tensor x = torch.ones(33);
         Kernels.axpy(y, x, 2.0f);
         assertTrue(y.equal(torch.full(new long[] {33}, new org.bytedeco.pytorch.Scalar(3.0f))));
+        assertTrue(nativeFsLoaded(), "the file-system library (atomic folder swaps, flock) loads from the "
+                + "classifier jar");
     }
 
     @Test
@@ -57,8 +60,20 @@ class PackagedJarIT {
 
             List<String> files = natives.stream().filter(e -> !e.isDirectory()).map(JarEntry::getName)
                     .filter(n -> !n.startsWith("META-INF/")).toList();
-            assertEquals(List.of(LIBRARY), files, "the classifier jar holds the native library only");
+            assertEquals(List.of(FS_LIBRARY, LIBRARY), files.stream().sorted().toList(),
+                    "the classifier jar holds the native libraries only");
             assertTrue(natives.getEntry("META-INF/LICENSE") != null, "the license is in the natives jar");
+        }
+    }
+
+    /** NativeFs.LOADED (package-private in dev.peft4j.io), read by reflection. */
+    private static boolean nativeFsLoaded() {
+        try {
+            java.lang.reflect.Field f = Class.forName("dev.peft4j.io.NativeFs").getDeclaredField("LOADED");
+            f.setAccessible(true);
+            return f.getBoolean(null);
+        } catch (ReflectiveOperationException e) {
+            throw new AssertionError(e);
         }
     }
 }

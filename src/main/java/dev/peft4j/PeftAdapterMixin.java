@@ -1,6 +1,7 @@
 package dev.peft4j;
 
 import dev.peft4j.config.PeftConfig;
+import dev.peft4j.errors.Peft4jException;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.List;

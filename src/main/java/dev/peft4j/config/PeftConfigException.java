@@ -1,6 +1,6 @@
 package dev.peft4j.config;
 
-import dev.peft4j.Peft4jException;
+import dev.peft4j.errors.Peft4jException;
 
 /**
  * An {@code adapter_config.json} (or a config being built) that PEFT would refuse, or peft4j cannot use. The message

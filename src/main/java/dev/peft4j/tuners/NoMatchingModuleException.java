@@ -1,6 +1,6 @@
 package dev.peft4j.tuners;
 
-import dev.peft4j.Peft4jException;
+import dev.peft4j.errors.Peft4jException;
 
 /**
  * No module of the model was selected for adaptation: PEFT's {@code NoMatchingPeftModuleError} (a

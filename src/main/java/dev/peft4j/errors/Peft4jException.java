@@ -1,4 +1,4 @@
-package dev.peft4j;
+package dev.peft4j.errors;
 
 /**
  * The root of the exceptions peft4j defines for errors of its own domain: an adapter config PEFT would refuse

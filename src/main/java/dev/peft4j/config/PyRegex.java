@@ -1,6 +1,5 @@
-package dev.peft4j.tuners;
+package dev.peft4j.config;
 
-import dev.peft4j.config.PeftConfigException;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.regex.Matcher;

@@ -184,9 +184,11 @@ class AdapterFilesFuzzTest {
         }
         if (throughModel) {
             // load_adapter: a config or weights refused (Peft4jException: a bad config, a config that matches no
-            // module), or PEFT's ValueError (IllegalArgumentException)
+            // module), PEFT's ValueError (IllegalArgumentException), or a PEFT feature peft4j refuses
+            // (UnsupportedOperationException: use_dora, layer_replication, ...)
             boolean documented = e instanceof SafetensorsException || e instanceof TorchPickleException
-                    || e instanceof Peft4jException || e instanceof IllegalArgumentException;
+                    || e instanceof Peft4jException || e instanceof IllegalArgumentException
+                    || e instanceof UnsupportedOperationException;
             return documented ? null : "not a documented exception of loadAdapter";
         }
         boolean documented = e instanceof SafetensorsException || e instanceof TorchPickleException

@@ -168,8 +168,7 @@ public final class ServingEngine implements AutoCloseable {
         threads = b.threads;
         vocabSize = lm.config().getLong("vocab_size");
         eosIds = eosIds(lm);
-        ThreadFactory loaderThreads = daemon("peft4j-serve-loader");
-        loader = Executors.newSingleThreadExecutor(loaderThreads);
+        loader = b.loader != null ? b.loader : Executors.newSingleThreadExecutor(daemon("peft4j-serve-loader"));
         callbacks = Executors.newCachedThreadPool(daemon("peft4j-serve-callback"));
         scheduler = new Thread(this::schedule, "peft4j-serve-scheduler");
         scheduler.setDaemon(true);
@@ -227,6 +226,7 @@ public final class ServingEngine implements AutoCloseable {
         private int prefillChunk = 128;
         private Duration defaultTimeout;
         private Integer threads;
+        ExecutorService loader; // tests: a loader that holds loads back
 
         private Builder(PreTrainedModel model) {
             if (model == null) {
@@ -1020,7 +1020,14 @@ public final class ServingEngine implements AutoCloseable {
             String d = tokenizer == null ? null : delta;
             s.post(() -> {
                 if (s.listenerError == null) {
-                    l.onToken(index, token, d);
+                    try {
+                        l.onToken(index, token, d);
+                    } catch (RuntimeException | Error e) {
+                        throw e;
+                    } catch (Exception e) {
+                        s.listenerError = e;
+                        wakeUp();
+                    }
                 }
             });
         }

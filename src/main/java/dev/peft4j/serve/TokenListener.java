@@ -14,5 +14,5 @@ public interface TokenListener {
      * @param textDelta the text this token adds (held back while it may still become part of a stop string or an
      *     incomplete UTF-8 character), or null when the engine has no tokenizer
      */
-    void onToken(int index, long tokenId, String textDelta);
+    void onToken(int index, long tokenId, String textDelta) throws Exception;
 }

@@ -93,7 +93,7 @@ public final class ServeThroughput {
             for (int i = 0; i < adapters; i++) {
                 model.loadAdapter(folders.get(i), "a" + i);
             }
-            sequential(model, prompts, 1, tokens); // warm-up
+            sequential(model, prompts.subList(0, Math.min(2, requests)), 1, tokens); // warm-up
             long t0 = System.nanoTime();
             sequential(model, prompts, adapters, tokens);
             double seqSeconds = (System.nanoTime() - t0) / 1e9;

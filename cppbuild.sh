@@ -7,6 +7,10 @@
 #                          and run (Maven's test phase runs this too)
 #   ./cppbuild.sh --asan   the native test, then the JNI library rebuilt with the same sanitizers (Maven
 #                          profile `asan`), then the Java test suite run on that library
+#   ./cppbuild.sh --cross-aarch64   the kernels (src/main/cpp) and their native test cross-compiled for aarch64
+#                          with g++-aarch64-linux-gnu, warnings as errors, proving the scalar paths build where
+#                          the x86 intrinsics do not exist; the test is also run when qemu-aarch64 is present.
+#                          Skipped with a notice when the cross compiler is absent (Maven's test phase runs this)
 #   ./cppbuild.sh --cuda   the CUDA variant (needs nvcc)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,6 +26,26 @@ case "$mode" in
     g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
         -Wall -Wextra -Werror -I src/main/cpp src/test/cpp/*.cpp -o target/native-asan/kernels_test
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 target/native-asan/kernels_test
+    ;;
+  --cross-aarch64)
+    cxx="${CXX_AARCH64:-aarch64-linux-gnu-g++}"
+    if ! command -v "$cxx" >/dev/null 2>&1; then
+      echo "cppbuild.sh --cross-aarch64: $cxx not found (apt-get install g++-aarch64-linux-gnu); aarch64 build not checked" >&2
+      exit 0
+    fi
+    out=target/native-aarch64
+    mkdir -p "$out"
+    # the JNI library's translation unit without its JNI glue, with the library's warning flags
+    echo '#include "peft4j_kernels.h"' | "$cxx" -std=c++17 -O3 -fPIC -Wall -Wextra -Wno-unused-parameter -Werror \
+        -I src/main/cpp -x c++ -c - -o "$out/peft4j_kernels.o"
+    echo '#include "peft4j_fs.h"' | "$cxx" -std=c++17 -O3 -fPIC -Wall -Wextra -Wno-unused-parameter -Werror \
+        -I src/main/cpp -x c++ -c - -o "$out/peft4j_fs.o"
+    "$cxx" -std=c++17 -O1 -Wall -Wextra -Wno-unused-parameter -Werror -I src/main/cpp src/test/cpp/*.cpp \
+        -o "$out/kernels_test" -pthread -ldl
+    echo "cppbuild.sh --cross-aarch64: kernels and native test built for aarch64 ($out)" >&2
+    if command -v qemu-aarch64 >/dev/null 2>&1; then
+      QEMU_LD_PREFIX=/usr/aarch64-linux-gnu qemu-aarch64 "$out/kernels_test"
+    fi
     ;;
   --asan)
     "$0" --native-test
@@ -44,7 +68,7 @@ case "$mode" in
     exit 2
     ;;
   *)
-    echo "usage: ./cppbuild.sh [--native-test | --asan | --cuda]" >&2
+    echo "usage: ./cppbuild.sh [--native-test | --cross-aarch64 | --asan | --cuda]" >&2
     exit 2
     ;;
 esac

@@ -6,7 +6,9 @@
 #include "peft4j_cpu.h"
 #include <cmath>
 #include <cstdint>
-#include <immintrin.h>
+#if defined(__x86_64__)
+#include <immintrin.h>  // x86 SIMD paths only; other architectures build the scalar ones
+#endif
 
 namespace peft4j {
 

@@ -3,6 +3,8 @@
 // The library is compiled for baseline x86-64 (no -mavx flags), so it loads on any x86-64 CPU.
 // SIMD code lives in functions marked __attribute__((target(...))) and is only called after
 // __builtin_cpu_supports() says the CPU (and the OS, through XGETBV) can run it.
+// On other architectures (aarch64) only the scalar paths are compiled: x86 intrinsics and their headers sit
+// behind `#if defined(__x86_64__)`, and detect_isa() reports ISA_SCALAR (`cppbuild.sh --cross-aarch64` checks it).
 #pragma once
 
 // GCC 12's AVX-512 intrinsic headers initialise placeholders from themselves (`__m512 __Y = __Y;`), which

@@ -20,7 +20,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <immintrin.h>
+#if defined(__x86_64__)
+#include <immintrin.h>  // x86 SIMD paths only; other architectures build the scalar ones
+#endif
 #include <type_traits>
 #include <vector>
 
@@ -478,7 +480,9 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
         const Segment& s = segs[(size_t) tk.seg];
         const int64_t rows = std::min<int64_t>(kRowChunk, (int64_t) s.rows.size() - tk.row0);
         const float* V = dp_expand ? nullptr : bt.data() + bt_row[(size_t) s.first_slot] * N;
+#if defined(__x86_64__)
         const uint32_t* V32 = dp_expand ? bt32.data() + bt_row[(size_t) s.first_slot] / 2 * N : nullptr;
+#endif
         // Column chunks of V small enough for L1 (16 KiB); inside one, each group of 4 rows sweeps all its 64-column
         // blocks before the next group starts. Rows of y are N·sizeof(T) bytes apart (a multiple of 4 KiB at every
         // common width), so a group's loads right after the previous group's stores at the same columns alias them

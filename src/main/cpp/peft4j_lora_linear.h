@@ -19,7 +19,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <immintrin.h>
+#if defined(__x86_64__)
+#include <immintrin.h>  // x86 SIMD paths only; other architectures build the scalar ones
+#endif
 #include <type_traits>
 #include <vector>
 

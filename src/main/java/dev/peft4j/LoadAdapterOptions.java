@@ -11,7 +11,7 @@ import org.bytedeco.pytorch.Tensor;
  *
  * <p>A repo id instead of a folder is fetched from the Hub into the local Hugging Face cache at {@code revision}
  * (default {@code "main"}; {@link dev.peft4j.io.HubDownload}: {@code HF_ENDPOINT}, {@code token} else {@code HF_TOKEN}
- * else the login token file), or read from that cache alone when offline ({@code HF_HUB_OFFLINE}) or the Hub is
+ * else {@code HUGGING_FACE_HUB_TOKEN} else the login token file {@code HF_TOKEN_PATH}), or read from that cache alone when offline ({@code HF_HUB_OFFLINE}) or the Hub is
  * unreachable. {@code adapterKwargs} may carry transformers' {@code cache_dir}, {@code subfolder} (a folder inside
  * the adapter folder or repo), {@code local_files_only} (the cache alone) and {@code force_download} (files fetched
  * again even when cached; an error offline or when the Hub cannot be reached, as in huggingface_hub).

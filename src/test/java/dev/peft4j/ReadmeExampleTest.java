@@ -5,8 +5,11 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.peft4j.config.LoraConfig;
+import dev.peft4j.config.PeftConfigs;
+import dev.peft4j.io.SafetensorsFile;
 import dev.peft4j.models.AutoModel;
 import dev.peft4j.models.CausalLM;
+import dev.peft4j.models.Generation;
 import dev.peft4j.models.PreTrainedModel;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -18,7 +21,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** The README's "Using it from Java" snippet, run as written on a tiny model, so the front page cannot rot. */
+/** The README's "Five-minute tour" snippet, run as written on a tiny model, so the front page cannot rot. */
 class ReadmeExampleTest {
     @TempDir
     Path tmp;
@@ -34,6 +37,13 @@ class ReadmeExampleTest {
                 int r = name.equals("sql") ? 4 : 2;
                 m.addAdapter(LoraConfig.builder().r(r).loraAlpha(16).targetModules("q_proj", "v_proj")
                         .initLoraWeights(new dev.peft4j.config.InitLoraWeights.Flag(false)).build(), name);
+                // scaled, so that the saved weights are not what the seeded init of a load would draw: a load that
+                // ignored its tensors would then give other logits
+                try (NoGradGuard g = new NoGradGuard()) {
+                    for (Tensor t : m.getAdapterStateDict(name).values()) {
+                        t.mul_(new org.bytedeco.pytorch.Scalar(1.5));
+                    }
+                }
                 m.saveAdapter(tmp.resolve("adapters").resolve(name), name);
             }
         }
@@ -45,12 +55,17 @@ class ReadmeExampleTest {
         Tensor sqlRow0;
         try (NoGradGuard g = new NoGradGuard();
                 PreTrainedModel model = AutoModel.fromPretrained(cwd.resolve("TinyLlama-1.1B"), ScalarType.BFloat16)) {
-            // ---- README snippet, paths prefixed with cwd ----
+            // ---- README snippet ("Five-minute tour"), paths prefixed with cwd; the Hub line is left out (it needs
+            // a Hub: HubDownloadTest and HubCacheJarIT run that path against a local server) ----
+            CausalLM lm = (CausalLM) model;
             model.loadAdapter(cwd.resolve("adapters/sql"), "sql");
             model.loadAdapter(cwd.resolve("adapters/chat"), "chat");
+            try (SafetensorsFile f = SafetensorsFile.open(cwd.resolve("adapters/sql/adapter_model.safetensors"))) {
+                model.loadAdapter(PeftConfigs.read(cwd.resolve("adapters/sql")), f.tensors(), "sql_copy");
+            }
             model.setAdapter("sql");
-            CausalLM lm = (CausalLM) model;
             Tensor logits = lm.forward(ids, mask, null, null);
+            Tensor out = Generation.generate(lm, ids, mask, Generation.Options.greedy(20));
             Tensor mixed = model.withAdapterNames(List.of("sql", "chat", "__base__"),
                     () -> lm.forward(ids3, mask3, null, null));
             model.mergeAdapter("sql");
@@ -58,6 +73,15 @@ class ReadmeExampleTest {
             model.addAdapter(LoraConfig.builder().r(16).loraAlpha(32).targetModules("q_proj", "v_proj").build(), "new");
             model.saveAdapter(cwd.resolve("out/new"), "new");
             // ---- end of snippet ----
+            assertArrayEquals(new long[] {1, 5 + 20}, out.shape());
+            // the in-memory copy of sql is sql: the same logits (both after the bf16 merge / unmerge above, which
+            // need not restore the base weights bit for bit)
+            model.setAdapter("sql");
+            Tensor sqlLogits = lm.forward(ids, mask, null, null);
+            model.setAdapter("sql_copy");
+            Tensor copyLogits = lm.forward(ids, mask, null, null);
+            model.setAdapter("sql");
+            assertEquals(0.0, copyLogits.sub(sqlLogits).abs().max().item_double(), 0.0, "sql_copy gives sql's logits");
             assertArrayEquals(new long[] {1, 5, 32}, logits.shape());
             assertArrayEquals(new long[] {3, 5, 32}, mixed.shape());
             model.setAdapter("sql");

@@ -78,7 +78,7 @@ public final class LoraConfig extends ConfigBase implements PeftConfig, LoraSett
 
     private static String patternKey(Map<String, Pattern> matchers, String key) {
         for (Map.Entry<String, Pattern> e : matchers.entrySet()) {
-            if (e.getValue().matcher(key).lookingAt()) { // re.match: anchored at the start only
+            if (PyRegex.matchAtStart(e.getValue(), key)) { // re.match: anchored at the start only
                 return e.getKey();
             }
         }

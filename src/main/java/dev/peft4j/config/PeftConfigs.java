@@ -69,8 +69,22 @@ public final class PeftConfigs {
         if (!Files.isRegularFile(file)) {
             throw new NoSuchFileException(file.toString(), null, "no " + CONFIG_FILE_NAME + " there");
         }
-        return parse(Files.readString(file, StandardCharsets.UTF_8), file.toString());
+        long size = Files.size(file);
+        if (size > MAX_CONFIG_BYTES) {
+            throw new PeftConfigException(file + ": " + size + " bytes, more than the " + MAX_CONFIG_BYTES
+                    + " an adapter config may have");
+        }
+        String text;
+        try {
+            text = Files.readString(file, StandardCharsets.UTF_8);
+        } catch (java.nio.charset.CharacterCodingException e) {
+            throw new PeftConfigException(file + ": not valid UTF-8 (JSON must be UTF-8): " + e, e);
+        }
+        return parse(text, file.toString());
     }
+
+    /** Configs are a few kilobytes; one listing every module of a huge model stays far below this. */
+    static final long MAX_CONFIG_BYTES = 16L << 20;
 
     /**
      * Parses the text of an {@code adapter_config.json}; {@code sourceName} (a file name or URL) starts every error

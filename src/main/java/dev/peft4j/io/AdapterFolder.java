@@ -46,6 +46,7 @@ public record AdapterFolder(Path dir, PeftConfig config, Path weightsFile, Map<S
      * @throws dev.peft4j.config.PeftConfigException when the config is invalid
      */
     public static AdapterFolder read(Path dir) throws IOException {
+        AtomicFolder.recover(dir);
         if (!Files.isDirectory(dir)) {
             throw new NoSuchFileException(dir.toString(), null, "not an adapter folder: no such directory");
         }

@@ -12,7 +12,7 @@ import java.util.regex.Pattern;
  * {@code <cache>/models--<namespace>--<name>/refs/<branch or tag>} holds a commit hash, and
  * {@code snapshots/<commit>/} the repository's files at that commit (links into {@code blobs/}). This is where Python's
  * {@code from_pretrained} / {@code hf_hub_download} put what they download, so an adapter fetched once by Python (or by
- * {@code huggingface-cli download}) loads here by its repo id. peft4j downloads nothing itself.
+ * {@code huggingface-cli download}) loads here by its repo id; {@link HubDownload} fetches into the same layout.
  *
  * <p>The cache folder is, in huggingface_hub's order: an explicit {@code cache_dir}, {@code $HF_HUB_CACHE},
  * {@code $HUGGINGFACE_HUB_CACHE} (its older name), {@code $HF_HOME/hub}, {@code $XDG_CACHE_HOME/huggingface/hub},

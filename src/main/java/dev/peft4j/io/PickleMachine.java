@@ -8,8 +8,10 @@ import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.util.AbstractList;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.HashMap;
+import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
@@ -37,6 +39,20 @@ final class PickleMachine {
     private static final int HIGHEST_PROTOCOL = 5;
     private static final int MAX_LONG_BYTES = 1024; // LONG1/LONG4 beyond 8 kbit are refused
     private static final int MAX_KEY_NESTING = 32;
+    /**
+     * Memo entries one pickle may store: {@code torch.save} memoizes about eight values per tensor,
+     * so this allows state dicts of 250k tensors while capping the memo at 16 MiB.
+     */
+    static final int MAX_MEMO = 1 << 21;
+    /** Values on the stack at once (a real pickle keeps its nesting and one batch of 1000 items). */
+    static final int MAX_STACK = 1 << 20;
+    /**
+     * Items put into containers over the whole pickle (about 15 per tensor of a state dict): with
+     * the limits above, this bounds the memory a pickle can make live to a few hundred MiB.
+     */
+    static final long MAX_ITEMS = 1L << 23;
+    /** How the memo array holds a memoized None (null there means an empty slot). */
+    private static final Object ABSENT_NONE = new Object();
     private static final Object MARK = new Object() {
         @Override
         public String toString() {
@@ -48,7 +64,14 @@ final class PickleMachine {
     private final String source;
     private final PersistentLoader persistentLoader;
     private final ArrayList<Object> stack = new ArrayList<>();
-    private final HashMap<Long, Object> memo = new HashMap<>();
+    /** Memo indices are dense from 0 in what picklers write; a larger index than the limit is refused. */
+    private Object[] memo = new Object[64];
+    private int memoCount;
+    private long items;
+    /** Canonical copy of each tuple used as a key: equal keys become one object (see {@link PyTuple}). */
+    private final HashMap<PyTuple, PyTuple> interned = new HashMap<>();
+    private final Object internOwner = new Object();
+    private final IdentityHashMap<String, Long> stringHashes = new IdentityHashMap<>();
     private int opcodeOffset;
 
     /**
@@ -77,8 +100,7 @@ final class PickleMachine {
 
     /** Runs the stream up to {@code STOP} and returns the value it leaves. */
     Object load() throws TorchPickleException {
-        stack.clear();
-        memo.clear();
+        clear();
         while (true) {
             if (!in.hasRemaining()) {
                 opcodeOffset = in.position();
@@ -107,8 +129,7 @@ final class PickleMachine {
                     if (result == MARK) {
                         throw error("STOP with a MARK on top of the stack");
                     }
-                    stack.clear();
-                    memo.clear();
+                    clear();
                     return result;
                 }
                 case '(' -> stack.add(MARK);
@@ -143,32 +164,35 @@ final class PickleMachine {
                 case 0x8e -> push(bytes(length64("BINBYTES8")));
                 case 0x96 -> push(bytes(length64("BYTEARRAY8")));
                 case ']' -> push(new ArrayList<>());
-                case 'l' -> push(new ArrayList<>(popMark())); // LIST
+                case 'l' -> push(new ArrayList<>(counted(popMark()))); // LIST
                 case 'a' -> { // APPEND
                     Object item = pop();
                     list(peek(), "APPEND").add(item);
+                    count(1);
                 }
                 case 'e' -> { // APPENDS
-                    List<Object> items = popMark();
+                    List<Object> items = counted(popMark());
                     list(peek(), "APPENDS").addAll(items);
                 }
                 case ')' -> push(PyTuple.of());
-                case 't' -> push(PyTuple.of(popMark().toArray()));
+                case 't' -> push(PyTuple.of(counted(popMark()).toArray()));
                 case 0x85 -> push(PyTuple.of(pop()));
                 case 0x86 -> {
                     Object b = pop();
                     Object a = pop();
                     push(PyTuple.of(a, b));
+                    count(2);
                 }
                 case 0x87 -> {
                     Object c = pop();
                     Object b = pop();
                     Object a = pop();
                     push(PyTuple.of(a, b, c));
+                    count(3);
                 }
                 case '}' -> push(new LinkedHashMap<>());
                 case 'd' -> { // DICT
-                    List<Object> items = popMark();
+                    List<Object> items = counted(popMark());
                     Map<Object, Object> dict = new LinkedHashMap<>();
                     putPairs(dict, items, "DICT");
                     push(dict);
@@ -177,14 +201,15 @@ final class PickleMachine {
                     Object value = pop();
                     Object key = pop();
                     dict(peek(), "SETITEM").put(hashable(key, "SETITEM key"), value);
+                    count(2);
                 }
                 case 'u' -> { // SETITEMS
-                    List<Object> items = popMark();
+                    List<Object> items = counted(popMark());
                     putPairs(dict(peek(), "SETITEMS"), items, "SETITEMS");
                 }
                 case 0x8f -> push(new LinkedHashSet<>()); // EMPTY_SET
                 case 0x90 -> { // ADDITEMS
-                    List<Object> items = popMark();
+                    List<Object> items = counted(popMark());
                     Set<Object> set = set(peek(), "ADDITEMS");
                     for (Object item : items) {
                         set.add(hashable(item, "ADDITEMS item"));
@@ -192,7 +217,7 @@ final class PickleMachine {
                 }
                 case 0x91 -> { // FROZENSET
                     Set<Object> set = new LinkedHashSet<>();
-                    for (Object item : popMark()) {
+                    for (Object item : counted(popMark())) {
                         set.add(hashable(item, "FROZENSET item"));
                     }
                     push(Collections.unmodifiableSet(set));
@@ -200,10 +225,10 @@ final class PickleMachine {
                 case 'g' -> push(memoGet(parseMemoIndex(line("GET"))));
                 case 'h' -> push(memoGet(u8()));
                 case 'j' -> push(memoGet(u32()));
-                case 'p' -> memo.put(parseMemoIndex(line("PUT")), peek());
-                case 'q' -> memo.put((long) u8(), peek());
-                case 'r' -> memo.put(u32(), peek());
-                case 0x94 -> memo.put((long) memo.size(), peek()); // MEMOIZE
+                case 'p' -> memoPut(parseMemoIndex(line("PUT")), peek());
+                case 'q' -> memoPut(u8(), peek());
+                case 'r' -> memoPut(u32(), peek());
+                case 0x94 -> memoPut(memoCount, peek()); // MEMOIZE: the index is the memo's size
                 case 'c' -> { // GLOBAL
                     String module = asciiLine("GLOBAL module");
                     String name = asciiLine("GLOBAL name");
@@ -254,8 +279,33 @@ final class PickleMachine {
 
     // ---- stack ----
 
-    private void push(Object value) {
+    private void push(Object value) throws TorchPickleException {
+        if (stack.size() >= MAX_STACK) {
+            throw error("more than " + MAX_STACK + " values on the pickle stack (a hostile file?)");
+        }
         stack.add(value);
+    }
+
+    /** Counts items put into containers against {@link #MAX_ITEMS}. */
+    private void count(long n) throws TorchPickleException {
+        items += n;
+        if (items > MAX_ITEMS) {
+            throw error("more than " + MAX_ITEMS + " items in the pickle's containers (a hostile file?)");
+        }
+    }
+
+    private List<Object> counted(List<Object> items) throws TorchPickleException {
+        count(items.size());
+        return items;
+    }
+
+    private void clear() {
+        stack.clear();
+        memo = new Object[64];
+        memoCount = 0;
+        items = 0;
+        interned.clear();
+        stringHashes.clear();
     }
 
     private Object pop() throws TorchPickleException {
@@ -294,11 +344,27 @@ final class PickleMachine {
         return items;
     }
 
+    private void memoPut(long index, Object value) throws TorchPickleException {
+        if (index >= MAX_MEMO) {
+            throw error("memo index " + index + " is beyond the limit of " + MAX_MEMO + " memo entries"
+                    + " (a hostile file?)");
+        }
+        int i = (int) index;
+        if (i >= memo.length) {
+            memo = Arrays.copyOf(memo, (int) Math.min(MAX_MEMO, Math.max(2L * memo.length, i + 1L)));
+        }
+        if (memo[i] == null) {
+            memoCount++;
+        }
+        memo[i] = value == null ? ABSENT_NONE : value;
+    }
+
     private Object memoGet(long index) throws TorchPickleException {
-        if (!memo.containsKey(index)) {
+        Object v = index >= 0 && index < memo.length ? memo[(int) index] : null;
+        if (v == null) {
             throw error("memo index " + index + " was never stored");
         }
-        return memo.get(index);
+        return v == ABSENT_NONE ? null : v;
     }
 
     // ---- typed views of stack values ----
@@ -345,32 +411,91 @@ final class PickleMachine {
 
     /**
      * Keys must be immutable values with value semantics (as Python's hashable ones), and tuples
-     * only shallowly nested, so that hashing them cannot recurse without bound.
+     * only shallowly nested, so that hashing them cannot recurse without bound. Returns the key to
+     * store: a tuple is replaced by its canonical copy, so that equal keys are one object and
+     * comparing two keys never walks their trees (see {@link PyTuple#equals}).
      */
     Object hashable(Object key, String what) throws TorchPickleException {
-        checkHashable(key, what, 0);
-        return key;
+        return canonical(key, what, 0);
     }
 
-    private void checkHashable(Object key, String what, int depth) throws TorchPickleException {
+    private Object canonical(Object key, String what, int depth) throws TorchPickleException {
         if (key == null || key instanceof String || key instanceof Long || key instanceof BigInteger
                 || key instanceof Double || key instanceof Boolean || key instanceof ScalarType) {
-            return;
+            return key;
         }
         if (key instanceof PyTuple t) {
-            if (t.checkedHashable) {
-                return; // a big tuple reused as a key through the memo is checked once
+            if (t.canonical != null) {
+                return t.canonical; // a tuple reused through the memo is made canonical once
             }
             if (depth >= MAX_KEY_NESTING) {
                 throw error(what + ": tuple nested deeper than " + MAX_KEY_NESTING);
             }
-            for (Object item : t) {
-                checkHashable(item, what, depth + 1);
+            long h = HASH_SEED;
+            for (int i = 0; i < t.size(); i++) {
+                Object item = canonical(t.get(i), what, depth + 1);
+                t.replace(i, item); // an equal value: the tuple reads the same
+                h = mix(h ^ keyHash(item));
             }
-            t.checkedHashable = true;
-            return;
+            t.keyHash = mix(h + t.size());
+            t.keyHashed = true;
+            PyTuple c = interned.putIfAbsent(t, t);
+            if (c == null) {
+                c = t;
+                t.internOwner = internOwner;
+            }
+            t.canonical = c;
+            return c;
         }
         throw error(what + ": " + describe(key) + " cannot be a dict key or set item");
+    }
+
+    /**
+     * A hash of a key item mixed with a per-process seed, so that a file cannot be crafted with
+     * many tuple keys of one hash (each tuple's hash is computed once, from its items' hashes).
+     */
+    private long keyHash(Object item) {
+        if (item == null) {
+            return 0x9e3779b97f4a7c15L;
+        }
+        if (item instanceof PyTuple t) {
+            return t.keyHash;
+        }
+        if (item instanceof Long l) {
+            return mix(l ^ HASH_SEED);
+        }
+        if (item instanceof Double d) {
+            return mix(Double.doubleToLongBits(d) ^ HASH_SEED ^ 0x5851f42d4c957f2dL);
+        }
+        if (item instanceof String s) {
+            Long cached = stringHashes.get(s);
+            if (cached == null) {
+                long h = HASH_SEED ^ 0x2545f4914f6cdd1dL;
+                for (int i = 0; i < s.length(); i++) {
+                    h = (h ^ s.charAt(i)) * 0x100000001b3L;
+                }
+                cached = mix(h);
+                stringHashes.put(s, cached);
+            }
+            return cached;
+        }
+        if (item instanceof BigInteger b) {
+            long h = HASH_SEED ^ 0x14057b7ef767814fL;
+            for (byte x : b.toByteArray()) { // at most MAX_LONG_BYTES
+                h = (h ^ (x & 0xff)) * 0x100000001b3L;
+            }
+            return mix(h);
+        }
+        return mix(item.hashCode() ^ HASH_SEED); // Boolean, ScalarType: few values
+    }
+
+    private static final long HASH_SEED = new java.security.SecureRandom().nextLong();
+
+    /** The finalizer of SplitMix64: a bijection that spreads every input bit. */
+    private static long mix(long z) {
+        z = (z ^ (z >>> 30)) * 0xbf58476d1ce4e5b9L;
+        z = (z ^ (z >>> 27)) * 0x94d049bb133111ebL;
+        return z ^ (z >>> 31);
     }
 
     /** A dict of attribute names to values, with no tensor directly in it. */
@@ -665,21 +790,30 @@ final class PickleMachine {
         return b.toString();
     }
 
-    /** A Python tuple: an immutable list (kept distinct from a Python list, which APPEND may grow). */
+    /**
+     * A Python tuple: an immutable list (kept distinct from a Python list, which APPEND may grow).
+     *
+     * <p>A tuple used as a dict key or set item is made canonical by the machine that read it:
+     * its items are canonical, it hashes with a per-process seeded hash (not {@link List#hashCode},
+     * so a key tuple must be looked up with an equal tuple of the same load, or found by
+     * iterating), and two distinct canonical tuples of one load are unequal without comparing
+     * their items. Comparing and hashing keys is then linear in their size, whatever the file.
+     */
     static final class PyTuple extends AbstractList<Object> implements RandomAccess {
-        private static final PyTuple EMPTY = new PyTuple(new Object[0]);
         private final Object[] items;
-        /** Set once every item is known hashable (then it holds no tensor or storage: never replaced). */
-        boolean checkedHashable;
-        private int hash;
-        private boolean hashed;
+        /** The equal canonical tuple, once this one was used as a key (then it holds no tensor). */
+        PyTuple canonical;
+        /** The load this tuple is the canonical copy for; null when it is not one. */
+        Object internOwner;
+        long keyHash;
+        boolean keyHashed;
 
         private PyTuple(Object[] items) {
             this.items = items;
         }
 
         static PyTuple of(Object... items) {
-            return items.length == 0 ? EMPTY : new PyTuple(items.clone());
+            return items.length == 0 ? new PyTuple(items) : new PyTuple(items.clone());
         }
 
         @Override
@@ -687,17 +821,28 @@ final class PickleMachine {
             return items[index];
         }
 
-        /** Cached, so that hashing a large tuple used as a key many times stays linear. */
         @Override
-        public int hashCode() {
-            if (!hashed) {
-                hash = super.hashCode();
-                hashed = checkedHashable; // only immutable-for-good tuples keep their hash
+        public boolean equals(Object o) {
+            if (o == this) {
+                return true;
             }
-            return hash;
+            if (o instanceof PyTuple p) {
+                if (internOwner != null && p.internOwner == internOwner) {
+                    return false; // canonical copies of one load are equal only to themselves
+                }
+                if (keyHashed && p.keyHashed && keyHash != p.keyHash) {
+                    return false;
+                }
+            }
+            return super.equals(o); // items of key tuples are canonical: this does not recurse deeply
         }
 
-        /** For the loader's final pass only (storages to tensors); tuples are immutable to users. */
+        @Override
+        public int hashCode() {
+            return keyHashed ? (int) (keyHash ^ (keyHash >>> 32)) : super.hashCode();
+        }
+
+        /** For the machine's canonical keys and the loader's final pass (storages to tensors). */
         void replace(int index, Object value) {
             items[index] = value;
         }

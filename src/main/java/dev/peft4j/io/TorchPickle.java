@@ -18,7 +18,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.zip.CRC32;
 import java.util.zip.ZipEntry;
-import java.util.zip.ZipException;
 import java.util.zip.ZipFile;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.pytorch.MemoryFormatOptional;
@@ -38,6 +37,12 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * in the file share memory (views of one buffer), with the file's offsets and strides kept. Each
  * storage's bytes are copied into memory libtorch owns; zip entries are checked against their
  * CRC-32. The pre-1.0 tar format is not supported.
+ *
+ * <p>Work and memory are bounded by the input: {@code data.pkl} may inflate to 64 MiB at most, and
+ * one pickle may hold at most 2^21 memo entries, 2^20 values on its stack and 2^23 container
+ * items (a state dict of 250k tensors fits). Tuples used as dict keys are compared and hashed in
+ * time linear in their size. Exceeding a limit, or running out of memory or stack anyway, is a
+ * {@link TorchPickleException} naming the file.
  */
 public final class TorchPickle {
     private static final BigInteger LEGACY_MAGIC = new BigInteger("119547037146038801333356");
@@ -46,7 +51,7 @@ public final class TorchPickle {
     private static final long MAX_DEFLATE_RATIO = 1100;
     private static final int COPY_CHUNK = 1 << 20;
     /** data.pkl holds names and shapes only: a state dict of 100k tensors is about 10 MB. */
-    private static final long MAX_PICKLE_BYTES = 256L << 20;
+    static final long MAX_PICKLE_BYTES = 64L << 20;
 
     private TorchPickle() {}
 
@@ -93,13 +98,25 @@ public final class TorchPickle {
      * {@link BigInteger} beyond 64 bits); float &rarr; {@link Double}; bool &rarr; {@link Boolean};
      * None &rarr; null; bytes &rarr; {@code byte[]}; set &rarr; {@link java.util.Set}; tensor and
      * {@code nn.Parameter} &rarr; {@link Tensor} (with its {@code requires_grad}); dtype &rarr;
-     * {@link ScalarType}; {@code torch.device} &rarr; its string ({@code "cuda:0"}).
+     * {@link ScalarType}; {@code torch.device} &rarr; its string ({@code "cuda:0"}). A tuple used
+     * as a dict key or set item hashes with a per-process seed, not as {@link List#hashCode}, so
+     * a {@code List} built by the caller does not find it: find such keys by iterating the dict.
      *
      * @throws TorchPickleException if the file is corrupt, not a torch.save file, or names a
      *     global outside the allow-list (the message names the file and what is at fault)
      * @throws IOException if the file cannot be read
      */
     public static Object load(Path file) throws IOException {
+        try {
+            return loadUnbounded(file);
+        } catch (OutOfMemoryError | StackOverflowError e) {
+            // the machine's limits should come first; this keeps a limit missed from killing the caller
+            throw new TorchPickleException(file + ": reading it ran out of "
+                    + (e instanceof OutOfMemoryError ? "memory" : "stack") + " (a hostile or too large file?)", e);
+        }
+    }
+
+    private static Object loadUnbounded(Path file) throws IOException {
         byte[] head = new byte[512];
         int n;
         try (InputStream in = Files.newInputStream(file)) {
@@ -131,7 +148,7 @@ public final class TorchPickle {
         ZipFile zip;
         try {
             zip = new ZipFile(file.toFile());
-        } catch (ZipException e) {
+        } catch (IOException e) { // ZipException, or EOFException for an end record that points past the end
             throw new TorchPickleException(file + ": corrupt zip archive: " + messageOf(e), e);
         }
         List<Tensor> allocated = new ArrayList<>();
@@ -165,7 +182,7 @@ public final class TorchPickle {
             return storagesToTensors(result);
         } catch (TorchPickleException e) {
             throw e;
-        } catch (IOException e) {
+        } catch (IOException | IllegalArgumentException e) { // ZipFile: IAE for an entry name not in UTF-8
             throw new TorchPickleException(file + ": corrupt zip archive: " + messageOf(e), e);
         } finally {
             for (Tensor t : allocated) {

@@ -27,7 +27,7 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
     @Override
     public final synchronized dev.peft4j.PeftAdapters peftAdapters() {
         if (peftAdapters == null) {
-            peftAdapters = new dev.peft4j.PeftAdapters(this);
+            peftAdapters = new dev.peft4j.PeftAdapters(this, () -> config.getString("_name_or_path", null));
         }
         return peftAdapters;
     }

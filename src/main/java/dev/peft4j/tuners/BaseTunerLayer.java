@@ -6,9 +6,12 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Supplier;
 import dev.peft4j.kernels.Kernels;
 import org.bytedeco.pytorch.GradMode;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * PEFT's {@code BaseTunerLayer}: a wrapper that keeps the adapted module as child {@code base_layer} and holds
@@ -16,6 +19,10 @@ import org.bytedeco.pytorch.Tensor;
  */
 public abstract class BaseTunerLayer extends Module implements Layer {
     public static final String BASE_LAYER = "base_layer";
+    /** The per-sample adapter name that means "no adapter" in a mixed batch. */
+    public static final String BASE_ADAPTER_NAME = "__base__";
+    /** The mixed-batch context: per-sample adapter names of the forward running on this thread, or none. */
+    private static final ThreadLocal<List<String>> MIXED_BATCH = new ThreadLocal<>();
     private final List<String> active = new ArrayList<>();
     private final List<String> merged = new ArrayList<>();
     private boolean disabled;
@@ -27,6 +34,47 @@ public abstract class BaseTunerLayer extends Module implements Layer {
             throw new IllegalArgumentException("base layer " + base.typeName() + " is not a Layer");
         }
         registerModule(BASE_LAYER, base);
+    }
+
+    /**
+     * Runs {@code body} with per-sample adapter names for every tuner layer's forward on this thread (PEFT's
+     * {@code adapter_names=} argument, §6.6): sample {@code i} (dim 0) gets adapter {@code names.get(i)},
+     * {@value #BASE_ADAPTER_NAME} none. Layers that support mixed batches (LoRA, modules_to_save) read the names;
+     * the others refuse a forward inside this call. The context is thread-local, so forwards on other threads are
+     * not affected and each may run its own mixed batch; a nested call replaces the names until it returns.
+     */
+    public static <T> T withAdapterNames(List<String> names, Supplier<T> body) {
+        List<String> before = MIXED_BATCH.get();
+        MIXED_BATCH.set(List.copyOf(names));
+        try {
+            return body.get();
+        } finally {
+            if (before == null) {
+                MIXED_BATCH.remove();
+            } else {
+                MIXED_BATCH.set(before);
+            }
+        }
+    }
+
+    /** The per-sample adapter names set by {@link #withAdapterNames} on this thread, or null. */
+    public static List<String> currentAdapterNames() {
+        return MIXED_BATCH.get();
+    }
+
+    /**
+     * The dtype adapter tensors get, for every method (§6.10): created in fp32, cast to the base weight's dtype when
+     * that is a floating type (an integer/quantised base keeps fp32), and — on PeftModel's path
+     * ({@code autocast_adapter_dtype=True}) — fp16, bf16 and float8 adapters upcast back to fp32. The transformers
+     * integration never upcasts.
+     */
+    public static ScalarType adapterDtype(ScalarType baseWeightDtype, boolean autocastAdapterDtype) {
+        ScalarType base = baseWeightDtype.intern();
+        if (!torch.isFloatingType(base)) {
+            return ScalarType.Float;
+        }
+        boolean low = base == ScalarType.Half || base == ScalarType.BFloat16 || base.name().startsWith("Float8");
+        return autocastAdapterDtype && low ? ScalarType.Float : base;
     }
 
     /** The wrapped module. */
@@ -56,7 +104,7 @@ public abstract class BaseTunerLayer extends Module implements Layer {
             }
             return baseForward(x);
         }
-        if (dev.peft4j.tuners.lora.LoraLayer.currentAdapterNames() != null) {
+        if (currentAdapterNames() != null) {
             throw new UnsupportedOperationException("adapter_names (a mixed batch) is supported for LoRA only, not for "
                     + "the " + method + " layer " + typeName());
         }

@@ -124,7 +124,7 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
 
     @Override
     public Tensor forward(Tensor x) {
-        List<String> perSample = dev.peft4j.tuners.lora.LoraLayer.currentAdapterNames();
+        List<String> perSample = BaseTunerLayer.currentAdapterNames();
         if (perSample != null && !disabled) {
             return mixedBatchForward(x, perSample);
         }

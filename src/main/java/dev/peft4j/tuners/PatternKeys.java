@@ -1,5 +1,7 @@
 package dev.peft4j.tuners;
 
+import dev.peft4j.config.PyRegex;
+import dev.peft4j.config.PyRepr;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.List;

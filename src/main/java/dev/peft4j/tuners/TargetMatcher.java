@@ -1,5 +1,7 @@
 package dev.peft4j.tuners;
 
+import dev.peft4j.config.PyRegex;
+import dev.peft4j.config.PyRepr;
 import java.math.BigInteger;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -13,7 +15,6 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Set;
 import java.util.TreeSet;
-import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
@@ -255,9 +256,9 @@ public final class TargetMatcher {
     private BigInteger layerIndex(String key) {
         List<Pattern> patterns = layerIndexPatterns.isEmpty() ? List.of(DEFAULT_LAYER_INDEX) : layerIndexPatterns;
         for (Pattern p : patterns) {
-            Matcher m = p.matcher(key);
-            if (m.lookingAt()) {
-                return parsePythonInt(m.group(1));
+            String[] groups = PyRegex.groupsAtStart(p, key);
+            if (groups != null) {
+                return parsePythonInt(groups[1]);
             }
         }
         return null;

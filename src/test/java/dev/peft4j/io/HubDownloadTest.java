@@ -131,8 +131,12 @@ class HubDownloadTest {
         ex.close();
     }
 
+    // quick retries: an unreachable Hub is retried with backoff before the error when the cache cannot answer
+    static final HubDownload.Network FAST = new HubDownload.Network(java.time.Duration.ofSeconds(2),
+            java.time.Duration.ofSeconds(2), 2, java.time.Duration.ofMillis(10), true);
+
     private HubDownload.Settings online(String token) {
-        return new HubDownload.Settings(endpoint(), token, false);
+        return new HubDownload.Settings(endpoint(), token, false).withNetwork(FAST);
     }
 
     @Test

@@ -2,7 +2,7 @@ package dev.peft4j.tuners.ia3;
 
 import java.util.Collection;
 import java.util.Objects;
-import dev.peft4j.tuners.PyRegex;
+import dev.peft4j.config.PyRegex;
 
 /**
  * IA³'s feed-forward classification ({@code IA3Model._check_target_module_feedforward}, {@code ia3/model.py}):

@@ -95,7 +95,7 @@ public final class LoraEmbedding extends BaseTunerLayer {
             }
             return baseForward(ids);
         }
-        List<String> perSample = LoraLayer.currentAdapterNames();
+        List<String> perSample = currentAdapterNames();
         if (perSample != null) {
             if (merged()) {
                 throw new IllegalStateException(

@@ -31,7 +31,6 @@ import org.slf4j.LoggerFactory;
  */
 public final class LoraLayer extends BaseTunerLayer {
     private static final Logger LOG = LoggerFactory.getLogger(LoraLayer.class);
-    private static final ThreadLocal<List<String>> MIXED_BATCH = new ThreadLocal<>();
 
     private final boolean fanInFanOut;
     private final long inFeatures;
@@ -165,29 +164,6 @@ public final class LoraLayer extends BaseTunerLayer {
         return new LoraMath.Adapter(a.weight(), b.weight(), b.bias(), scaling.get(name), dropout.get(name));
     }
 
-    /**
-     * Runs {@code body} with per-sample adapter names for every LoRA layer's forward on this thread (PEFT's
-     * {@code adapter_names=} argument, §6.6); {@value LoraMath#BASE_ADAPTER_NAME} means no adapter.
-     */
-    public static <T> T withAdapterNames(List<String> names, java.util.function.Supplier<T> body) {
-        List<String> before = MIXED_BATCH.get();
-        MIXED_BATCH.set(List.copyOf(names));
-        try {
-            return body.get();
-        } finally {
-            if (before == null) {
-                MIXED_BATCH.remove();
-            } else {
-                MIXED_BATCH.set(before);
-            }
-        }
-    }
-
-    /** The per-sample adapter names set by {@link #withAdapterNames} on this thread, or null. */
-    public static List<String> currentAdapterNames() {
-        return MIXED_BATCH.get();
-    }
-
     @Override
     public Tensor forward(Tensor x) {
         if (disabled()) {
@@ -196,7 +172,7 @@ public final class LoraLayer extends BaseTunerLayer {
             }
             return baseForward(x);
         }
-        List<String> perSample = MIXED_BATCH.get();
+        List<String> perSample = currentAdapterNames();
         if (perSample != null) {
             if (merged()) {
                 throw new IllegalStateException(

@@ -1,5 +1,6 @@
 package dev.peft4j.tuners.lora;
 
+import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.tuners.Scoped;
 import java.util.Arrays;
 import java.util.LinkedHashSet;
@@ -101,7 +102,7 @@ public final class LoraMath {
     }
 
     /** The per-sample adapter name that means "no adapter" in a mixed batch. */
-    public static final String BASE_ADAPTER_NAME = "__base__";
+    public static final String BASE_ADAPTER_NAME = BaseTunerLayer.BASE_ADAPTER_NAME;
 
     /**
      * A mixed-batch forward ({@code Linear._mixed_batch_forward}, §6.6): sample {@code i} (dim 0) gets the adapter
@@ -292,12 +293,7 @@ public final class LoraMath {
      * fp16, bf16 and float8 adapters upcast back to fp32. The transformers integration never upcasts.
      */
     public static ScalarType adapterDtype(ScalarType baseWeightDtype, boolean autocastAdapterDtype) {
-        ScalarType base = baseWeightDtype.intern();
-        if (!torch.isFloatingType(base)) {
-            return ScalarType.Float;
-        }
-        boolean low = base == ScalarType.Half || base == ScalarType.BFloat16 || base.name().startsWith("Float8");
-        return autocastAdapterDtype && low ? ScalarType.Float : base;
+        return BaseTunerLayer.adapterDtype(baseWeightDtype, autocastAdapterDtype);
     }
 
     static Tensor castTo(Tensor x, ScalarType dtype) {

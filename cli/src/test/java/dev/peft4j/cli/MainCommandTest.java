@@ -41,6 +41,18 @@ class MainCommandTest {
     }
 
     @Test
+    void versionPrintsTheVersionMavenBuilt() {
+        String expected = System.getProperty("peft4j.expectedVersion");
+        assertTrue(expected != null && !expected.isBlank(), "the build passes peft4j.expectedVersion");
+        for (String flag : new String[] {"--version", "-V"}) {
+            Cli.Result r = Cli.run(flag);
+            assertEquals(0, r.rc(), r.toString());
+            assertEquals("peft4j " + expected, r.out().strip(), r.toString());
+            assertEquals("", r.err(), r.toString());
+        }
+    }
+
+    @Test
     void unknownCommandIsAUsageErrorOnOneLine() {
         Cli.Result r = Cli.run("frobnicate");
         assertEquals(2, r.rc(), r.toString());

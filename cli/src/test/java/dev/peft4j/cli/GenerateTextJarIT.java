@@ -22,7 +22,7 @@ class GenerateTextJarIT {
         Path cache = tmp.resolve("djl-cache");
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         ProcessBuilder pb = new ProcessBuilder(List.of(java, "-Dorg.bytedeco.javacpp.maxPhysicalBytes=0", "-jar",
-                Path.of("target", "peft4j.jar").toString(), "generate", "--model", model.toString(), "--prompt",
+                Path.of("target", "peft4j-cli.jar").toString(), "generate", "--model", model.toString(), "--prompt",
                 "hello world", "--max-new-tokens", "4", "--print-ids"));
         pb.environment().put("DJL_CACHE_DIR", cache.toString());
         pb.environment().remove("ENGINE_CACHE_DIR");

@@ -1,14 +1,14 @@
-package dev.peft4j.tuners;
+package dev.peft4j.config;
 
 import java.util.Collection;
 import java.util.StringJoiner;
 
 /** Python's {@code repr()} of the few value kinds PEFT's error messages print (strings, lists, sets, ints). */
-final class PyRepr {
+public final class PyRepr {
     private PyRepr() {}
 
     /** {@code repr(s)}: single quotes unless {@code s} holds a single quote and no double quote. */
-    static String str(String s) {
+    public static String str(String s) {
         char quote = s.indexOf('\'') >= 0 && s.indexOf('"') < 0 ? '"' : '\'';
         StringBuilder b = new StringBuilder(s.length() + 2).append(quote);
         for (int i = 0; i < s.length(); i++) {
@@ -31,12 +31,12 @@ final class PyRepr {
     }
 
     /** {@code repr(list)} of strings or numbers: {@code ['a', 'b']}, {@code [0, 1]}. */
-    static String list(Collection<?> items) {
+    public static String list(Collection<?> items) {
         return join(items, "[", "]", "[]");
     }
 
     /** {@code repr(set)}: {@code {'a', 'b'}} (in the collection's iteration order), {@code set()} when empty. */
-    static String set(Collection<?> items) {
+    public static String set(Collection<?> items) {
         return join(items, "{", "}", "set()");
     }
 

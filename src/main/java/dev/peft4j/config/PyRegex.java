@@ -1,7 +1,8 @@
-package dev.peft4j.tuners;
+package dev.peft4j.config;
 
 import java.util.HashMap;
 import java.util.Map;
+import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import java.util.regex.PatternSyntaxException;
 
@@ -45,14 +46,110 @@ public final class PyRegex {
         }
     }
 
-    /** Python's {@code re.fullmatch(pattern, s)} is not None. */
+    /**
+     * Python's {@code re.fullmatch(pattern, s)} is not None.
+     *
+     * @throws PeftConfigException naming the pattern and {@code s} when matching takes more steps than
+     *     {@link #stepBudget} allows (a pattern that backtracks catastrophically, as {@code (.*)*(.*)*z})
+     */
     public static boolean fullMatch(Pattern p, String s) {
-        return p.matcher(s).matches();
+        BudgetedText text = new BudgetedText(s);
+        try {
+            return p.matcher(text).matches();
+        } catch (BudgetedText.Exhausted e) {
+            throw overBudget(p, s);
+        }
     }
 
-    /** Python's {@code re.match(pattern, s)} is not None (anchored at the start only). */
+    /**
+     * Python's {@code re.match(pattern, s)} is not None (anchored at the start only).
+     *
+     * @throws PeftConfigException as {@link #fullMatch} does
+     */
     public static boolean matchAtStart(Pattern p, String s) {
-        return p.matcher(s).lookingAt();
+        return groupsAtStart(p, s) != null;
+    }
+
+    /**
+     * Python's {@code re.match(pattern, s)}: the groups of the match anchored at the start (index 0 the whole
+     * match), or null when it does not match.
+     *
+     * @throws PeftConfigException as {@link #fullMatch} does
+     */
+    public static String[] groupsAtStart(Pattern p, String s) {
+        BudgetedText text = new BudgetedText(s);
+        try {
+            Matcher m = p.matcher(text);
+            if (!m.lookingAt()) {
+                return null;
+            }
+            String[] groups = new String[m.groupCount() + 1];
+            for (int i = 0; i < groups.length; i++) {
+                groups[i] = m.group(i);
+            }
+            return groups;
+        } catch (BudgetedText.Exhausted e) {
+            throw overBudget(p, s);
+        }
+    }
+
+    /**
+     * Characters the regex engine may read while matching a string of {@code length} characters: several times
+     * what a pattern without nested repetition needs on a module name (quadratic backtracking over a 300-character
+     * name reads about 90k), and a millisecond or so of work, so that a config matched against thousands of
+     * module names stays fast. {@code (.*)*(.*)*(.*)*z} reads about 190k characters on a 31-character name.
+     */
+    static long stepBudget(int length) {
+        return 100_000L + 1_000L * length;
+    }
+
+    private static PeftConfigException overBudget(Pattern p, String s) {
+        return new PeftConfigException("regular expression " + PyRepr.str(p.pattern()) + " needs more than "
+                + stepBudget(s.length()) + " steps to match " + PyRepr.str(s)
+                + " (catastrophic backtracking); rewrite it without nested repetition");
+    }
+
+    /** A string whose reads are counted: the engine reads a character at each step, backtracking included. */
+    private static final class BudgetedText implements CharSequence {
+        /** Thrown past the budget; caught in this class's callers only. */
+        static final class Exhausted extends RuntimeException {
+            private static final long serialVersionUID = 1L;
+
+            Exhausted() {
+                super(null, null, false, false);
+            }
+        }
+
+        private final String s;
+        private long left;
+
+        BudgetedText(String s) {
+            this.s = s;
+            this.left = stepBudget(s.length());
+        }
+
+        @Override
+        public char charAt(int index) {
+            if (--left < 0) {
+                throw new Exhausted();
+            }
+            return s.charAt(index);
+        }
+
+        @Override
+        public int length() {
+            return s.length();
+        }
+
+        @Override
+        public CharSequence subSequence(int start, int end) {
+            return s.substring(start, end);
+        }
+
+        @Override
+        public String toString() {
+            return s;
+        }
     }
 
     static String translate(String py) {

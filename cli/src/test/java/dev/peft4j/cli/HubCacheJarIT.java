@@ -41,13 +41,14 @@ class HubCacheJarIT {
     private static String[] run(Path tmp, Path hubCache, String endpoint, String... args) throws Exception {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         List<String> cmd = new ArrayList<>(List.of(java, "-Dorg.bytedeco.javacpp.maxPhysicalBytes=0", "-jar",
-                Path.of("target", "peft4j.jar").toString()));
+                Path.of("target", "peft4j-cli.jar").toString()));
         cmd.addAll(List.of(args));
         ProcessBuilder pb = new ProcessBuilder(cmd);
         pb.environment().put("DJL_CACHE_DIR", tmp.resolve("djl-cache").toString());
         pb.environment().remove("ENGINE_CACHE_DIR");
         pb.environment().put("HF_HUB_CACHE", hubCache.toString());
-        for (String v : new String[] {"HF_ENDPOINT", "HF_TOKEN", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}) {
+        for (String v : new String[] {"HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HOME",
+            "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}) {
             pb.environment().remove(v);
         }
         pb.environment().put("HF_HOME", tmp.resolve("hf-home").toString()); // no token file of the machine's

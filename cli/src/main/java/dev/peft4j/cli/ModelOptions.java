@@ -26,8 +26,9 @@ final class ModelOptions {
     String revision;
 
     @Option(names = "--token", paramLabel = "<token>", description =
-            "Hub token for repo ids (--model, --adapter); default: HF_TOKEN, else the token file huggingface-cli "
-            + "login wrote. Prefer HF_TOKEN: a command line is visible to other users of the machine.")
+            "Hub token for repo ids (--model, --adapter); default: HF_TOKEN, else HUGGING_FACE_HUB_TOKEN, else the "
+            + "token file (HF_TOKEN_PATH, default $HF_HOME/token) that hf auth login wrote. Prefer HF_TOKEN: a "
+            + "command line is visible to other users of the machine.")
     String token;
 
     @Option(names = "--cache-dir", paramLabel = "<dir>", description =

@@ -14,7 +14,7 @@ class DemoJarIT {
     void thePackagedJarWithNoArgumentsRunsTheDemoAndPrintsNothingOnStderr() throws Exception {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         Process p = new ProcessBuilder(List.of(java, "-Dorg.bytedeco.javacpp.maxPhysicalBytes=0", "-jar",
-                Path.of("target", "peft4j.jar").toString())).start();
+                Path.of("target", "peft4j-cli.jar").toString())).start();
         String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
         int rc = p.waitFor();

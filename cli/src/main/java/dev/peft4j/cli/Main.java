@@ -24,13 +24,18 @@ import picocli.CommandLine.ScopeType;
             "Hugging Face PEFT adapters on libtorch, from the command line. Without a command: demo. Exit "
             + "status: 0 ok, 1 failure, 2 usage error.",
         subcommands = {DemoCommand.class, SelfCheckCommand.class, InspectCommand.class, LogitsCommand.class, GenerateCommand.class,
-                BenchCommand.class, MergeCommand.class, TrainCommand.class, ServeCommand.class, CommandLine.HelpCommand.class})
+                BenchCommand.class, MergeCommand.class, TrainCommand.class, ServeCommand.class,
+                CommandLine.HelpCommand.class},
+        versionProvider = Main.Version.class)
 public final class Main implements Runnable {
     /** What a run with no arguments does. */
     static final String DEFAULT_COMMAND = "demo";
 
     @CommandLine.Mixin
     HelpOption help;
+
+    @Option(names = {"-V", "--version"}, versionHelp = true, description = "Print the version and exit.")
+    boolean version;
 
     @Option(names = "--verbose", scope = ScopeType.INHERIT, description = "On error, print the stack trace too.")
     boolean verbose;
@@ -106,6 +111,27 @@ public final class Main implements Runnable {
             return 1;
         });
         return cl;
+    }
+
+    /** {@code peft4j <version>}: the version Maven built this jar as (a resource filtered at build time). */
+    static final class Version implements CommandLine.IVersionProvider {
+        static final String RESOURCE = "/dev/peft4j/cli/version.properties";
+
+        @Override
+        public String[] getVersion() throws java.io.IOException {
+            return new String[] {"peft4j " + version()};
+        }
+
+        static String version() throws java.io.IOException {
+            java.util.Properties p = new java.util.Properties();
+            try (java.io.InputStream in = Main.class.getResourceAsStream(RESOURCE)) {
+                if (in == null) {
+                    throw new java.io.FileNotFoundException(RESOURCE + " is missing from the class path");
+                }
+                p.load(in);
+            }
+            return p.getProperty("version");
+        }
     }
 
     /** {@code peft4j logits}, from the command's place in the tree. */

@@ -1,0 +1,276 @@
+package dev.peft4j.tuners.lora;
+
+import dev.peft4j.config.InitLoraWeights;
+import dev.peft4j.config.LayerIndices;
+import dev.peft4j.config.LayersPattern;
+import dev.peft4j.config.LoraConfig;
+import dev.peft4j.config.ModuleSelector;
+import dev.peft4j.config.PeftConfig;
+import dev.peft4j.nn.Conv1D;
+import dev.peft4j.nn.Embedding;
+import dev.peft4j.nn.Init;
+import dev.peft4j.nn.Linear;
+import dev.peft4j.nn.Module;
+import dev.peft4j.tuners.AdapterKeys;
+import dev.peft4j.tuners.AdapterSizes;
+import dev.peft4j.tuners.BaseTuner;
+import dev.peft4j.tuners.BaseTunerLayer;
+import dev.peft4j.tuners.PendingAdapter;
+import dev.peft4j.tuners.PendingLayer;
+import dev.peft4j.tuners.TargetMatcher;
+import dev.peft4j.tuners.TunerModel;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.pytorch.Generator;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * PEFT's {@code LoraModel}: LoRA adapters on {@code nn.Linear} and transformers' {@code Conv1D} ({@link LoraLayer})
+ * and on {@code nn.Embedding} ({@link LoraEmbedding}), with {@code all-linear}, target condensing, the layer filters,
+ * {@code rank_pattern}/{@code alpha_pattern}, rsLoRA, {@code lora_bias} and every {@code init_lora_weights} mode.
+ * DoRA and {@code layer_replication} are refused.
+ */
+public final class LoraModel extends TunerModel {
+    public LoraModel(BaseTuner tuner) {
+        super(tuner);
+    }
+
+    private static Object initValue(LoraConfig lc) {
+        InitLoraWeights w = lc.initLoraWeights();
+        return w instanceof InitLoraWeights.Flag f ? (Object) f.value() : ((InitLoraWeights.Method) w).name();
+    }
+
+    @Override
+    public PendingAdapter prepare(PeftConfig config, String name, long seed, boolean forLoad,
+            Map<String, PeftConfig> existingConfigs) {
+        LoraConfig lc = (LoraConfig) config;
+        if (lc.useDora()) {
+            throw new UnsupportedOperationException("use_dora=True is not supported yet (adapter '" + name + "')");
+        }
+        BaseTuner.checkOneBiasAdapter(lc.bias(), existingConfigs.values());
+        if (lc.layerReplication() != null) {
+            throw new UnsupportedOperationException("layer_replication is not supported (adapter '" + name + "')");
+        }
+        LoraInit.Mode init = LoraInit.parse(initValue(lc));
+        ModuleSelector targets = lc.targetModules();
+        boolean allLinear = targets instanceof ModuleSelector.Regex rx && TargetMatcher.isAllLinear(rx.pattern());
+        boolean condensing = targets instanceof ModuleSelector.Names tn
+                && tn.names().size() >= TargetMatcher.MIN_TARGET_MODULES_FOR_OPTIMIZATION;
+        // the adapters already held add nothing a target could match (keys inside tuner layers are skipped): leave
+        // their modules out so that a load costs the same however many adapters the model holds; the rarer
+        // all-linear expansion and target condensing see every name, as PEFT's do
+        BaseTuner tuner = tuner();
+        Map<String, Module> modules = allLinear || condensing ? tuner.model().namedModules()
+                : tuner.modulesOutsideAdapters();
+        List<String> existing = new ArrayList<>(tuner.tunerLayers().keySet());
+        if (allLinear) {
+            targets = BaseTuner.allLinearTargets(modules,
+                    lc.taskType() != null && lc.taskType().name().equals("SEQ_CLS"), existing);
+            config = lc.toBuilder().targetModules(targets).build();
+            lc = (LoraConfig) config;
+        }
+        ModuleSelector condensed = BaseTuner.condense(targets, modules);
+        if (condensed != targets) {
+            targets = condensed;
+            config = lc.toBuilder().targetModules(targets).build();
+            lc = (LoraConfig) config;
+        }
+        TargetMatcher.Builder mb = BaseTuner.matcherBuilder(lc, targets);
+        if (lc.layersToTransform() instanceof LayerIndices.Single s) {
+            mb.layersToTransform(s.index());
+        } else if (lc.layersToTransform() instanceof LayerIndices.Listed l) {
+            mb.layersToTransform(l.indices());
+        }
+        if (lc.layersPattern() instanceof LayersPattern.Single s) {
+            mb.layersPattern(s.pattern());
+        } else if (lc.layersPattern() instanceof LayersPattern.Listed l) {
+            mb.layersPattern(l.patterns());
+        }
+        List<String> selected = mb.build().selectTargets(modules.keySet(), existing);
+        PendingAdapter p = new PendingAdapter(config, name);
+        BaseTuner.prepareModulesToSave(p, lc.modulesToSave(), modules);
+        // Loading: when every target is a CPU Linear / Conv1D, allocate the LoRA weights uninitialised in their final
+        // dtype and leave the init to the load, which runs it only if the checkpoint does not fill them all (a
+        // complete checkpoint overwrites every value: drawing them, in float32 then converted, is wasted time and
+        // leaves the float32 temporaries' memory behind in the allocator).
+        boolean defer = forLoad;
+        for (String key : selected) {
+            Module m = modules.get(key);
+            Module base = m instanceof LoraLayer l ? l.baseLayer() : m;
+            Tensor w = base instanceof Linear l ? l.weight() : base instanceof Conv1D c ? c.weight() : null;
+            if (w == null || !w.is_cpu()) {
+                defer = false;
+            }
+        }
+        List<PendingLinear> linears = new ArrayList<>();
+        if (defer) {
+            p.deferInit(() -> initDeferred(linears, init, seed));
+        }
+        try (Generator gen = torch.createCPUGenerator(seed)) {
+            for (String key : selected) {
+                Module m = modules.get(key);
+                Module base = m instanceof LoraLayer l ? l.baseLayer() : m instanceof LoraEmbedding le ? le.baseLayer() : m;
+                AdapterSizes.checkRank("r", lc.rankFor(key), key, base);
+                if (base instanceof BaseTunerLayer) {
+                    throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
+                            + "supported: it already holds adapters of another method");
+                }
+                long in;
+                long out;
+                Tensor w;
+                if (base instanceof Linear l) {
+                    in = l.inFeatures();
+                    out = l.outFeatures();
+                    w = l.weight();
+                } else if (base instanceof Conv1D c) {
+                    in = c.inFeatures();
+                    out = c.outFeatures();
+                    w = c.weight();
+                } else if (base instanceof Embedding eb) {
+                    if (lc.loraBias()) {
+                        throw new IllegalArgumentException("lora_bias=True is not supported for Embedding.");
+                    }
+                    int r = lc.rankFor(key);
+                    double s = LoraMath.scaling(lc.alphaFor(key), r, lc.useRslora());
+                    Init cpu = Init.cpu(ScalarType.Float);
+                    Tensor ea = cpu.empty(r, eb.numEmbeddings());
+                    Tensor ebT = cpu.empty(eb.embeddingDim(), r);
+                    LoraInit.initEmbedding(ea, ebT, init, gen);
+                    Tensor[] ts = {ea, ebT};
+                    Tensor ew = eb.weight();
+                    ScalarType edt = BaseTunerLayer.adapterDtype(ew.scalar_type(), false);
+                    if (edt != ScalarType.Float || !ew.is_cpu()) {
+                        for (int i = 0; i < 2; i++) {
+                            Tensor moved = ts[i].to(ew.device(), edt);
+                            ts[i].close();
+                            ts[i] = moved;
+                        }
+                    }
+                    p.addLayerAfterModulesToSave(key, new PendingEmbedding(ts[0], ts[1], s));
+                    continue;
+                } else {
+                    throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
+                            + "supported. Currently, only the following modules are supported: `torch.nn.Linear`, "
+                            + "`torch.nn.Embedding`, `torch.nn.Conv1d`, `torch.nn.Conv2d`, `torch.nn.Conv3d`, "
+                            + "`transformers.pytorch_utils.Conv1D`, `torch.nn.MultiheadAttention.`.");
+                }
+                int r = lc.rankFor(key);
+                double alpha = lc.alphaFor(key);
+                double s = LoraMath.scaling(alpha, r, lc.useRslora());
+                ScalarType dt = BaseTunerLayer.adapterDtype(w.scalar_type(), false);
+                PendingLinear pl;
+                if (defer) {
+                    Linear a = new Linear(in, r, false, Init.cpu(dt));
+                    Linear b = new Linear(r, out, lc.loraBias(), Init.cpu(dt));
+                    pl = new PendingLinear(a, b, s, lc.loraDropout());
+                } else {
+                    Linear a = new Linear(in, r, false, Init.cpu(ScalarType.Float));
+                    Linear b = new Linear(r, out, lc.loraBias(), Init.cpu(ScalarType.Float));
+                    LoraInit.initLinear(a.weight(), b.weight(), b.bias(), init, gen);
+                    if (dt != ScalarType.Float || !w.is_cpu()) {
+                        a.to(w.device(), dt);
+                        b.to(w.device(), dt);
+                    }
+                    pl = new PendingLinear(a, b, s, lc.loraDropout());
+                }
+                linears.add(pl);
+                p.addLayer(key, pl);
+            }
+        } catch (RuntimeException e) {
+            p.discard();
+            throw e;
+        }
+        BaseTuner.fixFanInFanOut(p, modules, selected);
+        return p;
+    }
+
+    /**
+     * The init {@code prepare} skipped, as it would have run it: every LoRA Linear in order, drawn in float32 from
+     * one generator seeded as then, converted to the adapter dtype.
+     */
+    private static void initDeferred(List<PendingLinear> linears, LoraInit.Mode init, long seed) {
+        Init f32 = Init.cpu(ScalarType.Float);
+        try (Generator gen = torch.createCPUGenerator(seed)) {
+            for (PendingLinear pl : linears) {
+                Tensor bias = pl.b.bias();
+                try (Tensor a = f32.empty(pl.a.weight().shape()); Tensor b = f32.empty(pl.b.weight().shape());
+                        Tensor bb = bias == null ? null : f32.empty(bias.shape())) {
+                    LoraInit.initLinear(a, b, bb, init, gen);
+                    pl.a.weight().copy_(a);
+                    pl.b.weight().copy_(b);
+                    if (bias != null) {
+                        bias.copy_(bb);
+                    }
+                }
+            }
+        }
+    }
+
+    /** A new LoRA adapter of a Linear / Conv1D target: {@code lora_A}, {@code lora_B}. */
+    private record PendingLinear(Linear a, Linear b, double scaling, double dropout) implements PendingLayer {
+        @Override
+        public void putParameters(String module, String adapterName, Map<String, Tensor> out) {
+            out.put(AdapterKeys.modelKey(module, adapterName, AdapterKeys.Param.LORA_A), a.weight());
+            out.put(AdapterKeys.modelKey(module, adapterName, AdapterKeys.Param.LORA_B), b.weight());
+            if (b.bias() != null) {
+                out.put(AdapterKeys.modelKey(module, adapterName, AdapterKeys.Param.LORA_B_BIAS), b.bias());
+            }
+        }
+
+        @Override
+        public void commit(Module model, String module, String adapterName, boolean trainable) {
+            Module m = model.getSubmodule(module);
+            LoraLayer layer;
+            if (m instanceof LoraLayer l) {
+                layer = l;
+            } else {
+                layer = new LoraLayer(m);
+                model.replaceSubmodule(module, layer);
+            }
+            layer.addAdapter(adapterName, a, b, scaling, dropout);
+            if (layer != m) {
+                layer.train(m.isTraining());
+            } else { // an existing layer: only the new modules take its mode (the others have it already)
+                a.train(m.isTraining());
+                b.train(m.isTraining());
+            }
+        }
+
+        @Override
+        public void discard() {
+            a.close();
+            b.close();
+        }
+    }
+
+    /** A new LoRA adapter of an Embedding target: {@code lora_embedding_A}, {@code lora_embedding_B}. */
+    private record PendingEmbedding(Tensor a, Tensor b, double scaling) implements PendingLayer {
+        @Override
+        public void putParameters(String module, String adapterName, Map<String, Tensor> out) {
+            out.put(AdapterKeys.modelKey(module, adapterName, AdapterKeys.Param.LORA_EMBEDDING_A), a);
+            out.put(AdapterKeys.modelKey(module, adapterName, AdapterKeys.Param.LORA_EMBEDDING_B), b);
+        }
+
+        @Override
+        public void commit(Module model, String module, String adapterName, boolean trainable) {
+            Module m = model.getSubmodule(module);
+            LoraEmbedding layer;
+            if (m instanceof LoraEmbedding l) {
+                layer = l;
+            } else {
+                layer = new LoraEmbedding((Embedding) m);
+                model.replaceSubmodule(module, layer);
+            }
+            layer.addAdapter(adapterName, a, b, scaling, trainable);
+        }
+
+        @Override
+        public void discard() {
+            a.close();
+            b.close();
+        }
+    }
+}

@@ -18,6 +18,37 @@ public interface CausalLM extends AutoCloseable {
 
     ModelConfig config();
 
+    /** Whether this model implements {@link #newSlotCache} and {@link #forwardSlots} (the Llama family does). */
+    default boolean supportsSlotCache() {
+        return false;
+    }
+
+    /**
+     * A preallocated serving cache of {@code slots} sequences of at most {@code maxLength} positions each, of the
+     * model's dtype.
+     *
+     * @throws UnsupportedOperationException when {@link #supportsSlotCache()} is false
+     */
+    default SlotKVCache newSlotCache(int slots, int maxLength) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no slot KV cache (only the Llama "
+                + "family has one)");
+    }
+
+    /**
+     * Next-token logits {@code [batch, vocab]} (a new tensor the caller owns) of each row's last position, for
+     * {@code inputIds} {@code [batch, seq]} continuing the sequences held in a {@link SlotKVCache}: row {@code i}
+     * continues slot {@code slotOf[i]}, which holds {@code past[i]} positions; its tokens take positions
+     * {@code past[i] ..}, their keys and values are written into the slot, and they attend to that slot only. Rows
+     * of different lengths share the forward. Call it from one thread at a time per cache.
+     *
+     * @throws IllegalArgumentException when a row would pass the cache's max length, or a slot is out of range
+     * @throws UnsupportedOperationException when {@link #supportsSlotCache()} is false
+     */
+    default Tensor forwardSlots(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no slot KV cache (only the Llama "
+                + "family has one)");
+    }
+
     @Override
     void close();
 }

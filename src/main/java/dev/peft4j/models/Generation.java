@@ -115,8 +115,12 @@ public final class Generation {
         return ScopeUtil.handToCaller(result);
     }
 
-    /** Temperature, then top-k, then top-p (nucleus) filtering; one multinomial draw per row. */
-    static Tensor sample(Tensor logits, Options o, Generator gen) {
+    /**
+     * Temperature, then top-k, then top-p (nucleus) filtering of float logits {@code [B, vocab]}; one multinomial
+     * draw per row from {@code gen}: the next ids {@code [B, 1]}, as {@link #generate} draws them. Temporaries go to
+     * the caller's scope.
+     */
+    public static Tensor sample(Tensor logits, Options o, Generator gen) {
         Tensor l = o.temperature() == 1.0 ? logits : logits.div(new Scalar(o.temperature()));
         long vocab = l.size(-1);
         T_TensorTensor_T sorted = l.sort(-1, true); // descending

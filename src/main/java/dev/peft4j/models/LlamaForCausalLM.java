@@ -58,6 +58,29 @@ public final class LlamaForCausalLM extends PreTrainedModel implements CausalLM 
     }
 
     @Override
+    public boolean supportsSlotCache() {
+        return true;
+    }
+
+    @Override
+    public SlotKVCache newSlotCache(int slots, int maxLength) {
+        org.bytedeco.pytorch.global.torch.ScalarType dt = getParameter("model.embed_tokens.weight").scalar_type()
+                .intern(); // the model's own tensor: not closed
+        return new SlotKVCache(model.cfg.numLayers, slots, maxLength, model.cfg.numKvHeads, model.cfg.headDim, dt);
+    }
+
+    @Override
+    public Tensor forwardSlots(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
+        Tensor logits;
+        try (PointerScope scope = new PointerScope()) {
+            Tensor h = model.hiddenStatesSlots(inputIds, cache, slotOf, past);
+            Tensor last = h.select(1, h.size(1) - 1);
+            logits = ScopeUtil.keep(scope, layer("lm_head").forward(last));
+        }
+        return ScopeUtil.handToCaller(logits);
+    }
+
+    @Override
     public KVCache newCache() {
         return new KVCache(model.cfg.numLayers);
     }

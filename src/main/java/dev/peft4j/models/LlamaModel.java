@@ -65,6 +65,55 @@ public final class LlamaModel extends PreTrainedModel {
             throw new IllegalArgumentException("cache has " + cache.numLayers() + " layers, the model " + cfg.numLayers);
         }
         Tensor pos = positionIds != null ? positionIds : Attention.positionIds(attentionMask, batch, q, past);
+        Tensor mask = Attention.mask(attentionMask, q, past, true, cfg.slidingWindow);
+        return decoder(inputIds, pos, mask, cache == null ? null : cache::append);
+    }
+
+    /**
+     * The last hidden states {@code [B, T, hidden]} for {@code inputIds} {@code [B, T]} over a {@link SlotKVCache}:
+     * row {@code i} continues the sequence in slot {@code slotOf[i]}, which holds {@code past[i]} positions; its new
+     * tokens take positions {@code past[i] ..}, are written into the slot and attend to the slot's positions only.
+     * Must run inside a {@link PointerScope}.
+     */
+    Tensor hiddenStatesSlots(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
+        Attention.checkIds("input_ids", inputIds);
+        long batch = inputIds.size(0);
+        long q = inputIds.size(1);
+        if (slotOf.length != batch || past.length != batch) {
+            throw new IllegalArgumentException("slots (" + slotOf.length + ") and past lengths (" + past.length
+                    + ") must give one entry per batch row (" + batch + ")");
+        }
+        if (cache.numLayers() != cfg.numLayers) {
+            throw new IllegalArgumentException("cache has " + cache.numLayers() + " layers, the model " + cfg.numLayers);
+        }
+        long keyLength = 0;
+        long[] qpos = new long[Math.toIntExact(batch * q)];
+        boolean ragged = false;
+        for (int i = 0; i < batch; i++) {
+            keyLength = Math.max(keyLength, past[i] + q);
+            ragged |= past[i] != past[0];
+            for (int t = 0; t < q; t++) {
+                qpos[(int) (i * q + t)] = past[i] + t;
+            }
+        }
+        Tensor pos = Tensor.create(qpos, batch, q);
+        Tensor mask = null;
+        if (ragged || q > 1 || cfg.slidingWindow > 0) {
+            // row i's query at position p sees keys 0..p of its own slot (and within the sliding window)
+            Tensor qp = pos.view(batch, 1, q, 1);
+            Tensor kp = Attention.arange(0, keyLength).view(1, 1, 1, keyLength);
+            mask = kp.le(qp);
+            if (cfg.slidingWindow > 0) {
+                mask = mask.logical_and(qp.sub(kp).lt(new org.bytedeco.pytorch.Scalar(cfg.slidingWindow)));
+            }
+        }
+        Tensor index = cache.writeIndex(slotOf, past, q);
+        final long kl = keyLength;
+        return decoder(inputIds, pos, mask, (layer, k, v) -> cache.writeAndRead(layer, index, slotOf, kl, k, v));
+    }
+
+    /** Embedding, RoPE tables for {@code pos} {@code [B, T]}, the decoder layers and the final norm. */
+    private Tensor decoder(Tensor inputIds, Tensor pos, Tensor mask, KvStore kv) {
         Tensor x = layer("embed_tokens").forward(inputIds);
         ScalarType dtype = x.scalar_type().intern();
         // RoPE tables in float32 (as transformers computes them), cast to the activations' dtype
@@ -72,13 +121,18 @@ public final class LlamaModel extends PreTrainedModel {
         Tensor emb = torch.cat(new TensorVector(freqs, freqs), -1);
         Tensor cos = emb.cos().to(dtype).unsqueeze(1);
         Tensor sin = emb.sin().to(dtype).unsqueeze(1);
-        Tensor mask = Attention.mask(attentionMask, q, past, true, cfg.slidingWindow);
         @SuppressWarnings("unchecked")
         ModuleList<Module> layers = (ModuleList<Module>) child("layers");
         for (int i = 0; i < cfg.numLayers; i++) {
-            x = ((LlamaDecoderLayer) layers.get(i)).forward(x, cos, sin, mask, cache, i);
+            x = ((LlamaDecoderLayer) layers.get(i)).forward(x, cos, sin, mask, kv, i);
         }
         return layer("norm").forward(x);
+    }
+
+    /** Where a layer's new keys and values go: returns the keys and values to attend to. */
+    @FunctionalInterface
+    interface KvStore {
+        Tensor[] update(int layer, Tensor k, Tensor v);
     }
 
     /** Last hidden states {@code [B, T, hidden]}, a tensor the caller owns. */
@@ -105,7 +159,7 @@ public final class LlamaModel extends PreTrainedModel {
             registerModule("post_attention_layernorm", new RMSNorm(cfg.hiddenSize, cfg.rmsNormEps, init));
         }
 
-        Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor mask, KVCache cache, int index) {
+        Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor mask, KvStore cache, int index) {
             Tensor h = layer("input_layernorm").forward(x);
             Tensor a = ((LlamaAttention) child("self_attn")).forward(h, cos, sin, mask, cache, index);
             Tensor r = x.add(a);
@@ -132,7 +186,7 @@ public final class LlamaModel extends PreTrainedModel {
             registerModule("o_proj", new Linear(numHeads * headDim, cfg.hiddenSize, cfg.oBias, init));
         }
 
-        Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor mask, KVCache cache, int index) {
+        Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor mask, KvStore cache, int index) {
             long b = x.size(0);
             long t = x.size(1);
             Tensor q = layer("q_proj").forward(x).view(b, t, numHeads, headDim).transpose(1, 2);
@@ -141,7 +195,7 @@ public final class LlamaModel extends PreTrainedModel {
             q = rotate(q, cos, sin);
             k = rotate(k, cos, sin);
             if (cache != null) {
-                Tensor[] kv = cache.append(index, k, v);
+                Tensor[] kv = cache.update(index, k, v);
                 k = kv[0];
                 v = kv[1];
             }

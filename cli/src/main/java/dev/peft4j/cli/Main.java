@@ -24,7 +24,8 @@ import picocli.CommandLine.ScopeType;
             "Hugging Face PEFT adapters on libtorch, from the command line. Without a command: demo. Exit "
             + "status: 0 ok, 1 failure, 2 usage error.",
         subcommands = {DemoCommand.class, SelfCheckCommand.class, InspectCommand.class, LogitsCommand.class, GenerateCommand.class,
-                BenchCommand.class, MergeCommand.class, TrainCommand.class, CommandLine.HelpCommand.class},
+                BenchCommand.class, MergeCommand.class, TrainCommand.class, ServeCommand.class,
+                CommandLine.HelpCommand.class},
         versionProvider = Main.Version.class)
 public final class Main implements Runnable {
     /** What a run with no arguments does. */

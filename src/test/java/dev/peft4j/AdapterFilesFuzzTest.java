@@ -11,6 +11,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.peft4j.config.PeftConfigException;
+import dev.peft4j.errors.Peft4jException;
 import dev.peft4j.config.PeftConfigs;
 import dev.peft4j.io.SafetensorsException;
 import dev.peft4j.io.SafetensorsFile;
@@ -182,9 +183,12 @@ class AdapterFilesFuzzTest {
             return "a raw " + e.getClass().getSimpleName() + " escaped";
         }
         if (throughModel) {
-            // load_adapter: a config or weights refused, or PEFT's ValueError (IllegalArgumentException)
+            // load_adapter: a config or weights refused (Peft4jException: a bad config, a config that matches no
+            // module), PEFT's ValueError (IllegalArgumentException), or a PEFT feature peft4j refuses
+            // (UnsupportedOperationException: use_dora, layer_replication, ...)
             boolean documented = e instanceof SafetensorsException || e instanceof TorchPickleException
-                    || e instanceof IllegalArgumentException;
+                    || e instanceof Peft4jException || e instanceof IllegalArgumentException
+                    || e instanceof UnsupportedOperationException;
             return documented ? null : "not a documented exception of loadAdapter";
         }
         boolean documented = e instanceof SafetensorsException || e instanceof TorchPickleException

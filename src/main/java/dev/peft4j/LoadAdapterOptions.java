@@ -25,8 +25,8 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
         Map<String, Object> adapterKwargs) {
 
     /**
-     * Every argument at transformers' default: adapter name {@code "default"} when loaded, {@code deviceMap} {@code
-     * "auto"}, the rest null or false.
+     * Every argument at transformers' default: adapter name {@code "default"} when loaded,
+     * {@code deviceMap} {@code "auto"}, the rest null or false.
      */
     public static final LoadAdapterOptions DEFAULTS = builder().build();
 
@@ -69,7 +69,10 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
             return this;
         }
 
-        /** {@code token}: the Hub access token; null falls back to {@code HF_TOKEN} and the login token file. */
+        /**
+         * {@code token}: the Hub access token; null falls back to {@code HF_TOKEN}, {@code HUGGING_FACE_HUB_TOKEN},
+         * then the login token file.
+         */
         public Builder token(String v) {
             token = v;
             return this;
@@ -99,7 +102,10 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
             return this;
         }
 
-        /** {@code peft_config}: the config to use instead of the folder's {@code adapter_config.json}. */
+        /**
+         * {@code peft_config}: the config to use instead of the folder's {@code adapter_config.json}; with no folder,
+         * the config of {@link #adapterStateDict}.
+         */
         public Builder peftConfig(PeftConfig v) {
             peftConfig = v;
             return this;
@@ -127,8 +133,8 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
         }
 
         /**
-         * {@code adapter_kwargs}: {@code cache_dir}, {@code subfolder}, {@code local_files_only}, {@code
-         * force_download} (see the class comment).
+         * {@code adapter_kwargs}: {@code cache_dir}, {@code subfolder}, {@code local_files_only},
+         * {@code force_download} (see the class comment) and {@code key_mapping}.
          */
         public Builder adapterKwargs(Map<String, Object> v) {
             adapterKwargs = v;

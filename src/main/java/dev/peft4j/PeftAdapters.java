@@ -213,9 +213,10 @@ public final class PeftAdapters {
     }
 
     /**
-     * {@code disable_adapters}: every tuner layer passes its input to the base layer alone, and the modules_to_save
-     * wrappers use their original modules, until {@link #enableAdapters}. Warns, as transformers does, when an adapter
-     * trains biases, since their effect stays.
+     * {@code disable_adapters}: every tuner layer passes its input to the base layer alone until
+     * {@link #enableAdapters}, and the modules_to_save wrappers use their original modules (which enabling does not
+     * undo, as in transformers). Warns, as transformers does, when an adapter trains biases, since their effect
+     * stays.
      * @throws IllegalStateException if no adapter is loaded
      */
     public void disableAdapters() {

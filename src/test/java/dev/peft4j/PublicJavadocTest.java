@@ -1,34 +1,25 @@
 package dev.peft4j;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import com.sun.source.util.JavacTask;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Locale;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.stream.Collectors;
 import java.util.stream.Stream;
-import javax.tools.Diagnostic;
-import javax.tools.DiagnosticCollector;
-import javax.tools.JavaCompiler;
-import javax.tools.JavaFileObject;
-import javax.tools.StandardJavaFileManager;
-import javax.tools.ToolProvider;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Every public or protected type, method, constructor, field and enum constant of the library ({@code src/main/java})
  * has a Javadoc comment, as the JDK's doclint sees it ({@code -Xdoclint:missing/protected}, its "no comment"
- * check: overriding methods inherit their comment and need none). The sources are analysed in process by javac,
- * without writing class files. The other "missing" checks ({@code @param}, {@code @return}) are not enforced.
+ * check: overriding methods inherit their comment and need none), run by the JDK's javac in a process of its own.
+ * The other "missing" checks ({@code @param}, {@code @return}) are not enforced.
  */
 class PublicJavadocTest {
     /**
@@ -90,47 +81,75 @@ class PublicJavadocTest {
         Files.writeString(dir.resolve("p/package-info.java"), "/** Samples. */\npackage p;\n");
         List<String> missing = missingComments(dir.toAbsolutePath(), "");
         assertEquals(List.of("p/Sample.java:4", "p/Sample.java:5", "p/Sample.java:8"),
-                missing.stream().map(m -> m.substring(0, m.indexOf(' '))).collect(Collectors.toList()), missing::toString);
+                missing.stream().map(m -> m.substring(0, m.indexOf(' '))).collect(Collectors.toList()),
+                missing::toString);
     }
 
-    /** "path:line declaration" for each doclint "no comment" warning on the sources under {@code root}. */
+    /**
+     * "path:line declaration" for each doclint "no comment" warning on the sources under {@code root}. javac runs in
+     * a process of its own, so that its memory does not weigh on the tests that measure this JVM's.
+     */
     private static List<String> missingComments(Path root, String classpath) throws IOException {
-        JavaCompiler javac = ToolProvider.getSystemJavaCompiler();
-        assertNotNull(javac, "no system Java compiler: run the tests on a JDK");
         List<Path> sources;
         try (Stream<Path> s = Files.walk(root)) {
             sources = s.filter(p -> p.toString().endsWith(".java")).sorted().collect(Collectors.toList());
         }
         assertTrue(!sources.isEmpty(), "no sources under " + root);
-        DiagnosticCollector<JavaFileObject> diagnostics = new DiagnosticCollector<>();
-        try (StandardJavaFileManager files = javac.getStandardFileManager(diagnostics, Locale.ROOT, null)) {
-            List<String> options = List.of("-proc:none", "-Xdoclint:missing/protected", "-Xmaxwarns", "100000",
-                    "-Xmaxerrs", "100000", "-classpath", classpath, "-sourcepath", root.toString());
-            JavacTask task = (JavacTask) javac.getTask(null, files, diagnostics, options, null,
-                    files.getJavaFileObjectsFromPaths(sources));
-            task.analyze();
-        }
-        List<String> errors = new ArrayList<>();
-        List<String> missing = new ArrayList<>();
-        for (Diagnostic<? extends JavaFileObject> d : diagnostics.getDiagnostics()) {
-            String message = d.getMessage(Locale.ROOT);
-            if (d.getKind() == Diagnostic.Kind.ERROR) {
-                errors.add(d.toString());
-            } else if (message.equals("no comment") && d.getSource() != null) {
-                String file = root.relativize(Path.of(d.getSource().toUri())).toString().replace('\\', '/');
-                missing.add(file + ":" + d.getLineNumber() + " " + sourceLine(d));
+        Path work = Files.createTempDirectory("peft4j-javadoc-check");
+        try {
+            Path argFile = work.resolve("args");
+            List<String> args = new ArrayList<>(List.of("-J-Duser.language=en", "-J-Duser.country=US",
+                    "-encoding", "UTF-8", "-proc:none", "-implicit:none", "-Xdoclint:missing/protected",
+                    "-Xmaxwarns", "100000", "-Xmaxerrs", "100000", "-d", work.resolve("classes").toString()));
+            List<String> fileArgs = new ArrayList<>();
+            if (!classpath.isEmpty()) {
+                fileArgs.add("-classpath");
+                fileArgs.add(classpath);
+            }
+            for (Path source : sources) {
+                fileArgs.add(source.toString());
+            }
+            Files.write(argFile, fileArgs.stream().map(PublicJavadocTest::quoted).collect(Collectors.toList()));
+            args.add("@" + argFile);
+            Path javac = Path.of(System.getProperty("java.home"), "bin", "javac");
+            assertTrue(Files.isExecutable(javac), "no javac at " + javac + ": run the tests on a JDK");
+            List<String> command = new ArrayList<>();
+            command.add(javac.toString());
+            command.addAll(args);
+            Path output = work.resolve("output");
+            Process process = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(output.toFile())
+                    .start();
+            int status;
+            try {
+                status = process.waitFor();
+            } catch (InterruptedException e) {
+                process.destroyForcibly();
+                Thread.currentThread().interrupt();
+                throw new IOException("interrupted while javac ran", e);
+            }
+            List<String> lines = Files.readAllLines(output);
+            assertEquals(0, status, () -> "javac failed on the sources:\n" + String.join("\n", lines));
+            List<String> missing = new ArrayList<>();
+            String prefix = root.toString() + java.io.File.separator;
+            for (int k = 0; k < lines.size(); k++) {
+                String line = lines.get(k);
+                int at = line.indexOf(": warning: no comment");
+                if (at > 0 && line.startsWith(prefix) && line.endsWith("no comment")) {
+                    String fileAndLine = line.substring(prefix.length(), at).replace('\\', '/');
+                    String declaration = k + 1 < lines.size() ? lines.get(k + 1).strip() : "";
+                    missing.add(fileAndLine + " " + declaration);
+                }
+            }
+            return missing;
+        } finally {
+            try (Stream<Path> s = Files.walk(work)) {
+                s.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
             }
         }
-        assertTrue(errors.isEmpty(), () -> "the sources did not compile:\n" + String.join("\n", errors));
-        return missing;
     }
 
-    private static String sourceLine(Diagnostic<? extends JavaFileObject> d) {
-        try {
-            String[] lines = d.getSource().getCharContent(true).toString().split("\n", -1);
-            return lines[(int) d.getLineNumber() - 1].strip();
-        } catch (IOException | RuntimeException e) {
-            return "";
-        }
+    /** An argument file entry: quoted, with backslashes and quotes escaped. */
+    private static String quoted(String arg) {
+        return "\"" + arg.replace("\\", "\\\\").replace("\"", "\\\"") + "\"";
     }
 }

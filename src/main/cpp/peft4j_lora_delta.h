@@ -486,10 +486,9 @@ inline void lora_delta(T* y, const T* x, int64_t M, int64_t K, int64_t N, const 
         // Column chunks of V small enough for L1 (16 KiB); inside one, each group of 4 rows sweeps all its 64-column
         // blocks before the next group starts. Rows of y are N·sizeof(T) bytes apart (a multiple of 4 KiB at every
         // common width), so a group's loads right after the previous group's stores at the same columns alias them
-        // in the low 12 address bits and wait on them; blocks of one group go on at the next columns instead. With
-        // the groups inside the 64-column loop, most of the expand's samples were on its loads of y (perf annotate);
-        // this order: 0.86-0.88 of the bf16 delta's time at 128 and 512 rows, 0.86-0.87 after a cache flush
-        // (benchmarks/native/ab.sh delta aa65f55 9c5a71f, FLUSH=1 for the second).
+        // in the low 12 address bits and wait on them; blocks of one group go on at the next columns instead (with
+        // the groups inside the 64-column loop, perf annotate puts most of the expand's samples on its loads of y).
+        // benchmarks/native/ab.sh delta, with FLUSH=1 for cold caches, compares another order with this one.
         const int64_t v_rows = dp_expand ? s.R / 2 : s.R;
         const int64_t chunk = std::max<int64_t>(64, 16384 / (v_rows * 4) / 64 * 64);
         for (int64_t cc = c0; cc < c1; cc += chunk) {

@@ -207,20 +207,19 @@ inline __m512bh load32bh_masked(const uint16_t* p, __mmask32 m) { return (__m512
 #if defined(__x86_64__)
 // The bf16 base product by row count: 1 row streams W straight into the products; 2-4 rows read each register
 // block's rows of W through first (rows_times_rowsT_bf16); 5-12 rows the same with x packed step by step
-// (rows_times_rowsT_bf16_packed); 13-16 rows K-tiled (rows_times_rowsT_bf16_tiled). benchmarks/native/ab.sh
-// decode, 2-3 runs each: at 5 and 8 rows the 2-4-row loop took 0.86-0.88 of the K-tiled kernel's time and the
-// packed kernel 0.96-0.99 of that loop's; at 9-12 rows the packed kernel took 0.89-0.92 (9), 0.96 (10), 0.92-0.93
-// (11), 0.83 (12) of the K-tiled kernel's time. Builds using the packed kernel at 13-16 rows (the K-tiled kernel's
-// prefetch overlaps more of its longer products with the stream) and at 2-4 rows (packing x costs) were slower.
+// (rows_times_rowsT_bf16_packed); 13-16 rows K-tiled (rows_times_rowsT_bf16_tiled). Each range takes the kernel
+// that is fastest there: at 2-4 rows packing x costs more than it saves, and at 13-16 rows the K-tiled kernel's
+// prefetch overlaps more of its longer products with the stream of W. kDpPackedMinRows and kDpTileMinRows set
+// the bounds; benchmarks/native/ab.sh decode (MS picks the row counts) compares other bounds with these.
 //
-// K-tiled: read in place, rows of x and W are K·2 bytes apart (a power of two at every common size), so one column
-// of every row falls into one L1 set and x is re-read from L2 for every 4 rows of W; and the hardware prefetcher
-// only brings W in while the first 4-row block of x passes over it, so the kernel took (time to stream W) + (time
-// to compute) instead of the larger of the two (FusedLoraLinearBench, bf16, 16 rows of a 4096 x 4096 layer:
-// 1.59 ms, where one row, nearly all streaming, takes 0.5-0.6 ms). Here x is packed once per call, slice by slice
-// ([K/kDpSlice][M][kDpSlice], contiguous, so the slice and the partial sums stay in L1), each group of kDpGroup
-// rows of W is multiplied slice by slice against it, and W's next slice is prefetched spread evenly over all the
-// passes of x's row blocks over the current one (1.04 ms).
+// K-tiled: read in place, rows of x and W would be K·2 bytes apart (a power of two at every common size), so one
+// column of every row would fall into one L1 set and x be re-read from L2 for every 4 rows of W; and the hardware
+// prefetcher would bring W in only while the first 4-row block of x passes over it, so the kernel would take
+// (time to stream W) + (time to compute) instead of the larger of the two. So x is packed once per call, slice by
+// slice ([K/kDpSlice][M][kDpSlice], contiguous, so the slice and the partial sums stay in L1), each group of
+// kDpGroup rows of W is multiplied slice by slice against it, and W's next slice is prefetched spread evenly over
+// all the passes of x's row blocks over the current one. FusedLoraLinearBench (bf16, 16 rows of a 4096 x 4096
+// layer, against one row, which is nearly all streaming) measures how much of the compute the stream hides.
 constexpr int64_t kDpPackedMinRows = 5;
 constexpr int64_t kDpTileMinRows = 13;
 constexpr int64_t kDpSlice = 512;
@@ -272,7 +271,7 @@ inline void dots_bf16dp(const uint16_t* X, int64_t ldx, const uint16_t* Y, int64
 // Reads every cache line of [p, p + bytes) once, in address order, with plain loads whose results are folded into
 // one register and stored to a volatile (so they are not dropped). The decode kernel at 2-12 rows reads each
 // register block's rows of W so (one contiguous run: the block's rows are adjacent) before multiplying them; see
-// rows_times_rowsT_bf16 for why and what it gains.
+// rows_times_rowsT_bf16 for why.
 PEFT4J_BF16_TARGET
 inline void touch_lines(const void* p, int64_t bytes) {
     if (bytes < 64) return;
@@ -466,20 +465,18 @@ inline void dots_bf16_scalar(const uint16_t* X, int64_t ldx, int mb, const uint1
 inline void rows_times_rowsT_bf16(int isa, const uint16_t* X, int64_t M, const uint16_t* Y, int64_t n0, int64_t n1,
                                   int64_t L, float* out, int64_t ldo, SidePrefetch* side = nullptr) {
     // 3-4 rows of X: 6 rows of Y per register block (4 x 6 = 24 accumulators), so each X vector loaded serves 6
-    // products instead of 4. The decode kernel at 3 / 4 rows of a 4096 x 4096 bf16 layer: 0.94-0.96 / 0.97-1.00 of
-    // its time with 4 x 4 blocks (benchmarks/native/ab.sh decode 5f97aa0~1 5f97aa0, MS=3,4); at 1-2 rows a build
-    // using 6 there was slower.
+    // products instead of 4. At 1-2 rows the X loads saved are too few to pay for the wider block, so those keep 4
+    // (benchmarks/native/ab.sh decode with MS=1,2,3,4 compares another choice with this one).
     const int64_t nstep = M == 3 || M == 4 ? 6 : 4;
     float blk[24];
 #if defined(__x86_64__)
-    // 2-4 rows (the decode kernel's base product at those sizes; the shrinks' other row counts keep the former
-    // loop): each register block's rows of Y (nstep rows, one contiguous run) are first read through once in
+    // 2-4 rows (the decode kernel's base product at those sizes; the shrinks' other row counts multiply straight
+    // from memory): each register block's rows of Y (nstep rows, one contiguous run) are first read through once in
     // address order (touch_lines), then multiplied from L1 / L2. Streamed straight into the products, the block
-    // was nstep concurrent streams 8 KiB apart whose loads also queued behind the VDPBF16PS waiting on earlier
-    // ones: 4 rows took about (1-row time) + (time of the products). Read first as one run, the lines come at the
-    // rate a plain read of W reaches. ab.sh decode, previous build against this one (3 runs): 0.89-0.90 of the
-    // time at 4 rows, 0.91 at 3, 0.96-0.97 at 2. At one row the products are few and a build reading first was
-    // slower, so one row streams straight into them.
+    // would be nstep concurrent streams 8 KiB apart whose loads also queue behind the VDPBF16PS waiting on earlier
+    // ones, so 4 rows would take about (1-row time) + (time of the products); read first as one run, the lines come
+    // at the rate a plain read of W reaches. At one row the products are few and reading first costs more than it
+    // hides, so one row streams straight into them (benchmarks/native/ab.sh decode, MS=1,2,3,4, compares variants).
     const bool touch = isa >= ISA_AVX512_BF16 && M >= 2 && M <= 4;
 #endif
     const int64_t calls = ((n1 - n0 + nstep - 1) / nstep) * ((M + 3) / 4);
@@ -802,9 +799,9 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
         // With several adapters, the rows of B the expand below reads (nn·r elements per adapter, contiguous) are
         // prefetched a few lines per register block while the base products run (SidePrefetch): a mixed batch's
         // 8 adapters' are 8 short streams that otherwise stall the expand, and fetched all at once before the
-        // products they stalled those instead (MixedBatchBench paired mixed / one, weights=4, before its per-path
-        // weight cycles: float32 1.055 -> 1.018, bfloat16 1.06-1.08 -> 1.01-1.05; with them 1.02-1.03 both). One
-        // adapter's single stream the hardware prefetcher follows; prefetching it cost a few per cent at one row.
+        // products they would stall those instead (MixedBatchBench, paired mixed / one with weights=4, measures
+        // what is left of the gap). One adapter's single stream the hardware prefetcher follows, so it is not
+        // prefetched: that costs a few per cent at one row.
         SidePrefetch side;
         for (int a = 0; a < (n_ad > 1 ? n_ad : 0); a++) {
             if (mixed && n_rows[a] == 0) continue;

@@ -4,8 +4,8 @@
 // The helpers are libtorch's own OpenMP team when its runtime (libgomp, loaded by the PyTorch presets before
 // any kernel runs) is in the process: a layer's kernel runs between libtorch's GEMMs, and by default libgomp's
 // threads spin for a while after each of them; a second pool's worker then has to share a core with a spinning
-// OpenMP thread (2 cores here: 3 runnable threads): LoraDeltaBench's paired bf16 prefill ratios, default environment,
-// were 1.059 / 1.055 on our own pool and 1.046 / 1.043 on libtorch's team (PEFT4J_POOL=own to compare). Handing
+// OpenMP thread (on 2 cores: 3 runnable threads), and LoraDeltaBench's paired bf16 prefill ratios, default
+// environment, come out higher on our own pool than on libtorch's team (PEFT4J_POOL=own to compare). Handing
 // the loop to the same team (GOMP_parallel, resolved at run time: libtorch ships no headers and this library
 // does not link OpenMP itself) lets those spinning threads pick it up at once.
 //

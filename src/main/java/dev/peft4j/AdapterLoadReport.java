@@ -8,6 +8,10 @@ import java.util.List;
  * initial values). Both are also logged as transformers' warnings; neither is an error.
  */
 public record AdapterLoadReport(List<String> missingKeys, List<String> unexpectedKeys) {
+    /**
+     * Copies both lists; they are unmodifiable.
+     * @throws NullPointerException if a list or one of its keys is null
+     */
     public AdapterLoadReport {
         missingKeys = List.copyOf(missingKeys);
         unexpectedKeys = List.copyOf(unexpectedKeys);

@@ -24,8 +24,13 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
         Map<String, Tensor> adapterStateDict, boolean lowCpuMemUsage, boolean isTrainable,
         Map<String, Object> adapterKwargs) {
 
+    /**
+     * Every argument at transformers' default: adapter name {@code "default"} when loaded,
+     * {@code deviceMap} {@code "auto"}, the rest null or false.
+     */
     public static final LoadAdapterOptions DEFAULTS = builder().build();
 
+    /** A builder with every argument at its default ({@link #DEFAULTS}). */
     public static Builder builder() {
         return new Builder();
     }
@@ -35,6 +40,9 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
         return builder().adapterName(adapterName).build();
     }
 
+    /**
+     * Builds {@link LoadAdapterOptions}; each setter names the transformers argument it stands for. Not thread-safe.
+     */
     public static final class Builder {
         private String adapterName;
         private String revision;
@@ -49,41 +57,55 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
         private boolean isTrainable;
         private Map<String, Object> adapterKwargs;
 
+        /** {@code adapter_name}; null means {@code "default"}. */
         public Builder adapterName(String v) {
             adapterName = v;
             return this;
         }
 
+        /** {@code revision}: the Hub branch, tag or commit to fetch; null means {@code "main"}. */
         public Builder revision(String v) {
             revision = v;
             return this;
         }
 
+        /**
+         * {@code token}: the Hub access token; null falls back to {@code HF_TOKEN}, {@code HUGGING_FACE_HUB_TOKEN},
+         * then the login token file.
+         */
         public Builder token(String v) {
             token = v;
             return this;
         }
 
+        /** {@code device_map}; only used for accelerate-dispatched models (default {@code "auto"}). */
         public Builder deviceMap(Object v) {
             deviceMap = v;
             return this;
         }
 
+        /** {@code max_memory}; only used for accelerate-dispatched models. */
         public Builder maxMemory(Map<String, Object> v) {
             maxMemory = v;
             return this;
         }
 
+        /** {@code offload_folder}; only used for accelerate-dispatched models. */
         public Builder offloadFolder(Path v) {
             offloadFolder = v;
             return this;
         }
 
+        /** {@code offload_index}; only used for accelerate-dispatched models. */
         public Builder offloadIndex(Path v) {
             offloadIndex = v;
             return this;
         }
 
+        /**
+         * {@code peft_config}: the config to use instead of the folder's {@code adapter_config.json}; with no folder,
+         * the config of {@link #adapterStateDict}.
+         */
         public Builder peftConfig(PeftConfig v) {
             peftConfig = v;
             return this;
@@ -95,21 +117,31 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
             return this;
         }
 
+        /** {@code low_cpu_mem_usage}: accepted and unused, as in transformers v5. */
         public Builder lowCpuMemUsage(boolean v) {
             lowCpuMemUsage = v;
             return this;
         }
 
+        /**
+         * {@code is_trainable}: load the adapter trainable ({@code inference_mode} false); false, the default, loads it
+         * frozen.
+         */
         public Builder isTrainable(boolean v) {
             isTrainable = v;
             return this;
         }
 
+        /**
+         * {@code adapter_kwargs}: {@code cache_dir}, {@code subfolder}, {@code local_files_only},
+         * {@code force_download} (see the class comment) and {@code key_mapping}.
+         */
         public Builder adapterKwargs(Map<String, Object> v) {
             adapterKwargs = v;
             return this;
         }
 
+        /** The options as set; the builder can be reused. */
         public LoadAdapterOptions build() {
             return new LoadAdapterOptions(adapterName, revision, token, deviceMap, maxMemory, offloadFolder,
                     offloadIndex, peftConfig, adapterStateDict, lowCpuMemUsage, isTrainable, adapterKwargs);

@@ -212,6 +212,13 @@ public final class PeftAdapters {
         tuner.setAdapter(names);
     }
 
+    /**
+     * {@code disable_adapters}: every tuner layer passes its input to the base layer alone until
+     * {@link #enableAdapters}, and the modules_to_save wrappers use their original modules (which enabling does not
+     * undo, as in transformers). Warns, as transformers does, when an adapter trains biases, since their effect
+     * stays.
+     * @throws IllegalStateException if no adapter is loaded
+     */
     public void disableAdapters() {
         requireLoaded();
         for (PeftConfig c : peftConfig.values()) {
@@ -223,6 +230,11 @@ public final class PeftAdapters {
         tuner.enableAdapterLayers(false);
     }
 
+    /**
+     * {@code enable_adapters}: the tuner layers apply their active adapters again (the modules_to_save wrappers stay on
+     * their original modules, as in transformers).
+     * @throws IllegalStateException if no adapter is loaded
+     */
     public void enableAdapters() {
         requireLoaded();
         tuner.enableAdapterLayers(true);
@@ -340,6 +352,10 @@ public final class PeftAdapters {
         tuner.mergeAdapter(todo, safeMerge);
     }
 
+    /**
+     * PEFT's {@code unmerge_adapter}: subtracts every merged adapter from its base weight again, in every tuner layer.
+     * @throws IllegalStateException if no adapter is loaded
+     */
     public void unmergeAdapter() {
         requireLoaded();
         tuner.unmergeAdapter();

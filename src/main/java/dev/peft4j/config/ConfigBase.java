@@ -54,50 +54,62 @@ abstract class ConfigBase {
         json = doc.frozen();
     }
 
+    /** {@code task_type}, or null. */
     public TaskType taskType() {
         return taskType;
     }
 
+    /** {@code base_model_name_or_path}, or null. */
     public String baseModelNameOrPath() {
         return baseModelNameOrPath;
     }
 
+    /** {@code revision} of the base model, or null. */
     public String revision() {
         return revision;
     }
 
+    /** {@code inference_mode}: the adapter is frozen. */
     public boolean inferenceMode() {
         return inferenceMode;
     }
 
+    /** {@code auto_mapping} ({@code base_model_class}, {@code parent_library}), or null. */
     public Map<String, Object> autoMapping() {
         return autoMapping;
     }
 
+    /** {@code peft_version} (PEFT 0.18 and later), or null. */
     public String peftVersion() {
         return peftVersion;
     }
 
+    /** {@code target_modules}, or null (PEFT then takes the model type's defaults, spec §3.9). */
     public ModuleSelector targetModules() {
         return targetModules;
     }
 
+    /** {@code exclude_modules}, or null. */
     public ModuleSelector excludeModules() {
         return excludeModules;
     }
 
+    /** {@code modules_to_save}: modules trained in full and saved with the adapter, or null. */
     public List<String> modulesToSave() {
         return modulesToSave;
     }
 
+    /** {@code fan_in_fan_out}: the target stores its weight as {@code (in, out)} (GPT-2's {@code Conv1D}). */
     public boolean fanInFanOut() {
         return fanInFanOut;
     }
 
+    /** Keys of the file that peft4j does not know, with their values; kept and written back unchanged. Unmodifiable. */
     public Map<String, Object> unknownKeys() {
         return unknownKeys;
     }
 
+    /** The JSON object this config stands for, keys in the order read (or set); unmodifiable. */
     public Map<String, Object> toJsonObject() {
         return json;
     }

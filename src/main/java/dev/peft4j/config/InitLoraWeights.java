@@ -18,6 +18,10 @@ public sealed interface InitLoraWeights permits InitLoraWeights.Flag, InitLoraWe
 
     /** A named method. */
     record Method(String name) implements InitLoraWeights {
+        /**
+         * Checks that {@code name} is given.
+         * @throws NullPointerException if {@code name} is null
+         */
         public Method {
             if (name == null) {
                 throw new NullPointerException("name");

@@ -28,6 +28,10 @@ public sealed interface LayerIndices permits LayerIndices.Single, LayerIndices.L
 
     /** A list of indices, {@code "layers_to_transform": [0, 1]}. */
     record Listed(List<Integer> indices) implements LayerIndices {
+        /**
+         * Copies the list.
+         * @throws NullPointerException if the list or an index is null
+         */
         public Listed {
             indices = List.copyOf(indices);
         }

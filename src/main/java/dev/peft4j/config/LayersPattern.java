@@ -18,6 +18,10 @@ public sealed interface LayersPattern permits LayersPattern.Single, LayersPatter
 
     /** {@code "layers_pattern": "layers"}. */
     record Single(String pattern) implements LayersPattern {
+        /**
+         * Checks that {@code pattern} is given.
+         * @throws NullPointerException if {@code pattern} is null
+         */
         public Single {
             if (pattern == null) {
                 throw new NullPointerException("pattern");
@@ -32,6 +36,10 @@ public sealed interface LayersPattern permits LayersPattern.Single, LayersPatter
 
     /** {@code "layers_pattern": ["layers", "h"]}. */
     record Listed(List<String> patterns) implements LayersPattern {
+        /**
+         * Copies the list.
+         * @throws NullPointerException if the list or a pattern is null
+         */
         public Listed {
             patterns = List.copyOf(patterns);
         }

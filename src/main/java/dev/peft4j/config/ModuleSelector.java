@@ -16,6 +16,10 @@ public sealed interface ModuleSelector permits ModuleSelector.Names, ModuleSelec
      * order, which varies between processes), so a config written back is byte-identical to the one read.
      */
     record Names(List<String> names) implements ModuleSelector {
+        /**
+         * Copies the list.
+         * @throws NullPointerException if the list or a name is null
+         */
         public Names {
             names = List.copyOf(names);
         }
@@ -28,6 +32,10 @@ public sealed interface ModuleSelector permits ModuleSelector.Names, ModuleSelec
 
     /** One regular expression, matched against the whole module name ({@code re.fullmatch}). */
     record Regex(String pattern) implements ModuleSelector {
+        /**
+         * Checks that {@code pattern} is given.
+         * @throws NullPointerException if {@code pattern} is null
+         */
         public Regex {
             if (pattern == null) {
                 throw new NullPointerException("pattern");

@@ -19,9 +19,12 @@ import org.bytedeco.pytorch.Tensor;
  * copy-on-write views of the mapped file; the caller owns every tensor (close them, or leave them to a scope).
  */
 public record AdapterFolder(Path dir, PeftConfig config, Path weightsFile, Map<String, Tensor> stateDict) {
+    /** The weights file name PEFT writes and reads first. */
     public static final String SAFETENSORS_NAME = "adapter_model.safetensors";
+    /** The pickled weights file name PEFT reads when there is no safetensors file. */
     public static final String BIN_NAME = "adapter_model.bin";
 
+    /** Wraps {@code stateDict} in an unmodifiable view (the tensors are not copied). */
     public AdapterFolder {
         stateDict = Collections.unmodifiableMap(stateDict);
     }

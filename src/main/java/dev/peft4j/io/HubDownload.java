@@ -47,6 +47,11 @@ public final class HubDownload {
         public static final Network DEFAULTS = new Network(Duration.ofSeconds(10), Duration.ofSeconds(10), 5,
                 Duration.ofSeconds(1), true);
 
+        /**
+         * Checks the settings.
+         * @throws IllegalArgumentException if a timeout is not positive, or {@code maxRetries} or {@code retryWait} is
+         *     negative
+         */
         public Network {
             if (downloadTimeout.isNegative() || downloadTimeout.isZero() || etagTimeout.isNegative()
                     || etagTimeout.isZero() || maxRetries < 0 || retryWait.isNegative()) {

@@ -11,6 +11,7 @@ public final class SafetensorsException extends IOException {
     private static final long serialVersionUID = 1L;
 
     private final transient Path file;
+    /** The tensor at fault, or null when the file as a whole is. */
     private final String tensor;
 
     SafetensorsException(Path file, String tensor, String problem) {

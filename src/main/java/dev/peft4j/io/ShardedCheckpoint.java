@@ -34,6 +34,7 @@ import org.bytedeco.pytorch.Tensor;
 public final class ShardedCheckpoint implements AutoCloseable {
     /** transformers' names: the single file, and the index of a sharded checkpoint. */
     public static final String SINGLE_FILE = "model.safetensors";
+    /** transformers' name for the index of a sharded checkpoint (its {@code weight_map} names each tensor's shard). */
     public static final String INDEX_FILE = "model.safetensors.index.json";
 
     private static final long MAX_INDEX_BYTES = 100_000_000L;

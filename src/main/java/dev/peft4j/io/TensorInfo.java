@@ -13,12 +13,17 @@ import java.util.Objects;
  * @param end   one past its last byte, relative to the start of the data section
  */
 public record TensorInfo(String name, String dtype, long[] shape, long begin, long end) {
+    /**
+     * Keeps a copy of {@code shape}.
+     * @throws NullPointerException if {@code name}, {@code dtype} or {@code shape} is null
+     */
     public TensorInfo {
         Objects.requireNonNull(name, "name");
         Objects.requireNonNull(dtype, "dtype");
         shape = shape.clone();
     }
 
+    /** The dimensions, row-major; a new copy on each call. */
     @Override
     public long[] shape() {
         return shape.clone();

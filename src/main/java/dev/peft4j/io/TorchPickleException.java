@@ -10,10 +10,12 @@ import java.io.IOException;
 public final class TorchPickleException extends IOException {
     private static final long serialVersionUID = 1L;
 
+    /** A refusal described by {@code message} (which names the file). */
     public TorchPickleException(String message) {
         super(message);
     }
 
+    /** A refusal described by {@code message} (which names the file), caused by {@code cause}. */
     public TorchPickleException(String message, Throwable cause) {
         super(message, cause);
     }

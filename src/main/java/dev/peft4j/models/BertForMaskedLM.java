@@ -19,6 +19,12 @@ import org.bytedeco.pytorch.Tensor;
 public final class BertForMaskedLM extends PreTrainedModel {
     private final BertModel bert;
 
+    /**
+     * The modules {@code config} describes, their tensors made by {@code init} (uninitialised until a state dict or
+     * {@link Init#normal} fills them).
+     * @throws IllegalArgumentException naming the config file and key, if a required key is missing, has the wrong
+     *     type, or asks for something not supported
+     */
     public BertForMaskedLM(ModelConfig c, Init init) {
         super(c);
         bert = registerModule("bert", new BertModel(c, init, false));

@@ -17,6 +17,12 @@ public final class BertForSequenceClassification extends PreTrainedModel {
     private final BertModel bert;
     private final long numLabels;
 
+    /**
+     * The modules {@code config} describes ({@code num_labels}, else the size of {@code id2label}, else 2 outputs),
+     * their tensors made by {@code init} (uninitialised until a state dict or {@link Init#normal} fills them).
+     * @throws IllegalArgumentException naming the config file and key, if a required key is missing, has the wrong
+     *     type, or asks for something not supported
+     */
     public BertForSequenceClassification(ModelConfig c, Init init) {
         super(c);
         bert = registerModule("bert", new BertModel(c, init, true));
@@ -29,6 +35,7 @@ public final class BertForSequenceClassification extends PreTrainedModel {
         registerModule("classifier", new Linear(bert.hidden, numLabels, true, init));
     }
 
+    /** The number of classes the classifier scores. */
     public long numLabels() {
         return numLabels;
     }

@@ -30,6 +30,12 @@ public final class BertModel extends PreTrainedModel {
     final String hiddenAct;
     private final boolean pooler;
 
+    /**
+     * The modules {@code config} describes, pooler included, their tensors made by {@code init} (uninitialised until a
+     * state dict or {@link Init#normal} fills them).
+     * @throws IllegalArgumentException naming the config file and key, if a required key is missing, has the wrong
+     *     type, or asks for something not supported
+     */
     public BertModel(ModelConfig c, Init init) {
         this(c, init, true);
     }

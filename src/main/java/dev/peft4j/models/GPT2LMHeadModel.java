@@ -13,6 +13,12 @@ public final class GPT2LMHeadModel extends PreTrainedModel implements CausalLM {
     private final GPT2Model transformer;
     private final boolean tied;
 
+    /**
+     * The modules {@code config} describes, their tensors made by {@code init} (uninitialised until a state dict or
+     * {@link Init#normal} fills them).
+     * @throws IllegalArgumentException naming the config file and key, if a required key is missing, has the wrong
+     *     type, or asks for something not supported
+     */
     public GPT2LMHeadModel(ModelConfig config, Init init) {
         super(config);
         transformer = registerModule("transformer", new GPT2Model(config, init));

@@ -29,6 +29,12 @@ public final class GPT2Model extends PreTrainedModel {
     final int numLayers;
     final long maxPositions;
 
+    /**
+     * The modules {@code config} describes, their tensors made by {@code init} (uninitialised until a state dict or
+     * {@link Init#normal} fills them).
+     * @throws IllegalArgumentException naming the config file and key, if a required key is missing, has the wrong
+     *     type, or asks for something not supported
+     */
     public GPT2Model(ModelConfig config, Init init) {
         super(config);
         vocabSize = config.getLong("vocab_size");

@@ -59,14 +59,20 @@ public final class ModelConfig {
         return source;
     }
 
+    /** The whole {@code config.json} object, as read; do not modify it. */
     public JsonNode json() {
         return root;
     }
 
+    /** Whether {@code key} is present with a non-null value. */
     public boolean has(String key) {
         return root.hasNonNull(key);
     }
 
+    /**
+     * {@code model_type} ({@code "llama"}, {@code "gpt2"}, ...), or null.
+     * @throws IllegalArgumentException if it is not a string
+     */
     public String modelType() {
         return getString("model_type", null);
     }
@@ -77,6 +83,10 @@ public final class ModelConfig {
         return a != null && a.isArray() && a.size() > 0 ? a.get(0).asText() : null;
     }
 
+    /**
+     * The integer at {@code key}.
+     * @throws IllegalArgumentException naming the file and key, if the key is missing or null, or not an integer
+     */
     public long getLong(String key) {
         JsonNode n = root.get(key);
         if (n == null || n.isNull()) {
@@ -88,18 +98,36 @@ public final class ModelConfig {
         return n.asLong();
     }
 
+    /**
+     * The integer at {@code key}, or {@code fallback} when the key is missing or null.
+     * @throws IllegalArgumentException naming the file and key, if the value is not an integer
+     */
     public long getLong(String key, long fallback) {
         return has(key) ? getLong(key) : fallback;
     }
 
+    /**
+     * The integer at {@code key}, as an {@code int}.
+     * @throws IllegalArgumentException naming the file and key, if the key is missing or null, or not an integer
+     * @throws ArithmeticException if the value does not fit an {@code int}
+     */
     public int getInt(String key) {
         return Math.toIntExact(getLong(key));
     }
 
+    /**
+     * The integer at {@code key} as an {@code int}, or {@code fallback} when the key is missing or null.
+     * @throws IllegalArgumentException naming the file and key, if the value is not an integer
+     * @throws ArithmeticException if the value does not fit an {@code int}
+     */
     public int getInt(String key, int fallback) {
         return has(key) ? getInt(key) : fallback;
     }
 
+    /**
+     * The number at {@code key}, or {@code fallback} when the key is missing or null.
+     * @throws IllegalArgumentException naming the file and key, if the value is not a number
+     */
     public double getDouble(String key, double fallback) {
         JsonNode n = root.get(key);
         if (n == null || n.isNull()) {
@@ -111,6 +139,10 @@ public final class ModelConfig {
         return n.asDouble();
     }
 
+    /**
+     * The boolean at {@code key}, or {@code fallback} when the key is missing or null.
+     * @throws IllegalArgumentException naming the file and key, if the value is not {@code true} or {@code false}
+     */
     public boolean getBoolean(String key, boolean fallback) {
         JsonNode n = root.get(key);
         if (n == null || n.isNull()) {
@@ -122,6 +154,10 @@ public final class ModelConfig {
         return n.asBoolean();
     }
 
+    /**
+     * The string at {@code key}, or {@code fallback} when the key is missing or null.
+     * @throws IllegalArgumentException naming the file and key, if the value is not a string
+     */
     public String getString(String key, String fallback) {
         JsonNode n = root.get(key);
         if (n == null || n.isNull()) {

@@ -11,6 +11,12 @@ public final class OPTForCausalLM extends PreTrainedModel implements CausalLM {
     private final OPTModel model;
     private final boolean tied;
 
+    /**
+     * The modules {@code config} describes, their tensors made by {@code init} (uninitialised until a state dict or
+     * {@link Init#normal} fills them).
+     * @throws IllegalArgumentException naming the config file and key, if a required key is missing, has the wrong
+     *     type, or asks for something not supported
+     */
     public OPTForCausalLM(ModelConfig config, Init init) {
         super(config);
         model = registerModule("model", new OPTModel(config, init));

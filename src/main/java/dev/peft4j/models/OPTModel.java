@@ -27,6 +27,12 @@ public final class OPTModel extends PreTrainedModel {
     private final boolean preNorm;
     private final boolean finalNorm;
 
+    /**
+     * The modules {@code config} describes, their tensors made by {@code init} (uninitialised until a state dict or
+     * {@link Init#normal} fills them).
+     * @throws IllegalArgumentException naming the config file and key, if a required key is missing, has the wrong
+     *     type, or asks for something not supported
+     */
     public OPTModel(ModelConfig c, Init init) {
         super(c);
         vocabSize = c.getLong("vocab_size");

@@ -14,11 +14,13 @@ public final class Activation extends Module implements Layer {
         GELU,
         /** {@code gelu_new}, {@code gelu_pytorch_tanh}, {@code gelu_fast}-like tanh approximation. */
         GELU_TANH,
+        /** {@code relu}. */
         RELU
     }
 
     private final Kind kind;
 
+    /** The activation of kind {@code kind}. */
     public Activation(Kind kind) {
         this.kind = kind;
     }
@@ -35,6 +37,7 @@ public final class Activation extends Module implements Layer {
         }
     }
 
+    /** Which activation this is. */
     public Kind kind() {
         return kind;
     }

@@ -19,10 +19,12 @@ public final class Conv1D extends Module implements Layer {
         registerParameter("bias", init.empty(outFeatures), true);
     }
 
+    /** The input width. */
     public long inFeatures() {
         return inFeatures;
     }
 
+    /** The output width. */
     public long outFeatures() {
         return outFeatures;
     }
@@ -32,6 +34,7 @@ public final class Conv1D extends Module implements Layer {
         return param("weight");
     }
 
+    /** The current bias, {@code (out)}; owned by this module, do not close it. */
     public Tensor bias() {
         return param("bias");
     }

@@ -7,6 +7,10 @@ import org.bytedeco.pytorch.global.torch;
 public final class Dropout extends Module implements Layer {
     private final double p;
 
+    /**
+     * Dropout with probability {@code p} of zeroing each element in training.
+     * @throws IllegalArgumentException if {@code p} is not in [0, 1]
+     */
     public Dropout(double p) {
         if (p < 0 || p > 1) {
             throw new IllegalArgumentException("dropout probability must be in [0, 1], got " + p);
@@ -14,6 +18,7 @@ public final class Dropout extends Module implements Layer {
         this.p = p;
     }
 
+    /** The probability of zeroing an element in training. */
     public double p() {
         return p;
     }

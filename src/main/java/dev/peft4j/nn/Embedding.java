@@ -8,20 +8,24 @@ public final class Embedding extends Module implements Layer {
     private final long numEmbeddings;
     private final long embeddingDim;
 
+    /** A table of {@code numEmbeddings} rows of {@code embeddingDim}, its weight made by {@code init}. */
     public Embedding(long numEmbeddings, long embeddingDim, Init init) {
         this.numEmbeddings = numEmbeddings;
         this.embeddingDim = embeddingDim;
         registerParameter("weight", init.empty(numEmbeddings, embeddingDim), true);
     }
 
+    /** The number of rows (the vocabulary size). */
     public long numEmbeddings() {
         return numEmbeddings;
     }
 
+    /** The width of each row. */
     public long embeddingDim() {
         return embeddingDim;
     }
 
+    /** The current weight, {@code (num_embeddings, embedding_dim)}; owned by this module, do not close it. */
     public Tensor weight() {
         return param("weight");
     }

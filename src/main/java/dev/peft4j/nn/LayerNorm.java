@@ -9,6 +9,10 @@ public final class LayerNorm extends Module implements Layer {
     private final long dim;
     private final double eps;
 
+    /**
+     * A norm over a last dimension of size {@code dim}, with {@code eps} added to the variance; weight and bias made by
+     * {@code init}.
+     */
     public LayerNorm(long dim, double eps, Init init) {
         this.dim = dim;
         this.eps = eps;
@@ -16,6 +20,7 @@ public final class LayerNorm extends Module implements Layer {
         registerParameter("bias", init.empty(dim), true);
     }
 
+    /** The value added to the variance. */
     public double eps() {
         return eps;
     }

@@ -9,6 +9,10 @@ public final class Linear extends Module implements Layer {
     private final long inFeatures;
     private final long outFeatures;
 
+    /**
+     * {@code torch.nn.Linear(inFeatures, outFeatures, bias)}: weight {@code (out, in)} and, when {@code bias}, a bias
+     * {@code (out)}, made by {@code init}.
+     */
     public Linear(long inFeatures, long outFeatures, boolean bias, Init init) {
         this.inFeatures = inFeatures;
         this.outFeatures = outFeatures;
@@ -18,10 +22,12 @@ public final class Linear extends Module implements Layer {
         }
     }
 
+    /** The input width. */
     public long inFeatures() {
         return inFeatures;
     }
 
+    /** The output width. */
     public long outFeatures() {
         return outFeatures;
     }

@@ -405,6 +405,7 @@ public abstract class Module implements AutoCloseable {
         return train(false);
     }
 
+    /** Whether this module is in training mode ({@link #train}, {@link #eval}). */
     public final boolean isTraining() {
         return training;
     }

@@ -28,6 +28,7 @@ public final class ModuleDict<M extends Module> extends Module {
         return (M) removeModule(key);
     }
 
+    /** The keys of the children, in insertion order (a copy). */
     public List<String> keys() {
         return new ArrayList<>(children().keySet());
     }

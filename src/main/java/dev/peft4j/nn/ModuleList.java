@@ -4,10 +4,12 @@ package dev.peft4j.nn;
 public final class ModuleList<M extends Module> extends Module {
     private int size;
 
+    /** Appends {@code module} as child {@code size()}; returns it. */
     public M add(M module) {
         return registerModule(Integer.toString(size++), module);
     }
 
+    /** The number of children added. */
     public int size() {
         return size;
     }

@@ -26,6 +26,7 @@ public final class ParameterDict extends Module {
         return removeParameter(key);
     }
 
+    /** The keys of the parameters, in insertion order (a copy). */
     public List<String> keys() {
         return new ArrayList<>(ownParameterNames());
     }

@@ -11,11 +11,16 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 public final class RMSNorm extends Module implements Layer {
     private final double eps;
 
+    /**
+     * A norm over a last dimension of size {@code dim}, with {@code eps} added to the mean square; weight made by
+     * {@code init}.
+     */
     public RMSNorm(long dim, double eps, Init init) {
         this.eps = eps;
         registerParameter("weight", init.empty(dim), true);
     }
 
+    /** The value added to the mean square. */
     public double eps() {
         return eps;
     }

@@ -51,6 +51,7 @@ public final class TrainingArguments {
         this.shuffle = b.shuffle;
     }
 
+    /** A builder with transformers' defaults (see the class comment). */
     public static Builder builder() {
         return new Builder();
     }
@@ -89,16 +90,28 @@ public final class TrainingArguments {
 
         private Builder() {}
 
+        /**
+         * {@code learning_rate}, the peak rate of the schedule (default 5e-5).
+         * @throws IllegalArgumentException if {@code v} is not positive and finite
+         */
         public Builder learningRate(double v) {
             learningRate = positive("learningRate", v);
             return this;
         }
 
+        /**
+         * {@code weight_decay}: AdamW's decoupled weight decay (default 0).
+         * @throws IllegalArgumentException if {@code v} is negative or not finite
+         */
         public Builder weightDecay(double v) {
             weightDecay = nonNegative("weightDecay", v);
             return this;
         }
 
+        /**
+         * {@code adam_epsilon}: AdamW's epsilon (default 1e-8).
+         * @throws IllegalArgumentException if {@code v} is not positive and finite
+         */
         public Builder adamEpsilon(double v) {
             adamEpsilon = positive("adamEpsilon", v);
             return this;
@@ -110,6 +123,10 @@ public final class TrainingArguments {
             return this;
         }
 
+        /**
+         * {@code num_train_epochs} (default 3); ignored when {@link #maxSteps} is set.
+         * @throws IllegalArgumentException if {@code v} is not positive
+         */
         public Builder numTrainEpochs(int v) {
             numTrainEpochs = (int) positive("numTrainEpochs", v);
             return this;
@@ -121,16 +138,28 @@ public final class TrainingArguments {
             return this;
         }
 
+        /**
+         * {@code gradient_accumulation_steps}: batches whose gradients are summed into one optimizer step (default 1).
+         * @throws IllegalArgumentException if {@code v} is not positive
+         */
         public Builder gradientAccumulationSteps(int v) {
             gradientAccumulationSteps = (int) positive("gradientAccumulationSteps", v);
             return this;
         }
 
+        /**
+         * {@code warmup_steps}: optimizer steps over which the rate rises from 0 (default 0).
+         * @throws IllegalArgumentException if {@code v} is negative
+         */
         public Builder warmupSteps(int v) {
             warmupSteps = (int) nonNegative("warmupSteps", v);
             return this;
         }
 
+        /**
+         * {@code lr_scheduler_type} (default {@link LrSchedulerType#LINEAR}).
+         * @throws NullPointerException if {@code v} is null
+         */
         public Builder lrSchedulerType(LrSchedulerType v) {
             lrSchedulerType = java.util.Objects.requireNonNull(v, "lrSchedulerType");
             return this;
@@ -142,6 +171,10 @@ public final class TrainingArguments {
             return this;
         }
 
+        /**
+         * {@code seed}: seeds torch's generator when training starts ({@code torch.manual_seed}) and draws the batch
+         * order (default 42).
+         */
         public Builder seed(long v) {
             seed = v;
             return this;
@@ -169,6 +202,10 @@ public final class TrainingArguments {
             return this;
         }
 
+        /**
+         * The arguments as set.
+         * @throws IllegalArgumentException if {@link #saveSteps} is set without an {@link #outputDir}
+         */
         public TrainingArguments build() {
             if (saveSteps > 0 && outputDir == null) {
                 throw new IllegalArgumentException("saveSteps: " + saveSteps + " needs an outputDir to save into");

@@ -45,6 +45,7 @@ public final class BaseTuner {
     private Map<String, ModulesToSaveWrapper> wrapperCache;
     private ModulesToSaveWrapper[] wrapperArray;
 
+    /** The tuner of {@code model}, which holds no adapter yet. */
     public BaseTuner(Module model) {
         this.model = model;
     }

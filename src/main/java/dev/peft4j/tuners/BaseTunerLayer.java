@@ -18,6 +18,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * per-adapter state keyed by adapter name, the active adapter list, the disabled flag and the merged adapters.
  */
 public abstract class BaseTunerLayer extends Module implements Layer {
+    /** The name of the child that holds the adapted module, as in PEFT's state-dict keys. */
     public static final String BASE_LAYER = "base_layer";
     /** The per-sample adapter name that means "no adapter" in a mixed batch. */
     public static final String BASE_ADAPTER_NAME = "__base__";
@@ -29,6 +30,10 @@ public abstract class BaseTunerLayer extends Module implements Layer {
     private boolean kernelsDirty = true;
     private long kernelsEpoch = -1;
 
+    /**
+     * Wraps {@code base}, registered as child {@link #BASE_LAYER}.
+     * @throws IllegalArgumentException if {@code base} is not a {@link Layer}
+     */
     protected BaseTunerLayer(Module base) {
         if (!(base instanceof Layer)) {
             throw new IllegalArgumentException("base layer " + base.typeName() + " is not a Layer");
@@ -111,6 +116,7 @@ public abstract class BaseTunerLayer extends Module implements Layer {
         return merged() ? baseForward(x) : null;
     }
 
+    /** The base layer's output for {@code x}, without any adapter. */
     protected final Tensor baseForward(Tensor x) {
         return layer(BASE_LAYER).forward(x);
     }
@@ -154,8 +160,20 @@ public abstract class BaseTunerLayer extends Module implements Layer {
     /** Removes the adapter's containers and frees its tensors. */
     protected abstract void removeAdapter(String adapterName);
 
+    /**
+     * PEFT's {@code merge(safe_merge, adapter_names)}: merges each named adapter this layer holds and has not merged
+     * yet into the base weight, in order; names it does not hold are skipped. With {@code safeMerge} the merged weights
+     * are computed aside and checked first.
+     * @throws IllegalArgumentException with {@code safeMerge}, if the merged weights would hold NaN or infinity (that
+     *     adapter's merge leaves the base weight as it was)
+     * @throws IllegalStateException for a LoRA adapter with {@code lora_bias} on a base layer without bias
+     */
     public abstract void merge(List<String> adapterNames, boolean safeMerge);
 
+    /**
+     * PEFT's {@code unmerge}: takes the merged adapters back out of the base weight, last merged first; warns when none
+     * is merged.
+     */
     public abstract void unmerge();
 
     /** The active adapters, in order (unmodifiable). */
@@ -163,18 +181,22 @@ public abstract class BaseTunerLayer extends Module implements Layer {
         return Collections.unmodifiableList(active);
     }
 
+    /** The merged adapters, in the order merged (unmodifiable). */
     public final List<String> mergedAdapters() {
         return Collections.unmodifiableList(merged);
     }
 
+    /** Whether any adapter is merged into the base weight. */
     public final boolean merged() {
         return !merged.isEmpty();
     }
 
+    /** The merged adapters, for subclasses to update as they merge and unmerge. */
     protected final List<String> mergedList() {
         return merged;
     }
 
+    /** Whether the adapters are disabled: forward is then the base layer's alone. */
     public final boolean disabled() {
         return disabled;
     }

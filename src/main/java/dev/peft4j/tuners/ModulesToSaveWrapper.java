@@ -21,6 +21,10 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
     private String active;
     private boolean disabled;
 
+    /**
+     * Wraps {@code original}, registered as child {@code original_module}, with no copy yet.
+     * @throws IllegalArgumentException if {@code original} is not a {@link Layer}
+     */
     public ModulesToSaveWrapper(Module original) {
         if (!(original instanceof Layer)) {
             throw new IllegalArgumentException("modules_to_save: " + original.typeName() + " is not a Layer");
@@ -34,6 +38,7 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
         return "ModulesToSaveWrapper";
     }
 
+    /** The wrapped module, used when no adapter's copy is active. */
     public Module originalModule() {
         return child("original_module");
     }
@@ -82,10 +87,12 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
         return new Init(w.scalar_type().intern(), w.device().str().getString());
     }
 
+    /** Registers {@code copy} as adapter {@code name}'s module, replacing (without closing) any copy of that name. */
     public void addAdapter(String name, Module copy) {
         copies().put(name, copy);
     }
 
+    /** Removes and closes adapter {@code name}'s copy, if any; when it was active, the original is used again. */
     public void deleteAdapter(String name) {
         if ((copies().get(name) != null)) {
             copies().remove(name).close();
@@ -110,14 +117,17 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
         }
     }
 
+    /** The adapter whose copy forward uses, or null when none is. */
     public String activeAdapter() {
         return active;
     }
 
+    /** Enables or disables the copies; while disabled, forward uses the original module. */
     public void enableAdapters(boolean enabled) {
         disabled = !enabled;
     }
 
+    /** Whether the copies are disabled. */
     public boolean disabled() {
         return disabled;
     }

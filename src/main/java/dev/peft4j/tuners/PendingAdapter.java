@@ -26,11 +26,13 @@ public final class PendingAdapter {
     final Map<String, Tensor> extra = new LinkedHashMap<>();
     private Runnable deferredInit;
 
+    /** An empty adapter {@code name} with {@code config}. */
     public PendingAdapter(PeftConfig config, String name) {
         this.config = config;
         this.name = name;
     }
 
+    /** The adapter's name. */
     public String name() {
         return name;
     }
@@ -40,14 +42,17 @@ public final class PendingAdapter {
         return config;
     }
 
+    /** Replaces the config the adapter is registered with. */
     public void config(PeftConfig adjusted) {
         this.config = adjusted;
     }
 
+    /** Adds the layer that adapts module {@code module}, listed before the modules_to_save copies. */
     public void addLayer(String module, PendingLayer layer) {
         layers.put(module, layer);
     }
 
+    /** Adds the layer that adapts module {@code module}, listed after the modules_to_save copies. */
     public void addLayerAfterModulesToSave(String module, PendingLayer layer) {
         lateLayers.put(module, layer);
     }

@@ -16,6 +16,7 @@ import org.bytedeco.pytorch.Tensor;
 public abstract class TunerModel {
     private final BaseTuner tuner;
 
+    /** A method on {@code tuner}'s model. */
     protected TunerModel(BaseTuner tuner) {
         this.tuner = tuner;
     }

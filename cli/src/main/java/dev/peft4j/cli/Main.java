@@ -60,6 +60,7 @@ public final class Main implements Runnable {
                 + spec.subcommands().keySet());
     }
 
+    /** The {@code peft4j} command: runs {@code args} on stdout and stderr (UTF-8) and exits with its status. */
     public static void main(String[] args) {
         if (System.getProperty("slf4j.internal.verbosity") == null) {
             // no SLF4J provider ships with the jar: keep slf4j's "no providers" notice off stderr

@@ -25,6 +25,12 @@ public final class AdaLoraMath {
 
     /** The tensors of one AdaLoRA adapter; {@code scaling} is {@link #scaling}, not divided by the rank. */
     public record Adapter(Tensor a, Tensor e, Tensor b, Tensor ranknum, double scaling, double dropout) {
+        /**
+         * Checks the tensors' shapes.
+         * @throws NullPointerException if a tensor is null
+         * @throws IllegalArgumentException if the shapes do not form one SVD triplet, or {@code dropout} is not in [0,
+         *     1)
+         */
         public Adapter {
             Objects.requireNonNull(a, "lora_A");
             Objects.requireNonNull(e, "lora_E");

@@ -28,6 +28,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * adapter keeps only the rank slots its {@code rank_pattern} marks, and its modules are resized to them on load.
  */
 public final class AdaLoraModel extends TunerModel {
+    /** The AdaLoRA method on {@code tuner}'s model. */
     public AdaLoraModel(BaseTuner tuner) {
         super(tuner);
     }

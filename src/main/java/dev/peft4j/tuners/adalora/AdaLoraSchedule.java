@@ -13,6 +13,11 @@ public record AdaLoraSchedule(int initBudget, int targetBudget, int tinit, int t
     /** The budget at a step, and whether the rank mask is applied at that step. */
     public record Budget(int budget, boolean mask) {}
 
+    /**
+     * Checks the schedule, with PEFT's messages.
+     * @throws IllegalArgumentException if {@code totalStep} is not positive, the schedule leaves no budgeting phase, or
+     *     {@code deltaT} is not positive
+     */
     public AdaLoraSchedule {
         if (totalStep <= 0) {
             throw new IllegalArgumentException(

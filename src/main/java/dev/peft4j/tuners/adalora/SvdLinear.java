@@ -40,6 +40,11 @@ public final class SvdLinear extends BaseTunerLayer {
     private List<AdaLoraKernel> kernels = List.of();
     private boolean kernelDropout;
 
+    /**
+     * Wraps {@code base} with no adapter yet.
+     * @throws IllegalArgumentException if {@code base} is not a linear layer ({@code nn.Linear} or {@code Conv1D}),
+     *     with PEFT's message
+     */
     public SvdLinear(Module base) {
         super(base);
         LinearShape shape = LinearShape.of(base);
@@ -61,10 +66,12 @@ public final class SvdLinear extends BaseTunerLayer {
         return "adalora.SVDLinear";
     }
 
+    /** The base layer's input width. */
     public long inFeatures() {
         return inFeatures;
     }
 
+    /** The base layer's output width. */
     public long outFeatures() {
         return outFeatures;
     }
@@ -90,6 +97,10 @@ public final class SvdLinear extends BaseTunerLayer {
         dropout.put(name, p);
     }
 
+    /**
+     * Adapter {@code name}'s scaling {@code s}, before the division by {@link #ranknum}.
+     * @throws NullPointerException if the layer does not hold {@code name}
+     */
     public double scaling(String name) {
         return scaling.get(name);
     }
@@ -112,6 +123,10 @@ public final class SvdLinear extends BaseTunerLayer {
         return out;
     }
 
+    /**
+     * Adapter {@code name}'s {@code ranknum}, a {@code (1,)} tensor owned by the layer; null if the layer does not hold
+     * {@code name}.
+     */
     public Tensor ranknum(String name) {
         return d("ranknum").get(name);
     }

@@ -26,6 +26,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * ({@link Ia3Layer}), on the input of {@code feedforward_modules} and on the output of the others.
  */
 public final class IA3Model extends TunerModel {
+    /** The (IA)³ method on {@code tuner}'s model. */
     public IA3Model(BaseTuner tuner) {
         super(tuner);
     }

@@ -40,6 +40,12 @@ public final class Ia3Layer extends BaseTunerLayer {
     private List<Tensor> kernelVectors = List.of();
     private long[] kernelVersions = new long[0];
 
+    /**
+     * Wraps {@code base} with no adapter yet; {@code feedForward} scales the input (a {@code feedforward_modules}
+     * target) instead of the output.
+     * @throws IllegalArgumentException if {@code base} is not a linear layer ({@code nn.Linear} or {@code Conv1D}),
+     *     with PEFT's message
+     */
     public Ia3Layer(Module base, boolean feedForward) {
         super(base);
         this.feedForward = feedForward;
@@ -59,6 +65,7 @@ public final class Ia3Layer extends BaseTunerLayer {
         return "ia3.Linear";
     }
 
+    /** Whether the vectors scale the input ({@code feedforward_modules}) rather than the output. */
     public boolean feedForward() {
         return feedForward;
     }

@@ -25,6 +25,7 @@ public final class LoraEmbedding extends BaseTunerLayer {
     private final long embeddingDim;
     private final Map<String, Double> scaling = new LinkedHashMap<>();
 
+    /** Wraps {@code base} with no adapter yet. */
     public LoraEmbedding(Embedding base) {
         super(base);
         numEmbeddings = base.numEmbeddings();
@@ -42,6 +43,11 @@ public final class LoraEmbedding extends BaseTunerLayer {
         return (ParameterDict) child(n);
     }
 
+    /**
+     * Adds adapter {@code name}: {@code embA} {@code (r, num_embeddings)}, {@code embB} {@code (embedding_dim, r)},
+     * scaled by {@code scale}, requiring gradients when {@code trainable}. The layer takes ownership of the tensors.
+     * @throws IllegalArgumentException if the shapes do not fit the base embedding
+     */
     public void addAdapter(String name, Tensor embA, Tensor embB, double scale, boolean trainable) {
         if (embA.size(1) != numEmbeddings || embB.size(0) != embeddingDim || embA.size(0) != embB.size(1)) {
             throw new IllegalArgumentException("adapter '" + name + "': lora_embedding_A " + Arrays.toString(embA.shape())
@@ -53,6 +59,10 @@ public final class LoraEmbedding extends BaseTunerLayer {
         scaling.put(name, scale);
     }
 
+    /**
+     * Adapter {@code name}'s scaling {@code s}.
+     * @throws NullPointerException if the layer does not hold {@code name}
+     */
     public double scaling(String name) {
         return scaling.get(name);
     }

@@ -65,14 +65,17 @@ public final class LoraLayer extends BaseTunerLayer {
         return "lora.Linear";
     }
 
+    /** Whether the base layer stores its weight as {@code (in, out)} (GPT-2's {@code Conv1D}). */
     public boolean fanInFanOut() {
         return fanInFanOut;
     }
 
+    /** The base layer's input width. */
     public long inFeatures() {
         return inFeatures;
     }
 
+    /** The base layer's output width. */
     public long outFeatures() {
         return outFeatures;
     }
@@ -109,10 +112,18 @@ public final class LoraLayer extends BaseTunerLayer {
         rank.put(name, (int) a.outFeatures());
     }
 
+    /**
+     * Adapter {@code name}'s scaling {@code s}.
+     * @throws NullPointerException if the layer does not hold {@code name}
+     */
     public double scaling(String name) {
         return scaling.get(name);
     }
 
+    /**
+     * Adapter {@code name}'s rank {@code r}.
+     * @throws NullPointerException if the layer does not hold {@code name}
+     */
     public int rank(String name) {
         return rank.get(name);
     }

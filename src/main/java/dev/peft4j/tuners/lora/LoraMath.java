@@ -37,6 +37,11 @@ public final class LoraMath {
      * @param dropout {@code lora_dropout} probability (applied to the input in training mode only)
      */
     public record Adapter(Tensor a, Tensor b, Tensor bBias, double scaling, double dropout) {
+        /**
+         * Checks the adapter.
+         * @throws NullPointerException if {@code a} or {@code b} is null
+         * @throws IllegalArgumentException if {@code dropout} is not in [0, 1)
+         */
         public Adapter {
             Objects.requireNonNull(a, "lora_A");
             Objects.requireNonNull(b, "lora_B");

@@ -34,6 +34,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * DoRA and {@code layer_replication} are refused.
  */
 public final class LoraModel extends TunerModel {
+    /** The LoRA method on {@code tuner}'s model. */
     public LoraModel(BaseTuner tuner) {
         super(tuner);
     }

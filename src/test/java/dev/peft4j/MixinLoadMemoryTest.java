@@ -67,9 +67,10 @@ class MixinLoadMemoryTest {
     /**
      * 200 rounds of load + delete of a 2 MiB adapter, each followed by a load that fails on a shape mismatch
      * (400 MiB would be held if either leaked its tensors): private resident memory (RssAnon) less the Java heap's
-     * committed size after the last round is within 48 MiB of what it was after 100 warm-up rounds (which let the
-     * JIT's own memory settle; measured here: +0 to +8 MiB; once, in a run of a subset of the suite, RssAnon alone
-     * grew by 63 MiB), and the failed loads leave the model as it was.
+     * committed size after the last round is within 160 MiB of what it was after 100 warm-up rounds (which let the
+     * JIT's own memory settle), and the failed loads leave the model as it was. The bound is well under the 400 MiB
+     * of a leak and well over what glibc's allocator keeps without one: usually +0 to +8 MiB, but up to +91 MiB in
+     * one run in six here (the test runs in a JVM of its own, see the pom's memory-tests execution).
      */
     private static long javaHeapCommitted() {
         return java.lang.management.ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getCommitted();
@@ -112,7 +113,7 @@ class MixinLoadMemoryTest {
             System.gc();
             // native memory only: the Java heap (also anonymous memory) may grow its committed size in between
             long growth = procStatusBytes("RssAnon") - javaHeapCommitted() - warm;
-            assertTrue(growth < 48L << 20, "RssAnon grew by " + (growth >> 20) + " MiB over 200 load/delete/failed-load"
+            assertTrue(growth < 160L << 20, "RssAnon grew by " + (growth >> 20) + " MiB over 200 load/delete/failed-load"
                     + " rounds of a " + (adapterBytes >> 10) + " KiB adapter");
             assertTrue(seconds < 20, "300 rounds took " + seconds + " s");
             // nothing of the failed loads (nor of the deleted ones) is left in the model

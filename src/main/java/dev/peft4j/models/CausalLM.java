@@ -16,6 +16,7 @@ public interface CausalLM extends AutoCloseable {
     /** An empty cache for this model. */
     KVCache newCache();
 
+    /** @return the model's {@code config.json}, as loaded */
     ModelConfig config();
 
     /** Whether this model implements {@link #newSlotCache} and {@link #forwardSlots} (the Llama family does). */

@@ -26,6 +26,10 @@ public final class Generation {
     /** Decoding options. {@code topK} 0 and {@code topP} 1 disable those filters; {@code eosTokenId} &lt; 0: none. */
     public record Options(int maxNewTokens, boolean doSample, double temperature, int topK, double topP, long seed,
             long eosTokenId, long padTokenId) {
+        /**
+         * @throws IllegalArgumentException for {@code maxNewTokens < 0}, a non-positive temperature when sampling,
+         *     {@code topK < 0} or {@code topP} outside (0, 1]
+         */
         public Options {
             if (maxNewTokens < 0) {
                 throw new IllegalArgumentException("maxNewTokens must be ≥ 0, got " + maxNewTokens);

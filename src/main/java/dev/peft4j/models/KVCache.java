@@ -14,6 +14,7 @@ public final class KVCache implements AutoCloseable {
     private final Tensor[] values;
     private long length;
 
+    /** An empty cache for a model of {@code numLayers} decoder layers. */
     public KVCache(int numLayers) {
         keys = new Tensor[numLayers];
         values = new Tensor[numLayers];
@@ -24,6 +25,7 @@ public final class KVCache implements AutoCloseable {
         return length;
     }
 
+    /** @return the number of decoder layers this cache holds */
     public int numLayers() {
         return keys.length;
     }
@@ -33,6 +35,7 @@ public final class KVCache implements AutoCloseable {
         return keys[layer];
     }
 
+    /** The cached values of {@code layer}, or null before the first forward. */
     public Tensor values(int layer) {
         return values[layer];
     }

@@ -17,6 +17,11 @@ public final class LlamaForCausalLM extends PreTrainedModel implements CausalLM 
     private final LlamaModel model;
     private final boolean tied;
 
+    /**
+     * A Llama-family causal LM (Llama, Mistral, Qwen2) of {@code config}'s shape, its parameters made by {@code init}.
+     *
+     * @throws IllegalArgumentException naming the config key that is missing, wrongly typed or unsupported
+     */
     public LlamaForCausalLM(ModelConfig config, Init init) {
         super(config);
         model = registerModule("model", new LlamaModel(config, init));

@@ -24,6 +24,12 @@ public final class LlamaModel extends PreTrainedModel {
     // float32 [head_dim/2]: not a buffer, so that to(bfloat16) leaves it in float32 as transformers' RoPE computes
     private final Tensor invFreq;
 
+    /**
+     * The Llama-family decoder stack (embeddings, layers, final norm) of {@code config}'s shape, its parameters made by
+     * {@code init}.
+     *
+     * @throws IllegalArgumentException naming the config key that is missing, wrongly typed or unsupported
+     */
     public LlamaModel(ModelConfig config, Init init) {
         super(config);
         cfg = new LlamaConfig(config);

@@ -19,6 +19,7 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
     private final ModelConfig config;
     private dev.peft4j.PeftAdapters peftAdapters;
 
+    /** @param config the model's {@code config.json}, kept for {@link #config()} and the adapters' {@code name_or_path} */
     protected PreTrainedModel(ModelConfig config) {
         this.config = config;
     }
@@ -32,6 +33,7 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
         return peftAdapters;
     }
 
+    /** @return the model's {@code config.json}, as loaded */
     public final ModelConfig config() {
         return config;
     }

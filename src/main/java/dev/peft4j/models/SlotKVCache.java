@@ -63,14 +63,17 @@ public final class SlotKVCache implements AutoCloseable {
         return 2L * numLayers * slots * kvHeads * maxLength * headDim * elem;
     }
 
+    /** @return the number of request slots (rows of the first dimension) */
     public int slots() {
         return slots;
     }
 
+    /** @return the positions each slot holds, prompt and generated tokens together */
     public int maxLength() {
         return maxLength;
     }
 
+    /** @return the number of decoder layers cached */
     public int numLayers() {
         return keys.length;
     }

@@ -26,6 +26,13 @@ public record ServeRequest(String adapter, long[] promptIds, String promptText, 
         int maxNewTokens, boolean doSample, double temperature, int topK, double topP, long seed,
         Set<Long> stopTokenIds, List<String> stopStrings, boolean ignoreEos, Duration timeout, TokenListener listener) {
 
+    /**
+     * Checks and copies the request's values.
+     *
+     * @throws IllegalArgumentException naming the value at fault: no prompt or both forms, an empty prompt,
+     *     {@code maxNewTokens < 1}, a non-positive sampling temperature, {@code topK < 0}, {@code topP} outside
+     *     (0, 1], a non-positive timeout, an empty stop string
+     */
     public ServeRequest {
         if ((promptIds == null) == (promptText == null)) {
             throw new IllegalArgumentException("give the prompt as token ids or as text (exactly one of them)");
@@ -58,11 +65,13 @@ public record ServeRequest(String adapter, long[] promptIds, String promptText, 
         }
     }
 
+    /** @return a copy of the prompt's token ids, or null when the prompt is text */
     @Override
     public long[] promptIds() {
         return promptIds == null ? null : promptIds.clone();
     }
 
+    /** @return a builder with the defaults {@link Builder} lists */
     public static Builder builder() {
         return new Builder();
     }
@@ -93,21 +102,25 @@ public record ServeRequest(String adapter, long[] promptIds, String promptText, 
             return this;
         }
 
+        /** The prompt as token ids of the model's vocabulary (or give {@link #promptText}). */
         public Builder promptIds(long... v) {
             promptIds = v;
             return this;
         }
 
+        /** The prompt as text, encoded by the engine's tokenizer (or give {@link #promptIds}). */
         public Builder promptText(String v) {
             promptText = v;
             return this;
         }
 
+        /** With {@link #promptText}: whether the tokenizer adds the model's special tokens (default true). */
         public Builder addSpecialTokens(boolean v) {
             addSpecialTokens = v;
             return this;
         }
 
+        /** At most this many generated tokens, at least 1 (default 16). */
         public Builder maxNewTokens(int v) {
             maxNewTokens = v;
             return this;
@@ -129,26 +142,31 @@ public record ServeRequest(String adapter, long[] promptIds, String promptText, 
             return this;
         }
 
+        /** Token ids that end the request; the stop token is its last token, left out of its text. */
         public Builder stopTokenIds(Set<Long> v) {
             stopTokenIds = v;
             return this;
         }
 
+        /** Strings that end the request, its text cut before the first one (needs the engine's tokenizer). */
         public Builder stopStrings(List<String> v) {
             stopStrings = v;
             return this;
         }
 
+        /** True: the model config's {@code eos_token_id}s do not stop the request (default false). */
         public Builder ignoreEos(boolean v) {
             ignoreEos = v;
             return this;
         }
 
+        /** From submission to the last token; null (the default) for the engine's default timeout. */
         public Builder timeout(Duration v) {
             timeout = v;
             return this;
         }
 
+        /** Called with each token in order, then once at the end, on the engine's callback threads. */
         public Builder listener(TokenListener v) {
             listener = v;
             return this;

@@ -60,5 +60,13 @@ class ServeCommandTest {
         Cli.Result r = Cli.run("serve", "--model", model.toString(), "--adapter", tmp + "=a", "--active", "a");
         assertEquals(2, r.rc(), r.toString());
         assertTrue(r.err().contains("do not apply to serve"), r.toString());
+        // Hub options the engine would not apply to a repo-id adapter: refused, not ignored
+        r = Cli.run("serve", "--model", model.toString(), "--adapter", tmp + "=a", "--adapter-revision", "v1");
+        assertEquals(2, r.rc(), r.toString());
+        assertTrue(r.err().contains("--adapter-revision does not apply to serve"), r.toString());
+        r = Cli.run("serve", "--model", model.toString(), "--adapter", "someone/sql-lora=a", "--token", "hf_x");
+        assertEquals(2, r.rc(), r.toString());
+        assertTrue(r.err().contains("apply to the model only in serve: adapter 'a'"), r.toString());
+        assertTrue(!r.err().contains("hf_x"), "the token is not echoed: " + r);
     }
 }

@@ -15,14 +15,27 @@ import org.bytedeco.pytorch.Tensor;
  * unreachable. {@code adapterKwargs} may carry transformers' {@code cache_dir}, {@code subfolder} (a folder inside
  * the adapter folder or repo), {@code local_files_only} (the cache alone) and {@code force_download} (files fetched
  * again even when cached; an error offline or when the Hub cannot be reached, as in huggingface_hub).
- * {@code deviceMap}, {@code maxMemory}, {@code offloadFolder}, {@code offloadIndex} only for accelerate-dispatched
- * models (adapters are always placed on the device of the weight they adapt); {@code lowCpuMemUsage} is accepted and
- * unused, as in transformers v5.
+ * {@code adapterKwargs} may also carry {@code revision} and {@code token}, used as transformers v4 uses them: a
+ * {@code revision} there wins over the {@code revision} argument (transformers' error log when both are given and
+ * differ), a {@code token} there replaces the {@code token} argument; {@code device} must be the CPU (this build has no
+ * other device). Other {@code adapterKwargs} keys, such as {@code proxies}, are refused rather than ignored.
+ *
+ * <p>This build runs on the CPU, where every adapter tensor is placed beside the weight it adapts: {@code deviceMap}
+ * may be {@code "auto"} (the default), {@code "cpu"}, accelerate's strategies {@code "balanced"},
+ * {@code "balanced_low_0"}, {@code "sequential"} (which all resolve to the CPU here), or a map whose every value is
+ * {@code "cpu"}; {@code maxMemory} may only have a {@code "cpu"} entry (bytes as a number, or a size such as
+ * {@code "2GiB"}), and a load whose adapter tensors exceed it is refused. Any other device, a {@code "disk"} entry,
+ * {@code offloadFolder} and {@code offloadIndex} are refused with an error naming the argument, since nothing here
+ * offloads to disk. {@code lowCpuMemUsage} is accepted and unused, as in transformers v5.
+ *
+ * <p>{@code hotswap}: null is transformers' {@code "auto"} (swap in place when
+ * {@link PeftAdapterMixin#enablePeftHotswap} was called and an adapter of that name is loaded), true swaps the loaded
+ * adapter of that name in place, false never swaps.
  */
 public record LoadAdapterOptions(String adapterName, String revision, String token, Object deviceMap,
         Map<String, Object> maxMemory, Path offloadFolder, Path offloadIndex, PeftConfig peftConfig,
         Map<String, Tensor> adapterStateDict, boolean lowCpuMemUsage, boolean isTrainable,
-        Map<String, Object> adapterKwargs) {
+        Map<String, Object> adapterKwargs, Boolean hotswap) {
 
     /**
      * Every argument at transformers' default: adapter name {@code "default"} when loaded,
@@ -56,6 +69,7 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
         private boolean lowCpuMemUsage;
         private boolean isTrainable;
         private Map<String, Object> adapterKwargs;
+        private Boolean hotswap;
 
         /** {@code adapter_name}; null means {@code "default"}. */
         public Builder adapterName(String v) {
@@ -78,25 +92,25 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
             return this;
         }
 
-        /** {@code device_map}; only used for accelerate-dispatched models (default {@code "auto"}). */
+        /** {@code device_map}: {@code "auto"} (the default), {@code "cpu"} or a map onto {@code "cpu"}; see the class. */
         public Builder deviceMap(Object v) {
             deviceMap = v;
             return this;
         }
 
-        /** {@code max_memory}; only used for accelerate-dispatched models. */
+        /** {@code max_memory}: null, or a {@code "cpu"} limit the adapter's tensors must fit under. */
         public Builder maxMemory(Map<String, Object> v) {
             maxMemory = v;
             return this;
         }
 
-        /** {@code offload_folder}; only used for accelerate-dispatched models. */
+        /** {@code offload_folder}: must be null (no disk offload in this build). */
         public Builder offloadFolder(Path v) {
             offloadFolder = v;
             return this;
         }
 
-        /** {@code offload_index}; only used for accelerate-dispatched models. */
+        /** {@code offload_index}: must be null (no disk offload in this build). */
         public Builder offloadIndex(Path v) {
             offloadIndex = v;
             return this;
@@ -134,17 +148,27 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
 
         /**
          * {@code adapter_kwargs}: {@code cache_dir}, {@code subfolder}, {@code local_files_only},
-         * {@code force_download} (see the class comment) and {@code key_mapping}.
+         * {@code force_download}, {@code revision}, {@code token}, {@code device} (see the class comment) and
+         * {@code key_mapping}.
          */
         public Builder adapterKwargs(Map<String, Object> v) {
             adapterKwargs = v;
             return this;
         }
 
+        /**
+         * {@code hotswap}: null for transformers' {@code "auto"}, true to replace the loaded adapter of the same name
+         * in place, false to load beside it (an error when the name is taken).
+         */
+        public Builder hotswap(Boolean v) {
+            hotswap = v;
+            return this;
+        }
+
         /** The options as set; the builder can be reused. */
         public LoadAdapterOptions build() {
             return new LoadAdapterOptions(adapterName, revision, token, deviceMap, maxMemory, offloadFolder,
-                    offloadIndex, peftConfig, adapterStateDict, lowCpuMemUsage, isTrainable, adapterKwargs);
+                    offloadIndex, peftConfig, adapterStateDict, lowCpuMemUsage, isTrainable, adapterKwargs, hotswap);
         }
     }
 }

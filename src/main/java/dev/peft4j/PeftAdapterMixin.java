@@ -19,7 +19,11 @@ import org.bytedeco.pytorch.Tensor;
  * has none (transformers' {@code _check_peft}).
  *
  * <p>Adding, loading, deleting, activating and merging change the model's modules: they must not run while
- * another thread uses the model. The per-row names of {@link #withAdapterNames} are held per thread.
+ * another thread uses the model. A hotswap ({@code loadAdapter} with {@link LoadAdapterOptions#hotswap()}) is the
+ * exception: it may run while other threads run forwards of a {@code dev.peft4j.models} model, each of which computes
+ * with the old adapter or the new one, never a mix (the swap commits under the write side of
+ * {@link PeftAdapters#forwardLock()}, which every forward holds). The per-row names of {@link #withAdapterNames} are
+ * held per thread.
  */
 public interface PeftAdapterMixin {
     /**
@@ -45,7 +49,16 @@ public interface PeftAdapterMixin {
      * @throws dev.peft4j.tuners.NoMatchingModuleException the config's targets match no module of this model
      * @throws IllegalArgumentException an adapter of that name exists already, or a tensor's shape does not fit
      *     the model's layer ("size mismatch for ..."); the model is left as it was
-     * @throws UnsupportedOperationException a PEFT method or option peft4j does not implement (DoRA, say)
+     * @throws UnsupportedOperationException a PEFT method, variant or config field peft4j does not implement
+     *     (aLoRA's {@code alora_invocation_tokens}, {@code target_parameters}, ...: the message names the field and the
+     *     adapter; docs/CONFIG-FIELDS.md lists them); the model is left as it was
+     *
+     * <p>With hotswap (see {@link LoadAdapterOptions}) the loaded adapter of that name keeps its name and targets and
+     * takes the new weights and scaling in place: the configs must agree on {@code use_rslora}, {@code lora_dropout},
+     * {@code alpha_pattern} and {@code use_dora} (PEFT's "Configs are incompatible: ..."), every checkpoint key must
+     * be one of the adapter's ("Hot swapping the adapter did not succeed, unexpected keys found: ..."), old factors the
+     * checkpoint lacks become zeros, and a smaller rank is zero-padded. Only LoRA adapters hotswap. Any error leaves
+     * the model as it was.
      */
     default AdapterLoadReport loadAdapter(String pathOrRepoId, LoadAdapterOptions options) throws IOException {
         return peftAdapters().loadAdapter(pathOrRepoId, options);
@@ -149,6 +162,44 @@ public interface PeftAdapterMixin {
     }
 
     /**
+     * transformers' {@code enable_peft_hotswap(target_rank, check_compiled)}: from now on a {@code loadAdapter} under
+     * the name of a loaded adapter swaps it in place (hotswap "auto"), and each LoRA adapter loaded is zero-padded to
+     * {@code targetRank} (its outputs unchanged), so that adapters of any rank up to it swap in without new tensors.
+     *
+     * @param targetRank the highest rank of the adapters to be swapped in
+     * @param checkCompiled {@code "error"}, {@code "warn"} or {@code "ignore"}: what to do when an adapter is loaded
+     *     already
+     * @throws IllegalStateException "Call `enable_peft_hotswap` before loading the first adapter." ({@code "error"})
+     * @throws IllegalArgumentException an unknown {@code checkCompiled}, or {@code targetRank} below 1
+     */
+    default void enablePeftHotswap(int targetRank, String checkCompiled) {
+        peftAdapters().enablePeftHotswap(targetRank, checkCompiled);
+    }
+
+    /**
+     * {@link #enablePeftHotswap(int, String)} with transformers' default {@code check_compiled="error"}.
+     *
+     * @param targetRank the highest rank of the adapters to be swapped in
+     * @throws IllegalStateException an adapter is loaded already
+     */
+    default void enablePeftHotswap(int targetRank) {
+        enablePeftHotswap(targetRank, "error");
+    }
+
+    /**
+     * transformers v4's deprecated {@code active_adapter()}: the first active adapter; logs transformers' deprecation
+     * warning.
+     *
+     * @return the first of {@link #activeAdapters()}
+     * @throws IllegalStateException no adapter is loaded
+     * @deprecated as in transformers, use {@link #activeAdapters()}
+     */
+    @Deprecated
+    default String activeAdapter() {
+        return peftAdapters().activeAdapter();
+    }
+
+    /**
      * {@code active_adapters()}.
      *
      * @return the names of the active adapters, in activation order (an immutable list)
@@ -169,6 +220,21 @@ public interface PeftAdapterMixin {
      */
     default Map<String, Tensor> getAdapterStateDict(String adapterName) {
         return peftAdapters().getAdapterStateDict(adapterName);
+    }
+
+    /**
+     * {@code get_adapter_state_dict(adapter_name, state_dict)}: the keys {@link #getAdapterStateDict(String)} gives,
+     * with their values taken from {@code stateDict} (keyed as the model's own state dict, adapter names included,
+     * e.g. {@code model.layers.0.self_attn.q_proj.lora_A.default.weight}) instead of the model.
+     *
+     * @param adapterName a loaded adapter; null for the first active one
+     * @param stateDict the tensors to pick from; null for the model's own
+     * @return checkpoint-keyed tensors of {@code stateDict} (not copied); keys {@code stateDict} lacks are left out
+     * @throws IllegalArgumentException no adapter of that name is loaded
+     * @throws IllegalStateException no adapter is loaded
+     */
+    default Map<String, Tensor> getAdapterStateDict(String adapterName, Map<String, Tensor> stateDict) {
+        return peftAdapters().getAdapterStateDict(adapterName, stateDict);
     }
 
     /**

@@ -1,6 +1,8 @@
 package dev.peft4j;
 
 import dev.peft4j.config.Bias;
+import dev.peft4j.config.LoraConfig;
+import dev.peft4j.config.PeftType;
 import dev.peft4j.config.LoraSettings;
 import dev.peft4j.config.PeftConfig;
 import dev.peft4j.config.PeftConfigs;
@@ -25,6 +27,9 @@ import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.locks.Lock;
+import java.util.concurrent.locks.ReadWriteLock;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
 import java.util.function.Supplier;
 import org.bytedeco.pytorch.Tensor;
 import org.slf4j.Logger;
@@ -54,6 +59,10 @@ public final class PeftAdapters {
     private final Map<String, List<String>> extraKeys = new LinkedHashMap<>();
     private boolean loaded;
     private long seed = 0;
+    /** {@code enable_peft_hotswap}'s target rank; null until it is called. */
+    private Integer hotswapTargetRank;
+    /** Read side held by the model's forwards; write side by a hotswap's commit (see {@link #forwardLock()}). */
+    private final ReadWriteLock swapLock;
 
     /** The adapters of {@code model}, whose saved configs get no {@code base_model_name_or_path}. */
     public PeftAdapters(Module model) {
@@ -66,9 +75,27 @@ public final class PeftAdapters {
      * does.
      */
     public PeftAdapters(Module model, Supplier<String> nameOrPath) {
+        this(model, nameOrPath, new ReentrantReadWriteLock());
+    }
+
+    /**
+     * The adapters of {@code model}, as {@link #PeftAdapters(Module, Supplier)}; {@code swapLock}'s read side is the
+     * one the model's forwards hold ({@link #forwardLock()}), so that a hotswap never runs during one.
+     */
+    public PeftAdapters(Module model, Supplier<String> nameOrPath, ReadWriteLock swapLock) {
+        this.swapLock = swapLock;
         this.nameOrPath = nameOrPath;
         this.tuner = new BaseTuner(model);
         this.methods = new TunerModels(tuner);
+    }
+
+    /**
+     * The lock a forward of the model holds (read side) from its start to its end, so that a hotswap, which commits
+     * under the write side, is seen by each forward entirely or not at all. The models of {@code dev.peft4j.models}
+     * take it in their top-level {@code forward}; a caller running a bare module tree takes it itself.
+     */
+    public Lock forwardLock() {
+        return swapLock.readLock();
     }
 
     /** {@code peft_config}: adapter name → config (unmodifiable view). */
@@ -129,15 +156,32 @@ public final class PeftAdapters {
         }
         // transformers overwrites base_model_name_or_path with the model's name_or_path (or None)
         config = config.toBuilder().baseModelNameOrPath(nameOrPath.get()).build();
+        config = ConfigFieldChecks.check(config, name, false, "add_adapter");
         commit(prepare(config, name, false));
         setAdapter(List.of(name), false);
     }
 
-    /** {@code load_adapter}. */
+    /** {@code load_adapter}; with hotswap, {@link #hotswap}. */
     public AdapterLoadReport loadAdapter(String pathOrRepoId, LoadAdapterOptions options) throws IOException {
-        LoadAdapterOptions o = options == null ? LoadAdapterOptions.DEFAULTS : options;
+        LoadAdapterOptions o = LoadArguments.resolve(options == null ? LoadAdapterOptions.DEFAULTS : options);
+        boolean hotswap = o.hotswap() == null
+                ? hotswapTargetRank != null && loaded && o.adapterName() != null && peftConfig.containsKey(o.adapterName())
+                : o.hotswap();
+        if (hotswap) {
+            // transformers checks the name before defaulting it: hotswap needs the name given
+            if (!loaded || o.adapterName() == null || !peftConfig.containsKey(o.adapterName())) {
+                throw new IllegalArgumentException("To hotswap an adapter, there must already be an existing adapter "
+                        + "with the same adapter name.");
+            }
+            for (PeftConfig c : peftConfig.values()) {
+                if (c.peftType() != PeftType.LORA) {
+                    throw new IllegalArgumentException("Hotswapping is currently only supported for LoRA, please set "
+                            + "`hotswap=False`.");
+                }
+            }
+        }
         String name = o.adapterName() == null ? "default" : o.adapterName();
-        if (peftConfig.containsKey(name)) {
+        if (!hotswap && peftConfig.containsKey(name)) {
             throw new IllegalArgumentException("Adapter with name " + name + " already exists. Please use a different name.");
         }
         if (pathOrRepoId == null && o.adapterStateDict() == null && o.peftConfig() == null) {
@@ -145,35 +189,59 @@ public final class PeftAdapters {
                     + "`adapter_state_dict` to load an adapter.");
         }
         AdapterSource.Read read = AdapterSource.read(pathOrRepoId, o);
-        PeftConfig config = read.config().toBuilder().inferenceMode(!o.isTrainable()).build(); // transformers v5: always
-        Map<String, Tensor> sd = read.weights();
-        String source = read.source();
-        if (o.adapterKwargs() != null && o.adapterKwargs().get("key_mapping") != null) {
-            sd = AdapterStateDict.applyKeyMapping(sd, o.adapterKwargs().get("key_mapping"));
-        }
         boolean ownTensors = read.ownWeights(); // read here: freed once copied in
-        AdapterStateDict.LoadResult result;
-        PendingAdapter p;
         try {
-            p = prepare(config, name, true);
-            try {
-                result = AdapterStateDict.load(p, tuner.model(), sd, source);
-            } catch (RuntimeException e) {
-                p.discard();
-                throw e;
+            LoadArguments.checkFits(o, read.weights(), read.source());
+            PeftConfig config = read.config().toBuilder().inferenceMode(!o.isTrainable()).build(); // transformers v5: always
+            Map<String, Tensor> sd = read.weights();
+            if (o.adapterKwargs() != null && o.adapterKwargs().get("key_mapping") != null) {
+                sd = AdapterStateDict.applyKeyMapping(sd, o.adapterKwargs().get("key_mapping"));
             }
+            if (hotswap) {
+                PeftConfig checked = ConfigFieldChecks.check(config, name, true, read.source());
+                Hotswap.swap(tuner, name, peftConfig.get(name), checked, sd, swapLock);
+                if (hotswapTargetRank != null && config instanceof LoraConfig lc) { // the factors stay padded
+                    config = Hotswap.withRank(lc, hotswapTargetRank);
+                }
+                peftConfig.put(name, config);
+                return new AdapterLoadReport(List.of(), List.of());
+            }
+            return load(name, config, sd, read.source());
         } finally {
             if (ownTensors) {
-                for (Tensor t : sd.values()) {
+                for (Tensor t : read.weights().values()) {
                     t.close();
                 }
             }
         }
+    }
+
+    private AdapterLoadReport load(String name, PeftConfig config, Map<String, Tensor> sd, String source) {
+        PeftConfig injected = ConfigFieldChecks.check(config, name, true, source);
+        AdapterStateDict.LoadResult result;
+        PendingAdapter p = prepare(injected, name, true);
+        try {
+            result = AdapterStateDict.load(p, tuner.model(), sd, source);
+            if (injected != config) { // an init-only method injected as plain LoRA: the config keeps its own init
+                p.config(p.config().toBuilder().set("init_lora_weights",
+                        config.toJsonObject().get("init_lora_weights")).build());
+            }
+            if (hotswapTargetRank != null) {
+                Hotswap.checkPaddable(p, name, hotswapTargetRank);
+            }
+        } catch (RuntimeException e) {
+            p.discard();
+            throw e;
+        }
         commit(p);
         setAdapter(List.of(name), false);
-        if (config.inferenceMode()) {
+        if (p.config().inferenceMode()) {
             tuner.model().eval();
             tuner.freezeAdapter(name);
+        }
+        if (hotswapTargetRank != null && p.config() instanceof LoraConfig lc) {
+            // transformers' prepare_model_for_compiled_hotswap after the first load: ranks padded to the target
+            peftConfig.put(name, Hotswap.padToTargetRank(tuner, name, lc, hotswapTargetRank, swapLock));
         }
         AdapterLoadReport report = new AdapterLoadReport(result.missingKeys(), result.unexpectedKeys());
         if (!report.unexpectedKeys().isEmpty()) {
@@ -185,6 +253,34 @@ public final class PeftAdapters {
                     String.join(", ", report.missingKeys()));
         }
         return report;
+    }
+
+    /**
+     * transformers' {@code enable_peft_hotswap(target_rank, check_compiled)}: later loads under the name of a loaded
+     * adapter swap it in place, and every LoRA adapter loaded from now on is padded with zeros to
+     * {@code targetRank}, so that adapters of any rank up to it swap in without new tensors.
+     *
+     * @param checkCompiled what to do when an adapter is loaded already: {@code "error"}, {@code "warn"},
+     *     {@code "ignore"}
+     * @throws IllegalStateException {@code "error"} and an adapter is loaded already
+     * @throws IllegalArgumentException an unknown {@code checkCompiled}, or {@code targetRank} below 1
+     */
+    public void enablePeftHotswap(int targetRank, String checkCompiled) {
+        if (!peftConfig.isEmpty()) {
+            switch (String.valueOf(checkCompiled)) {
+                case "error" -> throw new IllegalStateException("Call `enable_peft_hotswap` before loading the first "
+                        + "adapter.");
+                case "warn" -> LOG.warn("It is recommended to call `enable_peft_hotswap` before loading the first "
+                        + "adapter to avoid recompilation.");
+                case "ignore" -> { }
+                default -> throw new IllegalArgumentException("check_compiles should be one of 'error', 'warn', or "
+                        + "'ignore', got '" + checkCompiled + "' instead.");
+            }
+        }
+        if (targetRank < 1) {
+            throw new IllegalArgumentException("target_rank must be a positive integer, got " + targetRank);
+        }
+        hotswapTargetRank = targetRank;
     }
 
     // ------------------------------------------------------------------ activation
@@ -247,6 +343,14 @@ public final class PeftAdapters {
     }
 
     /**
+     * transformers v4's deprecated {@code active_adapter()}: the first active adapter, with its deprecation warning.
+     */
+    public String activeAdapter() {
+        LOG.warn("The `active_adapter` method is deprecated and will be removed in a future version.");
+        return activeAdapters().get(0);
+    }
+
+    /**
      * Runs {@code forward} with per-sample adapter names (PEFT's {@code adapter_names=}), after checking that each
      * is loaded or {@value BaseTunerLayer#BASE_ADAPTER_NAME}; see {@link BaseTunerLayer#withAdapterNames}.
      */
@@ -279,6 +383,35 @@ public final class PeftAdapters {
         }
         PeftConfig config = peftConfig.get(name);
         return AdapterStateDict.of(methods.of(config, name), config, name, extraKeys.getOrDefault(name, List.of()));
+    }
+
+    /**
+     * {@code get_adapter_state_dict(adapter_name, state_dict)}: as {@link #getAdapterStateDict(String)}, with the
+     * values taken from {@code stateDict} (keyed as the model's own state dict, adapter names included) instead of the
+     * model; a key the adapter saves that {@code stateDict} lacks is left out, as PEFT iterates the given dict.
+     */
+    public Map<String, Tensor> getAdapterStateDict(String adapterName, Map<String, Tensor> stateDict) {
+        Map<String, Tensor> own = getAdapterStateDict(adapterName);
+        if (stateDict == null) {
+            return own;
+        }
+        String name = adapterName == null ? activeAdapters().get(0) : adapterName;
+        List<String> named = new ArrayList<>();
+        for (String k : stateDict.keySet()) {
+            if (k.contains(name)) {
+                named.add(k);
+            }
+        }
+        Map<String, String> toModel = AdapterKeys.checkpointToModelKeys(named, name);
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        for (String k : own.keySet()) {
+            String modelKey = toModel.get(k);
+            Tensor v = modelKey != null ? stateDict.get(modelKey) : stateDict.get(k);
+            if (v != null) {
+                out.put(k, v);
+            }
+        }
+        return out;
     }
 
     /**

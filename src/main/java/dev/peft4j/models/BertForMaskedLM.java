@@ -76,14 +76,20 @@ public final class BertForMaskedLM extends PreTrainedModel {
 
     /** Vocabulary logits {@code [B, T, vocab]} (a tensor the caller owns); {@code tokenTypeIds} may be null. */
     public Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds) {
-        Tensor logits;
-        try (PointerScope scope = new PointerScope()) {
-            Tensor h = bert.hiddenStates(inputIds, attentionMask, tokenTypeIds);
-            Module p = getSubmodule("cls.predictions");
-            BertModel.Group t = (BertModel.Group) p.children().get("transform");
-            h = t.get("LayerNorm").forward(t.get("transform_act_fn").forward(t.get("dense").forward(h)));
-            logits = ScopeUtil.keep(scope, ((dev.peft4j.nn.Layer) p.children().get("decoder")).forward(h));
+        java.util.concurrent.locks.Lock hotswapGuard = forwardLock();
+        hotswapGuard.lock();
+        try {
+            Tensor logits;
+            try (PointerScope scope = new PointerScope()) {
+                Tensor h = bert.hiddenStates(inputIds, attentionMask, tokenTypeIds);
+                Module p = getSubmodule("cls.predictions");
+                BertModel.Group t = (BertModel.Group) p.children().get("transform");
+                h = t.get("LayerNorm").forward(t.get("transform_act_fn").forward(t.get("dense").forward(h)));
+                logits = ScopeUtil.keep(scope, ((dev.peft4j.nn.Layer) p.children().get("decoder")).forward(h));
+            }
+            return ScopeUtil.handToCaller(logits);
+        } finally {
+            hotswapGuard.unlock();
         }
-        return ScopeUtil.handToCaller(logits);
     }
 }

@@ -57,11 +57,17 @@ public final class BertForSequenceClassification extends PreTrainedModel {
 
     /** Class logits {@code [B, num_labels]} (a tensor the caller owns); {@code tokenTypeIds} may be null. */
     public Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds) {
-        Tensor logits;
-        try (PointerScope scope = new PointerScope()) {
-            Tensor pooled = bert.pooled(bert.hiddenStates(inputIds, attentionMask, tokenTypeIds));
-            logits = ScopeUtil.keep(scope, layer("classifier").forward(layer("dropout").forward(pooled)));
+        java.util.concurrent.locks.Lock hotswapGuard = forwardLock();
+        hotswapGuard.lock();
+        try {
+            Tensor logits;
+            try (PointerScope scope = new PointerScope()) {
+                Tensor pooled = bert.pooled(bert.hiddenStates(inputIds, attentionMask, tokenTypeIds));
+                logits = ScopeUtil.keep(scope, layer("classifier").forward(layer("dropout").forward(pooled)));
+            }
+            return ScopeUtil.handToCaller(logits);
+        } finally {
+            hotswapGuard.unlock();
         }
-        return ScopeUtil.handToCaller(logits);
     }
 }

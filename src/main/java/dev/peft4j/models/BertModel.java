@@ -142,11 +142,17 @@ public final class BertModel extends PreTrainedModel {
 
     /** Last hidden states {@code [B, T, hidden]} (a tensor the caller owns); {@code tokenTypeIds} may be null (zeros). */
     public Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor tokenTypeIds) {
-        Tensor out;
-        try (PointerScope scope = new PointerScope()) {
-            out = ScopeUtil.keep(scope, hiddenStates(inputIds, attentionMask, tokenTypeIds));
+        java.util.concurrent.locks.Lock hotswapGuard = forwardLock();
+        hotswapGuard.lock();
+        try {
+            Tensor out;
+            try (PointerScope scope = new PointerScope()) {
+                out = ScopeUtil.keep(scope, hiddenStates(inputIds, attentionMask, tokenTypeIds));
+            }
+            return ScopeUtil.handToCaller(out);
+        } finally {
+            hotswapGuard.unlock();
         }
-        return ScopeUtil.handToCaller(out);
     }
 
     /** The pooler output {@code [B, hidden]} (a tensor the caller owns). */

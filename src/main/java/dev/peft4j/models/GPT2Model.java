@@ -104,11 +104,17 @@ public final class GPT2Model extends PreTrainedModel {
 
     /** Last hidden states {@code [B, T, n_embd]}, a tensor the caller owns. */
     public Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor positionIds, KVCache cache) {
-        Tensor out;
-        try (PointerScope scope = new PointerScope()) {
-            out = ScopeUtil.keep(scope, hiddenStates(inputIds, attentionMask, positionIds, cache));
+        java.util.concurrent.locks.Lock hotswapGuard = forwardLock();
+        hotswapGuard.lock();
+        try {
+            Tensor out;
+            try (PointerScope scope = new PointerScope()) {
+                out = ScopeUtil.keep(scope, hiddenStates(inputIds, attentionMask, positionIds, cache));
+            }
+            return ScopeUtil.handToCaller(out);
+        } finally {
+            hotswapGuard.unlock();
         }
-        return ScopeUtil.handToCaller(out);
     }
 
     /** {@code GPT2Block}: {@code x + attn(ln_1(x))}, then {@code x + mlp(ln_2(x))}. */

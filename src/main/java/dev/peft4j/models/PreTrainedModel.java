@@ -18,6 +18,9 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
     private static final Logger LOG = LoggerFactory.getLogger(PreTrainedModel.class);
     private final ModelConfig config;
     private dev.peft4j.PeftAdapters peftAdapters;
+    /** Read side: every top-level forward; write side: a hotswap's commit ({@link dev.peft4j.PeftAdapters#forwardLock}). */
+    private final java.util.concurrent.locks.ReentrantReadWriteLock adapterSwapLock =
+            new java.util.concurrent.locks.ReentrantReadWriteLock();
 
     /** @param config the model's {@code config.json}, kept for {@link #config()} and the adapters' {@code name_or_path} */
     protected PreTrainedModel(ModelConfig config) {
@@ -28,9 +31,18 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
     @Override
     public final synchronized dev.peft4j.PeftAdapters peftAdapters() {
         if (peftAdapters == null) {
-            peftAdapters = new dev.peft4j.PeftAdapters(this, () -> config.getString("_name_or_path", null));
+            peftAdapters = new dev.peft4j.PeftAdapters(this, () -> config.getString("_name_or_path", null),
+                    adapterSwapLock);
         }
         return peftAdapters;
+    }
+
+    /**
+     * The lock each top-level forward of this model holds (read side, shared by concurrent forwards) so that a
+     * hotswap of an adapter, which commits under the write side, is seen by a forward entirely or not at all.
+     */
+    protected final java.util.concurrent.locks.Lock forwardLock() {
+        return adapterSwapLock.readLock();
     }
 
     /** @return the model's {@code config.json}, as loaded */

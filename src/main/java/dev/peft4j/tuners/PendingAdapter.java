@@ -85,6 +85,11 @@ public final class PendingAdapter {
         return deferredInit != null;
     }
 
+    /** In-memory key → tensor of every new adapter parameter (its own tensors: do not close them). */
+    public Map<String, Tensor> parameters() {
+        return params();
+    }
+
     /** In-memory key → tensor of every new adapter parameter. */
     Map<String, Tensor> params() {
         Map<String, Tensor> out = new LinkedHashMap<>();

@@ -178,4 +178,39 @@ public final class LoraEmbedding extends BaseTunerLayer {
             }
         }
     }
+
+    /**
+     * Hotswap: adapter {@code name} takes {@code embA} {@code (r, num_embeddings)}, {@code embB}
+     * {@code (embedding_dim, r)} and the scaling {@code scale}; copied into its tensors when the shapes are theirs,
+     * else new tensors replace them (the old ones freed). Dtype and {@code requires_grad} stay the adapter's. The caller
+     * makes sure no forward runs meanwhile.
+     *
+     * @throws IllegalArgumentException the layer does not hold {@code name}, or a shape does not fit the embedding
+     */
+    public void swapAdapter(String name, Tensor embA, Tensor embB, double scale) {
+        Tensor oa = d("lora_embedding_A").get(name);
+        Tensor ob = d("lora_embedding_B").get(name);
+        if (oa == null) {
+            throw new IllegalArgumentException("layer does not hold adapter '" + name + "'");
+        }
+        if (embA.dim() != 2 || embB.dim() != 2 || embA.size(1) != numEmbeddings || embB.size(0) != embeddingDim
+                || embA.size(0) != embB.size(1)) {
+            throw new IllegalArgumentException("adapter '" + name + "': lora_embedding_A " + Arrays.toString(embA.shape())
+                    + " / lora_embedding_B " + Arrays.toString(embB.shape()) + " do not fit an Embedding("
+                    + numEmbeddings + ", " + embeddingDim + ")");
+        }
+        try (org.bytedeco.pytorch.NoGradGuard g = new org.bytedeco.pytorch.NoGradGuard()) {
+            if (embA.size(0) == oa.size(0)) {
+                oa.copy_(embA);
+                ob.copy_(embB);
+            } else {
+                boolean trainable = oa.requires_grad();
+                Tensor na = embA.to(oa.scalar_type()).contiguous().clone();
+                Tensor nb = embB.to(ob.scalar_type()).contiguous().clone();
+                d("lora_embedding_A").put(name, na, trainable).close();
+                d("lora_embedding_B").put(name, nb, trainable).close();
+            }
+        }
+        scaling.put(name, scale);
+    }
 }

@@ -363,4 +363,56 @@ public final class LoraLayer extends BaseTunerLayer {
             }
         }
     }
+
+    /**
+     * Hotswap: adapter {@code name} takes the factors {@code a} {@code (r, in)} and {@code b} {@code (out, r)}, the
+     * {@code lora_B} bias {@code bBias} (null without {@code lora_bias}) and the scaling {@code scale}. Values are
+     * copied into the adapter's own tensors when the shapes are theirs, else new factors of rank {@code r} replace
+     * them (the old ones freed); dtype, {@code requires_grad} and training mode stay the adapter's. The caller makes
+     * sure no forward runs meanwhile.
+     *
+     * @throws IllegalArgumentException the layer does not hold {@code name}, or a shape does not fit the layer
+     */
+    public void swapAdapter(String name, Tensor a, Tensor b, Tensor bBias, double scale) {
+        Linear la = dictA().get(name);
+        Linear lb = dictB().get(name);
+        if (la == null) {
+            throw new IllegalArgumentException("layer does not hold adapter '" + name + "'");
+        }
+        if (a.dim() != 2 || b.dim() != 2 || a.size(1) != inFeatures || b.size(0) != outFeatures
+                || a.size(0) != b.size(1) || (bBias == null) != (lb.bias() == null)) {
+            throw new IllegalArgumentException("adapter '" + name + "': lora_A " + java.util.Arrays.toString(a.shape())
+                    + " / lora_B " + java.util.Arrays.toString(b.shape()) + " do not fit a layer with in="
+                    + inFeatures + ", out=" + outFeatures);
+        }
+        try (org.bytedeco.pytorch.NoGradGuard g = new org.bytedeco.pytorch.NoGradGuard()) {
+            if (a.size(0) == la.outFeatures()) {
+                markKernelsDirty(); // same tensors, new values and scaling: the native slots are refreshed
+                la.weight().copy_(a);
+                lb.weight().copy_(b);
+                if (bBias != null) {
+                    lb.bias().copy_(bBias);
+                }
+            } else {
+                closeNative(); // it points at the factors about to be freed
+                org.bytedeco.pytorch.global.torch.ScalarType dt = la.weight().scalar_type();
+                Linear na = new Linear(inFeatures, a.size(0), false, dev.peft4j.nn.Init.cpu(dt));
+                Linear nb = new Linear(a.size(0), outFeatures, bBias != null, dev.peft4j.nn.Init.cpu(dt));
+                na.weight().copy_(a);
+                nb.weight().copy_(b);
+                if (bBias != null) {
+                    nb.bias().copy_(bBias);
+                    nb.bias().requires_grad_(lb.bias().requires_grad());
+                }
+                na.weight().requires_grad_(la.weight().requires_grad());
+                nb.weight().requires_grad_(lb.weight().requires_grad());
+                na.train(la.isTraining());
+                nb.train(lb.isTraining());
+                dictA().put(name, na).close();
+                dictB().put(name, nb).close();
+                rank.put(name, (int) a.size(0));
+            }
+        }
+        scaling.put(name, scale);
+    }
 }

@@ -161,7 +161,7 @@ public final class PeftAdapters {
         setAdapter(List.of(name), false);
     }
 
-    /** {@code load_adapter}; with hotswap, {@link #hotswap}. */
+    /** {@code load_adapter}; with hotswap, the loaded adapter of that name is swapped in place. */
     public AdapterLoadReport loadAdapter(String pathOrRepoId, LoadAdapterOptions options) throws IOException {
         LoadAdapterOptions o = LoadArguments.resolve(options == null ? LoadAdapterOptions.DEFAULTS : options);
         boolean hotswap = o.hotswap() == null

@@ -476,8 +476,16 @@ public final class BaseTuner {
 
     /** {@code unmerge_adapter}. */
     public void unmergeAdapter() {
+        boolean any = false;
         for (BaseTunerLayer t : tunerLayers().values()) {
-            t.unmerge();
+            if (t.merged()) {
+                t.unmerge();
+                any = true;
+            }
+        }
+        if (!any) {
+            // PEFT warns from each layer; Python's warnings filter shows it once
+            LOG.warn("Already unmerged. Nothing to do.");
         }
     }
 

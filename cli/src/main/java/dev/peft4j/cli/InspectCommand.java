@@ -51,7 +51,8 @@ import picocli.CommandLine.Parameters;
         description =
             "Show a PEFT adapter folder: PEFT type, config, the modules its weights target, its tensors "
             + "(name, dtype, shape, bytes) and totals. With --model, which of the model's modules the config "
-            + "targets, and which adapter keys match nothing in the model.")
+            + "targets, which target_modules entries match no module, and which adapter keys match nothing in the "
+            + "model (a load drops them with a warning).")
 final class InspectCommand extends CliCommand {
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -168,6 +169,19 @@ final class InspectCommand extends CliCommand {
             for (String m : hit) {
                 o.println("  " + m + " (" + modules.get(m).typeName() + ")");
             }
+            if (config.targetModules() instanceof ModuleSelector.Names names) {
+                // PEFT matches a name against the whole module name or its last components
+                List<String> noModule = new ArrayList<>();
+                for (String n : names.names()) {
+                    if (modules.keySet().stream().noneMatch(k -> k.equals(n) || k.endsWith("." + n))) {
+                        noModule.add(n);
+                    }
+                }
+                o.println("target_modules entries matching no module of this model: " + noModule.size());
+                for (String n : noModule) {
+                    o.println("  " + n);
+                }
+            }
             List<String> unmatched = new ArrayList<>();
             Set<String> withWeights = new LinkedHashSet<>();
             for (Entry e : entries) {
@@ -183,7 +197,7 @@ final class InspectCommand extends CliCommand {
                     unmatched.add(e.name());
                 }
             }
-            o.println("adapter keys matching nothing in this model: " + unmatched.size());
+            o.println("adapter keys matching nothing in this model: " + unmatched.size()); // a load drops them
             for (String k : unmatched) {
                 o.println("  " + k);
             }

@@ -62,10 +62,6 @@ public final class Main implements Runnable {
 
     /** The {@code peft4j} command: runs {@code args} on stdout and stderr (UTF-8) and exits with its status. */
     public static void main(String[] args) {
-        if (System.getProperty("slf4j.internal.verbosity") == null) {
-            // no SLF4J provider ships with the jar: keep slf4j's "no providers" notice off stderr
-            System.setProperty("slf4j.internal.verbosity", "ERROR");
-        }
         PrintWriter out = new PrintWriter(new java.io.OutputStreamWriter(System.out, StandardCharsets.UTF_8), true);
         PrintWriter err = new PrintWriter(new java.io.OutputStreamWriter(System.err, StandardCharsets.UTF_8), true);
         int rc = execute(args, out, err, System.console() != null);

@@ -26,6 +26,8 @@ class GenerateTextJarIT {
                 "hello world", "--max-new-tokens", "4", "--print-ids"));
         pb.environment().put("DJL_CACHE_DIR", cache.toString());
         pb.environment().remove("ENGINE_CACHE_DIR");
+        pb.environment().put("OMP_WAIT_POLICY", "passive"); // as the ./peft4j launcher sets them: no thread warning
+        pb.environment().put("OPENBLAS_THREAD_TIMEOUT", "4");
         Process p = pb.start();
         String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);

@@ -47,6 +47,7 @@ class InspectCommandTest {
         int stray = lines.indexOf("adapter keys matching nothing in this model: 1");
         assertTrue(stray > hits, r.toString());
         assertEquals("  base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight", lines.get(stray + 1));
+        assertTrue(lines.contains("target_modules entries matching no module of this model: 0"), r.toString());
     }
 
     @Test
@@ -60,6 +61,11 @@ class InspectCommandTest {
         assertEquals(0, r.rc(), r.toString());
         assertTrue(r.out().contains("modules the config targets in this model: 0\n"), r.toString());
         assertTrue(r.out().contains("not found in the base model"), r.toString());
+        List<String> lines = r.out().lines().toList();
+        int none = lines.indexOf("target_modules entries matching no module of this model: 2");
+        assertTrue(none > 0, r.toString());
+        assertEquals(List.of("  query", "  value"), lines.subList(none + 1, none + 3));
+
         assertTrue(r.out().contains("targeted modules without weights") == false, r.toString());
     }
 

@@ -154,7 +154,7 @@ public final class SvdLinear extends BaseTunerLayer {
         }
         List<AdaLoraMath.Adapter> act = new ArrayList<>();
         for (String n : activeAdapters()) {
-            if ((d("lora_A").get(n) != null)) {
+            if (d("lora_A").get(n) != null && d("lora_A").get(n).size(0) > 0) { // rank 0 (pruned): adds nothing
                 act.add(adapter(n));
             }
         }
@@ -182,8 +182,8 @@ public final class SvdLinear extends BaseTunerLayer {
             NativeLinear s = NativeLinear.create(baseWeight(), baseBias(), fanInFanOut);
             List<AdaLoraKernel> ks = new ArrayList<>();
             for (String n : activeAdapters()) {
-                if (s == null || d("lora_A").get(n) == null) {
-                    continue;
+                if (s == null || d("lora_A").get(n) == null || d("lora_A").get(n).size(0) == 0) {
+                    continue; // a rank-0 (pruned) adapter adds nothing
                 }
                 Tensor a = d("lora_A").get(n);
                 Tensor e = d("lora_E").get(n);

@@ -68,6 +68,10 @@ final class ConfigFieldChecks {
         refuseIfSet(refused, "kasa_config", raw.get("kasa_config"), "KaSA is not implemented");
         refuseIfSet(refused, "monteclora_config", raw.get("monteclora_config"), "MonteCLoRA is not implemented");
         refuseIfSet(refused, "velora_config", raw.get("velora_config"), "VeLoRA is not implemented");
+        if (ls.ensureWeightTying()) {
+            refused.add("\"ensure_weight_tying\" = true (PEFT ties the adapter of a tied output embedding to the input "
+                    + "embedding's; not implemented)");
+        }
         if (ls.useQalora()) {
             refused.add("\"use_qalora\" = true (QALoRA pools the input of a quantized layer in groups; not "
                     + "implemented)");

@@ -56,6 +56,7 @@ class MixinConfigFieldsTest {
                 Arguments.of("monteclora_config", Map.of("num_variants", 4L)),
                 Arguments.of("velora_config", Map.of("num_groups", 32L)),
                 Arguments.of("use_qalora", true),
+                Arguments.of("ensure_weight_tying", true),
                 Arguments.of("init_lora_weights", "pissa"),
                 Arguments.of("init_lora_weights", "olora"),
                 Arguments.of("init_lora_weights", "mica"));

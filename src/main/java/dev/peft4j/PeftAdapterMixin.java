@@ -45,7 +45,7 @@ public interface PeftAdapterMixin {
      * @throws dev.peft4j.tuners.NoMatchingModuleException the config's targets match no module of this model
      * @throws IllegalArgumentException an adapter of that name exists already, or a tensor's shape does not fit
      *     the model's layer ("size mismatch for ..."); the model is left as it was
-     * @throws UnsupportedOperationException a PEFT method or option peft4j does not implement (DoRA, say)
+     * @throws UnsupportedOperationException a PEFT method or option peft4j does not implement ({@code layer_replication}, say)
      */
     default AdapterLoadReport loadAdapter(String pathOrRepoId, LoadAdapterOptions options) throws IOException {
         return peftAdapters().loadAdapter(pathOrRepoId, options);

@@ -200,6 +200,18 @@ class MixinDoraTest {
     }
 
     @Test
+    void theServingEngineRefusesADoraAdapterAtRegistration() throws Exception {
+        try (PointerScope s = new PointerScope();
+                PreTrainedModel m = AutoModel.fromPretrained(base("llama-gqa-llama3rope"), ScalarType.Float);
+                dev.peft4j.serve.ServingEngine e = dev.peft4j.serve.ServingEngine.builder(m).maxConcurrent(2)
+                        .maxLength(32).threads(1).build()) {
+            IllegalArgumentException x = assertThrows(IllegalArgumentException.class,
+                    () -> e.register("d", adapter("llama-qv")));
+            assertTrue(x.getMessage().contains("DoRA") && x.getMessage().contains("adapter_names"), x.getMessage());
+        }
+    }
+
+    @Test
     void aFreshDoraAdapterStartsAtTheWeightNormAndIsANoOp() {
         try (PointerScope s = new PointerScope(); PreTrainedModel m = MixinSupport.tinyLlama(32)) {
             Tensor x = ids(2, 5, 32, 7);

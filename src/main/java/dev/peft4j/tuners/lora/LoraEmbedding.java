@@ -231,6 +231,12 @@ public final class LoraEmbedding extends BaseTunerLayer {
     }
 
     @Override
+    protected void releaseNative() {
+        mergedDoraNorms.values().forEach(Tensor::close);
+        mergedDoraNorms.clear();
+    }
+
+    @Override
     public void merge(List<String> names, boolean safeMerge) {
         for (String n : names) {
             if (mergedList().contains(n) || !(d("lora_embedding_A").get(n) != null)) {

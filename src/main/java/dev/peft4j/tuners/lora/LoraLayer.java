@@ -447,6 +447,8 @@ public final class LoraLayer extends BaseTunerLayer {
     @Override
     protected void releaseNative() {
         closeNative();
+        mergedDoraNorms.values().forEach(Tensor::close);
+        mergedDoraNorms.clear();
     }
 
     @Override

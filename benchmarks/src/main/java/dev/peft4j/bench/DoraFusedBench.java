@@ -127,6 +127,59 @@ public class DoraFusedBench {
         dora[doraCycle.next()].forward(x).close();
     }
 
+    /**
+     * Per-pair ratios of one iteration: their median (and quartiles) is printed at its end. On a loaded machine a
+     * descheduled call skews a sum ({@link PairedNanos}) but not the median of back-to-back pairs.
+     */
+    @State(Scope.Thread)
+    public static class PairRatios {
+        private double[] ratios = new double[1 << 12];
+        private int n;
+        private boolean doraFirst;
+
+        @Setup(Level.Iteration)
+        public void reset() {
+            n = 0;
+        }
+
+        void add(double r) {
+            if (n == ratios.length) {
+                ratios = java.util.Arrays.copyOf(ratios, 2 * n);
+            }
+            ratios[n++] = r;
+        }
+
+        @TearDown(Level.Iteration)
+        public void report() {
+            if (n > 0) {
+                double[] s = java.util.Arrays.copyOf(ratios, n);
+                java.util.Arrays.sort(s);
+                System.out.printf("pairs: %d, DoRA / LoRA median %.4f (quartiles %.4f, %.4f)%n", n, s[n / 2],
+                        s[n / 4], s[3 * n / 4]);
+            }
+        }
+    }
+
+    /** Plain LoRA and DoRA back to back, alternating which goes first; the per-pair ratio goes to {@code p}. */
+    @Benchmark
+    public void pairedMedian(PairRatios p) {
+        p.doraFirst = !p.doraFirst;
+        long t0 = System.nanoTime();
+        if (p.doraFirst) {
+            doraFused();
+        } else {
+            loraFused();
+        }
+        long t1 = System.nanoTime();
+        if (p.doraFirst) {
+            loraFused();
+        } else {
+            doraFused();
+        }
+        long t2 = System.nanoTime();
+        p.add(p.doraFirst ? (double) (t1 - t0) / (t2 - t1) : (double) (t2 - t1) / (t1 - t0));
+    }
+
     /** Plain LoRA (baseline) and DoRA (candidate) back to back, alternating which goes first. */
     @Benchmark
     public void pairedLoraVsDora(PairedNanos t) {

@@ -50,6 +50,9 @@ struct AdaptedLinear {
     // IA3, folded (product of the active vectors, float32): x scaled on its read (K entries), the output on
     // its write (N entries); empty when not set
     std::vector<float> in_scale, out_scale;
+    // DoRA, folded (m / ‖W + s·B·A‖ per output feature, float32): the output before its bias is scaled on its
+    // write (N entries), y = ds ⊙ (x·Wᵀ + Σ s·(x·Aᵀ)·Bᵀ) + bias; empty when not set
+    std::vector<float> dora_scale;
 };
 
 inline float load_scalar(const float* p, int64_t i) { return p[i]; }
@@ -627,13 +630,15 @@ inline __m256i f32x16_to_bf16_ne(__m512 v) {
     return (__m256i) _mm512_cvtneps_pbh(v);
 }
 
-// y[0:n] = (acc + bias) * out_scale (each optional), rounded once into y
+// y[0:n] = (acc * dora_scale + bias) * out_scale (each optional), rounded once into y
 template <typename TY>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-inline void finish_row_avx512(TY* y, const float* acc, int64_t n, const TY* bias, const float* os) {
+inline void finish_row_avx512(TY* y, const float* acc, int64_t n, const TY* bias, const float* os,
+                              const float* ds) {
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = lanes16(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, acc + i);
+        if (ds) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, ds + i));
         if (bias) v = _mm512_add_ps(v, load16_masked(bias + i, m));
         if (os) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, os + i));
         if (std::is_same<TY, float>::value) _mm512_mask_storeu_ps((float*) y + i, m, v);
@@ -642,10 +647,12 @@ inline void finish_row_avx512(TY* y, const float* acc, int64_t n, const TY* bias
 }
 
 PEFT4J_BF16_TARGET
-inline void finish_row_bf16ne(uint16_t* y, const float* acc, int64_t n, const uint16_t* bias, const float* os) {
+inline void finish_row_bf16ne(uint16_t* y, const float* acc, int64_t n, const uint16_t* bias, const float* os,
+                              const float* ds) {
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = lanes16(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, acc + i);
+        if (ds) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, ds + i));
         if (bias) v = _mm512_add_ps(v, load16_masked(bias + i, m));
         if (os) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, os + i));
         _mm256_mask_storeu_epi16(y + i, m, f32x16_to_bf16_ne(v));
@@ -654,19 +661,21 @@ inline void finish_row_bf16ne(uint16_t* y, const float* acc, int64_t n, const ui
 #endif
 
 template <typename TY>
-inline void finish_row(int isa, TY* y, const float* acc, int64_t n, const TY* bias, const float* os) {
+inline void finish_row(int isa, TY* y, const float* acc, int64_t n, const TY* bias, const float* os,
+                       const float* ds = nullptr) {
 #if defined(__x86_64__)
     if (isa >= ISA_AVX512_BF16 && !std::is_same<TY, float>::value) {
-        finish_row_bf16ne((uint16_t*) y, acc, n, (const uint16_t*) bias, os);
+        finish_row_bf16ne((uint16_t*) y, acc, n, (const uint16_t*) bias, os, ds);
         return;
     }
     if (isa >= ISA_AVX512) {
-        finish_row_avx512<TY>(y, acc, n, bias, os);
+        finish_row_avx512<TY>(y, acc, n, bias, os, ds);
         return;
     }
 #endif
     for (int64_t j = 0; j < n; j++) {
         float v = acc[j];
+        if (ds) v *= ds[j];
         if (bias) v += load_scalar(bias, j);
         if (os) v *= os[j];
         store_row(y, j, v);
@@ -684,6 +693,7 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
     const TY* bias = (const TY*) L.bias;
     const float* in_scale = L.in_scale.empty() ? nullptr : L.in_scale.data();
     const float* out_scale = L.out_scale.empty() ? nullptr : L.out_scale.data();
+    const float* dora_scale = L.dora_scale.empty() ? nullptr : L.dora_scale.data();
     // float32 copies of x and the shrunk activations t_a = x·A_aᵀ (thread-local: reused across calls). bfloat16
     // on ISA_AVX512_BF16: the base and the shrink multiply bf16 x (IA3-scaled and rounded to bf16 when set)
     // by bf16 W and A as stored (VDPBF16PS), so x stays bf16 (xh) and no float32 copy is made.
@@ -851,7 +861,7 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
         }
         for (int64_t m = 0; m < M; m++)
             finish_row<TY>(isa, y + m * N + n0, acc + m * nn, nn, bias ? bias + n0 : nullptr,
-                           out_scale ? out_scale + n0 : nullptr);
+                           out_scale ? out_scale + n0 : nullptr, dora_scale ? dora_scale + n0 : nullptr);
     };
     // One parallel region, shrink tasks first: tasks are handed out in order, so every shrink task is taken
     // before any block; a block computes its base products at once (overlapping the shrinks still running on

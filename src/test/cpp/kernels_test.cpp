@@ -406,6 +406,118 @@ int main() {
             }
         }
     }
+    // DoRA: the decode kernel's pre-bias scale, against a float64 reference, on every ISA path; and the GEMM
+    // path's in-place rescale, each SIMD path equal to the scalar one bit for bit
+    for (int64_t M : {1, 5, 16}) {
+        for (int64_t K : {17, 70}) {
+            for (int64_t N : {5, 130}) {
+                for (int with_bias = 0; with_bias < 2; with_bias++) {
+                    const int32_t r = 4;
+                    const float sc = 0.75f;
+                    std::vector<float> hw(N * K), hx(M * K), ha(r * K), hb(N * r), hbias(N), ds(N);
+                    for (auto* v : {&hw, &hx, &ha, &hb, &hbias})
+                        for (auto& e : *v) e = normal(rng) * 0.3f;
+                    for (auto& e : ds) e = 0.5f + std::fabs(normal(rng)) * 0.2f;
+                    std::vector<double> want(M * N);
+                    for (int64_t m = 0; m < M; m++)
+                        for (int64_t n = 0; n < N; n++) {
+                            double acc = 0;
+                            for (int64_t k = 0; k < K; k++) acc += (double) hx[m * K + k] * hw[n * K + k];
+                            for (int j = 0; j < r; j++) {
+                                double tj = 0;
+                                for (int64_t k = 0; k < K; k++) tj += (double) hx[m * K + k] * ha[j * K + k];
+                                acc += sc * tj * hb[n * r + j];
+                            }
+                            want[m * N + n] = ds[n] * acc + (with_bias ? hbias[n] : 0.0);
+                        }
+                    for (int isa = peft4j::ISA_SCALAR; isa <= best; isa++) {
+                        peft4j::set_active_isa(isa);
+                        float* W = exact_alloc<float>(N * K, 0); std::memcpy(W, hw.data(), sizeof(float) * N * K);
+                        float* X = exact_alloc<float>(M * K, 0); std::memcpy(X, hx.data(), sizeof(float) * M * K);
+                        float* A = exact_alloc<float>(r * K, 0); std::memcpy(A, ha.data(), sizeof(float) * r * K);
+                        float* B = exact_alloc<float>(N * r, 0); std::memcpy(B, hb.data(), sizeof(float) * N * r);
+                        float* Bi = exact_alloc<float>(N, 0); std::memcpy(Bi, hbias.data(), sizeof(float) * N);
+                        float* D = exact_alloc<float>(N, 0); std::memcpy(D, ds.data(), sizeof(float) * N);
+                        float* Y = exact_alloc<float>(M * N, 0);
+                        int64_t h = peft4j_adapted_linear_create(peft4j::DT_F32, W, with_bias ? Bi : nullptr, K, N);
+                        const int64_t ap[1] = {(int64_t) (intptr_t) A};
+                        const int64_t bp[1] = {(int64_t) (intptr_t) B};
+                        peft4j_adapted_linear_set_adapters(h, 1, ap, bp, &r, &sc);
+                        peft4j_adapted_linear_set_dora(h, D);
+                        delete[] D;  // the state holds a copy
+                        peft4j_adapted_linear_forward(h, Y, X, M, 2, nullptr);
+                        double worst = 0;
+                        for (int64_t i = 0; i < M * N; i++) worst = std::max(worst, rel_err(Y[i], want[i]));
+                        CHECK(worst < 1e-4, "fused dora %s bias=%d M=%lld K=%lld N=%lld off by %g", peft4j::isa_name(isa),
+                              with_bias, (long long) M, (long long) K, (long long) N, worst);
+                        // cleared: the plain adapted output again
+                        peft4j_adapted_linear_set_dora(h, nullptr);
+                        peft4j_adapted_linear_forward(h, Y, X, M, 2, nullptr);
+                        worst = 0;
+                        for (int64_t i = 0; i < M * N; i++) {
+                            const double b = with_bias ? hbias[i % N] : 0.0;
+                            worst = std::max(worst, rel_err(Y[i], (want[i] - b) / ds[i % N] + b));
+                        }
+                        CHECK(worst < 1e-4, "fused dora cleared %s M=%lld off by %g", peft4j::isa_name(isa), (long long) M, worst);
+                        peft4j_adapted_linear_destroy(h);
+                        for (float* p : {W, X, A, B, Bi, Y}) delete[] p;
+                        checks += 2;
+                    }
+                }
+            }
+        }
+    }
+    for (int64_t M : {1, 3, 40}) {
+        for (int64_t N : {1, 17, 130}) {
+            for (int bf = 0; bf < 2; bf++) {
+                for (int with_bias = 0; with_bias < 2; with_bias++) {
+                    std::vector<float> hy(M * N), hbias(N), ds(N);
+                    for (auto* v : {&hy, &hbias}) for (auto& e : *v) e = normal(rng);
+                    for (auto& e : ds) e = 0.5f + std::fabs(normal(rng)) * 0.2f;
+                    std::vector<float> ref;
+                    for (int isa = peft4j::ISA_SCALAR; isa <= best; isa++) {
+                        peft4j::set_active_isa(isa);
+                        float* D = exact_alloc<float>(N, 1); std::memcpy(D, ds.data(), sizeof(float) * N);
+                        std::vector<float> got(M * N);
+                        if (bf) {
+                            uint16_t* Y = exact_alloc<uint16_t>(M * N, 1);
+                            uint16_t* Bi = exact_alloc<uint16_t>(N, 1);
+                            for (int64_t i = 0; i < M * N; i++) Y[i] = peft4j::f32_to_bf16(hy[i]);
+                            for (int64_t i = 0; i < N; i++) Bi[i] = peft4j::f32_to_bf16(hbias[i]);
+                            peft4j_dora_rescale(peft4j::DT_BF16, Y, with_bias ? Bi : nullptr, D, M, N, 2);
+                            for (int64_t i = 0; i < M * N; i++) got[i] = peft4j::bf16_to_f32(Y[i]);
+                            delete[] (Y - 1); delete[] (Bi - 1);
+                        } else {
+                            float* Y = exact_alloc<float>(M * N, 1); std::memcpy(Y, hy.data(), sizeof(float) * M * N);
+                            float* Bi = exact_alloc<float>(N, 1); std::memcpy(Bi, hbias.data(), sizeof(float) * N);
+                            peft4j_dora_rescale(peft4j::DT_F32, Y, with_bias ? Bi : nullptr, D, M, N, 2);
+                            got.assign(Y, Y + M * N);
+                            delete[] (Y - 1); delete[] (Bi - 1);
+                        }
+                        delete[] (D - 1);
+                        if (isa == peft4j::ISA_SCALAR) {
+                            ref = got;
+                            double worst = 0;
+                            for (int64_t i = 0; i < M * N; i++) {
+                                const float yin = bf ? peft4j::bf16_to_f32(peft4j::f32_to_bf16(hy[i])) : hy[i];
+                                const float b = with_bias ? (bf ? peft4j::bf16_to_f32(peft4j::f32_to_bf16(hbias[i % N]))
+                                                                : hbias[i % N]) : 0.f;
+                                worst = std::max(worst, rel_err(got[i], (double) ds[i % N] * (yin - b) + b));
+                            }
+                            CHECK(worst < (bf ? 1e-2 : 1e-5), "dora_rescale scalar bf16=%d M=%lld N=%lld off by %g", bf,
+                                  (long long) M, (long long) N, worst);
+                        } else {
+                            int bad = 0;
+                            for (int64_t i = 0; i < M * N; i++) bad += got[i] != ref[i];
+                            CHECK(bad == 0, "dora_rescale %s bf16=%d bias=%d M=%lld N=%lld: %d differ from scalar",
+                                  peft4j::isa_name(isa), bf, with_bias, (long long) M, (long long) N, bad);
+                        }
+                        checks++;
+                    }
+                }
+            }
+        }
+    }
     // bf16 rounding: ties go to even, NaN stays NaN, overflow goes to infinity
     CHECK(peft4j::f32_to_bf16(1.00390625f) == 0x3f80, "tie 1+2^-8 must round down to even 1.0");
     CHECK(peft4j::f32_to_bf16(1.01171875f) == 0x3f82, "tie 1+3*2^-8 must round up to even");

@@ -45,7 +45,7 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Supported now: LoRA, IA³ and AdaLoRA on {@code nn.Linear} and transformers' {@code Conv1D}, LoRA on
  * {@code nn.Embedding}, {@code bias} none/all/lora_only (PEFT main's saving), {@code modules_to_save} of
- * Linear/Conv1D/Embedding modules. DoRA is refused with an explicit "not supported yet" error rather than half-done.
+ * Linear/Conv1D/Embedding modules, DoRA ({@code use_dora}) on LoRA Linear, Conv1D and Embedding layers.
  */
 public final class PeftAdapters {
     private static final Logger LOG = LoggerFactory.getLogger(PeftAdapters.class);

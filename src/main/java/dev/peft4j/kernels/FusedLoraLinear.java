@@ -154,6 +154,20 @@ public final class FusedLoraLinear implements AutoCloseable {
         NativeKernels.peft4j_adapted_linear_set_ia3(handle, inScale, outScale);
     }
 
+    /**
+     * DoRA's magnitude scale ({@code m / ‖W + s·B·A‖}, one float32 entry per output feature, copied), applied to
+     * each output before the bias is added: {@code y = scale ⊙ (x·Wᵀ + Σ s·(x·Aᵀ)·Bᵀ) + b}; null clears it.
+     *
+     * @throws IllegalArgumentException if {@code scale} does not have {@code out_features} entries
+     */
+    public void setDoraScale(float[] scale) {
+        checkOpen();
+        if (scale != null && scale.length != out) {
+            throw new IllegalArgumentException("DoRA scale: " + scale.length + " entries, expected " + out);
+        }
+        NativeKernels.peft4j_adapted_linear_set_dora(handle, scale);
+    }
+
     /** Frees the native state and releases the tensors. */
     @Override
     public void close() {

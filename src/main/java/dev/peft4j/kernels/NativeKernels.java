@@ -70,4 +70,11 @@ final class NativeKernels {
 
     static native void peft4j_axpy_bf16(@Cast("uint16_t*") long y, @Cast("const uint16_t*") long x, float alpha,
             @Cast("int64_t") long n);
+
+    // ---- DoRA (peft4j_dora.h) ----
+    static native void peft4j_adapted_linear_set_dora(@Cast("int64_t") long handle,
+            @Cast("const float*") float[] scale);
+
+    static native void peft4j_dora_rescale(int dtype, @Cast("void*") long y, @Cast("const void*") long bias,
+            @Cast("const float*") float[] scale, @Cast("int64_t") long m, @Cast("int64_t") long n, int threads);
 }

@@ -1,5 +1,6 @@
 package dev.peft4j.serve;
 
+import dev.peft4j.config.LoraConfig;
 import dev.peft4j.config.PeftConfig;
 import dev.peft4j.config.PeftConfigs;
 import dev.peft4j.config.PeftType;
@@ -359,6 +360,11 @@ public final class ServingEngine implements AutoCloseable {
         if (config.peftType() != PeftType.LORA) {
             throw new IllegalArgumentException(folderOrRepoId + ": a " + config.peftType() + " adapter; the serving "
                     + "engine serves LoRA adapters only (mixed batches are LoRA's)");
+        }
+        if (config instanceof LoraConfig lc && lc.useDora()) {
+            throw new IllegalArgumentException(folderOrRepoId + ": a DoRA adapter (use_dora); the serving engine "
+                    + "runs mixed batches, which PEFT refuses for DoRA (\"Cannot pass `adapter_names` when DoRA is "
+                    + "enabled.\"): load it with loadAdapter and generate without adapter_names");
         }
         AdapterEntry e = new AdapterEntry(name, folderOrRepoId, dir, repoId, revision, config);
         if (registry.putIfAbsent(name, e) != null) {

@@ -112,6 +112,13 @@ public final class AdapterKeys {
      */
     public static Optional<ParsedKey> parseCheckpointKey(String key) {
         String k = stripPeftPrefix(key);
+        // DoRA's magnitude: PEFT saves it without ".weight", and loads it with ".weight" too (its load appends the
+        // leaf to keys that lack it, and maps the module's own key)
+        String doraLeaf = Param.LORA_MAGNITUDE_VECTOR.checkpointSuffix() + "." + Param.LORA_MAGNITUDE_VECTOR.leaf;
+        if (k.endsWith(doraLeaf) && k.length() > doraLeaf.length()) {
+            return Optional.of(new ParsedKey(k.substring(0, k.length() - doraLeaf.length()),
+                    Param.LORA_MAGNITUDE_VECTOR));
+        }
         for (Param p : Param.values()) {
             if (!p.isSaved()) {
                 continue;

@@ -74,7 +74,8 @@ public final class AdapterStateDict {
                             || pk.param() == AdapterKeys.Param.IA3_L || pk.param() == AdapterKeys.Param.ADALORA_A
                             || pk.param() == AdapterKeys.Param.ADALORA_B || pk.param() == AdapterKeys.Param.ADALORA_E
                             || pk.param() == AdapterKeys.Param.LORA_EMBEDDING_A
-                            || pk.param() == AdapterKeys.Param.LORA_EMBEDDING_B;
+                            || pk.param() == AdapterKeys.Param.LORA_EMBEDDING_B
+                            || pk.param() == AdapterKeys.Param.LORA_MAGNITUDE_VECTOR;
                     if (linearParam) {
                         modelKey = AdapterKeys.modelKey(pk.module(), name, pk.param());
                         target = own.get(modelKey);

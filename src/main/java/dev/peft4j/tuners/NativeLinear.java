@@ -1,5 +1,6 @@
 package dev.peft4j.tuners;
 
+import dev.peft4j.kernels.DoraRescale;
 import dev.peft4j.kernels.FusedLoraLinear;
 import dev.peft4j.kernels.LoraDelta;
 import java.util.List;
@@ -33,6 +34,7 @@ public final class NativeLinear implements AutoCloseable {
     private final long out;
     private final FusedLoraLinear fused; // null for Conv1D
     private LoraDelta.Slots slots; // checked once, for the GEMM path; its adapters() are the fused kernel's too
+    private float[] doraScale; // DoRA's m / ‖W + s·B·A‖ per output feature, or null
 
     private NativeLinear(Tensor weight, Tensor bias, ScalarType dtype, boolean fanInFanOut) {
         this.weight = weight;
@@ -106,12 +108,34 @@ public final class NativeLinear implements AutoCloseable {
     }
 
     /**
+     * DoRA's factor ({@code out} float32 entries) applied to every output before the bias, or null for none:
+     * {@code y = f ⊙ (x·Wᵀ + Σ s·(x·Aᵀ)·Bᵀ) + b}. The array is not copied; pass a new one when the values change.
+     *
+     * @throws IllegalArgumentException if the length is not {@code out}
+     */
+    public void setDoraScale(float[] scale) {
+        if (scale == doraScale) {
+            return;
+        }
+        if (scale != null && scale.length != out) {
+            throw new IllegalArgumentException("DoRA scale: " + scale.length + " entries, expected " + out);
+        }
+        doraScale = scale;
+        if (fused != null) {
+            fused.setDoraScale(scale);
+        }
+    }
+
+    /**
      * The adapted output for {@code x} ({@code [..., in]}, the weight's dtype, CPU).
      *
      * @param base the layer's own base forward, for the GEMM path
      * @param rowSlot null (every slot on every row) or one slot index or -1 per row, see {@link LoraDelta#apply}
      */
     public Tensor forward(Tensor x, UnaryOperator<Tensor> base, int[] rowSlot) {
+        if (rowSlot != null && doraScale != null) {
+            throw new IllegalStateException("a mixed batch cannot run on a state with a DoRA scale");
+        }
         Tensor xc = x.is_contiguous() ? x : x.contiguous();
         try {
             long rows = xc.numel() / in;
@@ -125,6 +149,9 @@ public final class NativeLinear implements AutoCloseable {
                 y = c;
             }
             LoraDelta.apply(y, xc, slots, rowSlot);
+            if (doraScale != null) {
+                DoraRescale.apply(y, bias, doraScale);
+            }
             return y;
         } finally {
             if (xc != x) {
@@ -139,6 +166,7 @@ public final class NativeLinear implements AutoCloseable {
             fused.close();
         }
         slots = LoraDelta.Slots.of(List.of(), in, out, dtype);
+        doraScale = null;
     }
 
     private static boolean usable(Tensor t) {

@@ -2,6 +2,7 @@ package dev.peft4j.tuners.lora;
 
 import dev.peft4j.nn.Embedding;
 import dev.peft4j.nn.Module;
+import dev.peft4j.nn.ModuleDict;
 import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.nn.ParameterDict;
 import java.util.ArrayList;
@@ -17,13 +18,17 @@ import org.slf4j.LoggerFactory;
 /**
  * PEFT's {@code lora.Embedding}: bare parameters {@code lora_embedding_A.<name>} {@code (r, num_embeddings)} and
  * {@code lora_embedding_B.<name>} {@code (embedding_dim, r)}; no dropout, no input casting. Mixed batches supported
- * (per-row adapters, {@value LoraMath#BASE_ADAPTER_NAME} = none).
+ * (per-row adapters, {@value LoraMath#BASE_ADAPTER_NAME} = none). DoRA adapters hold a magnitude vector
+ * {@code lora_magnitude_vector.<name>.weight} of {@code embedding_dim} entries ({@link DoraMath}); a mixed batch naming
+ * one is refused, as PEFT.
  */
 public final class LoraEmbedding extends BaseTunerLayer {
     private static final Logger LOG = LoggerFactory.getLogger(LoraEmbedding.class);
     private final long numEmbeddings;
     private final long embeddingDim;
     private final Map<String, Double> scaling = new LinkedHashMap<>();
+    // the weight norm each merged DoRA adapter was merged with, for its unmerge
+    private final Map<String, Tensor> mergedDoraNorms = new LinkedHashMap<>();
 
     /** Wraps {@code base} with no adapter yet. */
     public LoraEmbedding(Embedding base) {
@@ -49,6 +54,20 @@ public final class LoraEmbedding extends BaseTunerLayer {
      * @throws IllegalArgumentException if the shapes do not fit the base embedding
      */
     public void addAdapter(String name, Tensor embA, Tensor embB, double scale, boolean trainable) {
+        addAdapter(name, embA, embB, scale, trainable, null);
+    }
+
+    /**
+     * Adds adapter {@code name}, a DoRA one when {@code magnitude} ({@code (embedding_dim,)}) is given; as
+     * {@link #addAdapter(String, Tensor, Tensor, double, boolean)} otherwise.
+     * @throws IllegalArgumentException if the shapes do not fit the base embedding
+     */
+    public void addAdapter(String name, Tensor embA, Tensor embB, double scale, boolean trainable,
+            DoraMagnitude magnitude) {
+        if (magnitude != null && (magnitude.weight().dim() != 1 || magnitude.weight().size(0) != embeddingDim)) {
+            throw new IllegalArgumentException("adapter '" + name + "': lora_magnitude_vector has shape "
+                    + Arrays.toString(magnitude.weight().shape()) + ", the Embedding needs [" + embeddingDim + "]");
+        }
         if (embA.size(1) != numEmbeddings || embB.size(0) != embeddingDim || embA.size(0) != embB.size(1)) {
             throw new IllegalArgumentException("adapter '" + name + "': lora_embedding_A " + Arrays.toString(embA.shape())
                     + " / lora_embedding_B " + Arrays.toString(embB.shape()) + " do not fit an Embedding("
@@ -56,6 +75,12 @@ public final class LoraEmbedding extends BaseTunerLayer {
         }
         d("lora_embedding_A").put(name, embA, trainable);
         d("lora_embedding_B").put(name, embB, trainable);
+        if (magnitude != null) {
+            if (!children().containsKey("lora_magnitude_vector")) {
+                registerModule("lora_magnitude_vector", new ModuleDict<DoraMagnitude>());
+            }
+            dictM().put(name, magnitude);
+        }
         scaling.put(name, scale);
     }
 
@@ -65,6 +90,20 @@ public final class LoraEmbedding extends BaseTunerLayer {
      */
     public double scaling(String name) {
         return scaling.get(name);
+    }
+
+    @SuppressWarnings("unchecked")
+    private ModuleDict<DoraMagnitude> dictM() {
+        return (ModuleDict<DoraMagnitude>) child("lora_magnitude_vector");
+    }
+
+    /** Adapter {@code name}'s DoRA magnitude vector {@code (embedding_dim,)}, or null for a plain LoRA adapter. */
+    public Tensor magnitude(String name) {
+        if (!children().containsKey("lora_magnitude_vector")) {
+            return null;
+        }
+        DoraMagnitude m = dictM().get(name);
+        return m == null ? null : m.weight();
     }
 
     @Override
@@ -78,6 +117,10 @@ public final class LoraEmbedding extends BaseTunerLayer {
         if ((d("lora_embedding_A").get(name) != null)) {
             out.put("lora_embedding_A." + name, d("lora_embedding_A").get(name));
             out.put("lora_embedding_B." + name, d("lora_embedding_B").get(name));
+            Tensor m = magnitude(name);
+            if (m != null) {
+                out.put("lora_magnitude_vector." + name + ".weight", m);
+            }
         }
         return out;
     }
@@ -86,6 +129,13 @@ public final class LoraEmbedding extends BaseTunerLayer {
     protected void removeAdapter(String name) {
         d("lora_embedding_A").remove(name).close();
         d("lora_embedding_B").remove(name).close();
+        if (magnitude(name) != null) {
+            dictM().remove(name).close();
+        }
+        Tensor norm = mergedDoraNorms.remove(name);
+        if (norm != null) {
+            norm.close();
+        }
         scaling.remove(name);
     }
 
@@ -115,6 +165,11 @@ public final class LoraEmbedding extends BaseTunerLayer {
                 throw new IllegalArgumentException("Length of `adapter_names` should be the same as the number of "
                         + "inputs, but got " + perSample.size() + " and " + ids.size(0) + " respectively.");
             }
+            for (String n : new java.util.LinkedHashSet<>(perSample)) {
+                if (!BASE_ADAPTER_NAME.equals(n) && magnitude(n) != null) {
+                    throw new IllegalArgumentException("Cannot pass `adapter_names` when DoRA is enabled.");
+                }
+            }
             try (Tensor base = baseForward(ids)) {
                 Tensor result = base.clone();
                 for (String n : new java.util.LinkedHashSet<>(perSample)) {
@@ -139,17 +194,46 @@ public final class LoraEmbedding extends BaseTunerLayer {
             return baseForward(ids);
         }
         List<LoraMath.Adapter> act = new ArrayList<>();
+        boolean dora = false;
         for (String n : activeAdapters()) {
             if ((d("lora_embedding_A").get(n) != null)) {
                 act.add(adapter(n));
+                dora |= magnitude(n) != null;
             }
         }
         if (act.isEmpty()) {
             return baseForward(ids);
         }
         try (Tensor base = baseForward(ids)) {
-            return LoraMath.embeddingForward(base, ids, act, -1, null);
+            if (!dora) {
+                return LoraMath.embeddingForward(base, ids, act, -1, null);
+            }
+            return doraForward(base, ids);
         }
+    }
+
+    // Embedding.forward with a DoRA adapter active: each active adapter in order adds its term or takes its DoRA step
+    private Tensor doraForward(Tensor base, Tensor ids) {
+        return dev.peft4j.tuners.Scoped.compute(() -> {
+            org.bytedeco.pytorch.global.torch.ScalarType outType = base.scalar_type().intern();
+            Tensor result = base;
+            for (String n : activeAdapters()) {
+                if (d("lora_embedding_A").get(n) == null) {
+                    continue;
+                }
+                LoraMath.Adapter ad = adapter(n);
+                Tensor m = magnitude(n);
+                result = m == null ? result.add(LoraMath.embeddingDelta(ids, ad.a(), ad.b(), ad.scaling(), -1, null))
+                        : DoraMath.embeddingStep(result, ids, ad.a(), ad.b(), ad.scaling(), m, weight());
+            }
+            return result.to(outType);
+        });
+    }
+
+    @Override
+    protected void releaseNative() {
+        mergedDoraNorms.values().forEach(Tensor::close);
+        mergedDoraNorms.clear();
     }
 
     @Override
@@ -159,7 +243,16 @@ public final class LoraEmbedding extends BaseTunerLayer {
                 continue;
             }
             LoraMath.Adapter ad = adapter(n);
-            LoraMath.mergeEmbedding(weight(), ad.a(), ad.b(), ad.scaling(), safeMerge, n);
+            Tensor m = magnitude(n);
+            if (m != null) {
+                Tensor norm = DoraMath.mergeEmbedding(weight(), ad.a(), ad.b(), ad.scaling(), m, safeMerge, n);
+                Tensor old = mergedDoraNorms.put(n, LoraLayer.keepOwned(norm));
+                if (old != null) {
+                    old.close();
+                }
+            } else {
+                LoraMath.mergeEmbedding(weight(), ad.a(), ad.b(), ad.scaling(), safeMerge, n);
+            }
             mergedList().add(n);
         }
     }
@@ -174,7 +267,13 @@ public final class LoraEmbedding extends BaseTunerLayer {
             String n = mergedList().remove(mergedList().size() - 1);
             if ((d("lora_embedding_A").get(n) != null)) {
                 LoraMath.Adapter ad = adapter(n);
-                LoraMath.unmergeEmbedding(weight(), ad.a(), ad.b(), ad.scaling());
+                Tensor norm = mergedDoraNorms.remove(n);
+                if (norm != null) {
+                    DoraMath.unmergeEmbedding(weight(), ad.a(), ad.b(), ad.scaling(), magnitude(n), norm);
+                    norm.close();
+                } else {
+                    LoraMath.unmergeEmbedding(weight(), ad.a(), ad.b(), ad.scaling());
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ import dev.peft4j.tuners.LinearShape;
 import dev.peft4j.tuners.NativeLinear;
 import dev.peft4j.nn.ModuleDict;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -28,6 +29,11 @@ import org.slf4j.LoggerFactory;
  * inputs on an {@code nn.Linear} base; libtorch's base GEMM plus an in-place native delta for larger inputs and for
  * Conv1D bases), mixed batches included (one slot per row). The native state is rebuilt lazily: activation changes
  * only mark it stale. Anything else, or {@code -Dpeft4j.kernels=composed}, takes the composed ops.
+ *
+ * <p>DoRA adapters ({@code use_dora}) hold a magnitude vector in {@code lora_magnitude_vector.<name>.weight}
+ * ({@link DoraMath}). The fused path serves them when the active DoRA adapter is the last active one (then its factor
+ * {@code m / ‖W + s·B·A‖} scales every output before the bias, in the kernel's write); the factor is cached and
+ * recomputed when W, A, B or m change ({@link DoraScale}). Mixed batches naming a DoRA adapter are refused, as PEFT.
  */
 public final class LoraLayer extends BaseTunerLayer {
     private static final Logger LOG = LoggerFactory.getLogger(LoraLayer.class);
@@ -45,6 +51,9 @@ public final class LoraLayer extends BaseTunerLayer {
     private List<String> mixedNames;
     private boolean mixedDropout;
     private boolean mixedBuilt;
+    private DoraScale activeDora; // the DoRA factor of the fused state, when its last active adapter is DoRA
+    // the weight norm each merged DoRA adapter was merged with: unmerging needs it (PEFT's _cache_store)
+    private final Map<String, Tensor> mergedDoraNorms = new LinkedHashMap<>();
 
     /** Wraps {@code base}, a {@link Linear} or {@link Conv1D}. */
     public LoraLayer(Module base) {
@@ -96,6 +105,16 @@ public final class LoraLayer extends BaseTunerLayer {
      * @throws IllegalArgumentException when the shapes do not fit the base layer or the name exists
      */
     public void addAdapter(String name, Linear a, Linear b, double scale, double dropoutP) {
+        addAdapter(name, a, b, scale, dropoutP, null);
+    }
+
+    /**
+     * Adds a prepared adapter, a DoRA one when {@code magnitude} is given: {@code a} is {@code Linear(in, r)},
+     * {@code b} {@code Linear(r, out)}, {@code magnitude} the vector {@code m} {@code (out,)} (all taken over).
+     *
+     * @throws IllegalArgumentException when the shapes do not fit the base layer or the name exists
+     */
+    public void addAdapter(String name, Linear a, Linear b, double scale, double dropoutP, DoraMagnitude magnitude) {
         if ((dictA().get(name) != null)) {
             throw new IllegalArgumentException("layer already holds adapter '" + name + "'");
         }
@@ -104,12 +123,45 @@ public final class LoraLayer extends BaseTunerLayer {
                     + a.inFeatures() + ") / lora_B (" + b.outFeatures() + ", " + b.inFeatures()
                     + ") do not fit a base layer with in=" + inFeatures + ", out=" + outFeatures);
         }
+        if (magnitude != null) {
+            Tensor m = magnitude.weight();
+            if (m.dim() != 1 || m.size(0) != outFeatures) {
+                throw new IllegalArgumentException("adapter '" + name + "': lora_magnitude_vector has shape "
+                        + Arrays.toString(m.shape()) + ", the base layer needs [" + outFeatures + "]");
+            }
+            if (b.bias() != null) {
+                throw new IllegalArgumentException("adapter '" + name + "': lora_bias cannot be combined with DoRA");
+            }
+        }
         markKernelsDirty();
+        if (magnitude != null) {
+            dictM().put(name, magnitude);
+        }
         dictA().put(name, a);
         dictB().put(name, b);
         scaling.put(name, scale);
         dropout.put(name, dropoutP);
         rank.put(name, (int) a.outFeatures());
+    }
+
+    @SuppressWarnings("unchecked")
+    private ModuleDict<DoraMagnitude> dictM() {
+        if (!children().containsKey("lora_magnitude_vector")) {
+            registerModule("lora_magnitude_vector", new ModuleDict<DoraMagnitude>());
+        }
+        return (ModuleDict<DoraMagnitude>) child("lora_magnitude_vector");
+    }
+
+    /**
+     * Adapter {@code name}'s DoRA magnitude vector {@code m} {@code (out,)}, or null when it is a plain LoRA adapter
+     * (or not held).
+     */
+    public Tensor magnitude(String name) {
+        if (!children().containsKey("lora_magnitude_vector")) {
+            return null;
+        }
+        DoraMagnitude m = dictM().get(name);
+        return m == null ? null : m.weight();
     }
 
     /**
@@ -146,6 +198,10 @@ public final class LoraLayer extends BaseTunerLayer {
         if (b.bias() != null) {
             out.put("lora_B." + name + ".bias", b.bias());
         }
+        Tensor m = magnitude(name);
+        if (m != null) {
+            out.put("lora_magnitude_vector." + name + ".weight", m);
+        }
         return out;
     }
 
@@ -156,6 +212,10 @@ public final class LoraLayer extends BaseTunerLayer {
             return List.of();
         }
         Linear b = dictB().get(name);
+        Tensor m = magnitude(name);
+        if (m != null) {
+            return List.of(a.weight(), b.weight(), m);
+        }
         return b.bias() == null ? List.of(a.weight(), b.weight()) : List.of(a.weight(), b.weight(), b.bias());
     }
 
@@ -164,6 +224,13 @@ public final class LoraLayer extends BaseTunerLayer {
         closeNative(); // before the tensors it points at go
         dictA().remove(name).close();
         dictB().remove(name).close();
+        if (magnitude(name) != null) {
+            dictM().remove(name).close();
+        }
+        Tensor norm = mergedDoraNorms.remove(name);
+        if (norm != null) {
+            norm.close();
+        }
         scaling.remove(name);
         dropout.remove(name);
         rank.remove(name);
@@ -189,6 +256,7 @@ public final class LoraLayer extends BaseTunerLayer {
                 throw new IllegalStateException(
                         "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first.");
             }
+            checkNoDora(perSample);
             if (kernelEligible(x)) {
                 Tensor y = nativeMixed(x, perSample);
                 if (y != null) {
@@ -207,22 +275,46 @@ public final class LoraLayer extends BaseTunerLayer {
             return baseForward(x);
         }
         if (kernelEligible(x)) {
-            refreshNative();
-            if (activeNative != null && !(activeDropout && isTraining()) && activeNative.acceptsInput(x)) {
-                return activeNative.forward(x, this::baseForward, null);
+            NativeLinear nat = null;
+            synchronized (this) {
+                refreshNative();
+                if (activeNative != null && !(activeDropout && isTraining()) && activeNative.acceptsInput(x)) {
+                    if (activeDora != null) {
+                        activeNative.setDoraScale(activeDora.current()); // the same array unless W, A, B or m changed
+                    }
+                    nat = activeNative;
+                }
+            }
+            if (nat != null) {
+                return nat.forward(x, this::baseForward, null);
             }
         }
         List<LoraMath.Adapter> act = new ArrayList<>();
+        List<Tensor> mags = new ArrayList<>();
+        boolean dora = false;
         for (String n : activeAdapters()) {
             if ((dictA().get(n) != null)) {
                 act.add(adapter(n));
+                Tensor m = magnitude(n);
+                mags.add(m);
+                dora |= m != null;
             }
         }
         if (act.isEmpty()) {
             return baseForward(x);
         }
         try (Tensor base = baseForward(x)) {
-            return LoraMath.forward(base, x, act, isTraining());
+            return dora ? DoraMath.forward(base, x, act, mags, baseWeight(), baseBias(), fanInFanOut, isTraining())
+                    : LoraMath.forward(base, x, act, isTraining());
+        }
+    }
+
+    /** PEFT's {@code _check_forward_args}: a mixed batch may not name a DoRA adapter of this layer. */
+    private void checkNoDora(List<String> perSample) {
+        for (String n : new java.util.LinkedHashSet<>(perSample)) {
+            if (!BASE_ADAPTER_NAME.equals(n) && magnitude(n) != null) {
+                throw new IllegalArgumentException("Cannot pass `adapter_names` when DoRA is enabled.");
+            }
         }
     }
 
@@ -241,7 +333,26 @@ public final class LoraLayer extends BaseTunerLayer {
                 act.add(n);
             }
         }
-        activeNative = act.isEmpty() ? keepOrClose(activeNative, null) : update(activeNative, act);
+        activeDora = null;
+        boolean fusable = true;
+        for (int i = 0; i < act.size(); i++) {
+            // DoRA rescales everything before it (base and earlier adapters), not what later adapters add
+            if (magnitude(act.get(i)) != null && i != act.size() - 1) {
+                fusable = false;
+            }
+        }
+        activeNative = act.isEmpty() || !fusable ? keepOrClose(activeNative, null) : update(activeNative, act);
+        if (activeNative != null) {
+            String last = act.get(act.size() - 1);
+            Tensor m = magnitude(last);
+            if (m != null) {
+                Linear a = dictA().get(last);
+                Linear b = dictB().get(last);
+                activeDora = new DoraScale(baseWeight(), a.weight(), b.weight(), m, scaling.get(last), fanInFanOut);
+            } else {
+                activeNative.setDoraScale(null);
+            }
+        }
         activeDropout = act.stream().anyMatch(n -> dropout.get(n) > 0);
         mixedBuilt = false;
     }
@@ -298,6 +409,16 @@ public final class LoraLayer extends BaseTunerLayer {
         return s;
     }
 
+    /** {@code t} out of any caller's scope: state kept across calls (the layer closes it). */
+    static Tensor keepOwned(Tensor t) {
+        org.bytedeco.javacpp.PointerScope scope = org.bytedeco.javacpp.PointerScope.getInnerScope();
+        if (scope != null) {
+            t.retainReference();
+            scope.detach(t);
+        }
+        return t;
+    }
+
     /** Closes {@code old} unless it is {@code replacement}; returns {@code replacement}. */
     private static NativeLinear keepOrClose(NativeLinear old, NativeLinear replacement) {
         if (old != null && old != replacement) {
@@ -326,6 +447,8 @@ public final class LoraLayer extends BaseTunerLayer {
     @Override
     protected void releaseNative() {
         closeNative();
+        mergedDoraNorms.values().forEach(Tensor::close);
+        mergedDoraNorms.clear();
     }
 
     @Override
@@ -344,7 +467,16 @@ public final class LoraLayer extends BaseTunerLayer {
             return;
         }
         for (String n : todo) {
-            LoraMath.merge(baseWeight(), baseBias(), adapter(n), fanInFanOut, safeMerge, n);
+            Tensor m = magnitude(n);
+            if (m != null) {
+                Tensor norm = DoraMath.mergeLinear(baseWeight(), adapter(n), m, fanInFanOut, safeMerge, n);
+                Tensor old = mergedDoraNorms.put(n, keepOwned(norm));
+                if (old != null) {
+                    old.close();
+                }
+            } else {
+                LoraMath.merge(baseWeight(), baseBias(), adapter(n), fanInFanOut, safeMerge, n);
+            }
             mergedList().add(n);
         }
     }
@@ -359,7 +491,13 @@ public final class LoraLayer extends BaseTunerLayer {
         while (!mergedList().isEmpty()) {
             String n = mergedList().remove(mergedList().size() - 1);
             if ((dictA().get(n) != null)) {
-                LoraMath.unmerge(baseWeight(), baseBias(), adapter(n), fanInFanOut);
+                Tensor norm = mergedDoraNorms.remove(n);
+                if (norm != null) {
+                    DoraMath.unmergeLinear(baseWeight(), adapter(n), magnitude(n), norm, fanInFanOut);
+                    norm.close();
+                } else {
+                    LoraMath.unmerge(baseWeight(), baseBias(), adapter(n), fanInFanOut);
+                }
             }
         }
     }

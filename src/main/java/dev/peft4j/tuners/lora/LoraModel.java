@@ -30,8 +30,9 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 /**
  * PEFT's {@code LoraModel}: LoRA adapters on {@code nn.Linear} and transformers' {@code Conv1D} ({@link LoraLayer})
  * and on {@code nn.Embedding} ({@link LoraEmbedding}), with {@code all-linear}, target condensing, the layer filters,
- * {@code rank_pattern}/{@code alpha_pattern}, rsLoRA, {@code lora_bias} and every {@code init_lora_weights} mode.
- * DoRA and {@code layer_replication} are refused.
+ * {@code rank_pattern}/{@code alpha_pattern}, rsLoRA, {@code lora_bias}, the simple {@code init_lora_weights} modes
+ * and DoRA ({@code use_dora}: a magnitude vector per adapted layer, initialised to {@code ‖W + s·B·A‖} of the
+ * initial weights, as PEFT). {@code layer_replication} is refused.
  */
 public final class LoraModel extends TunerModel {
     /** The LoRA method on {@code tuner}'s model. */
@@ -48,9 +49,7 @@ public final class LoraModel extends TunerModel {
     public PendingAdapter prepare(PeftConfig config, String name, long seed, boolean forLoad,
             Map<String, PeftConfig> existingConfigs) {
         LoraConfig lc = (LoraConfig) config;
-        if (lc.useDora()) {
-            throw new UnsupportedOperationException("use_dora=True is not supported yet (adapter '" + name + "')");
-        }
+        boolean dora = lc.useDora();
         BaseTuner.checkOneBiasAdapter(lc.bias(), existingConfigs.values());
         if (lc.layerReplication() != null) {
             throw new UnsupportedOperationException("layer_replication is not supported (adapter '" + name + "')");
@@ -150,7 +149,9 @@ public final class LoraModel extends TunerModel {
                             ts[i] = moved;
                         }
                     }
-                    p.addLayerAfterModulesToSave(key, new PendingEmbedding(ts[0], ts[1], s));
+                    DoraMagnitude em = dora ? new DoraMagnitude(
+                            magnitudeOf(ew, ts[0], ts[1], s, true, edt), true) : null;
+                    p.addLayerAfterModulesToSave(key, new PendingEmbedding(ts[0], ts[1], s, em));
                     continue;
                 } else {
                     throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
@@ -166,7 +167,9 @@ public final class LoraModel extends TunerModel {
                 if (defer) {
                     Linear a = new Linear(in, r, false, Init.cpu(dt));
                     Linear b = new Linear(r, out, lc.loraBias(), Init.cpu(dt));
-                    pl = new PendingLinear(a, b, s, lc.loraDropout());
+                    // filled by initDeferred, after A and B, when the checkpoint leaves anything unfilled
+                    DoraMagnitude mag = dora ? new DoraMagnitude(Init.cpu(dt).empty(out), true) : null;
+                    pl = new PendingLinear(a, b, s, lc.loraDropout(), mag, w, base instanceof Conv1D);
                 } else {
                     Linear a = new Linear(in, r, false, Init.cpu(ScalarType.Float));
                     Linear b = new Linear(r, out, lc.loraBias(), Init.cpu(ScalarType.Float));
@@ -175,7 +178,10 @@ public final class LoraModel extends TunerModel {
                         a.to(w.device(), dt);
                         b.to(w.device(), dt);
                     }
-                    pl = new PendingLinear(a, b, s, lc.loraDropout());
+                    boolean fif = base instanceof Conv1D;
+                    DoraMagnitude mag = dora ? new DoraMagnitude(
+                            magnitudeOf(w, a.weight(), b.weight(), s, fif, dt), true) : null;
+                    pl = new PendingLinear(a, b, s, lc.loraDropout(), mag, w, fif);
                 }
                 linears.add(pl);
                 p.addLayer(key, pl);
@@ -205,17 +211,59 @@ public final class LoraModel extends TunerModel {
                     if (bias != null) {
                         bias.copy_(bb);
                     }
+                    if (pl.magnitude != null) {
+                        try (Tensor m = magnitudeOf(pl.baseWeight, pl.a.weight(), pl.b.weight(), pl.scaling,
+                                pl.fanInFanOut, pl.magnitude.weight().scalar_type())) {
+                            pl.magnitude.weight().copy_(m);
+                        }
+                    }
                 }
             }
         }
     }
 
-    /** A new LoRA adapter of a Linear / Conv1D target: {@code lora_A}, {@code lora_B}. */
-    private record PendingLinear(Linear a, Linear b, double scaling, double dropout) implements PendingLayer {
+    /**
+     * DoRA's initial magnitude ({@code DoraLinearLayer.update_layer}): the detached weight norm
+     * {@code ‖W + s·B·A‖} of the freshly initialised adapter, per output feature, in the adapter's dtype.
+     */
+    private static Tensor magnitudeOf(Tensor w, Tensor a, Tensor b, double s, boolean fanInFanOut, ScalarType dt) {
+        try (Tensor n = DoraMath.weightNorm(w, a.to(w.scalar_type()), b.to(w.scalar_type()), s, fanInFanOut)) {
+            return n.to(w.device(), dt).contiguous().clone();
+        }
+    }
+
+    @Override
+    public Map<String, Map<String, Tensor>> layerStateDicts(PeftConfig config, String name) {
+        Map<String, Map<String, Tensor>> out = super.layerStateDicts(config, name);
+        if (config instanceof LoraConfig lc && lc.useDora()) {
+            // PEFT saves the magnitude without ".weight" (the layout from before it became a module's parameter)
+            String moduleKey = "lora_magnitude_vector." + name + ".weight";
+            for (Map.Entry<String, Map<String, Tensor>> e : out.entrySet()) {
+                Map<String, Tensor> renamed = new java.util.LinkedHashMap<>();
+                for (Map.Entry<String, Tensor> p : e.getValue().entrySet()) {
+                    String k = p.getKey().equals(moduleKey) ? "lora_magnitude_vector." + name : p.getKey();
+                    renamed.put(k, p.getValue());
+                }
+                e.setValue(renamed);
+            }
+        }
+        return out;
+    }
+
+    /**
+     * A new LoRA adapter of a Linear / Conv1D target: {@code lora_A}, {@code lora_B}, and with DoRA the magnitude
+     * (its initial value needs the base weight and layout).
+     */
+    private record PendingLinear(Linear a, Linear b, double scaling, double dropout, DoraMagnitude magnitude,
+            Tensor baseWeight, boolean fanInFanOut) implements PendingLayer {
         @Override
         public void putParameters(String module, String adapterName, Map<String, Tensor> out) {
             out.put(AdapterKeys.modelKey(module, adapterName, AdapterKeys.Param.LORA_A), a.weight());
             out.put(AdapterKeys.modelKey(module, adapterName, AdapterKeys.Param.LORA_B), b.weight());
+            if (magnitude != null) {
+                out.put(AdapterKeys.modelKey(module, adapterName, AdapterKeys.Param.LORA_MAGNITUDE_VECTOR),
+                        magnitude.weight());
+            }
             if (b.bias() != null) {
                 out.put(AdapterKeys.modelKey(module, adapterName, AdapterKeys.Param.LORA_B_BIAS), b.bias());
             }
@@ -231,12 +279,15 @@ public final class LoraModel extends TunerModel {
                 layer = new LoraLayer(m);
                 model.replaceSubmodule(module, layer);
             }
-            layer.addAdapter(adapterName, a, b, scaling, dropout);
+            layer.addAdapter(adapterName, a, b, scaling, dropout, magnitude);
             if (layer != m) {
                 layer.train(m.isTraining());
             } else { // an existing layer: only the new modules take its mode (the others have it already)
                 a.train(m.isTraining());
                 b.train(m.isTraining());
+                if (magnitude != null) {
+                    magnitude.train(m.isTraining());
+                }
             }
         }
 
@@ -244,15 +295,23 @@ public final class LoraModel extends TunerModel {
         public void discard() {
             a.close();
             b.close();
+            if (magnitude != null) {
+                magnitude.close();
+            }
         }
     }
 
     /** A new LoRA adapter of an Embedding target: {@code lora_embedding_A}, {@code lora_embedding_B}. */
-    private record PendingEmbedding(Tensor a, Tensor b, double scaling) implements PendingLayer {
+    private record PendingEmbedding(Tensor a, Tensor b, double scaling, DoraMagnitude magnitude)
+            implements PendingLayer {
         @Override
         public void putParameters(String module, String adapterName, Map<String, Tensor> out) {
             out.put(AdapterKeys.modelKey(module, adapterName, AdapterKeys.Param.LORA_EMBEDDING_A), a);
             out.put(AdapterKeys.modelKey(module, adapterName, AdapterKeys.Param.LORA_EMBEDDING_B), b);
+            if (magnitude != null) {
+                out.put(AdapterKeys.modelKey(module, adapterName, AdapterKeys.Param.LORA_MAGNITUDE_VECTOR),
+                        magnitude.weight());
+            }
         }
 
         @Override
@@ -265,13 +324,19 @@ public final class LoraModel extends TunerModel {
                 layer = new LoraEmbedding((Embedding) m);
                 model.replaceSubmodule(module, layer);
             }
-            layer.addAdapter(adapterName, a, b, scaling, trainable);
+            if (magnitude != null) {
+                magnitude.weight().requires_grad_(trainable);
+            }
+            layer.addAdapter(adapterName, a, b, scaling, trainable, magnitude);
         }
 
         @Override
         public void discard() {
             a.close();
             b.close();
+            if (magnitude != null) {
+                magnitude.close();
+            }
         }
     }
 }

@@ -55,6 +55,7 @@ public final class ServeRss {
         int concurrent = Integer.parseInt(a.get("concurrent"));
         int threads = Integer.parseInt(a.get("threads"));
         torch.set_num_threads(threads);
+        org.bytedeco.openblas.presets.openblas_nolapack.blas_set_num_threads(threads);
         System.out.println("config: " + a);
         int heads = Math.max(1, hidden / 64);
         int kvHeads = Math.max(1, heads / 2);

@@ -99,6 +99,36 @@ public final class SlotKVCache implements AutoCloseable {
         }
     }
 
+    /**
+     * Moves the first {@code length} positions of slot {@code from} to slot {@code to} in every layer, then zeroes
+     * slot {@code from}. Slot {@code to} must be free (zeroed by {@link #clearSlot}): its positions from
+     * {@code length} on are left as they are.
+     *
+     * @throws IllegalArgumentException for a slot out of range, {@code from == to}, or a length outside
+     *     {@code [0, maxLength]}
+     */
+    public void moveSlot(int from, int to, long length) {
+        checkSlot(from);
+        checkSlot(to);
+        if (from == to) {
+            throw new IllegalArgumentException("cannot move slot " + from + " onto itself");
+        }
+        if (length < 0 || length > maxLength) {
+            throw new IllegalArgumentException("length " + length + " out of range [0, " + maxLength + "]");
+        }
+        if (length > 0) {
+            for (int l = 0; l < keys.length; l++) {
+                for (Tensor t : new Tensor[] {keys[l], values[l]}) {
+                    try (Tensor src = t.select(0, from); Tensor srcPos = src.narrow(1, 0, length);
+                            Tensor dst = t.select(0, to); Tensor dstPos = dst.narrow(1, 0, length)) {
+                        dstPos.copy_(srcPos);
+                    }
+                }
+            }
+        }
+        clearSlot(from);
+    }
+
     private void checkSlot(int slot) {
         if (slot < 0 || slot >= slots) {
             throw new IllegalArgumentException("slot " + slot + " out of range [0, " + slots + ")");

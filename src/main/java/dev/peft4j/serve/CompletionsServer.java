@@ -162,6 +162,10 @@ public final class CompletionsServer implements AutoCloseable {
         counter(b, "peft4j_requests_cancelled_total", "Requests cancelled.", s.cancelled());
         counter(b, "peft4j_generated_tokens_total", "Tokens generated.", s.generatedTokens());
         gauge(b, "peft4j_tokens_per_second", "Tokens generated per second, last second.", s.tokensPerSecond());
+        counter(b, "peft4j_prefill_tokens_total", "Prompt tokens run through the model.", s.prefillTokens());
+        counter(b, "peft4j_prefill_seconds_total", "Time spent in prefill forwards.", s.prefillNanos() / 1e9);
+        counter(b, "peft4j_decode_tokens_total", "Tokens produced by decode steps.", s.decodeTokens());
+        counter(b, "peft4j_decode_seconds_total", "Time spent in decode steps.", s.decodeNanos() / 1e9);
         gauge(b, "peft4j_time_to_first_token_p50_seconds", "Median TTFT, latest requests.", s.ttftP50Millis() / 1e3);
         gauge(b, "peft4j_time_to_first_token_p99_seconds", "p99 TTFT, latest requests.", s.ttftP99Millis() / 1e3);
         gauge(b, "peft4j_time_per_output_token_p50_seconds", "Median TPOT, latest requests.", s.tpotP50Millis() / 1e3);
@@ -176,6 +180,11 @@ public final class CompletionsServer implements AutoCloseable {
     }
 
     private static void counter(StringBuilder b, String name, String help, long v) {
+        b.append("# HELP ").append(name).append(' ').append(help).append("\n# TYPE ").append(name)
+                .append(" counter\n").append(name).append(' ').append(v).append('\n');
+    }
+
+    private static void counter(StringBuilder b, String name, String help, double v) {
         b.append("# HELP ").append(name).append(' ').append(help).append("\n# TYPE ").append(name)
                 .append(" counter\n").append(name).append(' ').append(v).append('\n');
     }

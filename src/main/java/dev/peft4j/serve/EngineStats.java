@@ -25,9 +25,27 @@ package dev.peft4j.serve;
  * @param ttftP99Millis 99th percentile of the same
  * @param tpotP50Millis median time per output token over the latest finished requests
  * @param tpotP99Millis 99th percentile of the same
+ * @param prefillTokens prompt tokens run through the model since the start
+ * @param prefillNanos time spent in prefill forwards (with the pick of each prompt's first new token)
+ * @param decodeTokens tokens produced by decode steps (every new token but each request's first)
+ * @param decodeNanos time spent in decode steps (the forward, the pick of the next tokens, their hand-off)
  */
 public record EngineStats(int running, int waiting, int slots, int registeredAdapters, int residentAdapters,
         int maxResidentObserved, long adapterHits, long adapterMisses, long adapterLoads, long adapterEvictions,
         long adapterLoadFailures, long completed, long failed, long cancelled, long generatedTokens,
         double tokensPerSecond, long steps, double ttftP50Millis, double ttftP99Millis, double tpotP50Millis,
-        double tpotP99Millis) {}
+        double tpotP99Millis, long prefillTokens, long prefillNanos, long decodeTokens, long decodeNanos) {
+
+    /** Prompt tokens per second of prefill time (0 before any prefill). */
+    public double prefillTokensPerSecond() {
+        return prefillNanos == 0 ? 0 : prefillTokens * 1e9 / prefillNanos;
+    }
+
+    /**
+     * Tokens per second of decode time (0 before any decode step): the aggregate decode throughput of the running
+     * requests, prefill time excluded.
+     */
+    public double decodeTokensPerSecond() {
+        return decodeNanos == 0 ? 0 : decodeTokens * 1e9 / decodeNanos;
+    }
+}

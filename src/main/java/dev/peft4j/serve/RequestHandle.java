@@ -1,6 +1,7 @@
 package dev.peft4j.serve;
 
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.Flow;
 
 /**
  * A submitted request: its result to come, and a way to cancel it. Thread-safe.
@@ -9,11 +10,13 @@ public final class RequestHandle {
     private final long id;
     private final CompletableFuture<ServeResult> result;
     private final Runnable onCancel;
+    private final TokenPublisher tokens;
 
-    RequestHandle(long id, CompletableFuture<ServeResult> result, Runnable onCancel) {
+    RequestHandle(long id, CompletableFuture<ServeResult> result, Runnable onCancel, TokenPublisher tokens) {
         this.id = id;
         this.result = result;
         this.onCancel = onCancel;
+        this.tokens = tokens;
     }
 
     /** The engine's id of the request. */
@@ -30,6 +33,19 @@ public final class RequestHandle {
      */
     public CompletableFuture<ServeResult> result() {
         return result;
+    }
+
+    /**
+     * The request's tokens as they are produced, with backpressure: each subscriber gets the tokens from the first on
+     * (those produced before it subscribed too), no more than it {@linkplain Flow.Subscription#request requested},
+     * then {@code onComplete} once the request finished normally, or {@code onError} with what ended it (a
+     * {@link java.util.concurrent.CancellationException}, a {@link java.util.concurrent.TimeoutException}, the error
+     * that failed it). A slow subscriber delays no one: the engine keeps decoding and the tokens wait for it.
+     * {@link Flow.Subscription#cancel} cancels the request. Signals come on the engine's callback threads, or on the
+     * subscriber's own thread inside {@code request}, one at a time.
+     */
+    public Flow.Publisher<StreamedToken> tokens() {
+        return tokens;
     }
 
     /**

@@ -1,5 +1,6 @@
 package dev.peft4j.serve;
 
+import dev.peft4j.LoadAdapterOptions;
 import dev.peft4j.config.LoraConfig;
 import dev.peft4j.config.PeftConfig;
 import dev.peft4j.config.PeftConfigs;
@@ -58,10 +59,12 @@ import org.slf4j.LoggerFactory;
  * {@code maxConcurrent} slots × {@code maxLength} positions. Each step it (1) runs queued commands (an adapter just
  * read from disk installed in the model, an unregistration), (2) drops cancelled and timed-out requests, (3) admits
  * waiting requests into free slots (first come, first served, except that a request whose adapter is still loading
- * lets later ones pass), (4) runs prompt prefills, chunked to {@code prefillChunk} tokens per step so that running
- * requests keep decoding, and (5) decodes one token for every request past its prompt in <em>one</em> forward whose
- * rows carry different adapters (PEFT's mixed batch, {@code __base__} for the base model). Requests join and leave
- * at every step.
+ * lets later ones pass), (4) runs prompt prefills, at most {@code prefillChunk} prompt tokens per step so that running
+ * requests keep decoding, several requests' chunks of one length in one forward, and (5) decodes one token for every
+ * request past its prompt in <em>one</em> forward whose rows carry different adapters (PEFT's mixed batch,
+ * {@code __base__} for the base model). Requests join and leave at every step; the running requests are kept on the
+ * lowest slots (a request in a freed slot's place is moved down), so that a decode step's rows are consecutive slots
+ * of the cache.
  *
  * <p><b>Adapters.</b> {@link #register} reads only an adapter's config; at most {@code maxResidentAdapters} are
  * loaded at once, on first use, and the least recently used one that no running request holds is unloaded to make
@@ -137,6 +140,10 @@ public final class ServingEngine implements AutoCloseable {
     private final AtomicLong cancelled = new AtomicLong();
     private final AtomicLong generated = new AtomicLong();
     private final AtomicLong steps = new AtomicLong();
+    private final AtomicLong prefillTokens = new AtomicLong();
+    private final AtomicLong prefillNanos = new AtomicLong();
+    private final AtomicLong decodeTokens = new AtomicLong();
+    private final AtomicLong decodeNanos = new AtomicLong();
     private volatile double tokensPerSecond;
     private long rateWindowStart = System.nanoTime();
     private long rateWindowTokens;
@@ -317,12 +324,31 @@ public final class ServingEngine implements AutoCloseable {
     /**
      * Registers an adapter under {@code name}: a local PEFT adapter folder, or a Hub repo id (its
      * {@code adapter_config.json} fetched into the Hugging Face cache now, its weights on first use). Reads only the
-     * config; the weights are read when a request first needs them.
+     * config; the weights are read when a request first needs them. As
+     * {@link #register(String, String, LoadAdapterOptions)} with the default options (the environment's Hub token and
+     * cache, the main revision).
      *
      * @throws IllegalArgumentException for a taken or invalid name, or an adapter that is not LoRA
      * @throws IOException when the folder or its config cannot be read (naming it)
      */
     public void register(String name, String folderOrRepoId) throws IOException {
+        register(name, folderOrRepoId, LoadAdapterOptions.DEFAULTS);
+    }
+
+    /**
+     * Registers an adapter under {@code name} as {@code loadAdapter} finds it: a local PEFT adapter folder, or a Hub
+     * repo id fetched into the Hugging Face cache at {@code options.revision()} with {@code options.token()} and the
+     * {@code adapterKwargs} {@code cache_dir}, {@code subfolder}, {@code local_files_only} and
+     * {@code force_download}. The config is read now (fetched, for a repo id); the weights on first use, at the
+     * commit the config came from (whatever the branch does meanwhile), with the same token and cache. The token is
+     * kept in memory only. For a local folder the Hub options do not apply (as in {@code loadAdapter}).
+     *
+     * @throws IllegalArgumentException for a taken or invalid name, an adapter that is not LoRA, or an option the
+     *     engine does not apply (a {@code peft_config}, a state dict, a device map but "auto", offloading, trainable
+     *     adapters, another {@code adapter_kwargs} key, an {@code adapterName} other than {@code name})
+     * @throws IOException when the folder or its config cannot be read or fetched (naming it)
+     */
+    public void register(String name, String folderOrRepoId, LoadAdapterOptions options) throws IOException {
         checkOpen();
         if (name == null || name.isBlank() || name.equals(BASE)) {
             throw new IllegalArgumentException("adapter name must be non-blank and not '" + BASE + "', got '" + name
@@ -331,25 +357,33 @@ public final class ServingEngine implements AutoCloseable {
         if (registry.containsKey(name)) {
             throw new IllegalArgumentException("an adapter named '" + name + "' is already registered");
         }
+        HubFetch hub = HubFetch.of(name, options);
         Path dir;
         String repoId = null;
         String revision = null;
         if (!Files.exists(Path.of(folderOrRepoId)) && HubCache.refersToHub(folderOrRepoId)) {
             repoId = folderOrRepoId;
-            Path root = HubCache.root(null);
-            Path cfg = HubDownload.file(root, repoId, null, PeftConfigs.CONFIG_FILE_NAME,
-                    HubDownload.Settings.fromEnvironment(null));
+            Path cfg = HubDownload.file(hub.root(), repoId, options.revision(), hub.prefix()
+                    + PeftConfigs.CONFIG_FILE_NAME, hub.settings());
             if (cfg == null) {
                 throw new IllegalArgumentException("adapter model file not found in " + repoId
-                        + ": it has no " + PeftConfigs.CONFIG_FILE_NAME);
+                        + (options.revision() == null ? "" : " at revision " + options.revision()) + ": it has no "
+                        + hub.prefix() + PeftConfigs.CONFIG_FILE_NAME);
             }
-            revision = HubCache.commitOf(root, repoId, cfg);
+            revision = HubCache.commitOf(hub.root(), repoId, cfg);
             dir = cfg.getParent();
         } else {
             dir = Path.of(folderOrRepoId);
             if (!Files.isDirectory(dir)) {
                 throw new NoSuchFileException(folderOrRepoId, null, "not an adapter folder (no such directory) nor a "
                         + "Hub repo id");
+            }
+            if (!hub.prefix().isEmpty()) {
+                dir = dir.resolve(hub.prefix());
+                if (!Files.isDirectory(dir)) {
+                    throw new NoSuchFileException(dir.toString(), null, "adapter folder " + folderOrRepoId
+                            + " has no subfolder '" + hub.prefix() + "'");
+                }
             }
             if (!Files.isRegularFile(dir.resolve(PeftConfigs.CONFIG_FILE_NAME))) {
                 throw new NoSuchFileException(dir.toString(), null, "adapter folder has no "
@@ -366,9 +400,70 @@ public final class ServingEngine implements AutoCloseable {
                     + "runs mixed batches, which PEFT refuses for DoRA (\"Cannot pass `adapter_names` when DoRA is "
                     + "enabled.\"): load it with loadAdapter and generate without adapter_names");
         }
-        AdapterEntry e = new AdapterEntry(name, folderOrRepoId, dir, repoId, revision, config);
+        AdapterEntry e = new AdapterEntry(name, folderOrRepoId, dir, repoId, revision, hub, config);
         if (registry.putIfAbsent(name, e) != null) {
             throw new IllegalArgumentException("an adapter named '" + name + "' is already registered");
+        }
+    }
+
+    /** Where and how a repo-id adapter is fetched: the cache root, the Hub settings, the subfolder prefix. */
+    private record HubFetch(Path root, HubDownload.Settings settings, String prefix) {
+        private static final Set<String> KWARGS = Set.of("cache_dir", "subfolder", "local_files_only",
+                "force_download");
+
+        static HubFetch of(String name, LoadAdapterOptions o) throws IOException {
+            if (o == null) {
+                throw new IllegalArgumentException("options are null: pass LoadAdapterOptions.DEFAULTS");
+            }
+            boolean deviceMap = o.deviceMap() != null && !"auto".equals(o.deviceMap());
+            String refused = o.peftConfig() != null ? "peft_config" : o.adapterStateDict() != null
+                    ? "adapter_state_dict" : deviceMap ? "device_map" : o.maxMemory() != null ? "max_memory"
+                    : o.offloadFolder() != null ? "offload_folder" : o.offloadIndex() != null ? "offload_index"
+                    : o.isTrainable() ? "is_trainable" : null;
+            if (refused != null) {
+                throw new IllegalArgumentException("register('" + name + "'): " + refused + " does not apply to the "
+                        + "serving engine, which reads adapters from a folder or the Hub for inference");
+            }
+            if (o.adapterName() != null && !o.adapterName().equals(name)) {
+                throw new IllegalArgumentException("register('" + name + "'): the options name the adapter '"
+                        + o.adapterName() + "'; leave adapterName unset or give the same name");
+            }
+            Map<String, Object> kw = o.adapterKwargs() == null ? Map.of() : o.adapterKwargs();
+            for (String k : kw.keySet()) {
+                if (!KWARGS.contains(k)) {
+                    throw new IllegalArgumentException("register('" + name + "'): adapter_kwargs['" + k + "'] does not"
+                            + " apply to the serving engine (it takes " + new java.util.TreeSet<>(KWARGS) + ")");
+                }
+            }
+            String cacheDir = string(name, kw, "cache_dir");
+            String subfolder = string(name, kw, "subfolder");
+            HubDownload.Settings hub = HubDownload.Settings.fromEnvironment(o.token());
+            Object localOnly = kw.get("local_files_only");
+            Object force = kw.get("force_download");
+            for (Object[] flag : new Object[][] {{"local_files_only", localOnly}, {"force_download", force}}) {
+                if (flag[1] != null && !(flag[1] instanceof Boolean)) {
+                    throw new IllegalArgumentException("register('" + name + "'): adapter_kwargs['" + flag[0]
+                            + "']: expected a boolean, got " + flag[1]);
+                }
+            }
+            if (Boolean.TRUE.equals(localOnly)) {
+                hub = new HubDownload.Settings(hub.endpoint(), hub.token(), true);
+            }
+            hub = hub.withForceDownload(Boolean.TRUE.equals(force));
+            String prefix = subfolder == null || subfolder.isEmpty() ? "" : subfolder.replaceAll("/+$", "") + "/";
+            return new HubFetch(HubCache.root(cacheDir), hub, prefix);
+        }
+
+        private static String string(String name, Map<String, Object> kw, String key) {
+            Object v = kw.get(key);
+            if (v == null || v instanceof String) {
+                return (String) v;
+            }
+            if (v instanceof Path p) {
+                return p.toString();
+            }
+            throw new IllegalArgumentException("register('" + name + "'): adapter_kwargs['" + key + "']: expected a "
+                    + "string or a Path, got " + v.getClass().getSimpleName());
         }
     }
 
@@ -472,11 +567,9 @@ public final class ServingEngine implements AutoCloseable {
         long id = ids.incrementAndGet();
         Duration timeout = request.timeout() != null ? request.timeout() : defaultTimeout;
         Sequence s = new Sequence(id, request, prompt, timeout);
-        RequestHandle h = new RequestHandle(id, s.future, () -> {
-            s.cancelRequested = true;
-            wakeUp();
-        });
+        RequestHandle h = new RequestHandle(id, s.future, s.cancel, s.publisher);
         s.future.whenComplete((r, t) -> {
+            s.publisher.end(t);
             if (t != null && !s.finishedByEngine) {
                 s.cancelRequested = true; // completed or cancelled by its holder
                 wakeUp();
@@ -502,7 +595,8 @@ public final class ServingEngine implements AutoCloseable {
         return new EngineStats(runningCount, queued.get(), maxConcurrent, registry.size(), residentCount,
                 maxResidentObserved, hits.get(), misses.get(), loads.get(), evictions.get(), loadFailures.get(),
                 completed.get(), failed.get(), cancelled.get(), generated.get(), tokensPerSecond, steps.get(),
-                lat[0], lat[1], lat[2], lat[3]);
+                lat[0], lat[1], lat[2], lat[3], prefillTokens.get(), prefillNanos.get(), decodeTokens.get(),
+                decodeNanos.get());
     }
 
     private static double pct(long[] v, double p) {
@@ -619,6 +713,7 @@ public final class ServingEngine implements AutoCloseable {
                 if (closing && (cancelOnClose || waiting.isEmpty() && running.isEmpty())) {
                     break;
                 }
+                compactSlots();
                 admit();
                 boolean worked = step();
                 if (!worked) {
@@ -733,6 +828,34 @@ public final class ServingEngine implements AutoCloseable {
         return null;
     }
 
+    /**
+     * Moves the sequences of the highest slots into the slots freed below them, so that the running requests hold
+     * slots {@code 0 .. running - 1}: a decode step's rows are then consecutive slots, which attention reads as a
+     * view of the cache instead of gathering them (a copy of every layer's keys and values at every step). A move
+     * copies the sequence's cached positions once.
+     */
+    private void compactSlots() {
+        int hole;
+        while ((hole = usedSlots.nextClearBit(0)) < usedSlots.length()) {
+            int top = usedSlots.length() - 1;
+            Sequence moved = null;
+            for (Sequence s : running) {
+                if (s.slot == top) {
+                    moved = s;
+                    break;
+                }
+            }
+            if (moved == null) {
+                usedSlots.clear(top); // not reachable: every used slot belongs to a running request
+                continue;
+            }
+            cache.moveSlot(top, hole, moved.cached);
+            usedSlots.clear(top);
+            usedSlots.set(hole);
+            moved.slot = hole;
+        }
+    }
+
     /** Moves waiting requests into free slots; starts the adapter loads they need. */
     private void admit() {
         for (Iterator<Sequence> it = waiting.iterator(); it.hasNext() && running.size() < maxConcurrent;) {
@@ -809,11 +932,13 @@ public final class ServingEngine implements AutoCloseable {
     private static Map<String, Tensor> readWeights(AdapterEntry e) throws IOException {
         Path weights;
         if (e.repoId != null) {
-            Path root = HubCache.root(null);
-            HubDownload.Settings hub = HubDownload.Settings.fromEnvironment(null);
-            weights = HubDownload.file(root, e.repoId, e.revision, AdapterFolder.SAFETENSORS_NAME, hub);
+            HubFetch h = e.hub;
+            // the config was fetched at registration: the weights need no second forced download
+            HubDownload.Settings hub = h.settings().withForceDownload(false);
+            weights = HubDownload.file(h.root(), e.repoId, e.revision, h.prefix() + AdapterFolder.SAFETENSORS_NAME,
+                    hub);
             if (weights == null) {
-                weights = HubDownload.file(root, e.repoId, e.revision, AdapterFolder.BIN_NAME, hub);
+                weights = HubDownload.file(h.root(), e.repoId, e.revision, h.prefix() + AdapterFolder.BIN_NAME, hub);
             }
         } else {
             weights = AdapterFolder.findWeights(e.dir);
@@ -878,21 +1003,12 @@ public final class ServingEngine implements AutoCloseable {
         residentCount = residentLru.size();
     }
 
-    /** One step: prompt chunks within the prefill budget, then one decode forward of every request past its prompt. */
+    /**
+     * One step: prompt chunks within the prefill budget (several requests' chunks of one length in one forward), then
+     * one decode forward of every request past its prompt, its rows in slot order.
+     */
     private boolean step() {
-        boolean worked = false;
-        int budget = prefillChunk;
-        for (Sequence s : new ArrayList<>(running)) {
-            if (budget <= 0) {
-                break;
-            }
-            if (s.prefilled < s.prompt.length) {
-                int n = Math.min(s.prompt.length - s.prefilled, budget);
-                budget -= n;
-                prefill(s, n);
-                worked = true;
-            }
-        }
+        boolean worked = prefillStep();
         List<Sequence> rows = new ArrayList<>();
         for (Sequence s : running) {
             if (s.prefilled == s.prompt.length && s.produced > 0) {
@@ -900,7 +1016,12 @@ public final class ServingEngine implements AutoCloseable {
             }
         }
         if (!rows.isEmpty()) {
+            // in slot order: with the slots compacted (see release) the rows' slots are consecutive, and attention
+            // reads the cache through a view rather than gathering the rows' slots
+            rows.sort((x, y) -> Integer.compare(x.slot, y.slot));
+            long t0 = System.nanoTime();
             decode(rows);
+            decodeNanos.addAndGet(System.nanoTime() - t0);
             worked = true;
         }
         if (worked) {
@@ -916,18 +1037,90 @@ public final class ServingEngine implements AutoCloseable {
         return worked;
     }
 
-    private void prefill(Sequence s, int n) {
+    /**
+     * Prefills within the step's budget of {@code prefillChunk} prompt tokens, in groups: a group is the first few
+     * requests still prefilling (in admission order) and one chunk length, run as one {@code [rows, length]} forward
+     * (no padding, so each row's cache and logits are those of a forward of its own). Of the groups led by the oldest
+     * request, the one that prefills the most tokens goes first; what is left of the budget goes to the next group.
+     */
+    private boolean prefillStep() {
+        List<Sequence> todo = new ArrayList<>();
+        for (Sequence s : running) {
+            if (s.prefilled < s.prompt.length) {
+                todo.add(s);
+            }
+        }
+        int budget = prefillChunk;
+        boolean worked = false;
+        while (budget > 0 && !todo.isEmpty()) {
+            int bestRows = 1;
+            int bestLength = Math.min(todo.get(0).prompt.length - todo.get(0).prefilled, budget);
+            int minLeft = Integer.MAX_VALUE;
+            for (int k = 1; k <= todo.size() && k <= budget; k++) {
+                Sequence s = todo.get(k - 1);
+                minLeft = Math.min(minLeft, s.prompt.length - s.prefilled);
+                int length = Math.min(minLeft, budget / k);
+                if ((long) k * length >= (long) bestRows * bestLength) {
+                    bestRows = k;
+                    bestLength = length;
+                }
+            }
+            List<Sequence> group = new ArrayList<>(todo.subList(0, bestRows));
+            todo.subList(0, bestRows).clear();
+            budget -= bestRows * bestLength;
+            long t0 = System.nanoTime();
+            prefill(group, bestLength);
+            prefillNanos.addAndGet(System.nanoTime() - t0);
+            worked = true;
+        }
+        return worked;
+    }
+
+    /** The next {@code n} prompt tokens of each request of {@code group} in one forward. */
+    private void prefill(List<Sequence> group, int n) {
+        int b = group.size();
         try (PointerScope scope = new PointerScope()) {
-            long[] chunk = Arrays.copyOfRange(s.prompt, s.prefilled, s.prefilled + n);
-            Tensor ids = Tensor.create(chunk, 1, n);
-            Tensor logits = forward(ids, new int[] {s.slot}, new long[] {s.cached}, List.of(s.adapterOrBase()));
-            s.cached += n;
-            s.prefilled += n;
-            if (s.prefilled == s.prompt.length) {
-                emit(s, pick(logits, List.of(s))[0]);
+            long[] chunk = new long[b * n];
+            int[] slots = new int[b];
+            long[] past = new long[b];
+            List<String> names = new ArrayList<>(b);
+            for (int i = 0; i < b; i++) {
+                Sequence s = group.get(i);
+                System.arraycopy(s.prompt, s.prefilled, chunk, i * n, n);
+                slots[i] = s.slot;
+                past[i] = s.cached;
+                names.add(s.adapterOrBase());
+            }
+            Tensor logits = forward(Tensor.create(chunk, b, n), slots, past, names);
+            // the requests whose prompt this chunk ends get their first token (only theirs: a seeded row draws once)
+            List<Sequence> done = new ArrayList<>();
+            long[] doneRows = new long[b];
+            for (int i = 0; i < b; i++) {
+                Sequence s = group.get(i);
+                if (s.prefilled + n == s.prompt.length) {
+                    doneRows[done.size()] = i;
+                    done.add(s);
+                }
+            }
+            long[] first = done.isEmpty() ? new long[0] : pick(done.size() == b ? logits
+                    : logits.index_select(0, Tensor.create(Arrays.copyOf(doneRows, done.size()), done.size())), done);
+            prefillTokens.addAndGet((long) b * n);
+            for (Sequence s : group) {
+                s.cached += n;
+                s.prefilled += n;
+            }
+            for (int i = 0; i < done.size(); i++) {
+                emit(done.get(i), first[i]);
             }
         } catch (RuntimeException e) {
-            fail(s, e);
+            if (b == 1) {
+                fail(group.get(0), e);
+                return;
+            }
+            // isolate the row at fault: each row alone (its chunk rewriting the same cache positions)
+            for (Sequence s : group) {
+                prefill(List.of(s), n);
+            }
         }
     }
 
@@ -959,6 +1152,7 @@ public final class ServingEngine implements AutoCloseable {
             }
             return;
         }
+        decodeTokens.addAndGet(rows.size());
         for (int i = 0; i < rows.size(); i++) {
             Sequence s = rows.get(i);
             s.cached++;
@@ -999,7 +1193,7 @@ public final class ServingEngine implements AutoCloseable {
         FinishReason reason = s.request.stopTokenIds().contains(token) || !s.request.ignoreEos()
                 && eosIds.contains(token) ? FinishReason.STOP : null;
         String delta = null;
-        boolean textNow = tokenizer != null && (s.request.listener() != null || !s.request.stopStrings().isEmpty());
+        boolean textNow = tokenizer != null; // for the listener, the publisher's subscribers and stop strings
         if (reason == null && s.produced == s.request.maxNewTokens()) {
             reason = FinishReason.LENGTH;
         }
@@ -1021,11 +1215,12 @@ public final class ServingEngine implements AutoCloseable {
             s.text = text;
         }
         TokenListener l = s.request.listener();
-        if (l != null) {
-            int index = s.produced - 1;
-            String d = tokenizer == null ? null : delta;
-            s.post(() -> {
-                if (s.listenerError == null) {
+        int index = s.produced - 1;
+        String d = tokenizer == null ? null : delta;
+        s.post(() -> {
+            if (s.listenerError == null) {
+                s.publisher.add(new StreamedToken(index, token, d));
+                if (l != null) {
                     try {
                         l.onToken(index, token, d);
                     } catch (RuntimeException | Error e) {
@@ -1035,8 +1230,8 @@ public final class ServingEngine implements AutoCloseable {
                         wakeUp();
                     }
                 }
-            });
-        }
+            }
+        });
         if (reason != null) {
             finish(s, reason);
         }
@@ -1152,18 +1347,21 @@ public final class ServingEngine implements AutoCloseable {
         final Path dir;
         final String repoId;
         final String revision;
+        final HubFetch hub;
         final PeftConfig config;
         // scheduler thread only
         AdapterState state = AdapterState.COLD;
         int pinned;
         boolean removed;
 
-        AdapterEntry(String name, String source, Path dir, String repoId, String revision, PeftConfig config) {
+        AdapterEntry(String name, String source, Path dir, String repoId, String revision, HubFetch hub,
+                PeftConfig config) {
             this.name = name;
             this.source = source;
             this.dir = dir;
             this.repoId = repoId;
             this.revision = revision;
+            this.hub = hub;
             this.config = config;
         }
     }
@@ -1179,6 +1377,11 @@ public final class ServingEngine implements AutoCloseable {
         final long deadline;
         final Duration timeout;
         final CompletableFuture<ServeResult> future = new CompletableFuture<>();
+        final Runnable cancel = () -> {
+            cancelRequested = true;
+            wakeUp();
+        };
+        final TokenPublisher publisher = new TokenPublisher(cancel);
         volatile boolean cancelRequested;
         volatile Throwable listenerError;
         volatile boolean finishedByEngine;

@@ -7,10 +7,11 @@ import dev.peft4j.io.SafetensorsFile;
 import dev.peft4j.models.AutoModel;
 import dev.peft4j.models.CausalLM;
 import dev.peft4j.models.Generation;
+import dev.peft4j.models.KVCache;
 import dev.peft4j.models.ModelConfig;
 import dev.peft4j.models.PreTrainedModel;
 import dev.peft4j.nn.Init;
-import dev.peft4j.serve.RequestHandle;
+import dev.peft4j.serve.EngineStats;
 import dev.peft4j.serve.ServeRequest;
 import dev.peft4j.serve.ServeResult;
 import dev.peft4j.serve.ServingEngine;
@@ -34,21 +35,27 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * {@code R} requests over {@code A} adapters served one at a time ({@code setAdapter} + {@code generate}), the same
  * requests submitted at once to a {@link ServingEngine} (continuous batching, mixed adapters), and the same on one
  * adapter; then time to first token and per output token (p50, p99) under an open-loop load at 50 % and 90 % of the
- * engine's measured capacity. Tokens per second count every generated token over the wall time, prefill included.
+ * engine's measured capacity. Each run reports its prefill phase (prompt tokens over the time to the first new tokens)
+ * and its decode phase (the other new tokens over the time spent in decode steps: for the engine its own counters,
+ * {@link EngineStats#decodeNanos}) apart, and tokens per second end to end (every new token over the wall time).
  *
  * <pre>
  * java -Dorg.bytedeco.javacpp.maxPhysicalBytes=0 -cp benchmarks/target/benchmarks.jar dev.peft4j.bench.ServeThroughput \
  *     [dtype=Float|BFloat16] [layers=22] [hidden=2048] [intermediate=5632] [requests=16] [adapters=8] \
- *     [prompt=32] [tokens=32] [threads=2]
+ *     [prompt=32] [tokens=32] [threads=2] [prefill=128] [rounds=1] [openloop=true]
  * </pre>
  */
 public final class ServeThroughput {
     private ServeThroughput() {}
 
     public static void main(String[] args) throws Exception {
-        Map<String, String> a = new LinkedHashMap<>(Map.of("dtype", "Float", "layers", "22", "hidden", "2048",
-                "intermediate", "5632", "requests", "16", "adapters", "8", "prompt", "32", "tokens", "32",
-                "threads", "2"));
+        String[] defaults = {"dtype", "Float", "layers", "22", "hidden", "2048", "intermediate", "5632",
+            "requests", "16", "adapters", "8", "prompt", "32", "tokens", "32", "threads", "2", "prefill", "128",
+            "rounds", "1", "openloop", "true"};
+        Map<String, String> a = new LinkedHashMap<>();
+        for (int i = 0; i < defaults.length; i += 2) {
+            a.put(defaults[i], defaults[i + 1]);
+        }
         for (String arg : args) {
             String[] kv = arg.split("=", 2);
             if (kv.length != 2 || !a.containsKey(kv[0])) {
@@ -65,6 +72,9 @@ public final class ServeThroughput {
         int promptLen = Integer.parseInt(a.get("prompt"));
         int tokens = Integer.parseInt(a.get("tokens"));
         int threads = Integer.parseInt(a.get("threads"));
+        int prefillChunk = Integer.parseInt(a.get("prefill"));
+        int rounds = Integer.parseInt(a.get("rounds"));
+        boolean openLoop = Boolean.parseBoolean(a.get("openloop"));
         torch.set_num_threads(threads);
         org.bytedeco.openblas.presets.openblas_nolapack.blas_set_num_threads(threads);
         System.out.println("config: " + a);
@@ -93,61 +103,159 @@ public final class ServeThroughput {
             for (int i = 0; i < adapters; i++) {
                 model.loadAdapter(folders.get(i), "a" + i);
             }
-            sequential(model, prompts.subList(0, Math.min(2, requests)), 1, tokens); // warm-up
-            long t0 = System.nanoTime();
-            sequential(model, prompts, adapters, tokens);
-            double seqSeconds = (System.nanoTime() - t0) / 1e9;
-            double seqTps = (double) requests * tokens / seqSeconds;
-            System.out.printf("one at a time (setAdapter + generate): %d requests x %d tokens in %.2f s = %.1f tok/s%n",
-                    requests, tokens, seqSeconds, seqTps);
+            sequential(model, prompts.subList(0, Math.min(2, requests)), 1, Math.min(2, tokens)); // warm-up
+            Phases seq = sequential(model, prompts, adapters, tokens);
+            seq.print("one at a time (setAdapter + generate)");
             for (int i = 0; i < adapters; i++) {
                 model.deleteAdapter("a" + i);
             }
             try (ServingEngine engine = ServingEngine.builder(model).maxConcurrent(requests)
                     .maxLength(promptLen + tokens).maxResidentAdapters(adapters).maxWaiting(4096).threads(threads)
-                    .build()) {
+                    .prefillChunk(prefillChunk).build()) {
                 for (int i = 0; i < adapters; i++) {
                     engine.register("a" + i, folders.get(i));
                 }
-                burst(engine, prompts, adapters, tokens); // warm-up: loads every adapter
-                double mixed = burst(engine, prompts, adapters, tokens);
-                double one = burst(engine, prompts, 1, tokens);
-                System.out.printf("engine, %d concurrent over %d adapters: %.1f tok/s%n", requests, adapters, mixed);
-                System.out.printf("engine, %d concurrent on 1 adapter: %.1f tok/s%n", requests, one);
-                System.out.printf("ratio mixed / one at a time = %.2f (target >= 8)%n", mixed / seqTps);
-                System.out.printf("ratio mixed / one adapter = %.3f (target >= 0.9)%n", mixed / one);
-                double capacity = mixed / tokens; // requests per second
-                for (double load : new double[] {0.5, 0.9}) {
-                    openLoop(engine, prompts, adapters, tokens, capacity * load, load);
+                burst(engine, prompts, adapters, Math.min(2, tokens)); // warm-up: loads every adapter
+                Phases mixed = new Phases();
+                Phases one = new Phases();
+                for (int round = 0; round < rounds; round++) { // alternated, so that drifts of the machine hit both
+                    mixed.add(burst(engine, prompts, adapters, tokens));
+                    one.add(burst(engine, prompts, 1, tokens));
+                }
+                mixed.print("engine, " + requests + " concurrent over " + adapters + " adapters");
+                one.print("engine, " + requests + " concurrent on 1 adapter");
+                System.out.printf("decode: mixed / one at a time = %.2f (target >= 8); mixed / one adapter = %.3f"
+                        + " (target >= 0.9)%n", mixed.decodeRate() / seq.decodeRate(),
+                        mixed.decodeRate() / one.decodeRate());
+                System.out.printf("end to end (prefill included): mixed / one at a time = %.2f; mixed / one adapter"
+                        + " = %.3f%n", mixed.wallRate() / seq.wallRate(), mixed.wallRate() / one.wallRate());
+                if (openLoop) {
+                    double capacity = mixed.wallRate() / tokens; // requests per second
+                    for (double load : new double[] {0.5, 0.9}) {
+                        openLoop(engine, prompts, adapters, tokens, capacity * load, load);
+                    }
                 }
             }
         }
     }
 
-    private static void sequential(PreTrainedModel model, List<long[]> prompts, int adapters, int tokens) {
-        for (int r = 0; r < prompts.size(); r++) {
-            model.setAdapter("a" + (r % adapters));
-            try (PointerScope s = new PointerScope()) {
-                long[] p = prompts.get(r);
-                Generation.generate((CausalLM) model, Tensor.create(p, 1, p.length), null,
-                        Generation.Options.greedy(tokens));
-            }
+    /** Tokens and times of a run, split in its prefill phase (to each request's first token) and its decode phase. */
+    static final class Phases {
+        long tokens;
+        long wallNanos;
+        long prefillTokens;
+        long prefillNanos;
+        long decodeTokens;
+        long decodeNanos;
+
+        void add(Phases o) {
+            tokens += o.tokens;
+            wallNanos += o.wallNanos;
+            prefillTokens += o.prefillTokens;
+            prefillNanos += o.prefillNanos;
+            decodeTokens += o.decodeTokens;
+            decodeNanos += o.decodeNanos;
+        }
+
+        double wallRate() {
+            return tokens * 1e9 / wallNanos;
+        }
+
+        double decodeRate() {
+            return decodeTokens * 1e9 / decodeNanos;
+        }
+
+        void print(String what) {
+            System.out.printf("%s: %d tokens in %.2f s = %.2f tok/s end to end; prefill %d prompt tokens in %.2f s"
+                    + " = %.1f tok/s; decode %d tokens in %.2f s = %.2f tok/s%n", what, tokens, wallNanos / 1e9,
+                    wallRate(), prefillTokens, prefillNanos / 1e9, prefillTokens * 1e9 / prefillNanos, decodeTokens,
+                    decodeNanos / 1e9, decodeRate());
         }
     }
 
-    /** All requests at once; tokens per second over the burst. */
-    private static double burst(ServingEngine engine, List<long[]> prompts, int adapters, int tokens) throws Exception {
+    /**
+     * Each request alone: {@code setAdapter} + {@code generate}. Its prefill phase runs from the call to the second
+     * forward (the prompt's forward and the pick of the first token), its decode phase from there to the return.
+     */
+    private static Phases sequential(PreTrainedModel model, List<long[]> prompts, int adapters, int tokens) {
+        Phases p = new Phases();
+        TimedLM lm = new TimedLM((CausalLM) model);
+        for (int r = 0; r < prompts.size(); r++) {
+            model.setAdapter("a" + (r % adapters));
+            try (PointerScope s = new PointerScope()) {
+                long[] ids = prompts.get(r);
+                lm.forwards = 0;
+                long t0 = System.nanoTime();
+                Tensor out = Generation.generate(lm, Tensor.create(ids, 1, ids.length), null,
+                        Generation.Options.greedy(tokens));
+                long t1 = System.nanoTime();
+                long produced = out.size(1) - ids.length;
+                long decodeStart = lm.forwards >= 2 ? lm.secondForwardAt : t1;
+                p.tokens += produced;
+                p.wallNanos += t1 - t0;
+                p.prefillTokens += ids.length;
+                p.prefillNanos += decodeStart - t0;
+                p.decodeTokens += produced - 1;
+                p.decodeNanos += t1 - decodeStart;
+            }
+        }
+        return p;
+    }
+
+    /** A causal LM that notes when its second forward (the first decode step of a generate call) starts. */
+    private static final class TimedLM implements CausalLM {
+        private final CausalLM lm;
+        int forwards;
+        long secondForwardAt;
+
+        TimedLM(CausalLM lm) {
+            this.lm = lm;
+        }
+
+        @Override
+        public Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor positionIds, KVCache cache) {
+            if (++forwards == 2) {
+                secondForwardAt = System.nanoTime();
+            }
+            return lm.forward(inputIds, attentionMask, positionIds, cache);
+        }
+
+        @Override
+        public KVCache newCache() {
+            return lm.newCache();
+        }
+
+        @Override
+        public ModelConfig config() {
+            return lm.config();
+        }
+
+        @Override
+        public void close() {
+        }
+    }
+
+    /** All requests at once; the engine's own prefill and decode times over the burst. */
+    private static Phases burst(ServingEngine engine, List<long[]> prompts, int adapters, int tokens)
+            throws Exception {
+        EngineStats before = engine.stats();
         long t0 = System.nanoTime();
         List<CompletableFuture<ServeResult>> fs = new ArrayList<>();
         for (int r = 0; r < prompts.size(); r++) {
             fs.add(engine.submit(ServeRequest.builder().adapter("a" + (r % adapters)).promptIds(prompts.get(r))
                     .maxNewTokens(tokens).ignoreEos(true).build()).result());
         }
-        long n = 0;
+        Phases p = new Phases();
         for (CompletableFuture<ServeResult> f : fs) {
-            n += f.get().tokenIds().length;
+            p.tokens += f.get().tokenIds().length;
         }
-        return n / ((System.nanoTime() - t0) / 1e9);
+        p.wallNanos = System.nanoTime() - t0;
+        EngineStats after = engine.stats();
+        p.prefillTokens = after.prefillTokens() - before.prefillTokens();
+        p.prefillNanos = after.prefillNanos() - before.prefillNanos();
+        p.decodeTokens = after.decodeTokens() - before.decodeTokens();
+        p.decodeNanos = after.decodeNanos() - before.decodeNanos();
+        return p;
     }
 
     /** Requests arriving at a fixed rate for a while; TTFT and TPOT percentiles. */
@@ -184,7 +292,7 @@ public final class ServeThroughput {
         return sorted[(int) Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] / 1e6;
     }
 
-    private static Path lora(Path dir, int hidden, int heads, int kvHeads, int layers, long seed) throws Exception {
+    static Path lora(Path dir, int hidden, int heads, int kvHeads, int layers, long seed) throws Exception {
         LoraConfig c = LoraConfig.builder().r(16).loraAlpha(32).targetModules("q_proj", "k_proj", "v_proj", "o_proj")
                 .taskType(TaskType.CAUSAL_LM).build();
         PeftConfigs.write(c, dir);

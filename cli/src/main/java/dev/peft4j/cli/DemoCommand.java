@@ -11,6 +11,9 @@ import dev.peft4j.models.Generation;
 import dev.peft4j.models.KVCache;
 import dev.peft4j.models.LlamaForCausalLM;
 import dev.peft4j.nn.Linear;
+import dev.peft4j.serve.ServeRequest;
+import dev.peft4j.serve.ServeResult;
+import dev.peft4j.serve.ServingEngine;
 import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.tuners.lora.LoraLayer;
 import dev.peft4j.tuners.lora.LoraMath;
@@ -41,9 +44,10 @@ import picocli.CommandLine.Option;
             "Build a small Llama-family model from a built-in config with seeded random weights (no "
             + "download), attach seeded adapters, and show: each adapter's output for the same prompt ids "
             + "(setAdapter), a mixed batch with a different adapter per row, merge then unmerge, the adapter "
-            + "saved as a PEFT folder, and measured timings (decode step per token; one adapted layer, fused "
-            + "against composed). The weights are random: the tokens mean nothing, the comparisons and timings "
-            + "are real.")
+            + "saved as a PEFT folder, measured timings (decode step per token; one adapted layer, fused "
+            + "against composed), and serving: requests over several adapters served one at a time, then at once "
+            + "by the serving engine (their tokens, whether both agree, the throughput of each). The weights are "
+            + "random: the tokens mean nothing, the comparisons and timings are real.")
 final class DemoCommand extends CliCommand {
     @Option(names = "--seed", paramLabel = "S", defaultValue = "0",
             description = "Seed of the model's and the adapters' random weights (default ${DEFAULT-VALUE}).")
@@ -175,10 +179,99 @@ final class DemoCommand extends CliCommand {
             o.printf("%n6. timings, measured now (median of %d runs after a warm-up, %d %s)%n", iterations,
                     torch.get_num_threads(), torch.get_num_threads() == 1 ? "thread" : "threads");
             timings(m, o, first);
+
+            // ---- 7. serving
+            serving(o, dir.resolve("serving"));
         }
         o.printf("%ndemo done in %.1f s%n", (System.nanoTime() - t0) / 1e9);
         o.flush();
         return 0;
+    }
+
+    /**
+     * Requests over several LoRA adapters and the base model, served one at a time ({@code setAdapter} +
+     * {@code generate}) and then submitted at once to a {@link ServingEngine} (one decode forward for all running
+     * requests, a different adapter per row): each request's tokens, whether both ways agree, and the throughput of
+     * each (the second of two passes, the first warming up).
+     */
+    private void serving(PrintWriter o, Path dir) throws IOException {
+        List<String> adapters = List.of("lora_a", "lora_b", "lora_c", "lora_d");
+        List<String> rows = new ArrayList<>();
+        List<long[]> prompts = new ArrayList<>();
+        for (int i = 0; i < 10; i++) {
+            rows.add(i % 5 == 4 ? null : adapters.get(i % 5 % 4));
+            long[] p = PROMPT.clone();
+            p[1] = 100 + 37L * i; // a different prompt per request
+            prompts.add(p);
+        }
+        o.printf("%n7. serving: %d requests over %d LoRA adapters (r 8 on q, k, v, o) and the base model, one at a%n"
+                + "   time (setAdapter + generate), then submitted at once to a ServingEngine (continuous batching:%n"
+                + "   one forward per step for every running request, a different adapter per row)%n", rows.size(),
+                adapters.size());
+        List<long[]> alone = new ArrayList<>();
+        double aloneSeconds = 0;
+        try (LlamaForCausalLM ref = BuiltinLlama.create(ScalarType.Float, seed)) {
+            ref.peftAdapters().seed(seed + 1);
+            for (String a : adapters) {
+                ref.addAdapter(LoraConfig.builder().r(8).loraAlpha(16).targetModules("q_proj", "k_proj", "v_proj",
+                        "o_proj").initLoraWeights(InitLoraWeights.of(false)).taskType(TaskType.CAUSAL_LM).build(), a);
+                ref.saveAdapter(dir.resolve(a), a);
+            }
+            for (int pass = 0; pass < 2; pass++) {
+                alone.clear();
+                long t = System.nanoTime();
+                for (int i = 0; i < rows.size(); i++) {
+                    if (rows.get(i) == null) {
+                        ref.disableAdapters();
+                    } else {
+                        ref.enableAdapters();
+                        ref.setAdapter(rows.get(i));
+                    }
+                    try (PointerScope s = new PointerScope()) {
+                        Tensor in = TokenIds.longs(prompts.get(i), 1, PROMPT.length);
+                        long[] all = TokenIds.row(Generation.generate(ref, in, null,
+                                Generation.Options.greedy(newTokens)), 0);
+                        alone.add(java.util.Arrays.copyOfRange(all, PROMPT.length, all.length));
+                    }
+                }
+                aloneSeconds = (System.nanoTime() - t) / 1e9;
+                ref.enableAdapters();
+            }
+        }
+        List<ServeResult> served = new ArrayList<>();
+        double servedSeconds = 0;
+        try (LlamaForCausalLM base = BuiltinLlama.create(ScalarType.Float, seed);
+                ServingEngine engine = ServingEngine.builder(base).maxConcurrent(rows.size())
+                        .maxLength(PROMPT.length + newTokens).threads(torch.get_num_threads()).build()) {
+            for (String a : adapters) {
+                engine.register(a, dir.resolve(a));
+            }
+            for (int pass = 0; pass < 2; pass++) {
+                served.clear();
+                long t = System.nanoTime();
+                List<java.util.concurrent.CompletableFuture<ServeResult>> futures = new ArrayList<>();
+                for (int i = 0; i < rows.size(); i++) {
+                    futures.add(engine.submit(ServeRequest.builder().adapter(rows.get(i)).promptIds(prompts.get(i))
+                            .maxNewTokens(newTokens).ignoreEos(true).build()).result());
+                }
+                for (var f : futures) {
+                    served.add(f.join());
+                }
+                servedSeconds = (System.nanoTime() - t) / 1e9;
+            }
+        }
+        int agree = 0;
+        for (int i = 0; i < rows.size(); i++) {
+            boolean same = java.util.Arrays.equals(alone.get(i), served.get(i).tokenIds());
+            agree += same ? 1 : 0;
+            o.printf("   request %2d  %-8s  %s  %s%n", i, rows.get(i) == null ? "__base__" : rows.get(i),
+                    TokenIds.join(served.get(i).tokenIds()), same ? "= one at a time" : "DIFFERS from one at a time");
+        }
+        long tokens = (long) rows.size() * newTokens;
+        o.printf("   %d of %d requests: the same tokens both ways%n", agree, rows.size());
+        o.printf("   one at a time: %d tokens in %.3f s = %.0f tokens/s; at once: %.3f s = %.0f tokens/s (%.1fx)%n",
+                tokens, aloneSeconds, tokens / aloneSeconds, servedSeconds, tokens / servedSeconds,
+                aloneSeconds / servedSeconds);
     }
 
     /** setAdapter(name), then its logits and greedy tokens for the prompt; returns the logits. */

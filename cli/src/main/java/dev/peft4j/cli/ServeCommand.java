@@ -85,20 +85,6 @@ final class ServeCommand extends CliCommand {
         } catch (IllegalArgumentException e) {
             throw usage(e.getMessage());
         }
-        // the engine fetches a repo-id adapter with the environment's Hub settings only: options it would not apply
-        // are refused rather than ignored
-        if (adapterOptions.revision != null) {
-            throw usage("--adapter-revision does not apply to serve yet: an adapter given as a repo id is fetched at "
-                    + "its main revision; download it and pass the folder instead");
-        }
-        for (Map.Entry<String, Path> e : folders.entrySet()) {
-            String src = e.getValue().toString();
-            if ((model.token != null || model.cacheDir != null) && !java.nio.file.Files.exists(e.getValue())
-                    && dev.peft4j.io.HubCache.refersToHub(src)) {
-                throw usage("--token and --cache-dir apply to the model only in serve: adapter '" + e.getKey()
-                        + "' (" + src + ") would be fetched without them; use HF_TOKEN / HF_HUB_CACHE, or a folder");
-            }
-        }
         Path dir = model.dir();
         String baseName = servedName != null ? servedName : dir.getFileName().toString();
         if (folders.containsKey(baseName)) {
@@ -120,7 +106,9 @@ final class ServeCommand extends CliCommand {
             }
             try (ServingEngine engine = b.build()) {
                 for (Map.Entry<String, Path> e : folders.entrySet()) {
-                    engine.register(e.getKey(), e.getValue().toString());
+                    // a repo id fetched with --token, --cache-dir and --adapter-revision, as generate loads it
+                    engine.register(e.getKey(), e.getValue().toString(),
+                            model.adapterOptions(e.getKey(), adapterOptions.revision));
                 }
                 CountDownLatch stop = new CountDownLatch(1);
                 Thread hook = new Thread(stop::countDown, "peft4j-serve-shutdown");

@@ -50,6 +50,14 @@ class DemoCommandTest {
         assertEquals(4, lines.stream().filter(l -> l.startsWith("   per token: ")).count(), r.toString());
         assertEquals(3, lines.stream().filter(l -> l.startsWith("   per layer: ")).count(), r.toString());
 
+        // serving: every request served at once gets the tokens it gets alone, and the throughput of both is shown
+        assertEquals(10, lines.stream().filter(l -> l.matches("   request +\\d+ .*")).count(), r.toString());
+        assertEquals(10, lines.stream().filter(l -> l.matches("   request +\\d+ .*= one at a time")).count(),
+                r.toString());
+        assertTrue(lines.contains("   10 of 10 requests: the same tokens both ways"), r.toString());
+        assertTrue(lines.stream().anyMatch(l -> l.startsWith("   one at a time: 80 tokens in ")), r.toString());
+        assertTrue(lines.stream().anyMatch(l -> l.startsWith("   request  4  __base__ ")), r.toString());
+
         Path saved = tmp.resolve("lora_a");
         assertTrue(Files.isRegularFile(saved.resolve("adapter_model.safetensors")), r.toString());
         assertEquals("LORA", PeftConfigs.read(saved).peftType().jsonValue());

@@ -40,6 +40,8 @@ public final class AutoModel {
         ARCHITECTURES.put("BertLMHeadModel", BertForMaskedLM::new); // same keys; rejected when is_decoder=true
         ARCHITECTURES.put("BertForSequenceClassification", BertForSequenceClassification::new);
         ARCHITECTURES.put("T5ForConditionalGeneration", T5ForConditionalGeneration::new);
+        ARCHITECTURES.put("MixtralForCausalLM", MixtralForCausalLM::new);
+        ARCHITECTURES.put("MixtralModel", MixtralModel::new);
         ARCHITECTURES.put("MT5ForConditionalGeneration", T5ForConditionalGeneration::new);
         DEFAULT_ARCHITECTURE.put("bert", "BertModel");
         DEFAULT_ARCHITECTURE.put("gpt2", "GPT2LMHeadModel");
@@ -48,6 +50,7 @@ public final class AutoModel {
         DEFAULT_ARCHITECTURE.put("mistral", "MistralForCausalLM");
         DEFAULT_ARCHITECTURE.put("qwen2", "Qwen2ForCausalLM");
         DEFAULT_ARCHITECTURE.put("t5", "T5ForConditionalGeneration");
+        DEFAULT_ARCHITECTURE.put("mixtral", "MixtralForCausalLM");
         DEFAULT_ARCHITECTURE.put("mt5", "MT5ForConditionalGeneration");
     }
 

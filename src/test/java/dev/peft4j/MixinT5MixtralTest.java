@@ -187,6 +187,18 @@ class MixinT5MixtralTest {
         }
     }
 
+    @Test
+    void loraTargetParametersAreRefusedNamingThem() {
+        try (PreTrainedModel m = model(MIXTRAL, 4)) {
+            LoraConfig c = LoraConfig.builder().r(2).targetModules("q_proj")
+                    .targetParameters(List.of("block_sparse_moe.experts.gate_up_proj")).build();
+            UnsupportedOperationException e = assertThrows(UnsupportedOperationException.class, () -> m.addAdapter(c));
+            assertTrue(e.getMessage().contains("target_parameters") && e.getMessage().contains("gate_up_proj"),
+                    e.getMessage());
+            assertFalse(m.peftAdapters().isLoaded(), "nothing was added");
+        }
+    }
+
     /** mt0-large's shape (d_model 1024, d_ff 2816, 16 heads of 64, 24 + 24 blocks, gated-gelu), built without memory. */
     static final String MT0_LARGE = "{\"model_type\":\"mt5\",\"architectures\":[\"MT5ForConditionalGeneration\"],"
             + "\"vocab_size\":250112,\"d_model\":1024,\"d_kv\":64,\"num_heads\":16,\"d_ff\":2816,\"num_layers\":24,"

@@ -39,12 +39,19 @@ public final class AutoModel {
         ARCHITECTURES.put("BertForMaskedLM", BertForMaskedLM::new);
         ARCHITECTURES.put("BertLMHeadModel", BertForMaskedLM::new); // same keys; rejected when is_decoder=true
         ARCHITECTURES.put("BertForSequenceClassification", BertForSequenceClassification::new);
+        ARCHITECTURES.put("T5ForConditionalGeneration", T5ForConditionalGeneration::new);
+        ARCHITECTURES.put("MixtralForCausalLM", MixtralForCausalLM::new);
+        ARCHITECTURES.put("MixtralModel", MixtralModel::new);
+        ARCHITECTURES.put("MT5ForConditionalGeneration", T5ForConditionalGeneration::new);
         DEFAULT_ARCHITECTURE.put("bert", "BertModel");
         DEFAULT_ARCHITECTURE.put("gpt2", "GPT2LMHeadModel");
         DEFAULT_ARCHITECTURE.put("opt", "OPTForCausalLM");
         DEFAULT_ARCHITECTURE.put("llama", "LlamaForCausalLM");
         DEFAULT_ARCHITECTURE.put("mistral", "MistralForCausalLM");
         DEFAULT_ARCHITECTURE.put("qwen2", "Qwen2ForCausalLM");
+        DEFAULT_ARCHITECTURE.put("t5", "T5ForConditionalGeneration");
+        DEFAULT_ARCHITECTURE.put("mixtral", "MixtralForCausalLM");
+        DEFAULT_ARCHITECTURE.put("mt5", "MT5ForConditionalGeneration");
     }
 
     private static final Logger LOG = LoggerFactory.getLogger(AutoModel.class);
@@ -158,13 +165,27 @@ public final class AutoModel {
         return make.apply(config, init);
     }
 
+    /** {@link #fromPretrained(Path, ScalarType)} for an encoder-decoder with a language-model head (T5, mT5). */
+    public static Seq2SeqLM seq2SeqLM(Path dir, ScalarType dtype) throws IOException {
+        PreTrainedModel m = fromPretrained(dir, dtype);
+        if (!(m instanceof Seq2SeqLM)) {
+            String arch = m.typeName();
+            m.close();
+            throw new IllegalArgumentException(dir + ": " + arch + " is not an encoder-decoder language model");
+        }
+        return (Seq2SeqLM) m;
+    }
+
     /** {@link #fromPretrained(Path, ScalarType)} for a model with a language-model head. */
     public static CausalLM causalLM(Path dir, ScalarType dtype) throws IOException {
         PreTrainedModel m = fromPretrained(dir, dtype);
         if (!(m instanceof CausalLM)) {
             String arch = m.typeName();
+            boolean seq2seq = m instanceof Seq2SeqLM;
             m.close();
-            throw new IllegalArgumentException(dir + ": " + arch + " has no language-model head");
+            throw new IllegalArgumentException(dir + ": " + arch + (seq2seq
+                    ? " is an encoder-decoder, not a causal LM (load it with AutoModel.seq2SeqLM)"
+                    : " has no language-model head"));
         }
         return (CausalLM) m;
     }

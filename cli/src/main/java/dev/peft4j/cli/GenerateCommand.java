@@ -1,6 +1,8 @@
 package dev.peft4j.cli;
 
 import dev.peft4j.models.CausalLM;
+import dev.peft4j.models.Seq2SeqGeneration;
+import dev.peft4j.models.Seq2SeqLM;
 import dev.peft4j.models.Generation;
 import dev.peft4j.models.ModelConfig;
 import dev.peft4j.models.PreTrainedModel;
@@ -27,7 +29,8 @@ import picocli.CommandLine.Option;
             + "(repeatable, one row each) needs the model folder's tokenizer.json: each row's text, prompt and "
             + "continuation, is printed on a line of its own (special tokens left out; --print-ids adds the "
             + "ids). --input-ids works without a tokenizer: each row's ids, prompt and new tokens, "
-            + "comma-separated, one row per line.")
+            + "comma-separated, one row per line. An encoder-decoder (T5, mT5) reads the prompt with its encoder "
+            + "and prints the decoder's output: its ids (the decoder start token first), or its text.")
 final class GenerateCommand extends CliCommand {
     @Mixin
     ModelOptions model;
@@ -137,9 +140,13 @@ final class GenerateCommand extends CliCommand {
             throws IOException {
         progress("loading %s", model.dir());
         try (PreTrainedModel m = model.load(); PointerScope scope = new PointerScope()) {
+            if (m instanceof Seq2SeqLM s2s) {
+                generateSeq2Seq(m, s2s, rows, options, folders, tokenizer);
+                return;
+            }
             if (!(m instanceof CausalLM lm)) {
                 throw new IllegalArgumentException(model.dir() + ": " + m.typeName()
-                        + " has no language-model head: generate needs a causal LM");
+                        + " has no language-model head: generate needs a causal LM or an encoder-decoder");
             }
             adapterOptions.apply(m, folders, model);
             ModelConfig c = m.config();
@@ -187,6 +194,58 @@ final class GenerateCommand extends CliCommand {
             progress("%d new tokens per row in %.1f ms (%.1f ms/token, measured)", produced, (t1 - t0) / 1e6,
                     produced == 0 ? 0.0 : (t1 - t0) / 1e6 / produced);
         }
+    }
+
+    /**
+     * An encoder-decoder (T5): each prompt goes to the encoder (left-padded under a mask), the decoder generates from
+     * its start token. Prints each row's decoder ids (start token first, as transformers' generate returns them), or
+     * with a tokenizer the decoded new tokens.
+     */
+    private void generateSeq2Seq(PreTrainedModel m, Seq2SeqLM lm, long[][] rows, Generation.Options options,
+            Map<String, Path> folders, Tokenizer tokenizer) throws IOException {
+        adapterOptions.apply(m, folders, model);
+        ModelConfig c = m.config();
+        try {
+            TokenIds.checkVocab(rows, c.getLong("vocab_size"));
+        } catch (IllegalArgumentException e) {
+            if (tokenizer == null) {
+                throw usage("--input-ids: " + e.getMessage());
+            }
+            throw new IllegalArgumentException(tokenizer.file() + " does not fit the model: the prompt's "
+                    + e.getMessage());
+        }
+        long eos = ignoreEos ? -1 : firstId(c, "eos_token_id");
+        long pad = firstId(c, "pad_token_id");
+        if (pad < 0) {
+            pad = Math.max(eos, 0);
+        }
+        if (eos >= 0) {
+            options = options.withEos(eos, pad);
+        }
+        Tensor[] batch = TokenIds.leftPadded(rows, pad);
+        boolean padded = false;
+        for (long[] r : rows) {
+            padded |= r.length != rows[0].length;
+        }
+        long t0 = System.nanoTime();
+        Tensor out = Seq2SeqGeneration.generate(lm, batch[0], padded ? batch[1] : null, options);
+        long t1 = System.nanoTime();
+        for (int r = 0; r < rows.length; r++) {
+            long[] all = TokenIds.row(out, r);
+            if (tokenizer == null) {
+                out().println(TokenIds.join(all));
+            } else {
+                long[] ids = throughFirstEos(all, 1, eos);
+                out().println(tokenizer.decode(Arrays.copyOfRange(ids, 1, ids.length), true));
+                if (printIds) {
+                    out().println("ids: " + TokenIds.join(ids));
+                }
+            }
+        }
+        out().flush();
+        long produced = out.size(1) - 1;
+        progress("%d new tokens per row in %.1f ms (%.1f ms/token, measured)", produced, (t1 - t0) / 1e6,
+                produced == 0 ? 0.0 : (t1 - t0) / 1e6 / produced);
     }
 
     /** The prompt and the new tokens up to and including the first {@code eos} (the padding after it dropped). */

@@ -5,6 +5,7 @@ import dev.peft4j.models.BertForMaskedLM;
 import dev.peft4j.models.BertForSequenceClassification;
 import dev.peft4j.models.CausalLM;
 import dev.peft4j.models.PreTrainedModel;
+import dev.peft4j.models.Seq2SeqLM;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -26,7 +27,9 @@ import picocli.CommandLine.Option;
         description =
             "Run one forward over the token ids and write the logits, float32, to a safetensors file under "
             + "the key 'logits': [batch, seq, vocab] for a language model, [batch, labels] for sequence "
-            + "classification. With --adapter, the PEFT adapters are loaded into the model first.")
+            + "classification. With --adapter, the PEFT adapters are loaded into the model first. For an "
+            + "encoder-decoder (T5, mT5) --input-ids go to the encoder and --decoder-input-ids to the decoder, "
+            + "whose logits are written.")
 final class LogitsCommand extends CliCommand {
     @Mixin
     ModelOptions model;
@@ -42,23 +45,20 @@ final class LogitsCommand extends CliCommand {
             description = "Token ids, rows separated by ';' (all rows the same length), e.g. \"1,2,3;4,5,6\".")
     String inputIds;
 
+    @Option(names = "--decoder-input-ids", paramLabel = "<ids>",
+            description = "Encoder-decoder models only: the decoder's token ids (same format as --input-ids, as many "
+                + "rows), starting with the decoder start token (T5: 0).")
+    String decoderInputIds;
+
     @Option(names = "--out", required = true, paramLabel = "<file.safetensors>", description = "Where to write them.")
     Path out;
 
     @Override
     public Integer call() throws IOException {
-        long[][] rows;
-        try {
-            rows = TokenIds.parse(inputIds);
-            int len = rows[0].length;
-            for (int r = 1; r < rows.length; r++) {
-                if (rows[r].length != len) {
-                    throw new IllegalArgumentException("all rows need the same length: row 0 has " + len
-                            + " ids, row " + r + " has " + rows[r].length);
-                }
-            }
-        } catch (IllegalArgumentException e) {
-            throw usage("--input-ids: " + e.getMessage());
+        long[][] rows = parseRows("--input-ids", inputIds);
+        long[][] decoderRows = decoderInputIds == null ? null : parseRows("--decoder-input-ids", decoderInputIds);
+        if (decoderRows != null && decoderRows.length != rows.length) {
+            throw usage("--decoder-input-ids has " + decoderRows.length + " rows, --input-ids " + rows.length);
         }
         Map<String, Path> folders;
         try {
@@ -84,9 +84,26 @@ final class LogitsCommand extends CliCommand {
             } catch (IllegalArgumentException e) {
                 throw usage("--input-ids: " + e.getMessage());
             }
+            boolean seq2seq = m instanceof Seq2SeqLM;
+            if (seq2seq && decoderRows == null) {
+                throw usage(m.typeName() + " is an encoder-decoder: give the decoder's ids with --decoder-input-ids "
+                        + "(starting with the decoder start token, " + ((Seq2SeqLM) m).decoderStartTokenId() + ")");
+            }
+            if (!seq2seq && decoderRows != null) {
+                throw usage("--decoder-input-ids is for encoder-decoder models; " + m.typeName() + " is not one");
+            }
+            if (decoderRows != null) {
+                try {
+                    TokenIds.checkVocab(decoderRows, vocab);
+                } catch (IllegalArgumentException e) {
+                    throw usage("--decoder-input-ids: " + e.getMessage());
+                }
+            }
             Tensor ids = TokenIds.rectangular(rows);
+            Tensor decIds = decoderRows == null ? null : TokenIds.rectangular(decoderRows);
             long t0 = System.nanoTime();
-            Tensor raw = rowAdapters == null ? forward(m, ids) : m.withAdapterNames(rowAdapters, () -> forward(m, ids));
+            Tensor raw = rowAdapters == null ? forward(m, ids, decIds)
+                    : m.withAdapterNames(rowAdapters, () -> forward(m, ids, decIds));
             Tensor logits = raw.to(ScalarType.Float).contiguous();
             long t1 = System.nanoTime();
             SafetensorsFile.write(out, Map.of("logits", logits));
@@ -96,8 +113,27 @@ final class LogitsCommand extends CliCommand {
         return 0;
     }
 
-    /** The logits of a model with a head; a bare base model has none. */
-    static Tensor forward(PreTrainedModel m, Tensor ids) {
+    private long[][] parseRows(String option, String text) {
+        try {
+            long[][] rows = TokenIds.parse(text);
+            int len = rows[0].length;
+            for (int r = 1; r < rows.length; r++) {
+                if (rows[r].length != len) {
+                    throw new IllegalArgumentException("all rows need the same length: row 0 has " + len
+                            + " ids, row " + r + " has " + rows[r].length);
+                }
+            }
+            return rows;
+        } catch (IllegalArgumentException e) {
+            throw usage(option + ": " + e.getMessage());
+        }
+    }
+
+    /** The logits of a model with a head (an encoder-decoder's decoder logits); a bare base model has none. */
+    static Tensor forward(PreTrainedModel m, Tensor ids, Tensor decoderIds) {
+        if (m instanceof Seq2SeqLM s2s) {
+            return s2s.forward(ids, null, decoderIds);
+        }
         if (m instanceof CausalLM lm) {
             return lm.forward(ids, null, null, null);
         }
@@ -108,7 +144,8 @@ final class LogitsCommand extends CliCommand {
             return cls.forward(ids, null, null);
         }
         throw new IllegalArgumentException(m.typeName() + " has no language-model or classification head: "
-                + "no logits to write (name a *ForCausalLM, *LMHeadModel, *ForMaskedLM or *ForSequenceClassification "
+                + "no logits to write (name a *ForCausalLM, *LMHeadModel, *ForMaskedLM, *ForConditionalGeneration or "
+                + "*ForSequenceClassification "
                 + "architecture in config.json)");
     }
 }

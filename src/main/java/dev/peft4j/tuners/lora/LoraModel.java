@@ -54,6 +54,13 @@ public final class LoraModel extends TunerModel {
         if (lc.layerReplication() != null) {
             throw new UnsupportedOperationException("layer_replication is not supported (adapter '" + name + "')");
         }
+        if (lc.targetParameters() != null && !lc.targetParameters().isEmpty()) {
+            // PEFT >= 0.17 wraps nn.Parameters (e.g. stacked MoE experts) in ParamWrapper; silently skipping them would
+            // load an adapter without its deltas
+            throw new UnsupportedOperationException("target_parameters " + lc.targetParameters() + " is not supported "
+                    + "(adapter '" + name + "'): only target_modules are; Mixtral's experts are Linear modules here, "
+                    + "targeted by name (w1, w2, w3)");
+        }
         LoraInit.Mode init = LoraInit.parse(initValue(lc));
         ModuleSelector targets = lc.targetModules();
         boolean allLinear = targets instanceof ModuleSelector.Regex rx && TargetMatcher.isAllLinear(rx.pattern());

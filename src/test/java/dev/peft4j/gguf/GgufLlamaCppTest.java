@@ -124,7 +124,34 @@ class GgufLlamaCppTest {
                 "an export without the RoPE permutation should disagree: " + maxDiff(ours, theirs));
     }
 
+    /**
+     * RoPE scaling reaches llama.cpp: {@code linear} as its rope.scaling keys, {@code llama3} as the
+     * {@code rope_freqs} factors (a short original context, so the factors vary across the head's frequencies).
+     */
+    @Test
+    void ropeScalingEqualsLlamaCpp() throws Exception {
+        String[] scalings = {
+            "{\"rope_type\": \"linear\", \"factor\": 3.0}",
+            "{\"rope_type\": \"llama3\", \"factor\": 4.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0,"
+                + " \"original_max_position_embeddings\": 64}",
+        };
+        for (int i = 0; i < scalings.length; i++) {
+            Path dir = tmp.resolve("rope" + i);
+            Files.createDirectories(dir);
+            Files.writeString(dir.resolve("config.json"), GgufFixtures.config(", \"rope_scaling\": " + scalings[i]));
+            Files.copy(modelDir.resolve("model.safetensors"), dir.resolve("model.safetensors"));
+            Path gguf = GgufExport.exportModel(dir, tmp.resolve("rope" + i + ".gguf"), GgufExport.OutType.F32).file();
+            float[][] ours = peft4j(dir, false);
+            assertClose(ours, llamaCpp(gguf, null), scalings[i]);
+            assertTrue(maxDiff(ours, peft4j(false)) > 100 * TOLERANCE * scale(ours), "scaling had no effect");
+        }
+    }
+
     private static float[][] peft4j(boolean withLora) throws IOException {
+        return peft4j(modelDir, withLora);
+    }
+
+    private static float[][] peft4j(Path modelDir, boolean withLora) throws IOException {
         try (PreTrainedModel m = AutoModel.fromPretrained(modelDir, ScalarType.Float);
                 PointerScope scope = new PointerScope(); InferenceMode im = new InferenceMode()) {
             if (withLora) {

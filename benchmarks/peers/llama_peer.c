@@ -7,6 +7,10 @@
 //   llama_peer bench    MODEL.gguf LORA.gguf|- THREADS PROMPT GEN           one warm-up, then PROMPT ids in one
 //                                                                           llama_decode and GEN greedy steps; prints
 //                                                                           "prefill_ms=… decode_ms_per_token=…"
+//   llama_peer serve    MODEL.gguf LORA.gguf|- THREADS PROMPT GEN           loads once, says "ready", then for each
+//                                                                           line "base" or "lora" on stdin runs as
+//                                                                           bench does (adapter off / on) and
+//                                                                           prints its line; "quit" ends
 //   llama_peer quantize IN.gguf OUT.gguf q8_0|q4_0 THREADS                 llama.cpp's own quantizer (as llama-quantize)
 //
 // LLAMA_PEER_VERBOSE=1 keeps llama.cpp's log on stderr.
@@ -214,6 +218,41 @@ static int cmd_bench(char **argv) {
     return 0;
 }
 
+static int cmd_serve(char **argv) {
+    int threads = atoi(argv[4]), prompt = atoi(argv[5]), gen = atoi(argv[6]);
+    if (threads < 1 || prompt < 1 || gen < 0) {
+        die("THREADS and PROMPT must be >= 1, GEN >= 0", NULL);
+    }
+    struct loaded l = load(argv[2], argv[3], threads, prompt + gen + 1, 0);
+    double p, d;
+    run_once(&l, prompt, gen < 4 ? gen : 4, &p, &d);
+    printf("ready\n");
+    fflush(stdout);
+    char line[64];
+    while (fgets(line, sizeof line, stdin) != NULL) {
+        line[strcspn(line, "\r\n")] = 0;
+        if (strcmp(line, "quit") == 0) {
+            break;
+        }
+        int lora = strcmp(line, "lora") == 0;
+        if (!lora && strcmp(line, "base") != 0) {
+            die("expected base, lora or quit, got", line);
+        }
+        if (lora && l.lora == NULL) {
+            die("lora asked for, but no adapter was loaded", NULL);
+        }
+        float scale = 1.0f;
+        if (llama_set_adapters_lora(l.ctx, lora ? &l.lora : NULL, lora ? 1 : 0, &scale) != 0) {
+            die("cannot set the adapters", NULL);
+        }
+        run_once(&l, prompt, gen, &p, &d);
+        printf("prefill_ms=%.3f decode_ms_per_token=%.3f\n", p, d);
+        fflush(stdout);
+    }
+    unload(&l);
+    return 0;
+}
+
 static int cmd_quantize(char **argv) {
     struct llama_model_quantize_params qp = llama_model_quantize_default_params();
     if (strcmp(argv[4], "q8_0") == 0) {
@@ -240,12 +279,17 @@ int main(int argc, char **argv) {
         init_backends(argv[0]);
         return cmd_bench(argv);
     }
+    if (argc == 7 && strcmp(argv[1], "serve") == 0) {
+        init_backends(argv[0]);
+        return cmd_serve(argv);
+    }
     if (argc == 6 && strcmp(argv[1], "quantize") == 0) {
         init_backends(argv[0]);
         return cmd_quantize(argv);
     }
     fprintf(stderr, "usage: llama_peer logits MODEL LORA|- THREADS OUT.f32 ID,ID,...\n"
                     "       llama_peer bench MODEL LORA|- THREADS PROMPT GEN\n"
+                    "       llama_peer serve MODEL LORA|- THREADS PROMPT GEN\n"
                     "       llama_peer quantize IN OUT q8_0|q4_0 THREADS\n");
     return 2;
 }

@@ -58,11 +58,11 @@ final class ExportGgufCommand extends CliCommand {
 
     @Override
     public Integer call() throws IOException {
-        if (out == null && adapterOut == null) {
-            throw usage("nothing to write: give --out for the model, and / or --adapter with --adapter-out");
-        }
         if ((adapter == null) != (adapterOut == null)) {
             throw usage(adapter == null ? "--adapter-out needs --adapter" : "--adapter needs --adapter-out");
+        }
+        if (out == null && adapterOut == null) {
+            throw usage("nothing to write: give --out for the model, and / or --adapter with --adapter-out");
         }
         if (adapter != null && !Files.isDirectory(adapter)) {
             throw usage("--adapter " + adapter + ": no such folder (export-gguf reads a local adapter folder)");

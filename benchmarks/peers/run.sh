@@ -8,8 +8,9 @@
 # --hog runs both beside a CPU hog (another process spinning on one core) for the whole measurement.
 # It builds what it needs: llama.cpp's harness (build.sh: npm + cc), the peft4j CLI jar (./peft4j's build), the random
 # weights (PeerBench gen), their GGUF files (peft4j export-gguf; Q8_0 / Q4_0 by llama.cpp's own quantizer), all kept in
-# $PEERS_WORK (default benchmarks/peers/work, about 13 GB) and reused. Each heavy step runs under
-# flock $PEERS_LOCK (default /work/notes/bench.lock, when its folder exists), so runs on a shared machine take turns.
+# $PEERS_WORK (default benchmarks/peers/work, about 13 GB) and reused. The steps that hold the model in memory (writing
+# the random weights, each format's measurement) run under flock $PEERS_LOCK (default /work/notes/bench.lock, when its
+# folder exists), so runs on a shared machine take turns; the exports and quantizations stream tensor by tensor.
 # Output: a Markdown table, ms per token (decode) and ms per prompt (prefill), base / LoRA, and peft4j / llama.cpp.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -51,7 +52,7 @@ fi
 for t in f32 bf16; do
     if [ ! -f "$work/model-$t.gguf" ] || [ ! -f "$work/lora-$t.gguf" ]; then
         echo "run.sh: peft4j export-gguf --outtype $t ..." >&2
-        locked "$repo/peft4j" export-gguf --model "$work/model" --out "$work/model-$t.gguf" --adapter "$work/lora" \
+        "$repo/peft4j" export-gguf --model "$work/model" --out "$work/model-$t.gguf" --adapter "$work/lora" \
             --adapter-out "$work/lora-$t.gguf" --outtype "$t" >&2
     fi
 done
@@ -59,7 +60,7 @@ for q in q8_0 q4_0; do
     case " $configs " in *" $q "*) ;; *) continue ;; esac
     if [ ! -f "$work/model-$q.gguf" ]; then
         echo "run.sh: llama.cpp quantize $q ..." >&2
-        locked "$PEFT4J_LLAMA_PEER" quantize "$work/model-f32.gguf" "$work/model-$q.gguf" "$q" "$threads"
+        "$PEFT4J_LLAMA_PEER" quantize "$work/model-f32.gguf" "$work/model-$q.gguf" "$q" "$threads"
     fi
 done
 

@@ -28,6 +28,7 @@ import java.util.Map;
 final class GgufWriter {
     static final int VERSION = 3;
     static final int ALIGNMENT = 32;
+    private static final java.security.SecureRandom RANDOM = new java.security.SecureRandom();
 
     /** GGUF metadata value types ({@code gguf_type}). */
     enum ValueType {
@@ -147,10 +148,20 @@ final class GgufWriter {
     /** Writes the file to {@code file}, through a temporary file beside it that is moved into place at the end. */
     void write(Path file) throws IOException {
         Path dir = file.toAbsolutePath().getParent();
-        Path tmp = Files.createTempFile(dir, "." + file.getFileName(), ".tmp");
+        Path tmp = null;
+        FileChannel opened = null;
+        while (opened == null) {
+            // CREATE_NEW with default attributes: the umask applies, as for any new file (createTempFile's are 0600)
+            tmp = dir.resolve("." + file.getFileName() + "." + Long.toUnsignedString(RANDOM.nextLong(), 36) + ".tmp");
+            try {
+                opened = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.CREATE_NEW);
+            } catch (java.nio.file.FileAlreadyExistsException e) {
+                // another writer's temporary name: draw again
+            }
+        }
         boolean done = false;
         try {
-            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
+            try (FileChannel ch = opened) {
                 ch.write(header());
                 long dataStart = ch.position();
                 if (dataStart % ALIGNMENT != 0) {

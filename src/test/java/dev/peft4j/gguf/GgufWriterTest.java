@@ -113,6 +113,17 @@ class GgufWriterTest {
         assertEquals(r.dataStart + 160, Files.size(f));
     }
 
+    /** The file gets a new file's permissions (the umask's), not a temporary file's 0600. */
+    @Test
+    void permissionsAreANewFilesPermissions() throws IOException {
+        Path probe = Files.createFile(tmp.resolve("probe"));
+        GgufWriter w = new GgufWriter();
+        w.putUint32("a", 1);
+        Path f = tmp.resolve("perm.gguf");
+        w.write(f);
+        assertEquals(Files.getPosixFilePermissions(probe), Files.getPosixFilePermissions(f));
+    }
+
     @Test
     void refusesDuplicatesAndBadShapes() {
         GgufWriter w = new GgufWriter();

@@ -13,7 +13,7 @@ import picocli.CommandLine.ScopeType;
 
 /**
  * The {@code peft4j} command: {@code demo} (the default), {@code selfcheck}, {@code inspect}, {@code logits},
- * {@code generate}, {@code bench}, {@code merge}.
+ * {@code generate}, {@code bench}, {@code merge}, {@code train}, {@code serve}, {@code export-gguf}.
  *
  * <p>Exit status 0 on success, 1 on failure, 2 on a usage error. An error is one line on stderr
  * ({@code peft4j <command>: <what went wrong>}); {@code --verbose} adds the stack trace. When stdout is not a
@@ -24,7 +24,7 @@ import picocli.CommandLine.ScopeType;
             "Hugging Face PEFT adapters on libtorch, from the command line. Without a command: demo. Exit "
             + "status: 0 ok, 1 failure, 2 usage error.",
         subcommands = {DemoCommand.class, SelfCheckCommand.class, InspectCommand.class, LogitsCommand.class, GenerateCommand.class,
-                BenchCommand.class, MergeCommand.class, TrainCommand.class, ServeCommand.class,
+                BenchCommand.class, MergeCommand.class, TrainCommand.class, ServeCommand.class, ExportGgufCommand.class,
                 CommandLine.HelpCommand.class},
         versionProvider = Main.Version.class)
 public final class Main implements Runnable {

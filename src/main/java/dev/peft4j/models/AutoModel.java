@@ -39,12 +39,27 @@ public final class AutoModel {
         ARCHITECTURES.put("BertForMaskedLM", BertForMaskedLM::new);
         ARCHITECTURES.put("BertLMHeadModel", BertForMaskedLM::new); // same keys; rejected when is_decoder=true
         ARCHITECTURES.put("BertForSequenceClassification", BertForSequenceClassification::new);
+        ARCHITECTURES.put("GemmaForCausalLM", GemmaForCausalLM::new);
+        ARCHITECTURES.put("GemmaModel", GemmaModel::new);
+        ARCHITECTURES.put("Gemma2ForCausalLM", Gemma2ForCausalLM::new);
+        ARCHITECTURES.put("Gemma2Model", Gemma2Model::new);
+        ARCHITECTURES.put("Gemma3ForCausalLM", Gemma3ForCausalLM::new);
+        ARCHITECTURES.put("Gemma3TextModel", Gemma3TextModel::new);
+        ARCHITECTURES.put("Qwen3ForCausalLM", Qwen3ForCausalLM::new);
+        ARCHITECTURES.put("Qwen3Model", Qwen3Model::new);
+        ARCHITECTURES.put("Phi3ForCausalLM", Phi3ForCausalLM::new);
+        ARCHITECTURES.put("Phi3Model", Phi3Model::new);
         DEFAULT_ARCHITECTURE.put("bert", "BertModel");
         DEFAULT_ARCHITECTURE.put("gpt2", "GPT2LMHeadModel");
         DEFAULT_ARCHITECTURE.put("opt", "OPTForCausalLM");
         DEFAULT_ARCHITECTURE.put("llama", "LlamaForCausalLM");
         DEFAULT_ARCHITECTURE.put("mistral", "MistralForCausalLM");
         DEFAULT_ARCHITECTURE.put("qwen2", "Qwen2ForCausalLM");
+        DEFAULT_ARCHITECTURE.put("gemma", "GemmaForCausalLM");
+        DEFAULT_ARCHITECTURE.put("gemma2", "Gemma2ForCausalLM");
+        DEFAULT_ARCHITECTURE.put("gemma3_text", "Gemma3ForCausalLM");
+        DEFAULT_ARCHITECTURE.put("qwen3", "Qwen3ForCausalLM");
+        DEFAULT_ARCHITECTURE.put("phi3", "Phi3ForCausalLM");
     }
 
     private static final Logger LOG = LoggerFactory.getLogger(AutoModel.class);
@@ -142,6 +157,14 @@ public final class AutoModel {
     /** Builds the architecture {@code config} names, its parameters made by {@code init} (not loaded). */
     public static PreTrainedModel fromConfig(ModelConfig config, Init init) {
         String type = config.modelType();
+        boolean known = type != null && DEFAULT_ARCHITECTURE.containsKey(type);
+        if (!known && config.has("auto_map")) {
+            // as transformers: a known model_type runs the built-in class even when auto_map names custom code
+            // (Phi-3's configs do); an unknown one would need trust_remote_code, Python the JVM cannot run
+            throw new IllegalArgumentException(config.source() + ": model_type '" + type + "' names custom code ("
+                    + "auto_map: a trust_remote_code model), which is not supported; supported model types: "
+                    + supportedModelTypes());
+        }
         if (type == null || !DEFAULT_ARCHITECTURE.containsKey(type)) {
             throw new IllegalArgumentException(config.source() + ": model_type '" + type + "' is not supported; supported: "
                     + supportedModelTypes());

@@ -62,6 +62,30 @@ public abstract class RopeDecoderForCausalLM extends PreTrainedModel implements 
         return ScopeUtil.handToCaller(logits);
     }
 
+    @Override
+    public final boolean supportsSlotCache() {
+        return true;
+    }
+
+    @Override
+    public final SlotKVCache newSlotCache(int slots, int maxLength) {
+        org.bytedeco.pytorch.global.torch.ScalarType dt = getParameter("model.embed_tokens.weight").scalar_type()
+                .intern(); // the model's own tensor: not closed
+        RopeDecoderConfig cfg = model.stack.cfg;
+        return new SlotKVCache(cfg.numLayers, slots, maxLength, cfg.numKvHeads, cfg.headDim, dt);
+    }
+
+    @Override
+    public final Tensor forwardSlots(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
+        Tensor logits;
+        try (PointerScope scope = new PointerScope()) {
+            Tensor h = model.hiddenStatesSlots(inputIds, cache, slotOf, past);
+            Tensor last = h.select(1, h.size(1) - 1);
+            logits = ScopeUtil.keep(scope, model.stack.capLogits(layer("lm_head").forward(last)));
+        }
+        return ScopeUtil.handToCaller(logits);
+    }
+
     RopeDecoderStack modelStack() {
         return model.stack;
     }

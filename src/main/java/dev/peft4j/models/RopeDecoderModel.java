@@ -45,6 +45,11 @@ public abstract class RopeDecoderModel extends PreTrainedModel {
         return stack.hiddenStates(children(), inputIds, attentionMask, positionIds, cache);
     }
 
+    /** {@link RopeDecoderStack#hiddenStatesSlots}; must run inside a {@link PointerScope}. */
+    Tensor hiddenStatesSlots(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
+        return stack.hiddenStatesSlots(children(), inputIds, cache, slotOf, past);
+    }
+
     /**
      * The last hidden states {@code [B, T, hidden]} (after the final norm), a tensor the caller owns.
      *

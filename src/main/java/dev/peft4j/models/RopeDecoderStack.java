@@ -77,6 +77,12 @@ final class RopeDecoderStack implements AutoCloseable {
         Tensor pos = positionIds != null ? positionIds : Attention.positionIds(attentionMask, batch, q, past);
         Tensor full = Attention.mask(attentionMask, q, past, true, 0);
         Tensor sliding = cfg.slidingWindow > 0 ? Attention.mask(attentionMask, q, past, true, cfg.slidingWindow) : full;
+        return layers(children, inputIds, pos, full, sliding, cache == null ? null : cache::append);
+    }
+
+    /** Embedding, RoPE tables for {@code pos}, the layers (sliding ones under {@code sliding}), the final norm. */
+    private Tensor layers(Map<String, Module> children, Tensor inputIds, Tensor pos, Tensor full, Tensor sliding,
+            KvStore kv) {
         Tensor x = ((Layer) children.get("embed_tokens")).forward(inputIds);
         ScalarType dtype = x.scalar_type().intern();
         if (cfg.scaleEmbeddings) {
@@ -92,10 +98,47 @@ final class RopeDecoderStack implements AutoCloseable {
         for (int i = 0; i < cfg.numLayers; i++) {
             boolean slides = cfg.slidingLayers[i];
             Tensor[] cs = slides ? local : global;
-            x = ((DecoderLayer) layers.get(i)).forward(x, cs[0], cs[1], slides ? sliding : full,
-                    cache == null ? null : cache::append, i);
+            x = ((DecoderLayer) layers.get(i)).forward(x, cs[0], cs[1], slides ? sliding : full, kv, i);
         }
         return ((Layer) children.get("norm")).forward(x);
+    }
+
+    /**
+     * The last hidden states {@code [B, T, hidden]} for {@code inputIds} over a {@link SlotKVCache}: row {@code i}
+     * continues slot {@code slotOf[i]}, which holds {@code past[i]} positions; its tokens take positions
+     * {@code past[i] ..}, are written into the slot and attend to the slot's positions only (within the window on
+     * sliding layers).
+     */
+    Tensor hiddenStatesSlots(Map<String, Module> children, Tensor inputIds, SlotKVCache cache, int[] slotOf,
+            long[] past) {
+        Attention.checkIds("input_ids", inputIds);
+        long batch = inputIds.size(0);
+        long q = inputIds.size(1);
+        if (slotOf.length != batch || past.length != batch) {
+            throw new IllegalArgumentException("slots (" + slotOf.length + ") and past lengths (" + past.length
+                    + ") must give one entry per batch row (" + batch + ")");
+        }
+        if (cache.numLayers() != cfg.numLayers) {
+            throw new IllegalArgumentException("cache has " + cache.numLayers() + " layers, the model " + cfg.numLayers);
+        }
+        long keyLength = 0;
+        long[] qpos = new long[Math.toIntExact(batch * q)];
+        for (int i = 0; i < batch; i++) {
+            keyLength = Math.max(keyLength, past[i] + q);
+            for (int t = 0; t < q; t++) {
+                qpos[(int) (i * q + t)] = past[i] + t;
+            }
+        }
+        Tensor pos = Tensor.create(qpos, batch, q);
+        // row i's query at position p sees keys 0..p of its own slot (and p - window < key on sliding layers)
+        Tensor qp = pos.view(batch, 1, q, 1);
+        Tensor kp = Attention.arange(0, keyLength).view(1, 1, 1, keyLength);
+        Tensor full = kp.le(qp);
+        Tensor sliding = cfg.slidingWindow > 0 ? full.logical_and(qp.sub(kp).lt(new Scalar(cfg.slidingWindow))) : full;
+        Tensor index = cache.writeIndex(slotOf, past, q);
+        final long kl = keyLength;
+        return layers(children, inputIds, pos, full, sliding,
+                (layer, k, v) -> cache.writeAndRead(layer, index, slotOf, kl, k, v));
     }
 
     /** Phi-3 long-RoPE: the long factors once the longest position passes the original context, as transformers. */

@@ -111,6 +111,33 @@ class FamilyGoldenTest {
         }
     }
 
+    @ParameterizedTest
+    @ValueSource(strings = {"gemma-mqa-headdim", "gemma2-softcap-sliding", "gemma3-qknorm-localrope",
+        "qwen3-qknorm-sliding", "phi3-longrope-partial", "qwen2-slidingwindow"})
+    void slotCacheServesRowsOfDifferentLengthsAsSeparateForwards(String name) throws Exception {
+        Path dir = Goldens.golden(name);
+        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
+                CausalLM lm = AutoModel.causalLM(dir, ScalarType.Float);
+                Checkpoints.Opened golden = Checkpoints.open(dir, "golden.safetensors");
+                SlotKVCache slots = lm.newSlotCache(3, 16)) {
+            assertTrue(lm.supportsSlotCache());
+            Tensor ids = golden.tensors.get("input_ids");
+            Tensor a = ids.narrow(0, 0, 1); // 7 tokens
+            Tensor b = ids.narrow(0, 1, 1).narrow(1, 2, 5); // 5 tokens
+            // prefill each into its own slot (slot 1 stays empty), then one ragged decode step of both rows
+            Tensor pa = lm.forwardSlots(a.narrow(1, 0, 6), slots, new int[] {0}, new long[] {0});
+            Tensor pb = lm.forwardSlots(b.narrow(1, 0, 4), slots, new int[] {2}, new long[] {0});
+            Tensor fa = lm.forward(a, null, null, null);
+            Tensor fb = lm.forward(b, null, null, null);
+            assertClose(fa.select(1, 5), pa, TOL, name + " slot 0 prefill");
+            assertClose(fb.select(1, 3), pb, TOL, name + " slot 2 prefill");
+            Tensor step = torch.cat(new TensorVector(b.narrow(1, 4, 1), a.narrow(1, 6, 1)), 0);
+            Tensor both = lm.forwardSlots(step, slots, new int[] {2, 0}, new long[] {4, 6});
+            assertClose(fb.select(1, 4), both.narrow(0, 0, 1), TOL, name + " ragged step, slot 2");
+            assertClose(fa.select(1, 6), both.narrow(0, 1, 1), TOL, name + " ragged step, slot 0");
+        }
+    }
+
     @org.junit.jupiter.api.Test
     void gemma2AlternatesSlidingLayersAndGemma3FollowsItsPattern() throws Exception {
         try (PreTrainedModel m = AutoModel.fromConfig(ModelConfig.read(Goldens.golden("gemma3-qknorm-localrope")),

@@ -161,6 +161,28 @@ class MixinFamiliesTest {
 
     @ParameterizedTest(name = "{0}")
     @MethodSource("families")
+    void loraTrainsThroughEveryFamilysForward(String family, String json, boolean fusedModules) {
+        try (PreTrainedModel m = model(json, 5)) {
+            m.addAdapter(lora(fusedModules ? FUSED_ALL : SPLIT_ALL));
+            Tensor x = ids(2, 6, 32, 8);
+            logits(m, x).pow(new org.bytedeco.pytorch.Scalar(2)).mean().backward();
+            int trainable = 0;
+            for (var e : m.namedParameters().entrySet()) {
+                if (e.getValue().requires_grad()) {
+                    trainable++;
+                    Tensor g = e.getValue().grad();
+                    assertTrue(g.defined() && g.isfinite().all().item_bool(), family + ": gradient of " + e.getKey());
+                    if (e.getKey().contains("lora_B")) {
+                        assertTrue(g.abs().sum().item_double() > 0, family + ": zero gradient for " + e.getKey());
+                    }
+                }
+            }
+            assertEquals(2 * 2 * (fusedModules ? FUSED_ALL : SPLIT_ALL).length, trainable, family + ": A and B per layer");
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("families")
     void ia3MergeUnmergeDisableSaveReload(String family, String json, boolean fusedModules) throws Exception {
         String[] targets = fusedModules ? new String[] {"qkv_proj", "down_proj"} : new String[] {"k_proj", "v_proj", "down_proj"};
         IA3Config cfg = IA3Config.builder().targetModules(targets).feedforwardModules("down_proj").initIa3Weights(false)

@@ -172,7 +172,7 @@ final class RopeDecoderStack implements AutoCloseable {
             return logits;
         }
         Scalar cap = new Scalar(cfg.finalLogitSoftcap);
-        return logits.div(cap).tanh_().mul_(cap);
+        return logits.div(cap).tanh().mul(cap); // not in place: tanh's backward reads its output
     }
 
     @Override
@@ -211,7 +211,7 @@ final class RopeDecoderStack implements AutoCloseable {
             Tensor inv = xf.pow(new Scalar(2.0)).mean(new long[] {-1}, true, new ScalarTypeOptional())
                     .add_(new Scalar(eps)).rsqrt_();
             Tensor w = param("weight").to(ScalarType.Float).add(new Scalar(1.0));
-            return xf.mul(inv).mul_(w).to(in);
+            return xf.mul(inv).mul(w).to(in);
         }
     }
 
@@ -328,7 +328,8 @@ final class RopeDecoderStack implements AutoCloseable {
         /** Eager attention with {@code cap · tanh(scores / cap)} before the mask, softmax in float32. */
         private Tensor cappedAttention(Tensor q, Tensor k, Tensor v, Tensor mask) {
             Scalar cap = new Scalar(softcap);
-            Tensor w = q.matmul(k.transpose(2, 3)).mul_(new Scalar(scale)).div_(cap).tanh_().mul_(cap);
+            // not in place after tanh: its backward reads its output
+            Tensor w = q.matmul(k.transpose(2, 3)).mul_(new Scalar(scale)).div_(cap).tanh().mul(cap);
             if (mask != null) {
                 w = w.masked_fill(mask.logical_not(), new Scalar(Double.NEGATIVE_INFINITY));
             }

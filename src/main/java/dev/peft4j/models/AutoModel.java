@@ -43,6 +43,16 @@ public final class AutoModel {
         ARCHITECTURES.put("MixtralForCausalLM", MixtralForCausalLM::new);
         ARCHITECTURES.put("MixtralModel", MixtralModel::new);
         ARCHITECTURES.put("MT5ForConditionalGeneration", T5ForConditionalGeneration::new);
+        ARCHITECTURES.put("GemmaForCausalLM", GemmaForCausalLM::new);
+        ARCHITECTURES.put("GemmaModel", GemmaModel::new);
+        ARCHITECTURES.put("Gemma2ForCausalLM", Gemma2ForCausalLM::new);
+        ARCHITECTURES.put("Gemma2Model", Gemma2Model::new);
+        ARCHITECTURES.put("Gemma3ForCausalLM", Gemma3ForCausalLM::new);
+        ARCHITECTURES.put("Gemma3TextModel", Gemma3TextModel::new);
+        ARCHITECTURES.put("Qwen3ForCausalLM", Qwen3ForCausalLM::new);
+        ARCHITECTURES.put("Qwen3Model", Qwen3Model::new);
+        ARCHITECTURES.put("Phi3ForCausalLM", Phi3ForCausalLM::new);
+        ARCHITECTURES.put("Phi3Model", Phi3Model::new);
         DEFAULT_ARCHITECTURE.put("bert", "BertModel");
         DEFAULT_ARCHITECTURE.put("gpt2", "GPT2LMHeadModel");
         DEFAULT_ARCHITECTURE.put("opt", "OPTForCausalLM");
@@ -52,6 +62,11 @@ public final class AutoModel {
         DEFAULT_ARCHITECTURE.put("t5", "T5ForConditionalGeneration");
         DEFAULT_ARCHITECTURE.put("mixtral", "MixtralForCausalLM");
         DEFAULT_ARCHITECTURE.put("mt5", "MT5ForConditionalGeneration");
+        DEFAULT_ARCHITECTURE.put("gemma", "GemmaForCausalLM");
+        DEFAULT_ARCHITECTURE.put("gemma2", "Gemma2ForCausalLM");
+        DEFAULT_ARCHITECTURE.put("gemma3_text", "Gemma3ForCausalLM");
+        DEFAULT_ARCHITECTURE.put("qwen3", "Qwen3ForCausalLM");
+        DEFAULT_ARCHITECTURE.put("phi3", "Phi3ForCausalLM");
     }
 
     private static final Logger LOG = LoggerFactory.getLogger(AutoModel.class);
@@ -149,6 +164,14 @@ public final class AutoModel {
     /** Builds the architecture {@code config} names, its parameters made by {@code init} (not loaded). */
     public static PreTrainedModel fromConfig(ModelConfig config, Init init) {
         String type = config.modelType();
+        boolean known = type != null && DEFAULT_ARCHITECTURE.containsKey(type);
+        if (!known && config.has("auto_map")) {
+            // as transformers: a known model_type runs the built-in class even when auto_map names custom code
+            // (Phi-3's configs do); an unknown one would need trust_remote_code, Python the JVM cannot run
+            throw new IllegalArgumentException(config.source() + ": model_type '" + type + "' names custom code ("
+                    + "auto_map: a trust_remote_code model), which is not supported; supported model types: "
+                    + supportedModelTypes());
+        }
         if (type == null || !DEFAULT_ARCHITECTURE.containsKey(type)) {
             throw new IllegalArgumentException(config.source() + ": model_type '" + type + "' is not supported; supported: "
                     + supportedModelTypes());

@@ -19,7 +19,10 @@ public interface CausalLM extends AutoCloseable {
     /** @return the model's {@code config.json}, as loaded */
     ModelConfig config();
 
-    /** Whether this model implements {@link #newSlotCache} and {@link #forwardSlots} (the Llama family does). */
+    /**
+     * Whether this model implements {@link #newSlotCache} and {@link #forwardSlots} (the RoPE decoders do: Llama,
+     * Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3, Phi-3).
+     */
     default boolean supportsSlotCache() {
         return false;
     }
@@ -31,8 +34,8 @@ public interface CausalLM extends AutoCloseable {
      * @throws UnsupportedOperationException when {@link #supportsSlotCache()} is false
      */
     default SlotKVCache newSlotCache(int slots, int maxLength) {
-        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no slot KV cache (only the Llama "
-                + "family has one)");
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no slot KV cache (only the RoPE "
+                + "decoders have one: the Llama family, Qwen3, Gemma, Phi-3)");
     }
 
     /**
@@ -46,8 +49,8 @@ public interface CausalLM extends AutoCloseable {
      * @throws UnsupportedOperationException when {@link #supportsSlotCache()} is false
      */
     default Tensor forwardSlots(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
-        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no slot KV cache (only the Llama "
-                + "family has one)");
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no slot KV cache (only the RoPE "
+                + "decoders have one: the Llama family, Qwen3, Gemma, Phi-3)");
     }
 
     @Override

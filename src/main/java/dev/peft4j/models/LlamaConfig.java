@@ -24,6 +24,8 @@ final class LlamaConfig {
     final boolean oBias;
     final boolean mlpBias;
     final long slidingWindow;
+    /** Per layer: whether it attends within {@link #slidingWindow} only. */
+    final boolean[] slidingLayers;
     final float[] invFreq;
 
     LlamaConfig(ModelConfig c) {
@@ -50,10 +52,14 @@ final class LlamaConfig {
         qkvBias = "qwen2".equals(modelType) || attentionBias;
         oBias = !"qwen2".equals(modelType) && attentionBias;
         mlpBias = c.getBoolean("mlp_bias", false);
-        if ("qwen2".equals(modelType) && c.getBoolean("use_sliding_window", false)) {
-            throw new IllegalArgumentException(c.source() + ": qwen2 with use_sliding_window=true is not supported");
+        // mistral: every layer slides; qwen2: layers from max_window_layers on, when use_sliding_window
+        boolean qwenSliding = "qwen2".equals(modelType) && c.getBoolean("use_sliding_window", false);
+        slidingWindow = "mistral".equals(modelType) || qwenSliding ? c.getLong("sliding_window", 0) : 0;
+        slidingLayers = new boolean[numLayers];
+        int firstSliding = qwenSliding ? c.getInt("max_window_layers", numLayers) : 0;
+        for (int i = firstSliding; i < numLayers && slidingWindow > 0; i++) {
+            slidingLayers[i] = true;
         }
-        slidingWindow = "mistral".equals(modelType) ? c.getLong("sliding_window", 0) : 0;
         invFreq = ropeInvFreq(c, headDim);
     }
 

@@ -72,7 +72,8 @@ public final class LlamaModel extends PreTrainedModel {
         }
         Tensor pos = positionIds != null ? positionIds : Attention.positionIds(attentionMask, batch, q, past);
         Tensor mask = Attention.mask(attentionMask, q, past, true, cfg.slidingWindow);
-        return decoder(inputIds, pos, mask, cache == null ? null : cache::append);
+        Tensor fullMask = cfg.slidingWindow > 0 ? Attention.mask(attentionMask, q, past, true, 0) : mask;
+        return decoder(inputIds, pos, mask, fullMask, cache == null ? null : cache::append);
     }
 
     /**
@@ -104,22 +105,28 @@ public final class LlamaModel extends PreTrainedModel {
         }
         Tensor pos = Tensor.create(qpos, batch, q);
         Tensor mask = null;
+        Tensor fullMask = null;
         if (ragged || q > 1 || cfg.slidingWindow > 0) {
             // row i's query at position p sees keys 0..p of its own slot (and within the sliding window)
             Tensor qp = pos.view(batch, 1, q, 1);
             Tensor kp = Attention.arange(0, keyLength).view(1, 1, 1, keyLength);
             mask = kp.le(qp);
+            fullMask = mask;
             if (cfg.slidingWindow > 0) {
                 mask = mask.logical_and(qp.sub(kp).lt(new org.bytedeco.pytorch.Scalar(cfg.slidingWindow)));
             }
         }
         Tensor index = cache.writeIndex(slotOf, past, q);
         final long kl = keyLength;
-        return decoder(inputIds, pos, mask, (layer, k, v) -> cache.writeAndRead(layer, index, slotOf, kl, k, v));
+        return decoder(inputIds, pos, mask, fullMask,
+                (layer, k, v) -> cache.writeAndRead(layer, index, slotOf, kl, k, v));
     }
 
-    /** Embedding, RoPE tables for {@code pos} {@code [B, T]}, the decoder layers and the final norm. */
-    private Tensor decoder(Tensor inputIds, Tensor pos, Tensor mask, KvStore kv) {
+    /**
+     * Embedding, RoPE tables for {@code pos} {@code [B, T]}, the decoder layers (sliding ones under {@code mask},
+     * the others under {@code fullMask}) and the final norm.
+     */
+    private Tensor decoder(Tensor inputIds, Tensor pos, Tensor mask, Tensor fullMask, KvStore kv) {
         Tensor x = layer("embed_tokens").forward(inputIds);
         ScalarType dtype = x.scalar_type().intern();
         // RoPE tables in float32 (as transformers computes them), cast to the activations' dtype
@@ -130,7 +137,7 @@ public final class LlamaModel extends PreTrainedModel {
         @SuppressWarnings("unchecked")
         ModuleList<Module> layers = (ModuleList<Module>) child("layers");
         for (int i = 0; i < cfg.numLayers; i++) {
-            x = ((LlamaDecoderLayer) layers.get(i)).forward(x, cos, sin, mask, kv, i);
+            x = ((LlamaDecoderLayer) layers.get(i)).forward(x, cos, sin, cfg.slidingLayers[i] ? mask : fullMask, kv, i);
         }
         return layer("norm").forward(x);
     }

@@ -82,8 +82,8 @@ import org.slf4j.LoggerFactory;
  * ({@code maxWaiting}): {@link #submit} refuses a request that cannot fit in a slot, and one more than the queue
  * holds ({@link QueueFullException}).
  *
- * <p>Supported models: those whose {@link CausalLM#supportsSlotCache()} is true (the Llama family: Llama, Mistral,
- * Qwen2); others are refused at construction.
+ * <p>Supported models: those whose {@link CausalLM#supportsSlotCache()} is true (Llama, Mistral, Qwen2, Qwen3, Gemma,
+ * Gemma 2, Gemma 3, Phi-3); others are refused at construction.
  */
 public final class ServingEngine implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(ServingEngine.class);
@@ -158,7 +158,8 @@ public final class ServingEngine implements AutoCloseable {
         }
         if (!c.supportsSlotCache()) {
             throw new UnsupportedOperationException(b.model.typeName() + " is not supported by the serving engine: "
-                    + "it needs a slot KV cache, which only the Llama family (Llama, Mistral, Qwen2) has");
+                    + "it needs a slot KV cache, which only the Llama family (Llama, Mistral, Qwen2) and Qwen3, Gemma, "
+                    + "Gemma 2, Gemma 3 and Phi-3 have");
         }
         if (b.model.peftAdapters().isLoaded()) {
             throw new IllegalArgumentException("the model already holds adapters " + b.model.peftAdapters()

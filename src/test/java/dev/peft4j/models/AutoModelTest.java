@@ -98,10 +98,28 @@ class AutoModelTest {
     void unknownModelTypeListsTheSupportedOnes(@TempDir Path dir) throws Exception {
         Files.writeString(dir.resolve("config.json"), "{\"model_type\": \"falcon\", \"architectures\": [\"FalconForCausalLM\"]}");
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> AutoModel.fromPretrained(dir));
-        assertTrue(e.getMessage().contains("'falcon'") && e.getMessage().contains(AutoModel.supportedModelTypes().toString()),
-                e.getMessage());
+        assertTrue(e.getMessage().contains("'falcon'") && e.getMessage().contains(AutoModel.supportedModelTypes().toString())
+                && e.getMessage().contains("gemma2, gemma3_text, gpt2") && !e.getMessage().contains("\n"), e.getMessage());
         for (String known : new String[] {"bert", "gpt2", "llama", "mistral", "opt", "qwen2", "t5", "mt5", "mixtral"}) {
             assertTrue(AutoModel.supportedModelTypes().contains(known), known);
+        }
+    }
+
+    @Test
+    void customCodeModelIsRefusedButAKnownTypeWithAutoMapLoadsTheBuiltInClass(@TempDir Path dir) throws Exception {
+        Files.writeString(dir.resolve("config.json"), "{\"model_type\": \"phi3small\", \"architectures\": "
+                + "[\"Phi3SmallForCausalLM\"], \"auto_map\": {\"AutoModelForCausalLM\": \"modeling_phi3_small.Phi3SmallForCausalLM\"}}");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> AutoModel.fromPretrained(dir));
+        assertTrue(e.getMessage().contains("'phi3small'") && e.getMessage().contains("trust_remote_code")
+                && e.getMessage().contains("phi3, qwen2"), e.getMessage());
+        // Phi-3-mini's config carries auto_map from before transformers shipped Phi3: the built-in class runs it
+        ModelConfig phi3 = ModelConfig.parse("{\"model_type\": \"phi3\", \"architectures\": [\"Phi3ForCausalLM\"], "
+                + "\"auto_map\": {\"AutoModelForCausalLM\": \"modeling_phi3.Phi3ForCausalLM\"}, \"vocab_size\": 8, "
+                + "\"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 2}");
+        try (PreTrainedModel m = AutoModel.fromConfig(phi3, Init.meta(ScalarType.Float))) {
+            assertEquals("Phi3ForCausalLM", m.getClass().getSimpleName());
+            assertTrue(m.stateDict().containsKey("model.layers.0.self_attn.qkv_proj.weight"));
+            assertTrue(m.stateDict().containsKey("model.layers.0.mlp.gate_up_proj.weight"));
         }
     }
 

@@ -32,6 +32,25 @@ class GenerateCommandTest {
     }
 
     @Test
+    void eachAddedDecoderFamilyGeneratesTheReferenceGreedyTokens() throws Exception {
+        // greedy_tokens: gen_family_goldens.py's 6 tokens after row 0's first 4 (models/PROVENANCE.md)
+        for (String name : new String[] {"gemma-mqa-headdim", "gemma2-softcap-sliding", "gemma3-qknorm-localrope",
+            "qwen3-qknorm-sliding", "phi3-longrope-partial", "qwen2-slidingwindow"}) {
+            Path dir = Cli.resource("models/golden/" + name);
+            String prompt;
+            String expected;
+            try (PointerScope s = new PointerScope();
+                    dev.peft4j.io.SafetensorsFile gold = dev.peft4j.io.SafetensorsFile.open(dir.resolve("golden.safetensors"))) {
+                prompt = TokenIds.join(java.util.Arrays.copyOf(TokenIds.row(gold.get("input_ids"), 0), 4));
+                expected = prompt + "," + TokenIds.join(TokenIds.row(gold.get("greedy_tokens"), 0));
+            }
+            Cli.Result r = Cli.run("generate", "--model", dir.toString(), "--input-ids", prompt, "--max-new-tokens", "6");
+            assertEquals(0, r.rc(), r.toString());
+            assertEquals(expected + "\n", r.out(), name);
+        }
+    }
+
+    @Test
     void aRaggedBatchGivesEachRowWhatItGetsAlone(@TempDir Path tmp) throws Exception {
         Path model = TinyModels.llama(tmp.resolve("tiny"), 5);
         Cli.Result both = Cli.run("generate", "--model", model.toString(), "--input-ids", "1,2,3,4;9,8",

@@ -69,6 +69,26 @@ class LogitsCommandTest {
     }
 
     @Test
+    void logitsMatchThePythonReferenceForEachAddedDecoderFamily(@TempDir Path tmp) throws Exception {
+        // golden.safetensors from gen_family_goldens.py (models/PROVENANCE.md)
+        for (String name : new String[] {"gemma-mqa-headdim", "gemma2-softcap-sliding", "gemma3-qknorm-localrope",
+            "qwen3-qknorm-sliding", "phi3-longrope-partial", "qwen2-slidingwindow"}) {
+            Path dir = Cli.resource("models/golden/" + name);
+            try (PointerScope s = new PointerScope(); SafetensorsFile gold = SafetensorsFile.open(dir.resolve("golden.safetensors"))) {
+                long[] row0 = TokenIds.row(gold.get("input_ids"), 0); // row 0 is unpadded
+                Path out = tmp.resolve(name + ".safetensors");
+                Cli.Result r = Cli.run("logits", "--model", dir.toString(), "--input-ids", TokenIds.join(row0), "--out",
+                        out.toString());
+                assertEquals(0, r.rc(), r.toString());
+                try (SafetensorsFile f = SafetensorsFile.open(out)) {
+                    float d = maxAbsDiff(gold.get("logits").narrow(0, 0, 1), f.get("logits"));
+                    assertTrue(d <= 1e-5f, name + ": max |diff| " + d);
+                }
+            }
+        }
+    }
+
+    @Test
     void raggedRowsAndIdsOutsideTheVocabularyAreUsageErrors(@TempDir Path tmp) throws Exception {
         Path model = TinyModels.llama(tmp.resolve("tiny"), 11);
         Path out = tmp.resolve("o.safetensors");

@@ -34,7 +34,8 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  *     BFloat16 base,lora 5
  * </pre>
  * Arguments: dtype ({@code Float} or {@code BFloat16}), variants ({@code base}, {@code lora}: LoRA r = 16 on q, k, v,
- * o, added after the base rounds), rounds (default 5). Prints medians; 2 threads.
+ * o, added after the base rounds), rounds (default 5), new tokens (default 64), {@code nohollow} to skip the hollow
+ * model. Prints medians; 2 threads.
  */
 public final class GenerateBench {
     static final String CONFIG = "{\"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"],"
@@ -42,7 +43,7 @@ public final class GenerateBench {
             + " \"num_attention_heads\": 32, \"num_key_value_heads\": 4, \"rms_norm_eps\": 1e-5,"
             + " \"rope_theta\": 10000.0, \"tie_word_embeddings\": false}";
     static final int PROMPT = 128;
-    static final int NEW = 64;
+    static int newTokens = 64;
 
     private GenerateBench() {}
 
@@ -82,11 +83,11 @@ public final class GenerateBench {
                 DecodeKernels.setEnabled(path == 1);
                 long[][] got = new long[1][];
                 double one = seconds(lm, prompt, 1, null);
-                double all = seconds(lm, prompt, NEW, got);
+                double all = seconds(lm, prompt, newTokens, got);
                 tokens[path] = got[0];
                 if (r >= 0) {
                     prefill.get(path).add(one * 1e3);
-                    decode.get(path).add((all - one) / (NEW - 1) * 1e3);
+                    decode.get(path).add((all - one) / (newTokens - 1) * 1e3);
                 }
             }
         }
@@ -103,6 +104,8 @@ public final class GenerateBench {
         ScalarType dt = ScalarType.valueOf(args.length > 0 ? args[0] : "BFloat16");
         List<String> variants = Arrays.asList((args.length > 1 ? args[1] : "base,lora").split(","));
         int rounds = args.length > 2 ? Integer.parseInt(args[2]) : 5;
+        newTokens = args.length > 3 ? Integer.parseInt(args[3]) : 64;
+        boolean withHollow = args.length <= 4 || !args[4].equals("nohollow");
         torch.set_num_threads(2);
         org.bytedeco.openblas.presets.openblas_nolapack.blas_set_num_threads(2);
         Tensor prompt;
@@ -110,8 +113,10 @@ public final class GenerateBench {
             torch.manual_seed(7);
             prompt = torch.randint(32, new long[] {1, PROMPT}, o);
         }
-        try (Module hollow = build(32, 64, 64, dt)) {
-            compare(dt + " hollow (overhead)", (CausalLM) hollow, prompt, rounds);
+        if (withHollow) {
+            try (Module hollow = build(32, 64, 64, dt)) {
+                compare(dt + " hollow (overhead)", (CausalLM) hollow, prompt, rounds);
+            }
         }
         try (Module model = build(32000, 2048, 5632, dt)) {
             CausalLM lm = (CausalLM) model;

@@ -9,6 +9,7 @@
 #include "peft4j_lora_linear.h"
 #include "peft4j_lora_delta.h"
 #include "peft4j_dora.h"
+#include "peft4j_decode.h"
 
 inline int peft4j_best_isa() { return peft4j::best_isa(); }
 inline int peft4j_active_isa() { return peft4j::active_isa(); }
@@ -109,4 +110,39 @@ inline void peft4j_scale_matrix(int dtype, void* dst, const void* src, int64_t r
 
 inline void peft4j_adapted_linear_destroy(int64_t handle) {
     delete (peft4j::AdaptedLinear*) (intptr_t) handle;
+}
+
+// ---- decode step ops (peft4j_decode.h); dtype 0 float32, 1 bfloat16 ----
+inline void peft4j_rms_norm(int dtype, void* y, const void* x, const void* w, int64_t rows, int64_t dim, float eps) {
+    if (dtype == peft4j::DT_BF16)
+        peft4j::rms_norm<uint16_t>((uint16_t*) y, (const uint16_t*) x, (const uint16_t*) w, rows, dim, eps);
+    else peft4j::rms_norm<float>((float*) y, (const float*) x, (const float*) w, rows, dim, eps);
+}
+
+inline void peft4j_add_rms_norm(int dtype, void* r, const void* a, void* y, const void* w, int64_t rows, int64_t dim,
+                                float eps) {
+    if (dtype == peft4j::DT_BF16)
+        peft4j::add_rms_norm<uint16_t>((uint16_t*) r, (const uint16_t*) a, (uint16_t*) y, (const uint16_t*) w, rows,
+                                       dim, eps);
+    else peft4j::add_rms_norm<float>((float*) r, (const float*) a, (float*) y, (const float*) w, rows, dim, eps);
+}
+
+inline void peft4j_rope(int dtype, void* x, int64_t rows, int64_t heads, int64_t dim, const int64_t* pos,
+                        const float* inv_freq) {
+    if (dtype == peft4j::DT_BF16) peft4j::rope<uint16_t>((uint16_t*) x, rows, heads, dim, pos, inv_freq);
+    else peft4j::rope<float>((float*) x, rows, heads, dim, pos, inv_freq);
+}
+
+inline void peft4j_decode_attention(int dtype, const void* q, const void* k, const void* v, void* kc, void* vc,
+                                    int64_t max_len, const int32_t* slot, const int64_t* past, int64_t rows,
+                                    int64_t heads, int64_t kv_heads, int64_t dim, int64_t window, float scale,
+                                    void* out, int32_t threads) {
+    if (dtype == peft4j::DT_BF16)
+        peft4j::decode_attention<uint16_t>((const uint16_t*) q, (const uint16_t*) k, (const uint16_t*) v,
+                                           (uint16_t*) kc, (uint16_t*) vc, max_len, slot, past, rows, heads, kv_heads,
+                                           dim, window, scale, (uint16_t*) out, threads);
+    else
+        peft4j::decode_attention<float>((const float*) q, (const float*) k, (const float*) v, (float*) kc,
+                                        (float*) vc, max_len, slot, past, rows, heads, kv_heads, dim, window, scale,
+                                        (float*) out, threads);
 }

@@ -13,6 +13,8 @@
 
 static int failures = 0;
 
+int run_decode_tests();  // decode_test.cpp
+
 #define CHECK(cond, ...)                                  \
     do {                                                  \
         if (!(cond)) {                                    \
@@ -523,6 +525,7 @@ int main() {
     CHECK(peft4j::f32_to_bf16(1.01171875f) == 0x3f82, "tie 1+3*2^-8 must round up to even");
     CHECK((peft4j::f32_to_bf16(__builtin_nanf("")) & 0x7fff) > 0x7f80, "NaN must stay NaN");
     CHECK(peft4j::f32_to_bf16(3.4e38f) == 0x7f80, "3.4e38 rounds to +inf in bf16");
+    failures += run_decode_tests();
     std::printf("%d passed, %d failed\n", checks + 4 - failures, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -65,9 +65,17 @@ public final class Generation {
      * Generates up to {@code options.maxNewTokens()} tokens after {@code inputIds} {@code [B, T]} (left-pad a batch;
      * {@code attentionMask} may be null for an unpadded one). Returns {@code [B, T + new]} int64 ids, a tensor the
      * caller owns. Runs without autograd.
+     *
+     * <p>A model with a {@link SlotKVCache} (the Llama family), given rows without padding, decodes over one slot
+     * per row, preallocated for {@code T + maxNewTokens} positions and written in place, on the native decode path
+     * while {@link dev.peft4j.kernels.DecodeKernels#enabled()}; other models, padded batches, and the libtorch path
+     * ({@code -Dpeft4j.decode=libtorch}) use a {@link KVCache} that grows by concatenation.
      */
     public static Tensor generate(CausalLM lm, Tensor inputIds, Tensor attentionMask, Options options) {
         Attention.checkIds("input_ids", inputIds);
+        if (lm.supportsSlotCache() && dev.peft4j.kernels.DecodeKernels.enabled() && unpadded(attentionMask)) {
+            return generateOverSlots(lm, inputIds, options);
+        }
         long batch = inputIds.size(0);
         List<Tensor> produced = new ArrayList<>();
         Tensor mask = null;
@@ -110,13 +118,79 @@ public final class Generation {
                     }
                 }
             }
-            TensorVector parts = new TensorVector(ids);
-            for (Tensor t : produced) {
-                parts.push_back(t);
-            }
-            result = ScopeUtil.keep(outer, torch.cat(parts, 1));
+            result = concat(outer, ids, produced);
         }
         return ScopeUtil.handToCaller(result);
+    }
+
+    /** No mask, or a mask of ones only (no padding: every row's positions are 0 .. T-1). */
+    private static boolean unpadded(Tensor attentionMask) {
+        if (attentionMask == null) {
+            return true;
+        }
+        try (PointerScope scope = new PointerScope()) {
+            return !attentionMask.ne(new Scalar(1)).any().item_bool();
+        }
+    }
+
+    /** {@link #generate} over a slot cache, one slot per row: the same tokens, no per-step concatenation. */
+    private static Tensor generateOverSlots(CausalLM lm, Tensor inputIds, Options options) {
+        int batch = Math.toIntExact(inputIds.size(0));
+        long promptLength = inputIds.size(1);
+        int[] slotOf = new int[batch];
+        for (int i = 0; i < batch; i++) {
+            slotOf[i] = i;
+        }
+        long[] past = new long[batch];
+        List<Tensor> produced = new ArrayList<>();
+        Tensor finished = null;
+        Tensor result;
+        int capacity = Math.toIntExact(Math.max(1, promptLength + options.maxNewTokens()));
+        try (InferenceMode im = new InferenceMode(); SlotKVCache cache = lm.newSlotCache(batch, capacity);
+                Generator gen = torch.make_generator_cpu(options.seed());
+                PointerScope outer = new PointerScope()) {
+            Tensor ids = inputIds.to(ScalarType.Long);
+            finished = torch.zeros(new long[] {batch, 1}, new TensorOptions(ScalarType.Bool));
+            Tensor step = ids;
+            for (int i = 0; i < options.maxNewTokens(); i++) {
+                try (PointerScope scope = new PointerScope()) {
+                    Tensor last = lm.forwardSlots(step, cache, slotOf, past).to(ScalarType.Float);
+                    long stepLength = step.size(1);
+                    for (int r = 0; r < batch; r++) {
+                        past[r] += stepLength;
+                    }
+                    Tensor next = options.doSample() ? sample(last, options, gen) : last.argmax(
+                            new org.bytedeco.pytorch.LongOptional(-1), true);
+                    if (options.eosTokenId() >= 0) {
+                        next = next.masked_fill(finished, new Scalar(options.padTokenId()));
+                        finished = finished.logical_or(next.eq(new Scalar(options.eosTokenId())));
+                        ScopeUtil.keep(scope, finished);
+                    }
+                    ScopeUtil.keep(scope, next);
+                    produced.add(next);
+                    step = next;
+                }
+                outer.attach(step);
+                step.releaseReference();
+                if (options.eosTokenId() >= 0) {
+                    outer.attach(finished);
+                    finished.releaseReference();
+                    if (finished.all().item_bool()) {
+                        break;
+                    }
+                }
+            }
+            result = concat(outer, ids, produced);
+        }
+        return ScopeUtil.handToCaller(result);
+    }
+
+    private static Tensor concat(PointerScope outer, Tensor ids, List<Tensor> produced) {
+        TensorVector parts = new TensorVector(ids);
+        for (Tensor t : produced) {
+            parts.push_back(t);
+        }
+        return ScopeUtil.keep(outer, torch.cat(parts, 1));
     }
 
     /**

@@ -1,5 +1,6 @@
 package dev.peft4j.models;
 
+import dev.peft4j.kernels.DecodeKernels;
 import dev.peft4j.nn.Activation;
 import dev.peft4j.nn.Embedding;
 import dev.peft4j.nn.Init;
@@ -8,6 +9,7 @@ import dev.peft4j.nn.Module;
 import dev.peft4j.nn.ModuleList;
 import dev.peft4j.nn.RMSNorm;
 import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.GradMode;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
@@ -103,6 +105,9 @@ public final class LlamaModel extends PreTrainedModel {
                 qpos[(int) (i * q + t)] = past[i] + t;
             }
         }
+        if (q == 1 && nativeDecodeEligible(inputIds, cache)) {
+            return nativeDecodeStep(inputIds, cache, slotOf, past);
+        }
         Tensor pos = Tensor.create(qpos, batch, q);
         Tensor mask = null;
         Tensor fullMask = null;
@@ -120,6 +125,64 @@ public final class LlamaModel extends PreTrainedModel {
         final long kl = keyLength;
         return decoder(inputIds, pos, mask, fullMask,
                 (layer, k, v) -> cache.writeAndRead(layer, index, slotOf, kl, k, v));
+    }
+
+    /**
+     * Whether a one-token step over {@code cache} can take the native decode kernels: the switch is on, autograd is
+     * off, the model and the cache hold float32 or bfloat16 of the same dtype on the CPU, and the norms are the
+     * model's own {@link RMSNorm}s.
+     */
+    private boolean nativeDecodeEligible(Tensor inputIds, SlotKVCache cache) {
+        if (!DecodeKernels.enabled() || GradMode.is_enabled() || !inputIds.is_cpu()) {
+            return false;
+        }
+        ScalarType dt = getParameter("embed_tokens.weight").scalar_type().intern();
+        if (dt != ScalarType.Float && dt != ScalarType.BFloat16 || cache.keys(0).scalar_type().intern() != dt
+                || !cache.keys(0).is_cpu() || !(child("norm") instanceof RMSNorm)) {
+            return false;
+        }
+        @SuppressWarnings("unchecked")
+        ModuleList<Module> layers = (ModuleList<Module>) child("layers");
+        for (int i = 0; i < cfg.numLayers; i++) {
+            Module l = layers.get(i);
+            if (!(l.getSubmodule("input_layernorm") instanceof RMSNorm)
+                    || !(l.getSubmodule("post_attention_layernorm") instanceof RMSNorm)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
+     * One new token per row over the slot cache, on the native decode kernels: each residual add is fused with the
+     * norm after it, RoPE and attention run over the cache in place; the Linears take their own decode paths
+     * (native GEMV, or the fused adapted kernel). Same numbers as the libtorch path up to float32 summation order
+     * (bf16: the roundings of transformers' ops, and libtorch's SDPA rounding of probabilities aside).
+     */
+    private Tensor nativeDecodeStep(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
+        // a copy: the residual stream is updated in place by the fused add + norm
+        Tensor x = layer("embed_tokens").forward(inputIds).clone();
+        @SuppressWarnings("unchecked")
+        ModuleList<Module> layers = (ModuleList<Module>) child("layers");
+        Tensor pending = null; // the last MLP output, added into x by the next norm
+        for (int i = 0; i < cfg.numLayers; i++) {
+            LlamaDecoderLayer l = (LlamaDecoderLayer) layers.get(i);
+            RMSNorm in = (RMSNorm) l.part("input_layernorm");
+            Tensor h = pending == null ? DecodeKernels.rmsNorm(x, in.weight(), in.eps())
+                    : DecodeKernels.addRmsNorm(x, contiguous(pending), in.weight(), in.eps());
+            Tensor a = ((LlamaAttention) l.part("self_attn")).forwardDecode(h, cache, i, slotOf, past, invFreq,
+                    cfg.slidingLayers[i] ? cfg.slidingWindow : 0);
+            RMSNorm post = (RMSNorm) l.part("post_attention_layernorm");
+            Tensor h2 = DecodeKernels.addRmsNorm(x, contiguous(a), post.weight(), post.eps());
+            pending = ((dev.peft4j.nn.Layer) l.part("mlp")).forward(h2);
+        }
+        RMSNorm norm = (RMSNorm) child("norm");
+        return pending == null ? DecodeKernels.rmsNorm(x, norm.weight(), norm.eps())
+                : DecodeKernels.addRmsNorm(x, contiguous(pending), norm.weight(), norm.eps());
+    }
+
+    private static Tensor contiguous(Tensor t) {
+        return t.is_contiguous() ? t : t.contiguous();
     }
 
     /**
@@ -178,6 +241,11 @@ public final class LlamaModel extends PreTrainedModel {
             registerModule("post_attention_layernorm", new RMSNorm(cfg.hiddenSize, cfg.rmsNormEps, init));
         }
 
+        /** A child module by name (the native decode step reads the norms' weights and runs the parts itself). */
+        Module part(String name) {
+            return child(name);
+        }
+
         Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor mask, KvStore cache, int index) {
             Tensor h = layer("input_layernorm").forward(x);
             Tensor a = ((LlamaAttention) child("self_attn")).forward(h, cos, sin, mask, cache, index);
@@ -221,6 +289,23 @@ public final class LlamaModel extends PreTrainedModel {
             long groups = numHeads / numKvHeads;
             Tensor o = Attention.sdpa(q, Attention.repeatKv(k, groups), Attention.repeatKv(v, groups), mask, scale);
             return layer("o_proj").forward(o.transpose(1, 2).reshape(b, t, numHeads * headDim));
+        }
+
+        /**
+         * The attention of one new token per row ({@code h} {@code [B, 1, hidden]}) on the native kernels: RoPE at
+         * positions {@code past} applied to q and k in place, k and v written into the slot cache, attention over
+         * each row's slot (its last {@code window} positions when {@code window > 0}), then o_proj.
+         */
+        Tensor forwardDecode(Tensor h, SlotKVCache cache, int index, int[] slotOf, long[] past, Tensor invFreq,
+                long window) {
+            Tensor q = contiguous(layer("q_proj").forward(h));
+            Tensor k = contiguous(layer("k_proj").forward(h));
+            Tensor v = contiguous(layer("v_proj").forward(h));
+            DecodeKernels.rope(q, numHeads, past, invFreq);
+            DecodeKernels.rope(k, numKvHeads, past, invFreq);
+            Tensor o = DecodeKernels.attention(q, k, v, cache.keys(index), cache.values(index), slotOf, past, window,
+                    scale);
+            return layer("o_proj").forward(o);
         }
 
         /** {@code x·cos + rotate_half(x)·sin}, rotate_half(x) = cat(-x2, x1) over the last dim. */

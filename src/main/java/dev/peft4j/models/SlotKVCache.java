@@ -14,7 +14,8 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * and the number of positions it has cached ({@code past}); its new keys and values are written at positions
  * {@code past .. past + new - 1} of that slot (one {@code index_copy_} per layer, no concatenation) and attention
  * reads positions {@code 0 .. past + new - 1} of each row's slot, a per-row mask hiding the positions of shorter
- * rows. A native decode kernel can work on the same memory: element {@code (slot, head, pos, d)} of layer
+ * rows. A one-token step on the native decode path ({@link dev.peft4j.kernels.DecodeKernels#attention}) writes and
+ * reads the same memory directly, without a mask or a gather: element {@code (slot, head, pos, d)} of layer
  * {@code l}'s keys is at {@code keys(l).data_ptr() + ((slot·kv_heads + head)·max_length + pos)·head_dim + d}.
  *
  * <p>Invariant kept by its users: positions at or past a slot's length hold zeros or finite values of an earlier

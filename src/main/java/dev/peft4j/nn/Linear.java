@@ -1,5 +1,9 @@
 package dev.peft4j.nn;
 
+import dev.peft4j.kernels.DecodeKernels;
+import dev.peft4j.kernels.FusedLoraLinear;
+import dev.peft4j.kernels.NativeGemv;
+import org.bytedeco.pytorch.GradMode;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorOptional;
 import org.bytedeco.pytorch.global.torch;
@@ -8,6 +12,9 @@ import org.bytedeco.pytorch.global.torch;
 public final class Linear extends Module implements Layer {
     private final long inFeatures;
     private final long outFeatures;
+    // the native GEMV for decode-sized inference forwards, built on first use and rebuilt when a tensor is replaced
+    private NativeGemv gemv;
+    private long gemvEpoch = -1;
 
     /**
      * {@code torch.nn.Linear(inFeatures, outFeatures, bias)}: weight {@code (out, in)} and, when {@code bias}, a bias
@@ -42,8 +49,19 @@ public final class Linear extends Module implements Layer {
         return paramOrNull("bias");
     }
 
+    /**
+     * {@code x·Wᵀ + b}. An inference forward (autograd off) of at most {@value FusedLoraLinear#MAX_ROWS} rows on the
+     * CPU runs on peft4j's native GEMV ({@link NativeGemv}) while {@link DecodeKernels#enabled()}; larger inputs and
+     * autograd forwards run on libtorch.
+     */
     @Override
     public Tensor forward(Tensor x) {
+        if (DecodeKernels.enabled() && !GradMode.is_enabled() && x.numel() <= FusedLoraLinear.MAX_ROWS * inFeatures) {
+            NativeGemv g = gemv();
+            if (g != null && g.accepts(x)) {
+                return g.forward(x);
+            }
+        }
         Tensor b = paramOrNull("bias");
         if (isSingleFloatRow(x, inFeatures, param("weight"))) {
             // one row (a decode step): libtorch's gemv reads fp32 weights several times faster than OpenBLAS's
@@ -59,6 +77,31 @@ public final class Linear extends Module implements Layer {
         }
         try (TensorOptional ob = new TensorOptional(b)) {
             return torch.linear(x, param("weight"), ob);
+        }
+    }
+
+    private synchronized NativeGemv gemv() {
+        long epoch = Module.tensorEpoch();
+        Tensor w = param("weight");
+        Tensor b = paramOrNull("bias");
+        if (gemv != null && gemvEpoch == epoch && gemv.sameTensors(w, b)) {
+            return gemv;
+        }
+        if (gemv != null) {
+            gemv.close();
+        }
+        gemv = NativeGemv.create(w, b);
+        gemvEpoch = epoch;
+        return gemv;
+    }
+
+    @Override
+    protected void releaseNative() {
+        synchronized (this) {
+            if (gemv != null) {
+                gemv.close();
+                gemv = null;
+            }
         }
     }
 

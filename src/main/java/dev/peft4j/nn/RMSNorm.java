@@ -20,6 +20,11 @@ public final class RMSNorm extends Module implements Layer {
         registerParameter("weight", init.empty(dim), true);
     }
 
+    /** The weight {@code (dim,)}, owned by this module. */
+    public Tensor weight() {
+        return param("weight");
+    }
+
     /** The value added to the mean square. */
     public double eps() {
         return eps;

@@ -1,0 +1,245 @@
+// The small per-layer ops of a Llama-family decode step (one new token per row), as transformers computes them:
+//
+//   rms_norm      y = w · T(x · rsqrt(mean(x²) + eps))           (x in float32, T: rounded to the storage type)
+//   add_rms_norm  r = T(r + a) in place, then y = rms_norm(r)    (the residual add fused with the next norm)
+//   rope          x = T(T(x·cos) + T(rotate_half(x)·sin))         (rotate_half layout, float32 tables rounded to T)
+//   attention     the new keys / values written into a slot cache in place, then softmax(q·kᵀ·scale)·v over the
+//                 row's own cached positions (grouped-query heads, per-row lengths, optional sliding window)
+//
+// T is float32 or bfloat16 (uint16_t); every product and sum is float32. The roundings to T follow the order of
+// libtorch's separate ops, so the bf16 RoPE and residual add are bit-equal to them, and the norms differ only in
+// the order of the float32 sum of squares. SIMD (AVX2, AVX-512) where the work grows with the model: the sum of
+// squares and the attention's dot products and weighted sums; the rest is elementwise over a few thousand values
+// per token, scalar on every ISA.
+#pragma once
+
+#include "peft4j_axpy.h"
+#include "peft4j_cpu.h"
+#include "peft4j_lora_linear.h"
+#include "peft4j_threads.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace peft4j {
+
+inline float round_to(float, float v) { return v; }
+inline float round_to(uint16_t, float v) { return bf16_to_f32(f32_to_bf16(v)); }
+inline void store_as(float* p, float v) { *p = v; }
+inline void store_as(uint16_t* p, float v) { *p = f32_to_bf16(v); }
+
+// ---- Σ x² in float32 ----
+template <typename T>
+inline float sum_squares_scalar(const T* x, int64_t n) {
+    float s = 0.f;
+    for (int64_t i = 0; i < n; i++) {
+        float v = load_scalar(x, i);
+        s += v * v;
+    }
+    return s;
+}
+
+#if defined(__x86_64__)
+template <typename T>
+__attribute__((target("avx2,fma")))
+inline float sum_squares_avx2(const T* x, int64_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 v0 = load8(x + i), v1 = load8(x + i + 8);
+        a0 = _mm256_fmadd_ps(v0, v0, a0);
+        a1 = _mm256_fmadd_ps(v1, v1, a1);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = load8(x + i);
+        a0 = _mm256_fmadd_ps(v, v, a0);
+    }
+    return hsum8(_mm256_add_ps(a0, a1)) + sum_squares_scalar(x + i, n - i);
+}
+
+template <typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline float sum_squares_avx512(const T* x, int64_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 v0 = load16(x + i), v1 = load16(x + i + 16);
+        a0 = _mm512_fmadd_ps(v0, v0, a0);
+        a1 = _mm512_fmadd_ps(v1, v1, a1);
+    }
+    if (i < n) {
+        for (; i < n; i += 16) {
+            __mmask16 m = lanes16(n - i);
+            __m512 v = load16_masked(x + i, m);
+            a0 = _mm512_fmadd_ps(v, v, a0);
+        }
+    }
+    return hsum16(_mm512_add_ps(a0, a1));
+}
+#endif
+
+template <typename T>
+inline float sum_squares(int isa, const T* x, int64_t n) {
+#if defined(__x86_64__)
+    if (isa >= ISA_AVX512) return sum_squares_avx512(x, n);
+    if (isa >= ISA_AVX2) return sum_squares_avx2(x, n);
+#endif
+    (void) isa;
+    return sum_squares_scalar(x, n);
+}
+
+// y[rows, dim] = w · T(x · rsqrt(mean(x²) + eps)); y may be x
+template <typename T>
+inline void rms_norm(T* y, const T* x, const T* w, int64_t rows, int64_t dim, float eps) {
+    const int isa = active_isa();
+    for (int64_t r = 0; r < rows; r++) {
+        const T* xr = x + r * dim;
+        T* yr = y + r * dim;
+        const float var = sum_squares(isa, xr, dim) / (float) dim;
+        const float inv = 1.0f / std::sqrt(var + eps);  // libtorch's rsqrt: a correctly rounded sqrt, then 1/x
+        for (int64_t i = 0; i < dim; i++) {
+            const float normed = round_to(T(), load_scalar(xr, i) * inv);
+            store_as(yr + i, load_scalar(w, i) * normed);
+        }
+    }
+}
+
+// r = T(r + a) in place, then y = rms_norm(r); y must not alias r
+template <typename T>
+inline void add_rms_norm(T* r, const T* a, T* y, const T* w, int64_t rows, int64_t dim, float eps) {
+    for (int64_t i = 0; i < rows * dim; i++) store_as(r + i, load_scalar(r, i) + load_scalar(a, i));
+    rms_norm(y, r, w, rows, dim, eps);
+}
+
+// x[rows, heads, dim] in place: row i's token at position pos[i]; inv_freq has dim / 2 float32 entries.
+// cos and sin as transformers builds them: float32 freqs = pos · inv_freq, cos / sin in float32, rounded to T.
+template <typename T>
+inline void rope(T* x, int64_t rows, int64_t heads, int64_t dim, const int64_t* pos, const float* inv_freq) {
+    const int64_t half = dim / 2;
+    std::vector<float> c((size_t) half), s((size_t) half);
+    for (int64_t i = 0; i < rows; i++) {
+        const float p = (float) pos[i];
+        for (int64_t j = 0; j < half; j++) {
+            const float f = p * inv_freq[j];
+            c[(size_t) j] = round_to(T(), std::cos(f));
+            s[(size_t) j] = round_to(T(), std::sin(f));
+        }
+        for (int64_t h = 0; h < heads; h++) {
+            T* v = x + (i * heads + h) * dim;
+            for (int64_t j = 0; j < half; j++) {
+                const float x1 = load_scalar(v, j), x2 = load_scalar(v, j + half);
+                const float cj = c[(size_t) j], sj = s[(size_t) j];
+                // x·cos, rotate_half(x)·sin = (-x2, x1)·sin, then their sum: each rounded to T, as three ops would
+                const float lo = round_to(T(), x1 * cj) + round_to(T(), -x2 * sj);
+                const float hi = round_to(T(), x2 * cj) + round_to(T(), x1 * sj);
+                store_as(v + j, lo);
+                store_as(v + j + half, hi);
+            }
+        }
+    }
+}
+
+// ---- acc[0:n] += a · v[0:n] (float32 accumulators, v of the storage type) ----
+template <typename T>
+inline void acc_axpy_scalar(float* acc, const T* v, float a, int64_t n) {
+    for (int64_t i = 0; i < n; i++) acc[i] += a * load_scalar(v, i);
+}
+
+#if defined(__x86_64__)
+template <typename T>
+__attribute__((target("avx2,fma")))
+inline void acc_axpy_avx2(float* acc, const T* v, float a, int64_t n) {
+    const __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(av, load8(v + i), _mm256_loadu_ps(acc + i)));
+    for (; i < n; i++) acc[i] = std::fma(a, load_scalar(v, i), acc[i]);
+}
+
+template <typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void acc_axpy_avx512(float* acc, const T* v, float a, int64_t n) {
+    const __m512 av = _mm512_set1_ps(a);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = lanes16(n - i);
+        _mm512_mask_storeu_ps(acc + i, m, _mm512_fmadd_ps(av, load16_masked(v + i, m), _mm512_maskz_loadu_ps(m, acc + i)));
+    }
+}
+#endif
+
+template <typename T>
+inline void acc_axpy(int isa, float* acc, const T* v, float a, int64_t n) {
+#if defined(__x86_64__)
+    if (isa >= ISA_AVX512) return acc_axpy_avx512(acc, v, a, n);
+    if (isa >= ISA_AVX2) return acc_axpy_avx2(acc, v, a, n);
+#endif
+    (void) isa;
+    acc_axpy_scalar(acc, v, a, n);
+}
+
+// Decode attention over a slot cache. q [rows, heads, dim], k and v [rows, kv_heads, dim] (RoPE already applied to q
+// and k); kc, vc [slots, kv_heads, max_len, dim]. Row i writes its k, v at position past[i] of slot slot[i], then each
+// of its query heads attends to positions [lo, past[i]] of that slot, lo = max(0, past[i] + 1 - window) when
+// window > 0, else 0; heads h·G .. h·G + G - 1 (G = heads / kv_heads) share kv head h. out [rows, heads, dim].
+// The caller has checked the slots and lengths (past[i] < max_len) and that no two rows share a slot.
+template <typename T>
+inline void decode_attention(const T* q, const T* k, const T* v, T* kc, T* vc, int64_t max_len,
+                             const int32_t* slot, const int64_t* past, int64_t rows, int64_t heads, int64_t kv_heads,
+                             int64_t dim, int64_t window, float scale, T* out, int threads) {
+    const int isa = active_isa();
+    const int64_t G = heads / kv_heads;
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t h = 0; h < kv_heads; h++) {
+            const int64_t at = (((int64_t) slot[i] * kv_heads + h) * max_len + past[i]) * dim;
+            std::memcpy(kc + at, k + (i * kv_heads + h) * dim, sizeof(T) * (size_t) dim);
+            std::memcpy(vc + at, v + (i * kv_heads + h) * dim, sizeof(T) * (size_t) dim);
+        }
+    }
+    int64_t work = 0;
+    for (int64_t i = 0; i < rows; i++) work += (past[i] + 1) * heads * dim;
+    const std::function<void(int64_t)> task = [&](int64_t t) {
+        const int64_t i = t / kv_heads, h = t % kv_heads;
+        const int64_t n_end = past[i] + 1;
+        const int64_t lo = window > 0 ? std::max<int64_t>(0, n_end - window) : 0;
+        const int64_t n = n_end - lo;
+        const int64_t base = ((int64_t) slot[i] * kv_heads + h) * max_len;
+        const T* kh = kc + (base + lo) * dim;
+        const T* vh = vc + (base + lo) * dim;
+        thread_local std::vector<float> qf, sc, acc;
+        qf.resize((size_t) (G * dim));
+        sc.resize((size_t) (G * n));
+        acc.assign((size_t) (G * dim), 0.f);
+        const T* qh = q + (i * heads + h * G) * dim;
+        for (int64_t j = 0; j < G * dim; j++) qf[(size_t) j] = load_scalar(qh, j);
+        rows_times_rowsT(isa, qf.data(), G, kh, 0, n, dim, sc.data(), n);
+        for (int64_t g = 0; g < G; g++) {
+            float* s = sc.data() + g * n;
+            float mx = -INFINITY;
+            for (int64_t p = 0; p < n; p++) {
+                s[p] *= scale;
+                mx = std::max(mx, s[p]);
+            }
+            float sum = 0.f;
+            for (int64_t p = 0; p < n; p++) {
+                s[p] = std::exp(s[p] - mx);
+                sum += s[p];
+            }
+            const float inv = 1.0f / sum;
+            for (int64_t p = 0; p < n; p++) s[p] *= inv;
+        }
+        for (int64_t p = 0; p < n; p++) {
+            for (int64_t g = 0; g < G; g++) acc_axpy(isa, acc.data() + g * dim, vh + p * dim, sc[(size_t) (g * n + p)], dim);
+        }
+        T* oh = out + (i * heads + h * G) * dim;
+        for (int64_t j = 0; j < G * dim; j++) store_as(oh + j, acc[(size_t) j]);
+    };
+    // a region's fork and join cost a few µs: worth it only once the cached positions make the work large
+    const int use = work >= (int64_t) 1 << 16 ? threads : 1;
+    ThreadPool::instance().parallel_for(rows * kv_heads, use, task);
+}
+
+}  // namespace peft4j

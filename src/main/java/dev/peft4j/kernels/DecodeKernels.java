@@ -1,0 +1,203 @@
+package dev.peft4j.kernels;
+
+import java.util.Arrays;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * Native kernels for the small per-layer ops of a Llama-family decode step (one new token per row): RMSNorm (alone
+ * or fused with the residual add before it), RoPE, and attention over a slot KV cache written in place. float32 or
+ * bfloat16 tensors on the CPU, contiguous; float32 arithmetic, results rounded to the tensors' dtype in the order
+ * transformers' separate ops round them. Inference only: nothing is recorded for autograd, and the in-place ones
+ * refuse a tensor that requires grad.
+ *
+ * <p>Whether the models use them (and the native GEMV for every small Linear) is {@link #enabled()}: on by
+ * default, off with {@code -Dpeft4j.decode=libtorch} or {@link #setEnabled}, which restores the libtorch path
+ * (benchmarks compare the two with it).
+ */
+public final class DecodeKernels {
+    private static volatile boolean enabled =
+            !"libtorch".equalsIgnoreCase(System.getProperty("peft4j.decode", "native").trim());
+
+    private static final java.util.concurrent.atomic.LongAdder ATTENTION_CALLS =
+            new java.util.concurrent.atomic.LongAdder();
+
+    private DecodeKernels() {}
+
+    /**
+     * How many {@link #attention} calls (one per layer of a native decode step) this process has run: lets a test
+     * prove that a model's step took the native path.
+     */
+    public static long attentionCalls() {
+        return ATTENTION_CALLS.sum();
+    }
+
+    /**
+     * Whether inference forwards at decode sizes take the native decode path: Linears of at most
+     * {@value FusedLoraLinear#MAX_ROWS} rows on the native GEMV, and the Llama family's one-token steps over a
+     * slot cache on these kernels. {@code -Dpeft4j.decode=libtorch} turns it off for the process.
+     */
+    public static boolean enabled() {
+        return enabled;
+    }
+
+    /** Process-wide switch of the native decode path; see {@link #enabled()}. */
+    public static void setEnabled(boolean on) {
+        enabled = on;
+    }
+
+    /**
+     * transformers' {@code LlamaRMSNorm} of {@code x} ({@code [..., dim]}): {@code w · T(x · rsqrt(mean(x²) + eps))},
+     * the mean in float32. Returns a new tensor of x's shape and dtype.
+     */
+    public static Tensor rmsNorm(Tensor x, Tensor weight, double eps) {
+        int dt = checkNormArgs(x, weight);
+        long dim = weight.numel();
+        Tensor y = torch.empty_like(x);
+        NativeKernels.peft4j_rms_norm(dt, y.data_ptr().address(), x.data_ptr().address(),
+                weight.data_ptr().address(), x.numel() / dim, dim, (float) eps);
+        java.lang.ref.Reference.reachabilityFence(x);
+        java.lang.ref.Reference.reachabilityFence(weight);
+        return y;
+    }
+
+    /**
+     * The residual add fused with the norm after it: {@code residual = T(residual + a)} in place, then returns
+     * {@link #rmsNorm}{@code (residual)} as a new tensor. {@code a} has residual's shape and dtype.
+     */
+    public static Tensor addRmsNorm(Tensor residual, Tensor a, Tensor weight, double eps) {
+        int dt = checkNormArgs(residual, weight);
+        Kernels.checkNoGrad("residual", residual);
+        Kernels.checkCpuContiguous("a", a);
+        Kernels.checkSameDtype("a", a, "residual", residual);
+        if (a.numel() != residual.numel()) {
+            throw new IllegalArgumentException("a: shape " + Arrays.toString(a.shape()) + " does not match residual's "
+                    + Arrays.toString(residual.shape()));
+        }
+        Kernels.checkNoOverlap("a", a, "residual", residual);
+        long dim = weight.numel();
+        Tensor y = torch.empty_like(residual);
+        NativeKernels.peft4j_add_rms_norm(dt, residual.data_ptr().address(), a.data_ptr().address(),
+                y.data_ptr().address(), weight.data_ptr().address(), residual.numel() / dim, dim, (float) eps);
+        java.lang.ref.Reference.reachabilityFence(residual);
+        java.lang.ref.Reference.reachabilityFence(a);
+        java.lang.ref.Reference.reachabilityFence(weight);
+        return y;
+    }
+
+    private static int checkNormArgs(Tensor x, Tensor weight) {
+        Kernels.checkCpuContiguous("x", x);
+        Kernels.checkCpuContiguous("weight", weight);
+        int dt = Kernels.dtypeCode("x", x);
+        Kernels.checkSameDtype("weight", weight, "x", x);
+        long dim = weight.numel();
+        if (weight.dim() != 1 || x.dim() < 1 || x.size(x.dim() - 1) != dim) {
+            throw new IllegalArgumentException("weight: shape " + Arrays.toString(weight.shape())
+                    + " does not match x's last dimension, x has shape " + Arrays.toString(x.shape()));
+        }
+        return dt;
+    }
+
+    /**
+     * Llama's rotary embedding in place on {@code x} ({@code rows · heads} vectors of {@code headDim}: {@code [rows,
+     * heads, headDim]}, or {@code [rows, 1, heads · headDim]} as a projection gives them), rotate_half layout: row {@code i}'s vectors are at position {@code positions[i]}.
+     * {@code invFreq}: float32 {@code [headDim / 2]}; the tables are built from it in float32 and rounded to x's
+     * dtype, as transformers builds them.
+     */
+    public static void rope(Tensor x, long heads, long[] positions, Tensor invFreq) {
+        Kernels.checkCpuContiguous("x", x);
+        Kernels.checkCpuContiguous("invFreq", invFreq);
+        Kernels.checkNoGrad("x", x);
+        int dt = Kernels.dtypeCode("x", x);
+        if (invFreq.scalar_type().intern() != ScalarType.Float) {
+            throw new IllegalArgumentException("invFreq: dtype " + invFreq.scalar_type().intern()
+                    + " not supported, expected Float");
+        }
+        long dim = invFreq.numel() * 2;
+        long rows = positions.length;
+        if (dim == 0 || heads < 1 || x.numel() != rows * heads * dim || x.size(x.dim() - 1) % dim != 0) {
+            throw new IllegalArgumentException("x: shape " + Arrays.toString(x.shape()) + " is not " + rows
+                    + " rows of " + heads + " heads of " + dim + " (invFreq has " + invFreq.numel() + " entries)");
+        }
+        NativeKernels.peft4j_rope(dt, x.data_ptr().address(), rows, heads, dim, positions,
+                invFreq.data_ptr().address());
+        java.lang.ref.Reference.reachabilityFence(x);
+        java.lang.ref.Reference.reachabilityFence(invFreq);
+    }
+
+    /**
+     * Attention of one new token per row over a slot KV cache. {@code q}: {@code rows · heads · headDim} values
+     * ({@code [rows, 1, heads · headDim]} as the projections give them), {@code k}, {@code v}: {@code rows ·
+     * kvHeads · headDim}, RoPE applied; {@code keys}, {@code values}: the cache's {@code [slots, kvHeads, maxLength,
+     * headDim]} tensors of one layer. Row {@code i}'s k and v are written at position {@code past[i]} of slot
+     * {@code slotOf[i]}; its heads (query head {@code j} on kv head {@code j / (heads / kvHeads)}) then attend to
+     * that slot's positions {@code 0 .. past[i]}, the last {@code window} of them when {@code window > 0}. Returns
+     * {@code softmax(q·kᵀ·scale)·v} of q's shape.
+     *
+     * @throws IllegalArgumentException for a slot out of range or used by two rows, a length past the cache, or
+     *     tensors that do not match
+     */
+    public static Tensor attention(Tensor q, Tensor k, Tensor v, Tensor keys, Tensor values, int[] slotOf, long[] past,
+            long window, double scale) {
+        for (Object[] t : new Object[][] {{"q", q}, {"k", k}, {"v", v}, {"keys", keys}, {"values", values}}) {
+            Kernels.checkCpuContiguous((String) t[0], (Tensor) t[1]);
+        }
+        int dt = Kernels.dtypeCode("q", q);
+        Kernels.checkSameDtype("k", k, "q", q);
+        Kernels.checkSameDtype("v", v, "q", q);
+        Kernels.checkSameDtype("keys", keys, "q", q);
+        Kernels.checkSameDtype("values", values, "q", q);
+        Kernels.checkNoGrad("keys", keys);
+        Kernels.checkNoGrad("values", values);
+        long[] cs = keys.shape();
+        if (cs.length != 4 || !Arrays.equals(cs, values.shape())) {
+            throw new IllegalArgumentException("keys / values: expected two [slots, kv_heads, max_length, head_dim] "
+                    + "tensors, got " + Arrays.toString(cs) + " and " + Arrays.toString(values.shape()));
+        }
+        long slots = cs[0];
+        long kvHeads = cs[1];
+        long maxLength = cs[2];
+        long dim = cs[3];
+        int rows = slotOf.length;
+        if (past.length != rows) {
+            throw new IllegalArgumentException("past: " + past.length + " entries, slotOf has " + rows);
+        }
+        if (q.numel() % (rows * dim) != 0 || q.numel() / (rows * dim) % kvHeads != 0) {
+            throw new IllegalArgumentException("q: " + q.numel() + " values are not " + rows + " rows of a multiple of "
+                    + kvHeads + " heads of " + dim);
+        }
+        long heads = q.numel() / (rows * dim);
+        if (k.numel() != rows * kvHeads * dim || v.numel() != rows * kvHeads * dim) {
+            throw new IllegalArgumentException("k / v: expected " + rows + " rows of " + kvHeads + " heads of " + dim
+                    + " values, got shapes " + Arrays.toString(k.shape()) + " and " + Arrays.toString(v.shape()));
+        }
+        boolean[] used = new boolean[Math.toIntExact(slots)];
+        for (int i = 0; i < rows; i++) {
+            if (slotOf[i] < 0 || slotOf[i] >= slots) {
+                throw new IllegalArgumentException("row " + i + ": slot " + slotOf[i] + " out of range [0, " + slots
+                        + ")");
+            }
+            if (used[slotOf[i]]) {
+                throw new IllegalArgumentException("row " + i + ": slot " + slotOf[i] + " is used by an earlier row");
+            }
+            used[slotOf[i]] = true;
+            if (past[i] < 0 || past[i] >= maxLength) {
+                throw new IllegalArgumentException("row " + i + " (slot " + slotOf[i] + "): " + past[i]
+                        + " cached + 1 new positions exceed the slot cache's max length " + maxLength);
+            }
+        }
+        Tensor out = torch.empty_like(q);
+        NativeKernels.peft4j_decode_attention(dt, q.data_ptr().address(), k.data_ptr().address(),
+                v.data_ptr().address(), keys.data_ptr().address(), values.data_ptr().address(), maxLength, slotOf,
+                past, rows, heads, kvHeads, dim, Math.max(0, window), (float) scale, out.data_ptr().address(),
+                torch.get_num_threads());
+        ATTENTION_CALLS.increment();
+        java.lang.ref.Reference.reachabilityFence(q);
+        java.lang.ref.Reference.reachabilityFence(k);
+        java.lang.ref.Reference.reachabilityFence(v);
+        java.lang.ref.Reference.reachabilityFence(keys);
+        java.lang.ref.Reference.reachabilityFence(values);
+        return out;
+    }
+}

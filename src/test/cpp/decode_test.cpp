@@ -1,0 +1,221 @@
+// Native test of the decode-step kernels (peft4j_decode.h) on every ISA path the CPU has, against float64
+// references, on exact-size heap buffers (AddressSanitizer catches any access past the end).
+#include "peft4j_kernels.h"
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+namespace {
+
+int failures = 0;
+int checks = 0;
+
+#define DCHECK(cond, ...)                                             \
+    do {                                                              \
+        checks++;                                                     \
+        if (!(cond)) {                                                \
+            std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+            std::fprintf(stderr, __VA_ARGS__);                        \
+            std::fprintf(stderr, "\n");                               \
+            failures++;                                               \
+        }                                                             \
+    } while (0)
+
+float get(const float* p, int64_t i) { return p[i]; }
+float get(const uint16_t* p, int64_t i) { return peft4j::bf16_to_f32(p[i]); }
+void put(float* p, int64_t i, float v) { p[i] = v; }
+void put(uint16_t* p, int64_t i, float v) { p[i] = peft4j::f32_to_bf16(v); }
+
+// relative error against the float64 reference, measured on the scale of the row (max |ref|)
+template <typename T>
+double worst_err(const T* got, const std::vector<double>& ref) {
+    double scale = 1e-30, worst = 0;
+    for (double r : ref) scale = std::max(scale, std::fabs(r));
+    for (size_t i = 0; i < ref.size(); i++) worst = std::max(worst, std::fabs(get(got, (int64_t) i) - ref[i]) / scale);
+    return worst;
+}
+
+template <typename T>
+void test_norms(std::mt19937& rng, double tol, const char* name) {
+    std::normal_distribution<float> normal(0.f, 2.f);
+    const int best = peft4j::best_isa();
+    for (int64_t dim : {1, 7, 16, 33, 100, 2048}) {
+        for (int64_t rows : {1, 3}) {
+            const int64_t n = rows * dim;
+            std::vector<T> x0(n), a0(n), w0(dim);
+            for (int64_t i = 0; i < n; i++) { put(x0.data(), i, normal(rng)); put(a0.data(), i, normal(rng)); }
+            for (int64_t i = 0; i < dim; i++) put(w0.data(), i, normal(rng));
+            // references: y = w·(x·rsqrt(mean x² + eps)); r = x + a then the same
+            std::vector<double> ry(n), rr(n), rry(n);
+            for (int64_t r = 0; r < rows; r++) {
+                double ss = 0, ss2 = 0;
+                for (int64_t i = 0; i < dim; i++) {
+                    double v = get(x0.data(), r * dim + i);
+                    ss += v * v;
+                    // the residual as the kernel keeps it: the float32 sum rounded to T
+                    double s = peft4j::round_to(T(), get(x0.data(), r * dim + i) + get(a0.data(), r * dim + i));
+                    rr[r * dim + i] = s;
+                    ss2 += s * s;
+                }
+                double inv = 1 / std::sqrt(ss / dim + 1e-5), inv2 = 1 / std::sqrt(ss2 / dim + 1e-5);
+                for (int64_t i = 0; i < dim; i++) {
+                    ry[r * dim + i] = get(w0.data(), i) * get(x0.data(), r * dim + i) * inv;
+                    rry[r * dim + i] = get(w0.data(), i) * rr[r * dim + i] * inv2;
+                }
+            }
+            for (int isa = peft4j::ISA_SCALAR; isa <= best; isa++) {
+                peft4j::set_active_isa(isa);
+                T* x = new T[n];
+                T* y = new T[n];
+                T* a = new T[n];
+                T* w = new T[dim];
+                std::copy(x0.begin(), x0.end(), x);
+                std::copy(a0.begin(), a0.end(), a);
+                std::copy(w0.begin(), w0.end(), w);
+                peft4j::rms_norm(y, x, w, rows, dim, 1e-5f);
+                double e = worst_err(y, ry);
+                DCHECK(e < tol, "%s rms_norm %s dim=%lld rows=%lld off by %g", name, peft4j::isa_name(isa),
+                       (long long) dim, (long long) rows, e);
+                peft4j::add_rms_norm(x, a, y, w, rows, dim, 1e-5f);
+                bool exact = true;  // the residual add is one rounding of the float32 sum
+                for (int64_t i = 0; i < n; i++) {
+                    T want;
+                    put(&want, 0, get(x0.data(), i) + get(a0.data(), i));
+                    exact &= std::memcmp(&want, x + i, sizeof(T)) == 0;
+                }
+                DCHECK(exact, "%s add_rms_norm %s dim=%lld: residual not T(x + a)", name, peft4j::isa_name(isa),
+                       (long long) dim);
+                e = worst_err(y, rry);
+                DCHECK(e < tol, "%s add_rms_norm %s dim=%lld rows=%lld off by %g", name, peft4j::isa_name(isa),
+                       (long long) dim, (long long) rows, e);
+                delete[] x;
+                delete[] y;
+                delete[] a;
+                delete[] w;
+            }
+        }
+    }
+}
+
+template <typename T>
+void test_rope(std::mt19937& rng, double tol, const char* name) {
+    std::normal_distribution<float> normal(0.f, 1.f);
+    for (int64_t dim : {2, 10, 64}) {
+        const int64_t rows = 3, heads = 5, half = dim / 2, n = rows * heads * dim;
+        std::vector<float> inv(half);
+        for (int64_t j = 0; j < half; j++) inv[j] = (float) (1.0 / std::pow(10000.0, 2.0 * j / dim));
+        const int64_t pos[rows] = {0, 7, 1000};
+        std::vector<T> x0(n);
+        for (int64_t i = 0; i < n; i++) put(x0.data(), i, normal(rng));
+        T* x = new T[n];
+        std::copy(x0.begin(), x0.end(), x);
+        peft4j::rope(x, rows, heads, dim, pos, inv.data());
+        std::vector<double> ref(n);
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t h = 0; h < heads; h++)
+                for (int64_t j = 0; j < half; j++) {
+                    const int64_t o = (i * heads + h) * dim;
+                    double f = (double) (float) ((float) pos[i] * inv[j]);
+                    double x1 = get(x0.data(), o + j), x2 = get(x0.data(), o + j + half);
+                    ref[o + j] = x1 * std::cos(f) - x2 * std::sin(f);
+                    ref[o + j + half] = x2 * std::cos(f) + x1 * std::sin(f);
+                }
+        double e = worst_err(x, ref);
+        DCHECK(e < tol, "%s rope dim=%lld off by %g", name, (long long) dim, e);
+        bool identity = std::memcmp(x, x0.data(), sizeof(T) * heads * dim) == 0;
+        DCHECK(identity, "%s rope dim=%lld: position 0 must leave x as it is", name, (long long) dim);
+        delete[] x;
+    }
+}
+
+template <typename T>
+void test_attention(std::mt19937& rng, double tol, const char* name) {
+    std::normal_distribution<float> normal(0.f, 1.f);
+    const int best = peft4j::best_isa();
+    struct Case { int64_t heads, kv, dim, window; };
+    for (Case c : {Case{4, 2, 8, 0}, Case{8, 1, 64, 0}, Case{6, 3, 18, 5}, Case{4, 4, 33, 0}, Case{32, 4, 64, 0}}) {
+        const int64_t slots = 3, max_len = 300, rows = 2;
+        const int32_t slot[rows] = {2, 0};
+        const int64_t past[rows] = {c.kv == 4 && c.heads == 32 ? 299 : 11, 0};
+        const int64_t cache_n = slots * c.kv * max_len * c.dim;
+        std::vector<T> kc0(cache_n), vc0(cache_n), q(rows * c.heads * c.dim), k(rows * c.kv * c.dim), v(k.size());
+        for (int64_t i = 0; i < cache_n; i++) { put(kc0.data(), i, normal(rng)); put(vc0.data(), i, normal(rng)); }
+        for (size_t i = 0; i < q.size(); i++) put(q.data(), (int64_t) i, normal(rng));
+        for (size_t i = 0; i < k.size(); i++) { put(k.data(), (int64_t) i, normal(rng)); put(v.data(), (int64_t) i, normal(rng)); }
+        // reference: the cache with the new rows written, then softmax attention in float64
+        std::vector<T> kw = kc0, vw = vc0;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t h = 0; h < c.kv; h++)
+                for (int64_t d = 0; d < c.dim; d++) {
+                    int64_t at = ((slot[i] * c.kv + h) * max_len + past[i]) * c.dim + d;
+                    kw[at] = k[(i * c.kv + h) * c.dim + d];
+                    vw[at] = v[(i * c.kv + h) * c.dim + d];
+                }
+        std::vector<double> ref(q.size());
+        const double scale = 1 / std::sqrt((double) c.dim);
+        const int64_t G = c.heads / c.kv;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t hq = 0; hq < c.heads; hq++) {
+                const int64_t h = hq / G, lo = c.window > 0 ? std::max<int64_t>(0, past[i] + 1 - c.window) : 0;
+                std::vector<double> s;
+                double mx = -1e300;
+                for (int64_t p = lo; p <= past[i]; p++) {
+                    double dot = 0;
+                    for (int64_t d = 0; d < c.dim; d++)
+                        dot += (double) get(q.data(), (i * c.heads + hq) * c.dim + d)
+                               * get(kw.data(), ((slot[i] * c.kv + h) * max_len + p) * c.dim + d);
+                    s.push_back(dot * scale);
+                    mx = std::max(mx, dot * scale);
+                }
+                double sum = 0;
+                for (double& e : s) sum += (e = std::exp(e - mx));
+                for (int64_t d = 0; d < c.dim; d++) {
+                    double o = 0;
+                    for (int64_t p = lo; p <= past[i]; p++)
+                        o += s[p - lo] / sum * get(vw.data(), ((slot[i] * c.kv + h) * max_len + p) * c.dim + d);
+                    ref[(i * c.heads + hq) * c.dim + d] = o;
+                }
+            }
+        for (int isa = peft4j::ISA_SCALAR; isa <= best; isa++) {
+            peft4j::set_active_isa(isa);
+            for (int threads : {1, 2}) {
+                T* kc = new T[cache_n];
+                T* vc = new T[cache_n];
+                T* out = new T[q.size()];
+                std::copy(kc0.begin(), kc0.end(), kc);
+                std::copy(vc0.begin(), vc0.end(), vc);
+                peft4j::decode_attention(q.data(), k.data(), v.data(), kc, vc, max_len, slot, past, rows, c.heads,
+                                         c.kv, c.dim, c.window, (float) scale, out, threads);
+                DCHECK(std::memcmp(kc, kw.data(), sizeof(T) * cache_n) == 0
+                           && std::memcmp(vc, vw.data(), sizeof(T) * cache_n) == 0,
+                       "%s attention %s: the cache must change at the new positions only", name,
+                       peft4j::isa_name(isa));
+                double e = worst_err(out, ref);
+                DCHECK(e < tol, "%s attention %s threads=%d heads=%lld kv=%lld dim=%lld window=%lld off by %g", name,
+                       peft4j::isa_name(isa), threads, (long long) c.heads, (long long) c.kv, (long long) c.dim,
+                       (long long) c.window, e);
+                delete[] kc;
+                delete[] vc;
+                delete[] out;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+// Returns the number of failures; prints a summary line.
+int run_decode_tests() {
+    std::mt19937 rng(99);
+    test_norms<float>(rng, 2e-6, "f32");
+    test_norms<uint16_t>(rng, 1e-2, "bf16");
+    test_rope<float>(rng, 2e-6, "f32");
+    test_rope<uint16_t>(rng, 2e-2, "bf16");
+    test_attention<float>(rng, 2e-6, "f32");
+    test_attention<uint16_t>(rng, 1e-2, "bf16");
+    peft4j::set_active_isa(-1);
+    std::printf("decode kernels: %d checks, %d failed\n", checks, failures);
+    return failures;
+}

@@ -70,4 +70,22 @@ final class NativeKernels {
 
     static native void peft4j_axpy_bf16(@Cast("uint16_t*") long y, @Cast("const uint16_t*") long x, float alpha,
             @Cast("int64_t") long n);
+
+    // ---- weight-only quantized Linear (peft4j_quant.h) ----
+
+    static native int peft4j_quant_path();
+
+    static native @Cast("const char*") BytePointer peft4j_quant_path_name(int path);
+
+    static native void peft4j_quantize(int fmt, int dtype, @Cast("const void*") long w, @Cast("int64_t") long n,
+            @Cast("int64_t") long k, @Cast("void*") long qs, @Cast("uint16_t*") long d, int threads);
+
+    static native void peft4j_dequantize(int fmt, int dtype, @Cast("const void*") long qs,
+            @Cast("const uint16_t*") long d, @Cast("int64_t") long n, @Cast("int64_t") long k, @Cast("void*") long w,
+            int threads);
+
+    static native void peft4j_quant_linear(int fmt, int dtype, @Cast("const void*") long qs,
+            @Cast("const uint16_t*") long d, @Cast("const void*") long bias, @Cast("const void*") long x,
+            @Cast("void*") long y, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n,
+            int threads);
 }

@@ -14,8 +14,8 @@
 // AVX2 (VPMADDUBSW + VPMADDWD), or on a scalar loop; all paths see the same quantized activations, so they
 // differ only in the order of the float32 additions. AVX-512 without VNNI runs the AVX2 loop (its 256-bit
 // integer dot is the same instruction count per block). Threads: output rows split into tasks of kRowsPerTask
-// on peft4j's thread team (libtorch's OpenMP team or the pool of peft4j_threads.h), activation quantization
-// first, by rows, in the same region.
+// on peft4j's thread team (libtorch's OpenMP team or the pool of peft4j_threads.h), after the activations are
+// quantized (by rows, on the caller for fewer than 4 rows).
 #pragma once
 
 #include "peft4j_cpu.h"
@@ -395,7 +395,14 @@ inline void quant_linear(int path, int fmt, const void* qs, const uint16_t* d, c
             }
         }
     };
-    ThreadPool::instance().parallel_phases(threads, {{M, &quantize}, {tasks, &rows}});
+    // Two plain regions, no spin between them: a phase barrier's spin-wait stalls for a whole time slice when the
+    // thread it waits for is preempted (a loaded machine). A few rows are quantized on the caller (microseconds).
+    if (M < 4) {
+        for (int64_t r = 0; r < M; r++) quantize(r);
+    } else {
+        ThreadPool::instance().parallel_for(M, threads, quantize);
+    }
+    ThreadPool::instance().parallel_for(tasks, threads, rows);
 }
 
 }  // namespace peft4j

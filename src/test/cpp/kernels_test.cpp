@@ -37,6 +37,8 @@ PEFT4J_BF16_TARGET static void cvt16_ne(const float* f, uint16_t* out) {
 }
 #endif
 
+int run_quant_tests();  // quant_test.cpp
+
 int main() {
     std::mt19937 rng(1234);
     std::normal_distribution<float> normal(0.f, 3.f);
@@ -526,6 +528,7 @@ int main() {
     CHECK((peft4j::f32_to_bf16(__builtin_nanf("")) & 0x7fff) > 0x7f80, "NaN must stay NaN");
     CHECK(peft4j::f32_to_bf16(3.4e38f) == 0x7f80, "3.4e38 rounds to +inf in bf16");
     failures += run_decode_tests();
+    failures += run_quant_tests();
     std::printf("%d passed, %d failed\n", checks + 4 - failures, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -95,4 +95,22 @@ final class NativeKernels {
             @Cast("const int32_t*") int[] slot, @Cast("const int64_t*") long[] past, @Cast("int64_t") long rows,
             @Cast("int64_t") long heads, @Cast("int64_t") long kvHeads, @Cast("int64_t") long dim,
             @Cast("int64_t") long window, float scale, @Cast("void*") long out, int threads);
+
+    // ---- weight-only quantized Linear (peft4j_quant.h) ----
+
+    static native int peft4j_quant_path();
+
+    static native @Cast("const char*") BytePointer peft4j_quant_path_name(int path);
+
+    static native void peft4j_quantize(int fmt, int dtype, @Cast("const void*") long w, @Cast("int64_t") long n,
+            @Cast("int64_t") long k, @Cast("void*") long qs, @Cast("uint16_t*") long d, int threads);
+
+    static native void peft4j_dequantize(int fmt, int dtype, @Cast("const void*") long qs,
+            @Cast("const uint16_t*") long d, @Cast("int64_t") long n, @Cast("int64_t") long k, @Cast("void*") long w,
+            int threads);
+
+    static native void peft4j_quant_linear(int fmt, int dtype, @Cast("const void*") long qs,
+            @Cast("const uint16_t*") long d, @Cast("const void*") long bias, @Cast("const void*") long x,
+            @Cast("void*") long y, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n,
+            int threads);
 }

@@ -212,4 +212,76 @@ public final class AutoModel {
         }
         return (CausalLM) m;
     }
+
+    // ---------------------------------------------------------------- weight-only quantization at load
+
+    /** Names of the transformer blocks' module lists: Llama / Mistral / Qwen2 / OPT {@code layers}, BERT {@code layer}. */
+    private static final java.util.regex.Pattern BLOCK_LINEAR =
+            java.util.regex.Pattern.compile("(^|.*\\.)(layers|layer|h)\\.\\d+\\..+");
+
+    /**
+     * {@link #fromPretrained(Path, ScalarType)}, then {@link #quantize(PreTrainedModel, Quantization)} when
+     * {@code quantization} is not null: loaded in {@code dtype} (float32 or bfloat16 for a quantized model: the dtype
+     * the layers compute in, and the dtype of the embeddings, norms, {@code lm_head} and of LoRA adapters added
+     * later), then every Linear of the transformer blocks quantized.
+     *
+     * @throws IllegalArgumentException as {@link #quantize} does, the model closed
+     */
+    public static PreTrainedModel fromPretrained(Path dir, ScalarType dtype, dev.peft4j.kernels.Quantization quantization)
+            throws IOException {
+        PreTrainedModel model = fromPretrained(dir, dtype);
+        if (quantization == null) {
+            return model;
+        }
+        try {
+            quantize(model, quantization);
+        } catch (RuntimeException e) {
+            model.close();
+            throw e;
+        }
+        return model;
+    }
+
+    /** {@link #fromPretrained(Path, ScalarType, dev.peft4j.kernels.Quantization)} for a model with a language-model head. */
+    public static CausalLM causalLM(Path dir, ScalarType dtype, dev.peft4j.kernels.Quantization quantization)
+            throws IOException {
+        PreTrainedModel m = fromPretrained(dir, dtype, quantization);
+        if (!(m instanceof CausalLM)) {
+            String arch = m.typeName();
+            m.close();
+            throw new IllegalArgumentException(dir + ": " + arch + " has no language-model head");
+        }
+        return (CausalLM) m;
+    }
+
+    /**
+     * Replaces every {@link dev.peft4j.nn.Linear} inside the model's transformer blocks ({@code layers.N.…}: the
+     * attention projections and the MLP) by a {@link dev.peft4j.nn.QuantizedLinear} in {@code format}, in place,
+     * freeing the floating-point weights. Embeddings, norms and the output head ({@code lm_head}) stay as loaded:
+     * llama.cpp too keeps its output tensor above Q4_0 (Q6_K, or Q8_0) and its token embedding is a row lookup, not
+     * a matrix product. Call it before adding adapters (a layer that already holds adapters keeps its base).
+     *
+     * @return the quantized modules' names, in model order
+     * @throws IllegalArgumentException when the model has no such Linear (GPT-2's blocks hold {@code Conv1D}s), or
+     *         naming the first module that cannot be quantized (dtype other than float32 / bfloat16, input width not
+     *         a multiple of 32, non-finite weights); the modules before it are quantized already
+     */
+    public static java.util.List<String> quantize(PreTrainedModel model, dev.peft4j.kernels.Quantization format) {
+        java.util.List<String> names = new java.util.ArrayList<>();
+        for (Map.Entry<String, dev.peft4j.nn.Module> e : model.namedModules().entrySet()) {
+            if (e.getValue() instanceof dev.peft4j.nn.Linear && BLOCK_LINEAR.matcher(e.getKey()).matches()) {
+                names.add(e.getKey());
+            }
+        }
+        if (names.isEmpty()) {
+            throw new IllegalArgumentException(model.typeName() + " has no Linear layer in its transformer blocks to "
+                    + "quantize to " + format + " (only nn.Linear weights are quantized; GPT-2's Conv1D are not)");
+        }
+        for (String name : names) {
+            dev.peft4j.nn.Linear l = (dev.peft4j.nn.Linear) model.getSubmodule(name);
+            dev.peft4j.nn.QuantizedLinear q = dev.peft4j.nn.QuantizedLinear.quantize(l, format, name);
+            model.replaceSubmodule(name, q).close();
+        }
+        return names;
+    }
 }

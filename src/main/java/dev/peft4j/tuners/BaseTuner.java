@@ -128,7 +128,7 @@ public final class BaseTuner {
     /** The kind of a module (or of a tuner layer's base layer) for {@code all-linear}. */
     public static ModuleType kindOf(Module m) {
         Module base = m instanceof BaseTunerLayer t ? t.baseLayer() : m;
-        if (base instanceof Linear) {
+        if (base instanceof Linear || base instanceof dev.peft4j.nn.QuantizedLinear) {
             return ModuleType.LINEAR;
         }
         if (base instanceof Conv1D) {
@@ -204,7 +204,7 @@ public final class BaseTuner {
         Boolean last = null;
         for (String key : selected) {
             Module m = modules.get(key);
-            if (m instanceof Linear) {
+            if (m instanceof Linear || m instanceof dev.peft4j.nn.QuantizedLinear) {
                 last = false;
             } else if (m instanceof Conv1D) {
                 last = true;
@@ -469,8 +469,26 @@ public final class BaseTuner {
             LOG.warn("All adapters are already merged, nothing to do.");
             return;
         }
+        refuseQuantizedMerge(names);
         for (BaseTunerLayer t : tunerLayers().values()) {
             t.merge(names, safeMerge);
+        }
+    }
+
+    /**
+     * Refuses, before anything is merged, a merge of {@code names} into a layer whose base is a
+     * {@link dev.peft4j.nn.QuantizedLinear}, naming the first such module.
+     */
+    private void refuseQuantizedMerge(List<String> names) {
+        for (Map.Entry<String, BaseTunerLayer> e : tunerLayers().entrySet()) {
+            BaseTunerLayer t = e.getValue();
+            boolean holds = t.adapterNames().stream().anyMatch(names::contains);
+            if (holds && t.baseLayer() instanceof dev.peft4j.nn.QuantizedLinear q) {
+                throw new UnsupportedOperationException("cannot merge adapter(s) " + names + " into module '"
+                        + e.getKey() + "': its base layer is quantized (" + q.format().ggmlName() + "), and merging "
+                        + "would round the merged weight to " + q.format().ggmlName() + " again (PEFT warns about "
+                        + "this rounding for quantized bases); load the base model without quantization to merge");
+            }
         }
     }
 
@@ -495,6 +513,7 @@ public final class BaseTuner {
      * all adapters dropped: the model is a plain model again.
      */
     public void mergeAndUnload(List<String> names, boolean safeMerge) {
+        refuseQuantizedMerge(names);
         for (Map.Entry<String, BaseTunerLayer> e : tunerLayers().entrySet()) {
             BaseTunerLayer t = e.getValue();
             if (t.disabled() && t.merged()) {

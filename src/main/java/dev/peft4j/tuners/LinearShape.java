@@ -3,6 +3,7 @@ package dev.peft4j.tuners;
 import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
+import dev.peft4j.nn.QuantizedLinear;
 import org.bytedeco.pytorch.Tensor;
 
 /**
@@ -18,16 +19,43 @@ public record LinearShape(long in, long out, boolean fanInFanOut) {
         if (m instanceof Conv1D c) {
             return new LinearShape(c.inFeatures(), c.outFeatures(), true);
         }
+        if (m instanceof QuantizedLinear q) {
+            return new LinearShape(q.inFeatures(), q.outFeatures(), false);
+        }
         return null;
     }
 
-    /** The current weight of a Linear or Conv1D {@code m} (looked up each call: a module may replace it). */
+    /**
+     * The current weight of a Linear or Conv1D {@code m} (looked up each call: a module may replace it).
+     *
+     * @throws UnsupportedOperationException for a {@link QuantizedLinear}, which holds no floating-point weight to
+     *         merge into or to read (merging would round the merged weight again)
+     */
     public static Tensor weight(Module m) {
+        if (m instanceof QuantizedLinear q) {
+            throw quantizedRefusal(q, "this operation");
+        }
         return m instanceof Linear l ? l.weight() : ((Conv1D) m).weight();
     }
 
-    /** The current bias of a Linear or Conv1D {@code m}, or null. */
+    /** The current bias of a Linear, Conv1D or QuantizedLinear {@code m}, or null. */
     public static Tensor bias(Module m) {
+        if (m instanceof QuantizedLinear q) {
+            return q.bias();
+        }
         return m instanceof Linear l ? l.bias() : ((Conv1D) m).bias();
+    }
+
+    /** Whether {@code m} (or the base layer of a tuner layer {@code m}) is a {@link QuantizedLinear}. */
+    public static boolean isQuantized(Module m) {
+        Module base = m instanceof BaseTunerLayer t ? t.baseLayer() : m;
+        return base instanceof QuantizedLinear;
+    }
+
+    /** The error for {@code what} (a merge, an adapter method) asked of the quantized base {@code q}. */
+    static UnsupportedOperationException quantizedRefusal(QuantizedLinear q, String what) {
+        return new UnsupportedOperationException("cannot run " + what + " on a quantized base layer (" + q
+                + "): its weight is stored as " + q.format().ggmlName() + " blocks, and merging an adapter into it "
+                + "would round the merged weight again; load the model without quantization to merge");
     }
 }

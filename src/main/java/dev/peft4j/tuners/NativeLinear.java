@@ -46,6 +46,30 @@ public final class NativeLinear implements AutoCloseable {
         this.fused = fanInFanOut ? null : new FusedLoraLinear(weight, bias);
     }
 
+    private NativeLinear(Tensor key, long in, long out, ScalarType dtype) {
+        this.weight = key;
+        this.bias = null;
+        this.dtype = dtype;
+        this.in = in;
+        this.out = out;
+        this.slots = LoraDelta.Slots.of(List.of(), in, out, dtype);
+        this.fused = null;
+    }
+
+    /**
+     * The state for a {@link dev.peft4j.nn.QuantizedLinear} base of {@code in} inputs and {@code out} outputs running
+     * in {@code dtype} (float32 / bfloat16; null when another): every forward is the base layer's own (the quantized
+     * kernel) and then {@link LoraDelta} in place. {@code key} (the quantized values) identifies the base for
+     * {@link #sameBase}.
+     */
+    public static NativeLinear createForQuantized(Tensor key, long in, long out, ScalarType dtype) {
+        ScalarType dt = dtype.intern();
+        if (dt != ScalarType.Float && dt != ScalarType.BFloat16) {
+            return null;
+        }
+        return new NativeLinear(key, in, out, dt);
+    }
+
     /**
      * The state for a base layer, or null when the kernels cannot serve it (dtype other than float32 / bfloat16, a
      * tensor not on the CPU or not contiguous, a bias of another dtype): the layer then runs the composed ops.

@@ -16,6 +16,8 @@ import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 import picocli.CommandLine.Command;
+import dev.peft4j.kernels.Quantization;
+import dev.peft4j.models.AutoModel;
 import picocli.CommandLine.Option;
 
 /**
@@ -43,6 +45,11 @@ final class BenchCommand extends CliCommand {
             description = "float32 or bfloat16 (default ${DEFAULT-VALUE}).")
     String dtype;
 
+    @Option(names = "--quantize", paramLabel = "<format>",
+            description = "int8 or int4: the decode step's Llama with its transformer blocks' Linears quantized "
+                    + "(docs/QUANTIZATION.md); the layer rows are unchanged.")
+    String quantize;
+
     @Option(names = "--threads", paramLabel = "N",
             description = "libtorch and OpenBLAS threads, pinned together (default: libtorch's default, usually the "
                     + "number of cores).")
@@ -68,23 +75,32 @@ final class BenchCommand extends CliCommand {
         if (threads != null && threads < 1) {
             throw usage("--threads must be ≥ 1");
         }
+        Quantization q;
+        try {
+            q = quantize == null ? null : Quantization.parse(quantize);
+        } catch (IllegalArgumentException e) {
+            throw usage("--quantize: " + e.getMessage());
+        }
         // unpinned, OpenBLAS (fp32 GEMM) and libtorch's OpenMP pool each take every core and oversubscribe them
         Threads.pin(threads != null ? threads : torch.get_num_threads());
         String dtName = dt == ScalarType.Float ? "float32" : "bfloat16";
         List<Row> rows = new ArrayList<>();
         progress("timing the decode step of the built-in Llama ...");
-        rows.add(decodeStep(dt, dtName));
+        rows.add(decodeStep(dt, dtName, q));
         progress("timing one %dx%d layer ...", size, size);
         rows.addAll(layer(dt, dtName));
         print(rows, dtName);
         return 0;
     }
 
-    private Row decodeStep(ScalarType dt, String dtName) {
+    private Row decodeStep(ScalarType dt, String dtName, Quantization q) {
         int prompt = 16;
         double ns;
         try (LlamaForCausalLM lm = BuiltinLlama.create(dt, 0); InferenceMode im = new InferenceMode();
                 KVCache cache = lm.newCache(); PointerScope outer = new PointerScope()) {
+            if (q != null) {
+                AutoModel.quantize(lm, q);
+            }
             long[] ids = new long[prompt];
             for (int i = 0; i < prompt; i++) {
                 ids[i] = 1 + i * 7L;
@@ -98,7 +114,8 @@ final class BenchCommand extends CliCommand {
                 }
             });
         }
-        return new Row("decode step at position 16 (KV cache): built-in " + BuiltinLlama.describe() + ", " + dtName, ns,
+        return new Row("decode step at position 16 (KV cache): built-in " + BuiltinLlama.describe() + ", " + dtName
+                + (q == null ? "" : ", blocks " + q.ggmlName()), ns,
                 String.format("%.0f tokens/s", 1e9 / ns));
     }
 

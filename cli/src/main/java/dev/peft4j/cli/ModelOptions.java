@@ -1,6 +1,7 @@
 package dev.peft4j.cli;
 
 import dev.peft4j.LoadAdapterOptions;
+import dev.peft4j.kernels.Quantization;
 import dev.peft4j.io.HubDownload;
 import dev.peft4j.models.AutoModel;
 import dev.peft4j.models.ModelConfig;
@@ -41,6 +42,13 @@ final class ModelOptions {
             description = "float32, bfloat16 or float16 (default: the config's torch_dtype, else float32).")
     String dtype;
 
+    @Option(names = "--quantize", paramLabel = "<format>", description =
+            "int8 or int4: quantize the Linear layers of the transformer blocks at load to llama.cpp's Q8_0 / Q4_0 "
+            + "block formats (weight-only; embeddings, norms and lm_head stay in --dtype, which must be float32 or "
+            + "bfloat16). Adapters run on top in --dtype; merging into a quantized base is refused. "
+            + "See docs/QUANTIZATION.md.")
+    String quantize;
+
     @Option(names = "--threads", paramLabel = "N", description =
             "libtorch and OpenBLAS threads, set together (default: libtorch's default, usually the number of "
             + "cores).")
@@ -67,6 +75,12 @@ final class ModelOptions {
         }
         Threads.pin(threads != null ? threads : org.bytedeco.pytorch.global.torch.get_num_threads());
         ScalarType dt = dtype == null ? null : ModelConfig.parseDtype(dtype, "--dtype");
-        return AutoModel.fromPretrained(dir(), dt);
+        Quantization q;
+        try {
+            q = quantize == null ? null : Quantization.parse(quantize);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--quantize: " + e.getMessage(), e);
+        }
+        return AutoModel.fromPretrained(dir(), dt, q);
     }
 }

@@ -68,9 +68,19 @@ public final class IA3Model extends TunerModel {
                 }
                 long in = shape.in();
                 long out = shape.out();
-                Tensor w = LinearShape.weight(base);
                 Tensor v = Init.cpu(ScalarType.Float).empty(Ia3Math.vectorShape(in, out, ff));
                 Ia3Math.init(v, c.initIa3Weights(), gen);
+                if (base instanceof dev.peft4j.nn.QuantizedLinear q) { // CPU, in the dtype it was quantized from
+                    ScalarType qdt = BaseTunerLayer.adapterDtype(q.dtype(), false);
+                    if (qdt != ScalarType.Float) {
+                        Tensor moved = v.to(qdt);
+                        v.close();
+                        v = moved;
+                    }
+                    p.addLayer(key, new PendingVector(v, ff));
+                    continue;
+                }
+                Tensor w = LinearShape.weight(base);
                 ScalarType dt = BaseTunerLayer.adapterDtype(w.scalar_type(), false);
                 if (dt != ScalarType.Float || !w.is_cpu()) {
                     Tensor moved = v.to(w.device(), dt);

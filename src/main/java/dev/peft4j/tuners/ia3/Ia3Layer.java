@@ -3,6 +3,8 @@ package dev.peft4j.tuners.ia3;
 import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
+import dev.peft4j.nn.QuantizedLinear;
+import dev.peft4j.tuners.Scoped;
 import dev.peft4j.kernels.Ia3Kernel;
 import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.tuners.LinearShape;
@@ -132,7 +134,26 @@ public final class Ia3Layer extends BaseTunerLayer {
                 return k.forward(x);
             }
         }
+        if (baseLayer() instanceof QuantizedLinear) {
+            return quantizedBaseForward(x, act);
+        }
         return Ia3Math.forward(x, baseWeight(), baseBias(), act, feedForward, fanInFanOut);
+    }
+
+    /** Ia3Math.forward's composition around the base layer's own forward (a quantized base has no weight to pass). */
+    private Tensor quantizedBaseForward(Tensor x, List<Tensor> act) {
+        return Scoped.compute(() -> {
+            Tensor scaling = null;
+            for (Tensor l : act) {
+                scaling = scaling == null ? l.flatten() : scaling.mul(l.flatten());
+            }
+            if (feedForward) {
+                ScalarType inType = x.scalar_type().intern();
+                return baseForward(x.to(scaling.scalar_type()).mul(scaling).to(inType));
+            }
+            Tensor result = baseForward(x);
+            return result.mul(scaling).to(result.scalar_type());
+        });
     }
 
     /** The kernel for the current active vectors, rebuilt or refolded if stale; null when it cannot serve x. */

@@ -3,6 +3,7 @@ package dev.peft4j.tuners.lora;
 import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
+import dev.peft4j.nn.QuantizedLinear;
 import dev.peft4j.kernels.FusedLoraLinear;
 import dev.peft4j.kernels.LoraDelta;
 import dev.peft4j.tuners.BaseTunerLayer;
@@ -55,7 +56,7 @@ public final class LoraLayer extends BaseTunerLayer {
     // the weight norm each merged DoRA adapter was merged with: unmerging needs it (PEFT's _cache_store)
     private final Map<String, Tensor> mergedDoraNorms = new LinkedHashMap<>();
 
-    /** Wraps {@code base}, a {@link Linear} or {@link Conv1D}. */
+    /** Wraps {@code base}, a {@link Linear}, {@link Conv1D} or {@link QuantizedLinear}. */
     public LoraLayer(Module base) {
         super(base);
         LinearShape shape = LinearShape.of(base);
@@ -388,10 +389,17 @@ public final class LoraLayer extends BaseTunerLayer {
      * {@code state} closed, when some tensor cannot be served natively.
      */
     private NativeLinear update(NativeLinear state, List<String> names) {
-        Tensor w = baseWeight();
-        Tensor bias = baseBias();
-        NativeLinear s = state != null && state.sameBase(w, bias) ? state
-                : keepOrClose(state, NativeLinear.create(w, bias, fanInFanOut));
+        NativeLinear s;
+        if (baseLayer() instanceof QuantizedLinear q) {
+            Tensor key = q.weight().values();
+            s = state != null && state.sameBase(key, null) ? state
+                    : keepOrClose(state, NativeLinear.createForQuantized(key, inFeatures, outFeatures, q.dtype()));
+        } else {
+            Tensor w = baseWeight();
+            Tensor bias = baseBias();
+            s = state != null && state.sameBase(w, bias) ? state
+                    : keepOrClose(state, NativeLinear.create(w, bias, fanInFanOut));
+        }
         if (s == null) {
             return null;
         }

@@ -10,6 +10,7 @@ import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Embedding;
 import dev.peft4j.nn.Init;
 import dev.peft4j.nn.Linear;
+import dev.peft4j.nn.QuantizedLinear;
 import dev.peft4j.nn.Module;
 import dev.peft4j.tuners.AdapterKeys;
 import dev.peft4j.tuners.AdapterSizes;
@@ -108,7 +109,7 @@ public final class LoraModel extends TunerModel {
             Module m = modules.get(key);
             Module base = m instanceof LoraLayer l ? l.baseLayer() : m;
             Tensor w = base instanceof Linear l ? l.weight() : base instanceof Conv1D c ? c.weight() : null;
-            if (w == null || !w.is_cpu()) {
+            if ((w == null || !w.is_cpu()) && !(base instanceof QuantizedLinear)) {
                 defer = false;
             }
         }
@@ -128,14 +129,23 @@ public final class LoraModel extends TunerModel {
                 long in;
                 long out;
                 Tensor w;
+                ScalarType baseDtype;
                 if (base instanceof Linear l) {
                     in = l.inFeatures();
                     out = l.outFeatures();
                     w = l.weight();
+                    baseDtype = w.scalar_type();
                 } else if (base instanceof Conv1D c) {
                     in = c.inFeatures();
                     out = c.outFeatures();
                     w = c.weight();
+                    baseDtype = w.scalar_type();
+                } else if (base instanceof QuantizedLinear q) {
+                    // QLoRA-style: the adapter in the dtype the base was quantized from, on the CPU
+                    in = q.inFeatures();
+                    out = q.outFeatures();
+                    w = null;
+                    baseDtype = q.dtype();
                 } else if (base instanceof Embedding eb) {
                     if (lc.loraBias()) {
                         throw new IllegalArgumentException("lora_bias=True is not supported for Embedding.");
@@ -169,7 +179,7 @@ public final class LoraModel extends TunerModel {
                 int r = lc.rankFor(key);
                 double alpha = lc.alphaFor(key);
                 double s = LoraMath.scaling(alpha, r, lc.useRslora());
-                ScalarType dt = BaseTunerLayer.adapterDtype(w.scalar_type(), false);
+                ScalarType dt = BaseTunerLayer.adapterDtype(baseDtype, false);
                 PendingLinear pl;
                 if (defer) {
                     Linear a = new Linear(in, r, false, Init.cpu(dt));
@@ -181,7 +191,10 @@ public final class LoraModel extends TunerModel {
                     Linear a = new Linear(in, r, false, Init.cpu(ScalarType.Float));
                     Linear b = new Linear(r, out, lc.loraBias(), Init.cpu(ScalarType.Float));
                     LoraInit.initLinear(a.weight(), b.weight(), b.bias(), init, gen);
-                    if (dt != ScalarType.Float || !w.is_cpu()) {
+                    if (w == null) {
+                        a.to(dt);
+                        b.to(dt);
+                    } else if (dt != ScalarType.Float || !w.is_cpu()) {
                         a.to(w.device(), dt);
                         b.to(w.device(), dt);
                     }

@@ -1,0 +1,157 @@
+package dev.peft4j.nn;
+
+import dev.peft4j.kernels.Quantization;
+import dev.peft4j.kernels.QuantizedWeight;
+import org.bytedeco.pytorch.GradMode;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptional;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * A frozen {@link Linear} whose weight is stored quantized ({@link Quantization#INT8} or {@link Quantization#INT4}),
+ * llama.cpp's weight-only {@code Q8_0} / {@code Q4_0}: {@code y = x·Ŵᵀ + b} with {@code Ŵ} the dequantized weight.
+ *
+ * <p>Buffers {@code qweight} and {@code qscales} (see {@link QuantizedWeight}) and, when the Linear had one, the
+ * bias as a frozen parameter. The input and output dtype is the one the weight was quantized from
+ * ({@link #dtype()}, float32 or bfloat16).
+ *
+ * <p>Forward: the native quantized kernel (CPU, float32 / bfloat16, activations quantized per block of 32 to int8 as
+ * llama.cpp does). When autograd has to reach x (grad mode on and x requires grad, as when a LoRA below this layer
+ * trains through it: QLoRA's frozen base), the weight is dequantized for that forward and libtorch's linear runs,
+ * so the backward to x is exact for {@code Ŵ}. The weight itself never receives a gradient, and a merge into it is
+ * refused by the tuners: rounding the merged weight again would change it (PEFT warns about exactly this).
+ */
+public final class QuantizedLinear extends Module implements Layer {
+    private final long inFeatures;
+    private final long outFeatures;
+    private final Quantization format;
+    private final ScalarType dtype;
+
+    private QuantizedLinear(QuantizedWeight w, Tensor bias, ScalarType dtype) {
+        this.inFeatures = w.inFeatures();
+        this.outFeatures = w.outFeatures();
+        this.format = w.format();
+        this.dtype = dtype;
+        registerBuffer("qweight", w.values(), true);
+        registerBuffer("qscales", w.scales(), true);
+        if (bias != null) {
+            registerParameter("bias", bias, false);
+        }
+    }
+
+    /**
+     * A quantized copy of {@code linear} (its float32 / bfloat16 CPU weight quantized to {@code format}; its bias
+     * copied). {@code linear} itself is left as it is; the caller closes it when it replaces it.
+     *
+     * @param name the module's name in its model, for the error messages
+     * @throws IllegalArgumentException naming the module when its weight cannot be quantized (another dtype, not on
+     *         the CPU, an input width that is not a multiple of 32, NaN or infinite values)
+     */
+    public static QuantizedLinear quantize(Linear linear, Quantization format, String name) {
+        Tensor w = linear.weight();
+        ScalarType dt = w.scalar_type().intern();
+        if (dt != ScalarType.Float && dt != ScalarType.BFloat16) {
+            throw new IllegalArgumentException("cannot quantize " + name + " to " + format + ": weight dtype " + dt
+                    + ", expected float32 or bfloat16");
+        }
+        QuantizedWeight q;
+        try {
+            Tensor wc = w.is_contiguous() ? w : w.contiguous();
+            try {
+                q = QuantizedWeight.quantize(wc, format);
+            } finally {
+                if (wc != w) {
+                    wc.close();
+                }
+            }
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("cannot quantize " + name + " to " + format + ": " + e.getMessage(), e);
+        }
+        Tensor b = linear.bias();
+        Tensor bias = b == null ? null : b.detach().clone();
+        if (bias != null) {
+            bias.requires_grad_(false);
+        }
+        return new QuantizedLinear(q, bias, dt);
+    }
+
+    @Override
+    public String typeName() {
+        return "QuantizedLinear";
+    }
+
+    /** The input width. */
+    public long inFeatures() {
+        return inFeatures;
+    }
+
+    /** The output width. */
+    public long outFeatures() {
+        return outFeatures;
+    }
+
+    /** The storage format of the weight. */
+    public Quantization format() {
+        return format;
+    }
+
+    /** The dtype the weight was quantized from: the dtype of this layer's input and output (and of LoRA on it). */
+    public ScalarType dtype() {
+        return dtype;
+    }
+
+    /** The bias {@code (out,)}, or null. */
+    public Tensor bias() {
+        return paramOrNull("bias");
+    }
+
+    /** The quantized weight (views of this module's current buffers). */
+    public QuantizedWeight weight() {
+        return new QuantizedWeight(buffer("qweight"), buffer("qscales"), format);
+    }
+
+    /** The dequantized weight {@code Ŵ} as a new {@code [out, in]} tensor of {@code dt} (float32 or bfloat16). */
+    public Tensor dequantizedWeight(ScalarType dt) {
+        return weight().dequantize(dt);
+    }
+
+    @Override
+    public Tensor forward(Tensor x) {
+        ScalarType xt = x.scalar_type().intern();
+        boolean native_ = x.is_cpu() && (xt == ScalarType.Float || xt == ScalarType.BFloat16)
+                && !(GradMode.is_enabled() && x.requires_grad());
+        Tensor b = bias();
+        if (native_) {
+            Tensor xc = x.is_contiguous() ? x : x.contiguous();
+            Tensor bc = b == null || b.scalar_type().intern() == xt ? b : b.to(xt);
+            try {
+                return weight().linear(xc, bc);
+            } finally {
+                if (xc != x) {
+                    xc.close();
+                }
+                if (bc != b) {
+                    bc.close();
+                }
+            }
+        }
+        // autograd to x (or a dtype the kernel does not take): the dequantized weight through libtorch's linear
+        ScalarType wt = xt == ScalarType.BFloat16 ? ScalarType.BFloat16 : ScalarType.Float;
+        try (Tensor w = dequantizedWeight(wt); Tensor wx = wt == xt ? null : w.to(xt)) {
+            Tensor wuse = wx == null ? w : wx;
+            if (b == null) {
+                return torch.linear(x, wuse);
+            }
+            try (Tensor bx = b.to(xt); TensorOptional ob = new TensorOptional(bx)) {
+                return torch.linear(x, wuse, ob);
+            }
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "QuantizedLinear(in_features=" + inFeatures + ", out_features=" + outFeatures + ", bias="
+                + (bias() != null) + ", format=" + format.ggmlName() + ")";
+    }
+}

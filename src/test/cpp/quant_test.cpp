@@ -1,0 +1,172 @@
+// Native test of the weight-only quantized kernels (peft4j_quant.h), run by kernels_test's main under ASan/UBSan:
+// the fp16 conversions, the quantizers' error bounds, and y = x·Wqᵀ + bias on every integer-dot path the CPU has,
+// against a double-precision reference on the dequantized weights and dequantized activations (tight), and
+// against the unquantized activations within the activation rounding's bound. Exact-size heap buffers, so any
+// read or write past an end is caught.
+#include "peft4j_kernels.h"
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+namespace {
+
+int qfail = 0;
+int qchecks = 0;
+
+#define QCHECK(cond, ...)                                                   \
+    do {                                                                    \
+        qchecks++;                                                          \
+        if (!(cond)) {                                                      \
+            std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);       \
+            std::fprintf(stderr, __VA_ARGS__);                              \
+            std::fprintf(stderr, "\n");                                     \
+            qfail++;                                                        \
+        }                                                                   \
+    } while (0)
+
+void check_f16() {
+    using peft4j::f16_to_f32;
+    using peft4j::f32_to_f16;
+    QCHECK(f32_to_f16(1.0f) == 0x3c00, "1.0 -> 0x3c00, got %04x", f32_to_f16(1.0f));
+    QCHECK(f32_to_f16(65504.f) == 0x7bff, "65504 is the largest half");
+    QCHECK(f32_to_f16(65520.f) == 0x7c00, "65520 rounds to +inf");
+    QCHECK(f32_to_f16(-2.f) == 0xc000, "-2");
+    QCHECK(f32_to_f16(std::ldexp(1.f, -24)) == 0x0001, "2^-24 is the smallest subnormal");
+    QCHECK(f32_to_f16(1.f + std::ldexp(1.f, -11)) == 0x3c00, "tie 1 + 2^-11 rounds to even 1.0");
+    QCHECK(f32_to_f16(1.f + 3 * std::ldexp(1.f, -11)) == 0x3c02, "tie 1 + 3·2^-11 rounds up to even");
+    // every finite half survives half -> float -> half
+    int bad = 0;
+    for (uint32_t h = 0; h < 0x10000u; h++) {
+        if ((h & 0x7c00u) == 0x7c00u) continue;
+        if (f32_to_f16(f16_to_f32((uint16_t) h)) != h) bad++;
+    }
+    QCHECK(bad == 0, "%d halves do not round trip", bad);
+    QCHECK(f16_to_f32(0x0001) == std::ldexp(1.f, -24), "subnormal decode");
+}
+
+template <typename T>
+T from_f32(float v);
+template <>
+float from_f32<float>(float v) { return v; }
+template <>
+uint16_t from_f32<uint16_t>(float v) { return peft4j::f32_to_bf16(v); }
+
+template <typename T>
+void check_linear(int fmt, std::mt19937& rng, int64_t M, int64_t K, int64_t N, bool with_bias, int path, int threads) {
+    std::normal_distribution<float> normal(0.f, 1.f);
+    const int64_t nb = K / 32, rb = peft4j::quant_row_bytes(fmt, K);
+    std::vector<T> W((size_t) (N * K));
+    for (auto& w : W) w = from_f32<T>(normal(rng) * 0.05f);
+    // one block of zeros and one with a single outlier: the d = 0 and clamp cases
+    for (int64_t k = 0; k < 32 && N > 0; k++) W[(size_t) k] = from_f32<T>(0.f);
+    if (N > 1) W[(size_t) (K + 3)] = from_f32<T>(-4.f);
+    auto* qs = new uint8_t[(size_t) (N * rb)];
+    auto* d = new uint16_t[(size_t) (N * nb)];
+    peft4j::quantize_matrix<T>(fmt, W.data(), N, K, qs, d, threads);
+    // the quantizer's error bound: |w - deq| <= d/2 (Q8_0), <= |d| (Q4_0, whose top level 16 is clamped to 15)
+    std::vector<float> deq((size_t) (N * K));
+    for (int64_t n = 0; n < N; n++) peft4j::dequantize_row(fmt, qs + n * rb, d + n * nb, K, deq.data() + n * K);
+    int over = 0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++) {
+            const float dd = std::fabs(peft4j::f16_to_f32(d[n * nb + k / 32]));
+            const float w = peft4j::to_f32(W[(size_t) (n * K + k)]);
+            // d itself is rounded to fp16: allow its relative error (2^-11) times the block's range
+            const float bound = (fmt == peft4j::QF_Q8_0 ? 0.5f : 1.0f) * dd + dd * 128.f * 0.0005f + 1e-7f;
+            if (std::fabs(w - deq[(size_t) (n * K + k)]) > bound) over++;
+        }
+    QCHECK(over == 0, "fmt %d: %d weights beyond the quantizer's error bound", fmt, over);
+    // dequantize_matrix equals dequantize_row (rounded to T)
+    auto* Wd = new T[(size_t) (N * K)];
+    peft4j::dequantize_matrix<T>(fmt, qs, d, N, K, Wd, threads);
+    int mism = 0;
+    for (int64_t i = 0; i < N * K; i++)
+        if (peft4j::to_f32(Wd[i]) != peft4j::to_f32(from_f32<T>(deq[(size_t) i]))) mism++;
+    QCHECK(mism == 0, "dequantize_matrix differs from dequantize_row at %d entries", mism);
+    delete[] Wd;
+
+    auto* x = new T[(size_t) (M * K)];
+    for (int64_t i = 0; i < M * K; i++) x[i] = from_f32<T>(normal(rng));
+    T* bias = nullptr;
+    if (with_bias) {
+        bias = new T[(size_t) N];
+        for (int64_t i = 0; i < N; i++) bias[i] = from_f32<T>(normal(rng));
+    }
+    auto* y = new T[(size_t) (M * N)];
+    peft4j::quant_linear<T>(path, fmt, qs, d, bias, x, y, M, K, N, threads);
+    // references: the activations quantized as the kernel does (tight), and unquantized (within the bound)
+    std::vector<int8_t> xq((size_t) K);
+    std::vector<float> dx((size_t) nb);
+    std::vector<int32_t> sx((size_t) nb);
+    double worst_tight = 0, worst_loose = 0;
+    for (int64_t r = 0; r < M; r++) {
+        peft4j::quantize_act_row(x + r * K, K, xq.data(), dx.data(), sx.data());
+        for (int64_t n = 0; n < N; n++) {
+            double ref = 0, mag = 0, ref_x = 0, act_bound = 0;
+            for (int64_t k = 0; k < K; k++) {
+                const double w = deq[(size_t) (n * K + k)];
+                const double xv = (double) xq[(size_t) k] * dx[(size_t) (k / 32)];
+                ref += w * xv;
+                mag += std::fabs(w * xv);
+                ref_x += w * peft4j::to_f32(x[r * K + k]);
+                act_bound += std::fabs(w) * dx[(size_t) (k / 32)] * 0.5;
+            }
+            const double b = bias ? peft4j::to_f32(bias[n]) : 0.0;
+            const double got = peft4j::to_f32(y[r * N + n]);
+            const double out_round = sizeof(T) == 2 ? std::fabs(ref + b) * (1.0 / 256) : 0.0;  // bf16 output
+            const double tight = mag * 1e-5 + out_round + 1e-6;
+            const double e1 = std::fabs(got - (ref + b));
+            const double e2 = std::fabs(got - (ref_x + b));
+            worst_tight = std::max(worst_tight, e1 / tight);
+            worst_loose = std::max(worst_loose, e2 / (act_bound + tight));
+        }
+    }
+    QCHECK(worst_tight <= 1.0, "fmt %d dtype %zu path %s M=%lld K=%lld N=%lld: %.3g of the tight tolerance vs the "
+           "dequantized reference", fmt, sizeof(T), peft4j::quant_path_name(path), (long long) M, (long long) K,
+           (long long) N, worst_tight);
+    QCHECK(worst_loose <= 1.0, "fmt %d path %s M=%lld: %.3g of the activation-rounding bound vs unquantized x", fmt,
+           peft4j::quant_path_name(path), (long long) M, worst_loose);
+    delete[] y;
+    delete[] bias;
+    delete[] x;
+    delete[] d;
+    delete[] qs;
+}
+
+}  // namespace
+
+// Returns the number of failed checks; prints a summary line.
+int run_quant_tests() {
+    check_f16();
+    std::mt19937 rng(77);
+    std::vector<int> paths = {peft4j::QP_SCALAR};
+    if (peft4j::best_isa() >= peft4j::ISA_AVX2) paths.push_back(peft4j::QP_AVX2);
+    if (peft4j::best_isa() >= peft4j::ISA_AVX512 && peft4j::cpu_has_vnni()) paths.push_back(peft4j::QP_AVX512_VNNI);
+    for (int path : paths) {
+        for (int fmt : {peft4j::QF_Q8_0, peft4j::QF_Q4_0}) {
+            for (int64_t M : {1, 2, 3, 4, 5, 16, 17}) {
+                for (int64_t K : {32, 96, 320}) {
+                    for (int64_t N : {1, 17}) {
+                        check_linear<float>(fmt, rng, M, K, N, (M + N) % 2 == 0, path, M % 2 == 0 ? 2 : 1);
+                        check_linear<uint16_t>(fmt, rng, M, K, N, (M + N) % 2 == 1, path, 2);
+                    }
+                }
+            }
+        }
+    }
+    // the active ISA level picks the path
+    const int before = peft4j::active_isa();
+    peft4j::set_active_isa(peft4j::ISA_SCALAR);
+    QCHECK(peft4j::quant_path() == peft4j::QP_SCALAR, "scalar ISA must take the scalar path");
+    if (peft4j::best_isa() >= peft4j::ISA_AVX2) {
+        peft4j::set_active_isa(peft4j::ISA_AVX2);
+        QCHECK(peft4j::quant_path() == peft4j::QP_AVX2, "AVX2 ISA must take the AVX2 path");
+    }
+    peft4j::set_active_isa(before);
+    std::printf("quant: paths");
+    for (int p : paths) std::printf(" %s", peft4j::quant_path_name(p));
+    std::printf("; %d checks, %d failed\n", qchecks, qfail);
+    return qfail;
+}

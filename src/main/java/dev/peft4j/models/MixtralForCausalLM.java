@@ -54,12 +54,18 @@ public final class MixtralForCausalLM extends PreTrainedModel implements CausalL
 
     @Override
     public Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor positionIds, KVCache cache) {
-        Tensor logits;
-        try (PointerScope scope = new PointerScope()) {
-            Tensor h = model.hiddenStates(inputIds, attentionMask, positionIds, cache);
-            logits = ScopeUtil.keep(scope, layer("lm_head").forward(h));
+        java.util.concurrent.locks.Lock hotswapGuard = forwardLock();
+        hotswapGuard.lock();
+        try {
+            Tensor logits;
+            try (PointerScope scope = new PointerScope()) {
+                Tensor h = model.hiddenStates(inputIds, attentionMask, positionIds, cache);
+                logits = ScopeUtil.keep(scope, layer("lm_head").forward(h));
+            }
+            return ScopeUtil.handToCaller(logits);
+        } finally {
+            hotswapGuard.unlock();
         }
-        return ScopeUtil.handToCaller(logits);
     }
 
     @Override

@@ -102,11 +102,17 @@ public final class MixtralModel extends PreTrainedModel {
 
     /** Last hidden states {@code [B, T, hidden]}, a tensor the caller owns. */
     public Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor positionIds, KVCache cache) {
-        Tensor out;
-        try (PointerScope scope = new PointerScope()) {
-            out = ScopeUtil.keep(scope, hiddenStates(inputIds, attentionMask, positionIds, cache));
+        java.util.concurrent.locks.Lock hotswapGuard = forwardLock();
+        hotswapGuard.lock();
+        try {
+            Tensor out;
+            try (PointerScope scope = new PointerScope()) {
+                out = ScopeUtil.keep(scope, hiddenStates(inputIds, attentionMask, positionIds, cache));
+            }
+            return ScopeUtil.handToCaller(out);
+        } finally {
+            hotswapGuard.unlock();
         }
-        return ScopeUtil.handToCaller(out);
     }
 
     @Override

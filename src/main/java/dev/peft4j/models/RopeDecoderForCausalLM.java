@@ -54,12 +54,18 @@ public abstract class RopeDecoderForCausalLM extends PreTrainedModel implements 
 
     @Override
     public final Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor positionIds, KVCache cache) {
-        Tensor logits;
-        try (PointerScope scope = new PointerScope()) {
-            Tensor h = model.hiddenStates(inputIds, attentionMask, positionIds, cache);
-            logits = ScopeUtil.keep(scope, model.stack.capLogits(layer("lm_head").forward(h)));
+        java.util.concurrent.locks.Lock hotswapGuard = forwardLock();
+        hotswapGuard.lock();
+        try {
+            Tensor logits;
+            try (PointerScope scope = new PointerScope()) {
+                Tensor h = model.hiddenStates(inputIds, attentionMask, positionIds, cache);
+                logits = ScopeUtil.keep(scope, model.stack.capLogits(layer("lm_head").forward(h)));
+            }
+            return ScopeUtil.handToCaller(logits);
+        } finally {
+            hotswapGuard.unlock();
         }
-        return ScopeUtil.handToCaller(logits);
     }
 
     @Override
@@ -77,13 +83,19 @@ public abstract class RopeDecoderForCausalLM extends PreTrainedModel implements 
 
     @Override
     public final Tensor forwardSlots(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
-        Tensor logits;
-        try (PointerScope scope = new PointerScope()) {
-            Tensor h = model.hiddenStatesSlots(inputIds, cache, slotOf, past);
-            Tensor last = h.select(1, h.size(1) - 1);
-            logits = ScopeUtil.keep(scope, model.stack.capLogits(layer("lm_head").forward(last)));
+        java.util.concurrent.locks.Lock hotswapGuard = forwardLock();
+        hotswapGuard.lock();
+        try {
+            Tensor logits;
+            try (PointerScope scope = new PointerScope()) {
+                Tensor h = model.hiddenStatesSlots(inputIds, cache, slotOf, past);
+                Tensor last = h.select(1, h.size(1) - 1);
+                logits = ScopeUtil.keep(scope, model.stack.capLogits(layer("lm_head").forward(last)));
+            }
+            return ScopeUtil.handToCaller(logits);
+        } finally {
+            hotswapGuard.unlock();
         }
-        return ScopeUtil.handToCaller(logits);
     }
 
     RopeDecoderStack modelStack() {

@@ -58,11 +58,17 @@ public abstract class RopeDecoderModel extends PreTrainedModel {
      * @param cache past keys and values, appended to; or null
      */
     public final Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor positionIds, KVCache cache) {
-        Tensor out;
-        try (PointerScope scope = new PointerScope()) {
-            out = ScopeUtil.keep(scope, hiddenStates(inputIds, attentionMask, positionIds, cache));
+        java.util.concurrent.locks.Lock hotswapGuard = forwardLock();
+        hotswapGuard.lock();
+        try {
+            Tensor out;
+            try (PointerScope scope = new PointerScope()) {
+                out = ScopeUtil.keep(scope, hiddenStates(inputIds, attentionMask, positionIds, cache));
+            }
+            return ScopeUtil.handToCaller(out);
+        } finally {
+            hotswapGuard.unlock();
         }
-        return ScopeUtil.handToCaller(out);
     }
 
     /** An empty cache for this model. */

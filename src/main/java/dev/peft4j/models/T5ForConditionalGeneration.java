@@ -75,49 +75,67 @@ public final class T5ForConditionalGeneration extends PreTrainedModel implements
 
     @Override
     public Tensor encode(Tensor inputIds, Tensor attentionMask) {
-        Attention.checkIds("input_ids", inputIds);
-        Attention.checkMask(attentionMask, inputIds.size(0), inputIds.size(1));
-        Tensor out;
-        try (PointerScope scope = new PointerScope()) {
-            out = ScopeUtil.keep(scope, encoder.forward(inputIds, attentionMask, null, null, null));
+        java.util.concurrent.locks.Lock hotswapGuard = forwardLock();
+        hotswapGuard.lock();
+        try {
+            Attention.checkIds("input_ids", inputIds);
+            Attention.checkMask(attentionMask, inputIds.size(0), inputIds.size(1));
+            Tensor out;
+            try (PointerScope scope = new PointerScope()) {
+                out = ScopeUtil.keep(scope, encoder.forward(inputIds, attentionMask, null, null, null));
+            }
+            return ScopeUtil.handToCaller(out);
+        } finally {
+            hotswapGuard.unlock();
         }
-        return ScopeUtil.handToCaller(out);
     }
 
     @Override
     public Tensor decode(Tensor decoderInputIds, Tensor encoderHidden, Tensor attentionMask, Seq2SeqCache cache) {
-        Attention.checkIds("decoder_input_ids", decoderInputIds);
-        long batch = decoderInputIds.size(0);
-        if (encoderHidden == null || encoderHidden.dim() != 3 || encoderHidden.size(0) != batch
-                || encoderHidden.size(2) != cfg.dModel) {
-            throw new IllegalArgumentException("encoder hidden states must be [batch=" + batch + ", src, d_model="
-                    + cfg.dModel + "], got " + (encoderHidden == null ? "null"
-                    : java.util.Arrays.toString(encoderHidden.shape())));
-        }
-        Attention.checkMask(attentionMask, batch, encoderHidden.size(1));
-        if (cache != null && cache.numLayers() != cfg.numDecoderLayers) {
-            throw new IllegalArgumentException("cache has " + cache.numLayers() + " layers, the decoder "
-                    + cfg.numDecoderLayers);
-        }
-        Tensor logits;
-        try (PointerScope scope = new PointerScope()) {
-            Tensor h = decoder.forward(decoderInputIds, null, encoderHidden, attentionMask, cache);
-            if (cfg.tieWordEmbeddings) {
-                h = h.mul(new Scalar(Math.pow(cfg.dModel, -0.5)));
+        java.util.concurrent.locks.Lock hotswapGuard = forwardLock();
+        hotswapGuard.lock();
+        try {
+            Attention.checkIds("decoder_input_ids", decoderInputIds);
+            long batch = decoderInputIds.size(0);
+            if (encoderHidden == null || encoderHidden.dim() != 3 || encoderHidden.size(0) != batch
+                    || encoderHidden.size(2) != cfg.dModel) {
+                throw new IllegalArgumentException("encoder hidden states must be [batch=" + batch + ", src, d_model="
+                        + cfg.dModel + "], got " + (encoderHidden == null ? "null"
+                        : java.util.Arrays.toString(encoderHidden.shape())));
             }
-            logits = ScopeUtil.keep(scope, layer("lm_head").forward(h));
+            Attention.checkMask(attentionMask, batch, encoderHidden.size(1));
+            if (cache != null && cache.numLayers() != cfg.numDecoderLayers) {
+                throw new IllegalArgumentException("cache has " + cache.numLayers() + " layers, the decoder "
+                        + cfg.numDecoderLayers);
+            }
+            Tensor logits;
+            try (PointerScope scope = new PointerScope()) {
+                Tensor h = decoder.forward(decoderInputIds, null, encoderHidden, attentionMask, cache);
+                if (cfg.tieWordEmbeddings) {
+                    h = h.mul(new Scalar(Math.pow(cfg.dModel, -0.5)));
+                }
+                logits = ScopeUtil.keep(scope, layer("lm_head").forward(h));
+            }
+            return ScopeUtil.handToCaller(logits);
+        } finally {
+            hotswapGuard.unlock();
         }
-        return ScopeUtil.handToCaller(logits);
     }
 
     @Override
     public Tensor forward(Tensor inputIds, Tensor attentionMask, Tensor decoderInputIds) {
-        Tensor logits;
-        try (PointerScope scope = new PointerScope()) {
-            Tensor enc = encode(inputIds, attentionMask);
-            logits = ScopeUtil.keep(scope, decode(decoderInputIds, enc, attentionMask, null));
+        java.util.concurrent.locks.Lock hotswapGuard = forwardLock();
+        hotswapGuard.lock();
+        try {
+            Tensor logits;
+            try (PointerScope scope = new PointerScope()) {
+                Tensor enc = encode(inputIds, attentionMask);
+                logits = ScopeUtil.keep(scope, decode(decoderInputIds, enc, attentionMask, null));
+            }
+            return ScopeUtil.handToCaller(logits);
+        } finally {
+            hotswapGuard.unlock();
         }
-        return ScopeUtil.handToCaller(logits);
     }
 
     @Override

@@ -281,12 +281,15 @@ class AtomicFolderTest {
                 all.add(pool.submit(() -> {
                     for (int i = 0; i < 10; i++) {
                         AtomicFolder.replace(dir, save(thread + "-" + i));
-                        // a reader by path is consistent when no swap fell between its two reads: each swap puts
-                        // a new directory at the path
+                        // a reader by path is consistent when no swap fell between its reads. Every save's content
+                        // is unique and a path never goes back to an earlier save, so the config read again after
+                        // the weights equal to the first read proves it (the directory's inode alone does not: a
+                        // deleted folder's inode number is reused by a later save's folder)
                         Object before = folderKey(dir);
                         String config = Files.readString(dir.resolve(CONFIG));
                         String weights = Files.readString(dir.resolve(WEIGHTS));
-                        if (before.equals(folderKey(dir))) {
+                        String configAgain = Files.readString(dir.resolve(CONFIG));
+                        if (before.equals(folderKey(dir)) && config.equals(configAgain)) {
                             assertEquals(config.replace("config", "weights"), weights);
                         }
                     }

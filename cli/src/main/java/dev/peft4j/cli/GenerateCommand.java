@@ -148,32 +148,11 @@ final class GenerateCommand extends CliCommand {
                 throw new IllegalArgumentException(model.dir() + ": " + m.typeName()
                         + " has no language-model head: generate needs a causal LM or an encoder-decoder");
             }
-            adapterOptions.apply(m, folders, model);
-            ModelConfig c = m.config();
-            try {
-                TokenIds.checkVocab(rows, c.getLong("vocab_size"));
-            } catch (IllegalArgumentException e) {
-                if (tokenizer == null) {
-                    throw usage("--input-ids: " + e.getMessage());
-                }
-                throw new IllegalArgumentException(tokenizer.file() + " does not fit the model: the prompt's "
-                        + e.getMessage());
-            }
-            long eos = ignoreEos ? -1 : firstId(c, "eos_token_id");
-            long pad = firstId(c, "pad_token_id");
-            if (pad < 0) {
-                pad = Math.max(eos, 0);
-            }
-            if (eos >= 0) {
-                options = options.withEos(eos, pad);
-            }
-            Tensor[] batch = TokenIds.leftPadded(rows, pad);
-            boolean padded = false;
-            for (long[] r : rows) {
-                padded |= r.length != rows[0].length;
-            }
+            Batch b = prepare(m, rows, options, folders, tokenizer);
+            Tensor[] batch = b.ids;
+            long eos = b.eos;
             long t0 = System.nanoTime();
-            Tensor out = Generation.generate(lm, batch[0], padded ? batch[1] : null, options);
+            Tensor out = Generation.generate(lm, batch[0], b.mask(), b.options);
             long t1 = System.nanoTime();
             long width = batch[0].size(1);
             for (int r = 0; r < rows.length; r++) {
@@ -203,32 +182,10 @@ final class GenerateCommand extends CliCommand {
      */
     private void generateSeq2Seq(PreTrainedModel m, Seq2SeqLM lm, long[][] rows, Generation.Options options,
             Map<String, Path> folders, Tokenizer tokenizer) throws IOException {
-        adapterOptions.apply(m, folders, model);
-        ModelConfig c = m.config();
-        try {
-            TokenIds.checkVocab(rows, c.getLong("vocab_size"));
-        } catch (IllegalArgumentException e) {
-            if (tokenizer == null) {
-                throw usage("--input-ids: " + e.getMessage());
-            }
-            throw new IllegalArgumentException(tokenizer.file() + " does not fit the model: the prompt's "
-                    + e.getMessage());
-        }
-        long eos = ignoreEos ? -1 : firstId(c, "eos_token_id");
-        long pad = firstId(c, "pad_token_id");
-        if (pad < 0) {
-            pad = Math.max(eos, 0);
-        }
-        if (eos >= 0) {
-            options = options.withEos(eos, pad);
-        }
-        Tensor[] batch = TokenIds.leftPadded(rows, pad);
-        boolean padded = false;
-        for (long[] r : rows) {
-            padded |= r.length != rows[0].length;
-        }
+        Batch b = prepare(m, rows, options, folders, tokenizer);
+        long eos = b.eos;
         long t0 = System.nanoTime();
-        Tensor out = Seq2SeqGeneration.generate(lm, batch[0], padded ? batch[1] : null, options);
+        Tensor out = Seq2SeqGeneration.generate(lm, b.ids[0], b.mask(), b.options);
         long t1 = System.nanoTime();
         for (int r = 0; r < rows.length; r++) {
             long[] all = TokenIds.row(out, r);
@@ -246,6 +203,42 @@ final class GenerateCommand extends CliCommand {
         long produced = out.size(1) - 1;
         progress("%d new tokens per row in %.1f ms (%.1f ms/token, measured)", produced, (t1 - t0) / 1e6,
                 produced == 0 ? 0.0 : (t1 - t0) / 1e6 / produced);
+    }
+
+    /** The prompts left-padded ({@code ids[0]} ids, {@code ids[1]} mask), the options with eos / pad, the eos id. */
+    private record Batch(Tensor[] ids, boolean padded, long eos, Generation.Options options) {
+        Tensor mask() {
+            return padded ? ids[1] : null;
+        }
+    }
+
+    /**
+     * Applies the adapters, checks the prompts against the vocabulary, and pads them with the model's pad id (else
+     * its eos, else 0): what causal and encoder-decoder generation share.
+     */
+    private Batch prepare(PreTrainedModel m, long[][] rows, Generation.Options options, Map<String, Path> folders,
+            Tokenizer tokenizer) throws IOException {
+        adapterOptions.apply(m, folders, model);
+        ModelConfig c = m.config();
+        try {
+            TokenIds.checkVocab(rows, c.getLong("vocab_size"));
+        } catch (IllegalArgumentException e) {
+            if (tokenizer == null) {
+                throw usage("--input-ids: " + e.getMessage());
+            }
+            throw new IllegalArgumentException(tokenizer.file() + " does not fit the model: the prompt's "
+                    + e.getMessage());
+        }
+        long eos = ignoreEos ? -1 : firstId(c, "eos_token_id");
+        long pad = firstId(c, "pad_token_id");
+        if (pad < 0) {
+            pad = Math.max(eos, 0);
+        }
+        boolean padded = false;
+        for (long[] r : rows) {
+            padded |= r.length != rows[0].length;
+        }
+        return new Batch(TokenIds.leftPadded(rows, pad), padded, eos, eos >= 0 ? options.withEos(eos, pad) : options);
     }
 
     /** The prompt and the new tokens up to and including the first {@code eos} (the padding after it dropped). */

@@ -10,7 +10,6 @@ import dev.peft4j.serve.ServingEngine;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayDeque;
-import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
@@ -35,17 +34,7 @@ public final class ServeRss {
     public static void main(String[] args) throws Exception {
         String[] defaults = {"requests", "10000", "every", "1000", "hidden", "256", "layers", "4", "adapters", "12",
             "resident", "4", "concurrent", "16", "threads", "1"};
-        Map<String, String> a = new LinkedHashMap<>();
-        for (int i = 0; i < defaults.length; i += 2) {
-            a.put(defaults[i], defaults[i + 1]);
-        }
-        for (String arg : args) {
-            String[] kv = arg.split("=", 2);
-            if (kv.length != 2 || !a.containsKey(kv[0])) {
-                throw new IllegalArgumentException("expected key=value with a key of " + a.keySet() + ", got " + arg);
-            }
-            a.put(kv[0], kv[1]);
-        }
+        Map<String, String> a = BenchArgs.parse(args, defaults);
         int requests = Integer.parseInt(a.get("requests"));
         int every = Integer.parseInt(a.get("every"));
         int hidden = Integer.parseInt(a.get("hidden"));

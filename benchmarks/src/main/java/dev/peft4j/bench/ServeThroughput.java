@@ -52,17 +52,7 @@ public final class ServeThroughput {
         String[] defaults = {"dtype", "Float", "layers", "22", "hidden", "2048", "intermediate", "5632",
             "requests", "16", "adapters", "8", "prompt", "32", "tokens", "32", "threads", "2", "prefill", "128",
             "rounds", "1", "openloop", "true"};
-        Map<String, String> a = new LinkedHashMap<>();
-        for (int i = 0; i < defaults.length; i += 2) {
-            a.put(defaults[i], defaults[i + 1]);
-        }
-        for (String arg : args) {
-            String[] kv = arg.split("=", 2);
-            if (kv.length != 2 || !a.containsKey(kv[0])) {
-                throw new IllegalArgumentException("expected key=value with a key of " + a.keySet() + ", got " + arg);
-            }
-            a.put(kv[0], kv[1]);
-        }
+        Map<String, String> a = BenchArgs.parse(args, defaults);
         ScalarType dt = ScalarType.valueOf(a.get("dtype"));
         int layers = Integer.parseInt(a.get("layers"));
         int hidden = Integer.parseInt(a.get("hidden"));

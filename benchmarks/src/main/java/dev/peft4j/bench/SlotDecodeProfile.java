@@ -11,7 +11,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.function.Supplier;
@@ -42,15 +41,8 @@ public final class SlotDecodeProfile {
     private SlotDecodeProfile() {}
 
     public static void main(String[] args) throws Exception {
-        Map<String, String> a = new LinkedHashMap<>(Map.of("dtype", "Float", "layers", "22", "hidden", "2048",
-                "intermediate", "5632", "rows", "16", "adapters", "8", "past", "48", "threads", "1", "reps", "5"));
-        for (String arg : args) {
-            String[] kv = arg.split("=", 2);
-            if (kv.length != 2 || !a.containsKey(kv[0])) {
-                throw new IllegalArgumentException("expected key=value with a key of " + a.keySet() + ", got " + arg);
-            }
-            a.put(kv[0], kv[1]);
-        }
+        Map<String, String> a = BenchArgs.parse(args, "dtype", "Float", "layers", "22", "hidden", "2048",
+                "intermediate", "5632", "rows", "16", "adapters", "8", "past", "48", "threads", "1", "reps", "5");
         ScalarType dt = ScalarType.valueOf(a.get("dtype"));
         int layers = Integer.parseInt(a.get("layers"));
         int hidden = Integer.parseInt(a.get("hidden"));

@@ -158,6 +158,41 @@ class QuantizedModelTest {
         assertTrue(rel[0] < 0.05 && rel[1] < 0.5, "relative logit error int8 " + rel[0] + ", int4 " + rel[1]);
     }
 
+    @Test
+    void theHeadQuantizedToo() {
+        Tensor x = ids(2, 6, 64, 3);
+        try (PreTrainedModel q = llama(1); PreTrainedModel ref = llama(1); PreTrainedModel blocksOnly = llama(1)) {
+            List<String> names = AutoModel.quantize(q, Quantization.INT4, Quantization.INT8);
+            assertEquals(15, names.size(), "14 block Linears, then lm_head: " + names);
+            assertEquals("lm_head", names.get(14));
+            QuantizedLinear head = (QuantizedLinear) q.getSubmodule("lm_head");
+            assertEquals(Quantization.INT8, head.format());
+            assertEquals(Quantization.INT4, ((QuantizedLinear) q.getSubmodule("model.layers.0.mlp.up_proj")).format());
+            for (String n : names) {
+                ref.replaceSubmodule(n, new ReferenceQuantLinear((QuantizedLinear) q.getSubmodule(n))).close();
+            }
+            AutoModel.quantize(blocksOnly, Quantization.INT4);
+            Tensor lq = noGrad(true, () -> logits(q, x));
+            Tensor lr = noGrad(true, () -> logits(ref, x));
+            Tensor lb = noGrad(true, () -> logits(blocksOnly, x));
+            double scale = maxAbs(lr);
+            // the head runs the int8 kernel: equal to its float64 definition, and not to the float head's output
+            assertTrue(maxAbsDiff(lq, lr) <= 2e-4 * scale, "vs the float64 definition: " + maxAbsDiff(lq, lr));
+            assertTrue(maxAbsDiff(lq, lb) > 20 * maxAbsDiff(lq, lr), "the head must be quantized: "
+                    + maxAbsDiff(lq, lb) + " vs " + maxAbsDiff(lq, lr));
+        }
+        // a head tied to the embedding is refused, naming the tie, before anything is quantized
+        String json = "{\"model_type\":\"llama\",\"architectures\":[\"LlamaForCausalLM\"],\"vocab_size\":64,"
+                + "\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":1,\"num_attention_heads\":4,"
+                + "\"num_key_value_heads\":2,\"max_position_embeddings\":64,\"tie_word_embeddings\":true}";
+        try (PreTrainedModel tied = AutoModel.fromConfig(ModelConfig.parse(json), Init.cpu(ScalarType.Float))) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> AutoModel.quantize(tied, Quantization.INT8, Quantization.INT8));
+            assertTrue(e.getMessage().contains("model.embed_tokens.weight"), e.getMessage());
+            assertFalse(tied.getSubmodule("model.layers.0.mlp.up_proj") instanceof QuantizedLinear);
+        }
+    }
+
     static LoraConfig lora(String... targets) {
         return LoraConfig.builder().r(4).loraAlpha(8).targetModules(targets)
                 .initLoraWeights(new InitLoraWeights.Flag(false)).build();

@@ -284,4 +284,42 @@ public final class AutoModel {
         }
         return names;
     }
+
+    /**
+     * {@link #quantize(PreTrainedModel, dev.peft4j.kernels.Quantization)}, then the output head ({@code lm_head})
+     * too, in {@code headFormat}, when it is not null: llama.cpp's choice for its quantized models, which store the
+     * output tensor in {@code Q8_0} in a {@code Q8_0} model and in {@code Q6_K} in a {@code Q4_0} one. peft4j has no
+     * 6-bit format; {@link dev.peft4j.kernels.Quantization#INT8} for the head of an int4 model reads 70 MB per token
+     * at TinyLlama's size where {@code Q6_K} reads 54 MB and bfloat16 131 MB. A head tied to the token embedding
+     * ({@code tie_word_embeddings}) is refused: the two share one tensor.
+     *
+     * @return the quantized modules' names, in model order, {@code lm_head} last when quantized
+     * @throws IllegalArgumentException as {@link #quantize(PreTrainedModel, dev.peft4j.kernels.Quantization)} does,
+     *         or when {@code headFormat} is given and the model has no {@code lm_head} Linear, or one tied to
+     *         another parameter (naming it); nothing is quantized then
+     */
+    public static java.util.List<String> quantize(PreTrainedModel model, dev.peft4j.kernels.Quantization format,
+            dev.peft4j.kernels.Quantization headFormat) {
+        if (headFormat != null && !(model.namedModules().get("lm_head") instanceof dev.peft4j.nn.Linear)) {
+            throw new IllegalArgumentException(model.typeName() + " has no lm_head Linear to quantize to "
+                    + headFormat);
+        }
+        if (headFormat != null) {
+            org.bytedeco.pytorch.Tensor headWeight = ((dev.peft4j.nn.Linear) model.getSubmodule("lm_head")).weight();
+            for (Map.Entry<String, org.bytedeco.pytorch.Tensor> e : model.namedParameters().entrySet()) {
+                if (e.getValue() == headWeight && !e.getKey().equals("lm_head.weight")) {
+                    throw new IllegalArgumentException(model.typeName() + ": lm_head is tied to " + e.getKey()
+                            + " (tie_word_embeddings); quantizing a tied head to " + headFormat + " is not supported");
+                }
+            }
+        }
+        java.util.List<String> names = quantize(model, format);
+        if (headFormat != null) {
+            dev.peft4j.nn.Linear head = (dev.peft4j.nn.Linear) model.getSubmodule("lm_head");
+            dev.peft4j.nn.QuantizedLinear q = dev.peft4j.nn.QuantizedLinear.quantize(head, headFormat, "lm_head");
+            model.replaceSubmodule("lm_head", q).close();
+            names.add("lm_head");
+        }
+        return names;
+    }
 }

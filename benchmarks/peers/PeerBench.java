@@ -33,11 +33,13 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * <pre>
  *   PeerBench gen DIR          DIR/model: random TinyLlama-1.1B-shaped Llama (float32, N(0, 0.02), seed 1234);
  *                              DIR/lora: LoRA r = 16, alpha = 32 on q, k, v, o (A and B N(0, 0.02), seed 99)
- *   PeerBench bench LABEL PEFT4J_DTYPE|- MODEL_DIR LORA_DIR GGUF GGUF_LORA ROUNDS THREADS PROMPT GEN
+ *   PeerBench bench LABEL PEFT4J_DTYPE[+BLOCKS[+HEAD]]|- MODEL_DIR LORA_DIR GGUF GGUF_LORA ROUNDS THREADS PROMPT GEN
  *                              peft4j in this process and llama.cpp (llama_peer serve, $PEFT4J_LLAMA_PEER) in a
  *                              child, both loaded once; then ROUNDS rounds, each timing base and LoRA on both systems
  *                              one after the other (the first system alternates by round); prints the medians as
- *                              table rows
+ *                              table rows; PEFT4J_DTYPE+BLOCKS+HEAD (e.g. bfloat16+int4+int8) loads the model in
+ *                              PEFT4J_DTYPE, quantizes its blocks' Linears to BLOCKS and lm_head to HEAD (kept as
+ *                              loaded when not given); the LoRA stays in PEFT4J_DTYPE
  * </pre>
  *
  * A run is PROMPT ids (1 + 7i mod vocab) in one forward, then GEN greedy steps on the KV cache; "base" is the adapter
@@ -164,7 +166,14 @@ public final class PeerBench {
         PreTrainedModel model = null;
         CausalLM lm = null;
         if (!dtype.equals("-")) {
-            model = AutoModel.fromPretrained(modelDir, ModelConfig.parseDtype(dtype, "dtype"));
+            // DTYPE[+BLOCKS[+HEAD]]: the model loaded in DTYPE, its blocks' Linears quantized to BLOCKS (int8 /
+            // int4), and lm_head to HEAD when given
+            String[] spec = dtype.split("\\+");
+            model = AutoModel.fromPretrained(modelDir, ModelConfig.parseDtype(spec[0], "dtype"));
+            if (spec.length > 1) {
+                AutoModel.quantize(model, dev.peft4j.kernels.Quantization.parse(spec[1]),
+                        spec.length > 2 ? dev.peft4j.kernels.Quantization.parse(spec[2]) : null);
+            }
             model.loadAdapter(loraDir);
             lm = (CausalLM) model;
             model.disableAdapters();

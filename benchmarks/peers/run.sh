@@ -3,7 +3,14 @@
 # 22 layers, 32 / 4 heads, MLP 5632, vocab 32000) and the same LoRA (r = 16 on q, k, v, o), 2 threads, a 128-token
 # prompt then 64 greedy tokens; medians of ROUNDS rounds in which the two systems alternate. One command:
 #
-#   benchmarks/peers/run.sh [--rounds N] [--hog] [--configs "f32 bf16 q8_0 q4_0"] [--gen N] [--prompt N]
+#   benchmarks/peers/run.sh [--rounds N] [--hog] [--configs f32,bf16,q8,q4] [--gen N] [--prompt N]
+#
+# Configurations (comma- or space-separated): f32, bf16 (both systems on the same float weights), q8 / q8_0 (peft4j's
+# int8 against llama.cpp's Q8_0), q4 / q4_0 (peft4j's int4 against llama.cpp's Q4_0). llama.cpp quantizes the float32
+# GGUF with llama_model_quantize, as llama-quantize does: its output tensor in Q8_0 for Q8_0, in Q6_K for Q4_0. peft4j
+# loads the model in bfloat16 and quantizes its blocks' Linears at load, and lm_head to int8 in both (it has no 6-bit
+# format): PEFT4J_Q8_DTYPE / PEFT4J_Q4_DTYPE override that (DTYPE+BLOCKS[+HEAD], e.g. float32+int8, bfloat16+int4
+# for a bfloat16 head; "-" runs llama.cpp alone).
 #
 # --hog runs both beside a CPU hog (another process spinning on one core) for the whole measurement.
 # It builds what it needs: llama.cpp's harness (build.sh: npm + cc), the peft4j CLI jar (./peft4j's build), the random
@@ -22,7 +29,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
         --hog) hog=1; shift ;;
-        --configs) configs=$2; shift 2 ;;
+        --configs) configs=${2//,/ }; shift 2 ;;
         --gen) gen=$2; shift 2 ;;
         --prompt) prompt=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
@@ -56,6 +63,7 @@ for t in f32 bf16; do
             --adapter-out "$work/lora-$t.gguf" --outtype "$t" >&2
     fi
 done
+configs=$(for c in $configs; do case $c in q8) echo q8_0 ;; q4) echo q4_0 ;; *) echo "$c" ;; esac; done | tr "\n" " ")
 for q in q8_0 q4_0; do
     case " $configs " in *" $q "*) ;; *) continue ;; esac
     if [ ! -f "$work/model-$q.gguf" ]; then
@@ -86,9 +94,8 @@ for c in $configs; do
     case $c in
         f32) locked bench_one float32 float32 "$work/model-f32.gguf" ;;
         bf16) locked bench_one bfloat16 bfloat16 "$work/model-bf16.gguf" ;;
-        # peft4j has no int8 / int4 weights yet: llama.cpp alone
-        q8_0) locked bench_one "llama.cpp Q8_0" "${PEFT4J_Q8_DTYPE:--}" "$work/model-q8_0.gguf" ;;
-        q4_0) locked bench_one "llama.cpp Q4_0" "${PEFT4J_Q4_DTYPE:--}" "$work/model-q4_0.gguf" ;;
-        *) echo "run.sh: unknown config $c (f32, bf16, q8_0, q4_0)" >&2; exit 2 ;;
+        q8_0) locked bench_one "int8 / Q8_0" "${PEFT4J_Q8_DTYPE:-bfloat16+int8+int8}" "$work/model-q8_0.gguf" ;;
+        q4_0) locked bench_one "int4 / Q4_0" "${PEFT4J_Q4_DTYPE:-bfloat16+int4+int8}" "$work/model-q4_0.gguf" ;;
+        *) echo "run.sh: unknown config $c (f32, bf16, q8, q4)" >&2; exit 2 ;;
     esac
 done

@@ -194,7 +194,7 @@ inline void dequantize_matrix(int fmt, const void* qs, const uint16_t* d, int64_
 }
 
 // ---- activations: one row of K -> int8 per block with a float scale (ggml's quantize_row_q8_0_ref, scale
-// kept in float32), and each block's sum of q (for Q4_0's −8 offset) ----
+// kept in float32), and each block's −8·Σq: Q4_0's offset term, ready to start a block's int32 sum ----
 template <typename T>
 inline void quantize_act_row(const T* x, int64_t K, int8_t* q, float* dx, int32_t* sx) {
     for (int64_t b = 0; b < K / kQuantBlock; b++) {
@@ -213,7 +213,7 @@ inline void quantize_act_row(const T* x, int64_t K, int8_t* q, float* dx, int32_
             s += qq;
         }
         dx[b] = dd;
-        sx[b] = s;
+        sx[b] = -8 * s;
     }
 }
 
@@ -222,7 +222,7 @@ inline void quantize_act_row(const T* x, int64_t K, int8_t* q, float* dx, int32_
 struct QuantActs {
     const int8_t* q;   // [M, K]
     const float* d;    // [M, K/32]
-    const int32_t* s;  // [M, K/32]
+    const int32_t* s;  // [M, K/32]: −8·Σq per block
     int64_t K, nb;
 };
 
@@ -242,7 +242,7 @@ inline void dot_rows_scalar(int fmt, const void* wq, const uint16_t* wd, const Q
                 for (int j = 0; j < 16; j++)
                     sumi += (int32_t) (w[j] & 0xf) * xq[b * kQuantBlock + j]
                             + (int32_t) (w[j] >> 4) * xq[b * kQuantBlock + j + 16];
-                sumi -= 8 * a.s[(r0 + r) * a.nb + b];
+                sumi += a.s[(r0 + r) * a.nb + b];
             }
             acc += (float) sumi * (f16_to_f32(wd[b]) * xd[b]);
         }
@@ -276,7 +276,7 @@ inline float hsum8(__m256 v) {
             u = _mm256_sign_epi8(wv, wv);                                                                      \
         } else {                                                                                               \
             const __m128i raw = _mm_loadu_si128((const __m128i*) ((const uint8_t*) wq + bb * 16));             \
-            u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));           \
+            u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);                          \
             wv = u;                                                                                            \
         }                                                                                                      \
         for (int r = 0; r < MB; r++) {                                                                         \
@@ -285,7 +285,7 @@ inline float hsum8(__m256 v) {
             if (FMT == QF_Q8_0) {                                                                              \
                 sumi = DOT(_mm256_setzero_si256(), u, _mm256_sign_epi8(xv, wv));                               \
             } else {                                                                                           \
-                sumi = DOT(_mm256_zextsi128_si256(_mm_cvtsi32_si128(-8 * srow[r][bb])), u, xv);                                     \
+                sumi = DOT(_mm256_zextsi128_si256(_mm_cvtsi32_si128(srow[r][bb])), u, xv);                     \
             }                                                                                                  \
             acc[r][h] = _mm256_fmadd_ps(_mm256_set1_ps(dw * drow[r][bb]), _mm256_cvtepi32_ps(sumi), acc[r][h]); \
         }                                                                                                      \
@@ -299,7 +299,7 @@ inline float hsum8(__m256 v) {
                                                      int64_t r0, float* out) {                                 \
         __m256 acc[MB][2];                                                                                     \
         for (int r = 0; r < MB; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();                              \
-        const __m128i m4 = _mm_set1_epi8(0x0f);                                                                \
+        const __m256i m4 = _mm256_set1_epi8(0x0f);                                                             \
         const int8_t* xrow[MB];                                                                                \
         const float* drow[MB];                                                                                 \
         const int32_t* srow[MB];                                                                               \

@@ -63,7 +63,7 @@ public final class DistributedTrainChild {
     static PreTrainedModel newModel(long initSeed) throws Exception {
         PreTrainedModel model = AutoModel.fromPretrained(Path.of(DistributedTrainChild.class
                 .getResource("/dev/peft4j/models/golden/llama-gqa-llama3rope").toURI()), ScalarType.Float);
-        torch.manual_seed(initSeed);
+        model.peftAdapters().seed(initSeed); // the adapter init generator's seed
         model.addAdapter(LoraConfig.builder().r(4).loraAlpha(8).loraDropout(0.0).targetModules("q_proj", "v_proj")
                 .build(), "d");
         return model;

@@ -72,6 +72,52 @@ class DistributedTrainerTest {
     }
 
     @Test
+    void eachRankTakesItsShareOfTheEpochOrderAsDistributedSamplerSplitsIt() {
+        int[] order = {4, 2, 0, 3, 1};
+        int[] shard = new int[3];
+        // DistributedSampler: padded to 6 by repeating the first entry, then rank::2
+        Trainer.shard(order, 0, 2, shard);
+        assertEquals(List.of(4, 0, 1), asList(shard));
+        Trainer.shard(order, 1, 2, shard);
+        assertEquals(List.of(2, 3, 4), asList(shard));
+        // more ranks than entries: the order is repeated as often as needed
+        int[] one = new int[1];
+        int[] got = new int[4];
+        for (int r = 0; r < 4; r++) {
+            Trainer.shard(new int[] {7, 9}, r, 4, one);
+            got[r] = one[0];
+        }
+        assertEquals(List.of(7, 9, 7, 9), asList(got));
+        int[] all = new int[5];
+        Trainer.shard(order, 0, 1, all); // one rank: the whole order
+        assertEquals(asList(order), asList(all));
+    }
+
+    @Test
+    void theEnvironmentIsReadAsTorchrunSetsItAndBadValuesAreNamed() {
+        assertEquals(null, DistributedContext.fromEnvironment(Map.of()), "no WORLD_SIZE: one process");
+        assertEquals(null, DistributedContext.fromEnvironment(Map.of("WORLD_SIZE", "1", "RANK", "0")));
+        IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> DistributedContext.fromEnvironment(Map.of("WORLD_SIZE", "2", "RANK", "0")));
+        assertTrue(e.getMessage().contains("MASTER_ADDR"), e.getMessage());
+        e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> DistributedContext.fromEnvironment(Map.of("WORLD_SIZE", "2", "RANK", "2",
+                        "MASTER_ADDR", "127.0.0.1", "MASTER_PORT", "29500")));
+        assertTrue(e.getMessage().contains("RANK 2"), e.getMessage());
+        e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> DistributedContext.fromEnvironment(Map.of("WORLD_SIZE", "two")));
+        assertTrue(e.getMessage().contains("WORLD_SIZE: 'two'"), e.getMessage());
+    }
+
+    private static List<Integer> asList(int[] a) {
+        List<Integer> l = new ArrayList<>();
+        for (int v : a) {
+            l.add(v);
+        }
+        return l;
+    }
+
+    @Test
     void aKilledRankEndsTheOtherWithAnErrorNamingItInsteadOfAHang(@TempDir Path tmp) throws Exception {
         List<Process> ranks = launch(2, tmp.resolve("out"), 1_000_000, 0, "-");
         Process r0 = ranks.get(0);

@@ -178,8 +178,11 @@ public final class DistributedContext implements AutoCloseable {
         complete(group.barrier(), "barrier");
     }
 
-    /** Sums each tensor (contiguous, CPU) over the ranks, in place. */
-    void allreduceSum(List<Tensor> tensors, String what) {
+    /**
+     * Sums each tensor (contiguous, CPU) over the ranks, in place ({@code dist.all_reduce}); {@code what} names the
+     * call in the error when it fails.
+     */
+    public void allreduceSum(List<Tensor> tensors, String what) {
         try (TensorVector v = new TensorVector(tensors.toArray(new Tensor[0]));
                 AllreduceOptions o = new AllreduceOptions()) {
             o.timeout(new Milliseconds(timeout.toMillis()));
@@ -187,8 +190,11 @@ public final class DistributedContext implements AutoCloseable {
         }
     }
 
-    /** Copies rank {@code root}'s tensors into every rank's, in place. */
-    void broadcast(List<Tensor> tensors, int root, String what) {
+    /**
+     * Copies rank {@code root}'s tensors (contiguous, CPU) into every rank's, in place ({@code dist.broadcast});
+     * {@code what} names the call in the error when it fails.
+     */
+    public void broadcast(List<Tensor> tensors, int root, String what) {
         try (TensorVector v = new TensorVector(tensors.toArray(new Tensor[0]));
                 BroadcastOptions o = new BroadcastOptions()) {
             o.rootRank(root);

@@ -100,7 +100,7 @@ final class TrainCommand extends CliCommand {
     String resumeFrom;
 
     @Option(names = "--nproc-per-node", paramLabel = "N", description = "Start N ranks on this machine (as "
-            + "torchrun); each uses cores / N threads.")
+            + "torchrun); each uses cores / N threads unless --threads is given.")
     Integer nprocPerNode;
 
     @Option(names = "--nnodes", paramLabel = "N", description = "Machines in the run, each with --nproc-per-node "

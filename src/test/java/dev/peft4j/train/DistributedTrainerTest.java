@@ -119,36 +119,47 @@ class DistributedTrainerTest {
 
     @Test
     void aKilledRankEndsTheOtherWithAnErrorNamingItInsteadOfAHang(@TempDir Path tmp) throws Exception {
-        List<Process> ranks = launch(2, tmp.resolve("out"), 1_000_000, 0, "-");
-        Process r0 = ranks.get(0);
-        Process r1 = ranks.get(1);
-        List<String> out0 = new ArrayList<>();
+        killAndWatch(tmp.resolve("kill1"), 1, "rank 1 is lost");
+        // rank 0 also hosts the store: the survivor learns it from the store's silence
+        killAndWatch(tmp.resolve("kill0"), 0, "rank 0 is lost");
+    }
+
+    private static void killAndWatch(Path out, int victim, String want) throws Exception {
+        List<Process> ranks = launch(2, out, 1_000_000, 0, "-");
+        Process killed = ranks.get(victim);
+        Process survivor = ranks.get(1 - victim);
+        List<String> lines = new ArrayList<>();
         try {
-            BufferedReader in = new BufferedReader(new InputStreamReader(r0.getInputStream(), StandardCharsets.UTF_8));
+            BufferedReader in = new BufferedReader(new InputStreamReader(survivor.getInputStream(),
+                    StandardCharsets.UTF_8));
             String line;
             while ((line = in.readLine()) != null) {
-                out0.add(line);
+                lines.add(line);
                 if (line.equals("step 2")) {
                     break;
                 }
             }
-            assertTrue(out0.contains("step 2"), "rank 0 trained 2 steps: " + out0);
-            r1.destroyForcibly(); // SIGKILL: no goodbye
+            assertTrue(lines.contains("step 2"), "the survivor trained 2 steps: " + lines);
+            killed.destroyForcibly(); // SIGKILL: no goodbye
             long t0 = System.nanoTime();
-            Thread drain = drain(in, out0);
+            Thread drain = drain(in, lines);
             // the collective timeout is 20 s; a closed connection is seen sooner
-            assertTrue(r0.waitFor(60, TimeUnit.SECONDS), "rank 0 is still running 60 s after rank 1 died");
+            assertTrue(survivor.waitFor(60, TimeUnit.SECONDS), "rank " + (1 - victim) + " still runs 60 s after rank "
+                    + victim + " died");
             drain.join(5000);
             double seconds = (System.nanoTime() - t0) / 1e9;
-            assertTrue(r0.exitValue() != 0, "rank 0 exits non-zero");
-            String text = String.join("\n", out0);
-            assertTrue(text.contains("rank 1 is lost"), "rank 0's error names rank 1: " + text);
+            assertTrue(survivor.exitValue() != 0, "the survivor exits non-zero");
+            String text;
+            synchronized (lines) {
+                text = String.join("\n", lines);
+            }
+            assertTrue(text.contains(want), "the survivor's error names rank " + victim + ": " + text);
             assertTrue(seconds < 60, "ended in " + seconds + " s");
         } finally {
-            r0.destroyForcibly();
-            r1.destroyForcibly();
-            r0.waitFor(30, TimeUnit.SECONDS);
-            r1.waitFor(30, TimeUnit.SECONDS);
+            for (Process p : ranks) {
+                p.destroyForcibly();
+                p.waitFor(30, TimeUnit.SECONDS);
+            }
         }
     }
 

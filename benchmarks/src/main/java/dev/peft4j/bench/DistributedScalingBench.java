@@ -138,6 +138,17 @@ public final class DistributedScalingBench {
         return rate;
     }
 
+    private static double allreduceMillis(DistributedContext dist, long bytes) {
+        Tensor flat = torch.zeros(bytes / 4);
+        int reps = 10;
+        dist.allreduceSum(List.of(flat), "warm-up");
+        long t0 = System.nanoTime();
+        for (int i = 0; i < reps; i++) {
+            dist.allreduceSum(List.of(flat), "timing");
+        }
+        return (System.nanoTime() - t0) / 1e6 / reps;
+    }
+
     private static void worker(Map<String, String> a) throws Exception {
         int hidden = Integer.parseInt(a.get("hidden"));
         int layers = Integer.parseInt(a.get("layers"));
@@ -193,18 +204,15 @@ public final class DistributedScalingBench {
                 System.out.println("RATE " + steps / ((marks[1] - marks[0]) / 1e9));
             }
             if (dist != null) {
-                // one allreduce of the step's gradient bytes, alone: the communication part of a step
-                Tensor flat = torch.zeros(trainable / 4);
-                int reps = 10;
-                dist.allreduceSum(List.of(flat), "warm-up");
-                long t0 = System.nanoTime();
-                for (int i = 0; i < reps; i++) {
-                    dist.allreduceSum(List.of(flat), "timing");
-                }
-                double ms = (System.nanoTime() - t0) / 1e6 / reps;
+                // one allreduce of the step's gradient bytes, alone: the communication part of a step; and one of
+                // the TinyLlama-shaped LoRA's, which needs no model to time
+                double ms = allreduceMillis(dist, trainable);
+                long tiny = loraBytes(2048, 22, 256, r, 4);
+                double tinyMs = allreduceMillis(dist, tiny);
                 if (dist.isMain()) {
                     System.out.printf("ALLREDUCE %.2f MB of gradients in %.2f ms per allreduce (2 ranks, loopback), "
-                            + "%.3f s per step in all%n", trainable / 1e6, ms, (marks[1] - marks[0]) / 1e9 / steps);
+                            + "%.3f s per step in all; TinyLlama shape's %.2f MB in %.2f ms%n", trainable / 1e6, ms,
+                            (marks[1] - marks[0]) / 1e9 / steps, tiny / 1e6, tinyMs);
                 }
                 dist.barrier();
                 dist.close();

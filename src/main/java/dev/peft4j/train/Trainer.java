@@ -27,6 +27,16 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * runs as many epochs as it needs, the last one cut short. The model is in training mode (dropout on) while it runs
  * and goes back to its previous mode after. The forwards run on libtorch's composed ops, the autograd path; the
  * fused kernels are for inference.
+ *
+ * <p>Data parallel ({@link #distributed}): with a world of N ranks, as transformers' Trainer under {@code torchrun},
+ * rank 0's initial trainable parameters are broadcast to all; each epoch's order (the same on every rank, drawn
+ * from {@code seed}) is padded by repeating its first entries to a multiple of N and rank r takes entries r, r + N,
+ * r + 2N, ... ({@code DistributedSampler}'s split, applied to the list of batches: each batch is one rank's
+ * micro-batch); an optimizer step takes {@code gradient_accumulation_steps} of the rank's batches. The label count
+ * of a step is summed over the ranks before the forwards, each rank's loss is divided by that global count, and
+ * the gradients are summed over the ranks (allreduce in buckets of about 25 MB, as DDP) before clipping and the
+ * step: the update is the one a single process makes on all the ranks' batches of the step together. Only rank 0
+ * saves checkpoints; every rank can resume from one.
  */
 public final class Trainer {
     /** One batch: token ids {@code [batch, seq]} (int64), attention mask (or null) and labels ({@code -100}: ignored). */
@@ -60,6 +70,7 @@ public final class Trainer {
     private final CausalLM lm;
     private final TrainingArguments args;
     private StepCallback callback;
+    private DistributedContext dist;
 
     /** @param model a causal LM ({@link CausalLM}) with trainable parameters (e.g. an adapter added by addAdapter) */
     public Trainer(PreTrainedModel model, TrainingArguments args) {
@@ -78,6 +89,15 @@ public final class Trainer {
         return this;
     }
 
+    /**
+     * Trains as one rank of {@code context}'s data-parallel run (null: a single process); returns this trainer.
+     * Every rank must call {@link #train} with the same data list and arguments.
+     */
+    public Trainer distributed(DistributedContext context) {
+        this.dist = context;
+        return this;
+    }
+
     /** Runs the training loop over {@code data}; returns the steps run, the mean loss and the log. */
     public TrainOutput train(List<Batch> data) {
         return train(data, null);
@@ -93,6 +113,17 @@ public final class Trainer {
      * before anything is changed.
      */
     public TrainOutput train(List<Batch> data, java.nio.file.Path resumeFromCheckpoint) {
+        try {
+            return trainLoop(data, resumeFromCheckpoint);
+        } catch (RuntimeException | Error e) {
+            if (dist != null) {
+                dist.reportFailure(e); // so the other ranks' errors name this one's
+            }
+            throw e;
+        }
+    }
+
+    private TrainOutput trainLoop(List<Batch> data, java.nio.file.Path resumeFromCheckpoint) {
         if (data.isEmpty()) {
             throw new IllegalArgumentException("data: no batches to train on");
         }
@@ -110,8 +141,15 @@ public final class Trainer {
         }
         int accum = args.gradientAccumulationSteps;
         int n = data.size();
+        int world = dist == null ? 1 : dist.worldSize();
+        int rank = dist == null ? 0 : dist.rank();
+        GradientBuckets buckets = dist == null ? null : new GradientBuckets(params, GradientBuckets.DEFAULT_CAP_BYTES);
+        if (buckets != null) {
+            buckets.broadcastParameters(dist, 0);
+        }
+        int perRank = (n + world - 1) / world; // DistributedSampler's num_samples, padding included
         // transformers: an epoch's batches in steps of `accum`, the last step of the epoch taking what is left
-        int stepsPerEpoch = (n + accum - 1) / accum;
+        int stepsPerEpoch = (perRank + accum - 1) / accum;
         int total = args.maxSteps > 0 ? args.maxSteps : stepsPerEpoch * args.numTrainEpochs;
         boolean wasTraining = model.isTraining();
         torch.manual_seed(args.seed);
@@ -129,6 +167,7 @@ public final class Trainer {
         // the batch order of each epoch: a permutation drawn from the seed, a new one per epoch
         java.util.Random orderRng = new java.util.Random(args.seed);
         int[] order = new int[n];
+        int[] shard = new int[perRank];
         try (AdamW opt = new AdamW(pv, opts)) {
             opt.zero_grad(true);
             int first = 0;
@@ -148,6 +187,7 @@ public final class Trainer {
                 for (int e = 0; e < first / stepsPerEpoch + (first % stepsPerEpoch > 0 ? 1 : 0); e++) {
                     nextEpochOrder(order, args.shuffle ? orderRng : null);
                 }
+                shard(order, rank, world, shard);
             }
             for (int step = first; step < total; step++) {
                 double lr = args.learningRateAt(step, total);
@@ -156,11 +196,15 @@ public final class Trainer {
                 int k = step % stepsPerEpoch;
                 if (k == 0) {
                     nextEpochOrder(order, args.shuffle ? orderRng : null);
+                    shard(order, rank, world, shard);
                 }
-                int[] window = java.util.Arrays.copyOfRange(order, k * accum, Math.min(n, (k + 1) * accum));
+                int[] window = java.util.Arrays.copyOfRange(shard, k * accum, Math.min(perRank, (k + 1) * accum));
                 long items = 0;
                 for (int bi : window) {
                     items += labelCounts[bi];
+                }
+                if (dist != null) {
+                    items = sumOverRanks(items, "the label count of optimizer step " + (step + 1));
                 }
                 if (items == 0) {
                     throw new IllegalStateException("optimizer step " + (step + 1) + ": its batches "
@@ -184,6 +228,10 @@ public final class Trainer {
                         stepLoss += v;
                     }
                 }
+                if (buckets != null) {
+                    buckets.allreduceGradients(dist, step + 1);
+                    stepLoss = sumOverRanks(stepLoss, "the loss of optimizer step " + (step + 1));
+                }
                 double gradNorm = Double.NaN;
                 if (args.maxGradNorm > 0) {
                     gradNorm = torch.clip_grad_norm_(pv, args.maxGradNorm);
@@ -201,7 +249,7 @@ public final class Trainer {
                     sinceLog = 0;
                     stepsSinceLog = 0;
                 }
-                if (args.saveSteps > 0 && (step + 1) % args.saveSteps == 0) {
+                if (args.saveSteps > 0 && (step + 1) % args.saveSteps == 0 && (dist == null || dist.isMain())) {
                     saveCheckpoint(new Checkpoint.State(step + 1, lossSum, sinceLog, stepsSinceLog, log), total,
                             names, params, opt);
                 }
@@ -212,6 +260,33 @@ public final class Trainer {
             model.train(wasTraining);
         }
         return new TrainOutput(total, lossSum / total, Collections.unmodifiableList(log));
+    }
+
+    /**
+     * {@code DistributedSampler}'s split of an epoch's order: padded to a multiple of {@code world} by repeating
+     * its entries from the start (as often as needed), then entries {@code rank, rank + world, ...} into
+     * {@code shard} (of length ceil(n / world)).
+     */
+    static void shard(int[] order, int rank, int world, int[] shard) {
+        for (int i = 0; i < shard.length; i++) {
+            shard[i] = order[(rank + i * world) % order.length];
+        }
+    }
+
+    private long sumOverRanks(long v, String what) {
+        try (PointerScope scope = new PointerScope()) {
+            Tensor t = org.bytedeco.pytorch.AbstractTensor.create(new long[] {v}, 1);
+            dist.allreduceSum(List.of(t), what);
+            return t.item_long();
+        }
+    }
+
+    private double sumOverRanks(double v, String what) {
+        try (PointerScope scope = new PointerScope()) {
+            Tensor t = org.bytedeco.pytorch.AbstractTensor.create(new double[] {v}, 1);
+            dist.allreduceSum(List.of(t), what);
+            return t.item_double();
+        }
     }
 
     // 0..n-1, shuffled (Fisher-Yates) when rng is not null

@@ -4,6 +4,7 @@ import dev.peft4j.config.LoraConfig;
 import dev.peft4j.models.CausalLM;
 import dev.peft4j.models.PreTrainedModel;
 import dev.peft4j.tokenizers.Tokenizer;
+import dev.peft4j.train.DistributedContext;
 import dev.peft4j.train.Trainer;
 import dev.peft4j.train.TrainingArguments;
 import java.io.IOException;
@@ -28,7 +29,12 @@ import picocli.CommandLine.Option;
             "Tokenize each line of --data with the model's tokenizer.json, concatenate the ids and cut them into "
             + "blocks of --seq-len (the rest dropped, as run_clm.py's group_texts), add a LoRA adapter and train "
             + "it on those blocks, shuffled by --seed (AdamW, causal LM loss, linear schedule), then write the adapter to --out "
-            + "(adapter_config.json + adapter_model.safetensors, loadable by Python PEFT).")
+            + "(adapter_config.json + adapter_model.safetensors, loadable by Python PEFT). "
+            + "Data parallel: --nproc-per-node N starts N ranks on this machine (several machines: each runs the same "
+            + "command with --nnodes, its --node-rank and rank 0's --master-addr); a process started by torchrun or "
+            + "another launcher that sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT joins that run. Each rank "
+            + "takes its share of each epoch's batches, the gradients are averaged over the ranks, and only rank 0 "
+            + "evaluates, prints and writes. --batch-size is per rank.")
 final class TrainCommand extends CliCommand {
     @Mixin
     ModelOptions model;
@@ -93,8 +99,75 @@ final class TrainCommand extends CliCommand {
             + "of its checkpoints (same --data and settings); 'last': the highest checkpoint-<step> in --out.")
     String resumeFrom;
 
+    @Option(names = "--nproc-per-node", paramLabel = "N", description = "Start N ranks on this machine (as "
+            + "torchrun); each uses cores / N threads unless --threads is given.")
+    Integer nprocPerNode;
+
+    @Option(names = "--nnodes", paramLabel = "N", description = "Machines in the run, each with --nproc-per-node "
+            + "ranks (default: ${DEFAULT-VALUE}).", defaultValue = "1")
+    int nnodes;
+
+    @Option(names = "--node-rank", paramLabel = "I", description = "This machine's index in [0, --nnodes) (default: "
+            + "${DEFAULT-VALUE}).", defaultValue = "0")
+    int nodeRank;
+
+    @Option(names = "--master-addr", paramLabel = "HOST", description = "Address of node 0, where rank 0 hosts the "
+            + "rendezvous store (default: ${DEFAULT-VALUE}).", defaultValue = "127.0.0.1")
+    String masterAddr;
+
+    @Option(names = "--master-port", paramLabel = "PORT", description = "Its TCP port (default: ${DEFAULT-VALUE}).",
+            defaultValue = "29500")
+    int masterPort;
+
     @Override
     public Integer call() throws IOException {
+        boolean launched = System.getenv(LocalLauncher.LAUNCHED) != null;
+        if (nprocPerNode != null && !launched) {
+            return launch();
+        }
+        DistributedContext dist;
+        try {
+            dist = DistributedContext.fromEnvironment(System.getenv());
+        } catch (IllegalArgumentException e) {
+            throw usage("torchrun environment: " + e.getMessage());
+        }
+        try {
+            if (dist != null) {
+                // the machine's cores shared by its ranks
+                Threads.pin(Math.max(1, Runtime.getRuntime().availableProcessors() / dist.localWorldSize()));
+            }
+            return run(dist);
+        } catch (RuntimeException | IOException | Error e) {
+            if (dist != null) {
+                dist.reportFailure(e);
+            }
+            throw e;
+        } finally {
+            if (dist != null) {
+                dist.close();
+            }
+        }
+    }
+
+    private int launch() throws IOException {
+        if (nprocPerNode < 1 || nnodes < 1 || nodeRank < 0 || nodeRank >= nnodes) {
+            throw usage("--nproc-per-node " + nprocPerNode + ", --nnodes " + nnodes + ", --node-rank " + nodeRank
+                    + ": need N >= 1, nodes >= 1 and 0 <= node rank < nodes");
+        }
+        if (masterPort < 1 || masterPort > 65535) {
+            throw usage("--master-port " + masterPort + " is not a TCP port");
+        }
+        List<String> args = spec.commandLine().getParseResult().originalArgs();
+        try {
+            return LocalLauncher.launch(args, nprocPerNode, nnodes, nodeRank, masterAddr, masterPort, out(), err());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException("interrupted while waiting for the ranks", e);
+        }
+    }
+
+    private int run(DistributedContext dist) throws IOException {
+        boolean main = dist == null || dist.isMain();
         if (seqLen < 2 || batchSize < 1) {
             throw usage("--seq-len must be >= 2 and --batch-size >= 1");
         }
@@ -171,19 +244,26 @@ final class TrainCommand extends CliCommand {
             torch.manual_seed(seed);
             m.addAdapter(LoraConfig.builder().r(r).loraAlpha(loraAlpha).loraDropout(loraDropout)
                     .targetModules(targetModules.toArray(String[]::new)).build(), "default");
-            Trainer trainer = new Trainer(m, args);
-            double before = trainer.evaluate(batches);
+            Trainer trainer = new Trainer(m, args).distributed(dist);
+            double before = main ? trainer.evaluate(batches) : Double.NaN;
             long t0 = System.nanoTime();
             Trainer.TrainOutput o = trainer.train(batches, resume);
             double seconds = (System.nanoTime() - t0) / 1e9;
-            double after = trainer.evaluate(batches);
-            for (Trainer.LogEntry e : o.log()) {
-                progress("step %d: loss %.4f, lr %.3g, grad norm %.3g", e.step(), e.loss(), e.learningRate(),
-                        e.gradNorm());
+            if (main) {
+                double after = trainer.evaluate(batches);
+                for (Trainer.LogEntry e : o.log()) {
+                    progress("step %d: loss %.4f, lr %.3g, grad norm %.3g", e.step(), e.loss(), e.learningRate(),
+                            e.gradNorm());
+                }
+                m.saveAdapter(out, "default");
+                out().printf("%d blocks of %d tokens, %d steps in %.1f s%s; loss on the data %.4f -> %.4f; wrote %s%n",
+                        blocks.size(), seqLen, o.globalStep(), seconds,
+                        dist == null ? "" : " on " + dist.worldSize() + " ranks", before, after, out);
+                out().flush();
             }
-            m.saveAdapter(out, "default");
-            out().printf("%d blocks of %d tokens, %d steps in %.1f s; loss on the data %.4f -> %.4f; wrote %s%n",
-                    blocks.size(), seqLen, o.globalStep(), seconds, before, after, out);
+            if (dist != null) {
+                dist.barrier(); // rank 0 hosts the store: the others leave before it closes
+            }
         }
         return 0;
     }

@@ -63,6 +63,38 @@ class TrainCommandTest {
         assertTrue(r.err().contains("no checkpoint-<step> folder in --out"), r.err());
     }
 
+    @Test
+    void nprocPerNodeTrainsOnTwoLocalRanksAndOnlyRankZeroWrites(@TempDir Path tmp) throws Exception {
+        Path model = TinyModels.llamaWithTokenizer(tmp.resolve("tiny"), 5);
+        Path data = tmp.resolve("data.txt");
+        Files.writeString(data, "hello world the adapter is a low rank adapter\n".repeat(12));
+        Path out = tmp.resolve("adapter");
+        int port;
+        try (java.net.ServerSocket s = new java.net.ServerSocket(0)) {
+            port = s.getLocalPort();
+        }
+        Cli.Result r = Cli.run("train", "--model", model.toString(), "--data", data.toString(), "--out",
+                out.toString(), "--seq-len", "16", "--batch-size", "2", "--lr", "1e-2", "--max-steps", "4",
+                "--save-steps", "2", "--nproc-per-node", "2", "--master-port", String.valueOf(port));
+        assertEquals(0, r.rc(), r.toString());
+        Matcher mt = Pattern.compile("(?m)^\\[rank (\\d)\\] .* 4 steps in .* on 2 ranks; loss on the data")
+                .matcher(r.out());
+        assertTrue(mt.find(), r.out());
+        assertEquals("0", mt.group(1), "rank 0 prints the summary");
+        assertTrue(!mt.find(), "only rank 0 prints it:\n" + r.out());
+        assertTrue(Files.exists(out.resolve("adapter_model.safetensors")));
+        assertTrue(Files.isDirectory(out.resolve("checkpoint-2")) && Files.isDirectory(out.resolve("checkpoint-4")));
+        Cli.Result adapted = Cli.run("generate", "--model", model.toString(), "--adapter", out.toString(),
+                "--prompt", "hello", "--max-new-tokens", "4", "--print-ids");
+        assertEquals(0, adapted.rc(), adapted.toString());
+        // a rank that fails fails the launch, with its error forwarded
+        r = Cli.run("train", "--model", model.toString(), "--data", tmp.resolve("missing.txt").toString(), "--out",
+                out.toString(), "--nproc-per-node", "2", "--master-port", String.valueOf(port));
+        assertEquals(2, r.rc(), r.toString());
+        assertTrue(r.err().contains("[rank 1] ") && r.err().contains("missing.txt: no such file")
+                && r.err().contains("exited with status 2"), r.err());
+    }
+
     private static String[] concat(String[] a, String... b) {
         String[] c = java.util.Arrays.copyOf(a, a.length + b.length);
         System.arraycopy(b, 0, c, a.length, b.length);

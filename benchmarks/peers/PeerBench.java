@@ -185,44 +185,44 @@ public final class PeerBench {
         String[] conditions = contention ? new String[] {"", " + hog"} : new String[] {""};
         Map<String, List<Double>> samples = new HashMap<>();
         for (int r = 0; r < rounds; r++) {
-          for (int ci = 0; ci < conditions.length; ci++) {
-            String cond = conditions[(ci + r) % conditions.length];
-            Process hog = cond.isEmpty() ? null : startHog();
-            try {
-            for (String mode : new String[] {"base", "lora"}) {
-                boolean peftFirst = r % 2 == 0;
-                for (int side = 0; side < 2; side++) {
-                    boolean isPeft = (side == 0) == peftFirst;
-                    Run run;
-                    if (isPeft) {
-                        if (lm == null) {
-                            continue;
+            for (int ci = 0; ci < conditions.length; ci++) {
+                String cond = conditions[(ci + r) % conditions.length];
+                Process hog = cond.isEmpty() ? null : startHog();
+                try {
+                    for (String mode : new String[] {"base", "lora"}) {
+                        boolean peftFirst = r % 2 == 0;
+                        for (int side = 0; side < 2; side++) {
+                            boolean isPeft = (side == 0) == peftFirst;
+                            if (isPeft && lm == null) {
+                                continue;
+                            }
+                            Run run;
+                            if (isPeft) {
+                                if (mode.equals("base")) {
+                                    model.disableAdapters();
+                                } else {
+                                    model.enableAdapters();
+                                }
+                                run = peft4j(lm, prompt, gen, 32000);
+                            } else {
+                                toLlama.println(mode);
+                                run = parse(fromLlama.readLine());
+                            }
+                            String who = isPeft ? "peft4j" : "llama";
+                            samples.computeIfAbsent(cond + who + "/" + mode + "/prefill", k -> new ArrayList<>())
+                                    .add(run.prefillMs());
+                            samples.computeIfAbsent(cond + who + "/" + mode + "/decode", k -> new ArrayList<>())
+                                    .add(run.decodeMs());
+                            System.err.printf("  %s%s round %d %s %s: prefill %.1f ms, decode %.2f ms/token%n", label,
+                                    cond, r + 1, who, mode, run.prefillMs(), run.decodeMs());
                         }
-                        if (mode.equals("base")) {
-                            model.disableAdapters();
-                        } else {
-                            model.enableAdapters();
-                        }
-                        run = peft4j(lm, prompt, gen, 32000);
-                    } else {
-                        toLlama.println(mode);
-                        run = parse(fromLlama.readLine());
                     }
-                    String who = isPeft ? "peft4j" : "llama";
-                    samples.computeIfAbsent(cond + who + "/" + mode + "/prefill", k -> new ArrayList<>())
-                            .add(run.prefillMs());
-                    samples.computeIfAbsent(cond + who + "/" + mode + "/decode", k -> new ArrayList<>())
-                            .add(run.decodeMs());
-                    System.err.printf("  %s%s round %d %s %s: prefill %.1f ms, decode %.2f ms/token%n", label, cond,
-                            r + 1, who, mode, run.prefillMs(), run.decodeMs());
+                } finally {
+                    if (hog != null) {
+                        hog.destroyForcibly().waitFor();
+                    }
                 }
             }
-            } finally {
-                if (hog != null) {
-                    hog.destroyForcibly().waitFor();
-                }
-            }
-          }
         }
         toLlama.println("quit");
         llama.waitFor();
@@ -256,8 +256,11 @@ public final class PeerBench {
     /** A busy loop pinned to the last core (taskset), the CPU hog of the contention mode. */
     static Process startHog() throws java.io.IOException {
         int core = Runtime.getRuntime().availableProcessors() - 1;
-        return new ProcessBuilder("taskset", "-c", Integer.toString(core), "sh", "-c", "while :; do :; done")
+        Process hog = new ProcessBuilder("taskset", "-c", Integer.toString(core), "sh", "-c", "while :; do :; done")
                 .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        // not left spinning when this process is stopped (SIGTERM, Ctrl-C) in the middle of a round
+        Runtime.getRuntime().addShutdownHook(new Thread(hog::destroyForcibly));
+        return hog;
     }
 
     static String fmt(Map<String, List<Double>> s, String key) {

@@ -155,9 +155,15 @@ final class RopeDecoderStack implements AutoCloseable {
         if (!DecodeKernels.enabled() || GradMode.is_enabled() || !inputIds.is_cpu()) {
             return false;
         }
-        ScalarType dt = children.get("embed_tokens").getParameter("weight").scalar_type().intern();
+        Module finalNorm = children.get("norm");
+        if (!nativeNorm(finalNorm)) {
+            return false;
+        }
+        // the final norm's dtype: the embedding may be wrapped (modules_to_save), its weight then under another name
+        ScalarType dt = (finalNorm instanceof GemmaRMSNorm g ? g.weight() : ((RMSNorm) finalNorm).weight())
+                .scalar_type().intern();
         if (dt != ScalarType.Float && dt != ScalarType.BFloat16 || cache.keys(0).scalar_type().intern() != dt
-                || !cache.keys(0).is_cpu() || !nativeNorm(children.get("norm"))) {
+                || !cache.keys(0).is_cpu()) {
             return false;
         }
         @SuppressWarnings("unchecked")

@@ -4,8 +4,11 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import dev.peft4j.PeftAdapterMixin;
+import dev.peft4j.config.InitLoraWeights;
+import dev.peft4j.config.LoraConfig;
 import dev.peft4j.kernels.DecodeKernels;
 import java.nio.file.Path;
+import java.util.List;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch.ScalarType;
@@ -43,6 +46,22 @@ class FamilyNativeDecodeTest {
             assertEquals(6L * layers, DecodeKernels.attentionCalls() - calls, name + ": steps on the native path");
             ((PeftAdapterMixin) lm).loadAdapter(dir.resolve("adapter"));
             NativeDecodeTest.assertSlotStepsMatch(lm, dt, tol, 50);
+        }
+    }
+
+    @ParameterizedTest
+    @CsvSource({"gemma2-softcap-sliding", "qwen3-qknorm-sliding"})
+    void aWrappedEmbeddingStaysOnTheNativeStep(String name) throws Exception {
+        try (PointerScope scope = new PointerScope(); CausalLM lm = AutoModel.causalLM(Goldens.golden(name),
+                ScalarType.Float)) {
+            int layers = (int) ((RopeDecoderForCausalLM) lm).modelStack().cfg.numLayers;
+            // modules_to_save wraps the module: its weight is no longer at embed_tokens.weight
+            ((PeftAdapterMixin) lm).addAdapter(LoraConfig.builder().r(2).targetModules("q_proj", "o_proj")
+                    .modulesToSave(List.of("embed_tokens")).initLoraWeights(new InitLoraWeights.Flag(false)).build(),
+                    "emb");
+            long calls = DecodeKernels.attentionCalls();
+            NativeDecodeTest.assertSlotStepsMatch(lm, ScalarType.Float, 2e-5, 50);
+            assertEquals(6L * layers, DecodeKernels.attentionCalls() - calls, name + ": wrapped embedding, native");
         }
     }
 

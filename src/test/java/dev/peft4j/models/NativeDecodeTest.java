@@ -376,4 +376,16 @@ class NativeDecodeTest {
             assertSlotStepsMatch(m, dt, tol);
         }
     }
+
+    @Test
+    void aWrappedEmbeddingStaysOnTheNativeStep() {
+        try (PointerScope scope = new PointerScope(); LlamaForCausalLM m = tinyLlama(ScalarType.Float, "", 9)) {
+            // modules_to_save wraps embed_tokens: its weight moves under original_module
+            m.addAdapter(LoraConfig.builder().r(2).targetModules("q_proj").modulesToSave(List.of("embed_tokens"))
+                    .initLoraWeights(new InitLoraWeights.Flag(false)).build());
+            long calls = DecodeKernels.attentionCalls();
+            assertSlotStepsMatch(m, ScalarType.Float, 2e-5);
+            assertEquals(6 * 3, DecodeKernels.attentionCalls() - calls, "one-token forwards on the native path");
+        }
+    }
 }

@@ -4,9 +4,9 @@ import dev.peft4j.config.TaskType;
 import dev.peft4j.io.SafetensorsFile;
 import dev.peft4j.models.AutoModel;
 import dev.peft4j.models.CausalLM;
-import dev.peft4j.models.KVCache;
 import dev.peft4j.models.ModelConfig;
 import dev.peft4j.models.PreTrainedModel;
+import dev.peft4j.models.SlotKVCache;
 import dev.peft4j.nn.Init;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
@@ -42,8 +42,10 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  *                              loaded when not given); the LoRA stays in PEFT4J_DTYPE
  * </pre>
  *
- * A run is PROMPT ids (1 + 7i mod vocab) in one forward, then GEN greedy steps on the KV cache; "base" is the adapter
- * disabled (peft4j {@code disableAdapters}, llama.cpp no adapter set), "LoRA" enabled at scale 1.
+ * A run is PROMPT ids (1 + 7i mod vocab) in one forward, then GEN greedy steps on the KV cache (peft4j: a slot KV
+ * cache, the path of {@code Generation.generate}); "base" is the adapter disabled (peft4j {@code disableAdapters},
+ * llama.cpp no adapter set), "LoRA" enabled at scale 1. With {@code PEERS_CONTENTION=1} each round runs once as is and
+ * once beside a busy loop pinned to the last core (order alternating by round), and the rows come per condition.
  */
 public final class PeerBench {
     static final String CONFIG = "{\"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"],"
@@ -94,26 +96,31 @@ public final class PeerBench {
     /** One timed run: prefill ms and decode ms per token. */
     record Run(double prefillMs, double decodeMs) {}
 
+    /**
+     * One run on the path {@code Generation.generate} and the serving engine take: a slot KV cache written in place,
+     * the prompt in one forward, then one-token steps (the native decode step where it applies).
+     */
     static Run peft4j(CausalLM lm, int prompt, int gen, long vocab) {
         long[] ids = new long[prompt];
         for (int i = 0; i < prompt; i++) {
             ids[i] = (1 + 7L * i) % vocab;
         }
-        try (KVCache cache = lm.newCache(); PointerScope outer = new PointerScope();
-                InferenceMode im = new InferenceMode(); TensorOptions o = new TensorOptions(ScalarType.Long)) {
+        int[] slot = {0};
+        try (InferenceMode im = new InferenceMode(); SlotKVCache cache = lm.newSlotCache(1, prompt + gen);
+                PointerScope outer = new PointerScope(); TensorOptions o = new TensorOptions(ScalarType.Long)) {
             Tensor in = torch.zeros(new long[] {1, prompt}, o);
             in.data_ptr_long().capacity(prompt).put(ids);
             Tensor next = torch.zeros(new long[] {1, 1}, o);
             long t0 = System.nanoTime();
             long tok;
             try (PointerScope s = new PointerScope()) {
-                tok = lm.forward(in, null, null, cache).select(1, -1).argmax().item_long();
+                tok = lm.forwardSlots(in, cache, slot, new long[] {0}).argmax().item_long();
             }
             long t1 = System.nanoTime();
             for (int g = 0; g < gen; g++) {
                 next.data_ptr_long().put(0, tok);
                 try (PointerScope s = new PointerScope()) {
-                    tok = lm.forward(next, null, null, cache).select(1, -1).argmax().item_long();
+                    tok = lm.forwardSlots(next, cache, slot, new long[] {prompt + g}).argmax().item_long();
                 }
             }
             long t2 = System.nanoTime();
@@ -181,32 +188,48 @@ public final class PeerBench {
             model.enableAdapters();
             peft4j(lm, prompt, Math.min(gen, 4), 32000);
         }
+        // PEERS_CONTENTION=1: every round runs once on a quiet machine and once beside a CPU hog (a busy loop pinned
+        // to the last core), the order alternating by round; the rows are labelled by condition
+        boolean contention = "1".equals(System.getenv("PEERS_CONTENTION"));
+        String[] conditions = contention ? new String[] {"", " + hog"} : new String[] {""};
         Map<String, List<Double>> samples = new HashMap<>();
         for (int r = 0; r < rounds; r++) {
-            for (String mode : new String[] {"base", "lora"}) {
-                boolean peftFirst = r % 2 == 0;
-                for (int side = 0; side < 2; side++) {
-                    boolean isPeft = (side == 0) == peftFirst;
-                    Run run;
-                    if (isPeft) {
-                        if (lm == null) {
-                            continue;
+            for (int ci = 0; ci < conditions.length; ci++) {
+                String cond = conditions[(ci + r) % conditions.length];
+                Process hog = cond.isEmpty() ? null : startHog();
+                try {
+                    for (String mode : new String[] {"base", "lora"}) {
+                        boolean peftFirst = r % 2 == 0;
+                        for (int side = 0; side < 2; side++) {
+                            boolean isPeft = (side == 0) == peftFirst;
+                            if (isPeft && lm == null) {
+                                continue;
+                            }
+                            Run run;
+                            if (isPeft) {
+                                if (mode.equals("base")) {
+                                    model.disableAdapters();
+                                } else {
+                                    model.enableAdapters();
+                                }
+                                run = peft4j(lm, prompt, gen, 32000);
+                            } else {
+                                toLlama.println(mode);
+                                run = parse(fromLlama.readLine());
+                            }
+                            String who = isPeft ? "peft4j" : "llama";
+                            samples.computeIfAbsent(cond + who + "/" + mode + "/prefill", k -> new ArrayList<>())
+                                    .add(run.prefillMs());
+                            samples.computeIfAbsent(cond + who + "/" + mode + "/decode", k -> new ArrayList<>())
+                                    .add(run.decodeMs());
+                            System.err.printf("  %s%s round %d %s %s: prefill %.1f ms, decode %.2f ms/token%n", label,
+                                    cond, r + 1, who, mode, run.prefillMs(), run.decodeMs());
                         }
-                        if (mode.equals("base")) {
-                            model.disableAdapters();
-                        } else {
-                            model.enableAdapters();
-                        }
-                        run = peft4j(lm, prompt, gen, 32000);
-                    } else {
-                        toLlama.println(mode);
-                        run = parse(fromLlama.readLine());
                     }
-                    String who = isPeft ? "peft4j" : "llama";
-                    samples.computeIfAbsent(who + "/" + mode + "/prefill", k -> new ArrayList<>()).add(run.prefillMs());
-                    samples.computeIfAbsent(who + "/" + mode + "/decode", k -> new ArrayList<>()).add(run.decodeMs());
-                    System.err.printf("  %s round %d %s %s: prefill %.1f ms, decode %.2f ms/token%n", label, r + 1,
-                            who, mode, run.prefillMs(), run.decodeMs());
+                } finally {
+                    if (hog != null) {
+                        hog.destroyForcibly().waitFor();
+                    }
                 }
             }
         }
@@ -216,18 +239,37 @@ public final class PeerBench {
             model.close();
         }
         // decode rows: ms per token; prefill rows: ms for the whole prompt
-        for (String phase : new String[] {"decode", "prefill"}) {
-            String unit = phase.equals("decode") ? "ms/token" : "ms/" + prompt + " tokens";
-            StringBuilder row = new StringBuilder("| " + label + " | " + phase + " (" + unit + ") |");
-            String[] p = {fmt(samples, "peft4j/base/" + phase), fmt(samples, "peft4j/lora/" + phase)};
-            String[] l = {fmt(samples, "llama/base/" + phase), fmt(samples, "llama/lora/" + phase)};
-            row.append(" ").append(p[0]).append(" / ").append(p[1]).append(" |");
-            row.append(" ").append(l[0]).append(" / ").append(l[1]).append(" |");
-            row.append(" ").append(ratio(samples, "base/" + phase)).append(" / ")
-                    .append(ratio(samples, "lora/" + phase)).append(" |");
-            System.out.println(row);
+        for (String cond : conditions) {
+            for (String phase : new String[] {"decode", "prefill"}) {
+                String unit = phase.equals("decode") ? "ms/token" : "ms/" + prompt + " tokens";
+                StringBuilder row = new StringBuilder("| " + label + cond + " | " + phase + " (" + unit + ") |");
+                String[] p = {fmt(samples, cond + "peft4j/base/" + phase), fmt(samples, cond + "peft4j/lora/" + phase)};
+                String[] l = {fmt(samples, cond + "llama/base/" + phase), fmt(samples, cond + "llama/lora/" + phase)};
+                row.append(" ").append(p[0]).append(" / ").append(p[1]).append(" |");
+                row.append(" ").append(l[0]).append(" / ").append(l[1]).append(" |");
+                row.append(" ").append(ratio(samples, cond + "peft4j/base/" + phase, cond + "llama/base/" + phase))
+                        .append(" / ")
+                        .append(ratio(samples, cond + "peft4j/lora/" + phase, cond + "llama/lora/" + phase))
+                        .append(" |");
+                // LoRA / base within each system
+                row.append(" ").append(ratio(samples, cond + "peft4j/lora/" + phase, cond + "peft4j/base/" + phase))
+                        .append(" / ")
+                        .append(ratio(samples, cond + "llama/lora/" + phase, cond + "llama/base/" + phase))
+                        .append(" |");
+                System.out.println(row);
+            }
         }
         System.out.flush();
+    }
+
+    /** A busy loop pinned to the last core (taskset), the CPU hog of the contention mode. */
+    static Process startHog() throws java.io.IOException {
+        int core = Runtime.getRuntime().availableProcessors() - 1;
+        Process hog = new ProcessBuilder("taskset", "-c", Integer.toString(core), "sh", "-c", "while :; do :; done")
+                .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        // not left spinning when this process is stopped (SIGTERM, Ctrl-C) in the middle of a round
+        Runtime.getRuntime().addShutdownHook(new Thread(hog::destroyForcibly));
+        return hog;
     }
 
     static String fmt(Map<String, List<Double>> s, String key) {
@@ -239,9 +281,10 @@ public final class PeerBench {
         return m >= 100 ? String.format("%.0f", m) : String.format("%.1f", m);
     }
 
-    static String ratio(Map<String, List<Double>> s, String key) {
-        List<Double> p = s.get("peft4j/" + key);
-        List<Double> l = s.get("llama/" + key);
+    /** median(num) / median(den), or a dash when either has no samples. */
+    static String ratio(Map<String, List<Double>> s, String num, String den) {
+        List<Double> p = s.get(num);
+        List<Double> l = s.get(den);
         return p == null || l == null ? "—" : String.format("%.2f", median(p) / median(l));
     }
 }

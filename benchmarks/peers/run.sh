@@ -3,7 +3,7 @@
 # 22 layers, 32 / 4 heads, MLP 5632, vocab 32000) and the same LoRA (r = 16 on q, k, v, o), 2 threads, a 128-token
 # prompt then 64 greedy tokens; medians of ROUNDS rounds in which the two systems alternate. One command:
 #
-#   benchmarks/peers/run.sh [--rounds N] [--hog] [--configs f32,bf16,q8,q4] [--gen N] [--prompt N]
+#   benchmarks/peers/run.sh [--rounds N] [--hog | --contention] [--configs f32,bf16,q8,q4] [--gen N] [--prompt N]
 #
 # Configurations (comma- or space-separated): f32, bf16 (both systems on the same float weights), q8 / q8_0 (peft4j's
 # int8 against llama.cpp's Q8_0), q4 / q4_0 (peft4j's int4 against llama.cpp's Q4_0). llama.cpp quantizes the float32
@@ -12,7 +12,9 @@
 # format): PEFT4J_Q8_DTYPE / PEFT4J_Q4_DTYPE override that (DTYPE+BLOCKS[+HEAD], e.g. float32+int8, bfloat16+int4
 # for a bfloat16 head; "-" runs llama.cpp alone).
 #
-# --hog runs both beside a CPU hog (another process spinning on one core) for the whole measurement.
+# --hog runs both beside a CPU hog (another process spinning on one core) for the whole measurement. --contention runs
+# every round twice, as is and beside a busy loop pinned to the last core (taskset), the order alternating by round,
+# and prints rows for both conditions.
 # It builds what it needs: llama.cpp's harness (build.sh: npm + cc), the peft4j CLI jar (./peft4j's build), the random
 # weights (PeerBench gen), their GGUF files (peft4j export-gguf; Q8_0 / Q4_0 by llama.cpp's own quantizer), all kept in
 # $PEERS_WORK (default benchmarks/peers/work, about 13 GB) and reused. The steps that hold the model in memory (writing
@@ -24,11 +26,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 work=${PEERS_WORK:-$here/work}
 lock=${PEERS_LOCK:-/work/notes/bench.lock}
-rounds=5 hog=0 threads=2 prompt=128 gen=64 configs="f32 bf16 q8_0 q4_0"
+rounds=5 hog=0 contention=0 threads=2 prompt=128 gen=64 configs="f32 bf16 q8_0 q4_0"
 while [ $# -gt 0 ]; do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
         --hog) hog=1; shift ;;
+        --contention) contention=1; shift ;;
         --configs) configs=${2//,/ }; shift 2 ;;
         --gen) gen=$2; shift 2 ;;
         --prompt) prompt=$2; shift 2 ;;
@@ -84,12 +87,14 @@ bench_one() { # label peft4j-dtype|- gguf
 }
 
 echo "peer benchmark: $(date -u +%FT%TZ), $(nproc) cores, $threads threads, prompt $prompt, $gen greedy tokens," \
-    "medians of $rounds alternating rounds$([ "$hog" = 1 ] && echo ', beside a CPU hog on one core')"
+    "medians of $rounds alternating rounds$([ "$hog" = 1 ] && echo ', beside a CPU hog on one core')$(
+    [ "$contention" = 1 ] && echo ', each round as is and beside a busy loop pinned to the last core')"
 echo "llama.cpp: @node-llama-cpp/linux-x64 $(node -p "require('$here/node_modules/@node-llama-cpp/linux-x64/package.json').version")" \
     "(llama.cpp $(node -p "require('$here/node_modules/node-llama-cpp/llama/llama.cpp.info.json').tag")), LoRA as float32 GGUF"
 echo
-echo "| weights | phase | peft4j base / LoRA | llama.cpp base / LoRA | peft4j / llama.cpp |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| weights | phase | peft4j base / LoRA | llama.cpp base / LoRA | peft4j / llama.cpp, base / LoRA | LoRA / base, peft4j / llama.cpp |"
+echo "| --- | --- | --- | --- | --- | --- |"
+export PEERS_CONTENTION=$contention
 for c in $configs; do
     case $c in
         f32) locked bench_one float32 float32 "$work/model-f32.gguf" ;;

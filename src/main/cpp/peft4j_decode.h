@@ -1,10 +1,13 @@
 // The small per-layer ops of a Llama-family decode step (one new token per row), as transformers computes them:
 //
 //   rms_norm      y = w · T(x · rsqrt(mean(x²) + eps))           (x in float32, T: rounded to the storage type)
+//                 Gemma's (unit_offset): y = T(x · rsqrt(mean(x²) + eps) · (1 + w)), all in float32
 //   add_rms_norm  r = T(r + a) in place, then y = rms_norm(r)    (the residual add fused with the next norm)
-//   rope          x = T(T(x·cos) + T(rotate_half(x)·sin))         (rotate_half layout, float32 tables rounded to T)
+//   rope          x = T(T(x·cos) + T(rotate_half(x)·sin))         (rotate_half layout, float32 tables rounded to T;
+//                 on the leading rot dims of each head, the rest as they are; tables scaled in float32 first)
 //   attention     the new keys / values written into a slot cache in place, then softmax(q·kᵀ·scale)·v over the
-//                 row's own cached positions (grouped-query heads, per-row lengths, optional sliding window)
+//                 row's own cached positions (grouped-query heads, per-row lengths, optional sliding window,
+//                 optional soft-capping of the scores: cap · tanh(score / cap))
 //
 // T is float32 or bfloat16 (uint16_t); every product and sum is float32. The roundings to T follow the order of
 // libtorch's separate ops, so the bf16 RoPE and residual add are bit-equal to them, and the norms differ only in
@@ -93,41 +96,49 @@ inline float sum_squares(int isa, const T* x, int64_t n) {
     return sum_squares_scalar(x, n);
 }
 
-// y[rows, dim] = w · T(x · rsqrt(mean(x²) + eps)); y may be x
+// y[rows, dim] = w · T(x · rsqrt(mean(x²) + eps)); unit_offset (GemmaRMSNorm): y = T(x · rsqrt(...) · (1 + w)), the
+// product in float32 and rounded once. y may be x.
 template <typename T>
-inline void rms_norm(T* y, const T* x, const T* w, int64_t rows, int64_t dim, float eps) {
+inline void rms_norm(T* y, const T* x, const T* w, int64_t rows, int64_t dim, float eps, bool unit_offset = false) {
     const int isa = active_isa();
     for (int64_t r = 0; r < rows; r++) {
         const T* xr = x + r * dim;
         T* yr = y + r * dim;
         const float var = sum_squares(isa, xr, dim) / (float) dim;
         const float inv = 1.0f / std::sqrt(var + eps);  // libtorch's rsqrt: a correctly rounded sqrt, then 1/x
-        for (int64_t i = 0; i < dim; i++) {
-            const float normed = round_to(T(), load_scalar(xr, i) * inv);
-            store_as(yr + i, load_scalar(w, i) * normed);
+        if (unit_offset) {
+            for (int64_t i = 0; i < dim; i++) store_as(yr + i, load_scalar(xr, i) * inv * (1.0f + load_scalar(w, i)));
+        } else {
+            for (int64_t i = 0; i < dim; i++) {
+                const float normed = round_to(T(), load_scalar(xr, i) * inv);
+                store_as(yr + i, load_scalar(w, i) * normed);
+            }
         }
     }
 }
 
 // r = T(r + a) in place, then y = rms_norm(r); y must not alias r
 template <typename T>
-inline void add_rms_norm(T* r, const T* a, T* y, const T* w, int64_t rows, int64_t dim, float eps) {
+inline void add_rms_norm(T* r, const T* a, T* y, const T* w, int64_t rows, int64_t dim, float eps,
+                         bool unit_offset = false) {
     for (int64_t i = 0; i < rows * dim; i++) store_as(r + i, load_scalar(r, i) + load_scalar(a, i));
-    rms_norm(y, r, w, rows, dim, eps);
+    rms_norm(y, r, w, rows, dim, eps, unit_offset);
 }
 
-// x[rows, heads, dim] in place: row i's token at position pos[i]; inv_freq has dim / 2 float32 entries.
-// cos and sin as transformers builds them: float32 freqs = pos · inv_freq, cos / sin in float32, rounded to T.
+// x[rows, heads, dim] in place: row i's token at position pos[i]; the leading rot dims of each head rotate (rot = 0:
+// all dim), inv_freq has rot / 2 float32 entries. cos and sin as transformers builds them: float32 freqs = pos ·
+// inv_freq, cos / sin in float32, times attn_scaling in float32 (Phi-3's long-RoPE factor), rounded to T.
 template <typename T>
-inline void rope(T* x, int64_t rows, int64_t heads, int64_t dim, const int64_t* pos, const float* inv_freq) {
-    const int64_t half = dim / 2;
+inline void rope(T* x, int64_t rows, int64_t heads, int64_t dim, const int64_t* pos, const float* inv_freq,
+                 int64_t rot = 0, float attn_scaling = 1.0f) {
+    const int64_t half = (rot > 0 ? rot : dim) / 2;
     std::vector<float> c((size_t) half), s((size_t) half);
     for (int64_t i = 0; i < rows; i++) {
         const float p = (float) pos[i];
         for (int64_t j = 0; j < half; j++) {
             const float f = p * inv_freq[j];
-            c[(size_t) j] = round_to(T(), std::cos(f));
-            s[(size_t) j] = round_to(T(), std::sin(f));
+            c[(size_t) j] = round_to(T(), attn_scaling == 1.0f ? std::cos(f) : std::cos(f) * attn_scaling);
+            s[(size_t) j] = round_to(T(), attn_scaling == 1.0f ? std::sin(f) : std::sin(f) * attn_scaling);
         }
         for (int64_t h = 0; h < heads; h++) {
             T* v = x + (i * heads + h) * dim;
@@ -185,11 +196,12 @@ inline void acc_axpy(int isa, float* acc, const T* v, float a, int64_t n) {
 // and k); kc, vc [slots, kv_heads, max_len, dim]. Row i writes its k, v at position past[i] of slot slot[i], then each
 // of its query heads attends to positions [lo, past[i]] of that slot, lo = max(0, past[i] + 1 - window) when
 // window > 0, else 0; heads h·G .. h·G + G - 1 (G = heads / kv_heads) share kv head h. out [rows, heads, dim].
+// softcap > 0: the scaled scores are soft-capped, cap · tanh(score / cap), before the softmax.
 // The caller has checked the slots and lengths (past[i] < max_len) and that no two rows share a slot.
 template <typename T>
 inline void decode_attention(const T* q, const T* k, const T* v, T* kc, T* vc, int64_t max_len,
                              const int32_t* slot, const int64_t* past, int64_t rows, int64_t heads, int64_t kv_heads,
-                             int64_t dim, int64_t window, float scale, T* out, int threads) {
+                             int64_t dim, int64_t window, float scale, T* out, int threads, float softcap = 0.f) {
     const int isa = active_isa();
     const int64_t G = heads / kv_heads;
     for (int64_t i = 0; i < rows; i++) {
@@ -219,9 +231,17 @@ inline void decode_attention(const T* q, const T* k, const T* v, T* kc, T* vc, i
         for (int64_t g = 0; g < G; g++) {
             float* s = sc.data() + g * n;
             float mx = -INFINITY;
-            for (int64_t p = 0; p < n; p++) {
-                s[p] *= scale;
-                mx = std::max(mx, s[p]);
+            if (softcap > 0.f) {
+                // Gemma 2: (q·k · scale) / cap, tanh, · cap, as its eager attention (in float32 here)
+                for (int64_t p = 0; p < n; p++) {
+                    s[p] = std::tanh(s[p] * scale / softcap) * softcap;
+                    mx = std::max(mx, s[p]);
+                }
+            } else {
+                for (int64_t p = 0; p < n; p++) {
+                    s[p] *= scale;
+                    mx = std::max(mx, s[p]);
+                }
             }
             float sum = 0.f;
             for (int64_t p = 0; p < n; p++) {

@@ -114,36 +114,40 @@ inline void peft4j_adapted_linear_destroy(int64_t handle) {
 }
 
 // ---- decode step ops (peft4j_decode.h); dtype 0 float32, 1 bfloat16 ----
-inline void peft4j_rms_norm(int dtype, void* y, const void* x, const void* w, int64_t rows, int64_t dim, float eps) {
+inline void peft4j_rms_norm(int dtype, void* y, const void* x, const void* w, int64_t rows, int64_t dim, float eps,
+                            int32_t unit_offset) {
     if (dtype == peft4j::DT_BF16)
-        peft4j::rms_norm<uint16_t>((uint16_t*) y, (const uint16_t*) x, (const uint16_t*) w, rows, dim, eps);
-    else peft4j::rms_norm<float>((float*) y, (const float*) x, (const float*) w, rows, dim, eps);
+        peft4j::rms_norm<uint16_t>((uint16_t*) y, (const uint16_t*) x, (const uint16_t*) w, rows, dim, eps,
+                                   unit_offset != 0);
+    else peft4j::rms_norm<float>((float*) y, (const float*) x, (const float*) w, rows, dim, eps, unit_offset != 0);
 }
 
 inline void peft4j_add_rms_norm(int dtype, void* r, const void* a, void* y, const void* w, int64_t rows, int64_t dim,
-                                float eps) {
+                                float eps, int32_t unit_offset) {
     if (dtype == peft4j::DT_BF16)
         peft4j::add_rms_norm<uint16_t>((uint16_t*) r, (const uint16_t*) a, (uint16_t*) y, (const uint16_t*) w, rows,
-                                       dim, eps);
-    else peft4j::add_rms_norm<float>((float*) r, (const float*) a, (float*) y, (const float*) w, rows, dim, eps);
+                                       dim, eps, unit_offset != 0);
+    else peft4j::add_rms_norm<float>((float*) r, (const float*) a, (float*) y, (const float*) w, rows, dim, eps,
+                                     unit_offset != 0);
 }
 
 inline void peft4j_rope(int dtype, void* x, int64_t rows, int64_t heads, int64_t dim, const int64_t* pos,
-                        const float* inv_freq) {
-    if (dtype == peft4j::DT_BF16) peft4j::rope<uint16_t>((uint16_t*) x, rows, heads, dim, pos, inv_freq);
-    else peft4j::rope<float>((float*) x, rows, heads, dim, pos, inv_freq);
+                        const float* inv_freq, int64_t rot, float attn_scaling) {
+    if (dtype == peft4j::DT_BF16)
+        peft4j::rope<uint16_t>((uint16_t*) x, rows, heads, dim, pos, inv_freq, rot, attn_scaling);
+    else peft4j::rope<float>((float*) x, rows, heads, dim, pos, inv_freq, rot, attn_scaling);
 }
 
 inline void peft4j_decode_attention(int dtype, const void* q, const void* k, const void* v, void* kc, void* vc,
                                     int64_t max_len, const int32_t* slot, const int64_t* past, int64_t rows,
                                     int64_t heads, int64_t kv_heads, int64_t dim, int64_t window, float scale,
-                                    void* out, int32_t threads) {
+                                    void* out, int32_t threads, float softcap) {
     if (dtype == peft4j::DT_BF16)
         peft4j::decode_attention<uint16_t>((const uint16_t*) q, (const uint16_t*) k, (const uint16_t*) v,
                                            (uint16_t*) kc, (uint16_t*) vc, max_len, slot, past, rows, heads, kv_heads,
-                                           dim, window, scale, (uint16_t*) out, threads);
+                                           dim, window, scale, (uint16_t*) out, threads, softcap);
     else
         peft4j::decode_attention<float>((const float*) q, (const float*) k, (const float*) v, (float*) kc,
                                         (float*) vc, max_len, slot, past, rows, heads, kv_heads, dim, window, scale,
-                                        (float*) out, threads);
+                                        (float*) out, threads, softcap);
 }

@@ -867,7 +867,13 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
     // before any block; a block computes its base products at once (overlapping the shrinks still running on
     // other threads, which read the adapters' A: 8 adapters' are 1 MiB in bf16) and waits for the last shrink
     // only before its expand, which needs every t.
-    const int64_t n_shrink = (int64_t) stasks.size();
+    // One row: the shrink (r·K products per adapter, a few µs) runs on the caller before the region, which then holds
+    // the base blocks only, as the base GEMV's does: a small layer wakes no helper for it, and no block spins on a
+    // shrink task held by a helper the scheduler has taken off its core (on a busy machine, a time slice per call).
+    const bool shrink_first = M == 1;
+    if (shrink_first)
+        for (int64_t ti = 0; ti < (int64_t) stasks.size(); ti++) shrink(ti);
+    const int64_t n_shrink = shrink_first ? 0 : (int64_t) stasks.size();
     std::atomic<int64_t> shrink_done{0};
     ThreadPool::instance().parallel_for(n_shrink + n_blocks, threads, [&](int64_t i) {
         if (i < n_shrink) {

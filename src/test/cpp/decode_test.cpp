@@ -90,6 +90,34 @@ void test_norms(std::mt19937& rng, double tol, const char* name) {
                 e = worst_err(y, rry);
                 DCHECK(e < tol, "%s add_rms_norm %s dim=%lld rows=%lld off by %g", name, peft4j::isa_name(isa),
                        (long long) dim, (long long) rows, e);
+                // Gemma's (1 + w) norm, in place (q / k norms run it so), and fused with the add
+                std::vector<double> gy(n), gry(n);
+                for (int64_t r = 0; r < rows; r++) {
+                    double ss = 0, ss2 = 0;
+                    for (int64_t i = 0; i < dim; i++) {
+                        const double v = get(x0.data(), r * dim + i);
+                        ss += v * v;
+                        ss2 += rr[r * dim + i] * rr[r * dim + i];
+                    }
+                    const double inv = 1 / std::sqrt(ss / dim + 1e-5), inv2 = 1 / std::sqrt(ss2 / dim + 1e-5);
+                    for (int64_t i = 0; i < dim; i++) {
+                        const double wi = 1 + (double) get(w0.data(), i);
+                        gy[r * dim + i] = get(x0.data(), r * dim + i) * inv * wi;
+                        gry[r * dim + i] = rr[r * dim + i] * inv2 * wi;
+                    }
+                }
+                T* g = new T[n];
+                std::copy(x0.begin(), x0.end(), g);
+                peft4j::rms_norm(g, g, w, rows, dim, 1e-5f, true);
+                e = worst_err(g, gy);
+                DCHECK(e < tol, "%s gemma rms_norm in place %s dim=%lld rows=%lld off by %g", name,
+                       peft4j::isa_name(isa), (long long) dim, (long long) rows, e);
+                std::copy(x0.begin(), x0.end(), g);
+                peft4j::add_rms_norm(g, a, y, w, rows, dim, 1e-5f, true);
+                e = worst_err(y, gry);
+                DCHECK(e < tol, "%s gemma add_rms_norm %s dim=%lld rows=%lld off by %g", name,
+                       peft4j::isa_name(isa), (long long) dim, (long long) rows, e);
+                delete[] g;
                 delete[] x;
                 delete[] y;
                 delete[] a;
@@ -130,12 +158,48 @@ void test_rope(std::mt19937& rng, double tol, const char* name) {
     }
 }
 
+// the leading rot dims of each head rotate with tables scaled by 1.25 (Phi-3's long-RoPE factor), the rest stay
+template <typename T>
+void test_partial_rope(std::mt19937& rng, double tol, const char* name) {
+    std::normal_distribution<float> normal(0.f, 1.f);
+    const int64_t rows = 2, heads = 3, dim = 12, rot = 8, half = rot / 2, n = rows * heads * dim;
+    const float scaling = 1.25f;
+    std::vector<float> inv(half);
+    for (int64_t j = 0; j < half; j++) inv[j] = (float) (1.0 / std::pow(10000.0, 2.0 * j / rot));
+    const int64_t pos[rows] = {3, 517};
+    std::vector<T> x0(n);
+    for (int64_t i = 0; i < n; i++) put(x0.data(), i, normal(rng));
+    T* x = new T[n];
+    std::copy(x0.begin(), x0.end(), x);
+    peft4j::rope(x, rows, heads, dim, pos, inv.data(), rot, scaling);
+    std::vector<double> ref(n);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t h = 0; h < heads; h++) {
+            const int64_t o = (i * heads + h) * dim;
+            for (int64_t j = 0; j < half; j++) {
+                double f = (double) (float) ((float) pos[i] * inv[j]);
+                double c = std::cos(f) * scaling, sn = std::sin(f) * scaling;
+                double x1 = get(x0.data(), o + j), x2 = get(x0.data(), o + j + half);
+                ref[o + j] = x1 * c - x2 * sn;
+                ref[o + j + half] = x2 * c + x1 * sn;
+            }
+            for (int64_t j = rot; j < dim; j++) ref[o + j] = get(x0.data(), o + j);
+        }
+    double e = worst_err(x, ref);
+    DCHECK(e < tol, "%s partial scaled rope off by %g", name, e);
+    bool kept = true;
+    for (int64_t i = 0; i < rows * heads; i++) kept &= std::memcmp(x + i * dim + rot, x0.data() + i * dim + rot, sizeof(T) * (dim - rot)) == 0;
+    DCHECK(kept, "%s partial rope: the dims past rot must stay as they are", name);
+    delete[] x;
+}
+
 template <typename T>
 void test_attention(std::mt19937& rng, double tol, const char* name) {
     std::normal_distribution<float> normal(0.f, 1.f);
     const int best = peft4j::best_isa();
-    struct Case { int64_t heads, kv, dim, window; };
-    for (Case c : {Case{4, 2, 8, 0}, Case{8, 1, 64, 0}, Case{6, 3, 18, 5}, Case{4, 4, 33, 0}, Case{32, 4, 64, 0}}) {
+    struct Case { int64_t heads, kv, dim, window; double softcap; };
+    for (Case c : {Case{4, 2, 8, 0, 0}, Case{8, 1, 64, 0, 0}, Case{6, 3, 18, 5, 0}, Case{4, 4, 33, 0, 0},
+                   Case{32, 4, 64, 0, 0}, Case{4, 2, 16, 6, 0.5}, Case{8, 4, 32, 0, 2.0}}) {
         const int64_t slots = 3, max_len = 300, rows = 2;
         const int32_t slot[rows] = {2, 0};
         const int64_t past[rows] = {c.kv == 4 && c.heads == 32 ? 299 : 11, 0};
@@ -166,8 +230,9 @@ void test_attention(std::mt19937& rng, double tol, const char* name) {
                     for (int64_t d = 0; d < c.dim; d++)
                         dot += (double) get(q.data(), (i * c.heads + hq) * c.dim + d)
                                * get(kw.data(), ((slot[i] * c.kv + h) * max_len + p) * c.dim + d);
-                    s.push_back(dot * scale);
-                    mx = std::max(mx, dot * scale);
+                    const double sc = c.softcap > 0 ? c.softcap * std::tanh(dot * scale / c.softcap) : dot * scale;
+                    s.push_back(sc);
+                    mx = std::max(mx, sc);
                 }
                 double sum = 0;
                 for (double& e : s) sum += (e = std::exp(e - mx));
@@ -187,15 +252,15 @@ void test_attention(std::mt19937& rng, double tol, const char* name) {
                 std::copy(kc0.begin(), kc0.end(), kc);
                 std::copy(vc0.begin(), vc0.end(), vc);
                 peft4j::decode_attention(q.data(), k.data(), v.data(), kc, vc, max_len, slot, past, rows, c.heads,
-                                         c.kv, c.dim, c.window, (float) scale, out, threads);
+                                         c.kv, c.dim, c.window, (float) scale, out, threads, (float) c.softcap);
                 DCHECK(std::memcmp(kc, kw.data(), sizeof(T) * cache_n) == 0
                            && std::memcmp(vc, vw.data(), sizeof(T) * cache_n) == 0,
                        "%s attention %s: the cache must change at the new positions only", name,
                        peft4j::isa_name(isa));
                 double e = worst_err(out, ref);
-                DCHECK(e < tol, "%s attention %s threads=%d heads=%lld kv=%lld dim=%lld window=%lld off by %g", name,
-                       peft4j::isa_name(isa), threads, (long long) c.heads, (long long) c.kv, (long long) c.dim,
-                       (long long) c.window, e);
+                DCHECK(e < tol, "%s attention %s threads=%d heads=%lld kv=%lld dim=%lld window=%lld softcap=%g off by %g",
+                       name, peft4j::isa_name(isa), threads, (long long) c.heads, (long long) c.kv, (long long) c.dim,
+                       (long long) c.window, c.softcap, e);
                 delete[] kc;
                 delete[] vc;
                 delete[] out;
@@ -213,6 +278,8 @@ int run_decode_tests() {
     test_norms<uint16_t>(rng, 1e-2, "bf16");
     test_rope<float>(rng, 2e-6, "f32");
     test_rope<uint16_t>(rng, 2e-2, "bf16");
+    test_partial_rope<float>(rng, 2e-6, "f32");
+    test_partial_rope<uint16_t>(rng, 2e-2, "bf16");
     test_attention<float>(rng, 2e-6, "f32");
     test_attention<uint16_t>(rng, 1e-2, "bf16");
     peft4j::set_active_isa(-1);

@@ -52,11 +52,19 @@ public final class DecodeKernels {
      * the mean in float32. Returns a new tensor of x's shape and dtype.
      */
     public static Tensor rmsNorm(Tensor x, Tensor weight, double eps) {
+        return rmsNorm(x, weight, eps, false);
+    }
+
+    /**
+     * {@link #rmsNorm(Tensor, Tensor, double)}, or with {@code unitOffset} Gemma's {@code GemmaRMSNorm}: {@code T(x ·
+     * rsqrt(mean(x²) + eps) · (1 + w))}, every step in float32 and rounded to x's dtype once at the end.
+     */
+    public static Tensor rmsNorm(Tensor x, Tensor weight, double eps, boolean unitOffset) {
         int dt = checkNormArgs(x, weight);
         long dim = weight.numel();
         Tensor y = torch.empty_like(x);
         NativeKernels.peft4j_rms_norm(dt, y.data_ptr().address(), x.data_ptr().address(),
-                weight.data_ptr().address(), x.numel() / dim, dim, (float) eps);
+                weight.data_ptr().address(), x.numel() / dim, dim, (float) eps, unitOffset ? 1 : 0);
         java.lang.ref.Reference.reachabilityFence(x);
         java.lang.ref.Reference.reachabilityFence(weight);
         return y;
@@ -67,6 +75,14 @@ public final class DecodeKernels {
      * {@link #rmsNorm}{@code (residual)} as a new tensor. {@code a} has residual's shape and dtype.
      */
     public static Tensor addRmsNorm(Tensor residual, Tensor a, Tensor weight, double eps) {
+        return addRmsNorm(residual, a, weight, eps, false);
+    }
+
+    /**
+     * {@link #addRmsNorm(Tensor, Tensor, Tensor, double)} with the norm of {@link #rmsNorm(Tensor, Tensor, double,
+     * boolean)}: Gemma's {@code (1 + w)} one when {@code unitOffset}.
+     */
+    public static Tensor addRmsNorm(Tensor residual, Tensor a, Tensor weight, double eps, boolean unitOffset) {
         int dt = checkNormArgs(residual, weight);
         Kernels.checkNoGrad("residual", residual);
         Kernels.checkCpuContiguous("a", a);
@@ -79,7 +95,8 @@ public final class DecodeKernels {
         long dim = weight.numel();
         Tensor y = torch.empty_like(residual);
         NativeKernels.peft4j_add_rms_norm(dt, residual.data_ptr().address(), a.data_ptr().address(),
-                y.data_ptr().address(), weight.data_ptr().address(), residual.numel() / dim, dim, (float) eps);
+                y.data_ptr().address(), weight.data_ptr().address(), residual.numel() / dim, dim, (float) eps,
+                unitOffset ? 1 : 0);
         java.lang.ref.Reference.reachabilityFence(residual);
         java.lang.ref.Reference.reachabilityFence(a);
         java.lang.ref.Reference.reachabilityFence(weight);
@@ -106,6 +123,18 @@ public final class DecodeKernels {
      * dtype, as transformers builds them.
      */
     public static void rope(Tensor x, long heads, long[] positions, Tensor invFreq) {
+        rope(x, heads, positions, invFreq, 0, 1.0);
+    }
+
+    /**
+     * {@link #rope(Tensor, long, long[], Tensor)} on the leading {@code 2 · invFreq.numel()} dims of each head of
+     * {@code headDim} values (the rest pass through, as transformers' partial rotary factor), with cos and sin
+     * multiplied by {@code attentionScaling} in float32 before the rounding to x's dtype (Phi-3's long-RoPE factor).
+     *
+     * @param headDim the head width, or 0 for {@code 2 · invFreq.numel()} (every dim rotates)
+     */
+    public static void rope(Tensor x, long heads, long[] positions, Tensor invFreq, long headDim,
+            double attentionScaling) {
         Kernels.checkCpuContiguous("x", x);
         Kernels.checkCpuContiguous("invFreq", invFreq);
         Kernels.checkNoGrad("x", x);
@@ -114,14 +143,15 @@ public final class DecodeKernels {
             throw new IllegalArgumentException("invFreq: dtype " + invFreq.scalar_type().intern()
                     + " not supported, expected Float");
         }
-        long dim = invFreq.numel() * 2;
+        long rot = invFreq.numel() * 2;
+        long dim = headDim == 0 ? rot : headDim;
         long rows = positions.length;
-        if (dim == 0 || heads < 1 || x.numel() != rows * heads * dim || x.size(x.dim() - 1) % dim != 0) {
+        if (rot == 0 || rot > dim || heads < 1 || x.numel() != rows * heads * dim || x.size(x.dim() - 1) % dim != 0) {
             throw new IllegalArgumentException("x: shape " + Arrays.toString(x.shape()) + " is not " + rows
                     + " rows of " + heads + " heads of " + dim + " (invFreq has " + invFreq.numel() + " entries)");
         }
         NativeKernels.peft4j_rope(dt, x.data_ptr().address(), rows, heads, dim, positions,
-                invFreq.data_ptr().address());
+                invFreq.data_ptr().address(), rot, (float) attentionScaling);
         java.lang.ref.Reference.reachabilityFence(x);
         java.lang.ref.Reference.reachabilityFence(invFreq);
     }
@@ -140,6 +170,15 @@ public final class DecodeKernels {
      */
     public static Tensor attention(Tensor q, Tensor k, Tensor v, Tensor keys, Tensor values, int[] slotOf, long[] past,
             long window, double scale) {
+        return attention(q, k, v, keys, values, slotOf, past, window, scale, 0);
+    }
+
+    /**
+     * {@link #attention(Tensor, Tensor, Tensor, Tensor, Tensor, int[], long[], long, double)} with Gemma 2's
+     * soft-capped scores when {@code softcap > 0}: {@code cap · tanh(q·kᵀ·scale / cap)} before the softmax.
+     */
+    public static Tensor attention(Tensor q, Tensor k, Tensor v, Tensor keys, Tensor values, int[] slotOf, long[] past,
+            long window, double scale, double softcap) {
         for (Object[] t : new Object[][] {{"q", q}, {"k", k}, {"v", v}, {"keys", keys}, {"values", values}}) {
             Kernels.checkCpuContiguous((String) t[0], (Tensor) t[1]);
         }
@@ -191,7 +230,7 @@ public final class DecodeKernels {
         NativeKernels.peft4j_decode_attention(dt, q.data_ptr().address(), k.data_ptr().address(),
                 v.data_ptr().address(), keys.data_ptr().address(), values.data_ptr().address(), maxLength, slotOf,
                 past, rows, heads, kvHeads, dim, Math.max(0, window), (float) scale, out.data_ptr().address(),
-                torch.get_num_threads());
+                torch.get_num_threads(), (float) Math.max(0, softcap));
         ATTENTION_CALLS.increment();
         java.lang.ref.Reference.reachabilityFence(q);
         java.lang.ref.Reference.reachabilityFence(k);

@@ -80,21 +80,22 @@ final class NativeKernels {
 
     // ---- decode step ops (peft4j_decode.h) ----
     static native void peft4j_rms_norm(int dtype, @Cast("void*") long y, @Cast("const void*") long x,
-            @Cast("const void*") long w, @Cast("int64_t") long rows, @Cast("int64_t") long dim, float eps);
+            @Cast("const void*") long w, @Cast("int64_t") long rows, @Cast("int64_t") long dim, float eps,
+            @Cast("int32_t") int unitOffset);
 
     static native void peft4j_add_rms_norm(int dtype, @Cast("void*") long r, @Cast("const void*") long a,
             @Cast("void*") long y, @Cast("const void*") long w, @Cast("int64_t") long rows, @Cast("int64_t") long dim,
-            float eps);
+            float eps, @Cast("int32_t") int unitOffset);
 
     static native void peft4j_rope(int dtype, @Cast("void*") long x, @Cast("int64_t") long rows,
             @Cast("int64_t") long heads, @Cast("int64_t") long dim, @Cast("const int64_t*") long[] pos,
-            @Cast("const float*") long invFreq);
+            @Cast("const float*") long invFreq, @Cast("int64_t") long rot, float attnScaling);
 
     static native void peft4j_decode_attention(int dtype, @Cast("const void*") long q, @Cast("const void*") long k,
             @Cast("const void*") long v, @Cast("void*") long kc, @Cast("void*") long vc, @Cast("int64_t") long maxLen,
             @Cast("const int32_t*") int[] slot, @Cast("const int64_t*") long[] past, @Cast("int64_t") long rows,
             @Cast("int64_t") long heads, @Cast("int64_t") long kvHeads, @Cast("int64_t") long dim,
-            @Cast("int64_t") long window, float scale, @Cast("void*") long out, int threads);
+            @Cast("int64_t") long window, float scale, @Cast("void*") long out, int threads, float softcap);
 
     // ---- weight-only quantized Linear (peft4j_quant.h) ----
 

@@ -75,8 +75,7 @@ public final class LlamaForCausalLM extends PreTrainedModel implements CausalLM 
 
     @Override
     public SlotKVCache newSlotCache(int slots, int maxLength) {
-        org.bytedeco.pytorch.global.torch.ScalarType dt = getParameter("model.embed_tokens.weight").scalar_type()
-                .intern(); // the model's own tensor: not closed
+        org.bytedeco.pytorch.global.torch.ScalarType dt = SlotKVCache.dtypeOf(this, "model.embed_tokens.weight");
         return new SlotKVCache(model.cfg.numLayers, slots, maxLength, model.cfg.numKvHeads, model.cfg.headDim, dt);
     }
 

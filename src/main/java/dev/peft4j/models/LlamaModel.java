@@ -136,9 +136,13 @@ public final class LlamaModel extends PreTrainedModel {
         if (!DecodeKernels.enabled() || GradMode.is_enabled() || !inputIds.is_cpu()) {
             return false;
         }
-        ScalarType dt = getParameter("embed_tokens.weight").scalar_type().intern();
+        if (!(child("norm") instanceof RMSNorm finalNorm)) {
+            return false;
+        }
+        // the final norm's dtype: the embedding may be wrapped (modules_to_save), its weight then under another name
+        ScalarType dt = finalNorm.weight().scalar_type().intern();
         if (dt != ScalarType.Float && dt != ScalarType.BFloat16 || cache.keys(0).scalar_type().intern() != dt
-                || !cache.keys(0).is_cpu() || !(child("norm") instanceof RMSNorm)) {
+                || !cache.keys(0).is_cpu()) {
             return false;
         }
         @SuppressWarnings("unchecked")

@@ -1,5 +1,6 @@
 package dev.peft4j.models;
 
+import dev.peft4j.kernels.DecodeKernels;
 import dev.peft4j.nn.Activation;
 import dev.peft4j.nn.Embedding;
 import dev.peft4j.nn.Init;
@@ -10,6 +11,7 @@ import dev.peft4j.nn.ModuleList;
 import dev.peft4j.nn.RMSNorm;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import org.bytedeco.pytorch.GradMode;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.ScalarTypeOptional;
 import org.bytedeco.pytorch.Tensor;
@@ -121,6 +123,9 @@ final class RopeDecoderStack implements AutoCloseable {
         if (cache.numLayers() != cfg.numLayers) {
             throw new IllegalArgumentException("cache has " + cache.numLayers() + " layers, the model " + cfg.numLayers);
         }
+        if (q == 1 && nativeDecodeEligible(children, inputIds, cache)) {
+            return nativeDecodeStep(children, inputIds, cache, slotOf, past);
+        }
         long keyLength = 0;
         long[] qpos = new long[Math.toIntExact(batch * q)];
         for (int i = 0; i < batch; i++) {
@@ -139,6 +144,117 @@ final class RopeDecoderStack implements AutoCloseable {
         final long kl = keyLength;
         return layers(children, inputIds, pos, full, sliding,
                 (layer, k, v) -> cache.writeAndRead(layer, index, slotOf, kl, k, v));
+    }
+
+    /**
+     * Whether a one-token step over {@code cache} can take the native decode kernels: the switch is on, autograd is
+     * off, the model and the cache hold float32 or bfloat16 of the same dtype on the CPU, and every norm is the
+     * stack's own ({@link RMSNorm} or {@link GemmaRMSNorm}, not replaced by an adapter's wrapper).
+     */
+    private boolean nativeDecodeEligible(Map<String, Module> children, Tensor inputIds, SlotKVCache cache) {
+        if (!DecodeKernels.enabled() || GradMode.is_enabled() || !inputIds.is_cpu()) {
+            return false;
+        }
+        Module finalNorm = children.get("norm");
+        if (!nativeNorm(finalNorm)) {
+            return false;
+        }
+        // the final norm's dtype: the embedding may be wrapped (modules_to_save), its weight then under another name
+        ScalarType dt = (finalNorm instanceof GemmaRMSNorm g ? g.weight() : ((RMSNorm) finalNorm).weight())
+                .scalar_type().intern();
+        if (dt != ScalarType.Float && dt != ScalarType.BFloat16 || cache.keys(0).scalar_type().intern() != dt
+                || !cache.keys(0).is_cpu()) {
+            return false;
+        }
+        @SuppressWarnings("unchecked")
+        ModuleList<Module> layers = (ModuleList<Module>) children.get("layers");
+        for (int i = 0; i < cfg.numLayers; i++) {
+            DecoderLayer l = (DecoderLayer) layers.get(i);
+            for (String n : l.sandwich ? new String[] {"input_layernorm", "post_attention_layernorm",
+                "pre_feedforward_layernorm", "post_feedforward_layernorm"}
+                    : new String[] {"input_layernorm", "post_attention_layernorm"}) {
+                if (!nativeNorm(l.part(n))) {
+                    return false;
+                }
+            }
+            DecoderAttention a = (DecoderAttention) l.part("self_attn");
+            if (a.qkNorm && (!nativeNorm(a.part("q_norm")) || !nativeNorm(a.part("k_norm")))) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private static boolean nativeNorm(Module m) {
+        return m instanceof RMSNorm || m instanceof GemmaRMSNorm;
+    }
+
+    /** {@code norm(x)} on the native kernel (x contiguous, normed over its last dimension). */
+    static Tensor nativeNorm(Module norm, Tensor x) {
+        if (norm instanceof GemmaRMSNorm g) {
+            return DecodeKernels.rmsNorm(x, g.weight(), g.eps(), true);
+        }
+        RMSNorm r = (RMSNorm) norm;
+        return DecodeKernels.rmsNorm(x, r.weight(), r.eps());
+    }
+
+    /** {@code residual = residual + a} in place, then returns {@code norm(residual)}, on the native kernel. */
+    static Tensor nativeAddNorm(Module norm, Tensor residual, Tensor a) {
+        Tensor ac = a.is_contiguous() ? a : a.contiguous();
+        if (norm instanceof GemmaRMSNorm g) {
+            return DecodeKernels.addRmsNorm(residual, ac, g.weight(), g.eps(), true);
+        }
+        RMSNorm r = (RMSNorm) norm;
+        return DecodeKernels.addRmsNorm(residual, ac, r.weight(), r.eps());
+    }
+
+    /**
+     * One new token per row over the slot cache, on the native decode kernels (the Llama step's, with the
+     * differences of these families: Gemma's scaled embeddings and {@code (1 + w)} norms, Gemma 2 / 3's norms around
+     * each branch, q / k norms, partial and scaled RoPE, local RoPE on sliding layers, soft-capped scores, Phi-3's
+     * fused projections). Each residual add is fused with the norm after it; the Linears take their own decode paths.
+     */
+    private Tensor nativeDecodeStep(Map<String, Module> children, Tensor inputIds, SlotKVCache cache, int[] slotOf,
+            long[] past) {
+        Tensor x = ((Layer) children.get("embed_tokens")).forward(inputIds);
+        if (cfg.scaleEmbeddings) {
+            try (Tensor f = org.bytedeco.pytorch.AbstractTensor.create((float) Math.sqrt(cfg.hiddenSize))) {
+                x = x.mul(f.to(x.scalar_type().intern()));
+            }
+        } else {
+            x = x.clone(); // the residual stream is updated in place by the fused add + norm
+        }
+        long last = 0;
+        for (long p : past) {
+            last = Math.max(last, p);
+        }
+        Tensor global = longInvFreq != null && last + 1 > cfg.originalMaxPositions ? longInvFreq : invFreq;
+        Tensor local = localInvFreq == null ? global : localInvFreq;
+        @SuppressWarnings("unchecked")
+        ModuleList<Module> layers = (ModuleList<Module>) children.get("layers");
+        Tensor pending = null; // the last branch output, added into x by the next norm
+        for (int i = 0; i < cfg.numLayers; i++) {
+            DecoderLayer l = (DecoderLayer) layers.get(i);
+            boolean slides = cfg.slidingLayers[i];
+            Module in = l.part("input_layernorm");
+            Tensor h = pending == null ? nativeNorm(in, x) : nativeAddNorm(in, x, pending);
+            Tensor a = ((DecoderAttention) l.part("self_attn")).forwardDecode(h, cache, i, slotOf, past,
+                    slides ? local : global, slides ? cfg.slidingWindow : 0, cfg.ropeAttentionScaling);
+            Layer mlp = (Layer) l.part("mlp");
+            if (l.sandwich) {
+                Tensor na = nativeNorm(l.part("post_attention_layernorm"), contiguous(a));
+                Tensor h2 = nativeAddNorm(l.part("pre_feedforward_layernorm"), x, na);
+                pending = nativeNorm(l.part("post_feedforward_layernorm"), contiguous(mlp.forward(h2)));
+            } else {
+                pending = mlp.forward(nativeAddNorm(l.part("post_attention_layernorm"), x, a));
+            }
+        }
+        Module norm = children.get("norm");
+        return pending == null ? nativeNorm(norm, x) : nativeAddNorm(norm, x, pending);
+    }
+
+    static Tensor contiguous(Tensor t) {
+        return t.is_contiguous() ? t : t.contiguous();
     }
 
     /** Phi-3 long-RoPE: the long factors once the longest position passes the original context, as transformers. */
@@ -204,6 +320,16 @@ final class RopeDecoderStack implements AutoCloseable {
             registerParameter("weight", init.empty(dim), true);
         }
 
+        /** The weight {@code (dim,)}, owned by this module. */
+        Tensor weight() {
+            return param("weight");
+        }
+
+        /** The value added to the mean square. */
+        double eps() {
+            return eps;
+        }
+
         @Override
         public Tensor forward(Tensor x) {
             ScalarType in = x.scalar_type().intern();
@@ -233,6 +359,11 @@ final class RopeDecoderStack implements AutoCloseable {
                 registerModule("pre_feedforward_layernorm", norm(cfg, cfg.hiddenSize, init));
                 registerModule("post_feedforward_layernorm", norm(cfg, cfg.hiddenSize, init));
             }
+        }
+
+        /** A child module by name (the native decode step reads the norms and runs the parts itself). */
+        Module part(String name) {
+            return child(name);
         }
 
         Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor mask, KvStore cache, int index) {
@@ -323,6 +454,45 @@ final class RopeDecoderStack implements AutoCloseable {
             v = Attention.repeatKv(v, groups);
             Tensor o = softcap > 0 ? cappedAttention(q, k, v, mask) : Attention.sdpa(q, k, v, mask, scale);
             return layer("o_proj").forward(o.transpose(1, 2).reshape(b, t, numHeads * headDim));
+        }
+
+        /** A child module by name (the native decode step reads the q / k norms). */
+        Module part(String name) {
+            return child(name);
+        }
+
+        /**
+         * The attention of one new token per row ({@code h} {@code [B, 1, hidden]}) on the native kernels: the
+         * projections, the q / k norms, RoPE at positions {@code past} (inverse frequencies {@code inv}) in place, k
+         * and v written into the slot cache, attention over each row's slot (its last {@code window} positions when
+         * {@code window > 0}, scores soft-capped when configured), then o_proj.
+         */
+        Tensor forwardDecode(Tensor h, SlotKVCache cache, int index, int[] slotOf, long[] past, Tensor inv,
+                long window, double ropeScaling) {
+            long rows = h.size(0);
+            Tensor q;
+            Tensor k;
+            Tensor v;
+            if (fused) {
+                Tensor qkv = layer("qkv_proj").forward(h);
+                q = contiguous(qkv.narrow(-1, 0, numHeads * headDim));
+                k = contiguous(qkv.narrow(-1, numHeads * headDim, numKvHeads * headDim));
+                v = contiguous(qkv.narrow(-1, (numHeads + numKvHeads) * headDim, numKvHeads * headDim));
+            } else {
+                q = contiguous(layer("q_proj").forward(h));
+                k = contiguous(layer("k_proj").forward(h));
+                v = contiguous(layer("v_proj").forward(h));
+            }
+            if (qkNorm) {
+                q = nativeNorm(child("q_norm"), q.view(rows, 1, numHeads, headDim)).view(rows, 1, numHeads * headDim);
+                k = nativeNorm(child("k_norm"), k.view(rows, 1, numKvHeads, headDim))
+                        .view(rows, 1, numKvHeads * headDim);
+            }
+            DecodeKernels.rope(q, numHeads, past, inv, headDim, ropeScaling);
+            DecodeKernels.rope(k, numKvHeads, past, inv, headDim, ropeScaling);
+            Tensor o = DecodeKernels.attention(q, k, v, cache.keys(index), cache.values(index), slotOf, past, window,
+                    scale, softcap);
+            return layer("o_proj").forward(o);
         }
 
         /** Eager attention with {@code cap · tanh(scores / cap)} before the mask, softmax in float32. */

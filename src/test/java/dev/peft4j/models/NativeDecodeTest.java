@@ -272,9 +272,13 @@ class NativeDecodeTest {
     }
 
     static Tensor prompt(long seed, long rows, long length) {
+        return prompt(seed, rows, length, 97);
+    }
+
+    static Tensor prompt(long seed, long rows, long length, long vocab) {
         torch.manual_seed(seed);
         try (TensorOptions o = new TensorOptions(ScalarType.Long)) {
-            return torch.randint(97, new long[] {rows, length}, o);
+            return torch.randint(vocab, new long[] {rows, length}, o);
         }
     }
 
@@ -319,6 +323,11 @@ class NativeDecodeTest {
 
     /** forwardSlots' one-token logits, native vs libtorch path, over ragged rows and non-consecutive slots. */
     static void assertSlotStepsMatch(CausalLM m, ScalarType dt, double tol) {
+        assertSlotStepsMatch(m, dt, tol, 97);
+    }
+
+    /** The same, with token ids below {@code vocab}. */
+    static void assertSlotStepsMatch(CausalLM m, ScalarType dt, double tol, long vocab) {
         int[] slotOf = {3, 0, 1};
         long[] promptLengths = {6, 1, 11};
         Tensor[] caches = new Tensor[2];
@@ -329,13 +338,13 @@ class NativeDecodeTest {
                 long[] past = new long[3];
                 // prompts one row at a time (libtorch path for T > 1), then 5 one-token steps of all three rows
                 for (int r = 0; r < 3; r++) {
-                    m.forwardSlots(prompt(30 + r, 1, promptLengths[r]), cache, new int[] {slotOf[r]},
+                    m.forwardSlots(prompt(30 + r, 1, promptLengths[r], vocab), cache, new int[] {slotOf[r]},
                             new long[] {0}).close();
                     past[r] = promptLengths[r];
                 }
                 List<Tensor> steps = new ArrayList<>();
                 for (int s = 0; s < 5; s++) {
-                    steps.add(m.forwardSlots(prompt(50 + s, 3, 1), cache, slotOf, past));
+                    steps.add(m.forwardSlots(prompt(50 + s, 3, 1, vocab), cache, slotOf, past));
                     for (int r = 0; r < 3; r++) {
                         past[r]++;
                     }
@@ -365,6 +374,18 @@ class NativeDecodeTest {
             m.addAdapter(LoraConfig.builder().r(4).loraAlpha(8).targetModules("q_proj", "k_proj", "v_proj",
                     "o_proj", "down_proj").initLoraWeights(new InitLoraWeights.Flag(false)).build());
             assertSlotStepsMatch(m, dt, tol);
+        }
+    }
+
+    @Test
+    void aWrappedEmbeddingStaysOnTheNativeStep() {
+        try (PointerScope scope = new PointerScope(); LlamaForCausalLM m = tinyLlama(ScalarType.Float, "", 9)) {
+            // modules_to_save wraps embed_tokens: its weight moves under original_module
+            m.addAdapter(LoraConfig.builder().r(2).targetModules("q_proj").modulesToSave(List.of("embed_tokens"))
+                    .initLoraWeights(new InitLoraWeights.Flag(false)).build());
+            long calls = DecodeKernels.attentionCalls();
+            assertSlotStepsMatch(m, ScalarType.Float, 2e-5);
+            assertEquals(6 * 3, DecodeKernels.attentionCalls() - calls, "one-token forwards on the native path");
         }
     }
 }

@@ -1,0 +1,96 @@
+package dev.peft4j.bench;
+
+import dev.peft4j.PeftAdapterMixin;
+import dev.peft4j.config.InitLoraWeights;
+import dev.peft4j.config.LoraConfig;
+import dev.peft4j.models.CausalLM;
+import dev.peft4j.models.SlotKVCache;
+import dev.peft4j.nn.Module;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.InferenceMode;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * What a one-row decode step costs, base against LoRA in the same rounds: the TinyLlama-shaped Llama of
+ * {@link GenerateBench} (or its hollow twin: the same 22 layers and heads, hidden 64, MLP 64, vocab 32, whose step is
+ * all overhead beyond reading weights), LoRA r = 16 on q, k, v, o, a slot KV cache holding {@code past} positions,
+ * then {@code steps} one-token {@code forwardSlots} steps with greedy argmax, the adapter disabled and enabled
+ * alternately (which goes first alternates by round). Prints the medians of ms per step and LoRA / base.
+ *
+ * <pre>
+ * java -Dorg.bytedeco.javacpp.maxPhysicalBytes=0 -cp benchmarks/target/benchmarks.jar dev.peft4j.bench.DecodeStepCost \
+ *     [dtype=BFloat16|Float] [model=tinyllama|hollow] [rounds=5] [steps=32] [past=128] [threads=2]
+ * </pre>
+ */
+public final class DecodeStepCost {
+    private DecodeStepCost() {}
+
+    public static void main(String[] args) {
+        Map<String, String> a = BenchArgs.parse(args, "dtype", "BFloat16", "model", "tinyllama", "rounds", "5",
+                "steps", "32", "past", "128", "threads", "2");
+        ScalarType dt = ScalarType.valueOf(a.get("dtype"));
+        boolean hollow = a.get("model").equals("hollow");
+        int rounds = Integer.parseInt(a.get("rounds"));
+        int steps = Integer.parseInt(a.get("steps"));
+        int past = Integer.parseInt(a.get("past"));
+        int threads = Integer.parseInt(a.get("threads"));
+        torch.set_num_threads(threads);
+        org.bytedeco.openblas.presets.openblas_nolapack.blas_set_num_threads(threads);
+        System.out.println("config: " + a);
+        try (Module model = hollow ? GenerateBench.build(32, 64, 64, dt) : GenerateBench.build(32000, 2048, 5632, dt)) {
+            PeftAdapterMixin peft = (PeftAdapterMixin) model;
+            peft.addAdapter(LoraConfig.builder().r(16).loraAlpha(32).targetModules("q_proj", "k_proj", "v_proj",
+                    "o_proj").initLoraWeights(new InitLoraWeights.Flag(false)).build());
+            CausalLM lm = (CausalLM) model;
+            List<List<Double>> ms = List.of(new ArrayList<>(), new ArrayList<>());
+            for (int r = -1; r < rounds; r++) { // round -1 warms up
+                for (int i = 0; i < 2; i++) {
+                    boolean lora = (i == 0) == (r % 2 == 0);
+                    if (lora) {
+                        peft.enableAdapters();
+                    } else {
+                        peft.disableAdapters();
+                    }
+                    double t = stepMs(lm, past, steps, hollow ? 32 : 32000);
+                    if (r >= 0) {
+                        ms.get(lora ? 1 : 0).add(t);
+                    }
+                }
+            }
+            double base = GenerateBench.median(ms.get(0));
+            double lora = GenerateBench.median(ms.get(1));
+            System.out.printf("%s %s decode ms/step: base %.2f, LoRA %.2f, LoRA/base %.3f%n", dt, a.get("model"),
+                    base, lora, lora / base);
+            System.out.println("   per round, base " + ms.get(0) + ", LoRA " + ms.get(1));
+        }
+    }
+
+    /** Fills a slot with {@code past} positions, then times {@code steps} greedy one-token steps: ms per step. */
+    static double stepMs(CausalLM lm, int past, int steps, long vocab) {
+        int[] slot = {0};
+        try (InferenceMode im = new InferenceMode(); SlotKVCache cache = lm.newSlotCache(1, past + steps + 1);
+                PointerScope outer = new PointerScope(); TensorOptions o = new TensorOptions(ScalarType.Long)) {
+            torch.manual_seed(7);
+            long tok;
+            try (PointerScope s = new PointerScope()) {
+                tok = lm.forwardSlots(torch.randint(vocab, new long[] {1, past}, o), cache, slot, new long[] {0})
+                        .argmax().item_long();
+            }
+            Tensor next = torch.zeros(new long[] {1, 1}, o);
+            long t0 = System.nanoTime();
+            for (int g = 0; g < steps; g++) {
+                next.data_ptr_long().put(0, tok);
+                try (PointerScope s = new PointerScope()) {
+                    tok = lm.forwardSlots(next, cache, slot, new long[] {past + g}).argmax().item_long();
+                }
+            }
+            return (System.nanoTime() - t0) / 1e6 / steps;
+        }
+    }
+}

@@ -16,6 +16,7 @@ import dev.peft4j.tuners.BaseTuner;
 import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.tuners.ModulesToSaveWrapper;
 import dev.peft4j.tuners.PendingAdapter;
+import dev.peft4j.tuners.TrainableTokens;
 import dev.peft4j.tuners.TunerModel;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -134,7 +135,16 @@ public final class PeftAdapters {
 
     /** @param forLoad whether a checkpoint follows: only then does AdaLoRA resize modules by {@code rank_pattern}. */
     private PendingAdapter prepare(PeftConfig config, String name, boolean forLoad) {
-        return methods.of(config, name).prepare(config, name, seed, forLoad, peftConfig());
+        PendingAdapter p = methods.of(config, name).prepare(config, name, seed, forLoad, peftConfig());
+        if (p.config() instanceof LoraSettings ls && ls.trainableTokenIndices() != null) {
+            try { // after the method's layers, as PEFT's set_additional_trainable_modules
+                TrainableTokens.prepare(p, tuner, ls.trainableTokenIndices(), p.config().modulesToSave());
+            } catch (RuntimeException e) {
+                p.discard();
+                throw e;
+            }
+        }
+        return p;
     }
 
     private void commit(PendingAdapter p) {

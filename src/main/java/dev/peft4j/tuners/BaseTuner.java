@@ -341,7 +341,8 @@ public final class BaseTuner {
         for (Map.Entry<String, Module> e : m.children().entrySet()) {
             String c = e.getKey();
             boolean container = !prefix.isEmpty()
-                    && (c.startsWith("lora_") || c.equals("ia3_l") || c.equals("modules_to_save"));
+                    && (c.startsWith("lora_") || c.equals("ia3_l") || c.equals("modules_to_save")
+                            || c.equals(TrainableTokensLayer.DELTA));
             if (!container) {
                 markTrainable(e.getValue(), p + c, name, trainable);
                 continue;
@@ -527,7 +528,14 @@ public final class BaseTuner {
             for (String a : t.adapterNames()) {
                 t.deleteAdapter(a);
             }
-            model.replaceSubmodule(e.getKey(), base);
+            String key = e.getKey();
+            String parent = key.endsWith("." + TrainableTokensWrapper.TOKEN_ADAPTER)
+                    ? key.substring(0, key.length() - TrainableTokensWrapper.TOKEN_ADAPTER.length() - 1) : null;
+            if (t instanceof TrainableTokensLayer && parent != null
+                    && model.getSubmodule(parent) instanceof TrainableTokensWrapper) {
+                key = parent; // the wrapper goes too
+            }
+            model.replaceSubmodule(key, base);
         }
         for (Map.Entry<String, ModulesToSaveWrapper> e : modulesToSaveWrappers().entrySet()) {
             ModulesToSaveWrapper w = e.getValue();

@@ -16,6 +16,7 @@ import dev.peft4j.io.SafetensorsFile;
 import dev.peft4j.models.AutoModel;
 import dev.peft4j.models.CausalLM;
 import dev.peft4j.models.PreTrainedModel;
+import dev.peft4j.models.SlotKVCache;
 import dev.peft4j.nn.Embedding;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.train.Trainer;
@@ -27,6 +28,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeSet;
 import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.InferenceMode;
 import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
@@ -214,6 +216,23 @@ class MixinTrainableTokensTest {
                     + "behavior. Only disjunct token indices are currently supported.", e.getMessage());
             m.deleteAdapter("a", "b");
             assertTrue(bitEqual(plain, forward(m, ids, null)), "no adapter left: the base model");
+        }
+    }
+
+    @Test
+    void theSlotDecodePathSeesTheRows() throws Exception {
+        try (PointerScope s = new PointerScope(); InferenceMode g = new InferenceMode();
+                PreTrainedModel m = AutoModel.fromPretrained(base("llama-gqa-llama3rope"), ScalarType.Float)) {
+            m.loadAdapter(adapter("llama-dict"));
+            CausalLM lm = (CausalLM) m;
+            try (SlotKVCache slots = lm.newSlotCache(2, 16)) {
+                Tensor ids = Tensor.create(new long[] {3, 17, 42, 8, 5, 48}, 1, 6);
+                Tensor full = lm.forward(ids, null, null, null);
+                Tensor prefill = lm.forwardSlots(ids.narrow(1, 0, 5), slots, new int[] {1}, new long[] {0});
+                Tensor step = lm.forwardSlots(ids.narrow(1, 5, 1), slots, new int[] {1}, new long[] {5});
+                assertTrue(maxAbsDiff(full.select(1, 4), prefill) <= TOL, "prefill");
+                assertTrue(maxAbsDiff(full.select(1, 5), step) <= TOL, "decode step (id 48 is a trained row)");
+            }
         }
     }
 

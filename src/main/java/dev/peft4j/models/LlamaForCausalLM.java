@@ -75,7 +75,7 @@ public final class LlamaForCausalLM extends PreTrainedModel implements CausalLM 
 
     @Override
     public SlotKVCache newSlotCache(int slots, int maxLength) {
-        org.bytedeco.pytorch.global.torch.ScalarType dt = getParameter("model.embed_tokens.weight").scalar_type()
+        org.bytedeco.pytorch.global.torch.ScalarType dt = getParameter("model.norm.weight").scalar_type()
                 .intern(); // the model's own tensor: not closed
         return new SlotKVCache(model.cfg.numLayers, slots, maxLength, model.cfg.numKvHeads, model.cfg.headDim, dt);
     }

@@ -136,7 +136,7 @@ public final class LlamaModel extends PreTrainedModel {
         if (!DecodeKernels.enabled() || GradMode.is_enabled() || !inputIds.is_cpu()) {
             return false;
         }
-        ScalarType dt = getParameter("embed_tokens.weight").scalar_type().intern();
+        ScalarType dt = getParameter("norm.weight").scalar_type().intern(); // the model's dtype; embed_tokens may be wrapped
         if (dt != ScalarType.Float && dt != ScalarType.BFloat16 || cache.keys(0).scalar_type().intern() != dt
                 || !cache.keys(0).is_cpu() || !(child("norm") instanceof RMSNorm)) {
             return false;

@@ -75,7 +75,7 @@ public abstract class RopeDecoderForCausalLM extends PreTrainedModel implements 
 
     @Override
     public final SlotKVCache newSlotCache(int slots, int maxLength) {
-        org.bytedeco.pytorch.global.torch.ScalarType dt = getParameter("model.embed_tokens.weight").scalar_type()
+        org.bytedeco.pytorch.global.torch.ScalarType dt = getParameter("model.norm.weight").scalar_type()
                 .intern(); // the model's own tensor: not closed
         RopeDecoderConfig cfg = model.stack.cfg;
         return new SlotKVCache(cfg.numLayers, slots, maxLength, cfg.numKvHeads, cfg.headDim, dt);

@@ -217,6 +217,25 @@ public final class BaseTuner {
         }
     }
 
+    /**
+     * Refuses adapter {@code adapterName} on target {@code key} when the module there is a tuner layer of another
+     * method than {@code own} (or a trainable-tokens wrapper): PEFT then wraps the new method's layer around the old
+     * one and applies both, which peft4j does not implement.
+     *
+     * @throws UnsupportedOperationException naming the adapter, the module, its layer type and the adapters it holds
+     */
+    public static void refuseOtherMethod(String key, Module m, Class<? extends BaseTunerLayer> own,
+            String adapterName) {
+        if (m instanceof TrainableTokensWrapper || m instanceof BaseTunerLayer && !own.isInstance(m)) {
+            List<String> held = m instanceof BaseTunerLayer t ? t.adapterNames()
+                    : ((TrainableTokensWrapper) m).tokenAdapter().adapterNames();
+            throw new UnsupportedOperationException("adapter '" + adapterName + "': target module '" + key
+                    + "' already holds adapter(s) " + held + " of another method (" + m.typeName() + "); PEFT wraps "
+                    + "the new layer around it and applies both, which peft4j does not implement (the model is "
+                    + "unchanged): delete those adapters first, or target other modules");
+        }
+    }
+
     /** PEFT's {@code _check_new_adapter_config}: at most one adapter with {@code bias != "none"}. */
     public static void checkOneBiasAdapter(Bias bias, Collection<PeftConfig> existing) {
         if (bias == Bias.NONE) {

@@ -17,8 +17,8 @@ import org.slf4j.LoggerFactory;
 /**
  * Every {@code adapter_config.json} field that changes what an adapter computes is either applied or refused here,
  * before anything of the model changes: the LoRA variants peft4j does not implement (aLoRA, Arrow, BD-LoRA, KaSA,
- * MonteCLoRA, VeLoRA, QALoRA, MiCA), the fields that target something other than modules
- * ({@code target_parameters}, {@code trainable_token_indices}) or reshape the model ({@code layer_replication}),
+ * MonteCLoRA, VeLoRA, QALoRA, MiCA), the field that targets something other than modules
+ * ({@code target_parameters}) or reshapes the model ({@code layer_replication}),
  * and the inits that rewrite the base weights. Inits that only draw the starting weights (EVA, orthogonal) load as
  * plain LoRA, since the checkpoint replaces them. Keys peft4j does not know are logged as a WARN naming them.
  * docs/CONFIG-FIELDS.md lists every field and what peft4j does with it.
@@ -56,8 +56,6 @@ final class ConfigFieldChecks {
                         + "change every position");
         refuseIfSet(refused, "target_parameters", ls.targetParameters(),
                 "LoRA on bare nn.Parameters (ParamWrapper, for MoE experts) is not implemented");
-        refuseIfSet(refused, "trainable_token_indices", ls.trainableTokenIndices(),
-                "PEFT's trainable-tokens delta on embedding rows is not implemented");
         refuseIfSet(refused, "layer_replication", ls.layerReplication(),
                 "replicating decoder layers (sharing their base weights) is not implemented");
         refuseIfSet(refused, "arrow_config", ls.arrowConfig(),

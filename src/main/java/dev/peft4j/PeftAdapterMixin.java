@@ -334,6 +334,24 @@ public interface PeftAdapterMixin {
     }
 
     /**
+     * PEFT's {@code add_weighted_adapter(adapters, weights, adapter_name, combination_type, svd_rank, svd_clamp,
+     * density=..., majority_sign_method=...)}: a new LoRA adapter from existing ones, frozen and not active; see
+     * {@link PeftAdapters#addWeightedAdapter}.
+     *
+     * @param adapters the LoRA adapters to combine
+     * @param weights one weight per adapter (negative subtracts)
+     * @param adapterName the new adapter's name (nothing happens when it exists)
+     * @param combinationType {@code cat}, {@code linear}, {@code svd}, {@code ties}, {@code ties_svd},
+     *     {@code magnitude_prune}, {@code magnitude_prune_svd}
+     * @param density the fraction kept by ties and magnitude_prune, or null
+     */
+    default void addWeightedAdapter(List<String> adapters, List<Double> weights, String adapterName,
+            String combinationType, Double density) {
+        peftAdapters().addWeightedAdapter(adapters, weights, adapterName, combinationType, null, null, density,
+                "total");
+    }
+
+    /**
      * Runs {@code forward} with one adapter name per batch row: PEFT's mixed-batch inference
      * ({@code forward(..., adapter_names=[...])}). The names hold for the calling thread, during the call only.
      *

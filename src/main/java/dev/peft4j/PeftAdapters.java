@@ -16,6 +16,7 @@ import dev.peft4j.tuners.BaseTuner;
 import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.tuners.ModulesToSaveWrapper;
 import dev.peft4j.tuners.PendingAdapter;
+import dev.peft4j.tuners.TrainableTokens;
 import dev.peft4j.tuners.TunerModel;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -134,7 +135,16 @@ public final class PeftAdapters {
 
     /** @param forLoad whether a checkpoint follows: only then does AdaLoRA resize modules by {@code rank_pattern}. */
     private PendingAdapter prepare(PeftConfig config, String name, boolean forLoad) {
-        return methods.of(config, name).prepare(config, name, seed, forLoad, peftConfig());
+        PendingAdapter p = methods.of(config, name).prepare(config, name, seed, forLoad, peftConfig());
+        if (p.config() instanceof LoraSettings ls && ls.trainableTokenIndices() != null) {
+            try { // after the method's layers, as PEFT's set_additional_trainable_modules
+                TrainableTokens.prepare(p, tuner, ls.trainableTokenIndices(), p.config().modulesToSave());
+            } catch (RuntimeException e) {
+                p.discard();
+                throw e;
+            }
+        }
+        return p;
     }
 
     private void commit(PendingAdapter p) {
@@ -469,6 +479,133 @@ public final class PeftAdapters {
         if (peftConfig.isEmpty()) {
             loaded = false;
         }
+    }
+
+    // ------------------------------------------------------------------ add_weighted_adapter
+
+    /**
+     * PEFT's {@code LoraModel.add_weighted_adapter}: a new LoRA adapter {@code name} made from {@code adapters} with
+     * {@code weights} (see {@link dev.peft4j.tuners.lora.WeightedAdapters}); it is injected with the first adapter's
+     * config (rank and alpha the new rank, target modules the union, no rank or alpha patterns), frozen, and not
+     * activated. Nothing happens when an adapter of that name exists, as in PEFT.
+     *
+     * @param combinationType {@code cat}, {@code linear}, {@code svd}, {@code ties}, {@code ties_svd},
+     *     {@code magnitude_prune}, {@code magnitude_prune_svd}; the {@code dare_*} types are refused
+     * @param svdRank the svd types' rank, or null for the largest of the adapters'
+     * @param svdClamp the quantile clamping the svd factors, or null
+     * @param density the fraction kept by the ties and magnitude_prune types
+     * @param majoritySignMethod {@code total} or {@code frequency} (ties)
+     * @throws IllegalArgumentException PEFT's errors: an unknown adapter or type, ranks that differ where they must
+     *     not, target_modules of different kinds, two adapters saving the same module (modules_to_save)
+     * @throws UnsupportedOperationException a {@code dare_*} type (a random mask), a DoRA or non-LoRA adapter
+     */
+    public void addWeightedAdapter(List<String> adapters, List<Double> weights, String name, String combinationType,
+            Integer svdRank, Double svdClamp, Double density, String majoritySignMethod) {
+        requireLoaded();
+        if (peftConfig.containsKey(name)) {
+            return;
+        }
+        if (adapters.size() != weights.size()) {
+            throw new IllegalArgumentException("adapters and weights differ in length: " + adapters.size() + " and "
+                    + weights.size());
+        }
+        for (String a : adapters) {
+            if (!peftConfig.containsKey(a)) {
+                throw new IllegalArgumentException("Adapter " + a + " does not exist");
+            }
+        }
+        for (String a : adapters) {
+            if (!(peftConfig.get(a) instanceof LoraConfig lc)) {
+                throw new UnsupportedOperationException("add_weighted_adapter combines LoRA adapters; '" + a
+                        + "' is " + peftConfig.get(a).peftType());
+            }
+            if (lc.targetParameters() != null && !lc.targetParameters().isEmpty()) {
+                throw new IllegalArgumentException("add_weighted_adapter does not support targeting nn.Parameter "
+                        + "(problematic adapter '" + a + "')");
+            }
+            if (lc.useDora()) {
+                throw new UnsupportedOperationException("add_weighted_adapter of DoRA adapter '" + a + "' is not "
+                        + "implemented (the magnitude vectors would not be combined)");
+            }
+        }
+        int problematic = 0;
+        for (ModulesToSaveWrapper w : tuner.modulesToSaveWrappers().values()) {
+            if (adapters.stream().filter(w.adapterCopies()::containsKey).count() > 1) {
+                problematic++;
+            }
+        }
+        if (problematic > 0) {
+            throw new IllegalArgumentException("Cannot add weighted adapters if they target the same module with "
+                    + "modules_to_save, but found " + problematic + " such instance(s).");
+        }
+        String type = adapters.size() == 1 ? "linear" : combinationType;
+        if (type.startsWith("dare_")) {
+            throw new UnsupportedOperationException("combination_type " + type + " draws a random mask "
+                    + "(torch.bernoulli) that peft4j cannot reproduce; use ties, magnitude_prune, linear, cat or svd");
+        }
+        List<Integer> ranks = new ArrayList<>();
+        for (String a : adapters) {
+            LoraConfig lc = (LoraConfig) peftConfig.get(a);
+            int r = lc.r();
+            for (int pr : lc.rankPattern().values()) {
+                r = Math.max(r, pr);
+            }
+            ranks.add(r);
+        }
+        int newRank;
+        switch (type) {
+            case "linear", "ties", "magnitude_prune" -> {
+                if (new LinkedHashSet<>(ranks).size() != 1) {
+                    throw new IllegalArgumentException("All adapters must have the same r value when using "
+                            + "combination_type linear, ties, dare_ties or dare_linear.");
+                }
+                newRank = ranks.get(0);
+            }
+            case "cat" -> newRank = ranks.stream().mapToInt(Integer::intValue).sum();
+            case "svd", "ties_svd", "magnitude_prune_svd" ->
+                    newRank = svdRank != null ? svdRank : ranks.stream().mapToInt(Integer::intValue).max().orElse(0);
+            default -> throw new IllegalArgumentException("Invalid combination_type: " + type);
+        }
+        if ((type.startsWith("ties") || type.startsWith("magnitude_prune")) && density == null) {
+            throw new IllegalArgumentException("combination_type " + type + " needs a density in [0, 1]");
+        }
+        if (density != null && density < 0) {
+            throw new IllegalArgumentException("Density should be >= 0, got " + density);
+        }
+        dev.peft4j.config.ModuleSelector targets = null;
+        for (String a : adapters) {
+            dev.peft4j.config.ModuleSelector t = peftConfig.get(a).targetModules();
+            if (targets != null && targets.getClass() != t.getClass()) {
+                throw new IllegalArgumentException("all adapter configs should follow the same target modules type. "
+                        + "Combining adapters with `target_modules` type being a mix of list/set and string is not "
+                        + "supported.");
+            }
+            targets = t;
+        }
+        if (targets instanceof dev.peft4j.config.ModuleSelector.Regex) {
+            StringBuilder sb = new StringBuilder();
+            for (String a : adapters) {
+                sb.append(sb.length() == 0 ? "" : "|").append('(')
+                        .append(((dev.peft4j.config.ModuleSelector.Regex) peftConfig.get(a).targetModules()).pattern())
+                        .append(')');
+            }
+            targets = new dev.peft4j.config.ModuleSelector.Regex(sb.toString());
+        } else {
+            java.util.TreeSet<String> union = new java.util.TreeSet<>();
+            for (String a : adapters) {
+                union.addAll(((dev.peft4j.config.ModuleSelector.Names) peftConfig.get(a).targetModules()).names());
+            }
+            targets = new dev.peft4j.config.ModuleSelector.Names(new ArrayList<>(union));
+        }
+        LoraConfig first = (LoraConfig) peftConfig.get(adapters.get(0));
+        PeftConfig config = first.toBuilder().r(newRank).loraAlpha(newRank).targetModules(targets)
+                .set("alpha_pattern", Map.of()).set("rank_pattern", Map.of()).build();
+        commit(prepare(config, name, false)); // the layers keep their active adapters: the new one is not active
+        for (BaseTunerLayer t : tuner.tunerLayers().values()) {
+            dev.peft4j.tuners.lora.WeightedAdapters.combine(t, name, adapters, weights, type, newRank, svdClamp,
+                    density, majoritySignMethod);
+        }
+        tuner.freezeAdapter(name);
     }
 
     // ------------------------------------------------------------------ merge

@@ -48,7 +48,6 @@ class MixinConfigFieldsTest {
         return List.of(
                 Arguments.of("alora_invocation_tokens", List.of(1L, 2L)),
                 Arguments.of("target_parameters", List.of("mlp.experts.gate_up_proj")),
-                Arguments.of("trainable_token_indices", List.of(3L, 4L)),
                 Arguments.of("layer_replication", List.of(List.of(0L, 2L), List.of(1L, 2L))),
                 Arguments.of("arrow_config", Map.of("top_k", 3L)),
                 Arguments.of("use_bdlora", Map.of("nblocks", 2L)),

@@ -32,9 +32,13 @@ public final class AdapterStateDict {
     public record LoadResult(List<String> missingKeys, List<String> unexpectedKeys) {
     }
 
-    /** Whether a model key belongs to an adapter ({@code lora_*}, {@code ia3_l}, {@code modules_to_save}). */
+    /**
+     * Whether a model key belongs to an adapter ({@code lora_*}, {@code ia3_l}, {@code modules_to_save},
+     * {@code trainable_tokens_delta}).
+     */
     public static boolean isAdapterKey(String key) {
-        return key.contains(".lora_") || key.contains(".ia3_l.") || key.contains(".modules_to_save.");
+        return key.contains(".lora_") || key.contains(".ia3_l.") || key.contains(".modules_to_save.")
+                || key.contains("." + TrainableTokensLayer.DELTA + ".");
     }
 
     /**
@@ -80,6 +84,10 @@ public final class AdapterStateDict {
                         modelKey = AdapterKeys.modelKey(pk.module(), name, pk.param());
                         target = own.get(modelKey);
                     }
+                } else if (own.containsKey(key + "." + name)) {
+                    // a bare parameter saved without the adapter name (trainable_tokens_delta)
+                    modelKey = key + "." + name;
+                    target = own.get(modelKey);
                 } else if ((baseState == null ? baseState = model.stateDict() : baseState).containsKey(key)) {
                     modelKey = key;
                     target = baseState.get(key);

@@ -217,6 +217,25 @@ public final class BaseTuner {
         }
     }
 
+    /**
+     * Refuses adapter {@code adapterName} on target {@code key} when the module there is a tuner layer of another
+     * method than {@code own} (or a trainable-tokens wrapper): PEFT then wraps the new method's layer around the old
+     * one and applies both, which peft4j does not implement.
+     *
+     * @throws UnsupportedOperationException naming the adapter, the module, its layer type and the adapters it holds
+     */
+    public static void refuseOtherMethod(String key, Module m, Class<? extends BaseTunerLayer> own,
+            String adapterName) {
+        if (m instanceof TrainableTokensWrapper || m instanceof BaseTunerLayer && !own.isInstance(m)) {
+            List<String> held = m instanceof BaseTunerLayer t ? t.adapterNames()
+                    : ((TrainableTokensWrapper) m).tokenAdapter().adapterNames();
+            throw new UnsupportedOperationException("adapter '" + adapterName + "': target module '" + key
+                    + "' already holds adapter(s) " + held + " of another method (" + m.typeName() + "); PEFT wraps "
+                    + "the new layer around it and applies both, which peft4j does not implement (the model is "
+                    + "unchanged): delete those adapters first, or target other modules");
+        }
+    }
+
     /** PEFT's {@code _check_new_adapter_config}: at most one adapter with {@code bias != "none"}. */
     public static void checkOneBiasAdapter(Bias bias, Collection<PeftConfig> existing) {
         if (bias == Bias.NONE) {
@@ -341,7 +360,8 @@ public final class BaseTuner {
         for (Map.Entry<String, Module> e : m.children().entrySet()) {
             String c = e.getKey();
             boolean container = !prefix.isEmpty()
-                    && (c.startsWith("lora_") || c.equals("ia3_l") || c.equals("modules_to_save"));
+                    && (c.startsWith("lora_") || c.equals("ia3_l") || c.equals("modules_to_save")
+                            || c.equals(TrainableTokensLayer.DELTA));
             if (!container) {
                 markTrainable(e.getValue(), p + c, name, trainable);
                 continue;
@@ -527,7 +547,14 @@ public final class BaseTuner {
             for (String a : t.adapterNames()) {
                 t.deleteAdapter(a);
             }
-            model.replaceSubmodule(e.getKey(), base);
+            String key = e.getKey();
+            String parent = key.endsWith("." + TrainableTokensWrapper.TOKEN_ADAPTER)
+                    ? key.substring(0, key.length() - TrainableTokensWrapper.TOKEN_ADAPTER.length() - 1) : null;
+            if (t instanceof TrainableTokensLayer && parent != null
+                    && model.getSubmodule(parent) instanceof TrainableTokensWrapper) {
+                key = parent; // the wrapper goes too
+            }
+            model.replaceSubmodule(key, base);
         }
         for (Map.Entry<String, ModulesToSaveWrapper> e : modulesToSaveWrappers().entrySet()) {
             ModulesToSaveWrapper w = e.getValue();

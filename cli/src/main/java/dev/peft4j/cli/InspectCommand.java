@@ -115,7 +115,7 @@ final class InspectCommand extends CliCommand {
             o.println("  " + m);
         }
         if (!otherKeys.isEmpty()) {
-            o.println("other tensors (not adapter layers: modules_to_save, biases, embeddings): " + otherKeys.size());
+            o.println("other tensors (not adapter layers: modules_to_save, biases, embeddings, trainable tokens): " + otherKeys.size());
         }
 
         o.println("tensors (" + weightsFile + "): " + entries.size());
@@ -223,6 +223,11 @@ final class InspectCommand extends CliCommand {
     private static boolean matchesModelTensor(String key, Set<String> stateKeys) {
         String k = key.replaceFirst("\\.modules_to_save(\\.[^.]+)?\\.", ".").replace(".base_layer.", ".");
         if (stateKeys.contains(k) || stateKeys.contains(key)) {
+            return true;
+        }
+        // trainable_token_indices: the new rows of an embedding (or output embedding) module
+        String rows = ".token_adapter.trainable_tokens_delta";
+        if (key.endsWith(rows) && stateKeys.contains(key.substring(0, key.length() - rows.length()) + ".weight")) {
             return true;
         }
         // modules_to_save keys are saved without the adapter name: module.modules_to_save.weight is rewritten above

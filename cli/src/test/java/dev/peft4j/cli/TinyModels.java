@@ -70,6 +70,9 @@ final class TinyModels {
             }
             if (withStrayKey) {
                 t.put("base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight", torch.randn(new long[] {2, 32}, o));
+                // matches: trainable-token rows of embed_tokens (trainable_token_indices)
+                t.put("base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta",
+                        torch.randn(new long[] {2, 32}, o));
             }
         }
         SafetensorsFile.write(dir.resolve("adapter_model.safetensors"), t);

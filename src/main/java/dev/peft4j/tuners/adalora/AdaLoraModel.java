@@ -80,6 +80,7 @@ public final class AdaLoraModel extends TunerModel {
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
                 Module m = modules.get(key);
+                BaseTuner.refuseOtherMethod(key, m, SvdLinear.class, name);
                 Module base = m instanceof SvdLinear l ? l.baseLayer() : m;
                 AdapterSizes.checkRank("init_r", c.initR(), key, base);
                 LinearShape shape = LinearShape.of(base);

@@ -49,6 +49,7 @@ public final class IA3Model extends TunerModel {
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
                 Module m = modules.get(key);
+                BaseTuner.refuseOtherMethod(key, m, Ia3Layer.class, name);
                 boolean ff;
                 Module base;
                 if (m instanceof Ia3Layer l) {

@@ -120,12 +120,11 @@ public final class LoraModel extends TunerModel {
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
                 Module m = modules.get(key);
+                if (!(m instanceof LoraEmbedding)) {
+                    BaseTuner.refuseOtherMethod(key, m, LoraLayer.class, name);
+                }
                 Module base = m instanceof LoraLayer l ? l.baseLayer() : m instanceof LoraEmbedding le ? le.baseLayer() : m;
                 AdapterSizes.checkRank("r", lc.rankFor(key), key, base);
-                if (base instanceof BaseTunerLayer) {
-                    throw new IllegalArgumentException("Target module " + base.typeName() + " (" + key + ") is not "
-                            + "supported: it already holds adapters of another method");
-                }
                 long in;
                 long out;
                 Tensor w;

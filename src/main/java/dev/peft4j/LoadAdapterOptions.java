@@ -17,16 +17,18 @@ import org.bytedeco.pytorch.Tensor;
  * again even when cached; an error offline or when the Hub cannot be reached, as in huggingface_hub).
  * {@code adapterKwargs} may also carry {@code revision} and {@code token}, used as transformers v4 uses them: a
  * {@code revision} there wins over the {@code revision} argument (transformers' error log when both are given and
- * differ), a {@code token} there replaces the {@code token} argument; {@code device} must be the CPU (this build has no
- * other device). Other {@code adapterKwargs} keys, such as {@code proxies}, are refused rather than ignored.
+ * differ), a {@code token} there replaces the {@code token} argument; {@code device} is checked as a device (see
+ * below). Other {@code adapterKwargs} keys, such as {@code proxies}, are refused rather than ignored.
  *
- * <p>This build runs on the CPU, where every adapter tensor is placed beside the weight it adapts: {@code deviceMap}
- * may be {@code "auto"} (the default), {@code "cpu"}, accelerate's strategies {@code "balanced"},
- * {@code "balanced_low_0"}, {@code "sequential"} (which all resolve to the CPU here), or a map whose every value is
- * {@code "cpu"}; {@code maxMemory} may only have a {@code "cpu"} entry (bytes as a number, or a size such as
- * {@code "2GiB"}), and a load whose adapter tensors exceed it is refused. Any other device, a {@code "disk"} entry,
- * {@code offloadFolder} and {@code offloadIndex} are refused with an error naming the argument, since nothing here
- * offloads to disk. {@code lowCpuMemUsage} is accepted and unused, as in transformers v5.
+ * <p>Every adapter tensor is placed beside the weight it adapts, on that weight's device, as PEFT places it.
+ * {@code deviceMap} may be {@code "auto"} (the default), accelerate's strategies {@code "balanced"},
+ * {@code "balanced_low_0"}, {@code "sequential"}, a device ({@code "cpu"}, {@code "cuda"}, {@code "cuda:N"},
+ * {@code "meta"}; see {@link dev.peft4j.nn.Devices}) or a map of module names to devices; each device is checked, and
+ * a CUDA device the loaded libtorch does not see is refused with an error naming the argument. {@code maxMemory}'s
+ * {@code "cpu"} entry (bytes as a number, or a size such as {@code "2GiB"}) bounds the adapter's bytes: a load over
+ * it is refused; other devices' entries are checked. A {@code "disk"} entry, {@code offloadFolder} and
+ * {@code offloadIndex} are refused with an error naming the argument: adapters are not offloaded to disk.
+ * {@code lowCpuMemUsage} is accepted and unused, as in transformers v5.
  *
  * <p>{@code hotswap}: null is transformers' {@code "auto"} (swap in place when
  * {@link PeftAdapterMixin#enablePeftHotswap} was called and an adapter of that name is loaded), true swaps the loaded
@@ -92,25 +94,25 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
             return this;
         }
 
-        /** {@code device_map}: {@code "auto"} (the default), {@code "cpu"} or a map onto {@code "cpu"}; see the class. */
+        /** {@code device_map}: {@code "auto"} (the default), a strategy, a device or a map onto devices; see the class. */
         public Builder deviceMap(Object v) {
             deviceMap = v;
             return this;
         }
 
-        /** {@code max_memory}: null, or a {@code "cpu"} limit the adapter's tensors must fit under. */
+        /** {@code max_memory}: null, or per-device limits; the {@code "cpu"} one bounds the adapter's tensors. */
         public Builder maxMemory(Map<String, Object> v) {
             maxMemory = v;
             return this;
         }
 
-        /** {@code offload_folder}: must be null (no disk offload in this build). */
+        /** {@code offload_folder}: must be null (adapters are not offloaded to disk). */
         public Builder offloadFolder(Path v) {
             offloadFolder = v;
             return this;
         }
 
-        /** {@code offload_index}: must be null (no disk offload in this build). */
+        /** {@code offload_index}: must be null (adapters are not offloaded to disk). */
         public Builder offloadIndex(Path v) {
             offloadIndex = v;
             return this;

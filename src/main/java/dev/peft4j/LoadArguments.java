@@ -11,9 +11,10 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The placement and Hub arguments of {@code load_adapter} checked and resolved as transformers v4 does, for a build
- * that runs on the CPU only: {@code adapter_kwargs}' {@code revision} and {@code token} merged with the arguments,
- * {@code device}, {@code device_map} and {@code max_memory} checked against the CPU, disk offload refused.
+ * The placement and Hub arguments of {@code load_adapter} checked and resolved as transformers v4 does:
+ * {@code adapter_kwargs}' {@code revision} and {@code token} merged with the arguments, {@code device},
+ * {@code device_map} and {@code max_memory} checked against the devices present ({@link dev.peft4j.nn.Devices}),
+ * disk offload refused.
  */
 final class LoadArguments {
     private static final Logger LOG = LoggerFactory.getLogger(LoadArguments.class);
@@ -22,9 +23,8 @@ final class LoadArguments {
     static final Set<String> KNOWN_KWARGS = Set.of("cache_dir", "subfolder", "local_files_only", "force_download",
             "key_mapping", "revision", "token", "device");
 
-    /** accelerate's {@code device_map} strategies: on a machine with the CPU alone each places everything there. */
-    private static final Set<String> CPU_STRATEGIES = Set.of("auto", "cpu", "balanced", "balanced_low_0",
-            "sequential");
+    /** accelerate's {@code device_map} strategies: an adapter's tensors follow the layers they adapt under each. */
+    private static final Set<String> STRATEGIES = Set.of("auto", "balanced", "balanced_low_0", "sequential");
 
     private static final Pattern SIZE = Pattern.compile("(?i)^\\s*(\\d+(?:\\.\\d+)?)\\s*([kmgt]i?b|b)?\\s*$");
 
@@ -110,9 +110,8 @@ final class LoadArguments {
     }
 
     private static void checkDevice(Object device) {
-        if (device != null && !isCpu(device)) {
-            throw new IllegalArgumentException("adapter_kwargs['device'] = " + device + ": this build of peft4j runs "
-                    + "on the CPU only; pass \"cpu\" or leave it out");
+        if (device != null) {
+            dev.peft4j.nn.Devices.canonical("adapter_kwargs['device']", device);
         }
     }
 
@@ -121,29 +120,24 @@ final class LoadArguments {
             return;
         }
         if (deviceMap instanceof String s) {
-            if (!CPU_STRATEGIES.contains(s.toLowerCase(Locale.ROOT))) {
-                throw new IllegalArgumentException("device_map=" + s + " is not supported: this build of peft4j "
-                        + "places every tensor on the CPU; use \"auto\" or \"cpu\"");
+            if (!STRATEGIES.contains(s.toLowerCase(Locale.ROOT))) {
+                dev.peft4j.nn.Devices.canonical("device_map", s);
             }
             return;
         }
         if (deviceMap instanceof Map<?, ?> m) {
             for (Map.Entry<?, ?> e : m.entrySet()) {
-                if (!isCpu(e.getValue())) {
-                    throw new IllegalArgumentException("device_map['" + e.getKey() + "'] = " + e.getValue()
-                            + " is not supported: this build of peft4j places every tensor on the CPU"
-                            + ("disk".equals(e.getValue()) ? " and does not offload to disk" : "")
-                            + "; map it to \"cpu\"");
+                if ("disk".equals(e.getValue())) {
+                    throw new IllegalArgumentException("device_map['" + e.getKey() + "'] = disk is not supported for "
+                            + "an adapter: its tensors are placed beside the weights they adapt; offload the model's weights "
+                            + "instead (docs/GPU.md)");
                 }
+                dev.peft4j.nn.Devices.canonical("device_map['" + e.getKey() + "']", e.getValue());
             }
             return;
         }
         throw new IllegalArgumentException("device_map: expected a string or a map of module names to devices, got "
                 + deviceMap.getClass().getSimpleName());
-    }
-
-    private static boolean isCpu(Object device) {
-        return device instanceof String s && (s.equalsIgnoreCase("cpu") || s.equalsIgnoreCase("cpu:0"));
     }
 
     /** {@code max_memory['cpu']} in bytes, or -1 for no limit. */
@@ -154,8 +148,10 @@ final class LoadArguments {
         long limit = -1;
         for (Map.Entry<String, Object> e : maxMemory.entrySet()) {
             if (!"cpu".equals(e.getKey())) {
-                throw new IllegalArgumentException("max_memory['" + e.getKey() + "'] is not supported: this build of "
-                        + "peft4j places every tensor on the CPU; only a \"cpu\" entry applies");
+                // a device's limit: checked (a CUDA device must be present), the adapter's bytes are bounded on the CPU
+                dev.peft4j.nn.Devices.canonical("max_memory['" + e.getKey() + "']", e.getKey());
+                parseSize(e.getValue());
+                continue;
             }
             limit = parseSize(e.getValue());
         }

@@ -73,9 +73,15 @@ class MixinLoadArgumentsTest {
     }
 
     @Test
-    void placementArgumentsAreHonouredOnTheCpuAndAnythingElseIsRefused() throws Exception {
-        for (Object ok : List.of("auto", "cpu", "balanced", "sequential", Map.of("", "cpu"))) {
+    void placementArgumentsAreCheckedAndCudaIsRefusedWithoutADevice() throws Exception {
+        for (Object ok : List.of("auto", "cpu", "balanced", "sequential", Map.of("", "cpu"), "meta",
+                Map.of("model.layers.0", "cpu", "model.layers.1", "meta"))) {
             LoadArguments.resolve(LoadAdapterOptions.builder().deviceMap(ok).build());
+        }
+        for (String cuda : List.of("cuda", "cuda:1")) {
+            IllegalArgumentException x = assertThrows(IllegalArgumentException.class,
+                    () -> LoadArguments.resolve(LoadAdapterOptions.builder().deviceMap(cuda).build()));
+            assertTrue(x.getMessage().startsWith("device_map=" + cuda + ": no CUDA device is present"), x.getMessage());
         }
         LoadArguments.resolve(LoadAdapterOptions.builder().adapterKwargs(Map.of("device", "cpu")).build());
         Map<String, LoadAdapterOptions> refused = new LinkedHashMap<>();

@@ -16,9 +16,11 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 final class Attention {
     private Attention() {}
 
-    static Tensor arange(long from, long to) {
-        try (TensorOptions o = new TensorOptions(ScalarType.Long)) {
-            return torch.arange(new Scalar(from), new Scalar(to), o);
+    /** int64 {@code from .. to-1} on the device of {@code like} (the input ids), so that no op mixes devices. */
+    static Tensor arange(long from, long to, Tensor like) {
+        try (TensorOptions o = new TensorOptions(ScalarType.Long);
+                org.bytedeco.pytorch.Device d = like.device()) {
+            return torch.arange(new Scalar(from), new Scalar(to), o.device(new org.bytedeco.pytorch.DeviceOptional(d)));
         }
     }
 
@@ -50,11 +52,11 @@ final class Attention {
 
     /**
      * Which keys each query may attend to: a bool tensor {@code [B or 1, 1, q, past+q]} (true = attend), or null when
-     * every query sees every key. Causal: key ≤ query position (and within {@code slidingWindow} when > 0);
+     * every query sees every key (bool masks combined with bitwise ops, which have kernels on every device). Causal: key ≤ query position (and within {@code slidingWindow} when > 0);
      * padding keys (mask 0) are hidden. A padding query would then see nothing, which makes softmax NaN: it is
-     * allowed to see itself instead (its output is garbage either way and never read).
+     * allowed to see itself instead (its output is garbage either way and never read). Made on the device of {@code like}.
      */
-    static Tensor mask(Tensor attentionMask, long q, long past, boolean causal, long slidingWindow) {
+    static Tensor mask(Tensor like, Tensor attentionMask, long q, long past, boolean causal, long slidingWindow) {
         long tk = past + q;
         if (!causal && attentionMask == null) {
             return null;
@@ -63,12 +65,12 @@ final class Attention {
             return null;
         }
         Tensor allowed;
-        Tensor qpos = arange(past, tk).view(q, 1);
-        Tensor kpos = arange(0, tk).view(1, tk);
+        Tensor qpos = arange(past, tk, like).view(q, 1);
+        Tensor kpos = arange(0, tk, like).view(1, tk);
         if (causal) {
             allowed = kpos.le(qpos);
             if (slidingWindow > 0) {
-                allowed = allowed.logical_and(qpos.sub(kpos).lt(new Scalar(slidingWindow)));
+                allowed = allowed.bitwise_and(qpos.sub(kpos).lt(new Scalar(slidingWindow)));
             }
         } else {
             allowed = kpos.ge(new Scalar(0)).expand(q, tk);
@@ -76,9 +78,9 @@ final class Attention {
         allowed = allowed.view(1, 1, q, tk);
         if (attentionMask != null) {
             Tensor keep = attentionMask.ne(new Scalar(0)).view(attentionMask.size(0), 1, 1, tk);
-            allowed = allowed.logical_and(keep);
+            allowed = allowed.bitwise_and(keep);
             if (causal) {
-                allowed = allowed.logical_or(kpos.eq(qpos).view(1, 1, q, tk));
+                allowed = allowed.bitwise_or(kpos.eq(qpos).view(1, 1, q, tk));
             }
         }
         return allowed;
@@ -87,11 +89,11 @@ final class Attention {
     /**
      * Position ids for the {@code q} new tokens: from the attention mask ({@code cumsum - 1}, padding at 1, as
      * transformers' {@code generate} computes them, so left padding does not shift a row's positions), else
-     * {@code past .. past+q-1}. Shape {@code [B, q]}.
+     * {@code past .. past+q-1} on the device of {@code like}. Shape {@code [B, q]}.
      */
-    static Tensor positionIds(Tensor attentionMask, long batch, long q, long past) {
+    static Tensor positionIds(Tensor like, Tensor attentionMask, long batch, long q, long past) {
         if (attentionMask == null) {
-            return arange(past, past + q).view(1, q).expand(batch, q);
+            return arange(past, past + q, like).view(1, q).expand(batch, q);
         }
         Tensor m = attentionMask.to(ScalarType.Long);
         Tensor pos = m.cumsum(1).sub(new Scalar(1));
@@ -106,6 +108,15 @@ final class Attention {
 
     /** As above, with dropout {@code p} on the attention probabilities (pass 0 in eval mode). */
     static Tensor sdpa(Tensor q, Tensor k, Tensor v, Tensor mask, double scale, double dropout) {
+        if (q.is_meta() && mask != null) {
+            dev.peft4j.nn.DeviceOps.requireSameDevice("attention mask", mask, q);
+        }
+        if (q.is_meta()) {
+            // libtorch's sdpa needs aten::where, which has no meta kernel; the mask does not change the shape
+            Tensor kv = repeatKv(k, q.size(1) / k.size(1));
+            Tensor vv = repeatKv(v, q.size(1) / v.size(1));
+            return q.matmul(kv.transpose(-2, -1)).mul(new Scalar(scale)).softmax(-1).matmul(vv);
+        }
         TensorOptional m = mask == null ? new TensorOptional() : new TensorOptional(mask);
         return torch.scaled_dot_product_attention(q, k, v, m, dropout, false, new DoubleOptional(scale), false);
     }

@@ -161,6 +161,29 @@ public final class AutoModel {
         return model;
     }
 
+    /**
+     * {@link #fromPretrained(Path, ScalarType)} on {@code device} ({@code "cpu"}, {@code "cuda"}, {@code "cuda:N"},
+     * {@code "meta"} or {@code "auto"}, see {@link dev.peft4j.nn.Devices}): the checkpoint is read on the CPU (a
+     * mapped safetensors file without a copy) and the model moved there with everything it holds
+     * ({@link dev.peft4j.nn.Module#to(org.bytedeco.pytorch.Device)}); its forwards, generation and adapters then make
+     * their tensors there too.
+     *
+     * @throws IllegalArgumentException an unknown device, or a CUDA device this libtorch does not see
+     */
+    public static PreTrainedModel fromPretrained(Path dir, ScalarType dtype, String device) throws IOException {
+        String target = dev.peft4j.nn.Devices.canonical("device", device);
+        PreTrainedModel model = fromPretrained(dir, dtype);
+        if (!target.equals("cpu")) {
+            try (org.bytedeco.pytorch.Device d = new org.bytedeco.pytorch.Device(target)) {
+                model.to(d);
+            } catch (RuntimeException e) {
+                model.close();
+                throw e;
+            }
+        }
+        return model;
+    }
+
     /** Builds the architecture {@code config} names, its parameters made by {@code init} (not loaded). */
     public static PreTrainedModel fromConfig(ModelConfig config, Init init) {
         String type = config.modelType();

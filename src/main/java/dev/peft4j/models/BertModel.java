@@ -121,9 +121,9 @@ public final class BertModel extends PreTrainedModel {
         Tensor types = tokenTypeIds != null ? tokenTypeIds : torch.zeros_like(inputIds);
         Tensor x = emb.get("word_embeddings").forward(inputIds)
                 .add_(emb.get("token_type_embeddings").forward(types))
-                .add_(emb.get("position_embeddings").forward(Attention.arange(0, t).view(1, t)));
+                .add_(emb.get("position_embeddings").forward(Attention.arange(0, t, inputIds).view(1, t)));
         x = emb.get("dropout").forward(emb.get("LayerNorm").forward(x));
-        Tensor mask = Attention.mask(attentionMask, t, 0, false, 0);
+        Tensor mask = Attention.mask(inputIds, attentionMask, t, 0, false, 0);
         @SuppressWarnings("unchecked")
         ModuleList<Module> layers = (ModuleList<Module>) ((Group) child("encoder")).children().get("layer");
         for (int i = 0; i < numLayers; i++) {

@@ -90,10 +90,10 @@ public final class GPT2Model extends PreTrainedModel {
         if (past + q > maxPositions) {
             throw new IllegalArgumentException("sequence of " + (past + q) + " positions exceeds n_positions " + maxPositions);
         }
-        Tensor pos = positionIds != null ? positionIds : Attention.positionIds(attentionMask, batch, q, past);
+        Tensor pos = positionIds != null ? positionIds : Attention.positionIds(inputIds, attentionMask, batch, q, past);
         Tensor x = layer("wte").forward(inputIds).add_(layer("wpe").forward(pos));
         x = layer("drop").forward(x);
-        Tensor mask = Attention.mask(attentionMask, q, past, true, 0);
+        Tensor mask = Attention.mask(inputIds, attentionMask, q, past, true, 0);
         @SuppressWarnings("unchecked")
         ModuleList<Module> h = (ModuleList<Module>) child("h");
         for (int i = 0; i < numLayers; i++) {

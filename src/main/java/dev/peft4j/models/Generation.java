@@ -73,7 +73,8 @@ public final class Generation {
      */
     public static Tensor generate(CausalLM lm, Tensor inputIds, Tensor attentionMask, Options options) {
         Attention.checkIds("input_ids", inputIds);
-        if (lm.supportsSlotCache() && dev.peft4j.kernels.DecodeKernels.enabled() && unpadded(attentionMask)) {
+        if (inputIds.is_cpu() && lm.supportsSlotCache() && dev.peft4j.kernels.DecodeKernels.enabled()
+                && unpadded(attentionMask)) {
             return generateOverSlots(lm, inputIds, options);
         }
         long batch = inputIds.size(0);
@@ -86,20 +87,20 @@ public final class Generation {
                 PointerScope outer = new PointerScope()) {
             Tensor ids = inputIds.to(ScalarType.Long);
             mask = attentionMask != null ? attentionMask.to(ScalarType.Long) : torch.ones_like(ids);
-            finished = torch.zeros(new long[] {batch, 1}, new TensorOptions(ScalarType.Bool));
+            finished = torch.zeros(new long[] {batch, 1}, optionsOn(ScalarType.Bool, ids));
             Tensor step = ids;
             for (int i = 0; i < options.maxNewTokens(); i++) {
                 try (PointerScope scope = new PointerScope()) {
                     Tensor logits = lm.forward(step, mask, null, cache);
                     Tensor last = logits.select(1, logits.size(1) - 1).to(ScalarType.Float);
-                    Tensor next = options.doSample() ? sample(last, options, gen) : last.argmax(
+                    Tensor next = options.doSample() ? sampleOnCpu(last, options, gen) : last.argmax(
                             new org.bytedeco.pytorch.LongOptional(-1), true);
                     if (options.eosTokenId() >= 0) {
                         next = next.masked_fill(finished, new Scalar(options.padTokenId()));
                         finished = finished.logical_or(next.eq(new Scalar(options.eosTokenId())));
                         ScopeUtil.keep(scope, finished);
                     }
-                    Tensor ones = torch.ones(new long[] {batch, 1}, new TensorOptions(ScalarType.Long));
+                    Tensor ones = torch.ones(new long[] {batch, 1}, optionsOn(ScalarType.Long, ids));
                     mask = torch.cat(new TensorVector(mask, ones), 1);
                     ScopeUtil.keep(scope, mask);
                     ScopeUtil.keep(scope, next);
@@ -150,7 +151,7 @@ public final class Generation {
                 Generator gen = torch.make_generator_cpu(options.seed());
                 PointerScope outer = new PointerScope()) {
             Tensor ids = inputIds.to(ScalarType.Long);
-            finished = torch.zeros(new long[] {batch, 1}, new TensorOptions(ScalarType.Bool));
+            finished = torch.zeros(new long[] {batch, 1}, optionsOn(ScalarType.Bool, ids));
             Tensor step = ids;
             for (int i = 0; i < options.maxNewTokens(); i++) {
                 try (PointerScope scope = new PointerScope()) {
@@ -159,7 +160,7 @@ public final class Generation {
                     for (int r = 0; r < batch; r++) {
                         past[r] += stepLength;
                     }
-                    Tensor next = options.doSample() ? sample(last, options, gen) : last.argmax(
+                    Tensor next = options.doSample() ? sampleOnCpu(last, options, gen) : last.argmax(
                             new org.bytedeco.pytorch.LongOptional(-1), true);
                     if (options.eosTokenId() >= 0) {
                         next = next.masked_fill(finished, new Scalar(options.padTokenId()));
@@ -183,6 +184,24 @@ public final class Generation {
             result = concat(outer, ids, produced);
         }
         return ScopeUtil.handToCaller(result);
+    }
+
+    /** Options of {@code dtype} on the device of {@code like}: what a step creates goes where its inputs are. */
+    static TensorOptions optionsOn(ScalarType dtype, Tensor like) {
+        return new TensorOptions(dtype).device(new org.bytedeco.pytorch.DeviceOptional(like.device()));
+    }
+
+    /**
+     * {@link #sample} with the CPU generator {@code gen}: logits on another device are drawn from on the CPU (one
+     * {@code [B, vocab]} copy per step, so that a seed gives the same ids on every device) and the ids go back there.
+     */
+    static Tensor sampleOnCpu(Tensor logits, Options o, Generator gen) {
+        if (logits.is_cpu()) {
+            return sample(logits, o, gen);
+        }
+        try (org.bytedeco.pytorch.Device cpu = new org.bytedeco.pytorch.Device("cpu")) {
+            return sample(logits.to(cpu, logits.scalar_type().intern()), o, gen).to(logits.device(), ScalarType.Long);
+        }
     }
 
     private static Tensor concat(PointerScope outer, Tensor ids, List<Tensor> produced) {

@@ -24,7 +24,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 public final class LlamaModel extends PreTrainedModel {
     final LlamaConfig cfg;
     // float32 [head_dim/2]: not a buffer, so that to(bfloat16) leaves it in float32 as transformers' RoPE computes
-    private final Tensor invFreq;
+    private Tensor invFreq; // float32, not a buffer: to(dtype) leaves it float32
 
     /**
      * The Llama-family decoder stack (embeddings, layers, final norm) of {@code config}'s shape, its parameters made by
@@ -72,9 +72,9 @@ public final class LlamaModel extends PreTrainedModel {
         if (cache != null && cache.numLayers() != cfg.numLayers) {
             throw new IllegalArgumentException("cache has " + cache.numLayers() + " layers, the model " + cfg.numLayers);
         }
-        Tensor pos = positionIds != null ? positionIds : Attention.positionIds(attentionMask, batch, q, past);
-        Tensor mask = Attention.mask(attentionMask, q, past, true, cfg.slidingWindow);
-        Tensor fullMask = cfg.slidingWindow > 0 ? Attention.mask(attentionMask, q, past, true, 0) : mask;
+        Tensor pos = positionIds != null ? positionIds : Attention.positionIds(inputIds, attentionMask, batch, q, past);
+        Tensor mask = Attention.mask(inputIds, attentionMask, q, past, true, cfg.slidingWindow);
+        Tensor fullMask = cfg.slidingWindow > 0 ? Attention.mask(inputIds, attentionMask, q, past, true, 0) : mask;
         return decoder(inputIds, pos, mask, fullMask, cache == null ? null : cache::append);
     }
 
@@ -114,11 +114,11 @@ public final class LlamaModel extends PreTrainedModel {
         if (ragged || q > 1 || cfg.slidingWindow > 0) {
             // row i's query at position p sees keys 0..p of its own slot (and within the sliding window)
             Tensor qp = pos.view(batch, 1, q, 1);
-            Tensor kp = Attention.arange(0, keyLength).view(1, 1, 1, keyLength);
+            Tensor kp = Attention.arange(0, keyLength, inputIds).view(1, 1, 1, keyLength);
             mask = kp.le(qp);
             fullMask = mask;
             if (cfg.slidingWindow > 0) {
-                mask = mask.logical_and(qp.sub(kp).lt(new org.bytedeco.pytorch.Scalar(cfg.slidingWindow)));
+                mask = mask.bitwise_and(qp.sub(kp).lt(new org.bytedeco.pytorch.Scalar(cfg.slidingWindow)));
             }
         }
         Tensor index = cache.writeIndex(slotOf, past, q);
@@ -234,6 +234,11 @@ public final class LlamaModel extends PreTrainedModel {
     public void close() {
         super.close();
         invFreq.close();
+    }
+
+    @Override
+    protected void moveHeldTensors(org.bytedeco.pytorch.Device device) {
+        invFreq = movedTensor(invFreq, device);
     }
 
     /** {@code LlamaDecoderLayer}: pre-norm attention and MLP with residuals. */

@@ -36,7 +36,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 public final class MixtralModel extends PreTrainedModel {
     final MixtralConfig cfg;
     // float32 [head_dim/2]: not a buffer, so that to(bfloat16) leaves it in float32 as transformers' RoPE computes
-    private final Tensor invFreq;
+    private Tensor invFreq; // float32, not a buffer: to(dtype) leaves it float32
 
     /**
      * The Mixtral decoder stack (embeddings, layers, final norm) of {@code config}'s shape, its parameters made by
@@ -84,8 +84,8 @@ public final class MixtralModel extends PreTrainedModel {
         if (cache != null && cache.numLayers() != cfg.numLayers) {
             throw new IllegalArgumentException("cache has " + cache.numLayers() + " layers, the model " + cfg.numLayers);
         }
-        Tensor pos = positionIds != null ? positionIds : Attention.positionIds(attentionMask, batch, q, past);
-        Tensor mask = Attention.mask(attentionMask, q, past, true, cfg.slidingWindow);
+        Tensor pos = positionIds != null ? positionIds : Attention.positionIds(inputIds, attentionMask, batch, q, past);
+        Tensor mask = Attention.mask(inputIds, attentionMask, q, past, true, cfg.slidingWindow);
         Tensor x = layer("embed_tokens").forward(inputIds);
         ScalarType dtype = x.scalar_type().intern();
         Tensor freqs = pos.to(ScalarType.Float).unsqueeze(-1).mul(invFreq);
@@ -119,6 +119,11 @@ public final class MixtralModel extends PreTrainedModel {
     public void close() {
         super.close();
         invFreq.close();
+    }
+
+    @Override
+    protected void moveHeldTensors(org.bytedeco.pytorch.Device device) {
+        invFreq = movedTensor(invFreq, device);
     }
 
     /** The fields of a {@code mixtral} config the model reads. */
@@ -269,15 +274,17 @@ public final class MixtralModel extends PreTrainedModel {
             ModuleList<Module> experts = (ModuleList<Module>) child("experts");
             for (int e = 0; e < numExperts; e++) {
                 Tensor hit = selected.eq(new Scalar(e));
-                Tensor idx = hit.any(-1).nonzero().squeeze(1);
+                // the tokens routed to expert e; on meta (no data to route by) every token, which keeps the shapes
+                Tensor idx = h.is_meta() ? Attention.arange(0, h.size(0), h) : hit.any(-1).nonzero().squeeze(1);
                 long n = idx.size(0);
                 if (n == 0) {
                     continue;
                 }
                 // each token picks an expert at most once: the masked sum is that slot's weight
                 Tensor w = weights.mul(hit.to(weights.scalar_type())).sum(new long[] {-1}, false,
-                        new ScalarTypeOptional()).index_select(0, idx).unsqueeze(1);
-                Tensor in = h.index_select(0, idx);
+                        new ScalarTypeOptional());
+                w = dev.peft4j.nn.DeviceOps.indexSelect(w, 0, idx).unsqueeze(1);
+                Tensor in = dev.peft4j.nn.DeviceOps.indexSelect(h, 0, idx);
                 List<String> names = tokenNames == null ? null : select(tokenNames, idx);
                 Layer expert = (Layer) experts.get(e);
                 Tensor y = run(names, () -> expert.forward(in)).mul(w);
@@ -303,8 +310,15 @@ public final class MixtralModel extends PreTrainedModel {
 
         private static List<String> select(List<String> names, Tensor idx) {
             long[] rows = new long[(int) idx.size(0)];
-            try (Tensor c = idx.contiguous()) {
-                c.data_ptr_long().get(rows);
+            if (idx.is_meta()) {
+                // every token (see the routing): the arange's values, which meta does not hold
+                java.util.Arrays.setAll(rows, i -> i);
+            } else {
+                // read on the CPU: data_ptr of a tensor on another device is not host memory
+                try (org.bytedeco.pytorch.Device cpu = new org.bytedeco.pytorch.Device("cpu");
+                        Tensor c = idx.to(cpu, ScalarType.Long).contiguous()) {
+                    c.data_ptr_long().get(rows);
+                }
             }
             List<String> out = new ArrayList<>(rows.length);
             for (long r : rows) {

@@ -110,9 +110,9 @@ public final class OPTModel extends PreTrainedModel {
             x = d.get("project_in").forward(x);
         }
         // OPTLearnedPositionalEmbedding: positions counted over real tokens, offset by 2
-        Tensor pos = positionIds != null ? positionIds : Attention.positionIds(attentionMask, batch, q, past);
+        Tensor pos = positionIds != null ? positionIds : Attention.positionIds(inputIds, attentionMask, batch, q, past);
         x = x.add_(d.get("embed_positions").forward(pos.add(new Scalar(2))));
-        Tensor mask = Attention.mask(attentionMask, q, past, true, 0);
+        Tensor mask = Attention.mask(inputIds, attentionMask, q, past, true, 0);
         @SuppressWarnings("unchecked")
         ModuleList<Module> layers = (ModuleList<Module>) d.children().get("layers");
         for (int i = 0; i < numLayers; i++) {

@@ -81,4 +81,9 @@ public abstract class RopeDecoderModel extends PreTrainedModel {
         super.close();
         stack.close();
     }
+
+    @Override
+    protected void moveHeldTensors(org.bytedeco.pytorch.Device device) {
+        stack.moveTo(device);
+    }
 }

@@ -28,9 +28,9 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 final class RopeDecoderStack implements AutoCloseable {
     final RopeDecoderConfig cfg;
     // float32, not buffers: to(bfloat16) leaves them in float32, as transformers' RoPE computes
-    private final Tensor invFreq;
-    private final Tensor localInvFreq;
-    private final Tensor longInvFreq;
+    private Tensor invFreq;
+    private Tensor localInvFreq;
+    private Tensor longInvFreq;
 
     RopeDecoderStack(RopeDecoderConfig cfg) {
         this.cfg = cfg;
@@ -76,9 +76,9 @@ final class RopeDecoderStack implements AutoCloseable {
             throw new IllegalArgumentException("position_ids must be [batch, " + q + "], got shape "
                     + java.util.Arrays.toString(positionIds.shape()));
         }
-        Tensor pos = positionIds != null ? positionIds : Attention.positionIds(attentionMask, batch, q, past);
-        Tensor full = Attention.mask(attentionMask, q, past, true, 0);
-        Tensor sliding = cfg.slidingWindow > 0 ? Attention.mask(attentionMask, q, past, true, cfg.slidingWindow) : full;
+        Tensor pos = positionIds != null ? positionIds : Attention.positionIds(inputIds, attentionMask, batch, q, past);
+        Tensor full = Attention.mask(inputIds, attentionMask, q, past, true, 0);
+        Tensor sliding = cfg.slidingWindow > 0 ? Attention.mask(inputIds, attentionMask, q, past, true, cfg.slidingWindow) : full;
         return layers(children, inputIds, pos, full, sliding, cache == null ? null : cache::append);
     }
 
@@ -90,7 +90,7 @@ final class RopeDecoderStack implements AutoCloseable {
         if (cfg.scaleEmbeddings) {
             // √hidden rounded to the activations' dtype first, as transformers' normalizer tensor is
             try (Tensor f = org.bytedeco.pytorch.AbstractTensor.create((float) Math.sqrt(cfg.hiddenSize))) {
-                x = x.mul(f.to(dtype));
+                x = x.mul(f.to(x.device(), dtype));
             }
         }
         Tensor[] global = rope(pos, dtype, pickGlobal(pos));
@@ -137,9 +137,9 @@ final class RopeDecoderStack implements AutoCloseable {
         Tensor pos = Tensor.create(qpos, batch, q);
         // row i's query at position p sees keys 0..p of its own slot (and p - window < key on sliding layers)
         Tensor qp = pos.view(batch, 1, q, 1);
-        Tensor kp = Attention.arange(0, keyLength).view(1, 1, 1, keyLength);
+        Tensor kp = Attention.arange(0, keyLength, inputIds).view(1, 1, 1, keyLength);
         Tensor full = kp.le(qp);
-        Tensor sliding = cfg.slidingWindow > 0 ? full.logical_and(qp.sub(kp).lt(new Scalar(cfg.slidingWindow))) : full;
+        Tensor sliding = cfg.slidingWindow > 0 ? full.bitwise_and(qp.sub(kp).lt(new Scalar(cfg.slidingWindow))) : full;
         Tensor index = cache.writeIndex(slotOf, past, q);
         final long kl = keyLength;
         return layers(children, inputIds, pos, full, sliding,
@@ -289,6 +289,13 @@ final class RopeDecoderStack implements AutoCloseable {
         }
         Scalar cap = new Scalar(cfg.finalLogitSoftcap);
         return logits.div(cap).tanh().mul(cap); // not in place: tanh's backward reads its output
+    }
+
+    /** Moves the rotary frequencies to {@code device} (float32 kept), with the model's weights. */
+    void moveTo(org.bytedeco.pytorch.Device device) {
+        invFreq = Module.movedTensor(invFreq, device);
+        localInvFreq = Module.movedTensor(localInvFreq, device);
+        longInvFreq = Module.movedTensor(longInvFreq, device);
     }
 
     @Override
@@ -501,7 +508,7 @@ final class RopeDecoderStack implements AutoCloseable {
             // not in place after tanh: its backward reads its output
             Tensor w = q.matmul(k.transpose(2, 3)).mul_(new Scalar(scale)).div_(cap).tanh().mul(cap);
             if (mask != null) {
-                w = w.masked_fill(mask.logical_not(), new Scalar(Double.NEGATIVE_INFINITY));
+                w = w.masked_fill(mask.bitwise_not(), new Scalar(Double.NEGATIVE_INFINITY));
             }
             Tensor p = w.softmax(-1, new ScalarTypeOptional(ScalarType.Float)).to(q.scalar_type().intern());
             return p.matmul(v);

@@ -48,16 +48,16 @@ public final class Seq2SeqGeneration {
             Tensor mask = attentionMask == null ? null : attentionMask.to(ScalarType.Long);
             Tensor encoded = lm.encode(ids, mask);
             Tensor start = torch.full(new long[] {batch, 1}, new Scalar(lm.decoderStartTokenId()),
-                    new TensorOptions(ScalarType.Long));
+                    Generation.optionsOn(ScalarType.Long, ids));
             Tensor decoded = start;
-            Tensor finished = torch.zeros(new long[] {batch, 1}, new TensorOptions(ScalarType.Bool));
+            Tensor finished = torch.zeros(new long[] {batch, 1}, Generation.optionsOn(ScalarType.Bool, ids));
             Tensor step = start;
             for (int i = 0; i < options.maxNewTokens(); i++) {
                 Tensor next;
                 try (PointerScope scope = new PointerScope()) {
                     Tensor logits = lm.decode(useCache ? step : decoded, encoded, mask, cache);
                     Tensor last = logits.select(1, logits.size(1) - 1).to(ScalarType.Float);
-                    next = options.doSample() ? Generation.sample(last, options, gen)
+                    next = options.doSample() ? Generation.sampleOnCpu(last, options, gen)
                             : last.argmax(new LongOptional(-1), true);
                     if (options.eosTokenId() >= 0) {
                         next = next.masked_fill(finished, new Scalar(options.padTokenId()));

@@ -57,9 +57,9 @@ final class T5Stack extends Module {
         // the relative position bias of block 0, shared by every block, with the mask folded in (as transformers
         // adds its extended mask to position_bias)
         Tensor bias = first.relativeBias(q, past, dtype);
-        Tensor allowed = Attention.mask(decoder ? null : attentionMask, q, past, decoder, 0);
+        Tensor allowed = Attention.mask(ids, decoder ? null : attentionMask, q, past, decoder, 0);
         Tensor selfMask = allowed == null ? bias
-                : bias.masked_fill(allowed.logical_not(), new Scalar(lowest(dtype)));
+                : bias.masked_fill(allowed.bitwise_not(), new Scalar(lowest(dtype)));
         Tensor crossMask = null;
         if (decoder && encoderMask != null) {
             crossMask = encoderMask.ne(new Scalar(0)).view(b, 1, 1, encoderMask.size(1));
@@ -221,8 +221,9 @@ final class T5Stack extends Module {
          * {@code 0 .. past + q - 1}, in {@code dtype}.
          */
         Tensor relativeBias(long q, long past, ScalarType dtype) {
-            Tensor context = Attention.arange(past, past + q).view(q, 1);
-            Tensor memory = Attention.arange(0, past + q).view(1, past + q);
+            Tensor table = getParameter("relative_attention_bias.weight"); // positions made on its device
+            Tensor context = Attention.arange(past, past + q, table).view(q, 1);
+            Tensor memory = Attention.arange(0, past + q, table).view(1, past + q);
             Tensor buckets = bucket(memory.sub(context));
             Tensor values = layer("relative_attention_bias").forward(buckets); // [q, k, H]
             return values.permute(2, 0, 1).unsqueeze(0).to(dtype);
@@ -236,7 +237,7 @@ final class T5Stack extends Module {
             if (bidirectional) {
                 buckets /= 2;
                 result = relative.gt(new Scalar(0)).to(ScalarType.Long).mul(new Scalar(buckets));
-                rp = relative.abs();
+                rp = relative.is_meta() ? relative.maximum(relative.neg()) : relative.abs(); // no meta abs kernel
             } else {
                 result = torch.zeros_like(relative);
                 rp = relative.clamp_max(new Scalar(0)).neg();
@@ -247,7 +248,7 @@ final class T5Stack extends Module {
                     .div(new Scalar(Math.log((double) maxDistance / maxExact)))
                     .mul(new Scalar((double) (buckets - maxExact))).to(ScalarType.Long).add(new Scalar(maxExact));
             large = large.clamp_max(new Scalar(buckets - 1));
-            return result.add(torch.where(small, rp, large));
+            return result.add(dev.peft4j.nn.DeviceOps.where(small, rp, large));
         }
 
         /**

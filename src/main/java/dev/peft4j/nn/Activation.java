@@ -58,7 +58,7 @@ public final class Activation extends Module implements Layer {
             case SILU: return torch.silu(x);
             case GELU: return torch.gelu(x);
             case GELU_TANH: return torch.gelu(x, "tanh");
-            default: return torch.relu(x);
+            default: return x.is_meta() ? x.clamp_min(new org.bytedeco.pytorch.Scalar(0)) : torch.relu(x); // no meta relu
         }
     }
 }

@@ -33,6 +33,12 @@ public final class Embedding extends Module implements Layer {
     /** Embeds {@code ids} (int64, any shape) into {@code ids.shape + [embedding_dim]}. */
     @Override
     public Tensor forward(Tensor ids) {
-        return torch.embedding(param("weight"), ids);
+        Tensor w = param("weight");
+        if (w.is_meta()) {
+            long[] shape = java.util.Arrays.copyOf(ids.shape(), (int) ids.dim() + 1);
+            shape[shape.length - 1] = w.size(1);
+            return DeviceOps.indexSelect(w, 0, ids.reshape(-1)).view(shape);
+        }
+        return torch.embedding(w, ids);
     }
 }

@@ -27,6 +27,13 @@ public final class LayerNorm extends Module implements Layer {
 
     @Override
     public Tensor forward(Tensor x) {
+        if (x.is_meta()) {
+            // libtorch has no meta kernel for layer_norm's path there: the same shapes from its definition
+            Tensor mean = x.mean(new long[] {-1}, true, new org.bytedeco.pytorch.ScalarTypeOptional());
+            Tensor c = x.sub(mean);
+            Tensor var = c.mul(c).mean(new long[] {-1}, true, new org.bytedeco.pytorch.ScalarTypeOptional());
+            return c.mul(var.add(new org.bytedeco.pytorch.Scalar(eps)).rsqrt()).mul(param("weight")).add(param("bias"));
+        }
         try (TensorOptional w = new TensorOptional(param("weight")); TensorOptional b = new TensorOptional(param("bias"))) {
             return torch.layer_norm(x, new long[] {dim}, w, b, eps, false);
         }

@@ -411,8 +411,9 @@ public abstract class Module implements AutoCloseable {
     }
 
     /**
-     * Moves every parameter and buffer to {@code device}, and converts floating-point ones to {@code dtype}
-     * (integer buffers keep theirs), in place; tied tensors stay tied. Returns this.
+     * Moves every parameter and buffer to {@code device} (null: each stays where it is), with the tensors modules hold
+     * beside them ({@link #moveHeldTensors}), and converts floating-point ones to {@code dtype} (null: each keeps its
+     * own; integer buffers keep theirs), in place; tied tensors stay tied. Returns this.
      */
     public final Module to(Device device, ScalarType dtype) {
         IdentityHashMap<Tensor, Tensor> converted = new IdentityHashMap<>();
@@ -423,7 +424,7 @@ public abstract class Module implements AutoCloseable {
                 Tensor now = converted.get(old);
                 if (now == null) {
                     ScalarType from = old.scalar_type().intern();
-                    ScalarType target = isFloating(from) ? dtype : from;
+                    ScalarType target = isFloating(from) && dtype != null ? dtype : from;
                     boolean sameDevice = device == null || old.device().str().getString().equals(device.str().getString());
                     if (target == from && sameDevice) {
                         now = old;
@@ -441,7 +442,45 @@ public abstract class Module implements AutoCloseable {
         for (Tensor t : replaced) {
             t.close();
         }
+        if (device != null) {
+            Set<Module> seen = Collections.newSetFromMap(new IdentityHashMap<>());
+            for (Module m : namedModules().values()) {
+                if (seen.add(m)) {
+                    m.moveHeldTensors(device);
+                }
+            }
+            TENSOR_EPOCH.incrementAndGet();
+        }
         return this;
+    }
+
+    /**
+     * Moves every parameter and buffer, and the tensors modules hold beside them (rotary frequencies), to
+     * {@code device}, keeping each dtype; in place, tied tensors stay tied. Returns this.
+     */
+    public final Module to(Device device) {
+        return to(device, null);
+    }
+
+    /**
+     * Moves the tensors this module keeps outside its parameters and buffers (constants such as rotary frequencies,
+     * whose dtype a dtype change must not touch) to {@code device}; called by {@link #to(Device, ScalarType)} for
+     * every module of the tree. No-op by default.
+     */
+    protected void moveHeldTensors(Device device) {}
+
+    /**
+     * {@code t} on {@code device} in its own dtype, closing {@code t} when a copy was made (null stays null); for
+     * {@link #moveHeldTensors}.
+     */
+    public static Tensor movedTensor(Tensor t, Device device) {
+        if (t == null || t.device().str().getString().equals(device.str().getString())) {
+            return t;
+        }
+        Tensor now = t.to(device, t.scalar_type().intern());
+        keepOutOfScope(now);
+        t.close();
+        return now;
     }
 
     /** Converts floating-point parameters and buffers to {@code dtype}, keeping the device. */

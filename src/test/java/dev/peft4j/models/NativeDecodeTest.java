@@ -156,7 +156,7 @@ class NativeDecodeTest {
             Tensor kk = keys.select(0, slotOf[i]).narrow(1, 0, keyLength).unsqueeze(0);
             Tensor vv = values.select(0, slotOf[i]).narrow(1, 0, keyLength).unsqueeze(0);
             Tensor qq = q.view(rows, heads, 1, dim).select(0, i).unsqueeze(0);
-            Tensor kp = Attention.arange(0, keyLength);
+            Tensor kp = Attention.arange(0, keyLength, q);
             Tensor mask = kp.le(new Scalar(past[i]));
             if (window > 0) {
                 mask = mask.logical_and(kp.gt(new Scalar(past[i] - window)));

@@ -178,8 +178,10 @@ public final class LoraEmbedding extends BaseTunerLayer {
                     }
                     long[] rows = java.util.stream.IntStream.range(0, perSample.size())
                             .filter(i -> perSample.get(i).equals(n)).asLongStream().toArray();
-                    try (Tensor idx = Tensor.create(rows, rows.length); Tensor sub = ids.index_select(0, idx);
-                            Tensor subBase = result.index_select(0, idx)) {
+                    try (Tensor idx = Tensor.create(rows, rows.length).to(ids.device(),
+                                    org.bytedeco.pytorch.global.torch.ScalarType.Long);
+                            Tensor sub = dev.peft4j.nn.DeviceOps.indexSelect(ids, 0, idx);
+                            Tensor subBase = dev.peft4j.nn.DeviceOps.indexSelect(result, 0, idx)) {
                         LoraMath.Adapter ad = adapter(n);
                         try (Tensor delta = LoraMath.embeddingDelta(sub, ad.a(), ad.b(), ad.scaling(), -1, null);
                                 Tensor sum = subBase.add(delta.to(result.scalar_type()))) {

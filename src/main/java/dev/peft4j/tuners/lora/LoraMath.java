@@ -134,10 +134,10 @@ public final class LoraMath {
                 }
                 long[] rows = IntStream.range(0, adapterNames.size())
                         .filter(i -> adapterNames.get(i).equals(name)).asLongStream().toArray();
-                Tensor idx = Tensor.create(rows, rows.length);
-                Tensor sub = castTo(x.index_select(0, idx), ad.a.scalar_type());
+                Tensor idx = Tensor.create(rows, rows.length).to(x.device(), ScalarType.Long);
+                Tensor sub = castTo(dev.peft4j.nn.DeviceOps.indexSelect(x, 0, idx), ad.a.scalar_type());
                 Tensor term = loraTerm(sub, ad, training).to(outType);
-                result.index_copy_(0, idx, result.index_select(0, idx).add(term));
+                result.index_copy_(0, idx, dev.peft4j.nn.DeviceOps.indexSelect(result, 0, idx).add(term));
             }
             return result;
         });

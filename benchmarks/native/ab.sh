@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A/B of the native kernels between two git revisions, in one process (calls alternate, so the machine's drift hits
-# both sides): ab.sh delta|delta-f32|decode REV_A REV_B [rounds]. FLUSH=1 (delta) evicts the caches before each call;
+# both sides): ab.sh delta|delta-f32|decode|small REV_A REV_B [rounds] (small: the base product at 1-16 rows, float32
+# and bf16, ab_small.cpp). FLUSH=1 (delta) evicts the caches before each call;
 # MS=1,3,4 (decode) picks the row counts; ABFLAGS adds compiler flags to both sides (-D macros a variant reads).
 # REV_B may be "work" for the working tree's src/main/cpp. Needs g++ with -fopenmp; run with the launcher's
 # environment (OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=10000).
@@ -20,6 +21,7 @@ case $kind in
     delta) src=ab_delta.cpp; def= ;;
     delta-f32) src=ab_delta.cpp; def=-DAB_FLOAT ;;
     decode) src=ab_decode.cpp; def= ;;
+    small) src=ab_small.cpp; def= ;;
     *) echo "unknown kind $kind" >&2; exit 2 ;;
 esac
 cp "$here/$src" "$tmp/"

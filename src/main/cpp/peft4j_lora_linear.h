@@ -14,6 +14,7 @@
 
 #include "peft4j_axpy.h"
 #include "peft4j_cpu.h"
+#include "peft4j_smallm.h"
 #include "peft4j_threads.h"
 
 #include <algorithm>
@@ -208,26 +209,6 @@ inline __m512bh load32bh_masked(const uint16_t* p, __mmask32 m) { return (__m512
 #endif
 
 #if defined(__x86_64__)
-// The bf16 base product by row count: 1 row streams W straight into the products; 2-4 rows read each register
-// block's rows of W through first (rows_times_rowsT_bf16); 5-12 rows the same with x packed step by step
-// (rows_times_rowsT_bf16_packed); 13-16 rows K-tiled (rows_times_rowsT_bf16_tiled). Each range takes the kernel
-// that is fastest there: at 2-4 rows packing x costs more than it saves, and at 13-16 rows the K-tiled kernel's
-// prefetch overlaps more of its longer products with the stream of W. kDpPackedMinRows and kDpTileMinRows set
-// the bounds; benchmarks/native/ab.sh decode (MS picks the row counts) compares other bounds with these.
-//
-// K-tiled: read in place, rows of x and W would be K·2 bytes apart (a power of two at every common size), so one
-// column of every row would fall into one L1 set and x be re-read from L2 for every 4 rows of W; and the hardware
-// prefetcher would bring W in only while the first 4-row block of x passes over it, so the kernel would take
-// (time to stream W) + (time to compute) instead of the larger of the two. So x is packed once per call, slice by
-// slice ([K/kDpSlice][M][kDpSlice], contiguous, so the slice and the partial sums stay in L1), each group of
-// kDpGroup rows of W is multiplied slice by slice against it, and W's next slice is prefetched spread evenly over
-// all the passes of x's row blocks over the current one. FusedLoraLinearBench (bf16, 16 rows of a 4096 x 4096
-// layer, against one row, which is nearly all streaming) measures how much of the compute the stream hides.
-constexpr int64_t kDpPackedMinRows = 5;
-constexpr int64_t kDpTileMinRows = 13;
-constexpr int64_t kDpSlice = 512;
-constexpr int64_t kDpGroup = 16;  // rows of W per pass over x's slices; P below holds their partial sums
-
 // One MB x NB register block: P[m][n] (16 float32 lanes each, summed at the end) += X[m, 0:L] · Y[n, 0:L], P
 // zeroed first when `first`; meanwhile one line of each of pf_rows rows (pf_ld bytes apart) is prefetched per
 // 32 columns, up to pf_len bytes of each.
@@ -272,7 +253,7 @@ inline void dots_bf16dp(const uint16_t* X, int64_t ldx, const uint16_t* Y, int64
 }
 
 // Reads every cache line of [p, p + bytes) once, in address order, with plain loads whose results are folded into
-// one register and stored to a volatile (so they are not dropped). The decode kernel at 2-12 rows reads each
+// one register and stored to a volatile (so they are not dropped). The decode kernel at 2-4 rows reads each
 // register block's rows of W so (one contiguous run: the block's rows are adjacent) before multiplying them; see
 // rows_times_rowsT_bf16 for why.
 PEFT4J_BF16_TARGET
@@ -291,160 +272,6 @@ inline void touch_lines(const void* p, int64_t bytes) {
     if (i < bytes) s = _mm512_xor_si512(s, _mm512_loadu_si512(c + bytes - 64));  // the last, partial line
     volatile int sink = _mm_cvtsi128_si32(_mm512_castsi512_si128(s));
     (void) sink;
-}
-
-// x[M, K] -> xp, slice after slice: slice s holds x[:, s·kDpSlice : s·kDpSlice + len] as M rows of len.
-inline void pack_x_slices(const uint16_t* x, int64_t M, int64_t K, uint16_t* xp) {
-    for (int64_t k0 = 0; k0 < K; k0 += kDpSlice) {
-        const int64_t len = std::min(kDpSlice, K - k0);
-        for (int64_t m = 0; m < M; m++) std::memcpy(xp + k0 * M + m * len, x + m * K + k0, sizeof(uint16_t) * len);
-    }
-}
-
-// out[m, n - n0] (row stride ldo) = x[m, :K] · Y[n, :K] for m < M <= 16, n0 <= n < n1, both bfloat16, on
-// VDPBF16PS, with x packed by pack_x_slices; side (optional) is prefetched spread over the whole call.
-PEFT4J_BF16_TARGET
-inline void rows_times_rowsT_bf16_tiled(const uint16_t* xp, int64_t M, const uint16_t* Y, int64_t n0, int64_t n1,
-                                        int64_t K, float* out, int64_t ldo, SidePrefetch* side = nullptr) {
-    alignas(64) __m512 P[kDpGroup * 16];  // [n-block of 4][m-block of 4][4 x 4]
-    const int64_t n_slices = (K + kDpSlice - 1) / kDpSlice;
-    const int64_t passes = (M + 3) / 4;                  // row blocks of x over each slice of 4 rows of W
-    const int64_t rows_per_pass = (4 + passes - 1) / passes;  // rows of the next slice each pass prefetches
-    const int64_t calls = n_slices * ((n1 - n0 + 3) / 4) * passes;  // register-block calls below
-    const int64_t side_per_call = side ? (side->lines + calls - 1) / calls : 0;
-    for (int64_t g0 = n0; g0 < n1; g0 += kDpGroup) {
-        const int64_t g1 = std::min(n1, g0 + kDpGroup);
-        for (int64_t s = 0; s < n_slices; s++) {
-            const int64_t k0 = s * kDpSlice, len = std::min(kDpSlice, K - k0);
-            const uint16_t* xs = xp + k0 * M;
-            for (int64_t n = g0; n < g1; n += 4) {
-                const int nb = (int) std::min<int64_t>(4, g1 - n);
-                // what these 4 rows' pass needs next: their next slice, or after the last one the first slice of
-                // the rows kDpGroup further on (within this call's rows)
-                const int64_t pn = s + 1 < n_slices ? n : n + kDpGroup;
-                const int64_t pk = s + 1 < n_slices ? k0 + kDpSlice : 0;
-                const int64_t p_rows = pn < n1 ? std::min<int64_t>(4, n1 - pn) : 0;
-                const int64_t p_len = std::min(kDpSlice, K - pk) * 2;
-                for (int64_t m = 0; m < M; m += 4) {
-                    const int mb = (int) std::min<int64_t>(4, M - m);
-                    __m512* Pb = P + ((n - g0) / 4 * 4 + m / 4) * 16;
-                    const int64_t r0 = (m / 4) * rows_per_pass;
-                    const int pf_rows = (int) std::max<int64_t>(0, std::min(rows_per_pass, p_rows - r0));
-                    const char* pf = pf_rows > 0 ? (const char*) (Y + (pn + r0) * K + pk) : nullptr;
-                    const uint16_t* Xm = xs + m * len;
-                    const uint16_t* Yn = Y + n * K + k0;
-                    if (side_per_call) side->next(side_per_call);
-                    switch (mb * 8 + nb) {
-#define PEFT4J_DPT_CASE(MBV, NBV)                                                                        \
-    case (MBV) * 8 + (NBV):                                                                              \
-        dots_bf16dp_partial<MBV, NBV>(Xm, len, Yn, K, len, Pb, s == 0, pf, K * 2, pf_rows, p_len); \
-        break;
-                        PEFT4J_DPT_CASE(1, 1) PEFT4J_DPT_CASE(1, 2) PEFT4J_DPT_CASE(1, 3) PEFT4J_DPT_CASE(1, 4)
-                        PEFT4J_DPT_CASE(2, 1) PEFT4J_DPT_CASE(2, 2) PEFT4J_DPT_CASE(2, 3) PEFT4J_DPT_CASE(2, 4)
-                        PEFT4J_DPT_CASE(3, 1) PEFT4J_DPT_CASE(3, 2) PEFT4J_DPT_CASE(3, 3) PEFT4J_DPT_CASE(3, 4)
-                        PEFT4J_DPT_CASE(4, 1) PEFT4J_DPT_CASE(4, 2) PEFT4J_DPT_CASE(4, 3) PEFT4J_DPT_CASE(4, 4)
-#undef PEFT4J_DPT_CASE
-                        default: break;
-                    }
-                }
-            }
-        }
-        for (int64_t n = g0; n < g1; n += 4) {
-            const int nb = (int) std::min<int64_t>(4, g1 - n);
-            for (int64_t m = 0; m < M; m += 4) {
-                const int mb = (int) std::min<int64_t>(4, M - m);
-                const __m512* Pb = P + ((n - g0) / 4 * 4 + m / 4) * 16;
-                for (int i = 0; i < mb; i++)
-                    for (int j = 0; j < nb; j++) out[(m + i) * ldo + (n - n0 + j)] = hsum16(Pb[i * nb + j]);
-            }
-        }
-    }
-}
-#endif
-
-#if defined(__x86_64__)
-// x[M, K] -> xq for rows_times_rowsT_bf16_packed: each block of up to 4 rows (mb of them) step-interleaved,
-// [K32 / 32][mb][32] with K32 = K rounded up to 32 and the padding zero; block b starts at xq + 4·b·K32.
-inline void pack_x_steps(const uint16_t* x, int64_t M, int64_t K, uint16_t* xq) {
-    const int64_t K32 = (K + 31) / 32 * 32;
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-        const int64_t mb = std::min<int64_t>(4, M - m0);
-        uint16_t* dst = xq + m0 * K32;
-        for (int64_t k = 0; k < K32; k += 32) {
-            const int64_t len = std::min<int64_t>(32, K - k);
-            for (int64_t i = 0; i < mb; i++) {
-                uint16_t* d = dst + (k / 32) * mb * 32 + i * 32;
-                std::memcpy(d, x + (m0 + i) * K + k, sizeof(uint16_t) * (size_t) len);
-                for (int64_t j = len; j < 32; j++) d[j] = 0;
-            }
-        }
-    }
-}
-
-// out[m][n] (row stride ldo) = xq block · Y[n, 0:K] for an MB x NB register block, over the whole of K; the last
-// step's loads of Y are masked when K is not a multiple of 32 (x is zero-padded there).
-template <int MB, int NB>
-PEFT4J_BF16_TARGET
-inline void dots_bf16dp_packed(const uint16_t* xb, const uint16_t* Y, int64_t ldy, int64_t K, float* out, int64_t ldo) {
-    __m512 acc[MB][NB];
-    for (int m = 0; m < MB; m++)
-        for (int n = 0; n < NB; n++) acc[m][n] = _mm512_setzero_ps();
-    const int64_t whole = K / 32 * 32;
-    const uint16_t* xs = xb;
-    for (int64_t k = 0; k < whole; k += 32, xs += MB * 32) {
-        __m512bh yv[NB];
-        for (int n = 0; n < NB; n++) yv[n] = load32bh(Y + n * ldy + k);
-        for (int m = 0; m < MB; m++) {
-            const __m512bh xv = load32bh(xs + m * 32);
-            for (int n = 0; n < NB; n++) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], xv, yv[n]);
-        }
-    }
-    if (whole < K) {
-        const __mmask32 mask = (__mmask32) ((1ull << (K - whole)) - 1ull);
-        __m512bh yv[NB];
-        for (int n = 0; n < NB; n++) yv[n] = load32bh_masked(Y + n * ldy + whole, mask);
-        for (int m = 0; m < MB; m++) {
-            const __m512bh xv = load32bh(xs + m * 32);
-            for (int n = 0; n < NB; n++) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], xv, yv[n]);
-        }
-    }
-    for (int m = 0; m < MB; m++)
-        for (int n = 0; n < NB; n++) out[m * ldo + n] = hsum16(acc[m][n]);
-}
-
-// out[m, n - n0] (row stride ldo) = x[m, :K] · Y[n, :K] for m < M, n0 <= n < n1, both bfloat16, x packed by
-// pack_x_steps. Each register block's 6 rows of Y are read through once (touch_lines), then every 4-row block of
-// x is multiplied against them over the whole of K: the accumulators stay in registers for all of K, x is read
-// as one sequential stream per block.
-PEFT4J_BF16_TARGET
-inline void rows_times_rowsT_bf16_packed(const uint16_t* xq, int64_t M, const uint16_t* Y, int64_t n0, int64_t n1,
-                                         int64_t K, float* out, int64_t ldo, SidePrefetch* side = nullptr) {
-    const int64_t K32 = (K + 31) / 32 * 32;
-    const int64_t calls = ((n1 - n0 + 5) / 6) * ((M + 3) / 4);
-    const int64_t side_per_call = side && calls > 0 ? (side->lines + calls - 1) / calls : 0;
-    for (int64_t n = n0; n < n1; n += 6) {
-        const int nb = (int) std::min<int64_t>(6, n1 - n);
-        const uint16_t* Yn = Y + n * K;
-        touch_lines(Yn, nb * K * (int64_t) sizeof(uint16_t));
-        for (int64_t m = 0; m < M; m += 4) {
-            const int mb = (int) std::min<int64_t>(4, M - m);
-            if (side_per_call) side->next(side_per_call);
-            const uint16_t* xb = xq + m * K32;
-            float* o = out + m * ldo + (n - n0);
-            switch (mb * 8 + nb) {
-#define PEFT4J_DPP_CASE(MBV, NBV) \
-    case (MBV) * 8 + (NBV): dots_bf16dp_packed<MBV, NBV>(xb, Yn, K, K, o, ldo); break;
-                PEFT4J_DPP_CASE(1, 1) PEFT4J_DPP_CASE(1, 2) PEFT4J_DPP_CASE(1, 3) PEFT4J_DPP_CASE(1, 4)
-                PEFT4J_DPP_CASE(1, 5) PEFT4J_DPP_CASE(1, 6) PEFT4J_DPP_CASE(2, 1) PEFT4J_DPP_CASE(2, 2)
-                PEFT4J_DPP_CASE(2, 3) PEFT4J_DPP_CASE(2, 4) PEFT4J_DPP_CASE(2, 5) PEFT4J_DPP_CASE(2, 6)
-                PEFT4J_DPP_CASE(3, 1) PEFT4J_DPP_CASE(3, 2) PEFT4J_DPP_CASE(3, 3) PEFT4J_DPP_CASE(3, 4)
-                PEFT4J_DPP_CASE(3, 5) PEFT4J_DPP_CASE(3, 6) PEFT4J_DPP_CASE(4, 1) PEFT4J_DPP_CASE(4, 2)
-                PEFT4J_DPP_CASE(4, 3) PEFT4J_DPP_CASE(4, 4) PEFT4J_DPP_CASE(4, 5) PEFT4J_DPP_CASE(4, 6)
-#undef PEFT4J_DPP_CASE
-                default: break;
-            }
-        }
-    }
 }
 #endif
 
@@ -473,7 +300,7 @@ inline void rows_times_rowsT_bf16(int isa, const uint16_t* X, int64_t M, const u
     const int64_t nstep = M == 3 || M == 4 ? 6 : 4;
     float blk[24];
 #if defined(__x86_64__)
-    // 2-4 rows (the decode kernel's base product at those sizes; the shrinks' other row counts multiply straight
+    // 2-4 rows (the decode kernel's base product at those sizes, from 5 on the quad kernel; the shrinks' other row counts multiply straight
     // from memory): each register block's rows of Y (nstep rows, one contiguous run) are first read through once in
     // address order (touch_lines), then multiplied from L1 / L2. Streamed straight into the products, the block
     // would be nstep concurrent streams 8 KiB apart whose loads also queue behind the VDPBF16PS waiting on earlier
@@ -771,17 +598,20 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
     const uint16_t* xh_g = mixed && dp ? ghbuf.data() : xh;
 #if defined(__x86_64__)
     // (a pointer: the lambdas below run on pool threads, where the name would mean their own empty buffer)
-    thread_local std::vector<uint16_t> xpbuf;
-    const uint16_t* xp = nullptr;
-    const bool packed = dp && M >= kDpPackedMinRows && M < kDpTileMinRows;
-    if (packed) {
-        xpbuf.resize((size_t) (M * ((K + 31) / 32 * 32)));
-        pack_x_steps(xh, M, K, xpbuf.data());
-        xp = xpbuf.data();
-    } else if (dp && M >= kDpTileMinRows) {
-        xpbuf.resize((size_t) (M * K));
-        pack_x_slices(xh, M, K, xpbuf.data());
-        xp = xpbuf.data();
+    // (pointers: the lambdas below run on pool threads, where the names would mean their own empty buffers)
+    // 5-16 rows on AVX-512: the quad kernel (peft4j_smallm.h) over x packed once
+    thread_local std::vector<uint16_t> xqhbuf;
+    thread_local std::vector<float> xqfbuf;
+    const float* xqf = nullptr;
+    const uint16_t* xqh = nullptr;
+    if (dp && M >= kQuadMinRowsBf16) {
+        xqhbuf.resize((size_t) ((M + 3) / 4 * ((K + 7) / 8) * 32));
+        pack_x_quads(xh, M, K, xqhbuf.data());
+        xqh = xqhbuf.data();
+    } else if (std::is_same<TY, float>::value && isa >= ISA_AVX512 && M >= kQuadMinRowsF32) {
+        xqfbuf.resize((size_t) ((M + 3) / 4 * ((K + 3) / 4) * 16));
+        pack_x_quads((const float*) xf, M, K, xqfbuf.data());
+        xqf = xqfbuf.data();
     }
 #endif
     const float* xf_g = mixed && !dp ? gbuf.data() : xf;
@@ -819,10 +649,10 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
             side.add((const TY*) ad.B + n0 * ad.r, nn * ad.r * (int64_t) sizeof(TY));
         }
 #if defined(__x86_64__)
-        if (packed) {
-            rows_times_rowsT_bf16_packed(xp, M, (const uint16_t*) W, n0, n1, K, acc, nn, &side);
-        } else if (dp && xp) {
-            rows_times_rowsT_bf16_tiled(xp, M, (const uint16_t*) W, n0, n1, K, acc, nn, &side);
+        if (xqh) {
+            quad_rows_any(xqh, M, (const uint16_t*) W, n0, n1, K, acc, nn, &side);
+        } else if (xqf) {
+            quad_rows_any(xqf, M, (const float*) W, n0, n1, K, acc, nn, &side);
         } else if (dp) {
             rows_times_rowsT_bf16(isa, xh, M, (const uint16_t*) W, n0, n1, K, acc, nn, &side);
         } else

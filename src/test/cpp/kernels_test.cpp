@@ -108,8 +108,11 @@ int main() {
     // fused adapted linear: every SIMD path close to the scalar path (summation order differs: float32
     // rounding over <= 70 + 8 products of O(0.1) terms, well under 1e-4 relative), on
     // exact-size heap buffers so ASan catches any read past W, A, B, x or y
-    for (int64_t M : {1, 3, 16}) {
-        for (int64_t K : {1, 17, 70}) {
+    // (from 5 rows on AVX-512 the base is the quad kernel: 5, 8, 13 and 16 rows take 2, 2, 4 and 4 blocks of 4 rows,
+    // the partial ones zero-padded; K = 7, 17, 70 end on a masked piece of 3, 1, 2 columns; N = 5, 67, 130 end on
+    // partial blocks of features)
+    for (int64_t M : {1, 3, 5, 8, 13, 16}) {
+        for (int64_t K : {1, 7, 17, 70}) {
             for (int64_t N : {1, 5, 67, 130}) {
                 const int32_t r[2] = {3, 8};
                 const float sc[2] = {0.5f, 2.0f};
@@ -150,7 +153,8 @@ int main() {
     }
     // fused adapted linear in bfloat16, mixed rows included: every SIMD path (on avx512_bf16 the base and the
     // shrink are VDPBF16PS products of bf16 x with bf16 W and A) within one bf16 rounding of the scalar path,
-    // on exact-size heap buffers (odd K exercises the masked tails of the bf16 pair loads; at 5-12 rows x is packed
+    // on exact-size heap buffers (odd K exercises the masked tails of the bf16 pair loads; from 5 rows on the base is
+    // the quad kernel, whose last piece of 8 columns is masked at K = 1, 17, 70, 1100; below AVX512_BF16 at 5-12 rows x is packed
     // step by step, zero-padded to a multiple of 32 columns, against a masked last step of W; from 13 rows on the
     // base is K-tiled in slices of kDpSlice: K = 1100 has two whole slices and a masked remainder, N = 130 groups
     // of kDpGroup rows and a partial one; at 2-12 rows each register block's rows of W are first read through by

@@ -1239,8 +1239,10 @@ public final class ServingEngine implements AutoCloseable {
     }
 
     private String textOf(Sequence s, boolean dropLastToken) {
-        long[] ids = Arrays.copyOf(s.out, dropLastToken ? s.produced - 1 : s.produced);
-        return tokenizer.decode(ids, true);
+        if (s.detokenizer == null) {
+            s.detokenizer = new IncrementalDetokenizer(tokenizer);
+        }
+        return s.detokenizer.text(s.out, dropLastToken ? s.produced - 1 : s.produced);
     }
 
     private static int firstStop(String text, List<String> stops) {
@@ -1399,6 +1401,7 @@ public final class ServingEngine implements AutoCloseable {
         String text;
         String emittedText = "";
         int emittedChars;
+        IncrementalDetokenizer detokenizer; // the text of out, a few tokens decoded per step
         private final ConcurrentLinkedQueue<Runnable> events = new ConcurrentLinkedQueue<>();
         private final AtomicInteger pending = new AtomicInteger();
 

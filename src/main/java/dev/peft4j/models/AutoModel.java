@@ -184,6 +184,25 @@ public final class AutoModel {
         return model;
     }
 
+    /**
+     * {@link #fromPretrained(Path, ScalarType)} with its modules placed by {@code deviceMap} (transformers'
+     * {@code device_map} as a dict: module name → device, the longest name wins), see
+     * {@link PreTrainedModel#dispatch(Map)}; the checkpoint is read on the CPU, then each module moved.
+     *
+     * @throws IllegalArgumentException a key naming no module, a module no key covers (named), or an unknown device
+     * @throws UnsupportedOperationException several devices for a model whose forward does not move activations
+     */
+    public static PreTrainedModel fromPretrained(Path dir, ScalarType dtype, Map<String, ?> deviceMap)
+            throws IOException {
+        PreTrainedModel model = fromPretrained(dir, dtype);
+        try {
+            return model.dispatch(deviceMap);
+        } catch (RuntimeException e) {
+            model.close();
+            throw e;
+        }
+    }
+
     /** Builds the architecture {@code config} names, its parameters made by {@code init} (not loaded). */
     public static PreTrainedModel fromConfig(ModelConfig config, Init init) {
         String type = config.modelType();

@@ -60,12 +60,20 @@ public final class LlamaForCausalLM extends PreTrainedModel implements CausalLM 
             Tensor logits;
             try (PointerScope scope = new PointerScope()) {
                 Tensor h = model.hiddenStates(inputIds, attentionMask, positionIds, cache);
+                if (deviceMapped()) {
+                    h = onDeviceOf(h, child("lm_head"));
+                }
                 logits = ScopeUtil.keep(scope, layer("lm_head").forward(h));
             }
             return ScopeUtil.handToCaller(logits);
         } finally {
             hotswapGuard.unlock();
         }
+    }
+
+    @Override
+    protected boolean alignsDevices() {
+        return true;
     }
 
     @Override

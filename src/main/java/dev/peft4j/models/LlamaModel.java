@@ -85,6 +85,10 @@ public final class LlamaModel extends PreTrainedModel {
      * Must run inside a {@link PointerScope}.
      */
     Tensor hiddenStatesSlots(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
+        if (deviceMapped()) {
+            throw new UnsupportedOperationException("the slot cache (batched serving) runs a model on one device; this "
+                    + "one is placed across several by a device_map");
+        }
         Attention.checkIds("input_ids", inputIds);
         long batch = inputIds.size(0);
         long q = inputIds.size(1);
@@ -194,19 +198,34 @@ public final class LlamaModel extends PreTrainedModel {
      * the others under {@code fullMask}) and the final norm.
      */
     private Tensor decoder(Tensor inputIds, Tensor pos, Tensor mask, Tensor fullMask, KvStore kv) {
-        Tensor x = layer("embed_tokens").forward(inputIds);
+        boolean align = deviceMapped(); // placed across devices: each module's inputs go to its device first
+        Tensor x = layer("embed_tokens").forward(align ? onDeviceOf(inputIds, child("embed_tokens")) : inputIds);
         ScalarType dtype = x.scalar_type().intern();
         // RoPE tables in float32 (as transformers computes them), cast to the activations' dtype
-        Tensor freqs = pos.to(ScalarType.Float).unsqueeze(-1).mul(invFreq);
+        Tensor freqs = (align ? pos.to(invFreq.device(), pos.scalar_type().intern()) : pos).to(ScalarType.Float)
+                .unsqueeze(-1).mul(invFreq);
         Tensor emb = torch.cat(new TensorVector(freqs, freqs), -1);
         Tensor cos = emb.cos().to(dtype).unsqueeze(1);
         Tensor sin = emb.sin().to(dtype).unsqueeze(1);
         @SuppressWarnings("unchecked")
         ModuleList<Module> layers = (ModuleList<Module>) child("layers");
         for (int i = 0; i < cfg.numLayers; i++) {
-            x = ((LlamaDecoderLayer) layers.get(i)).forward(x, cos, sin, cfg.slidingLayers[i] ? mask : fullMask, kv, i);
+            Module l = layers.get(i);
+            Tensor m = cfg.slidingLayers[i] ? mask : fullMask;
+            if (align) {
+                x = onDeviceOf(x, l);
+                cos = onDeviceOf(cos, l);
+                sin = onDeviceOf(sin, l);
+                m = onDeviceOf(m, l);
+            }
+            x = ((LlamaDecoderLayer) l).forward(x, cos, sin, m, kv, i);
         }
-        return layer("norm").forward(x);
+        return layer("norm").forward(align ? onDeviceOf(x, child("norm")) : x);
+    }
+
+    @Override
+    protected boolean alignsDevices() {
+        return true;
     }
 
     /** Where a layer's new keys and values go: returns the keys and values to attend to. */

@@ -18,6 +18,7 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
     private static final Logger LOG = LoggerFactory.getLogger(PreTrainedModel.class);
     private final ModelConfig config;
     private dev.peft4j.PeftAdapters peftAdapters;
+    private volatile boolean deviceMapped;
     /** Read side: every top-level forward; write side: a hotswap's commit ({@link dev.peft4j.PeftAdapters#forwardLock}). */
     private final java.util.concurrent.locks.ReentrantReadWriteLock adapterSwapLock =
             new java.util.concurrent.locks.ReentrantReadWriteLock();
@@ -43,6 +44,123 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
      */
     protected final java.util.concurrent.locks.Lock forwardLock() {
         return adapterSwapLock.readLock();
+    }
+
+    /**
+     * Places this model's modules on devices by {@code deviceMap}, as accelerate's {@code dispatch_model}: each key is
+     * a module name ({@code ""}: the whole model, {@code "model.layers.3"}, {@code "lm_head"}), each value a device
+     * ({@link dev.peft4j.nn.Devices#canonical}: {@code "cpu"}, {@code "cuda:N"}, {@code "meta"}, an integer for a
+     * CUDA index); a parameter or buffer goes to the device of the longest key that is its module or a module above
+     * it. When the map spans several devices, the forward moves the activations (hidden states, masks, RoPE tables)
+     * to each placed module's device before it runs, as accelerate's {@code AlignDevicesHook} does; the output is on
+     * the device of the last module (the head). Models that do not align devices accept a map of one device only.
+     *
+     * @return this
+     * @throws IllegalArgumentException a key naming no module of this model, a parameter no key covers (naming its
+     *         module), tied parameters mapped to different devices, or an unknown device
+     * @throws UnsupportedOperationException a map of several devices for a model whose forward does not align devices
+     */
+    public final PreTrainedModel dispatch(Map<String, ?> deviceMap) {
+        Map<String, String> devices = new java.util.LinkedHashMap<>();
+        Map<String, dev.peft4j.nn.Module> modules = namedModules();
+        for (Map.Entry<String, ?> e : deviceMap.entrySet()) {
+            String key = e.getKey();
+            if (!key.isEmpty() && !modules.containsKey(key)) {
+                throw new IllegalArgumentException("device_map key '" + key + "' names no module of "
+                        + getClass().getSimpleName());
+            }
+            devices.put(key, dev.peft4j.nn.Devices.canonical("device_map['" + key + "']", e.getValue()));
+        }
+        Map<String, String> placed = new java.util.LinkedHashMap<>();
+        List<String> uncovered = new java.util.ArrayList<>();
+        Map<String, Tensor> tensors = new java.util.LinkedHashMap<>(namedParameters());
+        tensors.putAll(namedBuffers());
+        for (String name : tensors.keySet()) {
+            String device = deviceOf(devices, name);
+            if (device == null) {
+                int dot = name.lastIndexOf('.');
+                uncovered.add((dot < 0 ? "" : name.substring(0, dot)) + " (" + name + ")");
+            } else {
+                placed.put(name, device);
+            }
+        }
+        if (!uncovered.isEmpty()) {
+            throw new IllegalArgumentException("device_map gives no device for module" + (uncovered.size() == 1 ? " " : "s ")
+                    + String.join(", ", uncovered) + "; add its name or a module above it (\"\" for the whole model)");
+        }
+        for (Map.Entry<String, String> tie : tiedKeys().entrySet()) {
+            String a = deviceOf(devices, tie.getKey());
+            String b = deviceOf(devices, tie.getValue());
+            if (a != null && b != null && !a.equals(b)) {
+                throw new IllegalArgumentException("device_map puts tied parameters " + tie.getKey() + " on " + a
+                        + " and " + tie.getValue() + " on " + b + "; tied parameters share one tensor, map them to one "
+                        + "device");
+            }
+        }
+        boolean several = new java.util.HashSet<>(placed.values()).size() > 1;
+        if (several && !alignsDevices()) {
+            throw new UnsupportedOperationException(getClass().getSimpleName() + " does not move activations between "
+                    + "devices; device_map must name one device for it (got " + devices + ")");
+        }
+        Map<String, org.bytedeco.pytorch.Device> opened = new java.util.HashMap<>();
+        try {
+            for (String d : new java.util.HashSet<>(devices.values())) {
+                opened.put(d, new org.bytedeco.pytorch.Device(d));
+            }
+            toDevices(name -> {
+                String d = deviceOf(devices, name);
+                return d == null ? null : opened.get(d);
+            });
+        } finally {
+            opened.values().forEach(org.bytedeco.pytorch.Device::close);
+        }
+        for (dev.peft4j.nn.Module m : namedModules().values()) {
+            if (m instanceof PreTrainedModel p) {
+                p.deviceMapped = several;
+            }
+        }
+        return this;
+    }
+
+    /** The device of the longest key of {@code devices} that is {@code name} or a module above it; null: none. */
+    static String deviceOf(Map<String, String> devices, String name) {
+        String best = null;
+        String device = null;
+        for (Map.Entry<String, String> e : devices.entrySet()) {
+            String k = e.getKey();
+            boolean covers = k.isEmpty() || name.equals(k) || name.startsWith(k + ".");
+            if (covers && (best == null || k.length() > best.length())) {
+                best = k;
+                device = e.getValue();
+            }
+        }
+        return device;
+    }
+
+    /**
+     * Whether this model's forward moves activations to each module's device ({@link #dispatch} with several
+     * devices); false by default.
+     */
+    protected boolean alignsDevices() {
+        return false;
+    }
+
+    /** Whether {@link #dispatch} placed this model's modules on more than one device. */
+    final boolean deviceMapped() {
+        return deviceMapped;
+    }
+
+    /** {@code t} on the device of {@code module}'s first parameter (itself when already there or it has none). */
+    static Tensor onDeviceOf(Tensor t, dev.peft4j.nn.Module module) {
+        if (t == null) {
+            return null;
+        }
+        java.util.Iterator<Tensor> it = module.namedParameters().values().iterator();
+        if (!it.hasNext()) {
+            return t;
+        }
+        org.bytedeco.pytorch.Device d = it.next().device();
+        return t.device().str().getString().equals(d.str().getString()) ? t : t.to(d, t.scalar_type().intern());
     }
 
     /** @return the model's {@code config.json}, as loaded */

@@ -463,6 +463,48 @@ public abstract class Module implements AutoCloseable {
     }
 
     /**
+     * Moves each parameter and buffer to the device {@code placement} gives for its name (null: it stays), and the
+     * tensors each module holds beside them ({@link #moveHeldTensors}) to the device it gives for the module's name
+     * ({@code ""} for this one); dtypes kept, in place. A tensor tied under several names moves once, to the device of
+     * the first name visited (a caller placing tied names apart must refuse that first). Returns this.
+     */
+    public final Module toDevices(java.util.function.Function<String, Device> placement) {
+        IdentityHashMap<Tensor, Tensor> converted = new IdentityHashMap<>();
+        List<Tensor> replaced = new ArrayList<>();
+        try (NoGradGuard g = new NoGradGuard()) {
+            forEachSlot(true, true, false, (name, slot) -> {
+                Tensor old = slot.get();
+                Tensor now = converted.get(old);
+                if (now == null) {
+                    Device device = placement.apply(name);
+                    if (device == null || old.device().str().getString().equals(device.str().getString())) {
+                        now = old;
+                    } else {
+                        now = old.to(device, old.scalar_type().intern());
+                        keepOutOfScope(now);
+                        now.requires_grad_(old.requires_grad());
+                        replaced.add(old);
+                    }
+                    converted.put(old, now);
+                }
+                slot.set(now);
+            });
+        }
+        for (Tensor t : replaced) {
+            t.close();
+        }
+        Set<Module> seen = Collections.newSetFromMap(new IdentityHashMap<>());
+        for (Map.Entry<String, Module> e : namedModules().entrySet()) {
+            Device device = placement.apply(e.getKey());
+            if (device != null && seen.add(e.getValue())) {
+                e.getValue().moveHeldTensors(device);
+            }
+        }
+        TENSOR_EPOCH.incrementAndGet();
+        return this;
+    }
+
+    /**
      * Moves the tensors this module keeps outside its parameters and buffers (constants such as rotary frequencies,
      * whose dtype a dtype change must not touch) to {@code device}; called by {@link #to(Device, ScalarType)} for
      * every module of the tree. No-op by default.

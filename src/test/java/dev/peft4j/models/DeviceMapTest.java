@@ -1,0 +1,147 @@
+package dev.peft4j.models;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.peft4j.nn.Init;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.bytedeco.pytorch.NoGradGuard;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@link PreTrainedModel#dispatch} and {@link AutoModel#fromPretrained(Path, ScalarType, Map)}: a tiny Llama placed
+ * by a per-module device map (accelerate's semantics: the longest module-name prefix wins, every parameter covered).
+ * Split across cpu and meta, its forward must run (meta refuses a CPU operand in element-wise ops, so an activation
+ * not moved to the meta layer fails) and give meta logits of the right shape; split cpu/cpu it must give the
+ * unsplit logits exactly; an uncovered module, an unknown key and tied parameters split apart are refused by name.
+ */
+class DeviceMapTest {
+    @TempDir
+    Path tmp;
+
+    static final String LLAMA = "{\"model_type\":\"llama\",\"architectures\":[\"LlamaForCausalLM\"],\"vocab_size\":32,"
+            + "\"hidden_size\":16,\"intermediate_size\":32,\"num_hidden_layers\":2,\"num_attention_heads\":4,"
+            + "\"num_key_value_heads\":2,\"max_position_embeddings\":64,\"rms_norm_eps\":1e-6,"
+            + "\"tie_word_embeddings\":false}";
+
+    static PreTrainedModel tiny(String json) {
+        PreTrainedModel m = AutoModel.fromConfig(ModelConfig.parse(json), Init.cpu(ScalarType.Float));
+        Init.normal(m, 0.2, 7);
+        m.eval();
+        return m;
+    }
+
+    static Tensor ids() {
+        return Tensor.create(new long[] {1, 5, 9, 3, 2, 7, 30, 4}, 2, 4);
+    }
+
+    static Map<String, Object> split(String first, String second) {
+        Map<String, Object> map = new LinkedHashMap<>();
+        map.put("model.embed_tokens", first);
+        map.put("model.layers.0", first);
+        map.put("model.layers.1", second);
+        map.put("model.norm", second);
+        map.put("lm_head", second);
+        return map;
+    }
+
+    static String deviceOf(PreTrainedModel m, String name) {
+        return m.getParameter(name).device().str().getString();
+    }
+
+    @Test
+    void cpuAndMetaSplitRunsWithMetaLogits() {
+        try (NoGradGuard g = new NoGradGuard(); PreTrainedModel m = tiny(LLAMA)) {
+            m.dispatch(split("cpu", "meta"));
+            assertEquals("cpu", deviceOf(m, "model.layers.0.self_attn.q_proj.weight"));
+            assertEquals("meta", deviceOf(m, "model.layers.1.self_attn.q_proj.weight"));
+            assertEquals("meta", deviceOf(m, "lm_head.weight"));
+            assertEquals("cpu", deviceOf(m, "model.embed_tokens.weight"));
+            try (Tensor logits = ((CausalLM) m).forward(ids(), null, null, null)) {
+                assertEquals("meta", logits.device().str().getString());
+                assertArrayEquals(new long[] {2, 4, 32}, logits.sizes().vec().get());
+            }
+        }
+    }
+
+    @Test
+    void cpuCpuSplitEqualsUnsplitAndLongestPrefixWins() throws Exception {
+        try (NoGradGuard g = new NoGradGuard(); PreTrainedModel whole = tiny(LLAMA)) {
+            whole.savePretrained(tmp);
+            Map<String, Object> map = new LinkedHashMap<>();
+            map.put("", "meta");            // the whole model on meta ...
+            map.put("model", "cpu");        // ... but the decoder stack on the CPU ...
+            map.put("lm_head", "cpu");      // ... and the head too: every parameter on the CPU
+            map.put("model.layers.1", "cpu");
+            try (PreTrainedModel placed = AutoModel.fromPretrained(tmp, ScalarType.Float, map);
+                    Tensor a = ((CausalLM) whole).forward(ids(), null, null, null);
+                    Tensor b = ((CausalLM) placed).forward(ids(), null, null, null)) {
+                placed.namedParameters().forEach((k, v) -> assertEquals("cpu", v.device().str().getString(), k));
+                assertTrue(torch.equal(a, b), "logits of the cpu/cpu placement differ from the unsplit model's");
+            }
+            try (PreTrainedModel placed = AutoModel.fromPretrained(tmp, ScalarType.Float, split("cpu", "cpu"));
+                    Tensor a = ((CausalLM) whole).forward(ids(), null, null, null);
+                    Tensor b = ((CausalLM) placed).forward(ids(), null, null, null)) {
+                assertTrue(torch.equal(a, b), "logits of the split cpu/cpu placement differ from the unsplit model's");
+            }
+        }
+    }
+
+    @Test
+    void metaWholeModelByEmptyKeyAndLongerKeyBackOnCpu() {
+        try (PreTrainedModel m = tiny(LLAMA)) {
+            m.dispatch(Map.of("", "meta", "model.layers.0.mlp", "cpu"));
+            assertEquals("meta", deviceOf(m, "model.layers.0.self_attn.q_proj.weight"));
+            assertEquals("cpu", deviceOf(m, "model.layers.0.mlp.down_proj.weight"));
+            assertEquals("meta", deviceOf(m, "lm_head.weight"));
+        }
+    }
+
+    @Test
+    void uncoveredModuleUnknownKeyAndSplitTiesAreRefused() {
+        try (PreTrainedModel m = tiny(LLAMA)) {
+            Map<String, Object> map = split("cpu", "meta");
+            map.remove("model.layers.1");
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> m.dispatch(map));
+            assertTrue(e.getMessage().contains("model.layers.1.self_attn.q_proj"), e.getMessage());
+            assertEquals("cpu", deviceOf(m, "model.layers.0.self_attn.q_proj.weight"), "nothing moved on refusal");
+            assertEquals("cpu", deviceOf(m, "lm_head.weight"), "nothing moved on refusal");
+
+            Map<String, Object> typo = split("cpu", "cpu");
+            typo.put("model.layer.1", "cpu");
+            e = assertThrows(IllegalArgumentException.class, () -> m.dispatch(typo));
+            assertTrue(e.getMessage().contains("'model.layer.1'"), e.getMessage());
+
+            Map<String, Object> bad = split("cpu", "gpu");
+            e = assertThrows(IllegalArgumentException.class, () -> m.dispatch(bad));
+            assertTrue(e.getMessage().contains("device_map['model.layers.1']"), e.getMessage());
+        }
+        String tiedJson = LLAMA.replace("\"tie_word_embeddings\":false", "\"tie_word_embeddings\":true");
+        try (PreTrainedModel m = tiny(tiedJson)) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> m.dispatch(split("cpu", "meta")));
+            assertTrue(e.getMessage().contains("lm_head.weight") && e.getMessage().contains("model.embed_tokens.weight"),
+                    e.getMessage());
+        }
+    }
+
+    @Test
+    void modelWithoutAlignmentAcceptsOneDeviceOnly() {
+        String gpt2 = "{\"model_type\":\"gpt2\",\"architectures\":[\"GPT2LMHeadModel\"],\"vocab_size\":32,\"n_embd\":16,"
+                + "\"n_layer\":2,\"n_head\":2,\"n_positions\":32}";
+        try (PreTrainedModel m = tiny(gpt2)) {
+            assertThrows(UnsupportedOperationException.class,
+                    () -> m.dispatch(Map.of("", "cpu", "transformer.h.1", "meta")));
+            m.dispatch(Map.of("", "meta"));
+            m.namedParameters().forEach((k, v) -> assertEquals("meta", v.device().str().getString(), k));
+        }
+    }
+}

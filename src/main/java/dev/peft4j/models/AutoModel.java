@@ -203,6 +203,24 @@ public final class AutoModel {
         }
     }
 
+    /**
+     * {@link #fromPretrained(Path, ScalarType, Map)} where {@code "disk"} entries are offloaded to
+     * {@code offloadFolder} (transformers' {@code offload_folder}), see {@link PreTrainedModel#dispatch(Map, Path)}.
+     *
+     * @throws IllegalArgumentException as {@link #fromPretrained(Path, ScalarType, Map)}
+     * @throws UnsupportedOperationException as {@link #fromPretrained(Path, ScalarType, Map)}
+     */
+    public static PreTrainedModel fromPretrained(Path dir, ScalarType dtype, Map<String, ?> deviceMap,
+            Path offloadFolder) throws IOException {
+        PreTrainedModel model = fromPretrained(dir, dtype);
+        try {
+            return model.dispatch(deviceMap, offloadFolder);
+        } catch (IOException | RuntimeException e) {
+            model.close();
+            throw e;
+        }
+    }
+
     /** Builds the architecture {@code config} names, its parameters made by {@code init} (not loaded). */
     public static PreTrainedModel fromConfig(ModelConfig config, Init init) {
         String type = config.modelType();

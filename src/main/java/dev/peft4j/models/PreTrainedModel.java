@@ -61,7 +61,31 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
      * @throws UnsupportedOperationException a map of several devices for a model whose forward does not align devices
      */
     public final PreTrainedModel dispatch(Map<String, ?> deviceMap) {
+        try {
+            return dispatch(deviceMap, null);
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e); // unreachable: no folder, nothing written
+        }
+    }
+
+    /**
+     * {@link #dispatch(Map)} where a value may also be {@code "disk"} (accelerate's offload): those modules run on the
+     * CPU, their parameters and persistent buffers written to {@code offloadFolder/offloaded.safetensors} and
+     * replaced by views of that file mapped copy-on-write ({@link dev.peft4j.io.SafetensorsFile}), so their pages are
+     * read on demand and can be evicted rather than held in the process's memory. The file must stay in place while
+     * the model is used.
+     *
+     * @param offloadFolder where {@code "disk"} modules' weights go (created if absent); null: {@code "disk"} refused
+     * @return this
+     * @throws IllegalArgumentException as {@link #dispatch(Map)}; {@code "disk"} without a folder
+     * @throws UnsupportedOperationException as {@link #dispatch(Map)}; a key under a {@code "disk"} one naming
+     *         another device
+     * @throws java.io.IOException the folder or file cannot be written
+     */
+    public final PreTrainedModel dispatch(Map<String, ?> deviceMap, java.nio.file.Path offloadFolder)
+            throws java.io.IOException {
         Map<String, String> devices = new java.util.LinkedHashMap<>();
+        List<String> diskKeys = new java.util.ArrayList<>();
         Map<String, dev.peft4j.nn.Module> modules = namedModules();
         for (Map.Entry<String, ?> e : deviceMap.entrySet()) {
             String key = e.getKey();
@@ -69,7 +93,24 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
                 throw new IllegalArgumentException("device_map key '" + key + "' names no module of "
                         + getClass().getSimpleName());
             }
-            devices.put(key, dev.peft4j.nn.Devices.canonical("device_map['" + key + "']", e.getValue()));
+            if (e.getValue() instanceof String v && v.trim().equalsIgnoreCase("disk")) {
+                if (offloadFolder == null) {
+                    throw new IllegalArgumentException("device_map['" + key + "'] = disk needs an offload_folder");
+                }
+                diskKeys.add(key);
+                devices.put(key, "cpu"); // offloaded modules run on the CPU, over the mapped file
+            } else {
+                devices.put(key, dev.peft4j.nn.Devices.canonical("device_map['" + key + "']", e.getValue()));
+            }
+        }
+        for (String disk : diskKeys) {
+            for (String k : devices.keySet()) {
+                boolean under = disk.isEmpty() ? !k.isEmpty() : k.startsWith(disk + ".");
+                if (under && !diskKeys.contains(k)) {
+                    throw new UnsupportedOperationException("device_map['" + k + "'] lies inside the offloaded module '"
+                            + disk + "' (disk); offload whole modules only");
+                }
+            }
         }
         Map<String, String> placed = new java.util.LinkedHashMap<>();
         List<String> uncovered = new java.util.ArrayList<>();
@@ -119,8 +160,50 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
                 p.deviceMapped = several;
             }
         }
+        if (!diskKeys.isEmpty()) {
+            offload(diskKeys, offloadFolder);
+        }
         return this;
     }
+
+    /** Writes the modules of {@code keys} into one safetensors file in {@code folder}, then adopts its mapped views. */
+    private void offload(List<String> keys, java.nio.file.Path folder) throws java.io.IOException {
+        List<String> outer = new java.util.ArrayList<>(); // a key inside another offloaded one is covered by it
+        for (String k : keys) {
+            if (keys.stream().noneMatch(o -> !o.equals(k) && (o.isEmpty() || k.startsWith(o + ".")))) {
+                outer.add(k);
+            }
+        }
+        Map<String, Tensor> all = new java.util.LinkedHashMap<>();
+        java.util.IdentityHashMap<Tensor, Boolean> written = new java.util.IdentityHashMap<>();
+        for (String k : outer) {
+            for (Map.Entry<String, Tensor> e : (k.isEmpty() ? this : getSubmodule(k)).stateDict().entrySet()) {
+                if (written.put(e.getValue(), Boolean.TRUE) == null) { // a tied tensor is written once
+                    all.put(k.isEmpty() ? e.getKey() : k + "." + e.getKey(), e.getValue());
+                }
+            }
+        }
+        java.nio.file.Files.createDirectories(folder);
+        java.nio.file.Path file = folder.resolve(OFFLOAD_FILE);
+        dev.peft4j.io.SafetensorsFile.write(file, all);
+        try (dev.peft4j.io.SafetensorsFile mapped = dev.peft4j.io.SafetensorsFile.open(file)) {
+            for (String k : outer) {
+                Map<String, Tensor> views = new java.util.LinkedHashMap<>();
+                String p = k.isEmpty() ? "" : k + ".";
+                for (String name : mapped.names()) {
+                    if (name.startsWith(p)) {
+                        views.put(name.substring(p.length()), mapped.get(name));
+                    }
+                }
+                // assign: a contiguous view of the same dtype is adopted as it is, not copied
+                (k.isEmpty() ? this : getSubmodule(k)).loadStateDict(views, true);
+                views.values().forEach(Tensor::close);
+            }
+        }
+    }
+
+    /** The file {@link #dispatch(Map, java.nio.file.Path)} writes offloaded weights to, in the offload folder. */
+    public static final String OFFLOAD_FILE = "offloaded.safetensors";
 
     /** The device of the longest key of {@code devices} that is {@code name} or a module above it; null: none. */
     static String deviceOf(Map<String, String> devices, String name) {

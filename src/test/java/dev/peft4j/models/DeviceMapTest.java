@@ -134,6 +134,42 @@ class DeviceMapTest {
     }
 
     @Test
+    void diskOffloadedModulesRunOverTheMappedFileWithTheSameLogits() throws Exception {
+        try (NoGradGuard g = new NoGradGuard(); PreTrainedModel whole = tiny(LLAMA)) {
+            Path ckpt = tmp.resolve("ckpt");
+            whole.savePretrained(ckpt);
+            Path folder = tmp.resolve("offload");
+            Map<String, Object> map = split("cpu", "disk");
+            map.put("model.norm", "cpu");
+            try (PreTrainedModel off = AutoModel.fromPretrained(ckpt, ScalarType.Float, map, folder);
+                    Tensor a = ((CausalLM) whole).forward(ids(), null, null, null);
+                    Tensor b = ((CausalLM) off).forward(ids(), null, null, null)) {
+                assertTrue(torch.equal(a, b), "logits of the offloaded model differ from the in-memory model's");
+                long fileBytes = java.nio.file.Files.size(folder.resolve(PreTrainedModel.OFFLOAD_FILE));
+                Map<String, Tensor> params = off.namedParameters();
+                int offloaded = 0;
+                for (Map.Entry<String, Tensor> e : params.entrySet()) {
+                    boolean disk = e.getKey().startsWith("model.layers.1.") || e.getKey().startsWith("lm_head.");
+                    assertEquals("cpu", e.getValue().device().str().getString(), e.getKey());
+                    // a view of the mapped file: its storage is the whole file, one uint8 mapping
+                    long storage = e.getValue().storage().nbytes();
+                    assertEquals(disk, storage == fileBytes, e.getKey() + ": storage of " + storage
+                            + " bytes, offload file " + fileBytes);
+                    offloaded += disk ? 1 : 0;
+                }
+                assertEquals(10, offloaded);
+            }
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> AutoModel.fromPretrained(ckpt, ScalarType.Float, split("cpu", "disk")));
+            assertTrue(e.getMessage().contains("offload_folder"), e.getMessage());
+            Map<String, Object> inside = split("cpu", "disk");
+            inside.put("model.layers.1.mlp", "cpu");
+            assertThrows(UnsupportedOperationException.class,
+                    () -> AutoModel.fromPretrained(ckpt, ScalarType.Float, inside, folder));
+        }
+    }
+
+    @Test
     void modelWithoutAlignmentAcceptsOneDeviceOnly() {
         String gpt2 = "{\"model_type\":\"gpt2\",\"architectures\":[\"GPT2LMHeadModel\"],\"vocab_size\":32,\"n_embd\":16,"
                 + "\"n_layer\":2,\"n_head\":2,\"n_positions\":32}";

@@ -202,6 +202,72 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
         }
     }
 
+    /**
+     * A device map for {@link #dispatch} that fills devices in order under {@code maxMemory} (accelerate's
+     * {@code infer_auto_device_map} with {@code max_memory}, greedy): the model is cut into units in module order (each
+     * element of a module list, such as a decoder layer, is one; so is each other module holding parameters of its
+     * own, or a leaf), each unit's bytes are its parameters' and buffers' (a tensor shared with an earlier unit
+     * counted there), and units go to the first device in {@code maxMemory}'s order until the next one would exceed
+     * its budget, then to the next device, then to {@code "disk"}. Unlike accelerate, no room is kept back for the
+     * largest layer's activations, and tied parameters are not pulled together (a map that splits them is refused by
+     * {@link #dispatch}).
+     *
+     * @param maxMemory device ({@link dev.peft4j.nn.Devices#canonical} names) to the bytes it may hold, in order
+     * @return module name to device or {@code "disk"}, in module order
+     * @throws IllegalArgumentException an unknown device or a negative budget, naming it
+     */
+    public final Map<String, String> inferDeviceMap(Map<String, Long> maxMemory) {
+        List<String> names = new java.util.ArrayList<>();
+        List<Long> budgets = new java.util.ArrayList<>();
+        for (Map.Entry<String, Long> e : maxMemory.entrySet()) {
+            if (e.getValue() == null || e.getValue() < 0) {
+                throw new IllegalArgumentException("max_memory['" + e.getKey() + "'] = " + e.getValue()
+                        + ": expected a number of bytes >= 0");
+            }
+            names.add(dev.peft4j.nn.Devices.canonical("max_memory['" + e.getKey() + "']", e.getKey()));
+            budgets.add(e.getValue());
+        }
+        Map<String, dev.peft4j.nn.Module> units = new java.util.LinkedHashMap<>();
+        collectUnits("", this, units);
+        java.util.IdentityHashMap<Tensor, Boolean> counted = new java.util.IdentityHashMap<>();
+        Map<String, String> out = new java.util.LinkedHashMap<>();
+        int device = 0;
+        long used = 0;
+        for (Map.Entry<String, dev.peft4j.nn.Module> u : units.entrySet()) {
+            long bytes = 0;
+            List<Tensor> tensors = new java.util.ArrayList<>(u.getValue().namedParameters().values());
+            tensors.addAll(u.getValue().namedBuffers().values());
+            for (Tensor t : tensors) {
+                if (counted.put(t, Boolean.TRUE) == null) {
+                    bytes += t.numel() * t.element_size();
+                }
+            }
+            while (device < names.size() && used + bytes > budgets.get(device)) {
+                device++;
+                used = 0;
+            }
+            if (device < names.size()) {
+                used += bytes;
+                out.put(u.getKey(), names.get(device));
+            } else {
+                out.put(u.getKey(), "disk");
+            }
+        }
+        return out;
+    }
+
+    /** The placement units under {@code m} (named {@code name}), in module order; see {@link #inferDeviceMap}. */
+    private static void collectUnits(String name, dev.peft4j.nn.Module m, Map<String, dev.peft4j.nn.Module> out) {
+        String p = name.isEmpty() ? "" : name + ".";
+        if (m instanceof dev.peft4j.nn.ModuleList<?>) {
+            m.children().forEach((k, c) -> out.put(p + k, c));
+        } else if (m.children().isEmpty() || !m.ownParameters().isEmpty()) {
+            out.put(name, m);
+        } else {
+            m.children().forEach((k, c) -> collectUnits(p + k, c, out));
+        }
+    }
+
     /** The file {@link #dispatch(Map, java.nio.file.Path)} writes offloaded weights to, in the offload folder. */
     public static final String OFFLOAD_FILE = "offloaded.safetensors";
 

@@ -170,6 +170,39 @@ class DeviceMapTest {
     }
 
     @Test
+    void maxMemoryFillsDevicesInOrderWithWholeLayersThenDisk() throws Exception {
+        try (NoGradGuard g = new NoGradGuard(); PreTrainedModel m = tiny(LLAMA)) {
+            // float32 sizes of this config: embedding and head 32 x 16, a layer q/o 16 x 16, k/v 8 x 16,
+            // gate/up/down 32 x 16 (three), two norms of 16; the final norm 16
+            long embed = 32 * 16 * 4;
+            long layer = (2 * 256 + 2 * 128 + 3 * 512 + 2 * 16) * 4;
+            long norm = 16 * 4;
+            Map<String, Long> budget = new LinkedHashMap<>();
+            budget.put("cpu", embed + layer + layer - 1); // the second layer does not fit whole
+            budget.put("meta", layer + norm);
+            Map<String, String> map = m.inferDeviceMap(budget);
+            assertEquals(java.util.List.of("model.embed_tokens", "model.layers.0", "model.layers.1", "model.norm",
+                    "lm_head"), java.util.List.copyOf(map.keySet()));
+            assertEquals(java.util.List.of("cpu", "cpu", "meta", "meta", "disk"), java.util.List.copyOf(map.values()));
+            // the inferred map runs (meta's data cannot come back to the CPU head, so meta stands in as cpu here)
+            Map<String, String> runnable = new LinkedHashMap<>();
+            map.forEach((k, v) -> runnable.put(k, v.equals("meta") ? "cpu" : v));
+            try (Tensor before = ((CausalLM) m).forward(ids(), null, null, null)) {
+                m.dispatch(runnable, tmp.resolve("offload"));
+                try (Tensor after = ((CausalLM) m).forward(ids(), null, null, null)) {
+                    assertTrue(torch.equal(before, after), "logits changed by the inferred placement");
+                }
+            }
+            budget.put("cpu", embed + layer + layer); // now both layers fit exactly; norm and head fit meta's budget
+            Map<String, String> again = m.inferDeviceMap(budget);
+            assertEquals(java.util.List.of("cpu", "cpu", "cpu", "meta", "meta"), java.util.List.copyOf(again.values()));
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> m.inferDeviceMap(Map.of("gpu", 1L)));
+            assertTrue(e.getMessage().contains("max_memory['gpu']"), e.getMessage());
+        }
+    }
+
+    @Test
     void modelWithoutAlignmentAcceptsOneDeviceOnly() {
         String gpt2 = "{\"model_type\":\"gpt2\",\"architectures\":[\"GPT2LMHeadModel\"],\"vocab_size\":32,\"n_embd\":16,"
                 + "\"n_layer\":2,\"n_head\":2,\"n_positions\":32}";

@@ -342,13 +342,35 @@ public interface PeftAdapterMixin {
      * @param weights one weight per adapter (negative subtracts)
      * @param adapterName the new adapter's name (nothing happens when it exists)
      * @param combinationType {@code cat}, {@code linear}, {@code svd}, {@code ties}, {@code ties_svd},
-     *     {@code magnitude_prune}, {@code magnitude_prune_svd}
-     * @param density the fraction kept by ties and magnitude_prune, or null
+     *     {@code magnitude_prune}, {@code magnitude_prune_svd}, {@code dare_linear}, {@code dare_ties},
+     *     {@code dare_linear_svd}, {@code dare_ties_svd} (their masks from a CPU generator seeded with
+     *     {@link PeftAdapters#DEFAULT_DARE_SEED})
+     * @param density the fraction kept by the ties, magnitude_prune and dare types, or null
      */
     default void addWeightedAdapter(List<String> adapters, List<Double> weights, String adapterName,
             String combinationType, Double density) {
         peftAdapters().addWeightedAdapter(adapters, weights, adapterName, combinationType, null, null, density,
                 "total");
+    }
+
+    /**
+     * {@link #addWeightedAdapter(List, List, String, String, Double)} with the {@code dare_*} masks drawn from a
+     * libtorch CPU generator seeded with {@code seed}: the same seed gives the same adapter (not the one PEFT gives
+     * from that seed in Python: the random streams differ).
+     *
+     * @param adapters the LoRA adapters to combine
+     * @param weights one weight per adapter (negative subtracts)
+     * @param adapterName the new adapter's name (nothing happens when it exists)
+     * @param combinationType as in {@link #addWeightedAdapter(List, List, String, String, Double)}
+     * @param density the fraction kept by the ties, magnitude_prune and dare types, or null
+     * @param seed the seed of the dare types' masks
+     */
+    default void addWeightedAdapter(List<String> adapters, List<Double> weights, String adapterName,
+            String combinationType, Double density, long seed) {
+        try (org.bytedeco.pytorch.Generator g = org.bytedeco.pytorch.global.torch.createCPUGenerator(seed)) {
+            peftAdapters().addWeightedAdapter(adapters, weights, adapterName, combinationType, null, null, density,
+                    "total", g);
+        }
     }
 
     /**

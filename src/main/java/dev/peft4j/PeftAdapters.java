@@ -484,23 +484,72 @@ public final class PeftAdapters {
     // ------------------------------------------------------------------ add_weighted_adapter
 
     /**
-     * PEFT's {@code LoraModel.add_weighted_adapter}: a new LoRA adapter {@code name} made from {@code adapters} with
-     * {@code weights} (see {@link dev.peft4j.tuners.lora.WeightedAdapters}); it is injected with the first adapter's
-     * config (rank and alpha the new rank, target modules the union, no rank or alpha patterns), frozen, and not
-     * activated. Nothing happens when an adapter of that name exists, as in PEFT.
+     * The seed of the generator {@link #addWeightedAdapter(List, List, String, String, Integer, Double, Double, String)}
+     * draws the {@code dare_*} masks from: a call without a generator is reproducible.
+     */
+    public static final long DEFAULT_DARE_SEED = 0L;
+
+    /**
+     * {@link #addWeightedAdapter(List, List, String, String, Integer, Double, Double, String, Generator)} with the
+     * {@code dare_*} masks drawn from a libtorch CPU generator seeded with {@link #DEFAULT_DARE_SEED}.
      *
-     * @param combinationType {@code cat}, {@code linear}, {@code svd}, {@code ties}, {@code ties_svd},
-     *     {@code magnitude_prune}, {@code magnitude_prune_svd}; the {@code dare_*} types are refused
+     * @param adapters the LoRA adapters to combine
+     * @param weights one weight per adapter (negative subtracts)
+     * @param name the new adapter's name (nothing happens when it exists)
+     * @param combinationType see the overload
      * @param svdRank the svd types' rank, or null for the largest of the adapters'
      * @param svdClamp the quantile clamping the svd factors, or null
-     * @param density the fraction kept by the ties and magnitude_prune types
-     * @param majoritySignMethod {@code total} or {@code frequency} (ties)
-     * @throws IllegalArgumentException PEFT's errors: an unknown adapter or type, ranks that differ where they must
-     *     not, target_modules of different kinds, two adapters saving the same module (modules_to_save)
-     * @throws UnsupportedOperationException a {@code dare_*} type (a random mask), a DoRA or non-LoRA adapter
+     * @param density the fraction kept by the ties, magnitude_prune and dare types
+     * @param majoritySignMethod {@code total} or {@code frequency} (ties, dare_ties)
      */
     public void addWeightedAdapter(List<String> adapters, List<Double> weights, String name, String combinationType,
             Integer svdRank, Double svdClamp, Double density, String majoritySignMethod) {
+        if (combinationType.startsWith("dare_") && adapters.size() > 1) {
+            try (org.bytedeco.pytorch.Generator g = org.bytedeco.pytorch.global.torch.createCPUGenerator(
+                    DEFAULT_DARE_SEED)) {
+                addWeightedAdapter(adapters, weights, name, combinationType, svdRank, svdClamp, density,
+                        majoritySignMethod, g);
+            }
+        } else {
+            addWeightedAdapter(adapters, weights, name, combinationType, svdRank, svdClamp, density,
+                    majoritySignMethod, null);
+        }
+    }
+
+    /**
+     * PEFT's {@code LoraModel.add_weighted_adapter}: a new LoRA adapter {@code name} made from {@code adapters} with
+     * {@code weights} (see {@link dev.peft4j.tuners.lora.WeightedAdapters}); it is injected with the first adapter's
+     * config (rank and alpha the new rank, target modules the union, no rank or alpha patterns), frozen, and not
+     * activated. Nothing happens when an adapter of that name exists, as in PEFT. DoRA adapters combine as in PEFT:
+     * their A and B only (their magnitude vectors are not combined); the new adapter is a DoRA adapter when the first
+     * one is, with the magnitude a fresh DoRA adapter starts with (the weight norm of the base plus its initial delta,
+     * which is the base weight's norm when {@code init_lora_weights} is true).
+     *
+     * <p>The {@code dare_*} types keep each entry with probability {@code density} (a Bernoulli mask drawn from
+     * {@code generator}) and divide the kept ones by {@code density}. The same generator state gives the same
+     * adapter, but not the adapter PEFT gives from the same seed: PEFT draws from torch's global generator in
+     * Python, and the random stream differs between builds as it differs between torch devices.
+     *
+     * @param adapters the LoRA adapters to combine
+     * @param weights one weight per adapter (negative subtracts)
+     * @param name the new adapter's name (nothing happens when it exists)
+     * @param combinationType {@code cat}, {@code linear}, {@code svd}, {@code ties}, {@code ties_svd},
+     *     {@code dare_linear}, {@code dare_ties}, {@code dare_linear_svd}, {@code dare_ties_svd},
+     *     {@code magnitude_prune}, {@code magnitude_prune_svd}; with one adapter always {@code linear}, as in PEFT
+     * @param svdRank the svd types' rank, or null for the largest of the adapters'
+     * @param svdClamp the quantile clamping the svd factors, or null
+     * @param density the fraction kept by the ties, magnitude_prune and dare types
+     * @param majoritySignMethod {@code total} or {@code frequency} (ties, dare_ties)
+     * @param generator the generator the dare types draw their masks from (not used by other types; use it from one
+     *     thread at a time for a reproducible result)
+     * @throws IllegalArgumentException PEFT's errors: an unknown adapter or type, ranks that differ where they must
+     *     not, target_modules of different kinds, two adapters saving the same module (modules_to_save); a missing
+     *     density or generator; a dare type with density 0 (PEFT would divide by it)
+     * @throws UnsupportedOperationException a non-LoRA adapter
+     */
+    public void addWeightedAdapter(List<String> adapters, List<Double> weights, String name, String combinationType,
+            Integer svdRank, Double svdClamp, Double density, String majoritySignMethod,
+            org.bytedeco.pytorch.Generator generator) {
         requireLoaded();
         if (peftConfig.containsKey(name)) {
             return;
@@ -523,10 +572,6 @@ public final class PeftAdapters {
                 throw new IllegalArgumentException("add_weighted_adapter does not support targeting nn.Parameter "
                         + "(problematic adapter '" + a + "')");
             }
-            if (lc.useDora()) {
-                throw new UnsupportedOperationException("add_weighted_adapter of DoRA adapter '" + a + "' is not "
-                        + "implemented (the magnitude vectors would not be combined)");
-            }
         }
         int problematic = 0;
         for (ModulesToSaveWrapper w : tuner.modulesToSaveWrappers().values()) {
@@ -539,10 +584,6 @@ public final class PeftAdapters {
                     + "modules_to_save, but found " + problematic + " such instance(s).");
         }
         String type = adapters.size() == 1 ? "linear" : combinationType;
-        if (type.startsWith("dare_")) {
-            throw new UnsupportedOperationException("combination_type " + type + " draws a random mask "
-                    + "(torch.bernoulli) that peft4j cannot reproduce; use ties, magnitude_prune, linear, cat or svd");
-        }
         List<Integer> ranks = new ArrayList<>();
         for (String a : adapters) {
             LoraConfig lc = (LoraConfig) peftConfig.get(a);
@@ -554,7 +595,7 @@ public final class PeftAdapters {
         }
         int newRank;
         switch (type) {
-            case "linear", "ties", "magnitude_prune" -> {
+            case "linear", "ties", "dare_ties", "dare_linear", "magnitude_prune" -> {
                 if (new LinkedHashSet<>(ranks).size() != 1) {
                     throw new IllegalArgumentException("All adapters must have the same r value when using "
                             + "combination_type linear, ties, dare_ties or dare_linear.");
@@ -562,12 +603,20 @@ public final class PeftAdapters {
                 newRank = ranks.get(0);
             }
             case "cat" -> newRank = ranks.stream().mapToInt(Integer::intValue).sum();
-            case "svd", "ties_svd", "magnitude_prune_svd" ->
+            case "svd", "ties_svd", "dare_linear_svd", "dare_ties_svd", "magnitude_prune_svd" ->
                     newRank = svdRank != null ? svdRank : ranks.stream().mapToInt(Integer::intValue).max().orElse(0);
             default -> throw new IllegalArgumentException("Invalid combination_type: " + type);
         }
-        if ((type.startsWith("ties") || type.startsWith("magnitude_prune")) && density == null) {
+        boolean dare = type.startsWith("dare_");
+        if ((type.startsWith("ties") || type.startsWith("magnitude_prune") || dare) && density == null) {
             throw new IllegalArgumentException("combination_type " + type + " needs a density in [0, 1]");
+        }
+        if (dare && density == 0) {
+            throw new IllegalArgumentException("combination_type " + type + " with density 0 divides the kept "
+                    + "entries by 0 (PEFT's random_pruning rescale); use a density in (0, 1]");
+        }
+        if (dare && generator == null) {
+            throw new IllegalArgumentException("combination_type " + type + " needs a generator for its masks");
         }
         if (density != null && density < 0) {
             throw new IllegalArgumentException("Density should be >= 0, got " + density);
@@ -603,7 +652,7 @@ public final class PeftAdapters {
         commit(prepare(config, name, false)); // the layers keep their active adapters: the new one is not active
         for (BaseTunerLayer t : tuner.tunerLayers().values()) {
             dev.peft4j.tuners.lora.WeightedAdapters.combine(t, name, adapters, weights, type, newRank, svdClamp,
-                    density, majoritySignMethod);
+                    density, majoritySignMethod, dare ? generator : null);
         }
         tuner.freezeAdapter(name);
     }

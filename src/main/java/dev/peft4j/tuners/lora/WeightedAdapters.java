@@ -5,6 +5,8 @@ import dev.peft4j.tuners.Scoped;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import org.bytedeco.pytorch.Generator;
+import org.bytedeco.pytorch.GeneratorOptional;
 import org.bytedeco.pytorch.NoGradGuard;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
@@ -16,11 +18,19 @@ import org.bytedeco.pytorch.global.torch;
 /**
  * The per-layer arithmetic of PEFT's {@code LoraModel.add_weighted_adapter} ({@code lora/model.py},
  * {@code utils/merge_utils.py}): the factors of a new adapter made from existing ones on one LoRA layer.
- * {@code cat} stacks the factors (A scaled by weight·scaling); {@code linear}, {@code ties} and
- * {@code magnitude_prune} combine A and B separately with sign·√|weight·scaling| on A and √|weight·scaling| on B;
- * the {@code *svd} types combine the delta weights (PEFT multiplies each {@code get_delta_weight}, which holds the
- * scaling already, by weight·scaling once more) and factor the result by {@code torch.linalg.svd}, keeping the first
- * {@code rank} singular directions (B = U·S, A = Vᴴ). The random-mask types ({@code dare_*}) are not here.
+ * {@code cat} stacks the factors (A scaled by weight·scaling); {@code linear}, {@code ties}, {@code magnitude_prune},
+ * {@code dare_linear} and {@code dare_ties} combine A and B separately with sign·√|weight·scaling| on A and
+ * √|weight·scaling| on B; the {@code *svd} types combine the delta weights (PEFT multiplies each
+ * {@code get_delta_weight}, which holds the scaling already, by weight·scaling once more) and factor the result by
+ * {@code torch.linalg.svd}, keeping the first {@code rank} singular directions (B = U·S, A = Vᴴ).
+ *
+ * <p>The {@code dare_*} types prune every tensor they combine at random (DARE): each entry is kept with probability
+ * {@code density} (a Bernoulli mask) and the kept entries are divided by {@code density}; {@code dare_linear} then sums
+ * the weighted tensors, {@code dare_ties} elects a sign per entry as {@code ties} does. The masks come from the
+ * {@link Generator} given, drawn in PEFT's order (per layer: the A of each adapter, then the B of each; or the delta
+ * weight of each adapter for the svd types). They are not the masks PEFT draws in Python, even from the same seed:
+ * PEFT draws from torch's global generator, and the stream differs between libtorch builds as it differs between
+ * torch devices. A density of 1 or more keeps every entry and rescales nothing, as in PEFT.
  */
 public final class WeightedAdapters {
     private WeightedAdapters() {
@@ -30,19 +40,49 @@ public final class WeightedAdapters {
     record Source(Tensor a, Tensor b, double scaling, double weight) {
     }
 
+    /** Where the {@code dare_*} types take their Bernoulli masks from: one call per pruned tensor, in PEFT's order. */
+    interface DareMasks {
+        /**
+         * A mask of {@code tensor}'s shape, dtype and device: each entry 1 with probability {@code density}, else 0.
+         */
+        Tensor draw(Tensor tensor, double density);
+    }
+
+    /** PEFT's {@code torch.bernoulli(torch.full_like(tensor, density))}, drawn from {@code generator}. */
+    static DareMasks bernoulli(Generator generator) {
+        return (t, density) -> torch.bernoulli(torch.full_like(t, new Scalar(density)),
+                new GeneratorOptional(generator));
+    }
+
     /**
      * Writes the combination into {@code layer}'s adapter {@code name} (already injected, zero-filled here first),
      * from the {@code adapters} (with {@code weights}) the layer holds; does nothing when it holds none of them.
      *
-     * @param type {@code cat}, {@code linear}, {@code ties}, {@code magnitude_prune}, {@code svd}, {@code ties_svd},
-     *     {@code magnitude_prune_svd}
+     * @param type {@code cat}, {@code linear}, {@code ties}, {@code magnitude_prune}, {@code dare_linear},
+     *     {@code dare_ties}, {@code svd}, {@code ties_svd}, {@code magnitude_prune_svd}, {@code dare_linear_svd},
+     *     {@code dare_ties_svd}
      * @param rank the new adapter's rank (for the svd types)
      * @param clamp the quantile clamping the svd factors, or null
-     * @param density the fraction kept by {@code ties} and {@code magnitude_prune}
+     * @param density the fraction kept by the {@code ties}, {@code magnitude_prune} and {@code dare} types
      * @param majoritySign {@code total} or {@code frequency}
+     * @param generator the generator the {@code dare_*} types draw their masks from (used by one thread at a time
+     *     for a reproducible result), or null for the other types
      */
     public static void combine(BaseTunerLayer layer, String name, List<String> adapters, List<Double> weights,
-            String type, int rank, Double clamp, Double density, String majoritySign) {
+            String type, int rank, Double clamp, Double density, String majoritySign, Generator generator) {
+        combineMasked(layer, name, adapters, weights, type, rank, clamp, density, majoritySign,
+                generator == null ? null : bernoulli(generator));
+    }
+
+    /**
+     * {@link #combine(BaseTunerLayer, String, List, List, String, int, Double, Double, String, Generator)} with the
+     * {@code dare_*} masks from {@code masks}.
+     */
+    static void combineMasked(BaseTunerLayer layer, String name, List<String> adapters, List<Double> weights,
+            String type, int rank, Double clamp, Double density, String majoritySign, DareMasks masks) {
+        if (type.startsWith("dare_") && masks == null) {
+            throw new IllegalArgumentException("combination_type " + type + " needs a generator for its masks");
+        }
         Map<String, Tensor> target = layer.adapterParameters(name);
         boolean embedding = layer instanceof LoraEmbedding;
         if (target.isEmpty() || !(layer instanceof LoraLayer || embedding)) {
@@ -80,7 +120,7 @@ public final class WeightedAdapters {
                     }
                     ab = new Tensor[] {cat(as, 0), cat(bs, 1)};
                 } else if (type.endsWith("svd")) {
-                    ab = svd(sources, type, rank, clamp, density, majoritySign, transpose);
+                    ab = svd(sources, type, rank, clamp, density, majoritySign, transpose, masks);
                 } else {
                     List<Tensor> as = new ArrayList<>();
                     List<Tensor> bs = new ArrayList<>();
@@ -94,8 +134,8 @@ public final class WeightedAdapters {
                         as.add(src.a());
                         bs.add(src.b());
                     }
-                    ab = new Tensor[] {merge(type, as, wa, density, majoritySign),
-                        merge(type, bs, wb, density, majoritySign)};
+                    ab = new Tensor[] {merge(type, as, wa, density, majoritySign, masks),
+                        merge(type, bs, wb, density, majoritySign, masks)};
                 }
                 ta.narrow(0, 0, ab[0].size(0)).narrow(1, 0, ab[0].size(1)).copy_(ab[0]);
                 tb.narrow(0, 0, ab[1].size(0)).narrow(1, 0, ab[1].size(1)).copy_(ab[1]);
@@ -104,7 +144,7 @@ public final class WeightedAdapters {
     }
 
     private static Tensor[] svd(List<Source> sources, String type, int rank, Double clamp, Double density,
-            String majoritySign, boolean transpose) {
+            String majoritySign, boolean transpose, DareMasks masks) {
         List<Tensor> deltas = new ArrayList<>();
         double[] w = new double[sources.size()];
         for (int i = 0; i < sources.size(); i++) {
@@ -115,7 +155,7 @@ public final class WeightedAdapters {
             w[i] = src.weight() * src.scaling();
         }
         String base = type.equals("svd") ? "linear" : type.substring(0, type.length() - "_svd".length());
-        Tensor delta = merge(base, deltas, w, density, majoritySign);
+        Tensor delta = merge(base, deltas, w, density, majoritySign, masks);
         if (transpose) {
             delta = delta.t();
         }
@@ -137,13 +177,17 @@ public final class WeightedAdapters {
         return new Tensor[] {vh, u};
     }
 
-    /** {@code merge_utils}: task arithmetic, {@code ties} or {@code magnitude_prune} of stacked tensors. */
+    /**
+     * {@code merge_utils}: task arithmetic ({@code linear}), {@code ties}, {@code magnitude_prune},
+     * {@code dare_linear} or {@code dare_ties} of stacked tensors.
+     */
     private static Tensor merge(String type, List<Tensor> tensors, double[] weights, Double density,
-            String majoritySign) {
-        boolean prune = type.equals("ties") || type.equals("magnitude_prune");
+            String majoritySign, DareMasks masks) {
+        boolean magnitude = type.equals("ties") || type.equals("magnitude_prune");
+        boolean random = type.startsWith("dare_");
         List<Tensor> parts = new ArrayList<>();
         for (Tensor t : tensors) {
-            parts.add(prune ? magnitudePrune(t, density) : t);
+            parts.add(magnitude ? magnitudePrune(t, density) : random ? randomPrune(t, density, masks) : t);
         }
         Tensor stacked = torch.stack(new TensorArrayRef(new TensorVector(parts.toArray(new Tensor[0]))), 0);
         long[] shape = new long[(int) stacked.dim()];
@@ -151,16 +195,29 @@ public final class WeightedAdapters {
         shape[0] = weights.length;
         Tensor w = Tensor.create(weights, weights.length).to(stacked.scalar_type()).view(shape);
         Tensor weighted = stacked.mul(w);
-        if (!type.equals("ties")) { // linear, magnitude_prune, the plain svd
+        if (!type.equals("ties") && !type.equals("dare_ties")) { // linear, magnitude_prune, dare_linear, svd
             return weighted.sum(0);
         }
         Tensor sign = stacked.sign();
-        Tensor magnitude = "frequency".equals(majoritySign) ? sign.sum(0) : stacked.sum(0);
-        Tensor majority = torch.where(magnitude.ge(new Scalar(0.0)), new Scalar(1L), new Scalar(-1L));
+        Tensor total = "frequency".equals(majoritySign) ? sign.sum(0) : stacked.sum(0);
+        Tensor majority = torch.where(total.ge(new Scalar(0.0)), new Scalar(1L), new Scalar(-1L));
         Tensor mask = sign.eq(majority);
         Tensor mixed = weighted.mul(mask).sum(0);
         Tensor kept = mask.sum(0);
         return mixed.div(kept.clamp_min(new Scalar(1.0)));
+    }
+
+    /** {@code random_pruning} with {@code rescale}: a Bernoulli({@code density}) mask, kept entries / density. */
+    private static Tensor randomPrune(Tensor t, double density, DareMasks masks) {
+        if (density >= 1) {
+            return t;
+        }
+        Tensor mask = masks.draw(t, density);
+        if (!java.util.Arrays.equals(mask.shape(), t.shape())) {
+            throw new IllegalStateException("a DARE mask of shape " + java.util.Arrays.toString(mask.shape())
+                    + " for a tensor of shape " + java.util.Arrays.toString(t.shape()));
+        }
+        return t.mul(mask).div(new Scalar(density));
     }
 
     /** {@code magnitude_based_pruning}: the {@code int(density·numel)} largest magnitudes kept, the rest zero. */

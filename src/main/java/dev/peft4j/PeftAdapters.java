@@ -484,8 +484,9 @@ public final class PeftAdapters {
     // ------------------------------------------------------------------ add_weighted_adapter
 
     /**
-     * The seed of the generator {@link #addWeightedAdapter(List, List, String, String, Integer, Double, Double, String)}
-     * draws the {@code dare_*} masks from: a call without a generator is reproducible.
+     * The seed of the generator that
+     * {@link #addWeightedAdapter(List, List, String, String, Integer, Double, Double, String)} draws the
+     * {@code dare_*} masks from: a call without a generator is reproducible.
      */
     public static final long DEFAULT_DARE_SEED = 0L;
 
@@ -610,6 +611,10 @@ public final class PeftAdapters {
         boolean dare = type.startsWith("dare_");
         if ((type.startsWith("ties") || type.startsWith("magnitude_prune") || dare) && density == null) {
             throw new IllegalArgumentException("combination_type " + type + " needs a density in [0, 1]");
+        }
+        boolean prunes = type.startsWith("ties") || type.startsWith("magnitude_prune") || dare;
+        if (density != null && density >= 1 && prunes) {
+            LOG.warn("The density {} is greater than or equal to 1, no pruning will be performed.", density);
         }
         if (dare && density == 0) {
             throw new IllegalArgumentException("combination_type " + type + " with density 0 divides the kept "

@@ -179,6 +179,22 @@ class MixinWeightedAdapterTest {
         }
     }
 
+    /** PEFT's prune returns a tensor untouched at density 1: dare_linear is then linear (its golden), unrescaled. */
+    @Test
+    void dareAtDensityOneIsLinear() throws Exception {
+        try (PointerScope s = new PointerScope(); PreTrainedModel m = withTwoAdapters();
+                SafetensorsFile golden = SafetensorsFile.open(dir("golden.safetensors"))) {
+            Map<String, Tensor> gt = golden.tensors();
+            m.addWeightedAdapter(List.of("a", "b"), WEIGHTS, "d1", "dare_linear", 1.0, 5L);
+            for (Map.Entry<String, BaseTunerLayer> e : m.peftAdapters().tunerLayers().entrySet()) {
+                Tensor[] ab = factors(e.getValue(), "d1");
+                String k = "linear/" + e.getKey();
+                assertTrue(maxAbsDiff(gt.get(k + "/A"), ab[0]) <= 1e-6, k + "/A");
+                assertTrue(maxAbsDiff(gt.get(k + "/B"), ab[1]) <= 1e-6, k + "/B");
+            }
+        }
+    }
+
     /**
      * PEFT combines a DoRA adapter's A and B only. The new adapter copies the first adapter's config: DoRA when the
      * first is (its magnitude the fresh one, ‖W‖ per output row as B starts at zero), plain LoRA when it is not.

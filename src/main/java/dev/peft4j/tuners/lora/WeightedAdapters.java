@@ -48,10 +48,18 @@ public final class WeightedAdapters {
         Tensor draw(Tensor tensor, double density);
     }
 
-    /** PEFT's {@code torch.bernoulli(torch.full_like(tensor, density))}, drawn from {@code generator}. */
+    /**
+     * PEFT's {@code torch.bernoulli(torch.full_like(tensor, density))}, drawn from {@code generator}; a CPU generator
+     * draws the mask of a tensor on another device on the CPU, then moves it there.
+     */
     static DareMasks bernoulli(Generator generator) {
-        return (t, density) -> torch.bernoulli(torch.full_like(t, new Scalar(density)),
-                new GeneratorOptional(generator));
+        return (t, density) -> {
+            if (t.is_cpu() || !generator.device().is_cpu()) {
+                return torch.bernoulli(torch.full_like(t, new Scalar(density)), new GeneratorOptional(generator));
+            }
+            Tensor p = dev.peft4j.nn.Init.cpu(t.scalar_type()).empty(t.shape()).fill_(new Scalar(density));
+            return torch.bernoulli(p, new GeneratorOptional(generator)).to(t.device(), t.scalar_type());
+        };
     }
 
     /**

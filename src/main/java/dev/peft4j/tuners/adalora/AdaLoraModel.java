@@ -80,8 +80,9 @@ public final class AdaLoraModel extends TunerModel {
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
                 Module m = modules.get(key);
-                BaseTuner.refuseOtherMethod(key, m, SvdLinear.class, name);
-                Module base = m instanceof SvdLinear l ? l.baseLayer() : m;
+                BaseTuner.refuseTokenWrapper(key, m, name);
+                // another method's tuner layer (a LoRA one too) is wrapped, as PEFT's _create_and_replace does
+                Module base = BaseTunerLayer.innermost(m);
                 AdapterSizes.checkRank("init_r", c.initR(), key, base);
                 LinearShape shape = LinearShape.of(base);
                 if (shape == null) {
@@ -201,5 +202,11 @@ public final class AdaLoraModel extends TunerModel {
                 t.close();
             }
         }
+    }
+
+    /** {@code LoraLayer} (AdaLoraModel inherits LoraModel's, and AdaLoraLayer is a LoraLayer). */
+    @Override
+    public String tunerLayerClass() {
+        return "LoraLayer";
     }
 }

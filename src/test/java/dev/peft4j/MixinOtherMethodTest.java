@@ -5,6 +5,7 @@ import static dev.peft4j.MixinSupport.ids;
 import static dev.peft4j.MixinSupport.logits;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.peft4j.config.AdaLoraConfig;
@@ -50,13 +51,34 @@ class MixinOtherMethodTest {
     }
 
     @Test
+    void adaLoraCountsTheTrainableAdaptersOfEveryMethod() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(7)) {
+            m.addAdapter(lora("q_proj"), "lora"); // add_adapter: inference_mode False, trainable
+            Map<String, Tensor> before = MixinLoraTest.snapshot(m);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> m.addAdapter(AdaLoraConfig.builder().initR(4).totalStep(10).targetModules("k_proj").build(),
+                            "ada"));
+            assertEquals("AdaLoraModel supports only 1 trainable adapter. When using multiple adapters, set "
+                    + "inference_mode to True for all adapters except the one you want to train.", e.getMessage());
+            MixinLoraTest.assertSameState(before, m);
+            m.addAdapter(AdaLoraConfig.builder().initR(4).totalStep(10).targetModules("k_proj").inferenceMode(true)
+                    .build(), "ada");
+            m.addAdapter(ia3("v_proj"), "ia3"); // IA3 does not count
+            assertThrows(IllegalArgumentException.class, () -> m.addAdapter(AdaLoraConfig.builder().initR(4)
+                    .totalStep(10).targetModules("o_proj").inferenceMode(true).build(), "ada2"),
+                    "two trainable adapters (lora, ia3) already: even an inference AdaLoRA is refused, as PEFT");
+        }
+    }
+
+    @Test
     void aSecondMethodOnTheSameModuleWrapsTheFirstAndKeepsItsTensors() {
         // each case: the first adapter, the second, the module both target
         List<Object[]> cases = List.of(
                 new Object[] {lora("q_proj", "v_proj"), ia3("q_proj"), "q_proj"},
                 new Object[] {ia3("q_proj"), lora("q_proj"), "q_proj"},
+                // AdaLoRA counts the trainable adapters of every method: the second one is for inference
                 new Object[] {lora("v_proj"), AdaLoraConfig.builder().initR(4).totalStep(10).targetModules("v_proj")
-                        .build(), "v_proj"});
+                        .inferenceMode(true).build(), "v_proj"});
         for (Object[] c : cases) {
             try (PreTrainedModel m = MixinSupport.tinyLlama(7)) {
                 m.addAdapter((PeftConfig) c[0], "first");

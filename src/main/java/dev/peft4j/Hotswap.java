@@ -42,13 +42,20 @@ final class Hotswap {
     private Hotswap() {
     }
 
-    /** One module's new values, ready to go in. */
-    private record Swap(BaseTunerLayer layer, Tensor a, Tensor b, Tensor bias, double scaling) {
+    /** One module's new values, ready to go in; {@code magnitude} is DoRA's vector (null for a plain adapter). */
+    private record Swap(BaseTunerLayer layer, Tensor a, Tensor b, Tensor bias, Tensor magnitude, double scaling) {
         void apply(String name) {
             if (layer instanceof LoraLayer l) {
                 l.swapAdapter(name, a, b, bias, scaling);
+                if (magnitude != null) {
+                    l.swapMagnitude(name, magnitude);
+                }
             } else {
-                ((LoraEmbedding) layer).swapAdapter(name, a, b, scaling);
+                LoraEmbedding e = (LoraEmbedding) layer;
+                e.swapAdapter(name, a, b, scaling);
+                if (magnitude != null) {
+                    e.swapMagnitude(name, magnitude);
+                }
             }
         }
 
@@ -57,6 +64,9 @@ final class Hotswap {
             b.close();
             if (bias != null) {
                 bias.close();
+            }
+            if (magnitude != null) {
+                magnitude.close();
             }
         }
     }
@@ -91,11 +101,14 @@ final class Hotswap {
             Optional<AdapterKeys.ParsedKey> pk = AdapterKeys.parseCheckpointKey(e.getKey());
             BaseTunerLayer l = pk.map(p -> layers.get(p.module())).orElse(null);
             AdapterKeys.Param param = pk.map(AdapterKeys.ParsedKey::param).orElse(null);
-            boolean fits = l instanceof LoraLayer && (param == AdapterKeys.Param.LORA_A
+            boolean fits = l instanceof LoraLayer ll && (param == AdapterKeys.Param.LORA_A
                     || param == AdapterKeys.Param.LORA_B
-                    || param == AdapterKeys.Param.LORA_B_BIAS && l.adapterParameters(name).size() == 3)
-                    || l instanceof LoraEmbedding && (param == AdapterKeys.Param.LORA_EMBEDDING_A
-                    || param == AdapterKeys.Param.LORA_EMBEDDING_B);
+                    || param == AdapterKeys.Param.LORA_B_BIAS && ll.adapterParameters(name).containsKey(
+                            "lora_B." + name + ".bias")
+                    || param == AdapterKeys.Param.LORA_MAGNITUDE_VECTOR && ll.magnitude(name) != null)
+                    || l instanceof LoraEmbedding le && (param == AdapterKeys.Param.LORA_EMBEDDING_A
+                    || param == AdapterKeys.Param.LORA_EMBEDDING_B
+                    || param == AdapterKeys.Param.LORA_MAGNITUDE_VECTOR && le.magnitude(name) != null);
             if (!fits) {
                 unexpected.add(e.getKey());
                 continue;
@@ -185,7 +198,23 @@ final class Hotswap {
             }
             bias = nb == null ? torch.zeros_like(oldBias) : nb.to(oldBias.scalar_type()).contiguous().clone();
         }
-        return new Swap(layer, a, b, bias, lc.scaling(module));
+        // DoRA: the magnitude is one more "lora_" tensor of the adapter, of a fixed shape (out,): copied in, or zeroed
+        // when the new checkpoint lacks it, as PEFT does with every tensor it lacks
+        Tensor oldMag = layer instanceof LoraLayer ll ? ll.magnitude(name) : ((LoraEmbedding) layer).magnitude(name);
+        Tensor mag = null;
+        if (oldMag != null) {
+            Tensor nm = given.get(AdapterKeys.Param.LORA_MAGNITUDE_VECTOR);
+            if (nm != null && !Arrays.equals(nm.shape(), oldMag.shape())) {
+                a.close();
+                b.close();
+                if (bias != null) {
+                    bias.close();
+                }
+                throw sizeMismatch(module, AdapterKeys.Param.LORA_MAGNITUDE_VECTOR, nm, oldMag);
+            }
+            mag = nm == null ? torch.zeros_like(oldMag) : nm.to(oldMag.scalar_type()).contiguous().clone();
+        }
+        return new Swap(layer, a, b, bias, mag, lc.scaling(module));
     }
 
     // the adapter parameter's key as the layer lists it (adapterParameters: no module prefix)
@@ -269,8 +298,9 @@ final class Hotswap {
                 }
                 Tensor b = current.get(emb ? AdapterKeys.Param.LORA_EMBEDDING_B : AdapterKeys.Param.LORA_B);
                 Tensor bias = current.get(AdapterKeys.Param.LORA_B_BIAS);
+                // a DoRA magnitude keeps its values: zero rank slots leave B·A, hence the weight norm, unchanged
                 swaps.add(new Swap(l, padded(a, targetRank, a.size(1), a, 0), padded(b, b.size(0), targetRank, b, 1),
-                        bias == null ? null : bias.clone(), scaling));
+                        bias == null ? null : bias.clone(), null, scaling));
             }
         }
         Lock write = lock.writeLock();

@@ -37,7 +37,11 @@ public interface PeftAdapterMixin {
      * {@code load_adapter(peft_model_id, **kwargs)}: an adapter folder as PEFT's {@code save_pretrained} writes it
      * ({@code adapter_config.json} and {@code adapter_model.safetensors} or {@code .bin}), a Hugging Face repo id
      * found in the local hub cache, or a config and state dict given in {@code options}. The adapter is injected
-     * into the model and made the active one.
+     * into the model and made the active one of every layer of its method ({@code tuner_layer_cls}: LoRA and AdaLoRA
+     * share one, IA³ has its own), as PEFT's injection does; an adapter of another method stays active where it is. On
+     * a module that holds an adapter of another method the new layer wraps that one as its {@code base_layer} and
+     * applies its adapter to the inner layer's output, as PEFT nests them (DoRA around another method's layer is
+     * refused, and so is merging such a stack).
      *
      * @param pathOrRepoId the folder or repo id, or null with {@code options.peftConfig()} and its state dict
      * @param options the keyword arguments of {@code load_adapter}; {@link LoadAdapterOptions#DEFAULTS} for none
@@ -57,8 +61,9 @@ public interface PeftAdapterMixin {
      * takes the new weights and scaling in place: the configs must agree on {@code use_rslora}, {@code lora_dropout},
      * {@code alpha_pattern} and {@code use_dora} (PEFT's "Configs are incompatible: ..."), every checkpoint key must
      * be one of the adapter's ("Hot swapping the adapter did not succeed, unexpected keys found: ..."), old factors the
-     * checkpoint lacks become zeros, and a smaller rank is zero-padded. Only LoRA adapters hotswap. Any error leaves
-     * the model as it was.
+     * checkpoint lacks become zeros, and a smaller rank is zero-padded. A DoRA adapter's magnitude vector is swapped
+     * the same way (zeros when the checkpoint lacks it). Only LoRA adapters hotswap. Any error leaves the model as it
+     * was.
      */
     default AdapterLoadReport loadAdapter(String pathOrRepoId, LoadAdapterOptions options) throws IOException {
         return peftAdapters().loadAdapter(pathOrRepoId, options);

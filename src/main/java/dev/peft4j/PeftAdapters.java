@@ -244,7 +244,9 @@ public final class PeftAdapters {
             throw e;
         }
         commit(p);
-        setAdapter(List.of(name), false);
+        // transformers' load_adapter activates nothing itself: the injection ends with the tuner's set_adapter, which
+        // reaches only its own method's layers, so an adapter of another method stays active where it is
+        tuner.setAdapter(List.of(name), methods.of(p.config(), name).tunerLayerClass());
         if (p.config().inferenceMode()) {
             tuner.model().eval();
             tuner.freezeAdapter(name);

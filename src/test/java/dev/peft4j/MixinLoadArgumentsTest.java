@@ -17,7 +17,6 @@ import dev.peft4j.models.PreTrainedModel;
 import dev.peft4j.nn.Module;
 import dev.peft4j.tuners.BaseTunerLayer;
 import dev.peft4j.tuners.adalora.SvdLinear;
-import dev.peft4j.tuners.lora.LoraLayer;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
@@ -172,17 +171,15 @@ class MixinLoadArgumentsTest {
     }
 
     @Test
-    void aSecondAdapterOfAnotherMethodOnAnAdaptedModuleIsRefusedLeavingTheModel() throws Exception {
+    void aSecondAdapterOfAnotherMethodOnAnAdaptedModuleWrapsIt() throws Exception {
         try (PreTrainedModel m = MixinSupport.tinyLlama(3)) {
             m.loadAdapter(null, inMemory("lora").build());
-            Map<String, Tensor> before = MixinLoraTest.snapshot(m);
-            UnsupportedOperationException e = assertThrows(UnsupportedOperationException.class, () -> m.addAdapter(
-                    IA3Config.builder().targetModules("q_proj").feedforwardModules().build(), "ia3"));
-            assertTrue(e.getMessage().contains("q_proj") && e.getMessage().contains("'ia3'"), e.getMessage());
-            MixinLoraTest.assertSameState(before, m);
-            assertTrue(m.getSubmodule("model.layers.0.self_attn.q_proj") instanceof LoraLayer);
-            // on other modules the two methods sit side by side, as transformers allows
-            m.addAdapter(IA3Config.builder().targetModules("k_proj").feedforwardModules().build(), "ia3");
+            Module lora = m.getSubmodule("model.layers.0.self_attn.q_proj");
+            m.addAdapter(IA3Config.builder().targetModules("q_proj", "k_proj").feedforwardModules().build(), "ia3");
+            Module q = m.getSubmodule("model.layers.0.self_attn.q_proj");
+            assertEquals("ia3.Linear", q.typeName());
+            assertTrue(((BaseTunerLayer) q).baseLayer() == lora, "PEFT nests the new layer around the LoRA one");
+            assertTrue(m.getSubmodule("model.layers.0.self_attn.k_proj") instanceof BaseTunerLayer);
             assertEquals(List.of("lora", "ia3"), List.copyOf(m.peftAdapters().peftConfig().keySet()));
         }
     }

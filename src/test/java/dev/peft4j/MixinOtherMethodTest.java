@@ -13,6 +13,8 @@ import dev.peft4j.config.IA3Config;
 import dev.peft4j.config.LoraConfig;
 import dev.peft4j.config.PeftConfig;
 import dev.peft4j.models.PreTrainedModel;
+import dev.peft4j.nn.Module;
+import dev.peft4j.tuners.BaseTunerLayer;
 import java.util.List;
 import java.util.Map;
 import org.bytedeco.pytorch.Tensor;
@@ -21,8 +23,8 @@ import org.junit.jupiter.api.Test;
 /**
  * Adapters of different methods in one model (transformers' integration allows it, unlike PEFT's
  * {@code PeftModel.add_adapter}): side by side on different modules both apply; on a module that already holds an
- * adapter of another method (where PEFT nests the new layer around the old) the new adapter is refused, naming it, the
- * module and what it holds, and the model is left as it was.
+ * adapter of another method the new method's layer wraps the old one, and the adapters held before are kept as they
+ * were ({@link MixinNestedAdaptersTest} checks what the stacks compute against PEFT's).
  */
 class MixinOtherMethodTest {
     private static LoraConfig lora(String... targets) {
@@ -49,22 +51,54 @@ class MixinOtherMethodTest {
     }
 
     @Test
-    void aSecondMethodOnTheSameModuleIsRefusedAndTheModelKept() {
-        List<PeftConfig[]> cases = List.of(
-                new PeftConfig[] {lora("q_proj", "v_proj"), ia3("q_proj")},
-                new PeftConfig[] {ia3("q_proj"), lora("q_proj")},
-                new PeftConfig[] {lora("v_proj"), AdaLoraConfig.builder().initR(4).totalStep(10)
-                        .targetModules("v_proj").build()});
-        for (PeftConfig[] c : cases) {
+    void adaLoraCountsTheTrainableAdaptersOfEveryMethod() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(7)) {
+            m.addAdapter(lora("q_proj"), "lora"); // add_adapter: inference_mode False, trainable
+            Map<String, Tensor> before = MixinLoraTest.snapshot(m);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> m.addAdapter(AdaLoraConfig.builder().initR(4).totalStep(10).targetModules("k_proj").build(),
+                            "ada"));
+            assertEquals("AdaLoraModel supports only 1 trainable adapter. When using multiple adapters, set "
+                    + "inference_mode to True for all adapters except the one you want to train.", e.getMessage());
+            MixinLoraTest.assertSameState(before, m);
+            m.addAdapter(AdaLoraConfig.builder().initR(4).totalStep(10).targetModules("k_proj").inferenceMode(true)
+                    .build(), "ada");
+            m.addAdapter(ia3("v_proj"), "ia3"); // IA3 does not count
+            assertThrows(IllegalArgumentException.class, () -> m.addAdapter(AdaLoraConfig.builder().initR(4)
+                    .totalStep(10).targetModules("o_proj").inferenceMode(true).build(), "ada2"),
+                    "two trainable adapters (lora, ia3) already: even an inference AdaLoRA is refused, as PEFT");
+        }
+    }
+
+    @Test
+    void aSecondMethodOnTheSameModuleWrapsTheFirstAndKeepsItsTensors() {
+        // each case: the first adapter, the second, the module both target
+        List<Object[]> cases = List.of(
+                new Object[] {lora("q_proj", "v_proj"), ia3("q_proj"), "q_proj"},
+                new Object[] {ia3("q_proj"), lora("q_proj"), "q_proj"},
+                // AdaLoRA counts the trainable adapters of every method: the second one is for inference
+                new Object[] {lora("v_proj"), AdaLoraConfig.builder().initR(4).totalStep(10).targetModules("v_proj")
+                        .inferenceMode(true).build(), "v_proj"});
+        for (Object[] c : cases) {
             try (PreTrainedModel m = MixinSupport.tinyLlama(7)) {
-                m.addAdapter(c[0], "first");
+                m.addAdapter((PeftConfig) c[0], "first");
                 Map<String, Tensor> before = MixinLoraTest.snapshot(m);
-                UnsupportedOperationException e = assertThrows(UnsupportedOperationException.class,
-                        () -> m.addAdapter(c[1], "second"));
-                assertTrue(e.getMessage().contains("adapter 'second'") && e.getMessage().contains("[first]")
-                        && e.getMessage().contains("model.layers.0.self_attn."), e.getMessage());
-                MixinLoraTest.assertSameState(before, m);
-                assertEquals(List.of("first"), List.copyOf(m.peftAdapters().peftConfig().keySet()));
+                String key = "model.layers.0.self_attn." + c[2];
+                Module innerBefore = m.getSubmodule(key);
+                m.addAdapter((PeftConfig) c[1], "second");
+                BaseTunerLayer outer = (BaseTunerLayer) m.getSubmodule(key);
+                assertTrue(outer.baseLayer() == innerBefore, "the first method's layer is the new one's base_layer");
+                assertEquals(List.of("first"), ((BaseTunerLayer) innerBefore).adapterNames());
+                Map<String, Tensor> now = m.stateDict();
+                for (Map.Entry<String, Tensor> e : before.entrySet()) {
+                    String k = e.getKey();
+                    // every layer's module moved under the new wrapper's base_layer
+                    String moved = k.replaceFirst("^(model\\.layers\\.\\d+\\.self_attn\\." + c[2] + ")\\.",
+                            "$1.base_layer.");
+                    Tensor t = now.get(moved);
+                    assertTrue(t != null && bitEqual(e.getValue(), t), k + " kept as " + moved + " in " + now.keySet());
+                }
+                assertEquals(List.of("first", "second"), List.copyOf(m.peftAdapters().peftConfig().keySet()));
             }
         }
     }

@@ -127,7 +127,7 @@ public final class BaseTuner {
 
     /** The kind of a module (or of a tuner layer's base layer) for {@code all-linear}. */
     public static ModuleType kindOf(Module m) {
-        Module base = m instanceof BaseTunerLayer t ? t.baseLayer() : m;
+        Module base = BaseTunerLayer.innermost(m);
         if (base instanceof Linear || base instanceof dev.peft4j.nn.QuantizedLinear) {
             return ModuleType.LINEAR;
         }
@@ -218,20 +218,17 @@ public final class BaseTuner {
     }
 
     /**
-     * Refuses adapter {@code adapterName} on target {@code key} when the module there is a tuner layer of another
-     * method than {@code own} (or a trainable-tokens wrapper): PEFT then wraps the new method's layer around the old
-     * one and applies both, which peft4j does not implement.
+     * Refuses adapter {@code adapterName} on target {@code key} when the module there is a trainable-tokens wrapper
+     * (another method's tuner layer is fine: the new method's layer wraps it, as PEFT's {@code _create_and_replace}
+     * does for a target that is a {@code BaseTunerLayer} of another class).
      *
-     * @throws UnsupportedOperationException naming the adapter, the module, its layer type and the adapters it holds
+     * @throws UnsupportedOperationException naming the adapter, the module and the adapters it holds
      */
-    public static void refuseOtherMethod(String key, Module m, Class<? extends BaseTunerLayer> own,
-            String adapterName) {
-        if (m instanceof TrainableTokensWrapper || m instanceof BaseTunerLayer && !own.isInstance(m)) {
-            List<String> held = m instanceof BaseTunerLayer t ? t.adapterNames()
-                    : ((TrainableTokensWrapper) m).tokenAdapter().adapterNames();
+    public static void refuseTokenWrapper(String key, Module m, String adapterName) {
+        if (m instanceof TrainableTokensWrapper w) {
             throw new UnsupportedOperationException("adapter '" + adapterName + "': target module '" + key
-                    + "' already holds adapter(s) " + held + " of another method (" + m.typeName() + "); PEFT wraps "
-                    + "the new layer around it and applies both, which peft4j does not implement (the model is "
+                    + "' already holds trainable-tokens adapter(s) " + w.tokenAdapter().adapterNames() + " ("
+                    + m.typeName() + "), which peft4j does not nest another method's layer around (the model is "
                     + "unchanged): delete those adapters first, or target other modules");
         }
     }
@@ -424,6 +421,16 @@ public final class BaseTuner {
      * (the caller has checked that the adapters exist).
      */
     public void setAdapter(List<String> names) {
+        setAdapter(names, null);
+    }
+
+    /**
+     * PEFT's {@code BaseTuner.set_adapter(names)} as an injection ends with it: only the tuner layers of class
+     * {@code layerClass} ({@link BaseTunerLayer#tunerLayerClass()}; null for every layer) and the modules_to_save
+     * wrappers get the active list {@code names}; the layers of other methods keep theirs, so an adapter of another
+     * method loaded earlier stays active.
+     */
+    public void setAdapter(List<String> names, String layerClass) {
         refreshTree();
         BaseTunerLayer[] layers = layerArray;
         ModulesToSaveWrapper[] wrappers = wrapperArray;
@@ -437,7 +444,10 @@ public final class BaseTuner {
         }
         List<String> active = List.copyOf(names); // one immutable list shared by every layer
         for (BaseTunerLayer t : layers) {
-            t.setAdapter(active);
+            // trainable tokens are PEFT's auxiliary wrappers, which every set_adapter reaches
+            if (layerClass == null || layerClass.equals(t.tunerLayerClass()) || t instanceof TrainableTokensLayer) {
+                t.setAdapter(active);
+            }
         }
         for (ModulesToSaveWrapper w : wrappers) {
             w.setAdapter(active);
@@ -489,9 +499,44 @@ public final class BaseTuner {
             LOG.warn("All adapters are already merged, nothing to do.");
             return;
         }
+        refuseNestedMerge(names, "merge");
         refuseQuantizedMerge(names);
         for (BaseTunerLayer t : tunerLayers().values()) {
             t.merge(names, safeMerge);
+        }
+    }
+
+    /**
+     * Refuses, before anything is merged, a merge of {@code names} (null: any adapter) touching a module where one
+     * method's tuner layer wraps another's. PEFT merges every layer of such a stack into the innermost weight, so that
+     * with both methods active the merged output differs from the unmerged one (an IA³ vector scales a LoRA delta
+     * merged below it, which unmerged it does not), and its {@code merge_and_unload} replaces the outer layer by the
+     * innermost module, dropping the inner method's adapters unmerged: peft4j does neither.
+     *
+     * @throws UnsupportedOperationException naming the module, its layers and the adapters they hold
+     */
+    private void refuseNestedMerge(List<String> names, String what) {
+        for (Map.Entry<String, BaseTunerLayer> e : tunerLayers().entrySet()) {
+            BaseTunerLayer outer = e.getValue();
+            if (!outer.wrapsTunerLayer() || e.getKey().endsWith("." + BaseTunerLayer.BASE_LAYER)
+                    && tunerLayers().get(e.getKey().substring(0, e.getKey().length()
+                            - BaseTunerLayer.BASE_LAYER.length() - 1)) != null) {
+                continue; // not a stack, or a stack already named by its outermost layer
+            }
+            List<String> held = new ArrayList<>();
+            List<String> types = new ArrayList<>();
+            for (Module m = outer; m instanceof BaseTunerLayer t; m = t.baseLayer()) {
+                held.addAll(t.adapterNames());
+                types.add(t.typeName());
+            }
+            if (!held.isEmpty() && (names == null || held.stream().anyMatch(names::contains))) {
+                throw new UnsupportedOperationException("cannot " + what + " adapter(s) " + (names == null ? held
+                        : names) + ": module '" + e.getKey() + "' holds layers of two methods nested (" + String.join(
+                        " around ", types) + ", adapters " + held + "); PEFT merges each into the innermost weight, "
+                        + "which changes the output when both are active, and its merge_and_unload drops the inner "
+                        + "layer's adapters: peft4j refuses (the model is unchanged); delete the adapters of one "
+                        + "method first");
+            }
         }
     }
 
@@ -533,6 +578,7 @@ public final class BaseTuner {
      * all adapters dropped: the model is a plain model again.
      */
     public void mergeAndUnload(List<String> names, boolean safeMerge) {
+        refuseNestedMerge(null, "merge_and_unload");
         refuseQuantizedMerge(names);
         for (Map.Entry<String, BaseTunerLayer> e : tunerLayers().entrySet()) {
             BaseTunerLayer t = e.getValue();

@@ -82,19 +82,51 @@ public abstract class BaseTunerLayer extends Module implements Layer {
         return autocastAdapterDtype && low ? ScalarType.Float : base;
     }
 
-    /** The wrapped module. */
+    /** The wrapped module: the adapted module, or a tuner layer of another method that wraps it (nesting). */
     public final Module baseLayer() {
         return child(BASE_LAYER);
     }
 
-    /** The weight of a {@code Linear} or {@code Conv1D} base layer ({@code [out, in]}, resp. {@code [in, out]}). */
-    protected final Tensor baseWeight() {
-        return LinearShape.weight(baseLayer());
+    /**
+     * PEFT's {@code get_base_layer()}: {@code m}'s {@code base_layer} followed down through every nested tuner layer
+     * to the adapted module itself; {@code m} when it is not a tuner layer.
+     */
+    public static Module innermost(Module m) {
+        while (m instanceof BaseTunerLayer t) {
+            m = t.baseLayer();
+        }
+        return m;
     }
 
-    /** The bias of a {@code Linear} or {@code Conv1D} base layer, or null. */
+    /**
+     * Whether this layer wraps a tuner layer of another method (transformers' integration nests a second method's
+     * layer around the first's): its forward then composes around the inner layer's output, which no fused kernel
+     * built on the adapted module's weight can reproduce.
+     */
+    public final boolean wrapsTunerLayer() {
+        return baseLayer() instanceof BaseTunerLayer;
+    }
+
+    /**
+     * PEFT's {@code tuner_layer_cls} this layer belongs to: a tuner's activation after an injection
+     * ({@code BaseTuner.set_adapter(..., layer_cls)}) reaches only its own class's layers. LoRA and AdaLoRA share
+     * {@code "LoraLayer"} (PEFT's {@code AdaLoraLayer} subclasses {@code LoraLayer}); by default the class's name.
+     */
+    public String tunerLayerClass() {
+        return getClass().getSimpleName();
+    }
+
+    /**
+     * The weight of the adapted {@code Linear} or {@code Conv1D} ({@code [out, in]}, resp. {@code [in, out]}), below
+     * any nested tuner layer, as PEFT's {@code get_base_layer().weight}.
+     */
+    protected final Tensor baseWeight() {
+        return LinearShape.weight(innermost(baseLayer()));
+    }
+
+    /** The bias of the adapted {@code Linear} or {@code Conv1D} (below any nested tuner layer), or null. */
     protected final Tensor baseBias() {
-        return LinearShape.bias(baseLayer());
+        return LinearShape.bias(innermost(baseLayer()));
     }
 
     /**

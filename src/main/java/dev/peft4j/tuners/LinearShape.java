@@ -46,10 +46,9 @@ public record LinearShape(long in, long out, boolean fanInFanOut) {
         return m instanceof Linear l ? l.bias() : ((Conv1D) m).bias();
     }
 
-    /** Whether {@code m} (or the base layer of a tuner layer {@code m}) is a {@link QuantizedLinear}. */
+    /** Whether {@code m} (or the module a tuner layer {@code m} adapts) is a {@link QuantizedLinear}. */
     public static boolean isQuantized(Module m) {
-        Module base = m instanceof BaseTunerLayer t ? t.baseLayer() : m;
-        return base instanceof QuantizedLinear;
+        return BaseTunerLayer.innermost(m) instanceof QuantizedLinear;
     }
 
     /** The error for {@code what} (a merge, an adapter method) asked of the quantized base {@code q}. */

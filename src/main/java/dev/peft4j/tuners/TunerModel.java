@@ -50,6 +50,12 @@ public abstract class TunerModel {
         return out;
     }
 
+    /**
+     * PEFT's {@code tuner_layer_cls} of this method ({@link BaseTunerLayer#tunerLayerClass()}): the layers the
+     * activation ending an injection reaches.
+     */
+    public abstract String tunerLayerClass();
+
     /** The config as {@code save_pretrained} writes it for adapter {@code name}. */
     public PeftConfig configToSave(PeftConfig config, String name) {
         return config;

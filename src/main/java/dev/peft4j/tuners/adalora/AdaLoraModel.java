@@ -55,14 +55,16 @@ public final class AdaLoraModel extends TunerModel {
     public PendingAdapter prepare(PeftConfig config, String name, long seed, boolean forLoad,
             Map<String, PeftConfig> existingConfigs) {
         AdaLoraConfig c = (AdaLoraConfig) config;
-        if (!c.inferenceMode()) {
-            for (Map.Entry<String, PeftConfig> e : existingConfigs.entrySet()) {
-                if (e.getValue() instanceof AdaLoraConfig && !e.getValue().inferenceMode()) {
-                    throw new IllegalArgumentException("AdaLoraModel supports only 1 trainable adapter. When using "
-                            + "multiple adapters, set inference_mode to True for all adapters except the one you want "
-                            + "to train.");
-                }
-            }
+        // AdaLoraModel._check_new_adapter_config counts every config of the model's shared peft_config, whatever its
+        // method (transformers' integration keeps LoRA and IA3 configs there too), the new one included
+        int trainable = c.inferenceMode() ? 0 : 1;
+        for (PeftConfig e : existingConfigs.values()) {
+            trainable += e.inferenceMode() ? 0 : 1;
+        }
+        if (trainable > 1) {
+            throw new IllegalArgumentException("AdaLoraModel supports only 1 trainable adapter. When using "
+                    + "multiple adapters, set inference_mode to True for all adapters except the one you want "
+                    + "to train.");
         }
         BaseTuner.checkOneBiasAdapter(c.bias(), existingConfigs.values());
         Map<String, boolean[]> masks = forLoad && c.rankPattern() != null ? rankMasks(c, name) : Map.of();
@@ -80,8 +82,9 @@ public final class AdaLoraModel extends TunerModel {
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
                 Module m = modules.get(key);
-                BaseTuner.refuseOtherMethod(key, m, SvdLinear.class, name);
-                Module base = m instanceof SvdLinear l ? l.baseLayer() : m;
+                BaseTuner.refuseTokenWrapper(key, m, name);
+                // another method's tuner layer (a LoRA one too) is wrapped, as PEFT's _create_and_replace does
+                Module base = BaseTunerLayer.innermost(m);
                 AdapterSizes.checkRank("init_r", c.initR(), key, base);
                 LinearShape shape = LinearShape.of(base);
                 if (shape == null) {
@@ -201,5 +204,11 @@ public final class AdaLoraModel extends TunerModel {
                 t.close();
             }
         }
+    }
+
+    /** {@code LoraLayer} (AdaLoraModel inherits LoraModel's, and AdaLoraLayer is a LoraLayer). */
+    @Override
+    public String tunerLayerClass() {
+        return "LoraLayer";
     }
 }

@@ -47,7 +47,7 @@ public final class SvdLinear extends BaseTunerLayer {
      */
     public SvdLinear(Module base) {
         super(base);
-        LinearShape shape = LinearShape.of(base);
+        LinearShape shape = LinearShape.of(innermost(base)); // a tuner layer of another method: what it adapts
         if (shape == null) {
             throw new IllegalArgumentException("Target module " + base.typeName() + " is not supported. Currently, "
                     + "only `torch.nn.Linear`, `Conv1D`, and `torch.nn.Conv2d` are supported.");
@@ -64,6 +64,12 @@ public final class SvdLinear extends BaseTunerLayer {
     @Override
     public String typeName() {
         return "adalora.SVDLinear";
+    }
+
+    /** PEFT's {@code AdaLoraLayer} is a {@code LoraLayer}: LoRA's and AdaLoRA's activations reach it. */
+    @Override
+    public String tunerLayerClass() {
+        return "LoraLayer";
     }
 
     /** The base layer's input width. */
@@ -161,7 +167,7 @@ public final class SvdLinear extends BaseTunerLayer {
         if (act.isEmpty()) {
             return baseForward(x);
         }
-        if (kernelEligible(x)) {
+        if (kernelEligible(x) && !wrapsTunerLayer()) { // nested: composed around the inner layer's output
             NativeLinear s = refreshNative();
             if (s != null && !(kernelDropout && isTraining()) && s.acceptsInput(x)) {
                 return s.forward(x, this::baseForward, null);

@@ -49,14 +49,13 @@ public final class IA3Model extends TunerModel {
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
                 Module m = modules.get(key);
-                BaseTuner.refuseOtherMethod(key, m, Ia3Layer.class, name);
+                BaseTuner.refuseTokenWrapper(key, m, name);
                 boolean ff;
-                Module base;
+                // another method's tuner layer is wrapped (PEFT's _create_and_replace): sized by what it adapts
+                Module base = BaseTunerLayer.innermost(m);
                 if (m instanceof Ia3Layer l) {
                     ff = l.feedForward(); // the layer's flag wins (§4.3)
-                    base = l.baseLayer();
                 } else {
-                    base = m;
                     ModuleSelector sel = c.feedforwardModules();
                     ff = sel instanceof ModuleSelector.Names n ? Ia3Targets.isFeedForward(key, n.names())
                             : sel instanceof ModuleSelector.Regex r && Ia3Targets.isFeedForward(key, r.pattern());
@@ -122,5 +121,11 @@ public final class IA3Model extends TunerModel {
         public void discard() {
             vector.close();
         }
+    }
+
+    /** {@code IA3Layer}. */
+    @Override
+    public String tunerLayerClass() {
+        return "IA3Layer";
     }
 }

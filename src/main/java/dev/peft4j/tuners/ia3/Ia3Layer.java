@@ -51,7 +51,7 @@ public final class Ia3Layer extends BaseTunerLayer {
     public Ia3Layer(Module base, boolean feedForward) {
         super(base);
         this.feedForward = feedForward;
-        LinearShape shape = LinearShape.of(base);
+        LinearShape shape = LinearShape.of(innermost(base)); // a tuner layer of another method: what it adapts
         if (shape == null) {
             throw new IllegalArgumentException("Target module " + base.typeName() + " is not supported. Currently, "
                     + "only `torch.nn.Linear`, `torch.nn.Conv2d`, and `Conv1D` are supported.");
@@ -65,6 +65,11 @@ public final class Ia3Layer extends BaseTunerLayer {
     @Override
     public String typeName() {
         return "ia3.Linear";
+    }
+
+    @Override
+    public String tunerLayerClass() {
+        return "IA3Layer";
     }
 
     /** Whether the vectors scale the input ({@code feedforward_modules}) rather than the output. */
@@ -134,14 +139,17 @@ public final class Ia3Layer extends BaseTunerLayer {
                 return k.forward(x);
             }
         }
-        if (baseLayer() instanceof QuantizedLinear) {
-            return quantizedBaseForward(x, act);
+        if (baseLayer() instanceof QuantizedLinear || wrapsTunerLayer()) {
+            return aroundBaseForward(x, act);
         }
         return Ia3Math.forward(x, baseWeight(), baseBias(), act, feedForward, fanInFanOut);
     }
 
-    /** Ia3Math.forward's composition around the base layer's own forward (a quantized base has no weight to pass). */
-    private Tensor quantizedBaseForward(Tensor x, List<Tensor> act) {
+    /**
+     * Ia3Math.forward's composition around the base layer's own forward: a quantized base has no weight to pass, and
+     * a nested tuner layer of another method (PEFT's order: IA³ scales its input, or its output) must run its own.
+     */
+    private Tensor aroundBaseForward(Tensor x, List<Tensor> act) {
         return Scoped.compute(() -> {
             Tensor scaling = null;
             for (Tensor l : act) {

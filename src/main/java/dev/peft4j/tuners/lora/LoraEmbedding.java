@@ -44,6 +44,11 @@ public final class LoraEmbedding extends BaseTunerLayer {
         return "lora.Embedding";
     }
 
+    @Override
+    public String tunerLayerClass() {
+        return "LoraLayer";
+    }
+
     private ParameterDict d(String n) {
         return (ParameterDict) child(n);
     }
@@ -313,5 +318,22 @@ public final class LoraEmbedding extends BaseTunerLayer {
             }
         }
         scaling.put(name, scale);
+    }
+
+    /**
+     * Hotswap of a DoRA adapter: its magnitude vector takes the values of {@code m} {@code (embedding_dim,)} (copied
+     * into the adapter's own tensor). The caller makes sure no forward runs meanwhile.
+     *
+     * @throws IllegalArgumentException the layer holds no DoRA adapter {@code name}, or {@code m} has another shape
+     */
+    public void swapMagnitude(String name, Tensor m) {
+        Tensor old = magnitude(name);
+        if (old == null || !Arrays.equals(old.shape(), m.shape())) {
+            throw new IllegalArgumentException("adapter '" + name + "': no DoRA magnitude of shape "
+                    + Arrays.toString(m.shape()) + " in this layer (embedding_dim=" + embeddingDim + ")");
+        }
+        try (org.bytedeco.pytorch.NoGradGuard g = new org.bytedeco.pytorch.NoGradGuard()) {
+            old.copy_(m);
+        }
     }
 }

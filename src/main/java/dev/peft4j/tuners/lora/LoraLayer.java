@@ -56,10 +56,13 @@ public final class LoraLayer extends BaseTunerLayer {
     // the weight norm each merged DoRA adapter was merged with: unmerging needs it (PEFT's _cache_store)
     private final Map<String, Tensor> mergedDoraNorms = new LinkedHashMap<>();
 
-    /** Wraps {@code base}, a {@link Linear}, {@link Conv1D} or {@link QuantizedLinear}. */
+    /**
+     * Wraps {@code base}, a {@link Linear}, {@link Conv1D} or {@link QuantizedLinear}, or a tuner layer of another
+     * method around one (its output then is this layer's base output).
+     */
     public LoraLayer(Module base) {
         super(base);
-        LinearShape shape = LinearShape.of(base);
+        LinearShape shape = LinearShape.of(innermost(base));
         if (shape == null) {
             throw new IllegalArgumentException("LoraLayer wraps Linear or Conv1D, not " + base.typeName());
         }
@@ -73,6 +76,11 @@ public final class LoraLayer extends BaseTunerLayer {
     @Override
     public String typeName() {
         return "lora.Linear";
+    }
+
+    @Override
+    public String tunerLayerClass() {
+        return "LoraLayer";
     }
 
     /** Whether the base layer stores its weight as {@code (in, out)} (GPT-2's {@code Conv1D}). */
@@ -258,7 +266,7 @@ public final class LoraLayer extends BaseTunerLayer {
                         "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first.");
             }
             checkNoDora(perSample);
-            if (kernelEligible(x)) {
+            if (kernelEligible(x) && !wrapsTunerLayer()) {
                 Tensor y = nativeMixed(x, perSample);
                 if (y != null) {
                     return y;
@@ -275,7 +283,7 @@ public final class LoraLayer extends BaseTunerLayer {
         if (merged()) {
             return baseForward(x);
         }
-        if (kernelEligible(x)) {
+        if (kernelEligible(x) && !wrapsTunerLayer()) { // nested: composed around the inner layer's output
             NativeLinear nat = null;
             synchronized (this) {
                 refreshNative();
@@ -560,5 +568,24 @@ public final class LoraLayer extends BaseTunerLayer {
             }
         }
         scaling.put(name, scale);
+    }
+
+    /**
+     * Hotswap of a DoRA adapter: its magnitude vector takes the values of {@code m} {@code (out,)} (copied into the
+     * adapter's own tensor, so the cached DoRA factor sees the change). The caller makes sure no forward runs
+     * meanwhile.
+     *
+     * @throws IllegalArgumentException the layer holds no DoRA adapter {@code name}, or {@code m} has another shape
+     */
+    public void swapMagnitude(String name, Tensor m) {
+        Tensor old = magnitude(name);
+        if (old == null || !Arrays.equals(old.shape(), m.shape())) {
+            throw new IllegalArgumentException("adapter '" + name + "': no DoRA magnitude of shape "
+                    + Arrays.toString(m.shape()) + " in this layer (out=" + outFeatures + ")");
+        }
+        markKernelsDirty();
+        try (org.bytedeco.pytorch.NoGradGuard g = new org.bytedeco.pytorch.NoGradGuard()) {
+            old.copy_(m);
+        }
     }
 }

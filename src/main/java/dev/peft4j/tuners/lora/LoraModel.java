@@ -107,7 +107,7 @@ public final class LoraModel extends TunerModel {
         boolean defer = forLoad;
         for (String key : selected) {
             Module m = modules.get(key);
-            Module base = m instanceof LoraLayer l ? l.baseLayer() : m;
+            Module base = BaseTunerLayer.innermost(m);
             Tensor w = base instanceof Linear l ? l.weight() : base instanceof Conv1D c ? c.weight() : null;
             if ((w == null || !w.is_cpu()) && !(base instanceof QuantizedLinear)) {
                 defer = false;
@@ -120,10 +120,18 @@ public final class LoraModel extends TunerModel {
         try (Generator gen = torch.createCPUGenerator(seed)) {
             for (String key : selected) {
                 Module m = modules.get(key);
-                if (!(m instanceof LoraEmbedding)) {
-                    BaseTuner.refuseOtherMethod(key, m, LoraLayer.class, name);
+                BaseTuner.refuseTokenWrapper(key, m, name);
+                if (dora && (m instanceof BaseTunerLayer t && !(m instanceof LoraLayer || m instanceof LoraEmbedding)
+                        || m instanceof LoraLayer l && l.wrapsTunerLayer())) {
+                    BaseTunerLayer inner = m instanceof LoraLayer l ? (BaseTunerLayer) l.baseLayer() : (BaseTunerLayer) m;
+                    throw new UnsupportedOperationException("adapter '" + name + "': DoRA (use_dora=True) on module '"
+                            + key + "', which holds adapter(s) " + inner.adapterNames() + " of another method ("
+                            + inner.typeName() + "), is not supported: PEFT's DoRA layer then rescales the inner "
+                            + "layer's output by a norm of the adapted weight alone, which peft4j does not reproduce "
+                            + "(the model is unchanged); target other modules, or load the DoRA adapter first");
                 }
-                Module base = m instanceof LoraLayer l ? l.baseLayer() : m instanceof LoraEmbedding le ? le.baseLayer() : m;
+                // another method's tuner layer (AdaLoRA's too) is wrapped, as PEFT's _create_and_replace does
+                Module base = BaseTunerLayer.innermost(m);
                 AdapterSizes.checkRank("r", lc.rankFor(key), key, base);
                 long in;
                 long out;
@@ -357,5 +365,11 @@ public final class LoraModel extends TunerModel {
                 magnitude.close();
             }
         }
+    }
+
+    /** {@code LoraLayer}. */
+    @Override
+    public String tunerLayerClass() {
+        return "LoraLayer";
     }
 }

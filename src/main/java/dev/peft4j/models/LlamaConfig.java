@@ -1,6 +1,5 @@
 package dev.peft4j.models;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import java.util.Set;
 
 /** The fields of a Llama-family config ({@code llama}, {@code mistral}, {@code qwen2}) the model reads. */
@@ -60,68 +59,6 @@ final class LlamaConfig {
         for (int i = firstSliding; i < numLayers && slidingWindow > 0; i++) {
             slidingLayers[i] = true;
         }
-        invFreq = ropeInvFreq(c, headDim);
-    }
-
-    /**
-     * transformers' RoPE inverse frequencies for {@code rope_theta} and {@code rope_scaling}: default, {@code linear}
-     * (positions divided by the factor) and {@code llama3} (long wavelengths divided, a smooth band between).
-     */
-    static float[] ropeInvFreq(ModelConfig c, long headDim) {
-        double theta = c.getDouble("rope_theta", 10000.0);
-        int half = (int) (headDim / 2);
-        float[] inv = new float[half];
-        for (int i = 0; i < half; i++) {
-            // as torch computes it: float32 exponent, float32 power
-            float exponent = (float) (2 * i) / (float) headDim;
-            inv[i] = (float) (1.0 / (float) Math.pow(theta, exponent));
-        }
-        JsonNode rs = c.json().get("rope_scaling");
-        if (rs == null || rs.isNull()) {
-            return inv;
-        }
-        String type = rs.hasNonNull("rope_type") ? rs.get("rope_type").asText()
-                : rs.hasNonNull("type") ? rs.get("type").asText() : "default";
-        switch (type) {
-            case "default":
-                return inv;
-            case "linear": {
-                double factor = requireNumber(c, rs, "factor");
-                for (int i = 0; i < half; i++) {
-                    inv[i] = (float) (inv[i] / factor);
-                }
-                return inv;
-            }
-            case "llama3": {
-                double factor = requireNumber(c, rs, "factor");
-                double low = requireNumber(c, rs, "low_freq_factor");
-                double high = requireNumber(c, rs, "high_freq_factor");
-                double oldCtx = requireNumber(c, rs, "original_max_position_embeddings");
-                double lowWavelen = oldCtx / low;
-                double highWavelen = oldCtx / high;
-                for (int i = 0; i < half; i++) {
-                    double f = inv[i];
-                    double wavelen = 2 * Math.PI / f;
-                    double scaled = wavelen > lowWavelen ? f / factor : f;
-                    if (!(wavelen < highWavelen) && !(wavelen > lowWavelen)) {
-                        double smooth = (oldCtx / wavelen - low) / (high - low);
-                        scaled = (1 - smooth) * scaled / factor + smooth * scaled;
-                    }
-                    inv[i] = (float) scaled;
-                }
-                return inv;
-            }
-            default:
-                throw new IllegalArgumentException(c.source() + ": rope_scaling type '" + type
-                        + "' is not supported; supported: default, linear, llama3");
-        }
-    }
-
-    private static double requireNumber(ModelConfig c, JsonNode rs, String key) {
-        JsonNode n = rs.get(key);
-        if (n == null || !n.isNumber()) {
-            throw new IllegalArgumentException(c.source() + ": rope_scaling." + key + " is required (a number), got " + n);
-        }
-        return n.asDouble();
+        invFreq = RopeScaling.of(c).invFreq(headDim);
     }
 }

@@ -53,7 +53,7 @@ public final class MixtralModel extends PreTrainedModel {
             layers.add(new MixtralDecoderLayer(cfg, init));
         }
         registerModule("norm", new RMSNorm(cfg.hiddenSize, cfg.rmsNormEps, init));
-        invFreq = ScopeUtil.detach(org.bytedeco.pytorch.AbstractTensor.create(LlamaConfig.ropeInvFreq(config, cfg.headDim)));
+        invFreq = ScopeUtil.detach(org.bytedeco.pytorch.AbstractTensor.create(RopeScaling.of(config).invFreq(cfg.headDim)));
     }
 
     @Override

@@ -114,44 +114,21 @@ final class RopeDecoderConfig {
             throw new IllegalArgumentException(c.source() + ": partial_rotary_factor " + partial + " gives "
                     + rotaryDim + " rotary dimensions of head_dim " + headDim + " (must be even and positive)");
         }
-        JsonNode rs = c.json().get("rope_scaling");
-        String ropeType = rs == null || rs.isNull() ? "default"
-                : rs.hasNonNull("rope_type") ? rs.get("rope_type").asText()
-                : rs.hasNonNull("type") ? rs.get("type").asText() : "default";
-        if (c.has("rope_parameters") && !c.has("rope_theta")) {
-            throw new IllegalArgumentException(c.source() + ": rope_parameters without rope_theta (transformers 5's "
-                    + "config layout) is not supported; give rope_theta and rope_scaling");
-        }
-        if (family == Family.PHI3 && ("longrope".equals(ropeType) || "su".equals(ropeType))) {
-            double theta = c.getDouble("rope_theta", 10000.0);
-            float[] shortF = factors(c, rs, "short_factor", rotaryDim / 2);
-            float[] longF = factors(c, rs, "long_factor", rotaryDim / 2);
-            long maxPos = c.getLong("max_position_embeddings");
-            double factor;
-            if (c.has("original_max_position_embeddings")) {
-                originalMaxPositions = c.getLong("original_max_position_embeddings");
-                factor = (double) maxPos / originalMaxPositions;
-            } else {
-                originalMaxPositions = maxPos;
-                factor = rs.hasNonNull("factor") ? rs.get("factor").asDouble() : 1.0;
-            }
-            JsonNode af = rs.get("attention_factor");
-            if (af != null && !af.isNull()) {
-                ropeAttentionScaling = af.asDouble();
-            } else {
-                ropeAttentionScaling = factor <= 1.0 ? 1.0
-                        : Math.sqrt(1 + Math.log(factor) / Math.log(originalMaxPositions));
-            }
-            invFreq = scaledInvFreq(theta, rotaryDim, shortF);
-            longInvFreq = scaledInvFreq(theta, rotaryDim, longF);
+        RopeScaling rope = RopeScaling.of(c);
+        if (family == Family.PHI3 && rope.isLongRope()) {
+            RopeScaling.LongRope longRope = rope.longRope(rotaryDim);
+            invFreq = longRope.shortInvFreq;
+            longInvFreq = longRope.longInvFreq;
+            originalMaxPositions = longRope.originalMaxPositions;
+            ropeAttentionScaling = longRope.attentionScaling;
         } else {
-            invFreq = LlamaConfig.ropeInvFreq(c, rotaryDim);
+            invFreq = rope.invFreq(rotaryDim);
             longInvFreq = null;
             originalMaxPositions = 0;
             ropeAttentionScaling = 1.0;
         }
         localInvFreq = family == Family.GEMMA3
-                ? scaledInvFreq(c.getDouble("rope_local_base_freq", 10000.0), rotaryDim, null) : null;
+                ? RopeScaling.scaledInvFreq(c.getDouble("rope_local_base_freq", 10000.0), rotaryDim, null) : null;
     }
 
     /** Which layers slide (from {@code layer_types}, else the family's rule); returns the window (0 = none). */
@@ -202,29 +179,5 @@ final class RopeDecoderConfig {
             default:
                 return 0;
         }
-    }
-
-    private static float[] factors(ModelConfig c, JsonNode rs, String key, long expected) {
-        JsonNode n = rs.get(key);
-        if (n == null || !n.isArray() || n.size() != expected) {
-            throw new IllegalArgumentException(c.source() + ": rope_scaling." + key + " must be a list of "
-                    + expected + " numbers (rotary dims / 2), got " + n);
-        }
-        float[] f = new float[(int) expected];
-        for (int i = 0; i < f.length; i++) {
-            f[i] = (float) n.get(i).asDouble();
-        }
-        return f;
-    }
-
-    /** {@code 1 / (factor · theta^(2i/dim))} in float32 as torch computes it; factor 1 when {@code factors} is null. */
-    static float[] scaledInvFreq(double theta, long dim, float[] factors) {
-        float[] inv = new float[(int) (dim / 2)];
-        for (int i = 0; i < inv.length; i++) {
-            float exponent = (float) (2 * i) / (float) dim;
-            float pow = (float) Math.pow(theta, exponent);
-            inv[i] = factors == null ? (float) (1.0 / pow) : 1.0f / (factors[i] * pow);
-        }
-        return inv;
     }
 }

@@ -18,8 +18,10 @@ import org.bytedeco.pytorch.Tensor;
  * embedding; an object {@code {module_name: [ids]}} targets each module whose name ends with the key. Each target gets a
  * {@link TrainableTokensWrapper} (or, when it has one, the new adapter in it) whose rows start as the base rows. When
  * the model ties its output embedding to the input embedding (the {@code Linear} shares the embedding's weight), the
- * output embedding follows the input embedding's rows through a tied layer, unless an object gave the two different
- * indices (then each trains its own rows, as PEFT does without {@code ensure_weight_tying}).
+ * output embedding, and every other module sharing that weight (T5's {@code encoder.embed_tokens} and
+ * {@code decoder.embed_tokens} beside {@code shared}), follows the input embedding's rows through a tied layer, unless
+ * an object gave tied modules different indices (then each trains its own rows, as PEFT does without
+ * {@code ensure_weight_tying}). With an untied head (mT5) nothing is tied: only the targeted module is wrapped.
  *
  * <p>The input embedding is the model's first {@code nn.Embedding} in {@code named_modules()} order (transformers'
  * {@code get_input_embeddings()} for every model peft4j has).
@@ -123,7 +125,7 @@ public final class TrainableTokens {
                                 + "': token index " + i + " is out of range for a weight of " + rows + " rows");
                     }
                 }
-                Tensor values = existing != null ? existing.currentRows(idx) : rowsOf(weightOf(m), idx);
+                Tensor values = existing != null ? existing.currentRows(idx) : TrainableTokensLayer.rowsOf(weightOf(m), idx);
                 p.addLayerAfterModulesToSave(key, new PendingTokens(idx, values));
                 wrapped.add(key);
             }
@@ -187,23 +189,31 @@ public final class TrainableTokens {
     }
 
     /**
-     * {@code _get_module_names_tied_with_embedding}: the modules whose weight is the input embedding's own tensor
-     * (the {@code lm_head} of a model with {@code tie_word_embeddings}), sorted.
+     * {@code _get_module_names_tied_with_embedding}: when the model ties its output embedding to the input embedding
+     * (a bias-free {@code Linear}, the {@code lm_head}, shares the embedding's weight: {@code tie_word_embeddings}),
+     * every module whose weight is that same tensor, sorted: the {@code lm_head}, and T5's {@code encoder.embed_tokens}
+     * and {@code decoder.embed_tokens} beside its {@code shared}. None when the head is untied (mT5), as PEFT returns
+     * none for {@code tie_word_embeddings=False}.
      */
     static List<String> tiedWithEmbedding(Map<String, Module> modules, String embName) {
         Tensor emb = weightOf(modules.get(embName));
         long address = emb.data_ptr().address();
         List<String> out = new ArrayList<>();
+        boolean headTied = false;
         for (Map.Entry<String, Module> e : modules.entrySet()) {
             String key = e.getKey();
             if (key.equals(embName) || key.isEmpty() || insideWrapper(key, modules)) {
                 continue;
             }
             Module m = unwrap(e.getValue());
-            if (m instanceof Linear l && l.weight().data_ptr().address() == address
-                    && Arrays.equals(l.weight().shape(), emb.shape())) {
+            Tensor w = m instanceof Linear l ? l.weight() : m instanceof Embedding x ? x.weight() : null;
+            if (w != null && w.data_ptr().address() == address && Arrays.equals(w.shape(), emb.shape())) {
                 out.add(key);
+                headTied |= m instanceof Linear;
             }
+        }
+        if (!headTied) {
+            return List.of();
         }
         out.sort(null);
         return out;
@@ -231,14 +241,6 @@ public final class TrainableTokens {
             return l.weight();
         }
         throw new IllegalArgumentException(m.typeName() + " has no embedding weight");
-    }
-
-    private static Tensor rowsOf(Tensor w, long[] idx) {
-        try (org.bytedeco.pytorch.NoGradGuard g = new org.bytedeco.pytorch.NoGradGuard();
-                Tensor i = Tensor.create(idx, idx.length); Tensor id = i.to(w.device(), org.bytedeco.pytorch.global.torch.ScalarType.Long);
-                Tensor sel = w.index_select(0, id)) {
-            return sel.contiguous().clone();
-        }
     }
 
     private static long[] indices(Object v, String module) {
@@ -273,7 +275,7 @@ public final class TrainableTokens {
                 w.tokenAdapter().addAdapter(adapterName, indices, values, trainable);
                 return;
             }
-            TrainableTokensLayer layer = new TrainableTokensLayer(m, null);
+            TrainableTokensLayer layer = new TrainableTokensLayer(m, null, module);
             layer.addAdapter(adapterName, indices, values, trainable);
             model.replaceSubmodule(module, new TrainableTokensWrapper(layer));
         }
@@ -294,7 +296,7 @@ public final class TrainableTokens {
         public void commit(Module model, String module, String adapterName, boolean trainable) {
             TrainableTokensLayer source = ((TrainableTokensWrapper) model.getSubmodule(embeddingName)).tokenAdapter();
             Module m = model.getSubmodule(module);
-            model.replaceSubmodule(module, new TrainableTokensWrapper(new TrainableTokensLayer(m, source)));
+            model.replaceSubmodule(module, new TrainableTokensWrapper(new TrainableTokensLayer(m, source, module)));
         }
 
         @Override

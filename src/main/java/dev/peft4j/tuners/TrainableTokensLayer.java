@@ -38,7 +38,9 @@ import org.slf4j.LoggerFactory;
  * {@code F.embedding(x, W')} / {@code F.linear(x, W')} on the weight with the rows replaced. Several active adapters
  * apply together when their indices are disjoint (PEFT's error otherwise); merging writes the rows into the weight
  * and unmerging writes back the rows the weight had when the adapter was added. Mixed batches: each sample gets its
- * adapter's rows, {@value #BASE_ADAPTER_NAME} (and an adapter this layer does not hold) the base rows.
+ * adapter's rows, {@value #BASE_ADAPTER_NAME} the base rows; a sample naming an adapter this layer does not hold is
+ * refused (PEFT's {@code TrainableTokensWrapper} raises a {@code KeyError} there), unless the layer is merged or
+ * disabled (then every sample gets the base output, as in PEFT).
  */
 public final class TrainableTokensLayer extends BaseTunerLayer {
     private static final Logger LOG = LoggerFactory.getLogger(TrainableTokensLayer.class);
@@ -46,6 +48,8 @@ public final class TrainableTokensLayer extends BaseTunerLayer {
     public static final String DELTA = "trainable_tokens_delta";
 
     private final TrainableTokensLayer tiedTo;
+    /** The module's name in the model, for messages; null when not known. */
+    private final String moduleName;
     private final long rows;
     private final long dim;
     // per adapter: the row indices and the rows the weight had when the adapter was added (for unmerge)
@@ -59,7 +63,13 @@ public final class TrainableTokensLayer extends BaseTunerLayer {
      * @throws IllegalArgumentException for another base, or a tied layer whose weight shape differs
      */
     public TrainableTokensLayer(Module base, TrainableTokensLayer tiedTo) {
+        this(base, tiedTo, null);
+    }
+
+    /** {@link #TrainableTokensLayer(Module, TrainableTokensLayer)} for the module named {@code moduleName}. */
+    TrainableTokensLayer(Module base, TrainableTokensLayer tiedTo, String moduleName) {
         super(base);
+        this.moduleName = moduleName;
         if (base instanceof Embedding e) {
             rows = e.numEmbeddings();
             dim = e.embeddingDim();
@@ -135,11 +145,14 @@ public final class TrainableTokensLayer extends BaseTunerLayer {
      * changes nothing.
      */
     Tensor currentRows(long[] tokenIndices) {
-        try (NoGradGuard g = new NoGradGuard(); Tensor idx = index(tokenIndices)) {
-            Tensor w = weight();
-            try (Tensor sel = w.index_select(0, idx.to(w.device(), ScalarType.Long))) {
-                return sel.contiguous().clone();
-            }
+        return rowsOf(weight(), tokenIndices);
+    }
+
+    /** The rows {@code tokenIndices} of {@code w}, a new contiguous tensor in its dtype and on its device. */
+    static Tensor rowsOf(Tensor w, long[] tokenIndices) {
+        try (NoGradGuard g = new NoGradGuard(); Tensor idx = index(tokenIndices);
+                Tensor onDevice = idx.to(w.device(), ScalarType.Long); Tensor sel = w.index_select(0, onDevice)) {
+            return sel.contiguous().clone();
         }
     }
 
@@ -332,7 +345,12 @@ public final class TrainableTokensLayer extends BaseTunerLayer {
         return withRows(x, act);
     }
 
-    /** PEFT's {@code _mixed_batch_forward}: sample i with adapter i's rows (base rows for one it does not hold). */
+    /**
+     * PEFT's {@code _mixed_batch_forward}: sample i with adapter i's rows, {@value #BASE_ADAPTER_NAME} the base rows.
+     *
+     * @throws IllegalArgumentException naming the adapter and the module when a sample names an adapter without
+     *     trainable tokens here (PEFT's {@code KeyError} in {@code get_merged_weights})
+     */
     private Tensor mixedBatchForward(Tensor x, List<String> names) {
         if (names.size() != x.size(0)) {
             throw new IllegalArgumentException("Length of `adapter_names` should be the same as the number of inputs, "
@@ -341,9 +359,19 @@ public final class TrainableTokensLayer extends BaseTunerLayer {
         if (merged()) { // PEFT's layer returns the merged base for every sample
             return baseForward(x);
         }
+        List<String> unique = new ArrayList<>(new LinkedHashSet<>(names));
+        unique.remove(BASE_ADAPTER_NAME);
+        for (String n : unique) {
+            if (!owner().indices.containsKey(n)) {
+                throw new IllegalArgumentException("adapter_names: adapter '" + n + "' has no trainable tokens on "
+                        + (moduleName == null ? "this " + typeName() : "module '" + moduleName + "'") + " (it holds "
+                        + adapterNames() + "); PEFT raises a KeyError here. Give its rows '" + BASE_ADAPTER_NAME
+                        + "' or an adapter with trainable_token_indices on this module");
+            }
+        }
         return Scoped.compute(() -> {
             Tensor result = baseForward(x);
-            for (String n : held(new ArrayList<>(new LinkedHashSet<>(names)))) {
+            for (String n : unique) {
                 long[] rowsOf = java.util.stream.IntStream.range(0, names.size()).filter(i -> names.get(i).equals(n))
                         .asLongStream().toArray();
                 Tensor idx = Tensor.create(rowsOf, rowsOf.length).to(x.device(), ScalarType.Long);

@@ -1,16 +1,11 @@
 package dev.peft4j.models;
 
 import static dev.peft4j.models.Goldens.assertClose;
+import static dev.peft4j.models.Goldens.assertPaddedClose;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.nio.file.Path;
-import org.bytedeco.javacpp.PointerScope;
-import org.bytedeco.pytorch.InferenceMode;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.TensorVector;
-import org.bytedeco.pytorch.global.torch;
-import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
@@ -22,17 +17,8 @@ class DecoderGoldenTest {
     @ValueSource(strings = {"llama-gqa-llama3rope", "qwen2-bias-tied-linearrope", "mistral-slidingwindow", "gpt2-tied",
         "gpt2-inverse-layer-scale", "opt-prenorm", "opt-postnorm-projected"})
     void paddedBatchLogitsMatchReference(String name) throws Exception {
-        Path dir = Goldens.golden(name);
-        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
-                CausalLM lm = AutoModel.causalLM(dir, ScalarType.Float);
-                Checkpoints.Opened golden = Checkpoints.open(dir, "golden.safetensors")) {
-            Tensor ids = golden.tensors.get("input_ids");
-            Tensor mask = golden.tensors.get("attention_mask");
-            Tensor logits = lm.forward(ids, mask, null, null);
-            Tensor expected = golden.tensors.get("logits");
-            assertClose(expected.select(0, 0), logits.select(0, 0), TOL, name + " row 0");
-            // row 1 is left-padded by 2: only its real positions are defined
-            assertClose(expected.select(0, 1).narrow(0, 2, 5), logits.select(0, 1).narrow(0, 2, 5), TOL, name + " row 1");
+        try (Goldens.Case<CausalLM> c = Goldens.causalLM(name)) {
+            assertPaddedClose(c.golden("logits"), c.model.forward(c.ids, c.mask, null, null), TOL, name);
         }
     }
 
@@ -40,15 +26,10 @@ class DecoderGoldenTest {
     @ValueSource(strings = {"llama-gqa-llama3rope", "qwen2-bias-tied-linearrope", "mistral-slidingwindow", "gpt2-tied",
         "gpt2-inverse-layer-scale", "opt-prenorm", "opt-postnorm-projected"})
     void paddedRowGivesItsUnpaddedLogits(String name) throws Exception {
-        Path dir = Goldens.golden(name);
-        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
-                CausalLM lm = AutoModel.causalLM(dir, ScalarType.Float);
-                Checkpoints.Opened golden = Checkpoints.open(dir, "golden.safetensors")) {
-            Tensor ids = golden.tensors.get("input_ids");
-            Tensor mask = golden.tensors.get("attention_mask");
-            Tensor padded = lm.forward(ids, mask, null, null);
-            Tensor alone = lm.forward(ids.narrow(0, 1, 1).narrow(1, 2, 5), null, null, null);
-            assertClose(golden.tensors.get("row1_unpadded_logits"), alone, TOL, name + " unpadded vs reference");
+        try (Goldens.Case<CausalLM> c = Goldens.causalLM(name)) {
+            Tensor padded = c.model.forward(c.ids, c.mask, null, null);
+            Tensor alone = c.model.forward(c.ids.narrow(0, 1, 1).narrow(1, 2, 5), null, null, null);
+            assertClose(c.golden("row1_unpadded_logits"), alone, TOL, name + " unpadded vs reference");
             assertClose(alone.select(0, 0), padded.select(0, 1).narrow(0, 2, 5), TOL, name + " padded vs unpadded");
         }
     }
@@ -57,26 +38,14 @@ class DecoderGoldenTest {
     @ValueSource(strings = {"llama-gqa-llama3rope", "qwen2-bias-tied-linearrope", "mistral-slidingwindow", "gpt2-tied",
         "gpt2-inverse-layer-scale", "opt-prenorm", "opt-postnorm-projected"})
     void kvCacheDecodingMatchesFullForward(String name) throws Exception {
-        Path dir = Goldens.golden(name);
-        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
-                CausalLM lm = AutoModel.causalLM(dir, ScalarType.Float);
-                Checkpoints.Opened golden = Checkpoints.open(dir, "golden.safetensors");
-                KVCache cache = lm.newCache()) {
-            Tensor ids = golden.tensors.get("input_ids");
-            Tensor mask = golden.tensors.get("attention_mask");
+        try (Goldens.Case<CausalLM> c = Goldens.causalLM(name); KVCache cache = c.model.newCache()) {
+            CausalLM lm = c.model;
+            Tensor ids = c.ids;
+            Tensor mask = c.mask;
             Tensor full = lm.forward(ids, mask, null, null);
             // prefill 3 tokens (row 1: two pads and one token), then one token per step
-            TensorVector steps = new TensorVector();
-            steps.push_back(lm.forward(ids.narrow(1, 0, 3), mask.narrow(1, 0, 3), null, cache));
-            assertEquals(3, cache.length());
-            for (int t = 3; t < 7; t++) {
-                steps.push_back(lm.forward(ids.narrow(1, t, 1), mask.narrow(1, 0, t + 1), null, cache));
-            }
-            assertEquals(7, cache.length());
-            Tensor decoded = torch.cat(steps, 1);
-            assertClose(full.select(0, 0), decoded.select(0, 0), TOL, name + " row 0");
-            assertClose(full.select(0, 1).narrow(0, 2, 5), decoded.select(0, 1).narrow(0, 2, 5), TOL, name + " row 1");
-            assertTrue(Goldens.maxAbsDiff(full.select(0, 0), golden.tensors.get("logits").select(0, 0)) <= TOL);
+            assertPaddedClose(full, Goldens.decodeStepwise(lm, ids, mask, cache), TOL, name);
+            assertTrue(Goldens.maxAbsDiff(full.select(0, 0), c.golden("logits").select(0, 0)) <= TOL);
             // truncating back to 5 positions and decoding token 5 again gives the same logits
             cache.truncate(5);
             Tensor again = lm.forward(ids.narrow(1, 5, 1), mask.narrow(1, 0, 6), null, cache);

@@ -1,15 +1,13 @@
 package dev.peft4j.models;
 
 import static dev.peft4j.models.Goldens.assertClose;
+import static dev.peft4j.models.Goldens.assertPaddedClose;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.peft4j.PeftAdapterMixin;
-import java.nio.file.Path;
-import org.bytedeco.javacpp.PointerScope;
-import org.bytedeco.pytorch.InferenceMode;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
@@ -32,34 +30,26 @@ class FamilyGoldenTest {
         "phi3-longrope-partial, Phi3ForCausalLM", "phi3-longrope-long, Phi3ForCausalLM",
         "qwen2-slidingwindow, LlamaForCausalLM"})
     void baseAdaptedAndMergedLogitsMatchReference(String name, String type) throws Exception {
-        Path dir = Goldens.golden(name);
-        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
-                CausalLM lm = AutoModel.causalLM(dir, ScalarType.Float);
-                Checkpoints.Opened golden = Checkpoints.open(dir, "golden.safetensors")) {
+        try (Goldens.Case<CausalLM> c = Goldens.causalLM(name)) {
+            CausalLM lm = c.model;
+            Tensor ids = c.ids;
+            Tensor mask = c.mask;
             assertEquals(type, lm.getClass().getSimpleName());
-            Tensor ids = golden.tensors.get("input_ids");
-            Tensor mask = golden.tensors.get("attention_mask");
-            assertPaddedClose(golden.tensors.get("logits"), lm.forward(ids, mask, null, null), name + " base");
+            assertPaddedClose(c.golden("logits"), lm.forward(ids, mask, null, null), TOL, name + " base");
             Tensor alone = lm.forward(ids.narrow(0, 1, 1).narrow(1, 2, 5), null, null, null);
-            assertClose(golden.tensors.get("row1_unpadded_logits"), alone, TOL, name + " unpadded row");
+            assertClose(c.golden("row1_unpadded_logits"), alone, TOL, name + " unpadded row");
 
             PeftAdapterMixin peft = (PeftAdapterMixin) lm;
-            peft.loadAdapter(dir.resolve("adapter"));
-            assertPaddedClose(golden.tensors.get("adapted_logits"), lm.forward(ids, mask, null, null), name + " adapted");
+            peft.loadAdapter(c.dir.resolve("adapter"));
+            assertPaddedClose(c.golden("adapted_logits"), lm.forward(ids, mask, null, null), TOL, name + " adapted");
             peft.disableAdapters();
-            assertPaddedClose(golden.tensors.get("logits"), lm.forward(ids, mask, null, null), name + " disabled");
+            assertPaddedClose(c.golden("logits"), lm.forward(ids, mask, null, null), TOL, name + " disabled");
             peft.enableAdapters();
             peft.mergeAdapter();
-            assertPaddedClose(golden.tensors.get("merged_logits"), lm.forward(ids, mask, null, null), name + " merged");
+            assertPaddedClose(c.golden("merged_logits"), lm.forward(ids, mask, null, null), TOL, name + " merged");
             peft.unmergeAdapter();
-            assertPaddedClose(golden.tensors.get("adapted_logits"), lm.forward(ids, mask, null, null), name + " unmerged");
+            assertPaddedClose(c.golden("adapted_logits"), lm.forward(ids, mask, null, null), TOL, name + " unmerged");
         }
-    }
-
-    private static void assertPaddedClose(Tensor expected, Tensor actual, String what) {
-        assertClose(expected.select(0, 0), actual.select(0, 0), TOL, what + " row 0");
-        // row 1 is left-padded by 2: only its real positions are defined
-        assertClose(expected.select(0, 1).narrow(0, 2, 5), actual.select(0, 1).narrow(0, 2, 5), TOL, what + " row 1");
     }
 
     // phi3-longrope-long is left out: long-RoPE switches factors once the sequence passes the original context, so
@@ -68,21 +58,9 @@ class FamilyGoldenTest {
     @ValueSource(strings = {"gemma-mqa-headdim", "gemma2-softcap-sliding", "gemma3-qknorm-localrope",
         "qwen3-qknorm-sliding", "phi3-longrope-partial", "qwen2-slidingwindow"})
     void kvCacheDecodingMatchesFullForward(String name) throws Exception {
-        Path dir = Goldens.golden(name);
-        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
-                CausalLM lm = AutoModel.causalLM(dir, ScalarType.Float);
-                Checkpoints.Opened golden = Checkpoints.open(dir, "golden.safetensors");
-                KVCache cache = lm.newCache()) {
-            Tensor ids = golden.tensors.get("input_ids");
-            Tensor mask = golden.tensors.get("attention_mask");
-            Tensor full = lm.forward(ids, mask, null, null);
-            TensorVector steps = new TensorVector();
-            steps.push_back(lm.forward(ids.narrow(1, 0, 3), mask.narrow(1, 0, 3), null, cache));
-            for (int t = 3; t < 7; t++) {
-                steps.push_back(lm.forward(ids.narrow(1, t, 1), mask.narrow(1, 0, t + 1), null, cache));
-            }
-            assertEquals(7, cache.length());
-            assertPaddedClose(full, torch.cat(steps, 1), name + " cached decode");
+        try (Goldens.Case<CausalLM> c = Goldens.causalLM(name); KVCache cache = c.model.newCache()) {
+            Tensor full = c.model.forward(c.ids, c.mask, null, null);
+            assertPaddedClose(full, Goldens.decodeStepwise(c.model, c.ids, c.mask, cache), TOL, name + " cached decode");
         }
     }
 
@@ -90,22 +68,15 @@ class FamilyGoldenTest {
     @ValueSource(strings = {"gemma-mqa-headdim", "gemma2-softcap-sliding", "gemma3-qknorm-localrope",
         "qwen3-qknorm-sliding", "phi3-longrope-partial", "qwen2-slidingwindow"})
     void greedyGenerationWithCacheEqualsReferenceWithoutCache(String name) throws Exception {
-        Path dir = Goldens.golden(name);
-        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
-                CausalLM lm = AutoModel.causalLM(dir, ScalarType.Float);
-                Checkpoints.Opened golden = Checkpoints.open(dir, "golden.safetensors")) {
-            Tensor prompt = golden.tensors.get("input_ids").narrow(0, 0, 1).narrow(1, 0, 4);
+        try (Goldens.Case<CausalLM> c = Goldens.causalLM(name)) {
+            CausalLM lm = c.model;
+            Tensor prompt = c.ids.narrow(0, 0, 1).narrow(1, 0, 4);
             Tensor out = Generation.generate(lm, prompt, null, Generation.Options.greedy(6));
-            Tensor expected = golden.tensors.get("greedy_tokens");
+            Tensor expected = c.golden("greedy_tokens");
             assertTrue(torch.equal(expected, out.narrow(1, 4, 6)), name + ": cached greedy tokens differ from the "
                     + "reference's (full forward per step)");
             // and without the cache: the argmax of a full forward over each prefix
-            Tensor seq = prompt;
-            for (int i = 0; i < 6; i++) {
-                Tensor logits = lm.forward(seq, null, null, null);
-                Tensor next = logits.select(1, seq.size(1) - 1).argmax(new org.bytedeco.pytorch.LongOptional(-1), true);
-                seq = torch.cat(new TensorVector(seq, next), 1);
-            }
+            Tensor seq = Goldens.uncachedGreedy(lm, prompt, 6);
             assertArrayEquals(new long[] {1, 10}, seq.shape());
             assertTrue(torch.equal(out, seq), name + ": greedy with and without the cache differ");
         }
@@ -115,13 +86,10 @@ class FamilyGoldenTest {
     @ValueSource(strings = {"gemma-mqa-headdim", "gemma2-softcap-sliding", "gemma3-qknorm-localrope",
         "qwen3-qknorm-sliding", "phi3-longrope-partial", "qwen2-slidingwindow"})
     void slotCacheServesRowsOfDifferentLengthsAsSeparateForwards(String name) throws Exception {
-        Path dir = Goldens.golden(name);
-        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
-                CausalLM lm = AutoModel.causalLM(dir, ScalarType.Float);
-                Checkpoints.Opened golden = Checkpoints.open(dir, "golden.safetensors");
-                SlotKVCache slots = lm.newSlotCache(3, 16)) {
+        try (Goldens.Case<CausalLM> c = Goldens.causalLM(name); SlotKVCache slots = c.model.newSlotCache(3, 16)) {
+            CausalLM lm = c.model;
             assertTrue(lm.supportsSlotCache());
-            Tensor ids = golden.tensors.get("input_ids");
+            Tensor ids = c.ids;
             Tensor a = ids.narrow(0, 0, 1); // 7 tokens
             Tensor b = ids.narrow(0, 1, 1).narrow(1, 2, 5); // 5 tokens
             // prefill each into its own slot (slot 1 stays empty), then one ragged decode step of both rows

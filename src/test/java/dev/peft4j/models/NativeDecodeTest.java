@@ -123,7 +123,7 @@ class NativeDecodeTest {
     void ropeMatchesTransformersRotateHalf(String dtype) {
         ScalarType dt = ScalarType.valueOf(dtype);
         try (PointerScope scope = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
-            float[] inv = LlamaConfig.ropeInvFreq(ModelConfig.parse("{\"rope_theta\": 10000.0}"), 16);
+            float[] inv = RopeScaling.of(ModelConfig.parse("{\"rope_theta\": 10000.0}")).invFreq(16);
             Tensor invFreq = Tensor.create(inv);
             long[] positions = {0, 5, 1234};
             Tensor x = randn(5, dt, 3, 6, 16); // rows, heads, head_dim

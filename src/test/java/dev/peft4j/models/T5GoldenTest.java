@@ -6,10 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.peft4j.AdapterLoadReport;
-import java.nio.file.Path;
 import java.util.List;
-import org.bytedeco.javacpp.PointerScope;
-import org.bytedeco.pytorch.InferenceMode;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
@@ -29,17 +26,14 @@ class T5GoldenTest {
     @ParameterizedTest
     @ValueSource(strings = {"t5-relu-tied", "mt5-gated-untied"})
     void baseLogitsMatchReferenceAndEncoderPaddingIsInvisible(String name) throws Exception {
-        Path dir = Goldens.golden(name);
-        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
-                Seq2SeqLM lm = AutoModel.seq2SeqLM(dir, ScalarType.Float);
-                Checkpoints.Opened golden = Checkpoints.open(dir, "golden.safetensors")) {
-            Tensor ids = golden.tensors.get("input_ids");
-            Tensor mask = golden.tensors.get("attention_mask");
-            Tensor dec = golden.tensors.get("decoder_input_ids");
-            assertClose(golden.tensors.get("logits"), lm.forward(ids, mask, dec), TOL, name);
+        try (Goldens.Case<Seq2SeqLM> c = seq2Seq(name, true)) {
+            Seq2SeqLM lm = c.model;
+            Tensor ids = c.ids;
+            Tensor dec = c.golden("decoder_input_ids");
+            assertClose(c.golden("logits"), lm.forward(ids, c.mask, dec), TOL, name);
             // row 1's encoder input is right-padded by 2: alone and unpadded it gives the same decoder logits
             Tensor alone = lm.forward(ids.narrow(0, 1, 1).narrow(1, 0, 5), null, dec.narrow(0, 1, 1));
-            assertClose(golden.tensors.get("row1_unpadded_logits"), alone, TOL, name + " unpadded row");
+            assertClose(c.golden("row1_unpadded_logits"), alone, TOL, name + " unpadded row");
         }
     }
 
@@ -48,23 +42,21 @@ class T5GoldenTest {
     void adaptedAndMergedLogitsMatchReference(String caseAndAdapter) throws Exception {
         String name = caseAndAdapter.substring(0, caseAndAdapter.indexOf('/'));
         String adapter = caseAndAdapter.substring(name.length() + 1);
-        Path dir = Goldens.golden(name);
-        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
-                T5ForConditionalGeneration lm = (T5ForConditionalGeneration) AutoModel.seq2SeqLM(dir, ScalarType.Float);
-                Checkpoints.Opened golden = Checkpoints.open(dir, "golden.safetensors")) {
-            Tensor ids = golden.tensors.get("input_ids");
-            Tensor mask = golden.tensors.get("attention_mask");
-            Tensor dec = golden.tensors.get("decoder_input_ids");
-            AdapterLoadReport r = lm.loadAdapter(dir.resolve(adapter));
+        try (Goldens.Case<Seq2SeqLM> c = seq2Seq(name, true)) {
+            T5ForConditionalGeneration lm = (T5ForConditionalGeneration) c.model;
+            Tensor ids = c.ids;
+            Tensor mask = c.mask;
+            Tensor dec = c.golden("decoder_input_ids");
+            AdapterLoadReport r = lm.loadAdapter(c.dir.resolve(adapter));
             assertEquals(List.of(), r.missingKeys(), caseAndAdapter);
             assertEquals(List.of(), r.unexpectedKeys(), caseAndAdapter);
             Tensor adapted = lm.forward(ids, mask, dec);
-            assertClose(golden.tensors.get("logits_" + adapter), adapted, TOL, caseAndAdapter + " adapted");
+            assertClose(c.golden("logits_" + adapter), adapted, TOL, caseAndAdapter + " adapted");
             lm.disableAdapters();
-            assertClose(golden.tensors.get("logits"), lm.forward(ids, mask, dec), TOL, caseAndAdapter + " disabled");
+            assertClose(c.golden("logits"), lm.forward(ids, mask, dec), TOL, caseAndAdapter + " disabled");
             lm.enableAdapters();
             lm.mergeAdapter();
-            assertClose(golden.tensors.get("merged_" + adapter), lm.forward(ids, mask, dec), TOL,
+            assertClose(c.golden("merged_" + adapter), lm.forward(ids, mask, dec), TOL,
                     caseAndAdapter + " merged");
             lm.unmergeAdapter();
             assertClose(adapted, lm.forward(ids, mask, dec), TOL, caseAndAdapter + " unmerged");
@@ -74,14 +66,11 @@ class T5GoldenTest {
     @ParameterizedTest
     @ValueSource(strings = {"t5-relu-tied", "mt5-gated-untied"})
     void cachedDecodingMatchesFullDecoderForward(String name) throws Exception {
-        Path dir = Goldens.golden(name);
-        try (PointerScope scope = new PointerScope(); InferenceMode g = new InferenceMode();
-                Seq2SeqLM lm = AutoModel.seq2SeqLM(dir, ScalarType.Float);
-                Checkpoints.Opened golden = Checkpoints.open(dir, "golden.safetensors");
-                Seq2SeqCache cache = lm.newCache()) {
-            Tensor ids = golden.tensors.get("input_ids");
-            Tensor mask = golden.tensors.get("attention_mask");
-            Tensor dec = golden.tensors.get("decoder_input_ids");
+        try (Goldens.Case<Seq2SeqLM> c = seq2Seq(name, true); Seq2SeqCache cache = c.model.newCache()) {
+            Seq2SeqLM lm = c.model;
+            Tensor ids = c.ids;
+            Tensor mask = c.mask;
+            Tensor dec = c.golden("decoder_input_ids");
             Tensor enc = lm.encode(ids, mask);
             TensorVector steps = new TensorVector();
             steps.push_back(lm.decode(dec.narrow(1, 0, 2), enc, mask, cache));
@@ -91,26 +80,24 @@ class T5GoldenTest {
                 steps.push_back(lm.decode(dec.narrow(1, t, 1), enc, mask, cache));
             }
             assertEquals(5, cache.length());
-            assertClose(golden.tensors.get("logits"), torch.cat(steps, 1), TOL, name + " cached steps");
+            assertClose(c.golden("logits"), torch.cat(steps, 1), TOL, name + " cached steps");
         }
     }
 
     @ParameterizedTest
     @ValueSource(strings = {"t5-relu-tied", "mt5-gated-untied"})
     void greedyGenerationWithCacheEqualsWithoutAndReference(String name) throws Exception {
-        Path dir = Goldens.golden(name);
-        try (PointerScope scope = new PointerScope();
-                Seq2SeqLM lm = AutoModel.seq2SeqLM(dir, ScalarType.Float);
-                Checkpoints.Opened golden = Checkpoints.open(dir, "golden.safetensors")) {
-            Tensor prompt = golden.tensors.get("input_ids").narrow(0, 0, 1);
+        try (Goldens.Case<Seq2SeqLM> c = seq2Seq(name, false)) {
+            Seq2SeqLM lm = c.model;
+            Tensor prompt = c.ids.narrow(0, 0, 1);
             Generation.Options greedy = Generation.Options.greedy(8);
             Tensor cached = Seq2SeqGeneration.generate(lm, prompt, null, greedy);
             Tensor uncached = Seq2SeqGeneration.generate(lm, prompt, null, greedy, false);
-            assertTrue(torch.equal(golden.tensors.get("greedy_ids"), cached), name + " cached vs reference");
+            assertTrue(torch.equal(c.golden("greedy_ids"), cached), name + " cached vs reference");
             assertTrue(torch.equal(cached, uncached), name + " cached vs uncached");
-            ((T5ForConditionalGeneration) lm).loadAdapter(dir.resolve("lora"));
+            ((T5ForConditionalGeneration) lm).loadAdapter(c.dir.resolve("lora"));
             Tensor adapted = Seq2SeqGeneration.generate(lm, prompt, null, greedy);
-            assertTrue(torch.equal(golden.tensors.get("greedy_ids_lora"), adapted), name + " LoRA vs reference");
+            assertTrue(torch.equal(c.golden("greedy_ids_lora"), adapted), name + " LoRA vs reference");
             assertTrue(torch.equal(adapted, Seq2SeqGeneration.generate(lm, prompt, null, greedy, false)),
                     name + " LoRA cached vs uncached");
         }
@@ -121,5 +108,9 @@ class T5GoldenTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> AutoModel.causalLM(Goldens.golden("t5-relu-tied"), ScalarType.Float));
         assertTrue(e.getMessage().contains("encoder-decoder"), e.getMessage());
+    }
+
+    private static Goldens.Case<Seq2SeqLM> seq2Seq(String name, boolean inference) throws Exception {
+        return Goldens.open(name, dir -> AutoModel.seq2SeqLM(dir, ScalarType.Float), inference);
     }
 }

@@ -237,6 +237,19 @@ class MixinTrainableTokensTest {
     }
 
     @Test
+    void theServingEngineRefusesATrainableTokensAdapterAtRegistration() throws Exception {
+        try (PointerScope s = new PointerScope();
+                PreTrainedModel m = AutoModel.fromPretrained(base("llama-gqa-llama3rope"), ScalarType.Float);
+                dev.peft4j.serve.ServingEngine e = dev.peft4j.serve.ServingEngine.builder(m).maxConcurrent(2)
+                        .maxLength(32).threads(1).build()) {
+            IllegalArgumentException x = assertThrows(IllegalArgumentException.class,
+                    () -> e.register("t", adapter("llama-dict")));
+            assertTrue(x.getMessage().contains("trainable_token_indices") && x.getMessage().contains("llama-dict"),
+                    x.getMessage());
+        }
+    }
+
+    @Test
     void bitEqualToTheBaseForTokensOutsideTheSet() {
         try (PointerScope s = new PointerScope(); PreTrainedModel m = MixinSupport.tinyLlama(5)) {
             Tensor ids = Tensor.create(new long[] {1, 2, 3, 4, 5, 6}, 1, 6);

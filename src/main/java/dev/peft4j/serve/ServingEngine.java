@@ -401,6 +401,13 @@ public final class ServingEngine implements AutoCloseable {
                     + "runs mixed batches, which PEFT refuses for DoRA (\"Cannot pass `adapter_names` when DoRA is "
                     + "enabled.\"): load it with loadAdapter and generate without adapter_names");
         }
+        if (config instanceof LoraConfig lc && lc.trainableTokenIndices() != null) {
+            // PEFT's trainable-tokens layer raises for a mixed-batch row whose adapter holds no rows there, so one
+            // such adapter would fail every batch it shares with another adapter's requests.
+            throw new IllegalArgumentException(folderOrRepoId + ": an adapter with trainable_token_indices; the "
+                    + "serving engine runs mixed batches, where PEFT refuses a row whose adapter has no trainable "
+                    + "tokens on the embedding: load it with loadAdapter and generate without adapter_names");
+        }
         AdapterEntry e = new AdapterEntry(name, folderOrRepoId, dir, repoId, revision, hub, config);
         if (registry.putIfAbsent(name, e) != null) {
             throw new IllegalArgumentException("an adapter named '" + name + "' is already registered");

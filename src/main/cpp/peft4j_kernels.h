@@ -11,6 +11,7 @@
 #include "peft4j_dora.h"
 #include "peft4j_decode.h"
 #include "peft4j_quant.h"
+#include "peft4j_qpanel.h"
 
 inline int peft4j_best_isa() { return peft4j::best_isa(); }
 inline int peft4j_active_isa() { return peft4j::active_isa(); }

@@ -6,6 +6,7 @@
 #include "peft4j_kernels.h"
 
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -54,7 +55,8 @@ template <>
 uint16_t from_f32<uint16_t>(float v) { return peft4j::f32_to_bf16(v); }
 
 template <typename T>
-void check_linear(int fmt, std::mt19937& rng, int64_t M, int64_t K, int64_t N, bool with_bias, int path, int threads) {
+void check_linear(int fmt, std::mt19937& rng, int64_t M, int64_t K, int64_t N, bool with_bias, int path, int threads,
+                  bool panels = false) {
     std::normal_distribution<float> normal(0.f, 1.f);
     const int64_t nb = K / 32, rb = peft4j::quant_row_bytes(fmt, K);
     std::vector<T> W((size_t) (N * K));
@@ -95,7 +97,42 @@ void check_linear(int fmt, std::mt19937& rng, int64_t M, int64_t K, int64_t N, b
         for (int64_t i = 0; i < N; i++) bias[i] = from_f32<T>(normal(rng));
     }
     auto* y = new T[(size_t) (M * N)];
-    peft4j::quant_linear<T>(path, fmt, qs, d, bias, x, y, M, K, N, threads);
+    if (panels) {
+        // the panel layout: packing the canonical blocks equals quantizing straight to panels, unpacking gives the
+        // canonical blocks back, and dequantizing the panels equals dequantizing the canonical rows
+        const int64_t pbytes = peft4j::panel_bytes(fmt, N, K), pscales = peft4j::panel_count(N) * 16 * nb;
+        auto* pq = new uint8_t[(size_t) pbytes];
+        auto* pd = new uint16_t[(size_t) pscales];
+        auto* pq2 = new uint8_t[(size_t) pbytes];
+        auto* pd2 = new uint16_t[(size_t) pscales];
+        peft4j::pack_matrix(fmt, qs, d, N, K, pq, pd, threads);
+        peft4j::quantize_matrix_panels<T>(fmt, W.data(), N, K, pq2, pd2, threads);
+        QCHECK(std::memcmp(pq, pq2, (size_t) pbytes) == 0 && std::memcmp(pd, pd2, (size_t) pscales * 2) == 0,
+               "fmt %d N=%lld K=%lld: quantize_matrix_panels differs from pack_matrix(quantize_matrix)", fmt,
+               (long long) N, (long long) K);
+        auto* qs2 = new uint8_t[(size_t) (N * rb)];
+        auto* d2 = new uint16_t[(size_t) (N * nb)];
+        peft4j::unpack_matrix(fmt, pq, pd, N, K, qs2, d2, threads);
+        QCHECK(std::memcmp(qs, qs2, (size_t) (N * rb)) == 0 && std::memcmp(d, d2, (size_t) (N * nb) * 2) == 0,
+               "fmt %d N=%lld K=%lld: unpack_matrix(pack_matrix) is not the identity", fmt, (long long) N,
+               (long long) K);
+        auto* Wp = new T[(size_t) (N * K)];
+        peft4j::dequantize_matrix_panels<T>(fmt, pq, pd, N, K, Wp, threads);
+        int pm = 0;
+        for (int64_t i = 0; i < N * K; i++)
+            if (peft4j::to_f32(Wp[i]) != peft4j::to_f32(from_f32<T>(deq[(size_t) i]))) pm++;
+        QCHECK(pm == 0, "dequantize_matrix_panels differs from dequantize_row at %d entries", pm);
+        peft4j::quant_linear_panels<T>(path, fmt, pq, pd, bias, x, y, M, K, N, threads);
+        delete[] Wp;
+        delete[] d2;
+        delete[] qs2;
+        delete[] pd2;
+        delete[] pq2;
+        delete[] pd;
+        delete[] pq;
+    } else {
+        peft4j::quant_linear<T>(path, fmt, qs, d, bias, x, y, M, K, N, threads);
+    }
     // references: the activations quantized as the kernel does (tight), and unquantized (within the bound)
     std::vector<int8_t> xq((size_t) K);
     std::vector<float> dx((size_t) nb);
@@ -110,6 +147,10 @@ void check_linear(int fmt, std::mt19937& rng, int64_t M, int64_t K, int64_t N, b
                 const double xv = (double) xq[(size_t) k] * dx[(size_t) (k / 32)];
                 ref += w * xv;
                 mag += std::fabs(w * xv);
+                // Q4_0's −8 offset is summed in int32 per lane of the canonical kernel and only cancels in float32
+                // across lanes: its terms count towards the magnitudes rounded
+                if (fmt == peft4j::QF_Q4_0)
+                    mag += 8.0 * std::fabs(peft4j::f16_to_f32(d[n * nb + k / 32]) * xv);
                 ref_x += w * peft4j::to_f32(x[r * K + k]);
                 act_bound += std::fabs(w) * dx[(size_t) (k / 32)] * 0.5;
             }
@@ -123,10 +164,11 @@ void check_linear(int fmt, std::mt19937& rng, int64_t M, int64_t K, int64_t N, b
             worst_loose = std::max(worst_loose, e2 / (act_bound + tight));
         }
     }
-    QCHECK(worst_tight <= 1.0, "fmt %d dtype %zu path %s M=%lld K=%lld N=%lld: %.3g of the tight tolerance vs the "
-           "dequantized reference", fmt, sizeof(T), peft4j::quant_path_name(path), (long long) M, (long long) K,
+    QCHECK(worst_tight <= 1.0, "%s fmt %d dtype %zu path %s M=%lld K=%lld N=%lld: %.3g of the tight tolerance vs the "
+           "dequantized reference", panels ? "panels" : "canonical", fmt, sizeof(T), peft4j::quant_path_name(path), (long long) M, (long long) K,
            (long long) N, worst_tight);
-    QCHECK(worst_loose <= 1.0, "fmt %d path %s M=%lld: %.3g of the activation-rounding bound vs unquantized x", fmt,
+    QCHECK(worst_loose <= 1.0, "%s fmt %d path %s M=%lld: %.3g of the activation-rounding bound vs unquantized x",
+           panels ? "panels" : "canonical", fmt,
            peft4j::quant_path_name(path), (long long) M, worst_loose);
     delete[] y;
     delete[] bias;
@@ -151,6 +193,16 @@ int run_quant_tests() {
                     for (int64_t N : {1, 17}) {
                         check_linear<float>(fmt, rng, M, K, N, (M + N) % 2 == 0, path, M % 2 == 0 ? 2 : 1);
                         check_linear<uint16_t>(fmt, rng, M, K, N, (M + N) % 2 == 1, path, 2);
+                    }
+                }
+            }
+            // the panel kernels: every register-tile height and its remainders (tiles of 8 / 4 rows), N not a
+            // multiple of the 16-row panel (a padded tail panel), one and several blocks
+            for (int64_t M : {1, 2, 3, 4, 5, 8, 16, 17, 128}) {
+                for (int64_t K : {32, 160}) {
+                    for (int64_t N : {1, 33}) {
+                        check_linear<float>(fmt, rng, M, K, N, (M + N) % 2 == 0, path, M % 2 == 0 ? 2 : 1, true);
+                        check_linear<uint16_t>(fmt, rng, M, K, N, (M + N) % 2 == 1, path, 2, true);
                     }
                 }
             }

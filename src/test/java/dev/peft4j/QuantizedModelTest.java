@@ -193,6 +193,28 @@ class QuantizedModelTest {
         }
     }
 
+    @Test
+    void aQuantizedModelsStateDictLoadsIntoAnotherQuantizedModelAndGivesTheSameLogits() {
+        Tensor x = ids(2, 5, 64, 4);
+        for (Quantization fmt : Quantization.values()) {
+            try (PreTrainedModel a = llama(11); PreTrainedModel b = llama(12)) {
+                AutoModel.quantize(a, fmt, Quantization.INT8);
+                AutoModel.quantize(b, fmt, Quantization.INT8);
+                java.util.Map<String, Tensor> sd = a.stateDict();
+                assertTrue(sd.containsKey("model.layers.0.self_attn.q_proj.qpanels")
+                        && sd.containsKey("lm_head.qpanel_scales"), "the panel buffers are the state: " + sd.keySet());
+                Tensor la = noGrad(true, () -> logits(a, x));
+                assertTrue(maxAbsDiff(la, noGrad(true, () -> logits(b, x))) > 0, "two different models first");
+                assertTrue(b.loadStateDict(sd).unexpectedKeys().isEmpty());
+                assertEquals(0.0, maxAbsDiff(la, noGrad(true, () -> logits(b, x))), fmt + ": bit for bit after loading");
+                QuantizedLinear qa = (QuantizedLinear) a.getSubmodule("model.layers.1.mlp.down_proj");
+                QuantizedLinear qb = (QuantizedLinear) b.getSubmodule("model.layers.1.mlp.down_proj");
+                assertTrue(qa.weight().values().equal(qb.weight().values())
+                        && qa.weight().scales().equal(qb.weight().scales()), fmt + ": the same canonical blocks");
+            }
+        }
+    }
+
     static LoraConfig lora(String... targets) {
         return LoraConfig.builder().r(4).loraAlpha(8).targetModules(targets)
                 .initLoraWeights(new InitLoraWeights.Flag(false)).build();

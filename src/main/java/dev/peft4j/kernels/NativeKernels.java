@@ -114,4 +114,29 @@ final class NativeKernels {
             @Cast("const uint16_t*") long d, @Cast("const void*") long bias, @Cast("const void*") long x,
             @Cast("void*") long y, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n,
             int threads);
+
+    // ---- weight-only quantized Linear over 16-row panels (peft4j_qpanel.h) ----
+
+    static native @Cast("int64_t") long peft4j_quant_panel_bytes(int fmt, @Cast("int64_t") long n,
+            @Cast("int64_t") long k);
+
+    static native void peft4j_quantize_panels(int fmt, int dtype, @Cast("const void*") long w, @Cast("int64_t") long n,
+            @Cast("int64_t") long k, @Cast("void*") long pq, @Cast("uint16_t*") long pd, int threads);
+
+    static native void peft4j_dequantize_panels(int fmt, int dtype, @Cast("const void*") long pq,
+            @Cast("const uint16_t*") long pd, @Cast("int64_t") long n, @Cast("int64_t") long k, @Cast("void*") long w,
+            int threads);
+
+    static native void peft4j_quant_pack(int fmt, @Cast("const void*") long qs, @Cast("const uint16_t*") long d,
+            @Cast("int64_t") long n, @Cast("int64_t") long k, @Cast("void*") long pq, @Cast("uint16_t*") long pd,
+            int threads);
+
+    static native void peft4j_quant_unpack(int fmt, @Cast("const void*") long pq, @Cast("const uint16_t*") long pd,
+            @Cast("int64_t") long n, @Cast("int64_t") long k, @Cast("void*") long qs, @Cast("uint16_t*") long d,
+            int threads);
+
+    static native void peft4j_quant_linear_panels(int fmt, int dtype, @Cast("const void*") long pq,
+            @Cast("const uint16_t*") long pd, @Cast("const void*") long bias, @Cast("const void*") long x,
+            @Cast("void*") long y, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n,
+            int threads);
 }

@@ -11,10 +11,13 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * A weight {@code [out, in]} stored in a {@link Quantization} format, and the native kernels over it: quantize,
  * dequantize, and {@code y = x·Wᵀ + b}.
  *
- * <p>Two tensors: {@link #values()} ({@code int8 [out, in]} for {@link Quantization#INT8}, {@code uint8
- * [out, in / 2]} for {@link Quantization#INT4}, llama.cpp's nibble order within each block of 32) and
- * {@link #scales()} ({@code int16 [out, in / 32]} holding IEEE half-precision bits: an integer tensor, so a model's
- * {@code to(dtype)} leaves it alone).
+ * <p>Storage: llama.cpp's blocks (same values, same half-precision scales) in a row-interleaved panel layout that
+ * the kernels read without rearranging: {@link #panels()} ({@code uint8 [⌈out/16⌉, in/32, 512]} for
+ * {@link Quantization#INT8}, {@code [.., 256]} for {@link Quantization#INT4}: per panel of 16 output rows and block
+ * of 32 inputs, the 16 rows' values interleaved four inputs at a time) and {@link #panelScales()} ({@code int16
+ * [⌈out/16⌉, in/32, 16]}, IEEE half-precision bits; integer tensors, so a model's {@code to(dtype)} leaves them
+ * alone). The last panel is padded with zero-scale rows. {@link #values()} and {@link #scales()} give the canonical
+ * layout (llama.cpp's byte order) as new tensors, computed from the panels; docs/QUANTIZATION.md has the byte order.
  *
  * <p>The product quantizes each row of x per block of 32 to int8 (llama.cpp's {@code Q8_0} activations), sums
  * every block in int32 and scales in float32; AVX-512 VNNI, AVX2 and scalar paths chosen at run time
@@ -24,16 +27,28 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 public final class QuantizedWeight {
     /** Weights per block along the input dimension (one scale each). */
     public static final int BLOCK = 32;
+    /** Output rows per panel of the storage layout. */
+    public static final int PANEL_ROWS = 16;
 
-    private final Tensor values;
-    private final Tensor scales;
+    private final Tensor panels;
+    private final Tensor panelScales;
     private final Quantization format;
     private final long in;
     private final long out;
 
+    private QuantizedWeight(Tensor panels, Tensor panelScales, Quantization format, long out, long in) {
+        this.panels = panels;
+        this.panelScales = panelScales;
+        this.format = format;
+        this.out = out;
+        this.in = in;
+    }
+
     /**
-     * Wraps existing tensors, checked: CPU, contiguous, {@code values} int8 {@code [out, in]} (INT8) or uint8
-     * {@code [out, in / 2]} (INT4), {@code scales} int16 {@code [out, in / 32]}, {@code in} a multiple of 32.
+     * The weight held by canonical tensors (llama.cpp's byte order), packed into new panel tensors; the arguments
+     * are only read. Checked: CPU, contiguous, {@code values} int8 {@code [out, in]} (INT8) or uint8
+     * {@code [out, in / 2]} (INT4), {@code scales} int16 {@code [out, in / 32]}, {@code in} a positive multiple of
+     * 32.
      *
      * @throws IllegalArgumentException naming the tensor and what is wrong with it
      */
@@ -52,13 +67,54 @@ public final class QuantizedWeight {
             throw new IllegalArgumentException("values: dtype " + values.scalar_type().intern() + ", " + format
                     + " needs " + want);
         }
-        if (scales.scalar_type().intern() != ScalarType.Short || scales.size(0) != out || scales.size(1) * BLOCK != in) {
+        if (scales.scalar_type().intern() != ScalarType.Short || scales.size(0) != out || scales.size(1) * BLOCK != in
+                || in == 0) {
             throw new IllegalArgumentException("scales: " + scales.scalar_type().intern() + " "
                     + Arrays.toString(scales.shape()) + ", expected Short [" + out + ", " + in / BLOCK + "] for "
                     + format + " values " + Arrays.toString(values.shape()));
         }
-        this.values = values;
-        this.scales = scales;
+        this.panels = empty(panelShape(format, out, in), ScalarType.Byte);
+        this.panelScales = empty(new long[] {panelCount(out), in / BLOCK, PANEL_ROWS}, ScalarType.Short);
+        NativeKernels.peft4j_quant_pack(format.ordinal(), values.data_ptr().address(), scales.data_ptr().address(),
+                out, in, panels.data_ptr().address(), panelScales.data_ptr().address(), torch.get_num_threads());
+        java.lang.ref.Reference.reachabilityFence(values);
+        java.lang.ref.Reference.reachabilityFence(scales);
+    }
+
+    /**
+     * Wraps existing panel tensors (those of {@link #panels()} and {@link #panelScales()}) of a weight {@code [out,
+     * in]}, checked: CPU, contiguous, the dtypes and shapes of the class comment.
+     *
+     * @throws IllegalArgumentException naming the tensor and what is wrong with it
+     */
+    public static QuantizedWeight ofPanels(Tensor panels, Tensor panelScales, Quantization format, long out, long in) {
+        Kernels.checkCpuContiguous("panels", panels);
+        Kernels.checkCpuContiguous("panelScales", panelScales);
+        if (out <= 0 || in <= 0 || in % BLOCK != 0) {
+            throw new IllegalArgumentException("shape [" + out + ", " + in + "]: " + format
+                    + " needs positive sizes and an input width that is a multiple of " + BLOCK);
+        }
+        long[] want = panelShape(format, out, in);
+        if (panels.scalar_type().intern() != ScalarType.Byte || !Arrays.equals(panels.shape(), want)) {
+            throw new IllegalArgumentException("panels: " + panels.scalar_type().intern() + " "
+                    + Arrays.toString(panels.shape()) + ", expected Byte " + Arrays.toString(want) + " for " + format
+                    + " [" + out + ", " + in + "]");
+        }
+        long[] wantScales = {panelCount(out), in / BLOCK, PANEL_ROWS};
+        if (panelScales.scalar_type().intern() != ScalarType.Short || !Arrays.equals(panelScales.shape(), wantScales)) {
+            throw new IllegalArgumentException("panelScales: " + panelScales.scalar_type().intern() + " "
+                    + Arrays.toString(panelScales.shape()) + ", expected Short " + Arrays.toString(wantScales)
+                    + " for [" + out + ", " + in + "]");
+        }
+        return new QuantizedWeight(panels, panelScales, format, out, in);
+    }
+
+    private static long panelCount(long out) {
+        return (out + PANEL_ROWS - 1) / PANEL_ROWS;
+    }
+
+    private static long[] panelShape(Quantization format, long out, long in) {
+        return new long[] {panelCount(out), in / BLOCK, format == Quantization.INT8 ? 512 : 256};
     }
 
     /**
@@ -76,9 +132,10 @@ public final class QuantizedWeight {
         }
         long out = weight.size(0);
         long in = weight.size(1);
-        if (in % BLOCK != 0 || in == 0) {
+        if (in % BLOCK != 0 || in == 0 || out == 0) {
             throw new IllegalArgumentException("weight: shape " + Arrays.toString(weight.shape()) + ": " + format
-                    + " needs an input width that is a positive multiple of " + BLOCK + ", got " + in);
+                    + " needs an input width that is a positive multiple of " + BLOCK + ", got " + in
+                    + (out == 0 ? ", and at least one output row" : ""));
         }
         try (Tensor finite = torch.isfinite(weight); Tensor all = finite.all()) {
             if (!all.item_bool()) {
@@ -86,23 +143,48 @@ public final class QuantizedWeight {
                         + " holds NaN or infinite values, which cannot be quantized");
             }
         }
+        Tensor panels = empty(panelShape(format, out, in), ScalarType.Byte);
+        Tensor scales = empty(new long[] {panelCount(out), in / BLOCK, PANEL_ROWS}, ScalarType.Short);
+        NativeKernels.peft4j_quantize_panels(format.ordinal(), dt, weight.data_ptr().address(), out, in,
+                panels.data_ptr().address(), scales.data_ptr().address(), torch.get_num_threads());
+        java.lang.ref.Reference.reachabilityFence(weight);
+        return new QuantizedWeight(panels, scales, format, out, in);
+    }
+
+    /** The panel layout's values (see the class comment), held by this weight: do not close. */
+    public Tensor panels() {
+        return panels;
+    }
+
+    /** The panel layout's scales (see the class comment), held by this weight: do not close. */
+    public Tensor panelScales() {
+        return panelScales;
+    }
+
+    /**
+     * The quantized values in llama.cpp's byte order as a new tensor: {@code int8 [out, in]} ({@link
+     * Quantization#INT8}) or {@code uint8 [out, in / 2]} ({@link Quantization#INT4}: within each block of 32, byte
+     * {@code j} holds weight {@code j} in its low nibble and weight {@code j + 16} in its high one).
+     */
+    public Tensor values() {
+        return canonical(true);
+    }
+
+    /** The per-block scales as a new tensor: IEEE half-precision bits, int16 {@code [out, in / 32]}. */
+    public Tensor scales() {
+        return canonical(false);
+    }
+
+    private Tensor canonical(boolean wantValues) {
         Tensor values = empty(new long[] {out, format.rowBytes(in)},
                 format == Quantization.INT8 ? ScalarType.Char : ScalarType.Byte);
         Tensor scales = empty(new long[] {out, in / BLOCK}, ScalarType.Short);
-        NativeKernels.peft4j_quantize(format.ordinal(), dt, weight.data_ptr().address(), out, in,
-                values.data_ptr().address(), scales.data_ptr().address(), torch.get_num_threads());
-        java.lang.ref.Reference.reachabilityFence(weight);
-        return new QuantizedWeight(values, scales, format);
-    }
-
-    /** The quantized values (see the class comment for the layout). */
-    public Tensor values() {
-        return values;
-    }
-
-    /** The per-block scales, IEEE half-precision bits in an int16 tensor {@code [out, in / 32]}. */
-    public Tensor scales() {
-        return scales;
+        NativeKernels.peft4j_quant_unpack(format.ordinal(), panels.data_ptr().address(),
+                panelScales.data_ptr().address(), out, in, values.data_ptr().address(), scales.data_ptr().address(),
+                torch.get_num_threads());
+        java.lang.ref.Reference.reachabilityFence(this);
+        (wantValues ? scales : values).close();
+        return wantValues ? values : scales;
     }
 
     /** The format. */
@@ -125,8 +207,8 @@ public final class QuantizedWeight {
         dtype = dtype.intern();
         Tensor w = empty(new long[] {out, in}, dtype);
         int dt = Kernels.dtypeCode("dtype", w);
-        NativeKernels.peft4j_dequantize(format.ordinal(), dt, values.data_ptr().address(), scales.data_ptr().address(),
-                out, in, w.data_ptr().address(), torch.get_num_threads());
+        NativeKernels.peft4j_dequantize_panels(format.ordinal(), dt, panels.data_ptr().address(),
+                panelScales.data_ptr().address(), out, in, w.data_ptr().address(), torch.get_num_threads());
         java.lang.ref.Reference.reachabilityFence(this);
         return w;
     }
@@ -157,8 +239,8 @@ public final class QuantizedWeight {
         Tensor y = empty(outShape, x.scalar_type().intern());
         long rows = x.numel() / in;
         if (rows > 0) {
-            NativeKernels.peft4j_quant_linear(format.ordinal(), dt, values.data_ptr().address(),
-                    scales.data_ptr().address(), bias == null ? 0L : bias.data_ptr().address(),
+            NativeKernels.peft4j_quant_linear_panels(format.ordinal(), dt, panels.data_ptr().address(),
+                    panelScales.data_ptr().address(), bias == null ? 0L : bias.data_ptr().address(),
                     x.data_ptr().address(), y.data_ptr().address(), rows, in, out, torch.get_num_threads());
         }
         java.lang.ref.Reference.reachabilityFence(x);

@@ -12,8 +12,9 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * A frozen {@link Linear} whose weight is stored quantized ({@link Quantization#INT8} or {@link Quantization#INT4}),
  * llama.cpp's weight-only {@code Q8_0} / {@code Q4_0}: {@code y = x·Ŵᵀ + b} with {@code Ŵ} the dequantized weight.
  *
- * <p>Buffers {@code qweight} and {@code qscales} (see {@link QuantizedWeight}) and, when the Linear had one, the
- * bias as a frozen parameter. The input and output dtype is the one the weight was quantized from
+ * <p>Buffers {@code qpanels} and {@code qpanel_scales} (the panel layout of {@link QuantizedWeight#panels()} and
+ * {@link QuantizedWeight#panelScales()}; {@link #weight()}'s {@code values()} / {@code scales()} give llama.cpp's
+ * canonical layout) and, when the Linear had one, the bias as a frozen parameter. The input and output dtype is the one the weight was quantized from
  * ({@link #dtype()}, float32 or bfloat16).
  *
  * <p>Forward: the native quantized kernel (CPU, float32 / bfloat16, activations quantized per block of 32 to int8 as
@@ -33,8 +34,8 @@ public final class QuantizedLinear extends Module implements Layer {
         this.outFeatures = w.outFeatures();
         this.format = w.format();
         this.dtype = dtype;
-        registerBuffer("qweight", w.values(), true);
-        registerBuffer("qscales", w.scales(), true);
+        registerBuffer("qpanels", w.panels(), true);
+        registerBuffer("qpanel_scales", w.panelScales(), true);
         if (bias != null) {
             registerParameter("bias", bias, false);
         }
@@ -108,7 +109,7 @@ public final class QuantizedLinear extends Module implements Layer {
 
     /** The quantized weight (views of this module's current buffers). */
     public QuantizedWeight weight() {
-        return new QuantizedWeight(buffer("qweight"), buffer("qscales"), format);
+        return QuantizedWeight.ofPanels(buffer("qpanels"), buffer("qpanel_scales"), format, outFeatures, inFeatures);
     }
 
     /** The dequantized weight {@code Ŵ} as a new {@code [out, in]} tensor of {@code dt} (float32 or bfloat16). */

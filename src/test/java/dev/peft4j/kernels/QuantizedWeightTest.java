@@ -130,6 +130,80 @@ class QuantizedWeightTest {
         }
     }
 
+    /** IEEE half-precision bits (low 16 bits of h) as a double. */
+    static double halfToDouble(int h) {
+        int e = (h >> 10) & 0x1f;
+        int m = h & 0x3ff;
+        double v = e == 0 ? m * Math.pow(2, -24) : (1 + m / 1024.0) * Math.pow(2, e - 15);
+        return (h & 0x8000) != 0 ? -v : v;
+    }
+
+    /** llama.cpp's dequantization of canonical blocks (values, scales as returned by the weight), in float64. */
+    static double[] dequantizeCanonical(Quantization fmt, Tensor values, Tensor scales, long out, long in) {
+        double[] w = new double[(int) (out * in)];
+        try (Tensor v = values.to(ScalarType.Int); Tensor d = scales.to(ScalarType.Int)) {
+            int[] q = new int[(int) v.numel()];
+            int[] h = new int[(int) d.numel()];
+            v.data_ptr_int().get(q);
+            d.data_ptr_int().get(h);
+            for (int n = 0; n < out; n++) {
+                for (int b = 0; b < in / 32; b++) {
+                    double dd = halfToDouble(h[(int) (n * in / 32 + b)]);
+                    for (int j = 0; j < 32; j++) {
+                        int k = b * 32 + j;
+                        double val;
+                        if (fmt == Quantization.INT8) {
+                            val = q[(int) (n * in + k)];
+                        } else {
+                            int byt = q[(int) (n * in / 2 + b * 16 + (j % 16))] & 0xff;
+                            val = (j < 16 ? byt & 0xf : byt >> 4) - 8;
+                        }
+                        w[(int) (n * in + k)] = val * dd;
+                    }
+                }
+            }
+        }
+        return w;
+    }
+
+    @Test
+    void canonicalValuesAndScalesAreLlamaCppsBlocksAndPackBackToTheSamePanels() {
+        Random rnd = new Random(8);
+        for (Quantization fmt : Quantization.values()) {
+            for (long out : new long[] {1, 16, 37}) {
+                long in = 64;
+                Tensor w = randn(rnd, 0.2, out, in);
+                QuantizedWeight q = QuantizedWeight.quantize(w, fmt);
+                assertEquals(java.util.List.of((out + 15) / 16, in / 32, fmt == Quantization.INT8 ? 512L : 256L),
+                        java.util.Arrays.stream(q.panels().shape()).boxed().toList(), "panel shape");
+                Tensor values = q.values();
+                Tensor scales = q.scales();
+                assertEquals(java.util.List.of(out, fmt.rowBytes(in)),
+                        java.util.Arrays.stream(values.shape()).boxed().toList());
+                // the canonical bytes, read in llama.cpp's order, dequantize to what the kernels dequantize
+                double[] want = dequantizeCanonical(fmt, values, scales, out, in);
+                double[] got = doubles(q.dequantize(ScalarType.Float));
+                for (int i = 0; i < want.length; i++) {
+                    assertEquals(want[i], got[i], 0.0, fmt + " out " + out + ": weight " + i);
+                }
+                // and pack back into exactly the same panels
+                QuantizedWeight back = new QuantizedWeight(values, scales, fmt);
+                assertTrue(back.panels().equal(q.panels()) && back.panelScales().equal(q.panelScales()),
+                        fmt + " out " + out + ": canonical -> panels is not the inverse of panels -> canonical");
+                QuantizedWeight wrapped = QuantizedWeight.ofPanels(q.panels(), q.panelScales(), fmt, out, in);
+                Tensor x = randn(rnd, 1.0, 3, in);
+                assertTrue(wrapped.linear(x, null).equal(q.linear(x, null)));
+            }
+        }
+        QuantizedWeight q = QuantizedWeight.quantize(randn(rnd, 1, 20, 64), Quantization.INT8);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> QuantizedWeight.ofPanels(q.panels(), q.panelScales(), Quantization.INT4, 20, 64));
+        assertTrue(e.getMessage().contains("panels") && e.getMessage().contains("256"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> QuantizedWeight.ofPanels(q.panels(), q.panelScales(), Quantization.INT8, 33, 64));
+        assertTrue(e.getMessage().contains("[3, 2, 512]"), e.getMessage());
+    }
+
     @Test
     void badWeightsAndInputsAreRefusedNamingWhatIsWrong() {
         Random rnd = new Random(7);

@@ -49,6 +49,12 @@ final class ModelOptions {
             + "See docs/QUANTIZATION.md.")
     String quantize;
 
+    @Option(names = "--quantize-head", paramLabel = "<format>", description =
+            "With --quantize: the output head (lm_head) too, int8 (llama.cpp's Q8_0, as its Q8_0 model files store "
+            + "it; its Q4_0 files use Q6_K, which peft4j does not have), int4, or none (the default: lm_head stays in "
+            + "--dtype). A head tied to the token embedding is refused.")
+    String quantizeHead;
+
     @Option(names = "--threads", paramLabel = "N", description =
             "libtorch and OpenBLAS threads, set together (default: libtorch's default, usually the number of "
             + "cores).")
@@ -81,6 +87,26 @@ final class ModelOptions {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException("--quantize: " + e.getMessage(), e);
         }
-        return AutoModel.fromPretrained(dir(), dt, q);
+        Quantization head;
+        try {
+            head = quantizeHead == null || quantizeHead.trim().equalsIgnoreCase("none") ? null
+                    : Quantization.parse(quantizeHead);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--quantize-head: " + e.getMessage() + ", or none", e);
+        }
+        if (head != null && q == null) {
+            throw new IllegalArgumentException("--quantize-head " + quantizeHead + " needs --quantize int8|int4");
+        }
+        if (head == null) {
+            return AutoModel.fromPretrained(dir(), dt, q);
+        }
+        PreTrainedModel m = AutoModel.fromPretrained(dir(), dt);
+        try {
+            AutoModel.quantize(m, q, head);
+        } catch (RuntimeException e) {
+            m.close();
+            throw e;
+        }
+        return m;
     }
 }

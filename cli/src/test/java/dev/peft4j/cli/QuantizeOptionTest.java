@@ -89,4 +89,35 @@ class QuantizeOptionTest {
         assertTrue(r.err().contains("model.layers.0.mlp.down_proj") && r.err().contains("multiple of 32"),
                 r.toString());
     }
+
+    @Test
+    void quantizeHeadQuantizesLmHeadAsAutoModelDoesAndIsRefusedAloneOrWithABadValue(@TempDir Path tmp)
+            throws Exception {
+        Path model = llama(tmp.resolve("tiny"), 25);
+        Path bodyOnly = tmp.resolve("body.safetensors");
+        Path withHead = tmp.resolve("head.safetensors");
+        assertEquals(0, Cli.run("logits", "--model", model.toString(), "--quantize", "int4", "--quantize-head", "none",
+                "--input-ids", "1,2,3", "--out", bodyOnly.toString()).rc());
+        Cli.Result r = Cli.run("logits", "--model", model.toString(), "--quantize", "int4", "--quantize-head", "int8",
+                "--input-ids", "1,2,3", "--out", withHead.toString());
+        assertEquals(0, r.rc(), r.toString());
+        try (PointerScope s = new PointerScope(); InferenceMode im = new InferenceMode();
+                SafetensorsFile f = SafetensorsFile.open(withHead); SafetensorsFile b = SafetensorsFile.open(bodyOnly);
+                PreTrainedModel m = AutoModel.fromPretrained(model, ScalarType.Float)) {
+            java.util.List<String> names = AutoModel.quantize(m, Quantization.INT4, Quantization.INT8);
+            assertEquals("lm_head", names.get(names.size() - 1));
+            Tensor expected = ((CausalLM) m).forward(TokenIds.rectangular(new long[][] {{1, 2, 3}}), null, null, null);
+            assertEquals(0f, LogitsCommandTest.maxAbsDiff(expected, f.get("logits")), "AutoModel's int4 + int8 head");
+            assertNotEquals(0f, LogitsCommandTest.maxAbsDiff(b.get("logits"), f.get("logits")),
+                    "the head really was quantized");
+        }
+        r = Cli.run("logits", "--model", model.toString(), "--quantize-head", "int8", "--input-ids", "1", "--out",
+                tmp.resolve("x.safetensors").toString());
+        assertNotEquals(0, r.rc());
+        assertTrue(r.err().contains("--quantize-head") && r.err().contains("needs --quantize"), r.toString());
+        r = Cli.run("generate", "--model", model.toString(), "--quantize", "int8", "--quantize-head", "int2",
+                "--input-ids", "1", "--max-new-tokens", "1");
+        assertNotEquals(0, r.rc());
+        assertTrue(r.err().contains("--quantize-head") && r.err().contains("int2"), r.toString());
+    }
 }

@@ -399,7 +399,7 @@ public final class LoraLayer extends BaseTunerLayer {
     private NativeLinear update(NativeLinear state, List<String> names) {
         NativeLinear s;
         if (baseLayer() instanceof QuantizedLinear q) {
-            Tensor key = q.weight().values();
+            Tensor key = q.weight().panels();
             s = state != null && state.sameBase(key, null) ? state
                     : keepOrClose(state, NativeLinear.createForQuantized(key, inFeatures, outFeatures, q.dtype()));
         } else {

@@ -1,0 +1,84 @@
+// The panel kernels (peft4j_qpanel.h) against the canonical-layout kernels (peft4j_quant.h) on the same weights and
+// activations, alternating, one process: y = x·Ŵᵀ for an [N, K] weight at M activation rows, float32 activations,
+// on the path the CPU's best ISA takes. Prints the median ms per call of each and their ratio (panels / canonical).
+// Build and run: benchmarks/quant/run.sh [threads] [rounds]
+#include "peft4j_kernels.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+namespace {
+
+double now_ms() {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
+    const int rounds = argc > 2 ? std::atoi(argv[2]) : 7;
+    const int path = peft4j::quant_path();
+    std::printf("path %s, %d threads, %d rounds (alternating); ms per call, median\n", peft4j::quant_path_name(path),
+                threads, rounds);
+    std::printf("%-5s %-6s %5s %5s %4s %11s %11s %8s\n", "fmt", "", "N", "K", "M", "canonical", "panels", "ratio");
+    std::mt19937 rng(1);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    struct Shape { int64_t N, K; const char* name; };
+    for (int fmt : {peft4j::QF_Q8_0, peft4j::QF_Q4_0}) {
+        for (Shape s : {Shape{5632, 2048, "up"}, Shape{2048, 5632, "down"}}) {
+            std::vector<float> W((size_t) (s.N * s.K));
+            for (auto& w : W) w = normal(rng) * 0.05f;
+            const int64_t nb = s.K / 32;
+            std::vector<uint8_t> qs((size_t) (s.N * peft4j::quant_row_bytes(fmt, s.K)));
+            std::vector<uint16_t> d((size_t) (s.N * nb));
+            peft4j::quantize_matrix<float>(fmt, W.data(), s.N, s.K, qs.data(), d.data(), threads);
+            std::vector<uint8_t> pq((size_t) peft4j::panel_bytes(fmt, s.N, s.K));
+            std::vector<uint16_t> pd((size_t) (peft4j::panel_count(s.N) * 16 * nb));
+            peft4j::pack_matrix(fmt, qs.data(), d.data(), s.N, s.K, pq.data(), pd.data(), threads);
+            for (int64_t M : {1, 128}) {
+                std::vector<float> x((size_t) (M * s.K)), y((size_t) (M * s.N)), y2((size_t) (M * s.N));
+                for (auto& v : x) v = normal(rng);
+                const int reps = M == 1 ? 20 : 1;
+                std::vector<double> tc, tp;
+                for (int round = -1; round < rounds; round++) {
+                    double t0 = now_ms();
+                    for (int i = 0; i < reps; i++)
+                        peft4j::quant_linear<float>(path, fmt, qs.data(), d.data(), nullptr, x.data(), y.data(), M,
+                                                    s.K, s.N, threads);
+                    double t1 = now_ms();
+                    for (int i = 0; i < reps; i++)
+                        peft4j::quant_linear_panels<float>(path, fmt, pq.data(), pd.data(), nullptr, x.data(),
+                                                           y2.data(), M, s.K, s.N, threads);
+                    double t2 = now_ms();
+                    if (round >= 0) {
+                        tc.push_back((t1 - t0) / reps);
+                        tp.push_back((t2 - t1) / reps);
+                    }
+                }
+                double worst = 0, scale = 0;
+                for (size_t i = 0; i < y.size(); i++) {
+                    worst = std::max(worst, (double) std::fabs(y[i] - y2[i]));
+                    scale = std::max(scale, (double) std::fabs(y[i]));
+                }
+                if (worst > 1e-3 * scale) {
+                    std::fprintf(stderr, "the two kernels disagree: %g (outputs up to %g)\n", worst, scale);
+                    return 1;
+                }
+                const double c = median(tc), p = median(tp);
+                std::printf("%-5s %-6s %5lld %5lld %4lld %11.3f %11.3f %8.3f\n", fmt == peft4j::QF_Q8_0 ? "q8_0" : "q4_0",
+                            s.name, (long long) s.N, (long long) s.K, (long long) M, c, p, p / c);
+            }
+        }
+    }
+    return 0;
+}

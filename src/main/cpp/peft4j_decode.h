@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -260,6 +261,161 @@ inline void decode_attention(const T* q, const T* k, const T* v, T* kc, T* vc, i
     // a region's fork and join cost a few µs: worth it only once the cached positions make the work large
     const int use = work >= (int64_t) 1 << 16 ? threads : 1;
     ThreadPool::instance().parallel_for(rows * kv_heads, use, task);
+}
+
+// ---- the gated MLP's activation: y = T(T(act(g)) · u), as libtorch's act op then its mul ----
+// act: silu x / (1 + exp(-x)); gelu (erf) 0.5·x·(1 + erf(x / √2)); gelu_tanh 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)));
+// relu. float32 arithmetic. SIMD (AVX2, AVX-512) for silu and gelu_tanh with a Cephes-style exp (about 1 ulp of
+// float32, where libtorch's SLEEF exp is within 1 ulp too: a bf16 result rounds the same but for rare ties); gelu and
+// relu scalar on every ISA.
+enum GateAct : int { ACT_SILU = 0, ACT_GELU = 1, ACT_GELU_TANH = 2, ACT_RELU = 3 };
+
+inline float act_scalar(int act, float x) {
+    switch (act) {
+        case ACT_SILU: return x / (1.0f + std::exp(-x));
+        case ACT_GELU: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
+        case ACT_GELU_TANH: {
+            const float inner = 0.79788456080286536f * (x + 0.044715f * (x * x * x));
+            return 0.5f * x * (1.0f + std::tanh(inner));
+        }
+        default: return x > 0.f ? x : (x == x ? 0.f : x);  // relu; NaN stays NaN
+    }
+}
+
+template <typename T>
+inline void act_mul_scalar(int act, T* y, const T* g, const T* u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float a = round_to(T(), act_scalar(act, load_scalar(g, i)));
+        store_as(y + i, a * load_scalar(u, i));
+    }
+}
+
+#if defined(__x86_64__)
+// Cephes' expf: 2^n · p(r), r = x - n·ln 2 in two parts, p of degree 7 (about 1 ulp)
+#define PEFT4J_EXP_POLY(MUL, ADD, SET1, r)                                                                        \
+    ADD(MUL(ADD(MUL(ADD(MUL(ADD(MUL(ADD(MUL(ADD(MUL(SET1(1.9875691500E-4f), r), SET1(1.3981999507E-3f)), r),       \
+                                        SET1(8.3334519073E-3f)), r), SET1(4.1665795894E-2f)), r),                  \
+                        SET1(1.6666665459E-1f)), r), SET1(5.0000001201E-1f)), MUL(r, r)), ADD(r, SET1(1.0f)))
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    const __m512 p = PEFT4J_EXP_POLY(_mm512_mul_ps, _mm512_add_ps, _mm512_set1_ps, r);
+    return _mm512_scalef_ps(p, n);  // 2^n: overflow to inf, underflow to 0
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline __m512 act16(int act, __m512 x) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    if (act == ACT_SILU) return _mm512_div_ps(x, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+    // gelu_tanh; tanh(v) = 1 - 2 / (1 + exp(2v))
+    const __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+    const __m512 v = _mm512_mul_ps(_mm512_set1_ps(0.79788456080286536f),
+                                   _mm512_add_ps(x, _mm512_mul_ps(_mm512_set1_ps(0.044715f), x3)));
+    const __m512 e = exp16(_mm512_add_ps(v, v));
+    const __m512 th = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(one, e)));
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(one, th));
+}
+
+template <typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline void act_mul_avx512(int act, T* y, const T* g, const T* u, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = lanes16(n - i);
+        __m512 a = act16(act, load16_masked(g + i, m));
+        __m512 out;
+        if (std::is_same<T, float>::value) {
+            out = _mm512_mul_ps(a, load16_masked(u + i, m));
+            _mm512_mask_storeu_ps((float*) (y + i), m, out);
+        } else {
+            // the activation's output rounded to bf16 first, as its own op stores it
+            a = bf16x16_to_f32_avx512(f32x16_to_bf16_avx512(a));
+            out = _mm512_mul_ps(a, load16_masked(u + i, m));
+            _mm256_mask_storeu_epi16((uint16_t*) (y + i), m, f32x16_to_bf16_avx512(out));
+        }
+    }
+}
+
+__attribute__((target("avx2,fma")))
+inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    const __m256 p = PEFT4J_EXP_POLY(_mm256_mul_ps, _mm256_add_ps, _mm256_set1_ps, r);
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma")))
+inline __m256 act8(int act, __m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    if (act == ACT_SILU) return _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    const __m256 v = _mm256_mul_ps(_mm256_set1_ps(0.79788456080286536f),
+                                   _mm256_add_ps(x, _mm256_mul_ps(_mm256_set1_ps(0.044715f), x3)));
+    const __m256 e = exp8(_mm256_add_ps(v, v));
+    const __m256 th = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(one, e)));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, th));
+}
+
+template <typename T>
+__attribute__((target("avx2,fma")))
+inline void act_mul_avx2(int act, T* y, const T* g, const T* u, int64_t n) {
+    int64_t i = 0;
+    alignas(32) float buf[8];
+    for (; i + 8 <= n; i += 8) {
+        __m256 a = act8(act, load8(g + i));
+        _mm256_store_ps(buf, a);
+        // rounded to T first, as the activation's own op stores it, then the product rounded to T
+        for (int j = 0; j < 8; j++) store_as(y + i + j, round_to(T(), buf[j]) * load_scalar(u, i + j));
+    }
+    act_mul_scalar(act, y + i, g + i, u + i, n - i);
+}
+#undef PEFT4J_EXP_POLY
+#endif
+
+template <typename T>
+inline void act_mul(int isa, int act, T* y, const T* g, const T* u, int64_t n) {
+#if defined(__x86_64__)
+    if (act == ACT_SILU || act == ACT_GELU_TANH) {
+        if (isa >= ISA_AVX512) return act_mul_avx512(act, y, g, u, n);
+        if (isa >= ISA_AVX2) return act_mul_avx2(act, y, g, u, n);
+    }
+#endif
+    (void) isa;
+    act_mul_scalar(act, y, g, u, n);
+}
+
+// A gated MLP's input half for one new token per row: y[M, I] = T(T(act(x·Gᵀ)) · (x·Uᵀ)), gate and up as two
+// adapted Linears run in one parallel region (up == null: `gate` is a fused [2I, K] gate_up projection, its first
+// I outputs the gate's). The activation runs on the caller after the region (I values per row, a few µs).
+template <typename T>
+inline void gated_linear(const AdaptedLinear* gate, const AdaptedLinear* up, T* y, const T* x, int64_t M, int act,
+                         int threads) {
+    const int64_t I = up != nullptr ? gate->N : gate->N / 2;
+    thread_local std::vector<T> scratch;
+    scratch.resize((size_t) (2 * M * I));
+    T* g = scratch.data();
+    T* u = scratch.data() + M * I;
+    if (up != nullptr) {
+        const AdaptedLinear* layers[2] = {gate, up};
+        T* ys[2] = {g, u};
+        adapted_linear_forward_group<T>(layers, ys, 2, x, M, threads);
+    } else {
+        adapted_linear_forward<T>(*gate, g, x, M, threads);  // [M, 2I]: row m's gate then its up
+    }
+    const int isa = active_isa();
+    for (int64_t m = 0; m < M; m++) {
+        const T* gm = up != nullptr ? g + m * I : g + m * 2 * I;
+        const T* um = up != nullptr ? u + m * I : g + m * 2 * I + I;
+        act_mul(isa, act, y + m * I, gm, um, I);
+    }
 }
 
 }  // namespace peft4j

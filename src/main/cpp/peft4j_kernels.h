@@ -152,3 +152,41 @@ inline void peft4j_decode_attention(int dtype, const void* q, const void* k, con
                                         (float*) vc, max_len, slot, past, rows, heads, kv_heads, dim, window, scale,
                                         (float*) out, threads, softcap);
 }
+
+// ---- several adapted Linears over the same x in one parallel region (a layer's q, k, v) ----
+// handles: n adapted-linear handles of one dtype and input width; ys: n output pointers ([m, N_g] each)
+inline void peft4j_adapted_linear_forward_group(int32_t n, const int64_t* handles, const int64_t* ys, const void* x,
+                                                int64_t m, int32_t threads) {
+    std::vector<const peft4j::AdaptedLinear*> layers((size_t) n);
+    for (int32_t g = 0; g < n; g++) layers[(size_t) g] = (const peft4j::AdaptedLinear*) (intptr_t) handles[g];
+    if (n == 0) return;
+    if (layers[0]->dtype == peft4j::DT_BF16) {
+        std::vector<uint16_t*> out((size_t) n);
+        for (int32_t g = 0; g < n; g++) out[(size_t) g] = (uint16_t*) (intptr_t) ys[g];
+        peft4j::adapted_linear_forward_group<uint16_t>(layers.data(), out.data(), n, (const uint16_t*) x, m, threads);
+    } else {
+        std::vector<float*> out((size_t) n);
+        for (int32_t g = 0; g < n; g++) out[(size_t) g] = (float*) (intptr_t) ys[g];
+        peft4j::adapted_linear_forward_group<float>(layers.data(), out.data(), n, (const float*) x, m, threads);
+    }
+}
+
+// ---- a gated MLP's input half: y[m, I] = act(x·Gᵀ) · (x·Uᵀ), gate and up in one region (up 0: gate is a fused
+// [2I, K] gate_up projection); act: 0 silu, 1 gelu, 2 gelu_tanh, 3 relu ----
+inline void peft4j_gated_linear(int64_t gate, int64_t up, void* y, const void* x, int64_t m, int32_t act,
+                                int32_t threads) {
+    auto* g = (const peft4j::AdaptedLinear*) (intptr_t) gate;
+    auto* u = (const peft4j::AdaptedLinear*) (intptr_t) up;
+    if (g->dtype == peft4j::DT_BF16)
+        peft4j::gated_linear<uint16_t>(g, u, (uint16_t*) y, (const uint16_t*) x, m, act, threads);
+    else peft4j::gated_linear<float>(g, u, (float*) y, (const float*) x, m, act, threads);
+}
+
+// y[n] = act(g) · u elementwise, each rounded to the dtype as libtorch's two ops round (the native test's and the
+// Java test's direct handle on the activation)
+inline void peft4j_act_mul(int dtype, int32_t act, void* y, const void* g, const void* u, int64_t n) {
+    const int isa = peft4j::active_isa();
+    if (dtype == peft4j::DT_BF16)
+        peft4j::act_mul<uint16_t>(isa, act, (uint16_t*) y, (const uint16_t*) g, (const uint16_t*) u, n);
+    else peft4j::act_mul<float>(isa, act, (float*) y, (const float*) g, (const float*) u, n);
+}

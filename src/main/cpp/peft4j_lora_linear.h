@@ -23,6 +23,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>  // x86 SIMD paths only; other architectures build the scalar ones
 #endif
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -509,130 +510,171 @@ inline void finish_row(int isa, TY* y, const float* acc, int64_t n, const TY* bi
     }
 }
 
-// The forward. TY: the layer's storage type (float or uint16_t for bf16); x and y have the same type.
-// row_slot: null (every adapter on every row) or M entries, row m getting adapter row_slot[m] only (-1: none).
+// Scratch of one adapted Linear's forward: x widened, packed or gathered, and the shrunk activations. Reused across
+// calls (the callers hold them thread-local), so a decode step allocates nothing.
+struct AdaptedLinearScratch {
+    std::vector<float> xbuf, tbuf, gbuf, xqfbuf;
+    std::vector<uint16_t> xhbuf, ghbuf, xqhbuf;
+    std::vector<int64_t> offv, row_start;
+};
+
+// One adapted Linear's forward over x, split into tasks for a parallel region: n_shrink() shrink tasks (x·A_aᵀ),
+// then n_blocks() blocks of 64 output features (base products, expand, bias, store). A block waits for every
+// shrink of its layer (await) before its expand. The constructor prepares x (widened, IA3-scaled, packed, a mixed
+// batch's rows gathered) into `scratch`, which must outlive the run. TY: the layer's storage type (float or uint16_t
+// for bf16); x and y have the same type. row_slot: null (every adapter on every row) or M entries, row m getting
+// adapter row_slot[m] only (-1: none).
 template <typename TY>
-inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, int64_t M, int threads,
-                                   const int32_t* row_slot = nullptr) {
-    const int isa = active_isa();
-    const int64_t K = L.K, N = L.N;
-    const TY* W = (const TY*) L.W;
-    const TY* bias = (const TY*) L.bias;
-    const float* in_scale = L.in_scale.empty() ? nullptr : L.in_scale.data();
-    const float* out_scale = L.out_scale.empty() ? nullptr : L.out_scale.data();
-    const float* dora_scale = L.dora_scale.empty() ? nullptr : L.dora_scale.data();
-    // float32 copies of x and the shrunk activations t_a = x·A_aᵀ (thread-local: reused across calls). bfloat16
-    // on ISA_AVX512_BF16: the base and the shrink multiply bf16 x (IA3-scaled and rounded to bf16 when set)
-    // by bf16 W and A as stored (VDPBF16PS), so x stays bf16 (xh) and no float32 copy is made.
-    thread_local std::vector<float> xbuf, tbuf, gbuf;
-    thread_local std::vector<uint16_t> xhbuf, ghbuf;
-    const bool dp = !std::is_same<TY, float>::value && isa >= ISA_AVX512_BF16;
+struct AdaptedLinearRun {
+    static constexpr int64_t kBlock = 64;
+    static constexpr int64_t kShrinkRows = 8;
+    struct ShrinkTask { int a; int64_t j0; };
+
+    const AdaptedLinear& L;
+    TY* y;
+    const int64_t M;
+    const int isa;
+    const int64_t K, N;
+    const TY* W;
+    const TY* bias;
+    const float* out_scale;
+    const float* dora_scale;
+    const bool dp;
     const float* xf = nullptr;
     const uint16_t* xh = nullptr;
-    if (dp) {
-        xh = (const uint16_t*) x;
-        if (in_scale) {
-            xhbuf.resize((size_t) (M * K));
-            for (int64_t i = 0; i < M * K; i++)
-                xhbuf[(size_t) i] = f32_to_bf16(load_scalar(x, i) * in_scale[i % K]);
-            xh = xhbuf.data();
-        }
-    } else if (std::is_same<TY, float>::value && in_scale == nullptr) {
-        xf = (const float*) x;
-    } else {
-        xbuf.resize((size_t) (M * K));
-        for (int64_t i = 0; i < M * K; i++) {
-            float v = load_scalar(x, i);
-            // IA3 input scaling rounded to the activation dtype, as the composed x.mul(l).to(x.dtype)
-            if (in_scale) {
-                v *= in_scale[i % K];
-                if (!std::is_same<TY, float>::value) v = bf16_to_f32(f32_to_bf16(v));
-            }
-            xbuf[(size_t) i] = v;
-        }
-        xf = xbuf.data();
-    }
-    // rows of each adapter: all of them, or those row_slot maps to it
-    const int n_ad = (int) L.adapters.size();
-    int32_t rows_of[16 * 64];  // used only with row_slot; n_ad checked below
-    int32_t n_rows[64];
-    const bool mixed = row_slot != nullptr && n_ad <= 64;
-    if (mixed) {
-        for (int a = 0; a < n_ad; a++) n_rows[a] = 0;
-        for (int64_t m = 0; m < M; m++) {
-            int32_t s = row_slot[m];
-            if (s >= 0 && s < n_ad) rows_of[s * 16 + n_rows[s]++] = (int32_t) m;
-        }
-    }
-    tbuf.resize((size_t) std::max<int64_t>(1, M * L.total_rank));
-    float* t = tbuf.data();
-    // shrink: each adapter's [m_a, r_a] block, laid out one after another; tasks of (adapter, 8 rows of A) on
-    // the pool, so a mixed batch's adapters (each A read once) are shrunk in parallel, not on the caller alone
-    std::vector<int64_t> offv((size_t) n_ad + 1, 0);
-    int64_t offs[64];
-    for (int a = 0; a < n_ad; a++) {
-        const int64_t ma = mixed ? n_rows[a] : M;
-        offv[(size_t) a + 1] = offv[(size_t) a] + ma * L.adapters[(size_t) a].r;
-        if (a < 64) offs[a] = offv[(size_t) a];
-    }
-    constexpr int64_t kShrinkRows = 8;
-    struct ShrinkTask { int a; int64_t j0; };
-    std::vector<ShrinkTask> stasks;
-    for (int a = 0; a < n_ad; a++) {
-        if ((mixed ? n_rows[a] : M) == 0) continue;
-        for (int64_t j0 = 0; j0 < L.adapters[(size_t) a].r; j0 += kShrinkRows) stasks.push_back({a, j0});
-    }
-    // a mixed batch's rows gathered once, adapter after adapter (row_start[a] rows before adapter a's)
-    std::vector<int64_t> row_start((size_t) n_ad + 1, 0);
-    if (mixed) {
-        for (int a = 0; a < n_ad; a++) row_start[(size_t) a + 1] = row_start[(size_t) a] + n_rows[a];
-        const int64_t g = row_start[(size_t) n_ad];
-        if (dp) ghbuf.resize((size_t) (g * K)); else gbuf.resize((size_t) (g * K));
-        for (int a = 0; a < n_ad; a++)
-            for (int64_t i = 0; i < n_rows[a]; i++) {
-                const int64_t src = rows_of[a * 16 + i], dst = row_start[(size_t) a] + i;
-                if (dp) std::memcpy(ghbuf.data() + dst * K, xh + src * K, sizeof(uint16_t) * K);
-                else std::memcpy(gbuf.data() + dst * K, xf + src * K, sizeof(float) * K);
-            }
-    }
-    const uint16_t* xh_g = mixed && dp ? ghbuf.data() : xh;
-#if defined(__x86_64__)
-    // (a pointer: the lambdas below run on pool threads, where the name would mean their own empty buffer)
-    // (pointers: the lambdas below run on pool threads, where the names would mean their own empty buffers)
-    // 5-16 rows on AVX-512: the quad kernel (peft4j_smallm.h) over x packed once
-    thread_local std::vector<uint16_t> xqhbuf;
-    thread_local std::vector<float> xqfbuf;
+    const uint16_t* xh_g = nullptr;
+    const float* xf_g = nullptr;
     const float* xqf = nullptr;
     const uint16_t* xqh = nullptr;
-    if (dp && M >= kQuadMinRowsBf16) {
-        xqhbuf.resize((size_t) ((M + 3) / 4 * ((K + 7) / 8) * 32));
-        pack_x_quads(xh, M, K, xqhbuf.data());
-        xqh = xqhbuf.data();
-    } else if (std::is_same<TY, float>::value && isa >= ISA_AVX512 && M >= kQuadMinRowsF32) {
-        xqfbuf.resize((size_t) ((M + 3) / 4 * ((K + 3) / 4) * 16));
-        pack_x_quads((const float*) xf, M, K, xqfbuf.data());
-        xqf = xqfbuf.data();
-    }
+    int n_ad;
+    int32_t rows_of[16 * 64];  // used only with row_slot; n_ad checked below
+    int32_t n_rows[64];
+    bool mixed;
+    float* t;
+    int64_t offs[64];
+    const int64_t* offv;
+    const int64_t* row_start;
+    ShrinkTask stasks[64 * 4 + 256];
+    int64_t n_stasks = 0;
+    std::vector<ShrinkTask> more_stasks;  // past the inline array (very high ranks)
+
+    AdaptedLinearRun(const AdaptedLinear& layer, TY* y_, const TY* x, int64_t M_, const int32_t* row_slot,
+                     AdaptedLinearScratch& s)
+        : L(layer), y(y_), M(M_), isa(active_isa()), K(layer.K), N(layer.N), W((const TY*) layer.W),
+          bias((const TY*) layer.bias), out_scale(layer.out_scale.empty() ? nullptr : layer.out_scale.data()),
+          dora_scale(layer.dora_scale.empty() ? nullptr : layer.dora_scale.data()),
+          dp(!std::is_same<TY, float>::value && isa >= ISA_AVX512_BF16) {
+        const float* in_scale = L.in_scale.empty() ? nullptr : L.in_scale.data();
+        // float32 copies of x and the shrunk activations t_a = x·A_aᵀ. bfloat16 on ISA_AVX512_BF16: the base and the
+        // shrink multiply bf16 x (IA3-scaled and rounded to bf16 when set) by bf16 W and A as stored (VDPBF16PS), so x
+        // stays bf16 (xh) and no float32 copy is made.
+        if (dp) {
+            xh = (const uint16_t*) x;
+            if (in_scale) {
+                s.xhbuf.resize((size_t) (M * K));
+                for (int64_t i = 0; i < M * K; i++)
+                    s.xhbuf[(size_t) i] = f32_to_bf16(load_scalar(x, i) * in_scale[i % K]);
+                xh = s.xhbuf.data();
+            }
+        } else if (std::is_same<TY, float>::value && in_scale == nullptr) {
+            xf = (const float*) x;
+        } else {
+            s.xbuf.resize((size_t) (M * K));
+            for (int64_t i = 0; i < M * K; i++) {
+                float v = load_scalar(x, i);
+                // IA3 input scaling rounded to the activation dtype, as the composed x.mul(l).to(x.dtype)
+                if (in_scale) {
+                    v *= in_scale[i % K];
+                    if (!std::is_same<TY, float>::value) v = bf16_to_f32(f32_to_bf16(v));
+                }
+                s.xbuf[(size_t) i] = v;
+            }
+            xf = s.xbuf.data();
+        }
+        // rows of each adapter: all of them, or those row_slot maps to it
+        n_ad = (int) L.adapters.size();
+        mixed = row_slot != nullptr && n_ad <= 64;
+        if (mixed) {
+            for (int a = 0; a < n_ad; a++) n_rows[a] = 0;
+            for (int64_t m = 0; m < M; m++) {
+                int32_t sl = row_slot[m];
+                if (sl >= 0 && sl < n_ad) rows_of[sl * 16 + n_rows[sl]++] = (int32_t) m;
+            }
+        }
+        s.tbuf.resize((size_t) std::max<int64_t>(1, M * L.total_rank));
+        t = s.tbuf.data();
+        // shrink: each adapter's [m_a, r_a] block, laid out one after another; tasks of (adapter, 8 rows of A) on
+        // the pool, so a mixed batch's adapters (each A read once) are shrunk in parallel, not on the caller alone
+        s.offv.assign((size_t) n_ad + 1, 0);
+        for (int a = 0; a < n_ad; a++) {
+            const int64_t ma = mixed ? n_rows[a] : M;
+            s.offv[(size_t) a + 1] = s.offv[(size_t) a] + ma * L.adapters[(size_t) a].r;
+            if (a < 64) offs[a] = s.offv[(size_t) a];
+        }
+        offv = s.offv.data();
+        const int64_t cap = (int64_t) (sizeof(stasks) / sizeof(stasks[0]));
+        for (int a = 0; a < n_ad; a++) {
+            if ((mixed ? n_rows[a] : M) == 0) continue;
+            for (int64_t j0 = 0; j0 < L.adapters[(size_t) a].r; j0 += kShrinkRows) {
+                if (n_stasks < cap) stasks[n_stasks] = {a, j0};
+                else more_stasks.push_back({a, j0});
+                n_stasks++;
+            }
+        }
+        // a mixed batch's rows gathered once, adapter after adapter (row_start[a] rows before adapter a's)
+        s.row_start.assign((size_t) n_ad + 1, 0);
+        if (mixed) {
+            for (int a = 0; a < n_ad; a++) s.row_start[(size_t) a + 1] = s.row_start[(size_t) a] + n_rows[a];
+            const int64_t g = s.row_start[(size_t) n_ad];
+            if (dp) s.ghbuf.resize((size_t) (g * K)); else s.gbuf.resize((size_t) (g * K));
+            for (int a = 0; a < n_ad; a++)
+                for (int64_t i = 0; i < n_rows[a]; i++) {
+                    const int64_t src = rows_of[a * 16 + i], dst = s.row_start[(size_t) a] + i;
+                    if (dp) std::memcpy(s.ghbuf.data() + dst * K, xh + src * K, sizeof(uint16_t) * K);
+                    else std::memcpy(s.gbuf.data() + dst * K, xf + src * K, sizeof(float) * K);
+                }
+        }
+        row_start = s.row_start.data();
+        xh_g = mixed && dp ? s.ghbuf.data() : xh;
+        xf_g = mixed && !dp ? s.gbuf.data() : xf;
+#if defined(__x86_64__)
+        // 5-16 rows on AVX-512: the quad kernel (peft4j_smallm.h) over x packed once
+        if (dp && M >= kQuadMinRowsBf16) {
+            s.xqhbuf.resize((size_t) ((M + 3) / 4 * ((K + 7) / 8) * 32));
+            pack_x_quads(xh, M, K, s.xqhbuf.data());
+            xqh = s.xqhbuf.data();
+        } else if (std::is_same<TY, float>::value && isa >= ISA_AVX512 && M >= kQuadMinRowsF32) {
+            s.xqfbuf.resize((size_t) ((M + 3) / 4 * ((K + 3) / 4) * 16));
+            pack_x_quads((const float*) xf, M, K, s.xqfbuf.data());
+            xqf = s.xqfbuf.data();
+        }
 #endif
-    const float* xf_g = mixed && !dp ? gbuf.data() : xf;
-    auto shrink = [&](int64_t ti) {
-        const int a = stasks[(size_t) ti].a;
+    }
+
+    int64_t n_shrink() const { return n_stasks; }
+    int64_t n_blocks() const { return (N + kBlock - 1) / kBlock; }
+
+    void shrink(int64_t ti) {
+        const ShrinkTask st = ti < (int64_t) (sizeof(stasks) / sizeof(stasks[0]))
+                                  ? stasks[ti]
+                                  : more_stasks[(size_t) (ti - (int64_t) (sizeof(stasks) / sizeof(stasks[0])))];
+        const int a = st.a;
         const LoraSlot& ad = L.adapters[(size_t) a];
-        const int64_t j0 = stasks[(size_t) ti].j0, j1 = std::min<int64_t>(ad.r, j0 + kShrinkRows);
+        const int64_t j0 = st.j0, j1 = std::min<int64_t>(ad.r, j0 + kShrinkRows);
         const int64_t ma = mixed ? n_rows[a] : M;
-        const int64_t r0 = mixed ? row_start[(size_t) a] : 0;
-        float* ta = t + offv[(size_t) a];
+        const int64_t r0 = mixed ? row_start[a] : 0;
+        float* ta = t + offv[a];
         if (dp) rows_times_rowsT_bf16(isa, xh_g + r0 * K, ma, (const uint16_t*) ad.A, j0, j1, K, ta + j0, ad.r);
         else rows_times_rowsT<TY>(isa, xf_g + r0 * K, ma, (const TY*) ad.A, j0, j1, K, ta + j0, ad.r);
         // fold the scaling into t so the expand is a plain dot product
         for (int64_t i = 0; i < ma; i++)
             for (int64_t j = j0; j < j1; j++) ta[i * ad.r + j] *= ad.scale;
-    };
-    // main pass over blocks of output features: base dot products, bias, LoRA expand, store
-    const int64_t block = 64;
-    const int64_t n_blocks = (N + block - 1) / block;
-    auto main_pass = [&](int64_t b, const auto& await_shrink) {
-        const int64_t n0 = b * block, n1 = std::min(N, n0 + block);
+    }
+
+    // main pass over one block of output features: base dot products, bias, LoRA expand, store
+    template <typename Await>
+    void block(int64_t b, const Await& await_shrink) {
+        const int64_t n0 = b * kBlock, n1 = std::min(N, n0 + kBlock);
         const int64_t nn = n1 - n0;
         float acc[16 * 64];  // M <= kMaxDecodeRows rows x up to 64 features
         float part[16 * 64];
@@ -692,29 +734,73 @@ inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, i
         for (int64_t m = 0; m < M; m++)
             finish_row<TY>(isa, y + m * N + n0, acc + m * nn, nn, bias ? bias + n0 : nullptr,
                            out_scale ? out_scale + n0 : nullptr, dora_scale ? dora_scale + n0 : nullptr);
-    };
-    // One parallel region, shrink tasks first: tasks are handed out in order, so every shrink task is taken
-    // before any block; a block computes its base products at once (overlapping the shrinks still running on
-    // other threads, which read the adapters' A: 8 adapters' are 1 MiB in bf16) and waits for the last shrink
-    // only before its expand, which needs every t.
-    // One row: the shrink (r·K products per adapter, a few µs) runs on the caller before the region, which then holds
-    // the base blocks only, as the base GEMV's does: a small layer wakes no helper for it, and no block spins on a
-    // shrink task held by a helper the scheduler has taken off its core (on a busy machine, a time slice per call).
+    }
+};
+
+// Several adapted Linears over the same x (a layer's q, k, v, or its gate and up) in ONE parallel region: every
+// layer's shrink tasks first, then the blocks of all of them, so the team forks and joins once for the group, and a
+// thread done with one layer's blocks goes on to the next layer's instead of waiting at a join. Layer g writes
+// ys[g] ([M, N_g]); row_slots null, or per layer null / M entries (see AdaptedLinearRun).
+// One row: the shrinks (r·K products per adapter, a few µs) run on the caller before the region, which then holds
+// the base blocks only: a small layer wakes no helper for them, and no block spins on a shrink task held by a helper
+// the scheduler has taken off its core (on a busy machine, a time slice per call).
+template <typename TY>
+inline void adapted_linear_forward_group(const AdaptedLinear* const* layers, TY* const* ys, int n, const TY* x,
+                                         int64_t M, int threads, const int32_t* const* row_slots = nullptr) {
+    thread_local std::vector<AdaptedLinearScratch> scratch;
+    if ((int) scratch.size() < n) scratch.resize((size_t) n);
+    std::vector<std::unique_ptr<AdaptedLinearRun<TY>>> runs;
+    runs.reserve((size_t) n);
+    for (int g = 0; g < n; g++)
+        runs.emplace_back(new AdaptedLinearRun<TY>(*layers[g], ys[g], x, M, row_slots ? row_slots[g] : nullptr,
+                                                   scratch[(size_t) g]));
     const bool shrink_first = M == 1;
-    if (shrink_first)
-        for (int64_t ti = 0; ti < (int64_t) stasks.size(); ti++) shrink(ti);
-    const int64_t n_shrink = shrink_first ? 0 : (int64_t) stasks.size();
+    // task ranges: [shrink0 | shrink1 | ... | blocks0 | blocks1 | ...]
+    int64_t shrink_at[64 + 1], block_at[64 + 1];
+    std::vector<int64_t> big_s, big_b;
+    int64_t* sa = shrink_at;
+    int64_t* ba = block_at;
+    if (n > 64) {
+        big_s.resize((size_t) n + 1);
+        big_b.resize((size_t) n + 1);
+        sa = big_s.data();
+        ba = big_b.data();
+    }
+    sa[0] = 0;
+    for (int g = 0; g < n; g++) {
+        if (shrink_first)
+            for (int64_t ti = 0; ti < runs[(size_t) g]->n_shrink(); ti++) runs[(size_t) g]->shrink(ti);
+        sa[g + 1] = sa[g] + (shrink_first ? 0 : runs[(size_t) g]->n_shrink());
+    }
+    const int64_t n_shrink = sa[n];
+    ba[0] = n_shrink;
+    for (int g = 0; g < n; g++) ba[g + 1] = ba[g] + runs[(size_t) g]->n_blocks();
     std::atomic<int64_t> shrink_done{0};
-    ThreadPool::instance().parallel_for(n_shrink + n_blocks, threads, [&](int64_t i) {
+    auto await = [&] {
+        while (shrink_done.load(std::memory_order_acquire) < n_shrink) ThreadPool::cpu_relax();
+    };
+    ThreadPool::instance().parallel_for(ba[n], threads, [&](int64_t i) {
         if (i < n_shrink) {
-            shrink(i);
+            int g = 0;
+            while (i >= sa[g + 1]) g++;
+            runs[(size_t) g]->shrink(i - sa[g]);
             shrink_done.fetch_add(1, std::memory_order_release);
         } else {
-            main_pass(i - n_shrink, [&] {
-                while (shrink_done.load(std::memory_order_acquire) < n_shrink) ThreadPool::cpu_relax();
-            });
+            int g = 0;
+            while (i >= ba[g + 1]) g++;
+            runs[(size_t) g]->block(i - ba[g], await);
         }
     });
+}
+
+// The forward of one adapted Linear: the group of one.
+template <typename TY>
+inline void adapted_linear_forward(const AdaptedLinear& L, TY* y, const TY* x, int64_t M, int threads,
+                                   const int32_t* row_slot = nullptr) {
+    const AdaptedLinear* layers[1] = {&L};
+    TY* ys[1] = {y};
+    const int32_t* slots[1] = {row_slot};
+    adapted_linear_forward_group<TY>(layers, ys, 1, x, M, threads, slots);
 }
 
 }  // namespace peft4j

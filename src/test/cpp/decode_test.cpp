@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -269,6 +270,143 @@ void test_attention(std::mt19937& rng, double tol, const char* name) {
     }
 }
 
+double act_ref(int act, double x) {
+    switch (act) {
+        case peft4j::ACT_SILU: return x / (1 + std::exp(-x));
+        case peft4j::ACT_GELU: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+        case peft4j::ACT_GELU_TANH: return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+        default: return x > 0 ? x : 0;
+    }
+}
+
+// y = T(T(act(g))·u) on every ISA path against float64 (the activation rounded to T as the kernel's contract says):
+// float32 within 4e-6 relative (the exp polynomial, the division), bf16 within one bf16 ulp (a tie of the
+// intermediate rounding may go the other way), each plus a few float32 ulps of |g·u|; extremes (±100, ±20, 0) must
+// stay finite
+template <typename T>
+void test_act_mul(std::mt19937& rng, double rel, const char* name) {
+    std::normal_distribution<float> normal(0.f, 3.f);
+    const int best = peft4j::best_isa();
+    const int dt = sizeof(T) == 4 ? peft4j::DT_F32 : peft4j::DT_BF16;
+    for (int act = 0; act < 4; act++) {
+        for (int64_t n : {1, 7, 8, 16, 17, 100, 5632}) {
+            std::vector<T> g0(n), u0(n);
+            for (int64_t i = 0; i < n; i++) {
+                float v = normal(rng);
+                if (i % 29 == 3) v = (i % 2 ? 100.f : -100.f);
+                if (i % 31 == 5) v = (i % 2 ? 20.f : -20.f);
+                if (i % 37 == 6) v = 0.f;
+                put(g0.data(), i, v);
+                put(u0.data(), i, normal(rng));
+            }
+            std::vector<double> ref(n);
+            for (int64_t i = 0; i < n; i++)
+                ref[i] = (double) peft4j::round_to(T(), (float) act_ref(act, get(g0.data(), i))) * get(u0.data(), i);
+            for (int isa = peft4j::ISA_SCALAR; isa <= best; isa++) {
+                peft4j::set_active_isa(isa);
+                T* g = new T[n];
+                T* u = new T[n];
+                T* y = new T[n];
+                std::copy(g0.begin(), g0.end(), g);
+                std::copy(u0.begin(), u0.end(), u);
+                peft4j_act_mul(dt, act, y, g, u, n);
+                double worst = 0;
+                bool finite = true;
+                for (int64_t i = 0; i < n; i++) {
+                    const double got = get(y, i);
+                    finite &= std::isfinite(got);
+                    // relative, plus a few float32 ulps of |g·u|: 0.5·x·(1 + tanh) cancels for negative x in any
+                    // float32 evaluation (libtorch's too), so a tiny result carries the absolute error of its terms
+                    const double allowed = rel * std::fabs(ref[i])
+                                           + 5e-7 * std::fabs(get(g0.data(), i) * get(u0.data(), i)) + 1e-37;
+                    worst = std::max(worst, std::fabs(got - ref[i]) / allowed * rel);
+                }
+                DCHECK(finite && worst <= rel, "%s act_mul act=%d %s n=%lld: relative error %g (finite %d)", name, act,
+                       peft4j::isa_name(isa), (long long) n, worst, (int) finite);
+                delete[] g;
+                delete[] u;
+                delete[] y;
+            }
+        }
+    }
+}
+
+// The group of adapted Linears in one region, and the gated MLP input built on it, equal the layers run one call at a
+// time (then act_mul) bit for bit, on every ISA path, at 1 and 2 threads, 1-16 rows, with and without adapters
+template <typename T>
+void test_group(std::mt19937& rng, const char* name) {
+    std::normal_distribution<float> normal(0.f, 1.f);
+    const int best = peft4j::best_isa();
+    const int dt = sizeof(T) == 4 ? peft4j::DT_F32 : peft4j::DT_BF16;
+    const int64_t K = 67;
+    const int64_t Ns[3] = {130, 33, 64};
+    std::vector<std::vector<T>> W(3), A(3), B(3);
+    const int32_t ranks[3] = {4, 0, 9};
+    std::vector<int64_t> h(3);
+    for (int g = 0; g < 3; g++) {
+        W[g].resize(Ns[g] * K);
+        for (auto& v : W[g]) put(&v, 0, normal(rng));
+        h[g] = peft4j_adapted_linear_create(dt, W[g].data(), nullptr, K, Ns[g]);
+        if (ranks[g] > 0) {
+            A[g].resize(ranks[g] * K);
+            B[g].resize(Ns[g] * ranks[g]);
+            for (auto& v : A[g]) put(&v, 0, normal(rng));
+            for (auto& v : B[g]) put(&v, 0, normal(rng));
+            const int64_t ap = (int64_t) (intptr_t) A[g].data(), bp = (int64_t) (intptr_t) B[g].data();
+            const float sc = 0.5f;
+            peft4j_adapted_linear_set_adapters(h[g], 1, &ap, &bp, &ranks[g], &sc);
+        }
+    }
+    // a fused gate_up of 2·I outputs for the one-handle form of gated_linear
+    const int64_t I = 40;
+    std::vector<T> GU(2 * I * K);
+    for (auto& v : GU) put(&v, 0, normal(rng));
+    const int64_t hgu = peft4j_adapted_linear_create(dt, GU.data(), nullptr, K, 2 * I);
+    for (int64_t M : {1, 3, 5, 16}) {
+        std::vector<T> x(M * K);
+        for (auto& v : x) put(&v, 0, normal(rng));
+        for (int isa = peft4j::ISA_SCALAR; isa <= best; isa++) {
+            peft4j::set_active_isa(isa);
+            for (int threads : {1, 2}) {
+                std::vector<std::vector<T>> sep(3), grp(3);
+                int64_t ys[3];
+                for (int g = 0; g < 3; g++) {
+                    sep[g].resize(M * Ns[g]);
+                    grp[g].resize(M * Ns[g]);
+                    peft4j_adapted_linear_forward(h[g], sep[g].data(), x.data(), M, threads, nullptr);
+                    ys[g] = (int64_t) (intptr_t) grp[g].data();
+                }
+                peft4j_adapted_linear_forward_group(3, h.data(), ys, x.data(), M, threads);
+                for (int g = 0; g < 3; g++)
+                    DCHECK(std::memcmp(sep[g].data(), grp[g].data(), sizeof(T) * M * Ns[g]) == 0,
+                           "%s group layer %d %s M=%lld threads=%d differs from its own forward", name, g,
+                           peft4j::isa_name(isa), (long long) M, threads);
+                // gated, two handles (layers 2 and 0 have different N: use 0 and a twin of it as gate / up)
+                std::vector<T> gated(M * Ns[0]), want(M * Ns[0]);
+                peft4j_gated_linear(h[0], h[0], gated.data(), x.data(), M, peft4j::ACT_SILU, threads);
+                for (int64_t m = 0; m < M; m++)
+                    peft4j_act_mul(dt, peft4j::ACT_SILU, want.data() + m * Ns[0], sep[0].data() + m * Ns[0],
+                                   sep[0].data() + m * Ns[0], Ns[0]);
+                DCHECK(std::memcmp(gated.data(), want.data(), sizeof(T) * M * Ns[0]) == 0,
+                       "%s gated_linear (gate, up) %s M=%lld threads=%d differs from the separate ops", name,
+                       peft4j::isa_name(isa), (long long) M, threads);
+                // gated, one fused handle: row m's first I outputs are its gate, the next I its up
+                std::vector<T> gu(M * 2 * I), fused(M * I), want2(M * I);
+                peft4j_adapted_linear_forward(hgu, gu.data(), x.data(), M, threads, nullptr);
+                for (int64_t m = 0; m < M; m++)
+                    peft4j_act_mul(dt, peft4j::ACT_GELU_TANH, want2.data() + m * I, gu.data() + m * 2 * I,
+                                   gu.data() + m * 2 * I + I, I);
+                peft4j_gated_linear(hgu, 0, fused.data(), x.data(), M, peft4j::ACT_GELU_TANH, threads);
+                DCHECK(std::memcmp(fused.data(), want2.data(), sizeof(T) * M * I) == 0,
+                       "%s gated_linear (fused gate_up) %s M=%lld threads=%d differs from the separate ops", name,
+                       peft4j::isa_name(isa), (long long) M, threads);
+            }
+        }
+    }
+    for (int g = 0; g < 3; g++) peft4j_adapted_linear_destroy(h[g]);
+    peft4j_adapted_linear_destroy(hgu);
+}
+
 }  // namespace
 
 // Returns the number of failures; prints a summary line.
@@ -282,6 +420,10 @@ int run_decode_tests() {
     test_partial_rope<uint16_t>(rng, 2e-2, "bf16");
     test_attention<float>(rng, 2e-6, "f32");
     test_attention<uint16_t>(rng, 1e-2, "bf16");
+    test_act_mul<float>(rng, 4e-6, "f32");
+    test_act_mul<uint16_t>(rng, 1.0 / 128, "bf16");
+    test_group<float>(rng, "f32");
+    test_group<uint16_t>(rng, "bf16");
     peft4j::set_active_isa(-1);
     std::printf("decode kernels: %d checks, %d failed\n", checks, failures);
     return failures;

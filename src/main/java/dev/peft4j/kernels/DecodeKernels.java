@@ -1,7 +1,9 @@
 package dev.peft4j.kernels;
 
 import java.util.Arrays;
+import org.bytedeco.pytorch.MemoryFormatOptional;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 
@@ -23,7 +25,18 @@ public final class DecodeKernels {
     private static final java.util.concurrent.atomic.LongAdder ATTENTION_CALLS =
             new java.util.concurrent.atomic.LongAdder();
 
+    private static final java.util.concurrent.atomic.LongAdder GROUP_CALLS =
+            new java.util.concurrent.atomic.LongAdder();
+
     private DecodeKernels() {}
+
+    /**
+     * How many {@link #linearGroup} and {@link #gatedLinear} calls this process has run: lets a test prove that a
+     * model's step ran its projections grouped.
+     */
+    public static long groupCalls() {
+        return GROUP_CALLS.sum();
+    }
 
     /**
      * How many {@link #attention} calls (one per layer of a native decode step) this process has run: lets a test
@@ -40,6 +53,24 @@ public final class DecodeKernels {
      */
     public static boolean enabled() {
         return enabled;
+    }
+
+    private static volatile boolean grouped =
+            !"false".equalsIgnoreCase(System.getProperty("peft4j.decode.group", "true").trim());
+
+    /**
+     * Whether the native decode step runs a layer's projections that share an input together ({@link #linearGroup},
+     * {@link #gatedLinear}): on by default, off with {@code -Dpeft4j.decode.group=false} or {@link #setGrouped},
+     * which runs each projection on its own call and the gated MLP's activation and product on libtorch (benchmarks
+     * compare the two with it). Same results either way.
+     */
+    public static boolean grouped() {
+        return grouped;
+    }
+
+    /** Process-wide switch of the grouped projections; see {@link #grouped()}. */
+    public static void setGrouped(boolean on) {
+        grouped = on;
     }
 
     /** Process-wide switch of the native decode path; see {@link #enabled()}. */
@@ -238,5 +269,148 @@ public final class DecodeKernels {
         java.lang.ref.Reference.reachabilityFence(keys);
         java.lang.ref.Reference.reachabilityFence(values);
         return out;
+    }
+
+    /**
+     * Several decode Linears over the same {@code x} ({@code [..., in]}, at most {@value FusedLoraLinear#MAX_ROWS}
+     * rows, contiguous, the layers' dtype), in one parallel region: a layer's q, k and v projections fork and join
+     * the thread team once instead of three times, and a thread done with one layer's blocks takes the next layer's.
+     * Returns one new tensor per layer, {@code [..., out]}, equal to each layer's own forward bit for bit.
+     *
+     * @throws IllegalArgumentException if x does not fit every layer
+     */
+    public static Tensor[] linearGroup(Tensor x, DecodeLinear... layers) {
+        long rows = checkDecodeInput(x, layers);
+        Tensor[] out = new Tensor[layers.length];
+        long[] handles = new long[layers.length];
+        long[] ys = new long[layers.length];
+        for (int g = 0; g < layers.length; g++) {
+            out[g] = torch.empty(outShape(x, layers[g].outFeatures()), options(layers[g].dtype()), NO_FORMAT);
+            handles[g] = layers[g].handle();
+            ys[g] = out[g].data_ptr().address();
+        }
+        if (rows > 0) {
+            NativeKernels.peft4j_adapted_linear_forward_group(layers.length, handles, ys, x.data_ptr().address(), rows,
+                    torch.get_num_threads());
+        }
+        countLayerCalls(layers);
+        GROUP_CALLS.increment();
+        java.lang.ref.Reference.reachabilityFence(x);
+        java.lang.ref.Reference.reachabilityFence(layers);
+        return out;
+    }
+
+    /** The activation of a gated MLP ({@link #gatedLinear}), as transformers' {@code hidden_act} names it. */
+    public enum GateActivation {
+        /** {@code silu} / {@code swish}: {@code x / (1 + exp(-x))}. */
+        SILU,
+        /** {@code gelu}: {@code 0.5·x·(1 + erf(x / √2))}. */
+        GELU,
+        /** {@code gelu_pytorch_tanh} / {@code gelu_new}: {@code 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))}. */
+        GELU_TANH,
+        /** {@code relu}. */
+        RELU
+    }
+
+    /**
+     * A gated MLP's input half, {@code act(gate(x)) · up(x)}, rounded to x's dtype as libtorch's separate activation
+     * and multiplication round: gate and up in one parallel region, the activation and product fused after it, one
+     * native call. {@code up == null}: {@code gate} is a fused {@code gate_up} projection of {@code 2·I} outputs, the
+     * first {@code I} the gate's (Phi-3). Returns {@code [..., I]}. x as for {@link #linearGroup}.
+     *
+     * @throws IllegalArgumentException if x does not fit, or gate and up differ in output width
+     */
+    public static Tensor gatedLinear(Tensor x, DecodeLinear gate, DecodeLinear up, GateActivation act) {
+        long rows = up == null ? checkDecodeInput(x, gate) : checkDecodeInput(x, gate, up);
+        long inter;
+        if (up != null) {
+            if (gate.outFeatures() != up.outFeatures()) {
+                throw new IllegalArgumentException("gate has " + gate.outFeatures() + " outputs, up "
+                        + up.outFeatures());
+            }
+            inter = gate.outFeatures();
+        } else {
+            if (gate.outFeatures() % 2 != 0) {
+                throw new IllegalArgumentException("a fused gate_up projection needs an even output width, got "
+                        + gate.outFeatures());
+            }
+            inter = gate.outFeatures() / 2;
+        }
+        Tensor y = torch.empty(outShape(x, inter), options(gate.dtype()), NO_FORMAT);
+        if (rows > 0) {
+            NativeKernels.peft4j_gated_linear(gate.handle(), up == null ? 0L : up.handle(), y.data_ptr().address(),
+                    x.data_ptr().address(), rows, act.ordinal(), torch.get_num_threads());
+        }
+        countLayerCalls(up == null ? new DecodeLinear[] {gate} : new DecodeLinear[] {gate, up});
+        GROUP_CALLS.increment();
+        java.lang.ref.Reference.reachabilityFence(x);
+        java.lang.ref.Reference.reachabilityFence(gate);
+        java.lang.ref.Reference.reachabilityFence(up);
+        return y;
+    }
+
+    /**
+     * {@code act(g) · u} elementwise (g, u of one shape and dtype, contiguous, on the CPU), each step rounded to their
+     * dtype as libtorch's activation and multiplication round: the epilogue of {@link #gatedLinear}, on its own.
+     */
+    public static Tensor actMul(Tensor g, Tensor u, GateActivation act) {
+        Kernels.checkCpuContiguous("g", g);
+        Kernels.checkCpuContiguous("u", u);
+        int dt = Kernels.dtypeCode("g", g);
+        Kernels.checkSameDtype("u", u, "g", g);
+        if (!Arrays.equals(g.shape(), u.shape())) {
+            throw new IllegalArgumentException("u: shape " + Arrays.toString(u.shape()) + " does not match g's "
+                    + Arrays.toString(g.shape()));
+        }
+        Tensor y = torch.empty_like(g);
+        NativeKernels.peft4j_act_mul(dt, act.ordinal(), y.data_ptr().address(), g.data_ptr().address(),
+                u.data_ptr().address(), g.numel());
+        java.lang.ref.Reference.reachabilityFence(g);
+        java.lang.ref.Reference.reachabilityFence(u);
+        return y;
+    }
+
+    private static long checkDecodeInput(Tensor x, DecodeLinear... layers) {
+        if (layers.length == 0) {
+            throw new IllegalArgumentException("no layers");
+        }
+        Kernels.checkCpuContiguous("x", x);
+        ScalarType dt = x.scalar_type().intern();
+        long in = x.dim() == 0 ? -1 : x.size(x.dim() - 1);
+        for (DecodeLinear l : layers) {
+            if (l.dtype() != dt || l.inFeatures() != in) {
+                throw new IllegalArgumentException("x: shape " + Arrays.toString(x.shape()) + " of " + dt
+                        + " does not fit a [" + l.outFeatures() + ", " + l.inFeatures() + "] " + l.dtype() + " layer");
+            }
+        }
+        long rows = x.numel() / in;
+        if (rows > FusedLoraLinear.MAX_ROWS) {
+            throw new IllegalArgumentException("x: " + rows + " rows, the decode kernel takes at most "
+                    + FusedLoraLinear.MAX_ROWS);
+        }
+        return rows;
+    }
+
+    // process-wide, never closed: a TensorOptions per output would be a native allocation on the hot path
+    private static final TensorOptions F32 = Kernels.own(new TensorOptions(ScalarType.Float));
+    private static final TensorOptions BF16 = Kernels.own(new TensorOptions(ScalarType.BFloat16));
+    private static final MemoryFormatOptional NO_FORMAT = Kernels.own(new MemoryFormatOptional());
+
+    private static TensorOptions options(ScalarType dt) {
+        return dt == ScalarType.Float ? F32 : BF16;
+    }
+
+    private static long[] outShape(Tensor x, long out) {
+        long[] s = x.shape();
+        s[s.length - 1] = out;
+        return s;
+    }
+
+    private static void countLayerCalls(DecodeLinear[] layers) {
+        for (DecodeLinear l : layers) {
+            if (l.countsLayerCall()) {
+                Kernels.countLayerCall();
+            }
+        }
     }
 }

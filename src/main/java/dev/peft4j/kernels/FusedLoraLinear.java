@@ -23,7 +23,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * reallocated meanwhile (in-place value updates are fine and are seen by the next forward).
  * Inference only: nothing is recorded for autograd.
  */
-public final class FusedLoraLinear implements AutoCloseable {
+public final class FusedLoraLinear extends DecodeLinear implements AutoCloseable {
     /** Rows per call the fused path handles; callers use libtorch's GEMM above this. */
     public static final int MAX_ROWS = 16;
 
@@ -166,6 +166,32 @@ public final class FusedLoraLinear implements AutoCloseable {
             throw new IllegalArgumentException("DoRA scale: " + scale.length + " entries, expected " + out);
         }
         NativeKernels.peft4j_adapted_linear_set_dora(handle, scale);
+    }
+
+    @Override
+    long handle() {
+        checkOpen();
+        return handle;
+    }
+
+    @Override
+    ScalarType dtype() {
+        return dtype;
+    }
+
+    @Override
+    long inFeatures() {
+        return in;
+    }
+
+    @Override
+    long outFeatures() {
+        return out;
+    }
+
+    @Override
+    boolean countsLayerCall() {
+        return true;
     }
 
     /** Frees the native state and releases the tensors. */

@@ -17,7 +17,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * {@link dev.peft4j.nn.Module#tensorEpoch()} moves). Keeps both tensors reachable until {@link #close()}.
  * Forwards may run from several threads at once; {@link #close()} must not race them.
  */
-public final class NativeGemv implements AutoCloseable {
+public final class NativeGemv extends DecodeLinear implements AutoCloseable {
     private static final java.util.concurrent.atomic.AtomicLong LIVE = new java.util.concurrent.atomic.AtomicLong();
 
     private final Tensor weight;
@@ -102,6 +102,34 @@ public final class NativeGemv implements AutoCloseable {
             xc.close();
         }
         return y;
+    }
+
+    @Override
+    long handle() {
+        if (handle == 0) {
+            throw new IllegalStateException("NativeGemv is closed");
+        }
+        return handle;
+    }
+
+    @Override
+    ScalarType dtype() {
+        return dtype;
+    }
+
+    @Override
+    long inFeatures() {
+        return in;
+    }
+
+    @Override
+    long outFeatures() {
+        return out;
+    }
+
+    @Override
+    boolean countsLayerCall() {
+        return false;
     }
 
     /** Frees the native state and releases the tensors. */

@@ -139,4 +139,15 @@ final class NativeKernels {
             @Cast("const uint16_t*") long pd, @Cast("const void*") long bias, @Cast("const void*") long x,
             @Cast("void*") long y, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n,
             int threads);
+
+    // ---- several decode Linears over one x in one parallel region, and the gated MLP input (peft4j_decode.h) ----
+
+    static native void peft4j_adapted_linear_forward_group(int n, @Cast("const int64_t*") long[] handles,
+            @Cast("const int64_t*") long[] ys, @Cast("const void*") long x, @Cast("int64_t") long m, int threads);
+
+    static native void peft4j_gated_linear(@Cast("int64_t") long gate, @Cast("int64_t") long up, @Cast("void*") long y,
+            @Cast("const void*") long x, @Cast("int64_t") long m, int act, int threads);
+
+    static native void peft4j_act_mul(int dtype, int act, @Cast("void*") long y, @Cast("const void*") long g,
+            @Cast("const void*") long u, @Cast("int64_t") long n);
 }

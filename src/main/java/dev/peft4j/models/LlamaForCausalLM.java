@@ -83,8 +83,8 @@ public final class LlamaForCausalLM extends PreTrainedModel implements CausalLM 
 
     @Override
     public SlotKVCache newSlotCache(int slots, int maxLength) {
-        org.bytedeco.pytorch.global.torch.ScalarType dt = SlotKVCache.dtypeOf(this, "model.embed_tokens.weight");
-        return new SlotKVCache(model.cfg.numLayers, slots, maxLength, model.cfg.numKvHeads, model.cfg.headDim, dt);
+        return new SlotKVCache(model.cfg.numLayers, slots, maxLength, model.cfg.numKvHeads, model.cfg.headDim,
+                model.activationDtype());
     }
 
     @Override

@@ -140,25 +140,34 @@ public final class LlamaModel extends PreTrainedModel {
         if (!DecodeKernels.enabled() || GradMode.is_enabled() || !inputIds.is_cpu()) {
             return false;
         }
-        if (!(child("norm") instanceof RMSNorm finalNorm)) {
-            return false;
-        }
-        // the final norm's dtype: the embedding may be wrapped (modules_to_save), its weight then under another name
-        ScalarType dt = finalNorm.weight().scalar_type().intern();
-        if (dt != ScalarType.Float && dt != ScalarType.BFloat16 || cache.keys(0).scalar_type().intern() != dt
-                || !cache.keys(0).is_cpu()) {
+        ScalarType dt = activationDtype();
+        if (!nativeNorm(child("norm"), dt) || dt != ScalarType.Float && dt != ScalarType.BFloat16
+                || cache.keys(0).scalar_type().intern() != dt || !cache.keys(0).is_cpu()) {
             return false;
         }
         @SuppressWarnings("unchecked")
         ModuleList<Module> layers = (ModuleList<Module>) child("layers");
         for (int i = 0; i < cfg.numLayers; i++) {
             Module l = layers.get(i);
-            if (!(l.getSubmodule("input_layernorm") instanceof RMSNorm)
-                    || !(l.getSubmodule("post_attention_layernorm") instanceof RMSNorm)) {
+            if (!nativeNorm(l.getSubmodule("input_layernorm"), dt)
+                    || !nativeNorm(l.getSubmodule("post_attention_layernorm"), dt)) {
                 return false;
             }
         }
         return true;
+    }
+
+    /** Whether {@code m} is the model's own {@link RMSNorm} (not an adapter's wrapper) with a weight of {@code dt}. */
+    private static boolean nativeNorm(Module m, ScalarType dt) {
+        return m instanceof RMSNorm r && r.weight().scalar_type().intern() == dt;
+    }
+
+    /**
+     * The dtype of the hidden states, so of a slot cache: the token embedding's weight's, also under an adapter's
+     * wrapper ({@link RopeDecoderStack#embeddingDtype}).
+     */
+    ScalarType activationDtype() {
+        return RopeDecoderStack.embeddingDtype(child("embed_tokens"));
     }
 
     /**
@@ -182,7 +191,8 @@ public final class LlamaModel extends PreTrainedModel {
                     cfg.slidingLayers[i] ? cfg.slidingWindow : 0);
             RMSNorm post = (RMSNorm) l.part("post_attention_layernorm");
             Tensor h2 = DecodeKernels.addRmsNorm(x, contiguous(a), post.weight(), post.eps());
-            pending = ((dev.peft4j.nn.Layer) l.part("mlp")).forward(h2);
+            Module mlp = l.part("mlp");
+            pending = mlp instanceof LlamaMLP m ? m.forwardDecode(h2) : ((dev.peft4j.nn.Layer) mlp).forward(h2);
         }
         RMSNorm norm = (RMSNorm) child("norm");
         return pending == null ? DecodeKernels.rmsNorm(x, norm.weight(), norm.eps())
@@ -326,9 +336,10 @@ public final class LlamaModel extends PreTrainedModel {
          */
         Tensor forwardDecode(Tensor h, SlotKVCache cache, int index, int[] slotOf, long[] past, Tensor invFreq,
                 long window) {
-            Tensor q = contiguous(layer("q_proj").forward(h));
-            Tensor k = contiguous(layer("k_proj").forward(h));
-            Tensor v = contiguous(layer("v_proj").forward(h));
+            Tensor[] qkv = DecodeProjections.project(h, child("q_proj"), child("k_proj"), child("v_proj"));
+            Tensor q = qkv[0];
+            Tensor k = qkv[1];
+            Tensor v = qkv[2];
             DecodeKernels.rope(q, numHeads, past, invFreq);
             DecodeKernels.rope(k, numKvHeads, past, invFreq);
             Tensor o = DecodeKernels.attention(q, k, v, cache.keys(index), cache.values(index), slotOf, past, window,
@@ -353,6 +364,15 @@ public final class LlamaModel extends PreTrainedModel {
             registerModule("up_proj", new Linear(cfg.hiddenSize, cfg.intermediateSize, cfg.mlpBias, init));
             registerModule("down_proj", new Linear(cfg.intermediateSize, cfg.hiddenSize, cfg.mlpBias, init));
             registerModule("act_fn", Activation.named(cfg.hiddenAct));
+        }
+
+        /**
+         * The MLP of one new token per row on the native decode kernels: gate and up in one region with the
+         * activation and product fused after it, then down_proj; libtorch's forward where a layer has no decode state.
+         */
+        Tensor forwardDecode(Tensor x) {
+            Tensor h = DecodeProjections.gated(x, child("gate_proj"), child("up_proj"), child("act_fn"));
+            return h == null ? forward(x) : layer("down_proj").forward(h);
         }
 
         @Override

@@ -75,9 +75,9 @@ public abstract class RopeDecoderForCausalLM extends PreTrainedModel implements 
 
     @Override
     public final SlotKVCache newSlotCache(int slots, int maxLength) {
-        org.bytedeco.pytorch.global.torch.ScalarType dt = SlotKVCache.dtypeOf(this, "model.embed_tokens.weight");
         RopeDecoderConfig cfg = model.stack.cfg;
-        return new SlotKVCache(cfg.numLayers, slots, maxLength, cfg.numKvHeads, cfg.headDim, dt);
+        return new SlotKVCache(cfg.numLayers, slots, maxLength, cfg.numKvHeads, cfg.headDim,
+                model.stack.activationDtype(model.children()));
     }
 
     @Override

@@ -156,14 +156,9 @@ final class RopeDecoderStack implements AutoCloseable {
             return false;
         }
         Module finalNorm = children.get("norm");
-        if (!nativeNorm(finalNorm)) {
-            return false;
-        }
-        // the final norm's dtype: the embedding may be wrapped (modules_to_save), its weight then under another name
-        ScalarType dt = (finalNorm instanceof GemmaRMSNorm g ? g.weight() : ((RMSNorm) finalNorm).weight())
-                .scalar_type().intern();
-        if (dt != ScalarType.Float && dt != ScalarType.BFloat16 || cache.keys(0).scalar_type().intern() != dt
-                || !cache.keys(0).is_cpu()) {
+        ScalarType dt = activationDtype(children);
+        if (!nativeNorm(finalNorm, dt) || dt != ScalarType.Float && dt != ScalarType.BFloat16
+                || cache.keys(0).scalar_type().intern() != dt || !cache.keys(0).is_cpu()) {
             return false;
         }
         @SuppressWarnings("unchecked")
@@ -173,20 +168,48 @@ final class RopeDecoderStack implements AutoCloseable {
             for (String n : l.sandwich ? new String[] {"input_layernorm", "post_attention_layernorm",
                 "pre_feedforward_layernorm", "post_feedforward_layernorm"}
                     : new String[] {"input_layernorm", "post_attention_layernorm"}) {
-                if (!nativeNorm(l.part(n))) {
+                if (!nativeNorm(l.part(n), dt)) {
                     return false;
                 }
             }
             DecoderAttention a = (DecoderAttention) l.part("self_attn");
-            if (a.qkNorm && (!nativeNorm(a.part("q_norm")) || !nativeNorm(a.part("k_norm")))) {
+            if (a.qkNorm && (!nativeNorm(a.part("q_norm"), dt) || !nativeNorm(a.part("k_norm"), dt))) {
                 return false;
             }
         }
         return true;
     }
 
-    private static boolean nativeNorm(Module m) {
-        return m instanceof RMSNorm || m instanceof GemmaRMSNorm;
+    /** Whether {@code m} is the stack's own norm (not an adapter's wrapper) with a weight of dtype {@code dt}. */
+    private static boolean nativeNorm(Module m, ScalarType dt) {
+        Tensor w = m instanceof RMSNorm r ? r.weight() : m instanceof GemmaRMSNorm g ? g.weight() : null;
+        return w != null && w.scalar_type().intern() == dt; // the model's own tensor: not closed
+    }
+
+    /**
+     * The dtype of the hidden states of the stack whose modules are {@code children}, so of its slot cache: its
+     * token embedding's weight's (see {@link #embeddingDtype}).
+     */
+    ScalarType activationDtype(Map<String, Module> children) {
+        return embeddingDtype(children.get("embed_tokens"));
+    }
+
+    /**
+     * The dtype of the token embedding {@code embed}'s weight: the module itself, or the {@link Embedding} an
+     * adapter's wrapper ({@code modules_to_save}, trainable tokens) holds, found by type.
+     *
+     * @throws IllegalStateException if {@code embed} holds no {@link Embedding}
+     */
+    static ScalarType embeddingDtype(Module embed) {
+        if (embed instanceof Embedding e) {
+            return e.weight().scalar_type().intern();
+        }
+        for (Module m : embed.namedModules().values()) {
+            if (m instanceof Embedding e) {
+                return e.weight().scalar_type().intern();
+            }
+        }
+        throw new IllegalStateException("embed_tokens (" + embed.getClass().getSimpleName() + ") holds no Embedding");
     }
 
     /** {@code norm(x)} on the native kernel (x contiguous, normed over its last dimension). */
@@ -240,13 +263,15 @@ final class RopeDecoderStack implements AutoCloseable {
             Tensor h = pending == null ? nativeNorm(in, x) : nativeAddNorm(in, x, pending);
             Tensor a = ((DecoderAttention) l.part("self_attn")).forwardDecode(h, cache, i, slotOf, past,
                     slides ? local : global, slides ? cfg.slidingWindow : 0, cfg.ropeAttentionScaling);
-            Layer mlp = (Layer) l.part("mlp");
+            Module mlpModule = l.part("mlp");
+            java.util.function.UnaryOperator<Tensor> mlp = mlpModule instanceof DecoderMLP m ? m::forwardDecode
+                    : ((Layer) mlpModule)::forward;
             if (l.sandwich) {
                 Tensor na = nativeNorm(l.part("post_attention_layernorm"), contiguous(a));
                 Tensor h2 = nativeAddNorm(l.part("pre_feedforward_layernorm"), x, na);
-                pending = nativeNorm(l.part("post_feedforward_layernorm"), contiguous(mlp.forward(h2)));
+                pending = nativeNorm(l.part("post_feedforward_layernorm"), contiguous(mlp.apply(h2)));
             } else {
-                pending = mlp.forward(nativeAddNorm(l.part("post_attention_layernorm"), x, a));
+                pending = mlp.apply(nativeAddNorm(l.part("post_attention_layernorm"), x, a));
             }
         }
         Module norm = children.get("norm");
@@ -486,9 +511,10 @@ final class RopeDecoderStack implements AutoCloseable {
                 k = contiguous(qkv.narrow(-1, numHeads * headDim, numKvHeads * headDim));
                 v = contiguous(qkv.narrow(-1, (numHeads + numKvHeads) * headDim, numKvHeads * headDim));
             } else {
-                q = contiguous(layer("q_proj").forward(h));
-                k = contiguous(layer("k_proj").forward(h));
-                v = contiguous(layer("v_proj").forward(h));
+                Tensor[] qkv = DecodeProjections.project(h, child("q_proj"), child("k_proj"), child("v_proj"));
+                q = qkv[0];
+                k = qkv[1];
+                v = qkv[2];
             }
             if (qkNorm) {
                 q = nativeNorm(child("q_norm"), q.view(rows, 1, numHeads, headDim)).view(rows, 1, numHeads * headDim);
@@ -545,6 +571,17 @@ final class RopeDecoderStack implements AutoCloseable {
             }
             registerModule("down_proj", new Linear(intermediate, cfg.hiddenSize, false, init));
             registerModule("act_fn", Activation.named(cfg.hiddenAct));
+        }
+
+        /**
+         * The MLP of one new token per row on the native decode kernels: gate and up (or the fused gate_up) in one
+         * region with the activation and product fused after it, then down_proj; libtorch's forward where a layer
+         * has no decode state.
+         */
+        Tensor forwardDecode(Tensor x) {
+            Tensor h = fused ? DecodeProjections.gated(x, child("gate_up_proj"), null, child("act_fn"))
+                    : DecodeProjections.gated(x, child("gate_proj"), child("up_proj"), child("act_fn"));
+            return h == null ? forward(x) : layer("down_proj").forward(h);
         }
 
         @Override

@@ -1,6 +1,5 @@
 package dev.peft4j.models;
 
-import java.util.Map;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
@@ -202,22 +201,5 @@ public final class SlotKVCache implements AutoCloseable {
                 values[l] = null;
             }
         }
-    }
-
-    /**
-     * The dtype of {@code model}'s parameter {@code name} (the token embedding's weight: the activations' dtype, so
-     * the cache's), also when a {@code modules_to_save} wrapper holds the module and its weight sits one level down
-     * ({@code original_module.weight}).
-     */
-    static ScalarType dtypeOf(dev.peft4j.nn.Module model, String name) {
-        int dot = name.lastIndexOf('.');
-        String owner = name.substring(0, dot + 1);
-        String leaf = name.substring(dot);
-        for (Map.Entry<String, Tensor> e : model.namedParameters().entrySet()) {
-            if (e.getKey().equals(name) || e.getKey().startsWith(owner) && e.getKey().endsWith(leaf)) {
-                return e.getValue().scalar_type().intern(); // the model's own tensor: not closed
-            }
-        }
-        throw new IllegalArgumentException("no parameter '" + name + "' in " + model.getClass().getSimpleName());
     }
 }

@@ -1,6 +1,8 @@
 package dev.peft4j.nn;
 
 import dev.peft4j.kernels.DecodeKernels;
+import dev.peft4j.kernels.DecodeLinear;
+import dev.peft4j.kernels.DecodeLinearSource;
 import dev.peft4j.kernels.FusedLoraLinear;
 import dev.peft4j.kernels.NativeGemv;
 import org.bytedeco.pytorch.GradMode;
@@ -9,7 +11,7 @@ import org.bytedeco.pytorch.TensorOptional;
 import org.bytedeco.pytorch.global.torch;
 
 /** {@code torch.nn.Linear}: {@code y = x·Wᵀ + b}, weight {@code (out_features, in_features)}, optional bias. */
-public final class Linear extends Module implements Layer {
+public final class Linear extends Module implements Layer, DecodeLinearSource {
     private final long inFeatures;
     private final long outFeatures;
     // the native GEMV for decode-sized inference forwards, built on first use and rebuilt when a tensor is replaced
@@ -78,6 +80,21 @@ public final class Linear extends Module implements Layer {
         try (TensorOptional ob = new TensorOptional(b)) {
             return torch.linear(x, param("weight"), ob);
         }
+    }
+
+    /**
+     * The native GEMV that {@link #forward} runs for {@code x} (an inference forward of at most
+     * {@value FusedLoraLinear#MAX_ROWS} rows while {@link DecodeKernels#enabled()}), or null when x takes libtorch.
+     */
+    @Override
+    public DecodeLinear decodeLinear(Tensor x) {
+        if (DecodeKernels.enabled() && !GradMode.is_enabled() && x.numel() <= FusedLoraLinear.MAX_ROWS * inFeatures) {
+            NativeGemv g = gemv();
+            if (g != null && g.accepts(x)) {
+                return g;
+            }
+        }
+        return null;
     }
 
     private synchronized NativeGemv gemv() {

@@ -184,6 +184,14 @@ public final class NativeLinear implements AutoCloseable {
         }
     }
 
+    /**
+     * The fused decode kernel that {@link #forward} runs for {@code x} without a row slot ({@code [..., in]}, at most
+     * {@value FusedLoraLinear#MAX_ROWS} rows, on a Linear base), or null when x takes another path.
+     */
+    public FusedLoraLinear decodeLinear(Tensor x) {
+        return fused != null && acceptsInput(x) && x.numel() / in <= FusedLoraLinear.MAX_ROWS ? fused : null;
+    }
+
     @Override
     public void close() {
         if (fused != null) {

@@ -2,6 +2,7 @@ package dev.peft4j.models;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.peft4j.PeftAdapterMixin;
 import dev.peft4j.config.InitLoraWeights;
@@ -41,11 +42,16 @@ class FamilyNativeDecodeTest {
         try (PointerScope scope = new PointerScope(); CausalLM lm = AutoModel.causalLM(dir, dt)) {
             int layers = (int) ((RopeDecoderForCausalLM) lm).modelStack().cfg.numLayers;
             long calls = DecodeKernels.attentionCalls();
+            long groups = DecodeKernels.groupCalls();
             NativeDecodeTest.assertSlotStepsMatch(lm, dt, tol, 50);
             // 5 three-row steps and row 1's one-token prompt took the native step, on every layer
             assertEquals(6L * layers, DecodeKernels.attentionCalls() - calls, name + ": steps on the native path");
+            // and each of those layers ran its gate and up (or fused gate_up) as one gated call
+            assertTrue(DecodeKernels.groupCalls() - groups >= 6L * layers, name + ": MLP inputs grouped");
             ((PeftAdapterMixin) lm).loadAdapter(dir.resolve("adapter"));
+            groups = DecodeKernels.groupCalls();
             NativeDecodeTest.assertSlotStepsMatch(lm, dt, tol, 50);
+            assertTrue(DecodeKernels.groupCalls() - groups >= 6L * layers, name + ": grouped with the adapter");
         }
     }
 

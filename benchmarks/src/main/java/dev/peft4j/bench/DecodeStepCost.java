@@ -26,14 +26,22 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * <pre>
  * java -Dorg.bytedeco.javacpp.maxPhysicalBytes=0 -cp benchmarks/target/benchmarks.jar dev.peft4j.bench.DecodeStepCost \
  *     [dtype=BFloat16|Float] [model=tinyllama|hollow] [rounds=5] [steps=32] [past=128] [threads=2]
+ *     [compare=lora|group]
  * </pre>
+ *
+ * <p>{@code compare=group} times the step with its projections grouped (q/k/v in one parallel region, gate/up with
+ * the activation fused: {@code DecodeKernels.grouped()}) against each projection on its own call, base and LoRA.
  */
 public final class DecodeStepCost {
     private DecodeStepCost() {}
 
     public static void main(String[] args) {
         Map<String, String> a = BenchArgs.parse(args, "dtype", "BFloat16", "model", "tinyllama", "rounds", "5",
-                "steps", "32", "past", "128", "threads", "2");
+                "steps", "32", "past", "128", "threads", "2", "compare", "lora");
+        if (a.get("compare").equals("group")) {
+            compareGrouping(a);
+            return;
+        }
         ScalarType dt = ScalarType.valueOf(a.get("dtype"));
         boolean hollow = a.get("model").equals("hollow");
         int rounds = Integer.parseInt(a.get("rounds"));
@@ -68,6 +76,58 @@ public final class DecodeStepCost {
             System.out.printf("%s %s decode ms/step: base %.2f, LoRA %.2f, LoRA/base %.3f%n", dt, a.get("model"),
                     base, lora, lora / base);
             System.out.println("   per round, base " + ms.get(0) + ", LoRA " + ms.get(1));
+        }
+    }
+
+    /**
+     * {@code compare=group}: the step with the projections grouped ({@code DecodeKernels.grouped()}: q/k/v in one
+     * region, gate/up with the activation fused) against each projection on its own call, base and LoRA, the four
+     * alternating in the same rounds (the order rotating by round).
+     */
+    private static void compareGrouping(Map<String, String> a) {
+        ScalarType dt = ScalarType.valueOf(a.get("dtype"));
+        boolean hollow = a.get("model").equals("hollow");
+        int rounds = Integer.parseInt(a.get("rounds"));
+        int steps = Integer.parseInt(a.get("steps"));
+        int past = Integer.parseInt(a.get("past"));
+        int threads = Integer.parseInt(a.get("threads"));
+        torch.set_num_threads(threads);
+        org.bytedeco.openblas.presets.openblas_nolapack.blas_set_num_threads(threads);
+        System.out.println("config: " + a);
+        String[] names = {"base grouped", "LoRA grouped", "base separate", "LoRA separate"};
+        try (Module model = hollow ? GenerateBench.build(32, 64, 64, dt) : GenerateBench.build(32000, 2048, 5632, dt)) {
+            PeftAdapterMixin peft = (PeftAdapterMixin) model;
+            peft.addAdapter(LoraConfig.builder().r(16).loraAlpha(32).targetModules("q_proj", "k_proj", "v_proj",
+                    "o_proj").initLoraWeights(new InitLoraWeights.Flag(false)).build());
+            CausalLM lm = (CausalLM) model;
+            List<List<Double>> ms = List.of(new ArrayList<>(), new ArrayList<>(), new ArrayList<>(), new ArrayList<>());
+            try {
+                for (int r = -1; r < rounds; r++) { // round -1 warms up
+                    for (int j = 0; j < 4; j++) {
+                        int c = Math.floorMod(j + r, 4);
+                        dev.peft4j.kernels.DecodeKernels.setGrouped(c < 2);
+                        if (c % 2 == 1) {
+                            peft.enableAdapters();
+                        } else {
+                            peft.disableAdapters();
+                        }
+                        double t = stepMs(lm, past, steps, hollow ? 32 : 32000);
+                        if (r >= 0) {
+                            ms.get(c).add(t);
+                        }
+                    }
+                }
+            } finally {
+                dev.peft4j.kernels.DecodeKernels.setGrouped(true);
+            }
+            double[] med = new double[4];
+            for (int c = 0; c < 4; c++) {
+                med[c] = GenerateBench.median(ms.get(c));
+                System.out.printf("%s %s decode ms/step, %s: %.2f   per round %s%n", dt, a.get("model"), names[c],
+                        med[c], ms.get(c));
+            }
+            System.out.printf("grouped / separate: base %.3f, LoRA %.3f; LoRA / base grouped %.3f%n", med[0] / med[2],
+                    med[1] / med[3], med[1] / med[0]);
         }
     }
 

@@ -4,6 +4,8 @@ import dev.peft4j.nn.Conv1D;
 import dev.peft4j.nn.Linear;
 import dev.peft4j.nn.Module;
 import dev.peft4j.nn.QuantizedLinear;
+import dev.peft4j.kernels.DecodeLinear;
+import dev.peft4j.kernels.DecodeLinearSource;
 import dev.peft4j.kernels.FusedLoraLinear;
 import dev.peft4j.kernels.LoraDelta;
 import dev.peft4j.tuners.BaseTunerLayer;
@@ -36,7 +38,7 @@ import org.slf4j.LoggerFactory;
  * {@code m / ‖W + s·B·A‖} scales every output before the bias, in the kernel's write); the factor is cached and
  * recomputed when W, A, B or m change ({@link DoraScale}). Mixed batches naming a DoRA adapter are refused, as PEFT.
  */
-public final class LoraLayer extends BaseTunerLayer {
+public final class LoraLayer extends BaseTunerLayer implements DecodeLinearSource {
     private static final Logger LOG = LoggerFactory.getLogger(LoraLayer.class);
 
     private final boolean fanInFanOut;
@@ -315,6 +317,33 @@ public final class LoraLayer extends BaseTunerLayer {
         try (Tensor base = baseForward(x)) {
             return dora ? DoraMath.forward(base, x, act, mags, baseWeight(), baseBias(), fanInFanOut, isTraining())
                     : LoraMath.forward(base, x, act, isTraining());
+        }
+    }
+
+    /**
+     * The native decode state that {@link #forward} runs for {@code x} now: the base layer's when the adapters are
+     * disabled or merged, the fused kernel with the active adapters otherwise; null when x takes another path (a
+     * mixed batch, DoRA, dropout in training, the composed ops).
+     */
+    @Override
+    public DecodeLinear decodeLinear(Tensor x) {
+        if (currentAdapterNames() != null) {
+            return null;
+        }
+        if (disabled() || merged()) {
+            // disabled and merged: forward unmerges first, so leave it to forward
+            return disabled() && merged() || !(baseLayer() instanceof DecodeLinearSource s) ? null : s.decodeLinear(x);
+        }
+        if (!kernelEligible(x)) {
+            return null;
+        }
+        synchronized (this) {
+            refreshNative();
+            if (activeNative == null || activeDropout && isTraining() || activeDora != null
+                    || !activeNative.acceptsInput(x)) {
+                return null;
+            }
+            return activeNative.decodeLinear(x);
         }
     }
 

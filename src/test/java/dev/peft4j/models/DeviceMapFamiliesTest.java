@@ -218,6 +218,33 @@ class DeviceMapFamiliesTest {
     }
 
     @Test
+    void aLoraAdapterOnASplitModelSitsBesideItsLayersAndMatchesTheUnsplitModel() {
+        String json = families().findFirst().orElseThrow().get()[1].toString();
+        dev.peft4j.config.LoraConfig lora = dev.peft4j.config.LoraConfig.builder().r(2).loraAlpha(4)
+                .targetModules("q_proj", "v_proj").initLoraWeights(new dev.peft4j.config.InitLoraWeights.Flag(false))
+                .build();
+        try (NoGradGuard g = new NoGradGuard(); PreTrainedModel meta = tiny(json); PreTrainedModel whole = tiny(json);
+                PreTrainedModel placed = tiny(json)) {
+            meta.dispatch(split(meta, "cpu", "meta"));
+            meta.peftAdapters().seed(3);
+            meta.addAdapter(lora, "a"); // made beside each layer: layer 0's on the CPU, layer 1's on meta
+            assertEquals("cpu", device(meta.getParameter("model.layers.0.self_attn.q_proj.lora_A.a.weight")));
+            assertEquals("meta", device(meta.getParameter("model.layers.1.self_attn.q_proj.lora_A.a.weight")));
+            try (Tensor logits = forward(meta, ids())) {
+                assertEquals("meta", device(logits));
+            }
+            placed.dispatch(split(placed, "cpu", "cpu"));
+            for (PreTrainedModel m : new PreTrainedModel[] {whole, placed}) {
+                m.peftAdapters().seed(3);
+                m.addAdapter(lora, "a");
+            }
+            try (Tensor a = forward(whole, ids()); Tensor b = forward(placed, ids())) {
+                assertTrue(torch.equal(a, b), "logits with the adapter differ between the cpu/cpu split and unsplit");
+            }
+        }
+    }
+
+    @Test
     void aMapSplittingALayerIsRefusedNamingIt() {
         try (PreTrainedModel m = tiny(families().findFirst().orElseThrow().get()[1].toString())) {
             Map<String, String> map = split(m, "cpu", "meta");

@@ -26,8 +26,13 @@ import org.bytedeco.pytorch.Tensor;
  * {@code "meta"}; see {@link dev.peft4j.nn.Devices}) or a map of module names to devices; each device is checked, and
  * a CUDA device the loaded libtorch does not see is refused with an error naming the argument. {@code maxMemory}'s
  * {@code "cpu"} entry (bytes as a number, or a size such as {@code "2GiB"}) bounds the adapter's bytes: a load over
- * it is refused; other devices' entries are checked. A {@code "disk"} entry, {@code offloadFolder} and
- * {@code offloadIndex} are refused with an error naming the argument: adapters are not offloaded to disk.
+ * it is refused; other devices' entries are checked. A {@code "disk"} entry in a map offloads the adapter's tensors
+ * inside that module (transformers re-dispatching the model through accelerate): they are written to
+ * {@code offloadFolder/adapter-<name>.safetensors} and become copy-on-write views of its mapping (same values, pages
+ * read on demand and evictable); the file must stay while the adapter is loaded. {@code "disk"} needs
+ * {@code offloadFolder}, and {@code offloadFolder} without a {@code "disk"} entry is refused (nothing would be
+ * offloaded), as are {@code "disk"} with hotswap and {@code offloadIndex} (accelerate's index of weights already
+ * offloaded as {@code .dat} files, which peft4j does not read).
  * {@code lowCpuMemUsage} is accepted and unused, as in transformers v5.
  *
  * <p>{@code hotswap}: null is transformers' {@code "auto"} (swap in place when
@@ -106,13 +111,13 @@ public record LoadAdapterOptions(String adapterName, String revision, String tok
             return this;
         }
 
-        /** {@code offload_folder}: must be null (adapters are not offloaded to disk). */
+        /** {@code offload_folder}: where the adapter's tensors in {@code "disk"} modules of the device map go. */
         public Builder offloadFolder(Path v) {
             offloadFolder = v;
             return this;
         }
 
-        /** {@code offload_index}: must be null (adapters are not offloaded to disk). */
+        /** {@code offload_index}: must be null (accelerate's index of {@code .dat} files is not read). */
         public Builder offloadIndex(Path v) {
             offloadIndex = v;
             return this;

@@ -1,5 +1,6 @@
 package dev.peft4j;
 
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
@@ -14,7 +15,7 @@ import org.slf4j.LoggerFactory;
  * The placement and Hub arguments of {@code load_adapter} checked and resolved as transformers v4 does:
  * {@code adapter_kwargs}' {@code revision} and {@code token} merged with the arguments, {@code device},
  * {@code device_map} and {@code max_memory} checked against the devices present ({@link dev.peft4j.nn.Devices}),
- * disk offload refused.
+ * disk offload ({@code "disk"} modules with an {@code offload_folder}) checked for {@link AdapterOffload}.
  */
 final class LoadArguments {
     private static final Logger LOG = LoggerFactory.getLogger(LoadArguments.class);
@@ -50,13 +51,19 @@ final class LoadArguments {
         }
         checkDevice(kw.get("device"));
         checkDeviceMap(o.deviceMap());
-        if (o.offloadFolder() != null) {
-            throw new IllegalArgumentException("offload_folder=" + o.offloadFolder() + ": peft4j does not offload "
-                    + "adapters to disk (every adapter tensor stays in memory beside the weight it adapts)");
+        List<String> disk = diskKeys(o.deviceMap());
+        if (!disk.isEmpty() && o.offloadFolder() == null) {
+            throw new IllegalArgumentException("device_map['" + disk.get(0) + "'] = disk needs an offload_folder: the "
+                    + "adapter's tensors in that module are written there and memory-mapped");
+        }
+        if (o.offloadFolder() != null && disk.isEmpty()) {
+            throw new IllegalArgumentException("offload_folder=" + o.offloadFolder() + ": device_map maps no module "
+                    + "to \"disk\", so nothing would be offloaded; map the modules whose adapter tensors go to disk");
         }
         if (o.offloadIndex() != null) {
-            throw new IllegalArgumentException("offload_index=" + o.offloadIndex() + ": peft4j does not offload "
-                    + "adapters to disk (every adapter tensor stays in memory beside the weight it adapts)");
+            throw new IllegalArgumentException("offload_index=" + o.offloadIndex() + ": peft4j does not read "
+                    + "accelerate's index of weights already offloaded (its .dat files); give offload_folder and "
+                    + "\"disk\" modules in device_map, and the adapter's offloaded tensors are written there");
         }
         maxCpuBytes(o.maxMemory()); // checked now, applied once the weights are read
         String revision = o.revision();
@@ -127,17 +134,30 @@ final class LoadArguments {
         }
         if (deviceMap instanceof Map<?, ?> m) {
             for (Map.Entry<?, ?> e : m.entrySet()) {
-                if ("disk".equals(e.getValue())) {
-                    throw new IllegalArgumentException("device_map['" + e.getKey() + "'] = disk is not supported for "
-                            + "an adapter: its tensors are placed beside the weights they adapt; offload the model's weights "
-                            + "instead (docs/GPU.md)");
+                if (!(e.getKey() instanceof String)) {
+                    throw new IllegalArgumentException("device_map: keys are module names, got " + e.getKey());
                 }
-                dev.peft4j.nn.Devices.canonical("device_map['" + e.getKey() + "']", e.getValue());
+                if (!"disk".equals(e.getValue())) {
+                    dev.peft4j.nn.Devices.canonical("device_map['" + e.getKey() + "']", e.getValue());
+                }
             }
             return;
         }
         throw new IllegalArgumentException("device_map: expected a string or a map of module names to devices, got "
                 + deviceMap.getClass().getSimpleName());
+    }
+
+    /** The module names a {@code device_map} given as a map sends to {@code "disk"}, in its order. */
+    static List<String> diskKeys(Object deviceMap) {
+        List<String> out = new java.util.ArrayList<>();
+        if (deviceMap instanceof Map<?, ?> m) {
+            for (Map.Entry<?, ?> e : m.entrySet()) {
+                if ("disk".equals(e.getValue()) && e.getKey() instanceof String k) {
+                    out.add(k);
+                }
+            }
+        }
+        return out;
     }
 
     /** {@code max_memory['cpu']} in bytes, or -1 for no limit. */

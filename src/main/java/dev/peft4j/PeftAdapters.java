@@ -198,6 +198,14 @@ public final class PeftAdapters {
             throw new IllegalArgumentException("You should either pass a `peft_model_id` or a `peft_config` and "
                     + "`adapter_state_dict` to load an adapter.");
         }
+        List<String> disk = LoadArguments.diskKeys(o.deviceMap());
+        if (!disk.isEmpty()) {
+            if (hotswap) {
+                throw new IllegalArgumentException("device_map with \"disk\" modules: a hotswap replaces the loaded "
+                        + "adapter's tensors in place in memory; load without hotswap to offload");
+            }
+            AdapterOffload.checkKeys(tuner.model(), disk);
+        }
         AdapterSource.Read read = AdapterSource.read(pathOrRepoId, o);
         boolean ownTensors = read.ownWeights(); // read here: freed once copied in
         try {
@@ -216,7 +224,22 @@ public final class PeftAdapters {
                 peftConfig.put(name, config);
                 return new AdapterLoadReport(List.of(), List.of());
             }
-            return load(name, config, sd, read.source());
+            java.util.IdentityHashMap<Tensor, Boolean> before = disk.isEmpty() ? null
+                    : AdapterOffload.snapshot(tuner.model());
+            List<String> active = loaded ? activeAdapters() : null;
+            AdapterLoadReport report = load(name, config, sd, read.source());
+            if (!disk.isEmpty()) {
+                try {
+                    AdapterOffload.offload(tuner.model(), name, disk, o.offloadFolder(), before);
+                } catch (IOException | RuntimeException e) {
+                    deleteAdapter(List.of(name)); // the model stays as it was
+                    if (active != null) {
+                        setAdapter(active, true);
+                    }
+                    throw e;
+                }
+            }
+            return report;
         } finally {
             if (ownTensors) {
                 for (Tensor t : read.weights().values()) {

@@ -221,6 +221,48 @@ public final class AutoModel {
         }
     }
 
+    /**
+     * transformers' {@code from_pretrained(dir, device_map="auto", max_memory=..., offload_folder=...)}: the model is
+     * read on the CPU, placed by {@link PreTrainedModel#inferDeviceMap(Map)} under {@code maxMemory} (device → bytes,
+     * filled in its order, whole decoder layers, the rest to {@code "disk"}), then dispatched
+     * ({@link PreTrainedModel#dispatch(Map, Path)}). {@code "sequential"} is exactly that order; {@code "auto"} and
+     * {@code "balanced"} are too when {@code maxMemory} names at most one device besides the CPU (transformers'
+     * {@code get_balanced_memory} then leaves the budgets as given); balancing over several GPUs is not built and is
+     * refused.
+     *
+     * @param deviceMap {@code "auto"}, {@code "balanced"} or {@code "sequential"}
+     * @param maxMemory device ({@code "cpu"}, {@code "cuda:N"}, {@code "meta"}, ...) to bytes, in placement order
+     * @param offloadFolder where modules that fit no budget go ({@code "disk"}); null: such a placement is refused
+     * @throws IllegalArgumentException another strategy, an unknown device or a negative budget, {@code "disk"}
+     *     placements without a folder
+     * @throws UnsupportedOperationException {@code "auto"} / {@code "balanced"} over several GPUs
+     */
+    public static PreTrainedModel fromPretrained(Path dir, ScalarType dtype, String deviceMap,
+            Map<String, Long> maxMemory, Path offloadFolder) throws IOException {
+        String strategy = deviceMap == null ? "" : deviceMap.toLowerCase(java.util.Locale.ROOT);
+        if (!strategy.equals("auto") && !strategy.equals("balanced") && !strategy.equals("sequential")) {
+            throw new IllegalArgumentException("device_map=" + deviceMap + " with max_memory: expected \"auto\", "
+                    + "\"balanced\" or \"sequential\" (or pass a map of module names to devices)");
+        }
+        if (maxMemory == null || maxMemory.isEmpty()) {
+            throw new IllegalArgumentException("max_memory: give at least one device and its budget in bytes");
+        }
+        long gpus = maxMemory.keySet().stream()
+                .filter(d -> !d.equals("cpu") && !d.equals("meta") && !d.equals("disk")).count();
+        if (!strategy.equals("sequential") && gpus > 1) {
+            throw new UnsupportedOperationException("device_map=" + deviceMap + " over " + gpus + " devices: "
+                    + "accelerate's balancing of max_memory across GPUs is not built; use \"sequential\" (fills them "
+                    + "in order) or a map of module names to devices");
+        }
+        PreTrainedModel model = fromPretrained(dir, dtype);
+        try {
+            return model.dispatch(model.inferDeviceMap(maxMemory), offloadFolder);
+        } catch (IOException | RuntimeException e) {
+            model.close();
+            throw e;
+        }
+    }
+
     /** Builds the architecture {@code config} names, its parameters made by {@code init} (not loaded). */
     public static PreTrainedModel fromConfig(ModelConfig config, Init init) {
         String type = config.modelType();

@@ -18,6 +18,7 @@ import org.bytedeco.pytorch.Tensor;
  */
 public final class BertForMaskedLM extends PreTrainedModel {
     private final BertModel bert;
+    private final boolean tied;
 
     /**
      * The modules {@code config} describes, their tensors made by {@code init} (uninitialised until a state dict or
@@ -35,7 +36,8 @@ public final class BertForMaskedLM extends PreTrainedModel {
         transform.add("transform_act_fn", Activation.named(bert.hiddenAct));
         transform.add("LayerNorm", new LayerNorm(bert.hidden, bert.eps, init));
         p.add("decoder", new Linear(bert.hidden, bert.vocabSize, true, init));
-        if (c.getBoolean("tie_word_embeddings", true)) {
+        tied = c.getBoolean("tie_word_embeddings", true);
+        if (tied) {
             setParameter("cls.predictions.decoder.weight", getParameter("bert.embeddings.word_embeddings.weight"), false)
                     .close();
         }
@@ -65,8 +67,14 @@ public final class BertForMaskedLM extends PreTrainedModel {
 
     @Override
     public Map<String, String> tiedKeys() {
-        return Map.of("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight",
-                "cls.predictions.decoder.bias", "cls.predictions.bias");
+        return tied ? Map.of("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight",
+                "cls.predictions.decoder.bias", "cls.predictions.bias")
+                : Map.of("cls.predictions.decoder.bias", "cls.predictions.bias");
+    }
+
+    @Override
+    protected boolean alignsDevices() {
+        return true;
     }
 
     @Override
@@ -84,6 +92,7 @@ public final class BertForMaskedLM extends PreTrainedModel {
                 Tensor h = bert.hiddenStates(inputIds, attentionMask, tokenTypeIds);
                 Module p = getSubmodule("cls.predictions");
                 BertModel.Group t = (BertModel.Group) p.children().get("transform");
+                h = aligned(h, p); // the prediction head is one unit (its bias is its own parameter)
                 h = t.get("LayerNorm").forward(t.get("transform_act_fn").forward(t.get("dense").forward(h)));
                 logits = ScopeUtil.keep(scope, ((dev.peft4j.nn.Layer) p.children().get("decoder")).forward(h));
             }

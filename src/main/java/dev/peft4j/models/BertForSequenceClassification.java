@@ -51,6 +51,11 @@ public final class BertForSequenceClassification extends PreTrainedModel {
     }
 
     @Override
+    protected boolean alignsDevices() {
+        return true;
+    }
+
+    @Override
     protected List<Pattern> ignoredUnexpectedKeys() {
         return BertModel.IGNORED;
     }
@@ -63,6 +68,7 @@ public final class BertForSequenceClassification extends PreTrainedModel {
             Tensor logits;
             try (PointerScope scope = new PointerScope()) {
                 Tensor pooled = bert.pooled(bert.hiddenStates(inputIds, attentionMask, tokenTypeIds));
+                pooled = aligned(pooled, child("classifier"));
                 logits = ScopeUtil.keep(scope, layer("classifier").forward(layer("dropout").forward(pooled)));
             }
             return ScopeUtil.handToCaller(logits);

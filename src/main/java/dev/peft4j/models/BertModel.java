@@ -100,6 +100,11 @@ public final class BertModel extends PreTrainedModel {
         return true;
     }
 
+    @Override
+    protected boolean alignsDevices() {
+        return true;
+    }
+
     /** Older checkpoints store {@code embeddings.position_ids}. */
     static final List<Pattern> IGNORED = List.of(Pattern.compile(".*embeddings\\.position_ids"));
 
@@ -118,16 +123,19 @@ public final class BertModel extends PreTrainedModel {
             throw new IllegalArgumentException("sequence of " + t + " exceeds max_position_embeddings " + maxPositions);
         }
         Group emb = (Group) child("embeddings");
-        Tensor types = tokenTypeIds != null ? tokenTypeIds : torch.zeros_like(inputIds);
-        Tensor x = emb.get("word_embeddings").forward(inputIds)
+        // placed per module (dispatch): the embeddings (one unit) and each layer take their inputs on their device
+        Tensor ids = aligned(inputIds, emb);
+        Tensor types = tokenTypeIds != null ? aligned(tokenTypeIds, emb) : torch.zeros_like(ids);
+        Tensor x = emb.get("word_embeddings").forward(ids)
                 .add_(emb.get("token_type_embeddings").forward(types))
-                .add_(emb.get("position_embeddings").forward(Attention.arange(0, t, inputIds).view(1, t)));
+                .add_(emb.get("position_embeddings").forward(Attention.arange(0, t, ids).view(1, t)));
         x = emb.get("dropout").forward(emb.get("LayerNorm").forward(x));
         Tensor mask = Attention.mask(inputIds, attentionMask, t, 0, false, 0);
         @SuppressWarnings("unchecked")
         ModuleList<Module> layers = (ModuleList<Module>) ((Group) child("encoder")).children().get("layer");
         for (int i = 0; i < numLayers; i++) {
-            x = ((BertLayer) layers.get(i)).forward(x, mask);
+            Module l = layers.get(i);
+            x = ((BertLayer) l).forward(aligned(x, l), aligned(mask, l));
         }
         return x;
     }
@@ -137,7 +145,8 @@ public final class BertModel extends PreTrainedModel {
         if (!pooler) {
             throw new IllegalStateException("this BertModel was built without a pooler");
         }
-        return torch.tanh(((Group) child("pooler")).get("dense").forward(hiddenStates.select(1, 0)));
+        Module pool = child("pooler");
+        return torch.tanh(((Group) pool).get("dense").forward(aligned(hiddenStates.select(1, 0), pool)));
     }
 
     /** Last hidden states {@code [B, T, hidden]} (a tensor the caller owns); {@code tokenTypeIds} may be null (zeros). */

@@ -71,6 +71,11 @@ public final class GPT2Model extends PreTrainedModel {
         return true;
     }
 
+    @Override
+    protected boolean alignsDevices() {
+        return true;
+    }
+
     /** Old checkpoints carry the causal-mask buffers {@code attn.bias} and {@code attn.masked_bias}. */
     static final List<Pattern> IGNORED = List.of(Pattern.compile(".*attn\\.masked_bias"),
             Pattern.compile(".*h\\.\\d+\\.attn\\.bias"));
@@ -91,15 +96,19 @@ public final class GPT2Model extends PreTrainedModel {
             throw new IllegalArgumentException("sequence of " + (past + q) + " positions exceeds n_positions " + maxPositions);
         }
         Tensor pos = positionIds != null ? positionIds : Attention.positionIds(inputIds, attentionMask, batch, q, past);
-        Tensor x = layer("wte").forward(inputIds).add_(layer("wpe").forward(pos));
+        // placed per module (dispatch): each module's inputs go to its device first, as accelerate's hooks move them
+        Tensor x = layer("wte").forward(aligned(inputIds, child("wte")));
+        Tensor wpe = layer("wpe").forward(aligned(pos, child("wpe")));
+        x = x.add_(aligned(wpe, child("wte")));
         x = layer("drop").forward(x);
         Tensor mask = Attention.mask(inputIds, attentionMask, q, past, true, 0);
         @SuppressWarnings("unchecked")
         ModuleList<Module> h = (ModuleList<Module>) child("h");
         for (int i = 0; i < numLayers; i++) {
-            x = ((GPT2Block) h.get(i)).forward(x, mask, cache, i);
+            Module block = h.get(i);
+            x = ((GPT2Block) block).forward(aligned(x, block), aligned(mask, block), cache, i);
         }
-        return layer("ln_f").forward(x);
+        return layer("ln_f").forward(aligned(x, child("ln_f")));
     }
 
     /** Last hidden states {@code [B, T, n_embd]}, a tensor the caller owns. */

@@ -95,6 +95,8 @@ public final class Generation {
                     Tensor last = logits.select(1, logits.size(1) - 1).to(ScalarType.Float);
                     Tensor next = options.doSample() ? sampleOnCpu(last, options, gen) : last.argmax(
                             new org.bytedeco.pytorch.LongOptional(-1), true);
+                    // the prompt's device (a model split across devices gives logits on its head's)
+                    next = PreTrainedModel.onDeviceOfTensor(next, ids);
                     if (options.eosTokenId() >= 0) {
                         next = next.masked_fill(finished, new Scalar(options.padTokenId()));
                         finished = finished.logical_or(next.eq(new Scalar(options.eosTokenId())));
@@ -162,6 +164,8 @@ public final class Generation {
                     }
                     Tensor next = options.doSample() ? sampleOnCpu(last, options, gen) : last.argmax(
                             new org.bytedeco.pytorch.LongOptional(-1), true);
+                    // the prompt's device (a model split across devices gives logits on its head's)
+                    next = PreTrainedModel.onDeviceOfTensor(next, ids);
                     if (options.eosTokenId() >= 0) {
                         next = next.masked_fill(finished, new Scalar(options.padTokenId()));
                         finished = finished.logical_or(next.eq(new Scalar(options.eosTokenId())));

@@ -85,10 +85,6 @@ public final class LlamaModel extends PreTrainedModel {
      * Must run inside a {@link PointerScope}.
      */
     Tensor hiddenStatesSlots(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
-        if (deviceMapped()) {
-            throw new UnsupportedOperationException("the slot cache (batched serving) runs a model on one device; this "
-                    + "one is placed across several by a device_map");
-        }
         Attention.checkIds("input_ids", inputIds);
         long batch = inputIds.size(0);
         long q = inputIds.size(1);
@@ -133,11 +129,12 @@ public final class LlamaModel extends PreTrainedModel {
 
     /**
      * Whether a one-token step over {@code cache} can take the native decode kernels: the switch is on, autograd is
-     * off, the model and the cache hold float32 or bfloat16 of the same dtype on the CPU, and the norms are the
-     * model's own {@link RMSNorm}s.
+     * off, the model and the cache hold float32 or bfloat16 of the same dtype on the CPU, the model is not placed per
+     * module (a device_map: that path moves activations between layers), and the norms are the model's own
+     * {@link RMSNorm}s.
      */
     private boolean nativeDecodeEligible(Tensor inputIds, SlotKVCache cache) {
-        if (!DecodeKernels.enabled() || GradMode.is_enabled() || !inputIds.is_cpu()) {
+        if (!DecodeKernels.enabled() || GradMode.is_enabled() || !inputIds.is_cpu() || deviceMapped()) {
             return false;
         }
         ScalarType dt = activationDtype();

@@ -67,6 +67,11 @@ public final class MixtralModel extends PreTrainedModel {
     }
 
     @Override
+    protected boolean alignsDevices() {
+        return true;
+    }
+
+    @Override
     protected List<java.util.regex.Pattern> ignoredUnexpectedKeys() {
         return List.of(java.util.regex.Pattern.compile(".*rotary_emb\\.inv_freq"));
     }
@@ -86,18 +91,21 @@ public final class MixtralModel extends PreTrainedModel {
         }
         Tensor pos = positionIds != null ? positionIds : Attention.positionIds(inputIds, attentionMask, batch, q, past);
         Tensor mask = Attention.mask(inputIds, attentionMask, q, past, true, cfg.slidingWindow);
-        Tensor x = layer("embed_tokens").forward(inputIds);
+        // placed per module (dispatch): each module's inputs go to its device first, as accelerate's hooks move them
+        Tensor x = layer("embed_tokens").forward(aligned(inputIds, child("embed_tokens")));
         ScalarType dtype = x.scalar_type().intern();
-        Tensor freqs = pos.to(ScalarType.Float).unsqueeze(-1).mul(invFreq);
+        Tensor freqs = onDeviceOfTensor(pos, invFreq).to(ScalarType.Float).unsqueeze(-1).mul(invFreq);
         Tensor emb = torch.cat(new TensorVector(freqs, freqs), -1);
         Tensor cos = emb.cos().to(dtype).unsqueeze(1);
         Tensor sin = emb.sin().to(dtype).unsqueeze(1);
         @SuppressWarnings("unchecked")
         ModuleList<Module> layers = (ModuleList<Module>) child("layers");
         for (int i = 0; i < cfg.numLayers; i++) {
-            x = ((MixtralDecoderLayer) layers.get(i)).forward(x, cos, sin, mask, cache, i);
+            Module l = layers.get(i);
+            x = ((MixtralDecoderLayer) l).forward(aligned(x, l), aligned(cos, l), aligned(sin, l), aligned(mask, l),
+                    cache, i);
         }
-        return layer("norm").forward(x);
+        return layer("norm").forward(aligned(x, child("norm")));
     }
 
     /** Last hidden states {@code [B, T, hidden]}, a tensor the caller owns. */

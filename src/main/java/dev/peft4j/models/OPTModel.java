@@ -1,5 +1,6 @@
 package dev.peft4j.models;
 
+import java.util.Map;
 import dev.peft4j.nn.Activation;
 import dev.peft4j.nn.Dropout;
 import dev.peft4j.nn.Embedding;
@@ -93,6 +94,11 @@ public final class OPTModel extends PreTrainedModel {
         return true;
     }
 
+    @Override
+    protected boolean alignsDevices() {
+        return true;
+    }
+
     /** Hidden states {@code [B, T, word_embed_proj_dim]}; runs inside the caller's {@link PointerScope}. */
     Tensor hiddenStates(Tensor inputIds, Tensor attentionMask, Tensor positionIds, KVCache cache) {
         Attention.checkIds("input_ids", inputIds);
@@ -105,24 +111,28 @@ public final class OPTModel extends PreTrainedModel {
                     + maxPositions);
         }
         Decoder d = (Decoder) child("decoder");
-        Tensor x = d.get("embed_tokens").forward(inputIds);
+        // placed per module (dispatch): each module's inputs go to its device first, as accelerate's hooks move them
+        Map<String, Module> parts = d.children();
+        Tensor x = d.get("embed_tokens").forward(aligned(inputIds, parts.get("embed_tokens")));
         if (d.has("project_in")) {
-            x = d.get("project_in").forward(x);
+            x = d.get("project_in").forward(aligned(x, parts.get("project_in")));
         }
         // OPTLearnedPositionalEmbedding: positions counted over real tokens, offset by 2
         Tensor pos = positionIds != null ? positionIds : Attention.positionIds(inputIds, attentionMask, batch, q, past);
-        x = x.add_(d.get("embed_positions").forward(pos.add(new Scalar(2))));
+        Tensor positions = d.get("embed_positions").forward(aligned(pos.add(new Scalar(2)), parts.get("embed_positions")));
+        x = aligned(x, parts.get("embed_positions")).add_(positions);
         Tensor mask = Attention.mask(inputIds, attentionMask, q, past, true, 0);
         @SuppressWarnings("unchecked")
-        ModuleList<Module> layers = (ModuleList<Module>) d.children().get("layers");
+        ModuleList<Module> layers = (ModuleList<Module>) parts.get("layers");
         for (int i = 0; i < numLayers; i++) {
-            x = ((OPTDecoderLayer) layers.get(i)).forward(x, mask, cache, i);
+            Module l = layers.get(i);
+            x = ((OPTDecoderLayer) l).forward(aligned(x, l), aligned(mask, l), cache, i);
         }
         if (d.has("final_layer_norm")) {
-            x = d.get("final_layer_norm").forward(x);
+            x = d.get("final_layer_norm").forward(aligned(x, parts.get("final_layer_norm")));
         }
         if (d.has("project_out")) {
-            x = d.get("project_out").forward(x);
+            x = d.get("project_out").forward(aligned(x, parts.get("project_out")));
         }
         return x;
     }

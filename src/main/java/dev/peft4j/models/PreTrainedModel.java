@@ -143,6 +143,9 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
             throw new UnsupportedOperationException(getClass().getSimpleName() + " does not move activations between "
                     + "devices; device_map must name one device for it (got " + devices + ")");
         }
+        if (several) {
+            checkUnitsWhole(placed);
+        }
         Map<String, org.bytedeco.pytorch.Device> opened = new java.util.HashMap<>();
         try {
             for (String d : new java.util.HashSet<>(devices.values())) {
@@ -155,9 +158,11 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
         } finally {
             opened.values().forEach(org.bytedeco.pytorch.Device::close);
         }
+        // a per-module map (even of one device) takes the aligned forward, so that a cpu/cpu split runs its moves
+        boolean perModule = several || devices.size() > 1;
         for (dev.peft4j.nn.Module m : namedModules().values()) {
             if (m instanceof PreTrainedModel p) {
-                p.deviceMapped = several;
+                p.deviceMapped = perModule;
             }
         }
         if (!diskKeys.isEmpty()) {
@@ -256,15 +261,48 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
         return out;
     }
 
-    /** The placement units under {@code m} (named {@code name}), in module order; see {@link #inferDeviceMap}. */
+    /**
+     * The placement units under {@code m} (named {@code name}), in module order: what the forwards move activations
+     * into (transformers' {@code _no_split_modules}): each element of a module list (a decoder layer), a module with
+     * parameters of its own, a module whose children are all leaves (BERT's embeddings), a leaf.
+     */
     private static void collectUnits(String name, dev.peft4j.nn.Module m, Map<String, dev.peft4j.nn.Module> out) {
         String p = name.isEmpty() ? "" : name + ".";
         if (m instanceof dev.peft4j.nn.ModuleList<?>) {
             m.children().forEach((k, c) -> out.put(p + k, c));
-        } else if (m.children().isEmpty() || !m.ownParameters().isEmpty()) {
+        } else if (m.children().isEmpty() || !m.ownParameters().isEmpty()
+                || m.children().values().stream().allMatch(c -> c.children().isEmpty())) {
             out.put(name, m);
         } else {
             m.children().forEach((k, c) -> collectUnits(p + k, c, out));
+        }
+    }
+
+    /**
+     * Refuses a placement ({@code placed}: tensor name → device) that puts one placement unit's tensors on several
+     * devices: the forwards move activations between units, not inside one.
+     */
+    private void checkUnitsWhole(Map<String, String> placed) {
+        Map<String, dev.peft4j.nn.Module> units = new java.util.LinkedHashMap<>();
+        collectUnits("", this, units);
+        for (String unit : units.keySet()) {
+            String prefix = unit.isEmpty() ? "" : unit + ".";
+            String first = null;
+            String firstDevice = null;
+            for (Map.Entry<String, String> e : placed.entrySet()) {
+                if (!e.getKey().startsWith(prefix)) {
+                    continue;
+                }
+                if (firstDevice == null) {
+                    first = e.getKey();
+                    firstDevice = e.getValue();
+                } else if (!firstDevice.equals(e.getValue())) {
+                    throw new IllegalArgumentException("device_map splits module " + unit + " across devices (" + first
+                            + " on " + firstDevice + ", " + e.getKey() + " on " + e.getValue() + "); activations move "
+                            + "between devices at whole modules only (a decoder layer, an embedding, a norm, a head): "
+                            + "map " + unit + " or a module above it to one device");
+                }
+            }
         }
     }
 
@@ -294,7 +332,7 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
         return false;
     }
 
-    /** Whether {@link #dispatch} placed this model's modules on more than one device. */
+    /** Whether {@link #dispatch} placed this model's modules by a per-module map (its forward then aligns devices). */
     final boolean deviceMapped() {
         return deviceMapped;
     }
@@ -304,12 +342,40 @@ public abstract class PreTrainedModel extends Module implements dev.peft4j.PeftA
         if (t == null) {
             return null;
         }
-        java.util.Iterator<Tensor> it = module.namedParameters().values().iterator();
-        if (!it.hasNext()) {
-            return t;
+        Tensor w = firstParameter(module);
+        return w == null ? t : onDeviceOfTensor(t, w);
+    }
+
+    /** {@code t} on the device of {@code like} (itself when already there). */
+    static Tensor onDeviceOfTensor(Tensor t, Tensor like) {
+        if (t == null) {
+            return null;
         }
-        org.bytedeco.pytorch.Device d = it.next().device();
+        org.bytedeco.pytorch.Device d = like.device();
         return t.device().str().getString().equals(d.str().getString()) ? t : t.to(d, t.scalar_type().intern());
+    }
+
+    /** The first parameter of {@code module} in module order (its own, then its children's), or null. */
+    static Tensor firstParameter(dev.peft4j.nn.Module module) {
+        java.util.Iterator<Tensor> own = module.ownParameters().values().iterator();
+        if (own.hasNext()) {
+            return own.next();
+        }
+        for (dev.peft4j.nn.Module c : module.children().values()) {
+            Tensor t = firstParameter(c);
+            if (t != null) {
+                return t;
+            }
+        }
+        return null;
+    }
+
+    /**
+     * {@code t} on {@code module}'s device when this model is placed per module by {@link #dispatch} (as
+     * accelerate's {@code AlignDevicesHook} moves a module's inputs), else {@code t} itself.
+     */
+    final Tensor aligned(Tensor t, dev.peft4j.nn.Module module) {
+        return deviceMapped ? onDeviceOf(t, module) : t;
     }
 
     /** @return the model's {@code config.json}, as loaded */

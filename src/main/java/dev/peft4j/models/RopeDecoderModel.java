@@ -36,18 +36,23 @@ public abstract class RopeDecoderModel extends PreTrainedModel {
     }
 
     @Override
+    protected final boolean alignsDevices() {
+        return true;
+    }
+
+    @Override
     protected final List<Pattern> ignoredUnexpectedKeys() {
         return List.of(Pattern.compile(".*rotary_emb.*\\.inv_freq"));
     }
 
     /** The last hidden states; must run inside a {@link PointerScope}. */
     Tensor hiddenStates(Tensor inputIds, Tensor attentionMask, Tensor positionIds, KVCache cache) {
-        return stack.hiddenStates(children(), inputIds, attentionMask, positionIds, cache);
+        return stack.hiddenStates(children(), inputIds, attentionMask, positionIds, cache, deviceMapped());
     }
 
     /** {@link RopeDecoderStack#hiddenStatesSlots}; must run inside a {@link PointerScope}. */
     Tensor hiddenStatesSlots(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
-        return stack.hiddenStatesSlots(children(), inputIds, cache, slotOf, past);
+        return stack.hiddenStatesSlots(children(), inputIds, cache, slotOf, past, deviceMapped());
     }
 
     /**

@@ -63,7 +63,7 @@ final class RopeDecoderStack implements AutoCloseable {
      * {@code children} (as registered from {@link #modules}).
      */
     Tensor hiddenStates(Map<String, Module> children, Tensor inputIds, Tensor attentionMask, Tensor positionIds,
-            KVCache cache) {
+            KVCache cache, boolean align) {
         Attention.checkIds("input_ids", inputIds);
         long batch = inputIds.size(0);
         long q = inputIds.size(1);
@@ -79,13 +79,17 @@ final class RopeDecoderStack implements AutoCloseable {
         Tensor pos = positionIds != null ? positionIds : Attention.positionIds(inputIds, attentionMask, batch, q, past);
         Tensor full = Attention.mask(inputIds, attentionMask, q, past, true, 0);
         Tensor sliding = cfg.slidingWindow > 0 ? Attention.mask(inputIds, attentionMask, q, past, true, cfg.slidingWindow) : full;
-        return layers(children, inputIds, pos, full, sliding, cache == null ? null : cache::append);
+        return layers(children, inputIds, pos, full, sliding, cache == null ? null : cache::append, align);
     }
 
-    /** Embedding, RoPE tables for {@code pos}, the layers (sliding ones under {@code sliding}), the final norm. */
+    /**
+     * Embedding, RoPE tables for {@code pos}, the layers (sliding ones under {@code sliding}), the final norm; with
+     * {@code align} (a model placed per module) each one's inputs moved to its device first.
+     */
     private Tensor layers(Map<String, Module> children, Tensor inputIds, Tensor pos, Tensor full, Tensor sliding,
-            KvStore kv) {
-        Tensor x = ((Layer) children.get("embed_tokens")).forward(inputIds);
+            KvStore kv, boolean align) {
+        Module embed = children.get("embed_tokens");
+        Tensor x = ((Layer) embed).forward(align ? PreTrainedModel.onDeviceOf(inputIds, embed) : inputIds);
         ScalarType dtype = x.scalar_type().intern();
         if (cfg.scaleEmbeddings) {
             // √hidden rounded to the activations' dtype first, as transformers' normalizer tensor is
@@ -100,9 +104,17 @@ final class RopeDecoderStack implements AutoCloseable {
         for (int i = 0; i < cfg.numLayers; i++) {
             boolean slides = cfg.slidingLayers[i];
             Tensor[] cs = slides ? local : global;
-            x = ((DecoderLayer) layers.get(i)).forward(x, cs[0], cs[1], slides ? sliding : full, kv, i);
+            Module l = layers.get(i);
+            Tensor m = slides ? sliding : full;
+            if (align) {
+                x = PreTrainedModel.onDeviceOf(x, l);
+                cs = new Tensor[] {PreTrainedModel.onDeviceOf(cs[0], l), PreTrainedModel.onDeviceOf(cs[1], l)};
+                m = PreTrainedModel.onDeviceOf(m, l);
+            }
+            x = ((DecoderLayer) l).forward(x, cs[0], cs[1], m, kv, i);
         }
-        return ((Layer) children.get("norm")).forward(x);
+        Module norm = children.get("norm");
+        return ((Layer) norm).forward(align ? PreTrainedModel.onDeviceOf(x, norm) : x);
     }
 
     /**
@@ -112,7 +124,7 @@ final class RopeDecoderStack implements AutoCloseable {
      * sliding layers).
      */
     Tensor hiddenStatesSlots(Map<String, Module> children, Tensor inputIds, SlotKVCache cache, int[] slotOf,
-            long[] past) {
+            long[] past, boolean align) {
         Attention.checkIds("input_ids", inputIds);
         long batch = inputIds.size(0);
         long q = inputIds.size(1);
@@ -123,7 +135,7 @@ final class RopeDecoderStack implements AutoCloseable {
         if (cache.numLayers() != cfg.numLayers) {
             throw new IllegalArgumentException("cache has " + cache.numLayers() + " layers, the model " + cfg.numLayers);
         }
-        if (q == 1 && nativeDecodeEligible(children, inputIds, cache)) {
+        if (q == 1 && !align && nativeDecodeEligible(children, inputIds, cache)) {
             return nativeDecodeStep(children, inputIds, cache, slotOf, past);
         }
         long keyLength = 0;
@@ -143,7 +155,7 @@ final class RopeDecoderStack implements AutoCloseable {
         Tensor index = cache.writeIndex(slotOf, past, q);
         final long kl = keyLength;
         return layers(children, inputIds, pos, full, sliding,
-                (layer, k, v) -> cache.writeAndRead(layer, index, slotOf, kl, k, v));
+                (layer, k, v) -> cache.writeAndRead(layer, index, slotOf, kl, k, v), align);
     }
 
     /**
@@ -296,7 +308,8 @@ final class RopeDecoderStack implements AutoCloseable {
 
     /** cos and sin {@code [B, 1, T, rotary_dim]}: computed in float32, scaled, cast to {@code dtype}. */
     private Tensor[] rope(Tensor pos, ScalarType dtype, Tensor inv) {
-        Tensor freqs = pos.to(ScalarType.Float).unsqueeze(-1).mul(inv);
+        // pos on the frequencies' device (a model placed per module may hold them apart from the input ids)
+        Tensor freqs = PreTrainedModel.onDeviceOfTensor(pos, inv).to(ScalarType.Float).unsqueeze(-1).mul(inv);
         Tensor emb = torch.cat(new TensorVector(freqs, freqs), -1);
         Tensor cos = emb.cos();
         Tensor sin = emb.sin();

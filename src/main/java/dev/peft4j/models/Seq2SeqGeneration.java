@@ -59,6 +59,8 @@ public final class Seq2SeqGeneration {
                     Tensor last = logits.select(1, logits.size(1) - 1).to(ScalarType.Float);
                     next = options.doSample() ? Generation.sampleOnCpu(last, options, gen)
                             : last.argmax(new LongOptional(-1), true);
+                    // the prompt's device (a model split across devices gives logits on its head's)
+                    next = PreTrainedModel.onDeviceOfTensor(next, ids);
                     if (options.eosTokenId() >= 0) {
                         next = next.masked_fill(finished, new Scalar(options.padTokenId()));
                         finished = ScopeUtil.keep(scope,

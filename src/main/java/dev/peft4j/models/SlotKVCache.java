@@ -38,6 +38,21 @@ public final class SlotKVCache implements AutoCloseable {
      * @throws IllegalArgumentException for a size below 1
      */
     public SlotKVCache(int numLayers, int slots, int maxLength, long kvHeads, long headDim, ScalarType dtype) {
+        this(numLayers, slots, maxLength, kvHeads, headDim, dtype, null);
+    }
+
+    /**
+     * As {@link #SlotKVCache(int, int, int, long, long, ScalarType)}, layer {@code l}'s keys and values on
+     * {@code devices[l]} (beside that layer's weights, for a model placed across devices; null: the CPU).
+     *
+     * @throws IllegalArgumentException for a size below 1, or devices not one per layer
+     */
+    public SlotKVCache(int numLayers, int slots, int maxLength, long kvHeads, long headDim, ScalarType dtype,
+            org.bytedeco.pytorch.Device[] devices) {
+        if (devices != null && devices.length != numLayers) {
+            throw new IllegalArgumentException("slot cache of " + numLayers + " layers given " + devices.length
+                    + " devices");
+        }
         if (numLayers < 1 || slots < 1 || maxLength < 1 || kvHeads < 1 || headDim < 1) {
             throw new IllegalArgumentException("slot cache sizes must be ≥ 1: layers=" + numLayers + " slots=" + slots
                     + " maxLength=" + maxLength + " kvHeads=" + kvHeads + " headDim=" + headDim);
@@ -49,10 +64,11 @@ public final class SlotKVCache implements AutoCloseable {
         keys = new Tensor[numLayers];
         values = new Tensor[numLayers];
         long[] shape = {slots, kvHeads, maxLength, headDim};
-        try (TensorOptions o = new TensorOptions(dtype)) {
-            for (int l = 0; l < numLayers; l++) {
-                keys[l] = ScopeUtil.detach(torch.zeros(shape, o));
-                values[l] = ScopeUtil.detach(torch.zeros(shape, o));
+        for (int l = 0; l < numLayers; l++) {
+            try (TensorOptions o = new TensorOptions(dtype); TensorOptions on = devices == null || devices[l] == null ? null
+                    : o.device(new org.bytedeco.pytorch.DeviceOptional(devices[l]))) {
+                keys[l] = ScopeUtil.detach(torch.zeros(shape, on == null ? o : on));
+                values[l] = ScopeUtil.detach(torch.zeros(shape, on == null ? o : on));
             }
         }
     }
@@ -166,6 +182,7 @@ public final class SlotKVCache implements AutoCloseable {
      * range when the slots are consecutive, else a gathered copy. Temporaries go to the caller's scope.
      */
     Tensor[] writeAndRead(int layer, Tensor index, int[] slotOf, long keyLength, Tensor k, Tensor v) {
+        index = PreTrainedModel.onDeviceOfTensor(index, keys[layer]); // the layer's device (a split model)
         try (Tensor kf = keys[layer].view(-1, headDim); Tensor vf = values[layer].view(-1, headDim)) {
             kf.index_copy_(0, index, k.reshape(-1, headDim));
             vf.index_copy_(0, index, v.reshape(-1, headDim));
@@ -184,7 +201,7 @@ public final class SlotKVCache implements AutoCloseable {
             for (int i = 0; i < s.length; i++) {
                 s[i] = slotOf[i];
             }
-            Tensor idx = Tensor.create(s, s.length);
+            Tensor idx = PreTrainedModel.onDeviceOfTensor(Tensor.create(s, s.length), keys[layer]);
             rk = keys[layer].narrow(2, 0, keyLength).index_select(0, idx);
             rv = values[layer].narrow(2, 0, keyLength).index_select(0, idx);
         }

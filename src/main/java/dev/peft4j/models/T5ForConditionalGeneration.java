@@ -68,6 +68,11 @@ public final class T5ForConditionalGeneration extends PreTrainedModel implements
     }
 
     @Override
+    protected boolean alignsDevices() {
+        return true;
+    }
+
+    @Override
     protected List<Pattern> ignoredUnexpectedKeys() {
         // transformers' _keys_to_ignore_on_load_unexpected: old checkpoints carry a bias the cross-attention never uses
         return List.of(Pattern.compile("decoder\\.block\\.0\\.layer\\.1\\.EncDecAttention\\.relative_attention_bias\\.weight"));
@@ -82,7 +87,7 @@ public final class T5ForConditionalGeneration extends PreTrainedModel implements
             Attention.checkMask(attentionMask, inputIds.size(0), inputIds.size(1));
             Tensor out;
             try (PointerScope scope = new PointerScope()) {
-                out = ScopeUtil.keep(scope, encoder.forward(inputIds, attentionMask, null, null, null));
+                out = ScopeUtil.keep(scope, encoder.forward(inputIds, attentionMask, null, null, null, deviceMapped()));
             }
             return ScopeUtil.handToCaller(out);
         } finally {
@@ -110,11 +115,11 @@ public final class T5ForConditionalGeneration extends PreTrainedModel implements
             }
             Tensor logits;
             try (PointerScope scope = new PointerScope()) {
-                Tensor h = decoder.forward(decoderInputIds, null, encoderHidden, attentionMask, cache);
+                Tensor h = decoder.forward(decoderInputIds, null, encoderHidden, attentionMask, cache, deviceMapped());
                 if (cfg.tieWordEmbeddings) {
                     h = h.mul(new Scalar(Math.pow(cfg.dModel, -0.5)));
                 }
-                logits = ScopeUtil.keep(scope, layer("lm_head").forward(h));
+                logits = ScopeUtil.keep(scope, layer("lm_head").forward(aligned(h, child("lm_head"))));
             }
             return ScopeUtil.handToCaller(logits);
         } finally {

@@ -47,8 +47,10 @@ final class T5Stack extends Module {
      * padding. Decoder: causal over {@code past + T} positions ({@code cache} holds the past, or null), attending to
      * {@code encoderHidden} where {@code encoderMask} is 1. Temporaries go to the caller's scope.
      */
-    Tensor forward(Tensor ids, Tensor attentionMask, Tensor encoderHidden, Tensor encoderMask, Seq2SeqCache cache) {
-        Tensor x = layer("embed_tokens").forward(ids);
+    Tensor forward(Tensor ids, Tensor attentionMask, Tensor encoderHidden, Tensor encoderMask, Seq2SeqCache cache,
+            boolean align) {
+        // align (a model placed per module): each block takes its inputs on its device, as accelerate's hooks move them
+        Tensor x = layer("embed_tokens").forward(align ? PreTrainedModel.onDeviceOf(ids, child("embed_tokens")) : ids);
         ScalarType dtype = x.scalar_type().intern();
         long b = ids.size(0);
         long q = ids.size(1);
@@ -58,6 +60,9 @@ final class T5Stack extends Module {
         // adds its extended mask to position_bias)
         Tensor bias = first.relativeBias(q, past, dtype);
         Tensor allowed = Attention.mask(ids, decoder ? null : attentionMask, q, past, decoder, 0);
+        if (align) {
+            allowed = PreTrainedModel.onDeviceOfTensor(allowed, bias);
+        }
         Tensor selfMask = allowed == null ? bias
                 : bias.masked_fill(allowed.bitwise_not(), new Scalar(lowest(dtype)));
         Tensor crossMask = null;
@@ -65,9 +70,16 @@ final class T5Stack extends Module {
             crossMask = encoderMask.ne(new Scalar(0)).view(b, 1, 1, encoderMask.size(1));
         }
         for (int i = 0; i < numBlocks; i++) {
-            x = block(i).forward(x, selfMask, encoderHidden, crossMask, cache, i);
+            T5Block blk = block(i);
+            if (align) {
+                x = PreTrainedModel.onDeviceOf(x, blk);
+                selfMask = PreTrainedModel.onDeviceOf(selfMask, blk);
+                encoderHidden = PreTrainedModel.onDeviceOf(encoderHidden, blk);
+                crossMask = PreTrainedModel.onDeviceOf(crossMask, blk);
+            }
+            x = blk.forward(x, selfMask, encoderHidden, crossMask, cache, i);
         }
-        return layer("final_layer_norm").forward(x);
+        return layer("final_layer_norm").forward(align ? PreTrainedModel.onDeviceOf(x, child("final_layer_norm")) : x);
     }
 
     private T5Block block(int i) {

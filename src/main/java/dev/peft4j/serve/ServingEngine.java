@@ -161,6 +161,12 @@ public final class ServingEngine implements AutoCloseable {
                     + "it needs a slot KV cache, which only the Llama family (Llama, Mistral, Qwen2) and Qwen3, Gemma, "
                     + "Gemma 2, Gemma 3 and Phi-3 have");
         }
+        java.util.Set<String> devices = new java.util.TreeSet<>();
+        b.model.namedParameters().values().forEach(t -> devices.add(t.device().str().getString()));
+        if (devices.size() > 1) {
+            throw new UnsupportedOperationException(b.model.typeName() + " is placed across devices " + devices
+                    + " by a device_map: the serving engine runs a model on one device (generate() runs a split model)");
+        }
         if (b.model.peftAdapters().isLoaded()) {
             throw new IllegalArgumentException("the model already holds adapters " + b.model.peftAdapters()
                     .peftConfig().keySet() + ": give the engine a model without adapters and register them with it");
@@ -296,7 +302,8 @@ public final class ServingEngine implements AutoCloseable {
          * Starts the engine: its scheduler thread allocates the slot cache.
          *
          * @throws IllegalArgumentException for a setting out of range or a model that holds adapters
-         * @throws UnsupportedOperationException for a model without a slot cache (not of the Llama family)
+         * @throws UnsupportedOperationException for a model without a slot cache (not of the Llama family), or one
+         *     placed across several devices by a device_map
          */
         public ServingEngine build() {
             positive("maxConcurrent", maxConcurrent);

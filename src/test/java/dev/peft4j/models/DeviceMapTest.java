@@ -98,10 +98,16 @@ class DeviceMapTest {
     @Test
     void metaWholeModelByEmptyKeyAndLongerKeyBackOnCpu() {
         try (PreTrainedModel m = tiny(LLAMA)) {
-            m.dispatch(Map.of("", "meta", "model.layers.0.mlp", "cpu"));
-            assertEquals("meta", deviceOf(m, "model.layers.0.self_attn.q_proj.weight"));
+            m.dispatch(Map.of("", "meta", "model.layers.0", "cpu"));
+            assertEquals("cpu", deviceOf(m, "model.layers.0.self_attn.q_proj.weight"));
             assertEquals("cpu", deviceOf(m, "model.layers.0.mlp.down_proj.weight"));
+            assertEquals("meta", deviceOf(m, "model.layers.1.mlp.down_proj.weight"));
             assertEquals("meta", deviceOf(m, "lm_head.weight"));
+        }
+        try (PreTrainedModel m = tiny(LLAMA)) { // a layer's parts apart: the forward moves activations between layers
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> m.dispatch(Map.of("", "meta", "model.layers.0.mlp", "cpu")));
+            assertTrue(e.getMessage().contains("splits module model.layers.0 "), e.getMessage());
         }
     }
 
@@ -203,14 +209,73 @@ class DeviceMapTest {
     }
 
     @Test
-    void modelWithoutAlignmentAcceptsOneDeviceOnly() {
-        String gpt2 = "{\"model_type\":\"gpt2\",\"architectures\":[\"GPT2LMHeadModel\"],\"vocab_size\":32,\"n_embd\":16,"
-                + "\"n_layer\":2,\"n_head\":2,\"n_positions\":32}";
-        try (PreTrainedModel m = tiny(gpt2)) {
+    void fromPretrainedAutoWithMaxMemoryPlacesUnderTheBudgetsAndOffloadsTheRest() throws Exception {
+        try (NoGradGuard g = new NoGradGuard(); PreTrainedModel whole = tiny(LLAMA)) {
+            Path ckpt = tmp.resolve("ckpt");
+            whole.savePretrained(ckpt);
+            long embed = 32 * 16 * 4;
+            long layer = (2 * 256 + 2 * 128 + 3 * 512 + 2 * 16) * 4;
+            Map<String, Long> budget = Map.of("cpu", embed + layer); // layer 1, the norm and the head go to disk
+            Path folder = tmp.resolve("offload");
+            for (String strategy : new String[] {"auto", "sequential"}) {
+                try (PreTrainedModel placed = AutoModel.fromPretrained(ckpt, ScalarType.Float, strategy, budget, folder);
+                        Tensor a = ((CausalLM) whole).forward(ids(), null, null, null);
+                        Tensor b = ((CausalLM) placed).forward(ids(), null, null, null)) {
+                    assertTrue(torch.equal(a, b), strategy + ": logits of the max_memory placement differ");
+                    long fileBytes = java.nio.file.Files.size(folder.resolve(PreTrainedModel.OFFLOAD_FILE));
+                    assertEquals(fileBytes, placed.getParameter("model.layers.1.mlp.up_proj.weight").storage().nbytes(),
+                            "layer 1 is a view of the offload file");
+                    // layer 0 stays on the checkpoint's own mapping (model.safetensors), not the offload file
+                    assertEquals(java.nio.file.Files.size(ckpt.resolve("model.safetensors")),
+                            placed.getParameter("model.layers.0.mlp.up_proj.weight").storage().nbytes(),
+                            "layer 0 is not offloaded");
+                }
+            }
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> AutoModel.fromPretrained(ckpt, ScalarType.Float, "auto", budget, null));
+            assertTrue(e.getMessage().contains("offload_folder"), e.getMessage());
+            e = assertThrows(IllegalArgumentException.class,
+                    () -> AutoModel.fromPretrained(ckpt, ScalarType.Float, "balanced_low_1", budget, folder));
+            assertTrue(e.getMessage().contains("device_map=balanced_low_1"), e.getMessage());
+            Map<String, Long> twoGpus = new LinkedHashMap<>();
+            twoGpus.put("cuda:0", 1L << 30);
+            twoGpus.put("cuda:1", 1L << 30);
+            UnsupportedOperationException u = assertThrows(UnsupportedOperationException.class,
+                    () -> AutoModel.fromPretrained(ckpt, ScalarType.Float, "auto", twoGpus, folder));
+            assertTrue(u.getMessage().contains("sequential"), u.getMessage());
+        }
+    }
+
+    @Test
+    void aModelWhoseForwardDoesNotAlignAcceptsOneDeviceOnly() {
+        // every family aligns; a model that does not (its forward would mix devices) takes one device only
+        try (PreTrainedModel m = tiny(LLAMA)) {
+            assertTrue(m.alignsDevices());
+        }
+        try (PreTrainedModel m = new NotAligning()) {
             assertThrows(UnsupportedOperationException.class,
-                    () -> m.dispatch(Map.of("", "cpu", "transformer.h.1", "meta")));
+                    () -> m.dispatch(Map.of("", "cpu", "w", "meta")));
             m.dispatch(Map.of("", "meta"));
             m.namedParameters().forEach((k, v) -> assertEquals("meta", v.device().str().getString(), k));
+        }
+    }
+
+    /** A model whose forward does not move activations (the default of {@link PreTrainedModel#alignsDevices}). */
+    static final class NotAligning extends PreTrainedModel {
+        NotAligning() {
+            super(ModelConfig.parse("{\"model_type\":\"none\"}"));
+            registerModule("w", new dev.peft4j.nn.Linear(2, 2, false, Init.cpu(ScalarType.Float)));
+            registerModule("v", new dev.peft4j.nn.Linear(2, 2, false, Init.cpu(ScalarType.Float)));
+        }
+
+        @Override
+        public String baseModelPrefix() {
+            return "none";
+        }
+
+        @Override
+        public boolean isBaseModel() {
+            return true;
         }
     }
 }

@@ -22,9 +22,11 @@ import org.junit.jupiter.api.condition.EnabledIfSystemProperty;
  * The {@code -Pgpu} build (mvn -Pgpu test -Dtest=GpuBuildTest): the presets' CUDA libtorch is the one loaded, it
  * answers whether a CUDA device is present (on a machine without an NVIDIA device: no, and a CUDA placement is
  * refused saying so), and the CPU path runs on it. Skipped in the default build, which has no GPU natives. The CUDA
- * libtorch links against the CUDA 13 / cuDNN 9 libraries, which the presets do not publish on Maven Central for this
- * version: where the dynamic linker cannot find them, loading would crash the JVM, so the tests are aborted (reported
- * as skipped) naming the missing libraries.
+ * libtorch links against the CUDA 13 / cuDNN 9 libraries; {@code org.bytedeco:cuda-redist} (in the profile) carries
+ * some of them (cudart, cufft, curand, cufile, nvrtc ...), not cuBLAS, cuSPARSE, NCCL or cuDNN, which the presets
+ * do not publish on Maven Central for this version: where neither that jar nor the dynamic linker has one, loading
+ * would crash the JVM, so the tests are aborted (reported as skipped) naming the missing libraries and where the
+ * others come from.
  */
 @EnabledIfSystemProperty(named = "peft4j.gpu", matches = "true")
 class GpuBuildTest {
@@ -49,10 +51,21 @@ class GpuBuildTest {
                 }
             }
         }
-        java.util.List<String> missing = CUDA_LIBRARIES.stream().filter(l -> !found.contains(l)).toList();
-        System.out.println("CUDA libraries missing for the GPU natives: " + missing);
-        org.junit.jupiter.api.Assumptions.assumeTrue(missing.isEmpty(), "the GPU natives cannot load here: the "
-                + "dynamic linker finds no " + missing + " (install CUDA 13.1 and cuDNN 9, see docs/GPU.md)");
+        java.util.List<String> system = CUDA_LIBRARIES.stream().filter(found::contains).toList();
+        java.util.List<String> jar = CUDA_LIBRARIES.stream().filter(GpuBuildTest::inRedistJar).toList();
+        java.util.List<String> missing = CUDA_LIBRARIES.stream()
+                .filter(l -> !found.contains(l) && !inRedistJar(l)).toList();
+        System.out.println("CUDA libraries for the GPU natives: from org.bytedeco:cuda-redist " + jar
+                + ", from the system " + system + ", missing " + missing);
+        org.junit.jupiter.api.Assumptions.assumeTrue(missing.isEmpty(), "the GPU natives cannot load here: "
+                + missing + " are neither in org.bytedeco:cuda-redist (which has " + jar + ") nor found by the "
+                + "dynamic linker (install CUDA 13.1's cuBLAS / cuSPARSE, NCCL 2 and cuDNN 9, see docs/GPU.md)");
+    }
+
+    /** Whether the cuda-redist jar on the class path carries {@code lib} (JavaCPP's Loader extracts and preloads it). */
+    static boolean inRedistJar(String lib) {
+        return GpuBuildTest.class.getClassLoader().getResource("org/bytedeco/cuda/" + Loader.getPlatform() + "/" + lib)
+                != null;
     }
 
     @Test

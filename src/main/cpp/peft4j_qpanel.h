@@ -332,12 +332,35 @@ inline void panel_rows(int path, int fmt, int mt, const uint8_t* pq, const uint1
     panel_rows_scalar(fmt, pq, pd, a, r0, mt, out);
 }
 
+// y[0:M, panels p0 .. p1 − 1] (+ bias) from the quantized activations: each output row's sum runs over all K/32
+// blocks in one panel_rows call, so it does not depend on how panels are split among threads.
+template <typename T>
+inline void panel_span(int path, int fmt, const void* pq, const uint16_t* pd, const T* bias, const QuantActs& acts,
+                       T* y, int64_t M, int64_t N, int64_t p0, int64_t p1) {
+    const int64_t nb = acts.nb, bb = panel_block_bytes(fmt);
+    const int tile = panel_tile_rows(path);
+    float out[8][kPanelRows];
+    for (int64_t p = p0; p < p1; p++) {
+        const uint8_t* q = (const uint8_t*) pq + p * nb * bb;
+        const uint16_t* d = pd + p * nb * kPanelRows;
+        const int rows = panel_rows(p, N);
+        const int64_t n0 = p * kPanelRows;
+        for (int64_t r0 = 0; r0 < M; r0 += tile) {
+            const int mt = (int) std::min<int64_t>(tile, M - r0);
+            panel_rows(path, fmt, mt, q, d, acts, r0, out);
+            for (int r = 0; r < mt; r++)
+                for (int l = 0; l < rows; l++)
+                    store_f32(y + (r0 + r) * N + n0 + l, out[r][l] + (bias != nullptr ? to_f32(bias[n0 + l]) : 0.f));
+        }
+    }
+}
+
 // y[M, N] = x[M, K]·Ŵᵀ + bias over the panel layout; T float or uint16_t (bfloat16) for x, y, bias.
 template <typename T>
 inline void quant_linear_panels(int path, int fmt, const void* pq, const uint16_t* pd, const T* bias, const T* x, T* y,
                                 int64_t M, int64_t K, int64_t N, int threads) {
     if (M <= 0 || N <= 0) return;
-    const int64_t nb = K / kQuantBlock, bb = panel_block_bytes(fmt), P = panel_count(N);
+    const int64_t nb = K / kQuantBlock, P = panel_count(N);
     QuantScratch& sc = quant_scratch();
     if ((int64_t) sc.q.size() < M * K) sc.q.resize((size_t) (M * K));
     if ((int64_t) sc.d.size() < M * nb) {
@@ -350,22 +373,8 @@ inline void quant_linear_panels(int path, int fmt, const void* pq, const uint16_
     };
     // A few rows: several panels per task (less scheduling per byte streamed); many rows: one panel per task.
     const int64_t per = M >= 8 ? 1 : 4, tasks = (P + per - 1) / per;
-    const int tile = panel_tile_rows(path);
     const std::function<void(int64_t)> panels = [&](int64_t t) {
-        float out[8][kPanelRows];
-        for (int64_t p = t * per; p < std::min(P, (t + 1) * per); p++) {
-            const uint8_t* q = (const uint8_t*) pq + p * nb * bb;
-            const uint16_t* d = pd + p * nb * kPanelRows;
-            const int rows = panel_rows(p, N);
-            const int64_t n0 = p * kPanelRows;
-            for (int64_t r0 = 0; r0 < M; r0 += tile) {
-                const int mt = (int) std::min<int64_t>(tile, M - r0);
-                panel_rows(path, fmt, mt, q, d, acts, r0, out);
-                for (int r = 0; r < mt; r++)
-                    for (int l = 0; l < rows; l++)
-                        store_f32(y + (r0 + r) * N + n0 + l, out[r][l] + (bias != nullptr ? to_f32(bias[n0 + l]) : 0.f));
-            }
-        }
+        panel_span(path, fmt, pq, pd, bias, acts, y, M, N, t * per, std::min(P, (t + 1) * per));
     };
     // Two plain regions, no spin between them (see quant_linear).
     if (M < 4) {

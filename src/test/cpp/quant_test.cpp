@@ -177,6 +177,63 @@ void check_linear(int fmt, std::mt19937& rng, int64_t M, int64_t K, int64_t N, b
     delete[] qs;
 }
 
+// The group of quantized Linears over one x (peft4j_qgroup.h): each member's output equals its own
+// quant_linear_panels bit for bit (x quantized once, panels split among threads differently), and the gated input
+// equals the members' own outputs through act_mul row by row; exact-size buffers for ASan.
+template <typename T>
+void check_group(std::mt19937& rng, int path, int64_t M, int threads) {
+    const int64_t K = 64;
+    const int fmts[3] = {peft4j::QF_Q8_0, peft4j::QF_Q4_0, peft4j::QF_Q8_0};
+    const int64_t Ns[3] = {20, 20, 40};  // 20: a padded tail panel; the third as a fused gate_up of 2·20
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<std::vector<uint8_t>> pq(3);
+    std::vector<std::vector<uint16_t>> pd(3);
+    std::vector<std::vector<T>> bias(3), own(3), got(3);
+    std::vector<T> x((size_t) (M * K));
+    for (auto& v : x) v = from_f32<T>(nd(rng));
+    std::vector<peft4j::QuantGroupMember> L(3);
+    for (int g = 0; g < 3; g++) {
+        const int64_t N = Ns[g];
+        std::vector<T> W((size_t) (N * K));
+        for (auto& v : W) v = from_f32<T>(nd(rng) * 0.2f);
+        pq[g].resize((size_t) peft4j::panel_bytes(fmts[g], N, K));
+        pd[g].resize((size_t) (peft4j::panel_count(N) * 16 * (K / 32)));
+        peft4j::quantize_matrix_panels<T>(fmts[g], W.data(), N, K, pq[g].data(), pd[g].data(), threads);
+        if (g != 1) {
+            bias[g].resize((size_t) N);
+            for (auto& v : bias[g]) v = from_f32<T>(nd(rng));
+        }
+        own[g].resize((size_t) (M * N));
+        got[g].resize((size_t) (M * N));
+        peft4j::quant_linear_panels<T>(path, fmts[g], pq[g].data(), pd[g].data(), g != 1 ? bias[g].data() : nullptr,
+                                       x.data(), own[g].data(), M, K, N, 1);
+        L[(size_t) g] = {fmts[g], pq[g].data(), pd[g].data(), g != 1 ? (const void*) bias[g].data() : nullptr,
+                         got[g].data(), N};
+    }
+    peft4j::quant_linear_group<T>(path, L.data(), 3, x.data(), M, K, threads);
+    for (int g = 0; g < 3; g++)
+        QCHECK(std::memcmp(own[g].data(), got[g].data(), own[g].size() * sizeof(T)) == 0,
+               "group member %d path %s M=%lld threads %d dtype %zu: not the layer's own output", g,
+               peft4j::quant_path_name(path), (long long) M, threads, sizeof(T));
+    const int isa = peft4j::active_isa();
+    for (int act = 0; act < 4; act++) {
+        // gate and up: members 0 and 1; fused gate_up: member 2
+        std::vector<T> y((size_t) (M * 20)), want((size_t) (M * 20));
+        peft4j::quant_gated_linear<T>(path, L[0], &L[1], y.data(), x.data(), M, K, act, threads);
+        for (int64_t m = 0; m < M; m++)
+            peft4j::act_mul(isa, act, want.data() + m * 20, own[0].data() + m * 20, own[1].data() + m * 20, 20);
+        QCHECK(std::memcmp(y.data(), want.data(), y.size() * sizeof(T)) == 0,
+               "gated act %d path %s M=%lld: not act(gate)·up of the layers' own outputs", act,
+               peft4j::quant_path_name(path), (long long) M);
+        peft4j::quant_gated_linear<T>(path, L[2], nullptr, y.data(), x.data(), M, K, act, threads);
+        for (int64_t m = 0; m < M; m++)
+            peft4j::act_mul(isa, act, want.data() + m * 20, own[2].data() + m * 40, own[2].data() + m * 40 + 20, 20);
+        QCHECK(std::memcmp(y.data(), want.data(), y.size() * sizeof(T)) == 0,
+               "fused gated act %d path %s M=%lld: not act(gate)·up of the layer's own output", act,
+               peft4j::quant_path_name(path), (long long) M);
+    }
+}
+
 }  // namespace
 
 // Returns the number of failed checks; prints a summary line.
@@ -205,6 +262,14 @@ int run_quant_tests() {
                         check_linear<uint16_t>(fmt, rng, M, K, N, (M + N) % 2 == 1, path, 2, true);
                     }
                 }
+            }
+        }
+    }
+    for (int path : paths) {
+        for (int64_t M : {1, 3, 9, 16}) {
+            for (int threads : {1, 2}) {
+                check_group<float>(rng, path, M, threads);
+                check_group<uint16_t>(rng, path, M, threads);
             }
         }
     }

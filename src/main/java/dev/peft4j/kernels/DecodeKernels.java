@@ -275,12 +275,18 @@ public final class DecodeKernels {
      * Several decode Linears over the same {@code x} ({@code [..., in]}, at most {@value FusedLoraLinear#MAX_ROWS}
      * rows, contiguous, the layers' dtype), in one parallel region: a layer's q, k and v projections fork and join
      * the thread team once instead of three times, and a thread done with one layer's blocks takes the next layer's.
-     * Returns one new tensor per layer, {@code [..., out]}, equal to each layer's own forward bit for bit.
+     * Returns one new tensor per layer, {@code [..., out]}, equal to each layer's own forward bit for bit. Quantized
+     * members quantize x once for all of them and run their panels in one region, then add their LoRA deltas.
      *
      * @throws IllegalArgumentException if x does not fit every layer
      */
     public static Tensor[] linearGroup(Tensor x, DecodeLinear... layers) {
         long rows = checkDecodeInput(x, layers);
+        if (anyQuantized(layers)) {
+            Tensor[] out = quantizedGroup(x, rows, layers);
+            GROUP_CALLS.increment();
+            return out;
+        }
         Tensor[] out = new Tensor[layers.length];
         long[] handles = new long[layers.length];
         long[] ys = new long[layers.length];
@@ -336,6 +342,11 @@ public final class DecodeKernels {
             }
             inter = gate.outFeatures() / 2;
         }
+        if (up == null ? gate instanceof QuantizedDecodeLinear : anyQuantized(gate, up)) {
+            Tensor y = quantizedGated(x, rows, inter, gate, up, act);
+            GROUP_CALLS.increment();
+            return y;
+        }
         Tensor y = torch.empty(outShape(x, inter), options(gate.dtype()), NO_FORMAT);
         if (rows > 0) {
             NativeKernels.peft4j_gated_linear(gate.handle(), up == null ? 0L : up.handle(), y.data_ptr().address(),
@@ -367,6 +378,126 @@ public final class DecodeKernels {
                 u.data_ptr().address(), g.numel());
         java.lang.ref.Reference.reachabilityFence(g);
         java.lang.ref.Reference.reachabilityFence(u);
+        return y;
+    }
+
+    private static boolean anyQuantized(DecodeLinear... layers) {
+        for (DecodeLinear l : layers) {
+            if (l instanceof QuantizedDecodeLinear) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * {@link #linearGroup} with quantized members: x quantized once and every quantized member's panels in one
+     * region, then each member's LoRA delta in place; dense members (a group that mixes both) in their own region.
+     */
+    private static Tensor[] quantizedGroup(Tensor x, long rows, DecodeLinear[] layers) {
+        Tensor[] out = new Tensor[layers.length];
+        int nq = 0;
+        int nd = 0;
+        for (DecodeLinear l : layers) {
+            if (l instanceof QuantizedDecodeLinear) {
+                nq++;
+            } else {
+                nd++;
+            }
+        }
+        int[] fmts = new int[nq];
+        long[] pqs = new long[nq];
+        long[] pds = new long[nq];
+        long[] biases = new long[nq];
+        long[] qys = new long[nq];
+        long[] ns = new long[nq];
+        long[] handles = new long[nd];
+        long[] dys = new long[nd];
+        for (int g = 0, iq = 0, id = 0; g < layers.length; g++) {
+            out[g] = torch.empty(outShape(x, layers[g].outFeatures()), options(layers[g].dtype()), NO_FORMAT);
+            if (layers[g] instanceof QuantizedDecodeLinear q) {
+                fmts[iq] = q.weight.format().ordinal();
+                pqs[iq] = q.weight.panels().data_ptr().address();
+                pds[iq] = q.weight.panelScales().data_ptr().address();
+                biases[iq] = q.bias == null ? 0L : q.bias.data_ptr().address();
+                qys[iq] = out[g].data_ptr().address();
+                ns[iq++] = q.outFeatures();
+            } else {
+                handles[id] = layers[g].handle();
+                dys[id++] = out[g].data_ptr().address();
+            }
+        }
+        if (rows > 0) {
+            NativeKernels.peft4j_quant_linear_group(Kernels.dtypeCode("x", x), nq, fmts, pqs, pds, biases, qys, ns,
+                    x.data_ptr().address(), rows, x.size(x.dim() - 1), torch.get_num_threads());
+            if (nd > 0) {
+                NativeKernels.peft4j_adapted_linear_forward_group(nd, handles, dys, x.data_ptr().address(), rows,
+                        torch.get_num_threads());
+            }
+        }
+        for (int g = 0; g < layers.length; g++) {
+            if (layers[g] instanceof QuantizedDecodeLinear q) {
+                if (q.delta != null) {
+                    LoraDelta.apply(out[g], x, q.delta, null);
+                }
+            } else if (layers[g].countsLayerCall()) {
+                Kernels.countLayerCall();
+            }
+        }
+        java.lang.ref.Reference.reachabilityFence(x);
+        java.lang.ref.Reference.reachabilityFence(layers);
+        return out;
+    }
+
+    /**
+     * {@link #gatedLinear} with a quantized member: without LoRA deltas one native call (the projections in one
+     * region, then the activation and product); with them, the group, the deltas in place, then {@link #actMul}.
+     */
+    private static Tensor quantizedGated(Tensor x, long rows, long inter, DecodeLinear gate, DecodeLinear up,
+            GateActivation act) {
+        DecodeLinear[] members = up == null ? new DecodeLinear[] {gate} : new DecodeLinear[] {gate, up};
+        boolean direct = true;
+        for (DecodeLinear l : members) {
+            direct &= l instanceof QuantizedDecodeLinear q && q.delta == null;
+        }
+        if (!direct || rows == 0) {
+            Tensor[] gu = quantizedGroup(x, rows, members);
+            Tensor y = torch.empty(outShape(x, inter), options(gate.dtype()), NO_FORMAT);
+            // row by row, as the native gated call runs its activation and product
+            int dt = Kernels.dtypeCode("x", x);
+            long elem = dt == 0 ? 4 : 2;
+            long g0 = gu[0].data_ptr().address();
+            long u0 = up != null ? gu[1].data_ptr().address() : g0 + inter * elem;
+            long stride = (up != null ? inter : 2 * inter) * elem;
+            for (long m = 0; m < rows; m++) {
+                NativeKernels.peft4j_act_mul(dt, act.ordinal(), y.data_ptr().address() + m * inter * elem,
+                        g0 + m * stride, u0 + m * stride, inter);
+            }
+            for (Tensor t : gu) {
+                t.close();
+            }
+            return y;
+        }
+        int n = members.length;
+        int[] fmts = new int[n];
+        long[] pqs = new long[n];
+        long[] pds = new long[n];
+        long[] biases = new long[n];
+        long[] ns = new long[n];
+        for (int g = 0; g < n; g++) {
+            QuantizedDecodeLinear q = (QuantizedDecodeLinear) members[g];
+            fmts[g] = q.weight.format().ordinal();
+            pqs[g] = q.weight.panels().data_ptr().address();
+            pds[g] = q.weight.panelScales().data_ptr().address();
+            biases[g] = q.bias == null ? 0L : q.bias.data_ptr().address();
+            ns[g] = q.outFeatures();
+        }
+        Tensor y = torch.empty(outShape(x, inter), options(gate.dtype()), NO_FORMAT);
+        NativeKernels.peft4j_quant_gated_linear(Kernels.dtypeCode("x", x), n, fmts, pqs, pds, biases, ns,
+                y.data_ptr().address(), x.data_ptr().address(), rows, x.size(x.dim() - 1), act.ordinal(),
+                torch.get_num_threads());
+        java.lang.ref.Reference.reachabilityFence(x);
+        java.lang.ref.Reference.reachabilityFence(members);
         return y;
     }
 

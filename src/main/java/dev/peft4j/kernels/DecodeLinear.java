@@ -4,9 +4,9 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * The native state of one Linear layer on the decode kernel ({@link NativeGemv} for a plain Linear,
- * {@link FusedLoraLinear} for one with adapters), as a layer hands it out for {@link DecodeKernels#linearGroup} and
- * {@link DecodeKernels#gatedLinear}, which run several layers over the same input in one parallel region. Only this
- * package's classes are such states.
+ * {@link FusedLoraLinear} for one with adapters, {@link QuantizedWeight#decodeLinear} for a quantized one), as a
+ * layer hands it out for {@link DecodeKernels#linearGroup} and {@link DecodeKernels#gatedLinear}, which run several
+ * layers over the same input in one parallel region. Only this package's classes are such states.
  */
 public abstract class DecodeLinear {
     DecodeLinear() {}

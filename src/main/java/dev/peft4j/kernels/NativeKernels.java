@@ -150,4 +150,18 @@ final class NativeKernels {
 
     static native void peft4j_act_mul(int dtype, int act, @Cast("void*") long y, @Cast("const void*") long g,
             @Cast("const void*") long u, @Cast("int64_t") long n);
+
+    // ---- several quantized decode Linears over one x in one parallel region, and their gated MLP input
+    // (peft4j_qgroup.h) ----
+
+    static native void peft4j_quant_linear_group(int dtype, int n, @Cast("const int32_t*") int[] fmts,
+            @Cast("const int64_t*") long[] pqs, @Cast("const int64_t*") long[] pds,
+            @Cast("const int64_t*") long[] biases, @Cast("const int64_t*") long[] ys,
+            @Cast("const int64_t*") long[] ns, @Cast("const void*") long x, @Cast("int64_t") long m,
+            @Cast("int64_t") long k, int threads);
+
+    static native void peft4j_quant_gated_linear(int dtype, int n, @Cast("const int32_t*") int[] fmts,
+            @Cast("const int64_t*") long[] pqs, @Cast("const int64_t*") long[] pds,
+            @Cast("const int64_t*") long[] biases, @Cast("const int64_t*") long[] ns, @Cast("void*") long y,
+            @Cast("const void*") long x, @Cast("int64_t") long m, @Cast("int64_t") long k, int act, int threads);
 }

@@ -249,6 +249,35 @@ public final class QuantizedWeight {
         return y;
     }
 
+    /**
+     * The decode state of a Linear on this weight for {@link DecodeKernels#linearGroup} and
+     * {@link DecodeKernels#gatedLinear}: {@code x·Wᵀ + bias}, then {@code delta} added in place when not null (as
+     * {@link LoraDelta#apply} adds it after {@link #linear}), bit for bit what those calls give one at a time.
+     *
+     * @param bias {@code [out]} of {@code dtype}, contiguous on the CPU, or null
+     * @param dtype float32 or bfloat16: the input's and the output's
+     * @param delta the adapters made for {@code [out, in]} in {@code dtype}, or null
+     * @throws IllegalArgumentException naming the argument that does not fit
+     */
+    public DecodeLinear decodeLinear(Tensor bias, ScalarType dtype, LoraDelta.Slots delta) {
+        ScalarType dt = dtype.intern();
+        if (dt != ScalarType.Float && dt != ScalarType.BFloat16) {
+            throw new IllegalArgumentException("dtype: " + dt + ", expected float32 or bfloat16");
+        }
+        if (bias != null) {
+            Kernels.checkCpuContiguous("bias", bias);
+            if (bias.scalar_type().intern() != dt || bias.numel() != out) {
+                throw new IllegalArgumentException("bias: " + bias.numel() + " entries of " + bias.scalar_type()
+                        + ", expected " + out + " of " + dt);
+            }
+        }
+        if (delta != null && (delta.in != in || delta.out != out || delta.scalarType.intern() != dt)) {
+            throw new IllegalArgumentException("delta: made for another layer shape or dtype than [" + out + ", "
+                    + in + "] " + dt);
+        }
+        return new QuantizedDecodeLinear(this, bias, dt, delta);
+    }
+
     /** The integer-dot path the kernels take at the active ISA level: {@code avx512_vnni}, {@code avx2} or {@code scalar}. */
     public static String activePath() {
         return NativeKernels.peft4j_quant_path_name(NativeKernels.peft4j_quant_path()).getString();

@@ -1,5 +1,9 @@
 package dev.peft4j.nn;
 
+import dev.peft4j.kernels.DecodeLinear;
+import dev.peft4j.kernels.DecodeLinearSource;
+import dev.peft4j.kernels.FusedLoraLinear;
+import dev.peft4j.kernels.LoraDelta;
 import dev.peft4j.kernels.Quantization;
 import dev.peft4j.kernels.QuantizedWeight;
 import org.bytedeco.pytorch.GradMode;
@@ -23,7 +27,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * so the backward to x is exact for {@code Ŵ}. The weight itself never receives a gradient, and a merge into it is
  * refused by the tuners: rounding the merged weight again would change it (PEFT warns about exactly this).
  */
-public final class QuantizedLinear extends Module implements Layer {
+public final class QuantizedLinear extends Module implements Layer, DecodeLinearSource {
     private final long inFeatures;
     private final long outFeatures;
     private final Quantization format;
@@ -115,6 +119,32 @@ public final class QuantizedLinear extends Module implements Layer {
     /** The dequantized weight {@code Ŵ} as a new {@code [out, in]} tensor of {@code dt} (float32 or bfloat16). */
     public Tensor dequantizedWeight(ScalarType dt) {
         return weight().dequantize(dt);
+    }
+
+    @Override
+    public DecodeLinear decodeLinear(Tensor x) {
+        return decodeLinear(x, null);
+    }
+
+    /**
+     * The decode state whose forward equals this layer's {@code forward(x)} followed by {@code delta} added in place
+     * ({@link LoraDelta#apply}, the LoRA layer on this base), or null when x takes another path: autograd to x, not
+     * on the CPU, not contiguous, not {@link #dtype()}, more than {@value FusedLoraLinear#MAX_ROWS} rows, or a bias of
+     * another dtype.
+     *
+     * @param delta the adapters on this layer, made for its shape and dtype, or null
+     */
+    public DecodeLinear decodeLinear(Tensor x, LoraDelta.Slots delta) {
+        if (!x.is_cpu() || !x.is_contiguous() || x.dim() < 1 || x.size(x.dim() - 1) != inFeatures
+                || x.scalar_type().intern() != dtype || GradMode.is_enabled() && x.requires_grad()
+                || x.numel() / inFeatures > FusedLoraLinear.MAX_ROWS) {
+            return null;
+        }
+        Tensor b = bias();
+        if (b != null && (b.scalar_type().intern() != dtype || !b.is_contiguous() || !b.is_cpu())) {
+            return null;
+        }
+        return weight().decodeLinear(b, dtype, delta);
     }
 
     @Override

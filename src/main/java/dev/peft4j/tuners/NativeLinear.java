@@ -184,6 +184,11 @@ public final class NativeLinear implements AutoCloseable {
         }
     }
 
+    /** The slots as {@link LoraDelta#apply} takes them: what {@link #forward} adds after the base's own product. */
+    public LoraDelta.Slots deltaSlots() {
+        return slots;
+    }
+
     /**
      * The fused decode kernel that {@link #forward} runs for {@code x} without a row slot ({@code [..., in]}, at most
      * {@value FusedLoraLinear#MAX_ROWS} rows, on a Linear base), or null when x takes another path.

@@ -343,6 +343,10 @@ public final class LoraLayer extends BaseTunerLayer implements DecodeLinearSourc
                     || !activeNative.acceptsInput(x)) {
                 return null;
             }
+            if (baseLayer() instanceof QuantizedLinear q) {
+                // the quantized product, then the adapters' delta in place, as forward runs them
+                return q.decodeLinear(x, activeNative.deltaSlots());
+            }
             return activeNative.decodeLinear(x);
         }
     }

@@ -110,11 +110,6 @@ final class NativeKernels {
             @Cast("const uint16_t*") long d, @Cast("int64_t") long n, @Cast("int64_t") long k, @Cast("void*") long w,
             int threads);
 
-    static native void peft4j_quant_linear(int fmt, int dtype, @Cast("const void*") long qs,
-            @Cast("const uint16_t*") long d, @Cast("const void*") long bias, @Cast("const void*") long x,
-            @Cast("void*") long y, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n,
-            int threads);
-
     // ---- weight-only quantized Linear over 16-row panels (peft4j_qpanel.h) ----
 
     static native @Cast("int64_t") long peft4j_quant_panel_bytes(int fmt, @Cast("int64_t") long n,

@@ -416,32 +416,14 @@ public abstract class Module implements AutoCloseable {
      * own; integer buffers keep theirs), in place; tied tensors stay tied. Returns this.
      */
     public final Module to(Device device, ScalarType dtype) {
-        IdentityHashMap<Tensor, Tensor> converted = new IdentityHashMap<>();
-        List<Tensor> replaced = new ArrayList<>();
-        try (NoGradGuard g = new NoGradGuard()) {
-            forEachSlot(true, true, false, (name, slot) -> {
-                Tensor old = slot.get();
-                Tensor now = converted.get(old);
-                if (now == null) {
-                    ScalarType from = old.scalar_type().intern();
-                    ScalarType target = isFloating(from) && dtype != null ? dtype : from;
-                    boolean sameDevice = device == null || old.device().str().getString().equals(device.str().getString());
-                    if (target == from && sameDevice) {
-                        now = old;
-                    } else {
-                        now = device == null ? old.to(target) : old.to(device, target);
-                        keepOutOfScope(now);
-                        now.requires_grad_(old.requires_grad());
-                        replaced.add(old);
-                    }
-                    converted.put(old, now);
-                }
-                slot.set(now);
-            });
-        }
-        for (Tensor t : replaced) {
-            t.close();
-        }
+        replaceSlots((name, old) -> {
+            ScalarType from = old.scalar_type().intern();
+            ScalarType target = isFloating(from) && dtype != null ? dtype : from;
+            if (target == from && (device == null || onDevice(old, device))) {
+                return old;
+            }
+            return device == null ? old.to(target) : old.to(device, target);
+        });
         if (device != null) {
             Set<Module> seen = Collections.newSetFromMap(new IdentityHashMap<>());
             for (Module m : namedModules().values()) {
@@ -469,6 +451,27 @@ public abstract class Module implements AutoCloseable {
      * the first name visited (a caller placing tied names apart must refuse that first). Returns this.
      */
     public final Module toDevices(java.util.function.Function<String, Device> placement) {
+        replaceSlots((name, old) -> {
+            Device device = placement.apply(name);
+            return device == null || onDevice(old, device) ? old : old.to(device, old.scalar_type().intern());
+        });
+        Set<Module> seen = Collections.newSetFromMap(new IdentityHashMap<>());
+        for (Map.Entry<String, Module> e : namedModules().entrySet()) {
+            Device device = placement.apply(e.getKey());
+            if (device != null && seen.add(e.getValue())) {
+                e.getValue().moveHeldTensors(device);
+            }
+        }
+        TENSOR_EPOCH.incrementAndGet();
+        return this;
+    }
+
+    /**
+     * Replaces each parameter and buffer by {@code convert(name, tensor)} (returning the tensor itself keeps it), once
+     * per tensor so tied names stay tied; a new tensor keeps the old one's {@code requires_grad}, and the replaced
+     * ones are closed.
+     */
+    private void replaceSlots(java.util.function.BiFunction<String, Tensor, Tensor> convert) {
         IdentityHashMap<Tensor, Tensor> converted = new IdentityHashMap<>();
         List<Tensor> replaced = new ArrayList<>();
         try (NoGradGuard g = new NoGradGuard()) {
@@ -476,11 +479,8 @@ public abstract class Module implements AutoCloseable {
                 Tensor old = slot.get();
                 Tensor now = converted.get(old);
                 if (now == null) {
-                    Device device = placement.apply(name);
-                    if (device == null || old.device().str().getString().equals(device.str().getString())) {
-                        now = old;
-                    } else {
-                        now = old.to(device, old.scalar_type().intern());
+                    now = convert.apply(name, old);
+                    if (now != old) {
                         keepOutOfScope(now);
                         now.requires_grad_(old.requires_grad());
                         replaced.add(old);
@@ -493,15 +493,10 @@ public abstract class Module implements AutoCloseable {
         for (Tensor t : replaced) {
             t.close();
         }
-        Set<Module> seen = Collections.newSetFromMap(new IdentityHashMap<>());
-        for (Map.Entry<String, Module> e : namedModules().entrySet()) {
-            Device device = placement.apply(e.getKey());
-            if (device != null && seen.add(e.getValue())) {
-                e.getValue().moveHeldTensors(device);
-            }
-        }
-        TENSOR_EPOCH.incrementAndGet();
-        return this;
+    }
+
+    private static boolean onDevice(Tensor t, Device device) {
+        return t.device().str().getString().equals(device.str().getString());
     }
 
     /**

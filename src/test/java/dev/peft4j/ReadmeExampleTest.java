@@ -21,7 +21,10 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** The README's "Five-minute tour" snippet, run as written on a tiny model, so the front page cannot rot. */
+/**
+ * The Java tour of docs/GUIDE.md ("The mixin"), run as written on a tiny model; the README's "Five-minute tour" is
+ * that snippet less a few lines, so the front page cannot rot.
+ */
 class ReadmeExampleTest {
     @TempDir
     Path tmp;
@@ -55,7 +58,7 @@ class ReadmeExampleTest {
         Tensor sqlRow0;
         try (NoGradGuard g = new NoGradGuard();
                 PreTrainedModel model = AutoModel.fromPretrained(cwd.resolve("TinyLlama-1.1B"), ScalarType.BFloat16)) {
-            // ---- README snippet ("Five-minute tour"), paths prefixed with cwd; the Hub line is left out (it needs
+            // ---- docs/GUIDE.md snippet ("The mixin"; the README's tour is a part of it), paths prefixed with cwd; the Hub line is left out (it needs
             // a Hub: HubDownloadTest and HubCacheJarIT run that path against a local server) ----
             CausalLM lm = (CausalLM) model;
             model.loadAdapter(cwd.resolve("adapters/sql"), "sql");

@@ -11,7 +11,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * The README's serving snippet, run as written on a tiny Llama with a real BPE tokenizer, so the front page cannot
+ * The serving snippet of docs/GUIDE.md (and, chained, the README's), run as written on a tiny Llama with a real BPE tokenizer, so the front page cannot
  * rot: its greedy tokens must equal those of {@code generate} alone on the same adapter.
  */
 class ReadmeServingExampleTest {
@@ -23,7 +23,7 @@ class ReadmeServingExampleTest {
                 .getResource("/dev/peft4j/tokenizers/llama-bpe/tokenizer.json").toURI()));
         ServeResult r;
         try (PreTrainedModel model = ServeFixtures.llama(3)) {
-            // ---- README snippet ("Five-minute tour", serving), the adapter path resolved against cwd
+            // ---- docs/GUIDE.md snippet ("Serving"; the README's is the same calls, chained), the adapter path resolved against cwd
             try (ServingEngine engine = ServingEngine.builder(model).tokenizer(tok).maxConcurrent(16).maxLength(2048)
                     .maxResidentAdapters(32).build()) {
                 engine.register("sql", cwd.resolve(Path.of("adapters/sql")));

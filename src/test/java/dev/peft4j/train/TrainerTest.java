@@ -333,7 +333,7 @@ class TrainerTest {
                     .reshape(2, 8);
             Tensor mask = torch.ones_like(ids);
             Path cwd = tmp;
-            // ---- README snippet ("Training a fresh adapter"), paths prefixed with cwd ----
+            // ---- docs/GUIDE.md snippet ("Training"), paths prefixed with cwd ----
             model.addAdapter(LoraConfig.builder().r(8).loraAlpha(16).targetModules("q_proj", "v_proj").build(), "sql");
             TrainingArguments args = TrainingArguments.builder().learningRate(2e-4).maxSteps(200).warmupSteps(10)
                     .gradientAccumulationSteps(4).build();

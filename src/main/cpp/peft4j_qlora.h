@@ -4,9 +4,9 @@
 //
 // in one native call and one parallel region. x is quantized once for the panels (as quant_linear_group does); the
 // shrinks t_a = s_a·(x·A_aᵀ) (x and A widened to float32, float32 sums: the delta stays in the adapters' precision)
-// run as the region's first phase (at one row: on the caller before it, as the bf16 fused kernel does); then each
-// panel task adds t·B_aᵀ to its tile's 16 output rows in float32 (B's 16 rows transposed in registers), adds the
-// bias and rounds once into y. A separate delta call (lora_delta) would be a second region, a second pass over y
+// are the region's first tasks; each panel task, after its integer products, waits for its member's shrinks (a spin
+// of at most one shrink task: they are handed out before any panel), adds t·B_aᵀ to its tile's 16 output rows in
+// float32 (B's 16 rows transposed in registers), adds the bias and rounds once into y. A separate delta call (lora_delta) would be a second region, a second pass over y
 // and a transpose of all of B per call; here the delta costs the shrink and ~r FMAs per 16 outputs.
 //
 // Mixed batch: row_slot null (every adapter of a member on every row) or M entries, row m getting adapter
@@ -21,6 +21,8 @@
 #include "peft4j_qgroup.h"
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <vector>
 
 namespace peft4j {
@@ -148,6 +150,12 @@ inline void quant_lora_group(int path, const QuantGroupMember* L, const QuantLor
             if (row_slot == nullptr) break;
         }
     };
+    // shrink tasks of each member, and how many have finished (A is read from memory: r·K elements per adapter, a
+    // few µs each at decode sizes, too long to leave to the caller alone before the region)
+    std::vector<int64_t> shrink_need((size_t) n, 0);
+    for (const Shrink& sh : shrinks) shrink_need[(size_t) sh.g]++;
+    std::unique_ptr<std::atomic<int64_t>[]> shrink_done(new std::atomic<int64_t>[(size_t) n]);
+    for (int g = 0; g < n; g++) shrink_done[(size_t) g].store(0, std::memory_order_relaxed);
     const int64_t per = M >= 8 ? 1 : 4;  // panels per task, as quant_linear_group
     std::vector<int64_t> first((size_t) n + 1, 0);
     for (int g = 0; g < n; g++) first[(size_t) g + 1] = first[(size_t) g] + (panel_count(L[g].N) + per - 1) / per;
@@ -163,6 +171,7 @@ inline void quant_lora_group(int path, const QuantGroupMember* L, const QuantLor
         const int64_t p0 = (task - first[(size_t) g]) * per, p1 = std::min(P, p0 + per);
         float out[8][kPanelRows];
         int32_t rowmap[8];
+        bool ready = false;
         thread_local std::vector<float> gathered;
         for (int64_t p = p0; p < p1; p++) {
             const uint8_t* q = (const uint8_t*) mb.pq + p * nb * bb;
@@ -172,6 +181,11 @@ inline void quant_lora_group(int path, const QuantGroupMember* L, const QuantLor
             for (int64_t r0 = 0; r0 < M; r0 += tile) {
                 const int mt = (int) std::min<int64_t>(tile, M - r0);
                 panel_rows(path, mb.fmt, mt, q, d, acts, r0, out);
+                if (lo.n > 0 && !ready) {
+                    while (shrink_done[(size_t) g].load(std::memory_order_acquire) < shrink_need[(size_t) g])
+                        ThreadPool::cpu_relax();
+                    ready = true;
+                }
                 for (int a = 0; a < lo.n; a++) {
                     const LoraSlot& ad = lo.slots[a];
                     const float* ta = t.data() + t_at[(size_t) (adapter_at[(size_t) g] + a)];
@@ -195,13 +209,18 @@ inline void quant_lora_group(int path, const QuantGroupMember* L, const QuantLor
             }
         }
     };
+    // one region: the shrink tasks first, then the panels; a panel task waits for its member's shrinks only before
+    // its first expand, after its first tile's integer products, so the threads read A while others stream panels
     const int64_t n_shrink = (int64_t) shrinks.size();
-    if (M == 1 || n_shrink == 0) {  // one row: a few µs of shrink on the caller, no phase to wait on
-        for (int64_t i = 0; i < n_shrink; i++) shrink(i);
-        ThreadPool::instance().parallel_for(first[(size_t) n], threads, panels);
-    } else {
-        ThreadPool::instance().parallel_phases(threads, {{n_shrink, &shrink}, {first[(size_t) n], &panels}});
-    }
+    const std::function<void(int64_t)> task = [&](int64_t i) {
+        if (i < n_shrink) {
+            shrink(i);
+            shrink_done[(size_t) shrinks[(size_t) i].g].fetch_add(1, std::memory_order_release);
+        } else {
+            panels(i - n_shrink);
+        }
+    };
+    ThreadPool::instance().parallel_for(n_shrink + first[(size_t) n], threads, task);
 }
 
 // A gated MLP's input half over quantized projections with LoRA: quant_gated_linear with the adapters of

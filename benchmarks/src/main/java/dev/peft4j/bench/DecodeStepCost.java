@@ -98,8 +98,13 @@ public final class DecodeStepCost {
             String label = dt + " " + a.get("model") + (a.get("quantize").equals("none") ? "" : " " + a.get("quantize"));
             for (int c = 1; c < names.length; c++) {
                 double lora = GenerateBench.median(ms.get(c));
-                System.out.printf("%s decode ms/step: base %.2f, %s %.2f, %s/base %.3f%n", label, base, names[c],
-                        lora, names[c], lora / base);
+                // and the median of the rounds' own ratios (each round's configurations ran back to back)
+                List<Double> paired = new ArrayList<>();
+                for (int r = 0; r < rounds; r++) {
+                    paired.add(ms.get(c).get(r) / ms.get(0).get(r));
+                }
+                System.out.printf("%s decode ms/step: base %.2f, %s %.2f, %s/base %.3f (median of per-round ratios "
+                        + "%.3f)%n", label, base, names[c], lora, names[c], lora / base, GenerateBench.median(paired));
             }
             double basePrefill = GenerateBench.median(pre.get(0));
             for (int c = 1; c < names.length; c++) {

@@ -38,6 +38,7 @@ PEFT4J_BF16_TARGET static void cvt16_ne(const float* f, uint16_t* out) {
 #endif
 
 int run_quant_tests();  // quant_test.cpp
+int run_qlora_tests();  // qlora_test.cpp
 
 int main() {
     std::mt19937 rng(1234);
@@ -533,6 +534,7 @@ int main() {
     CHECK(peft4j::f32_to_bf16(3.4e38f) == 0x7f80, "3.4e38 rounds to +inf in bf16");
     failures += run_decode_tests();
     failures += run_quant_tests();
+    failures += run_qlora_tests();
     std::printf("%d passed, %d failed\n", checks + 4 - failures, failures);
     return failures == 0 ? 0 : 1;
 }

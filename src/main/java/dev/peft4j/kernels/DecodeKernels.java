@@ -73,6 +73,25 @@ public final class DecodeKernels {
         grouped = on;
     }
 
+    private static volatile boolean quantizedLoraFused =
+            !"separate".equalsIgnoreCase(System.getProperty("peft4j.decode.qlora", "fused").trim());
+
+    /**
+     * Whether LoRA on a quantized Linear runs fused into the quantized product at decode sizes (the adapters' shrink
+     * in the same parallel region, their expand added to each output panel before the bias, one rounding): on by
+     * default, off with {@code -Dpeft4j.decode.qlora=separate} or {@link #setQuantizedLoraFused}, which runs the
+     * delta as its own call after the quantized product ({@link LoraDelta#apply}; benchmarks compare the two with
+     * it). The results differ by float rounding only: one rounding of the sum instead of two in bfloat16.
+     */
+    public static boolean quantizedLoraFused() {
+        return quantizedLoraFused;
+    }
+
+    /** Process-wide switch of the fused LoRA on quantized Linears; see {@link #quantizedLoraFused()}. */
+    public static void setQuantizedLoraFused(boolean on) {
+        quantizedLoraFused = on;
+    }
+
     /** Process-wide switch of the native decode path; see {@link #enabled()}. */
     public static void setEnabled(boolean on) {
         enabled = on;
@@ -283,7 +302,7 @@ public final class DecodeKernels {
     public static Tensor[] linearGroup(Tensor x, DecodeLinear... layers) {
         long rows = checkDecodeInput(x, layers);
         if (anyQuantized(layers)) {
-            Tensor[] out = quantizedGroup(x, rows, layers);
+            Tensor[] out = quantizedGroup(x, rows, layers, null);
             GROUP_CALLS.increment();
             return out;
         }
@@ -392,9 +411,11 @@ public final class DecodeKernels {
 
     /**
      * {@link #linearGroup} with quantized members: x quantized once and every quantized member's panels in one
-     * region, then each member's LoRA delta in place; dense members (a group that mixes both) in their own region.
+     * region, their LoRA deltas fused into it ({@link #quantizedLoraFused()}) or added after it one member at a time;
+     * dense members (a group that mixes both) in their own region. {@code rowSlot}: null, or a mixed batch's adapter
+     * per row (checked) for a group of one quantized member.
      */
-    private static Tensor[] quantizedGroup(Tensor x, long rows, DecodeLinear[] layers) {
+    private static Tensor[] quantizedGroup(Tensor x, long rows, DecodeLinear[] layers, int[] rowSlot) {
         Tensor[] out = new Tensor[layers.length];
         int nq = 0;
         int nd = 0;
@@ -405,31 +426,32 @@ public final class DecodeKernels {
                 nd++;
             }
         }
-        int[] fmts = new int[nq];
-        long[] pqs = new long[nq];
-        long[] pds = new long[nq];
-        long[] biases = new long[nq];
+        boolean fuse = quantizedLoraFused;
+        QuantizedDecodeLinear[] qs = new QuantizedDecodeLinear[nq];
         long[] qys = new long[nq];
-        long[] ns = new long[nq];
         long[] handles = new long[nd];
         long[] dys = new long[nd];
         for (int g = 0, iq = 0, id = 0; g < layers.length; g++) {
             out[g] = torch.empty(outShape(x, layers[g].outFeatures()), options(layers[g].dtype()), NO_FORMAT);
             if (layers[g] instanceof QuantizedDecodeLinear q) {
-                fmts[iq] = q.weight.format().ordinal();
-                pqs[iq] = q.weight.panels().data_ptr().address();
-                pds[iq] = q.weight.panelScales().data_ptr().address();
-                biases[iq] = q.bias == null ? 0L : q.bias.data_ptr().address();
-                qys[iq] = out[g].data_ptr().address();
-                ns[iq++] = q.outFeatures();
+                qs[iq] = q;
+                qys[iq++] = out[g].data_ptr().address();
             } else {
                 handles[id] = layers[g].handle();
                 dys[id++] = out[g].data_ptr().address();
             }
         }
         if (rows > 0) {
-            NativeKernels.peft4j_quant_linear_group(Kernels.dtypeCode("x", x), nq, fmts, pqs, pds, biases, qys, ns,
-                    x.data_ptr().address(), rows, x.size(x.dim() - 1), torch.get_num_threads());
+            QuantArgs qa = new QuantArgs(qs, fuse);
+            if (fuse) {
+                NativeKernels.peft4j_quant_lora_group(Kernels.dtypeCode("x", x), nq, qa.fmts, qa.pqs, qa.pds,
+                        qa.biases, qys, qa.ns, qa.nls, qa.as, qa.bs, qa.rs, qa.ss, rowSlot, x.data_ptr().address(),
+                        rows, x.size(x.dim() - 1), torch.get_num_threads());
+            } else {
+                NativeKernels.peft4j_quant_linear_group(Kernels.dtypeCode("x", x), nq, qa.fmts, qa.pqs, qa.pds,
+                        qa.biases, qys, qa.ns, x.data_ptr().address(), rows, x.size(x.dim() - 1),
+                        torch.get_num_threads());
+            }
             if (nd > 0) {
                 NativeKernels.peft4j_adapted_linear_forward_group(nd, handles, dys, x.data_ptr().address(), rows,
                         torch.get_num_threads());
@@ -437,8 +459,10 @@ public final class DecodeKernels {
         }
         for (int g = 0; g < layers.length; g++) {
             if (layers[g] instanceof QuantizedDecodeLinear q) {
-                if (q.delta != null) {
-                    LoraDelta.apply(out[g], x, q.delta, null);
+                if (q.delta != null && !fuse) {
+                    LoraDelta.apply(out[g], x, q.delta, rowSlot);
+                } else if (q.delta != null && rows > 0 && q.delta.a.length > 0) {
+                    Kernels.countLayerCall(); // as LoraDelta#apply counts the delta it adds
                 }
             } else if (layers[g].countsLayerCall()) {
                 Kernels.countLayerCall();
@@ -450,18 +474,102 @@ public final class DecodeKernels {
     }
 
     /**
-     * {@link #gatedLinear} with a quantized member: without LoRA deltas one native call (the projections in one
-     * region, then the activation and product); with them, the group, the deltas in place, then {@link #actMul}.
+     * One decode Linear on {@code x} ({@code [..., in]}, at most {@value FusedLoraLinear#MAX_ROWS} rows, contiguous,
+     * the layer's dtype): {@link #linearGroup}{@code (x, layer)[0]}, bit for bit, without counting a group call.
+     * {@code rowSlot} (a mixed batch: row {@code i} gets only adapter {@code rowSlot[i]} of the layer's LoRA delta, or
+     * none for {@code -1}; see {@link LoraDelta#apply}) is taken by a quantized layer's state only, with the delta
+     * fused or not ({@link #quantizedLoraFused()}); null: every adapter on every row.
+     *
+     * @throws IllegalArgumentException if x does not fit the layer, or {@code rowSlot} is given for another state or
+     *     does not fit the rows and adapters
+     */
+    public static Tensor linear(Tensor x, DecodeLinear layer, int[] rowSlot) {
+        long rows = checkDecodeInput(x, layer);
+        if (!(layer instanceof QuantizedDecodeLinear q)) {
+            if (rowSlot != null) {
+                throw new IllegalArgumentException("rowSlot: a per-row adapter index needs a quantized layer's state");
+            }
+            Tensor y = torch.empty(outShape(x, layer.outFeatures()), options(layer.dtype()), NO_FORMAT);
+            if (rows > 0) {
+                NativeKernels.peft4j_adapted_linear_forward_group(1, new long[] {layer.handle()},
+                        new long[] {y.data_ptr().address()}, x.data_ptr().address(), rows, torch.get_num_threads());
+            }
+            countLayerCalls(new DecodeLinear[] {layer});
+            java.lang.ref.Reference.reachabilityFence(x);
+            java.lang.ref.Reference.reachabilityFence(layer);
+            return y;
+        }
+        if (rowSlot != null) {
+            LoraDelta.checkRowSlot(rowSlot, rows, q.delta == null ? 0 : q.delta.a.length);
+        }
+        return quantizedGroup(x, rows, new DecodeLinear[] {layer}, rowSlot)[0];
+    }
+
+    /** The native arguments of quantized members: panels, biases, widths, and (with {@code lora}) their adapters. */
+    private static final class QuantArgs {
+        final int[] fmts;
+        final long[] pqs;
+        final long[] pds;
+        final long[] biases;
+        final long[] ns;
+        final int[] nls;
+        final long[] as;
+        final long[] bs;
+        final int[] rs;
+        final float[] ss;
+
+        QuantArgs(QuantizedDecodeLinear[] qs, boolean lora) {
+            int n = qs.length;
+            fmts = new int[n];
+            pqs = new long[n];
+            pds = new long[n];
+            biases = new long[n];
+            ns = new long[n];
+            nls = new int[n];
+            int total = 0;
+            for (int g = 0; g < n; g++) {
+                QuantizedDecodeLinear q = qs[g];
+                fmts[g] = q.weight.format().ordinal();
+                pqs[g] = q.weight.panels().data_ptr().address();
+                pds[g] = q.weight.panelScales().data_ptr().address();
+                biases[g] = q.bias == null ? 0L : q.bias.data_ptr().address();
+                ns[g] = q.outFeatures();
+                nls[g] = lora && q.delta != null ? q.delta.a.length : 0;
+                total += nls[g];
+            }
+            as = new long[total];
+            bs = new long[total];
+            rs = new int[total];
+            ss = new float[total];
+            for (int g = 0, at = 0; g < n; at += nls[g], g++) {
+                if (nls[g] > 0) {
+                    LoraDelta.Slots d = qs[g].delta;
+                    System.arraycopy(d.a, 0, as, at, nls[g]);
+                    System.arraycopy(d.b, 0, bs, at, nls[g]);
+                    System.arraycopy(d.r, 0, rs, at, nls[g]);
+                    System.arraycopy(d.s, 0, ss, at, nls[g]);
+                }
+            }
+        }
+    }
+
+    /**
+     * {@link #gatedLinear} with a quantized member: when every member is quantized, one native call (the projections
+     * in one region with their LoRA deltas fused, then the activation and product); with a dense member, or deltas
+     * that run separately ({@link #quantizedLoraFused()}), the group, the deltas in place, then the activation and
+     * product row by row.
      */
     private static Tensor quantizedGated(Tensor x, long rows, long inter, DecodeLinear gate, DecodeLinear up,
             GateActivation act) {
         DecodeLinear[] members = up == null ? new DecodeLinear[] {gate} : new DecodeLinear[] {gate, up};
         boolean direct = true;
+        boolean lora = false;
         for (DecodeLinear l : members) {
-            direct &= l instanceof QuantizedDecodeLinear q && q.delta == null;
+            direct &= l instanceof QuantizedDecodeLinear q && (q.delta == null || quantizedLoraFused);
+            lora |= l instanceof QuantizedDecodeLinear q && q.delta != null && q.delta.a.length > 0;
         }
         if (!direct || rows == 0) {
-            Tensor[] gu = quantizedGroup(x, rows, members);
+            Tensor[] gu = quantizedGroup(x, rows, members, null);
             Tensor y = torch.empty(outShape(x, inter), options(gate.dtype()), NO_FORMAT);
             // row by row, as the native gated call runs its activation and product
             int dt = Kernels.dtypeCode("x", x);
@@ -479,23 +587,26 @@ public final class DecodeKernels {
             return y;
         }
         int n = members.length;
-        int[] fmts = new int[n];
-        long[] pqs = new long[n];
-        long[] pds = new long[n];
-        long[] biases = new long[n];
-        long[] ns = new long[n];
+        QuantizedDecodeLinear[] qs = new QuantizedDecodeLinear[n];
         for (int g = 0; g < n; g++) {
-            QuantizedDecodeLinear q = (QuantizedDecodeLinear) members[g];
-            fmts[g] = q.weight.format().ordinal();
-            pqs[g] = q.weight.panels().data_ptr().address();
-            pds[g] = q.weight.panelScales().data_ptr().address();
-            biases[g] = q.bias == null ? 0L : q.bias.data_ptr().address();
-            ns[g] = q.outFeatures();
+            qs[g] = (QuantizedDecodeLinear) members[g];
         }
+        QuantArgs qa = new QuantArgs(qs, lora);
         Tensor y = torch.empty(outShape(x, inter), options(gate.dtype()), NO_FORMAT);
-        NativeKernels.peft4j_quant_gated_linear(Kernels.dtypeCode("x", x), n, fmts, pqs, pds, biases, ns,
-                y.data_ptr().address(), x.data_ptr().address(), rows, x.size(x.dim() - 1), act.ordinal(),
-                torch.get_num_threads());
+        if (lora) {
+            NativeKernels.peft4j_quant_lora_gated_linear(Kernels.dtypeCode("x", x), n, qa.fmts, qa.pqs, qa.pds,
+                    qa.biases, qa.ns, qa.nls, qa.as, qa.bs, qa.rs, qa.ss, y.data_ptr().address(),
+                    x.data_ptr().address(), rows, x.size(x.dim() - 1), act.ordinal(), torch.get_num_threads());
+            for (QuantizedDecodeLinear q : qs) {
+                if (q.delta != null && q.delta.a.length > 0) {
+                    Kernels.countLayerCall(); // as LoraDelta#apply counts the delta it adds
+                }
+            }
+        } else {
+            NativeKernels.peft4j_quant_gated_linear(Kernels.dtypeCode("x", x), n, qa.fmts, qa.pqs, qa.pds, qa.biases,
+                    qa.ns, y.data_ptr().address(), x.data_ptr().address(), rows, x.size(x.dim() - 1), act.ordinal(),
+                    torch.get_num_threads());
+        }
         java.lang.ref.Reference.reachabilityFence(x);
         java.lang.ref.Reference.reachabilityFence(members);
         return y;

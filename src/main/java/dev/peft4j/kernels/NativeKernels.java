@@ -159,4 +159,21 @@ final class NativeKernels {
             @Cast("const int64_t*") long[] pqs, @Cast("const int64_t*") long[] pds,
             @Cast("const int64_t*") long[] biases, @Cast("const int64_t*") long[] ns, @Cast("void*") long y,
             @Cast("const void*") long x, @Cast("int64_t") long m, @Cast("int64_t") long k, int act, int threads);
+
+    // ---- LoRA fused into the quantized decode product (peft4j_qlora.h) ----
+
+    static native void peft4j_quant_lora_group(int dtype, int n, @Cast("const int32_t*") int[] fmts,
+            @Cast("const int64_t*") long[] pqs, @Cast("const int64_t*") long[] pds,
+            @Cast("const int64_t*") long[] biases, @Cast("const int64_t*") long[] ys,
+            @Cast("const int64_t*") long[] ns, @Cast("const int32_t*") int[] nls, @Cast("const int64_t*") long[] as,
+            @Cast("const int64_t*") long[] bs, @Cast("const int32_t*") int[] rs, @Cast("const float*") float[] ss,
+            @Cast("const int32_t*") int[] rowSlot, @Cast("const void*") long x, @Cast("int64_t") long m,
+            @Cast("int64_t") long k, int threads);
+
+    static native void peft4j_quant_lora_gated_linear(int dtype, int n, @Cast("const int32_t*") int[] fmts,
+            @Cast("const int64_t*") long[] pqs, @Cast("const int64_t*") long[] pds,
+            @Cast("const int64_t*") long[] biases, @Cast("const int64_t*") long[] ns,
+            @Cast("const int32_t*") int[] nls, @Cast("const int64_t*") long[] as, @Cast("const int64_t*") long[] bs,
+            @Cast("const int32_t*") int[] rs, @Cast("const float*") float[] ss, @Cast("void*") long y,
+            @Cast("const void*") long x, @Cast("int64_t") long m, @Cast("int64_t") long k, int act, int threads);
 }

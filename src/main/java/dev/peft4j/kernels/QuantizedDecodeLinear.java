@@ -5,9 +5,10 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * The decode state of a quantized Linear ({@link QuantizedWeight}'s panels and the layer's bias), with the LoRA
- * delta of adapters on it when there are any: {@link DecodeKernels#linearGroup} and {@link DecodeKernels#gatedLinear}
- * quantize x once for all their quantized members and run every member's panels in one parallel region, then add
- * each member's delta in place as {@link LoraDelta#apply} does after the layer's own product.
+ * delta of adapters on it when there are any: {@link DecodeKernels#linearGroup}, {@link DecodeKernels#gatedLinear} and
+ * {@link DecodeKernels#linear} quantize x once for all their quantized members and run every member's panels in one
+ * parallel region, each member's delta fused into its panels ({@link DecodeKernels#quantizedLoraFused()}; off: added
+ * in place after the region, as {@link LoraDelta#apply} does after the layer's own product).
  */
 final class QuantizedDecodeLinear extends DecodeLinear {
     final QuantizedWeight weight;

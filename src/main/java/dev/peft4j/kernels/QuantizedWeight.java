@@ -251,8 +251,10 @@ public final class QuantizedWeight {
 
     /**
      * The decode state of a Linear on this weight for {@link DecodeKernels#linearGroup} and
-     * {@link DecodeKernels#gatedLinear}: {@code x·Wᵀ + bias}, then {@code delta} added in place when not null (as
-     * {@link LoraDelta#apply} adds it after {@link #linear}), bit for bit what those calls give one at a time.
+     * {@link DecodeKernels#gatedLinear} (and {@link DecodeKernels#linear} on its own): {@code x·Wᵀ + bias} plus the
+     * LoRA {@code delta} when not null, the delta fused into the quantized product ({@link
+     * DecodeKernels#quantizedLoraFused()}; off: added in place after it, as {@link LoraDelta#apply} adds it after
+     * {@link #linear}). Every one of those calls gives a member the same output bit for bit.
      *
      * @param bias {@code [out]} of {@code dtype}, contiguous on the CPU, or null
      * @param dtype float32 or bfloat16: the input's and the output's

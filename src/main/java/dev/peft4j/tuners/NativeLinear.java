@@ -1,8 +1,11 @@
 package dev.peft4j.tuners;
 
+import dev.peft4j.kernels.DecodeKernels;
+import dev.peft4j.kernels.DecodeLinear;
 import dev.peft4j.kernels.DoraRescale;
 import dev.peft4j.kernels.FusedLoraLinear;
 import dev.peft4j.kernels.LoraDelta;
+import dev.peft4j.nn.QuantizedLinear;
 import java.util.List;
 import java.util.function.UnaryOperator;
 import org.bytedeco.pytorch.Tensor;
@@ -33,6 +36,7 @@ public final class NativeLinear implements AutoCloseable {
     private final long in;
     private final long out;
     private final FusedLoraLinear fused; // null for Conv1D
+    private final QuantizedLinear quantized; // the base of a quantized state, else null
     private LoraDelta.Slots slots; // checked once, for the GEMM path; its adapters() are the fused kernel's too
     private float[] doraScale; // DoRA's m / ‖W + s·B·A‖ per output feature, or null
 
@@ -44,30 +48,33 @@ public final class NativeLinear implements AutoCloseable {
         this.out = fanInFanOut ? weight.size(1) : weight.size(0);
         this.slots = LoraDelta.Slots.of(List.of(), in, out, dtype);
         this.fused = fanInFanOut ? null : new FusedLoraLinear(weight, bias);
+        this.quantized = null;
     }
 
-    private NativeLinear(Tensor key, long in, long out, ScalarType dtype) {
+    private NativeLinear(QuantizedLinear base, Tensor key, ScalarType dtype) {
         this.weight = key;
         this.bias = null;
         this.dtype = dtype;
-        this.in = in;
-        this.out = out;
+        this.in = base.inFeatures();
+        this.out = base.outFeatures();
         this.slots = LoraDelta.Slots.of(List.of(), in, out, dtype);
         this.fused = null;
+        this.quantized = base;
     }
 
     /**
-     * The state for a {@link dev.peft4j.nn.QuantizedLinear} base of {@code in} inputs and {@code out} outputs running
-     * in {@code dtype} (float32 / bfloat16; null when another): every forward is the base layer's own (the quantized
-     * kernel) and then {@link LoraDelta} in place. {@code key} (the quantized values) identifies the base for
-     * {@link #sameBase}.
+     * The state for a {@link QuantizedLinear} base running in its {@link QuantizedLinear#dtype()} (float32 /
+     * bfloat16; null when another): up to {@value FusedLoraLinear#MAX_ROWS} rows the quantized product with the
+     * delta fused into it ({@link DecodeKernels#linear}, mixed batches too), the very state the decode step groups;
+     * more rows (or {@link DecodeKernels#quantizedLoraFused()} off) the base layer's own forward and then
+     * {@link LoraDelta} in place. {@code key} (the quantized values) identifies the base for {@link #sameBase}.
      */
-    public static NativeLinear createForQuantized(Tensor key, long in, long out, ScalarType dtype) {
-        ScalarType dt = dtype.intern();
+    public static NativeLinear createForQuantized(QuantizedLinear base, Tensor key) {
+        ScalarType dt = base.dtype().intern();
         if (dt != ScalarType.Float && dt != ScalarType.BFloat16) {
             return null;
         }
-        return new NativeLinear(key, in, out, dt);
+        return new NativeLinear(base, key, dt);
     }
 
     /**
@@ -165,6 +172,12 @@ public final class NativeLinear implements AutoCloseable {
             long rows = xc.numel() / in;
             if (fused != null && rows <= FusedLoraLinear.MAX_ROWS) {
                 return fused.forward(xc, rowSlot);
+            }
+            if (quantized != null && doraScale == null && DecodeKernels.quantizedLoraFused()) {
+                DecodeLinear d = quantized.decodeLinear(xc, slots); // null past the decode sizes, or with autograd
+                if (d != null) {
+                    return DecodeKernels.linear(xc, d, rowSlot);
+                }
             }
             Tensor y = base.apply(xc);
             if (!y.is_contiguous()) {

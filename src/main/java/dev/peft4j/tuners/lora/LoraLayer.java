@@ -434,7 +434,7 @@ public final class LoraLayer extends BaseTunerLayer implements DecodeLinearSourc
         if (baseLayer() instanceof QuantizedLinear q) {
             Tensor key = q.weight().panels();
             s = state != null && state.sameBase(key, null) ? state
-                    : keepOrClose(state, NativeLinear.createForQuantized(key, inFeatures, outFeatures, q.dtype()));
+                    : keepOrClose(state, NativeLinear.createForQuantized(q, key));
         } else {
             Tensor w = baseWeight();
             Tensor bias = baseBias();

@@ -74,7 +74,7 @@ final class LogitsCommand extends CliCommand {
                 throw usage("--row-adapters names " + rowAdapters.size() + " adapters for " + rows.length + " rows");
             }
         }
-        progress("loading %s", model.dir());
+        progress("loading %s", model.source());
         try (PreTrainedModel m = model.load(); PointerScope scope = new PointerScope();
                 InferenceMode im = new InferenceMode()) {
             adapterOptions.apply(m, folders, model);

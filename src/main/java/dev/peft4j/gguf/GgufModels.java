@@ -95,6 +95,10 @@ public final class GgufModels {
                 boolean quantized = t.type() == GgmlType.Q8_0.id || t.type() == GgmlType.Q4_0.id;
                 boolean linear = e.getKey().startsWith("blk.") && !e.getKey().endsWith("_norm.weight")
                         || e.getKey().equals("output.weight");
+                boolean outer = e.getKey().equals("output.weight") || e.getKey().equals("token_embd.weight");
+                if (t.type() == GgmlType.Q6_K.id && outer) {
+                    continue; // dequantized at load: llama-quantize's output tensor of a Q4_0 model
+                }
                 if (quantized && linear && dt == ScalarType.Half) {
                     throw new IllegalArgumentException(file + ": tensor " + t + ": quantized layers compute in "
                             + "float32 or bfloat16; load this file in one of those, not float16");
@@ -102,8 +106,8 @@ public final class GgufModels {
                 if (!quantized && t.type() != GgmlType.F32.id && t.type() != GgmlType.F16.id
                         && t.type() != GgmlType.BF16.id) {
                     throw new IllegalArgumentException(file + ": tensor " + t + ": ggml type " + t.typeName()
-                            + " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0; requantize the F16 / BF16 "
-                            + "GGUF with llama-quantize --pure to Q8_0 or Q4_0)");
+                            + " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, and Q6_K for token_embd / "
+                            + "output; requantize the F16 / BF16 GGUF to Q8_0 or Q4_0 with llama-quantize)");
                 }
             }
             PreTrainedModel model = AutoModel.fromConfig(config, Init.meta(dt));
@@ -118,7 +122,11 @@ public final class GgufModels {
                             : gname.endsWith(".attn_k.weight") ? shape.kvHeads() : 0;
                     Quantization q = t.type() == GgmlType.Q8_0.id ? Quantization.INT8
                             : t.type() == GgmlType.Q4_0.id ? Quantization.INT4 : null;
-                    if (q == null) {
+                    if (t.type() == GgmlType.Q6_K.id) {
+                        Tensor w = dequantizeQ6K(g, t);
+                        owned.add(w);
+                        checkpoint.put(hf, w);
+                    } else if (q == null) {
                         Tensor w = g.get(gname);
                         owned.add(w);
                         if (heads > 0) {
@@ -298,6 +306,83 @@ public final class GgufModels {
             values.close();
             scales.close();
         }
+    }
+
+    /** Q6_K's block: 256 weights in 210 bytes. */
+    private static final int QK_K = 256;
+
+    /**
+     * A Q6_K tensor {@code [out, in]} as a new float32 tensor, as ggml's {@code dequantize_row_q6_K} computes it:
+     * per block of 256, {@code ql[128]} (low 4 bits), {@code qh[64]} (high 2 bits), {@code scales[16]} (int8, one
+     * per 16 weights), {@code d} (half); {@code w = d·scale·(q − 32)}.
+     */
+    static Tensor dequantizeQ6K(GgufFile g, GgufFile.TensorInfo t) {
+        int rows = Math.toIntExact(t.dims()[1]);
+        int cols = Math.toIntExact(t.dims()[0]);
+        int rowBytes = cols / QK_K * GgmlType.Q6_K.blockBytes;
+        Tensor out;
+        try (org.bytedeco.pytorch.TensorOptions o = new org.bytedeco.pytorch.TensorOptions(ScalarType.Float);
+                org.bytedeco.pytorch.MemoryFormatOptional mf = new org.bytedeco.pytorch.MemoryFormatOptional()) {
+            out = org.bytedeco.pytorch.global.torch.empty(new long[] {rows, cols}, o, mf);
+        }
+        byte[] row = new byte[rowBytes];
+        float[] y = new float[cols];
+        try (Tensor bytes = g.bytes(t.name());
+                org.bytedeco.javacpp.BytePointer src = new org.bytedeco.javacpp.BytePointer(bytes.data_ptr());
+                org.bytedeco.javacpp.FloatPointer dst = new org.bytedeco.javacpp.FloatPointer(out.data_ptr())) {
+            for (int r = 0; r < rows; r++) {
+                src.position((long) r * rowBytes).get(row);
+                dequantizeQ6KRow(row, y);
+                dst.position((long) r * cols).put(y);
+            }
+        }
+        return out;
+    }
+
+    /** One row of Q6_K blocks ({@code x}) into {@code y}, as ggml's {@code dequantize_row_q6_K}. */
+    static void dequantizeQ6KRow(byte[] x, float[] y) {
+        int blocks = y.length / QK_K;
+        for (int i = 0; i < blocks; i++) {
+            int b = i * GgmlType.Q6_K.blockBytes;
+            int ql = b;
+            int qh = b + 128;
+            int sc = b + 192;
+            float d = halfToFloat((x[b + 208] & 0xff) | (x[b + 209] & 0xff) << 8);
+            int yo = i * QK_K;
+            for (int n = 0; n < QK_K; n += 128) {
+                for (int l = 0; l < 32; l++) {
+                    int is = l / 16;
+                    int h = x[qh + l] & 0xff;
+                    int q1 = ((x[ql + l] & 0xF) | ((h & 3) << 4)) - 32;
+                    int q2 = ((x[ql + l + 32] & 0xF) | (((h >> 2) & 3) << 4)) - 32;
+                    int q3 = (((x[ql + l] & 0xff) >> 4) | (((h >> 4) & 3) << 4)) - 32;
+                    int q4 = (((x[ql + l + 32] & 0xff) >> 4) | (((h >> 6) & 3) << 4)) - 32;
+                    y[yo + l] = d * x[sc + is] * q1;
+                    y[yo + l + 32] = d * x[sc + is + 2] * q2;
+                    y[yo + l + 64] = d * x[sc + is + 4] * q3;
+                    y[yo + l + 96] = d * x[sc + is + 6] * q4;
+                }
+                yo += 128;
+                ql += 64;
+                qh += 32;
+                sc += 8;
+            }
+        }
+    }
+
+    /** IEEE half-precision bits to float (exact: every half is a float). */
+    static float halfToFloat(int h) {
+        int sign = (h & 0x8000) << 16;
+        int exp = (h >> 10) & 0x1f;
+        int mant = h & 0x3ff;
+        if (exp == 0x1f) {
+            return Float.intBitsToFloat(sign | 0x7f80_0000 | mant << 13);
+        }
+        if (exp == 0) {
+            float m = mant * 0x1p-24f; // subnormal (or zero): mant · 2^-24, exact
+            return sign != 0 ? -m : m;
+        }
+        return Float.intBitsToFloat(sign | (exp + 112) << 23 | mant << 13);
     }
 
     /**

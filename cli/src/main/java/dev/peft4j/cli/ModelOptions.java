@@ -15,22 +15,18 @@ import picocli.CommandLine.Option;
 
 /**
  * {@code --model <dir or repo id>} and {@code --dtype}: a Hugging Face model folder (or a repo's snapshot in the local
- * Hugging Face cache), loaded by {@link AutoModel}; or {@code --gguf <file>}, a llama.cpp GGUF model loaded by
- * {@link GgufModels} (generate and logits), {@code --model} then only the tokenizer's folder.
+ * Hugging Face cache), loaded by {@link AutoModel}; or, in the commands with {@link GgufOption}, a llama.cpp GGUF
+ * file loaded by {@link GgufModels}, {@code --model} then only the tokenizer's folder.
  */
 final class ModelOptions {
     @Option(names = "--model", paramLabel = "<dir>",
             description = "A Hugging Face model folder: config.json and model.safetensors (sharded, or "
             + "pytorch_model.bin); or a Hub repo id, fetched into the local Hugging Face cache (its 'main'). "
-            + "Required, except with --gguf, where it names the folder (or repo) whose tokenizer.json encodes "
-            + "--prompt and nothing else is read from it.")
+            + "Required, except with --gguf (generate, logits), where it names the folder (or repo) whose "
+            + "tokenizer.json encodes --prompt and nothing else is read from it.")
     String model;
 
-    @Option(names = "--gguf", paramLabel = "<file>", description =
-            "generate and logits: load the model from a llama.cpp GGUF file instead (architecture llama; F32, F16, "
-            + "BF16, Q8_0 and Q4_0 tensors; Q8_0 / Q4_0 projections run quantized as --quantize would, in --dtype). "
-            + "The GGUF's own vocabulary is not read: text prompts need --model with the model's tokenizer.json. "
-            + "See docs/GGUF.md.")
+    /** The GGUF file of {@link GgufOption}, set by the commands that take it; null: load --model. */
     Path gguf;
 
     @picocli.CommandLine.Spec(picocli.CommandLine.Spec.Target.MIXEE)
@@ -76,12 +72,11 @@ final class ModelOptions {
 
     /** The model's folder: --model itself, or the repo's snapshot in the Hugging Face cache, fetched as needed. */
     Path dir() throws IOException {
-        checkGguf();
         if (model == null) {
             throw usage(gguf != null
                     ? "a tokenizer is needed, and the GGUF's own vocabulary is not read: give --model with a folder "
                             + "(or repo id) holding the model's tokenizer.json beside --gguf, or token ids"
-                    : "Missing required option: '--model=<dir>' (or --gguf <file>)");
+                    : "Missing required option: '--model=<dir>'");
         }
         if (modelDir == null) {
             modelDir = AutoModel.localOrHub(model, revision, cacheDir, HubDownload.Settings.fromEnvironment(token));
@@ -100,12 +95,6 @@ final class ModelOptions {
         return gguf != null ? gguf.toString() : dir().toString();
     }
 
-    private void checkGguf() {
-        if (gguf != null && !command.name().equals("generate") && !command.name().equals("logits")) {
-            throw usage("--gguf is supported by generate and logits, not by " + command.name());
-        }
-    }
-
     private picocli.CommandLine.ParameterException usage(String message) {
         return new picocli.CommandLine.ParameterException(command.commandLine(), message);
     }
@@ -115,7 +104,6 @@ final class ModelOptions {
         if (threads != null && threads < 1) {
             throw new IllegalArgumentException("--threads must be ≥ 1, got " + threads);
         }
-        checkGguf();
         if (gguf == null && model == null) {
             dir(); // the missing --model, as a usage error
         }

@@ -99,6 +99,10 @@ public final class GgufModels {
                 if (t.type() == GgmlType.Q6_K.id && outer) {
                     continue; // dequantized at load: llama-quantize's output tensor of a Q4_0 model
                 }
+                if (quantized && !linear && !outer) {
+                    throw new IllegalArgumentException(file + ": tensor " + t + ": a " + t.typeName()
+                            + " norm is not supported (llama.cpp's converters keep norms in F32)");
+                }
                 if (quantized && linear && dt == ScalarType.Half) {
                     throw new IllegalArgumentException(file + ": tensor " + t + ": quantized layers compute in "
                             + "float32 or bfloat16; load this file in one of those, not float16");

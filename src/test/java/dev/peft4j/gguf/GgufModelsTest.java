@@ -158,7 +158,7 @@ class GgufModelsTest {
     /** ggml's blocks of {@code w} ({@code [out, in]} float32): per row and block of 32, the fp16 scale, the values. */
     static byte[] blocks(Tensor w, GgufWriter.TensorType type) {
         Quantization q = type == GgufWriter.TensorType.Q8_0 ? Quantization.INT8 : Quantization.INT4;
-        QuantizedWeight qw = QuantizedWeight.quantize(w.contiguous(), q);
+        QuantizedWeight qw = QuantizedWeight.quantize(w.contiguous().view(-1, w.size(w.dim() - 1)), q);
         byte[] values = rawBytes(qw.values());
         short[] scales = new short[(int) (qw.outFeatures() * qw.inFeatures() / 32)];
         try (Tensor s = qw.scales()) {
@@ -316,6 +316,14 @@ class GgufModelsTest {
         Path f = patched("i32.gguf", b -> putInt(b, typeField(b, "blk.1.ffn_up.weight"), 26));
         String m = refused(IllegalArgumentException.class, f);
         assertTrue(m.contains("blk.1.ffn_up.weight") && m.contains("I32") && m.contains("Q8_0"), m);
+    }
+
+    @Test
+    void aQuantizedNormIsRefusedNamingIt() throws IOException {
+        Path f = requantize(f32, tmp.resolve("q8-norm.gguf"), n -> n.equals("blk.0.ffn_norm.weight")
+                ? GgufWriter.TensorType.Q8_0 : GgufWriter.TensorType.F32);
+        String m = refused(IllegalArgumentException.class, f);
+        assertTrue(m.contains("blk.0.ffn_norm.weight Q8_0 [64]") && m.contains("norm is not supported"), m);
     }
 
     @Test

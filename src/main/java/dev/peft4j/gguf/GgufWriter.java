@@ -42,16 +42,21 @@ final class GgufWriter {
         }
     }
 
-    /** The ggml tensor types this writer emits ({@code ggml_type}), with their element size in bytes. */
+    /**
+     * The ggml tensor types this writer emits ({@code ggml_type}), with their block size (elements along the
+     * innermost dimension per block) and the bytes of one block.
+     */
     enum TensorType {
-        F32(0, 4), F16(1, 2), BF16(30, 2);
+        F32(0, 1, 4), F16(1, 1, 2), BF16(30, 1, 2), Q4_0(2, 32, 18), Q8_0(8, 32, 34);
 
         final int id;
-        final int bytes;
+        final int blockSize;
+        final int blockBytes;
 
-        TensorType(int id, int bytes) {
+        TensorType(int id, int blockSize, int blockBytes) {
             this.id = id;
-            this.bytes = bytes;
+            this.blockSize = blockSize;
+            this.blockBytes = blockBytes;
         }
     }
 
@@ -130,7 +135,12 @@ final class GgufWriter {
             dims[shape.length - 1 - i] = shape[i];
             n = Math.multiplyExact(n, shape[i]);
         }
-        TensorEntry e = new TensorEntry(name, dims, type, Math.multiplyExact(n, type.bytes), source);
+        if (dims[0] % type.blockSize != 0) {
+            throw new IllegalArgumentException("GGUF tensor " + name + ": innermost dimension " + dims[0]
+                    + " is not a multiple of " + type + "'s block of " + type.blockSize);
+        }
+        TensorEntry e = new TensorEntry(name, dims, type, Math.multiplyExact(n / type.blockSize, type.blockBytes),
+                source);
         if (tensorsByName.putIfAbsent(name, e) != null) {
             throw new IllegalArgumentException("GGUF tensor " + name + " is added twice");
         }

@@ -47,6 +47,18 @@ public final class ModelConfig {
         }
     }
 
+    /**
+     * A config from JSON text that came from {@code source} (named in the messages: a file, or a key of a model
+     * format that holds its config otherwise, such as a GGUF file's metadata).
+     */
+    public static ModelConfig parse(String json, String source) {
+        try {
+            return new ModelConfig(JSON.readTree(json), source);
+        } catch (IOException e) {
+            throw new IllegalArgumentException(source + ": invalid JSON: " + e.getMessage(), e);
+        }
+    }
+
     /** A copy of this config whose {@code architectures} is {@code [architecture]}. */
     public ModelConfig withArchitecture(String architecture) {
         com.fasterxml.jackson.databind.node.ObjectNode copy = root.deepCopy();

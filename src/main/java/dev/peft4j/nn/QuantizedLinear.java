@@ -81,6 +81,25 @@ public final class QuantizedLinear extends Module implements Layer, DecodeLinear
         return new QuantizedLinear(q, bias, dt);
     }
 
+    /**
+     * A layer on an existing quantized weight (taken over: the layer's buffers are {@code weight}'s panel tensors)
+     * computing in {@code dtype}, as a model file that stores its weights quantized (GGUF's {@code Q8_0} /
+     * {@code Q4_0}) is loaded; {@code bias} ({@code [out]} of {@code dtype}, or null) is taken over too.
+     *
+     * @throws IllegalArgumentException when {@code dtype} is not float32 or bfloat16, or the bias does not fit
+     */
+    public static QuantizedLinear of(QuantizedWeight weight, Tensor bias, ScalarType dtype) {
+        ScalarType dt = dtype.intern();
+        if (dt != ScalarType.Float && dt != ScalarType.BFloat16) {
+            throw new IllegalArgumentException("a quantized layer computes in float32 or bfloat16, not " + dt);
+        }
+        if (bias != null && (bias.numel() != weight.outFeatures() || bias.scalar_type().intern() != dt)) {
+            throw new IllegalArgumentException("bias: " + bias.numel() + " entries of " + bias.scalar_type()
+                    + ", expected " + weight.outFeatures() + " of " + dt);
+        }
+        return new QuantizedLinear(weight, bias, dt);
+    }
+
     @Override
     public String typeName() {
         return "QuantizedLinear";

@@ -147,6 +147,89 @@ class GgufLlamaCppTest {
         }
     }
 
+    /**
+     * llama.cpp's own quantizer ({@code llama_model_quantize}, as {@code llama-quantize} with its defaults) makes
+     * Q8_0 and Q4_0 files of a model 256 wide, so that its Q4_0 file holds the output in Q6_K, as real ones do.
+     * {@link GgufModels} loads them: every block (and the Q8_0 output) is bit for bit what peft4j's quantizer makes
+     * of the same float32 weights, so the logits equal the model quantized at load (its embedding rounded as the
+     * file's is) bit for bit; the Q6_K output is dequantized within Q6_K's rounding of the float head; and the logits
+     * agree with llama.cpp's on the same file within 5 % of the largest logit, closer than the float32 model's are
+     * (measured: 0.13 against 0.29 for Q8_0, 0.19 against 3.5 for Q4_0, largest logit 5.7; the 8-bit activations,
+     * quantized in both, round differently where their float inputs differ in the last bits, and llama.cpp computes
+     * its Q6_K head on 8-bit activations where peft4j uses float32).
+     */
+    @Test
+    void llamaCppQuantizedFilesLoadBitExact() throws Exception {
+        Path dir = GgufFixtures.llama(tmp.resolve("wide"), 13, ", \"hidden_size\": 256, \"intermediate_size\": 256");
+        Path f32 = GgufExport.exportModel(dir, tmp.resolve("wide-f32.gguf"), GgufExport.OutType.F32).file();
+        for (dev.peft4j.kernels.Quantization q : dev.peft4j.kernels.Quantization.values()) {
+            Path file = tmp.resolve("wide-" + q.ggmlName() + ".gguf");
+            Process p = new ProcessBuilder(harness.toString(), "quantize", f32.toString(), file.toString(),
+                    q.ggmlName(), "1").redirectErrorStream(true).start();
+            String log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+            assertTrue(p.waitFor(120, TimeUnit.SECONDS), "llama_peer quantize did not finish");
+            assertEquals(0, p.exitValue(), "llama_peer quantize failed: " + log);
+            boolean q8 = q == dev.peft4j.kernels.Quantization.INT8;
+            try (GgufFile g = GgufFile.open(file)) {
+                assertEquals(q8 ? "Q8_0" : "Q4_0", g.tensor("blk.1.ffn_down.weight").typeName());
+                assertEquals(q8 ? "Q8_0" : "Q6_K", g.tensor("output.weight").typeName());
+                assertEquals(q8 ? "Q8_0" : "Q4_0", g.tensor("token_embd.weight").typeName());
+            }
+            try (PointerScope scope = new PointerScope(); InferenceMode im = new InferenceMode();
+                    PreTrainedModel ref = AutoModel.fromPretrained(dir, ScalarType.Float);
+                    PreTrainedModel gg = GgufModels.fromGguf(file, ScalarType.Float)) {
+                Tensor floatHead = ((dev.peft4j.nn.Linear) ref.getSubmodule("lm_head")).weight().clone();
+                List<String> names = AutoModel.quantize(ref, q, q8 ? q : null);
+                for (String name : names) {
+                    dev.peft4j.nn.QuantizedLinear a = (dev.peft4j.nn.QuantizedLinear) ref.getSubmodule(name);
+                    dev.peft4j.nn.QuantizedLinear b = (dev.peft4j.nn.QuantizedLinear) gg.getSubmodule(name);
+                    assertTrue(torch.equal(a.weight().panels(), b.weight().panels())
+                            && torch.equal(a.weight().panelScales(), b.weight().panelScales()),
+                            q + ": " + name + ": llama.cpp's blocks differ from peft4j's quantizer's");
+                }
+                // the embedding as llama.cpp reads its blocks: peft4j's quantizer's, dequantized
+                Tensor emb = ((dev.peft4j.nn.Embedding) ref.getSubmodule("model.embed_tokens")).weight();
+                emb.copy_(dev.peft4j.kernels.QuantizedWeight.quantize(emb.contiguous(), q).dequantize(ScalarType.Float));
+                if (!q8) {
+                    Tensor head = ((dev.peft4j.nn.Linear) gg.getSubmodule("lm_head")).weight();
+                    double err = head.sub(floatHead).abs().max().item_double();
+                    double max = floatHead.abs().max().item_double();
+                    // Q6_K: 6-bit values on an 8-bit scale per 16 weights, a half scale per 256: error ≲ max / 32
+                    assertTrue(err > 0 && err < max / 32, "Q6_K output dequantized with error " + err + " of " + max);
+                    ((dev.peft4j.nn.Linear) ref.getSubmodule("lm_head")).weight().copy_(head);
+                }
+                Tensor ids;
+                try (TensorOptions o = new TensorOptions(ScalarType.Long)) {
+                    ids = torch.zeros(new long[] {1, IDS.length}, o);
+                    ids.data_ptr_long().capacity(IDS.length).put(IDS);
+                }
+                Tensor want = ((CausalLM) ref).forward(ids, null, null, null);
+                Tensor got = ((CausalLM) gg).forward(ids, null, null, null);
+                assertTrue(torch.equal(want, got), q + ": logits differ from the model quantized at load by "
+                        + want.sub(got).abs().max().item_double());
+                float[][] ours = rows(got);
+                float[][] theirs = llamaCpp(file, null);
+                double d = maxDiff(ours, theirs);
+                double vsFloat = maxDiff(peft4j(dir, false), theirs);
+                System.out.printf("GgufLlamaCppTest %s file: max |llama.cpp - peft4j| = %.3g, llama.cpp's against "
+                        + "the float32 model %.3g (max |logit| %.3g)%n", q.ggmlName(), d, vsFloat, scale(ours));
+                assertTrue(d <= 0.05 * scale(ours) && d < vsFloat, q + ": llama.cpp's logits differ by " + d);
+            }
+        }
+    }
+
+    static float[][] rows(Tensor logits) {
+        Tensor c = logits.to(ScalarType.Float).contiguous();
+        long[] shape = c.shape();
+        float[] flat = new float[(int) (shape[1] * shape[2])];
+        new org.bytedeco.javacpp.FloatPointer(c.data_ptr()).get(flat);
+        float[][] out = new float[(int) shape[1]][];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = java.util.Arrays.copyOfRange(flat, (int) (i * shape[2]), (int) ((i + 1) * shape[2]));
+        }
+        return out;
+    }
+
     private static float[][] peft4j(boolean withLora) throws IOException {
         return peft4j(modelDir, withLora);
     }

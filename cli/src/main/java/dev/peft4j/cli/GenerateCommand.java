@@ -36,6 +36,9 @@ final class GenerateCommand extends CliCommand {
     ModelOptions model;
 
     @Mixin
+    GgufOption gguf;
+
+    @Mixin
     AdapterOptions adapterOptions;
 
     @Option(names = "--prompt", paramLabel = "TEXT", description =
@@ -80,6 +83,7 @@ final class GenerateCommand extends CliCommand {
 
     @Override
     public Integer call() throws IOException {
+        model.gguf = gguf.file;
         if (!doSample && (seed != null || temperature != null || topK != null || topP != null)) {
             throw usage("--seed, --temperature, --top-k and --top-p apply to sampling: add --do-sample");
         }
@@ -138,14 +142,14 @@ final class GenerateCommand extends CliCommand {
 
     private void generate(long[][] rows, Generation.Options options, Map<String, Path> folders, Tokenizer tokenizer)
             throws IOException {
-        progress("loading %s", model.dir());
+        progress("loading %s", model.source());
         try (PreTrainedModel m = model.load(); PointerScope scope = new PointerScope()) {
             if (m instanceof Seq2SeqLM s2s) {
                 generateSeq2Seq(m, s2s, rows, options, folders, tokenizer);
                 return;
             }
             if (!(m instanceof CausalLM lm)) {
-                throw new IllegalArgumentException(model.dir() + ": " + m.typeName()
+                throw new IllegalArgumentException(model.source() + ": " + m.typeName()
                         + " has no language-model head: generate needs a causal LM or an encoder-decoder");
             }
             Batch b = prepare(m, rows, options, folders, tokenizer);

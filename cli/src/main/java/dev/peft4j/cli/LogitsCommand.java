@@ -35,6 +35,9 @@ final class LogitsCommand extends CliCommand {
     ModelOptions model;
 
     @Mixin
+    GgufOption gguf;
+
+    @Mixin
     AdapterOptions adapterOptions;
 
     @Option(names = "--row-adapters", split = ",", paramLabel = "n1,__base__,...",
@@ -55,6 +58,7 @@ final class LogitsCommand extends CliCommand {
 
     @Override
     public Integer call() throws IOException {
+        model.gguf = gguf.file;
         long[][] rows = parseRows("--input-ids", inputIds);
         long[][] decoderRows = decoderInputIds == null ? null : parseRows("--decoder-input-ids", decoderInputIds);
         if (decoderRows != null && decoderRows.length != rows.length) {
@@ -74,7 +78,7 @@ final class LogitsCommand extends CliCommand {
                 throw usage("--row-adapters names " + rowAdapters.size() + " adapters for " + rows.length + " rows");
             }
         }
-        progress("loading %s", model.dir());
+        progress("loading %s", model.source());
         try (PreTrainedModel m = model.load(); PointerScope scope = new PointerScope();
                 InferenceMode im = new InferenceMode()) {
             adapterOptions.apply(m, folders, model);

@@ -1,6 +1,7 @@
 package dev.peft4j.cli;
 
 import dev.peft4j.LoadAdapterOptions;
+import dev.peft4j.gguf.GgufModels;
 import dev.peft4j.kernels.Quantization;
 import dev.peft4j.io.HubDownload;
 import dev.peft4j.models.AutoModel;
@@ -14,13 +15,22 @@ import picocli.CommandLine.Option;
 
 /**
  * {@code --model <dir or repo id>} and {@code --dtype}: a Hugging Face model folder (or a repo's snapshot in the local
- * Hugging Face cache), loaded by {@link AutoModel}.
+ * Hugging Face cache), loaded by {@link AutoModel}; or, in the commands with {@link GgufOption}, a llama.cpp GGUF
+ * file loaded by {@link GgufModels}, {@code --model} then only the tokenizer's folder.
  */
 final class ModelOptions {
-    @Option(names = "--model", required = true, paramLabel = "<dir>",
+    @Option(names = "--model", paramLabel = "<dir>",
             description = "A Hugging Face model folder: config.json and model.safetensors (sharded, or "
-            + "pytorch_model.bin); or a Hub repo id, fetched into the local Hugging Face cache (its 'main').")
+            + "pytorch_model.bin); or a Hub repo id, fetched into the local Hugging Face cache (its 'main'). "
+            + "Required, except with --gguf (generate, logits), where it names the folder (or repo) whose "
+            + "tokenizer.json encodes --prompt and nothing else is read from it.")
     String model;
+
+    /** The GGUF file of {@link GgufOption}, set by the commands that take it; null: load --model. */
+    Path gguf;
+
+    @picocli.CommandLine.Spec(picocli.CommandLine.Spec.Target.MIXEE)
+    picocli.CommandLine.Model.CommandSpec command;
 
     @Option(names = "--revision", paramLabel = "<rev>", description =
             "With a repo id for --model: the branch, tag or commit to fetch (default: main).")
@@ -62,6 +72,12 @@ final class ModelOptions {
 
     /** The model's folder: --model itself, or the repo's snapshot in the Hugging Face cache, fetched as needed. */
     Path dir() throws IOException {
+        if (model == null) {
+            throw usage(gguf != null
+                    ? "a tokenizer is needed, and the GGUF's own vocabulary is not read: give --model with a folder "
+                            + "(or repo id) holding the model's tokenizer.json beside --gguf, or token ids"
+                    : "Missing required option: '--model=<dir>'");
+        }
         if (modelDir == null) {
             modelDir = AutoModel.localOrHub(model, revision, cacheDir, HubDownload.Settings.fromEnvironment(token));
         }
@@ -74,13 +90,34 @@ final class ModelOptions {
                 .adapterKwargs(cacheDir == null ? null : Map.of("cache_dir", cacheDir)).build();
     }
 
+    /** What the model is loaded from, for progress messages: the GGUF file, else the folder. */
+    String source() throws IOException {
+        return gguf != null ? gguf.toString() : dir().toString();
+    }
+
+    private picocli.CommandLine.ParameterException usage(String message) {
+        return new picocli.CommandLine.ParameterException(command.commandLine(), message);
+    }
+
     /** The model, in eval mode, with the thread count set. */
     PreTrainedModel load() throws IOException {
         if (threads != null && threads < 1) {
             throw new IllegalArgumentException("--threads must be ≥ 1, got " + threads);
         }
+        if (gguf == null && model == null) {
+            dir(); // the missing --model, as a usage error
+        }
+        if (gguf != null) {
+            if (quantize != null || quantizeHead != null) {
+                throw usage("--gguf loads the tensors in the types the file holds (Q8_0 / Q4_0 projections run "
+                        + "quantized): --quantize and --quantize-head do not apply");
+            }
+        }
         Threads.pin(threads != null ? threads : org.bytedeco.pytorch.global.torch.get_num_threads());
         ScalarType dt = dtype == null ? null : ModelConfig.parseDtype(dtype, "--dtype");
+        if (gguf != null) {
+            return GgufModels.fromGguf(gguf, dt);
+        }
         Quantization q;
         try {
             q = quantize == null ? null : Quantization.parse(quantize);

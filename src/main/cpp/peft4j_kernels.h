@@ -14,6 +14,7 @@
 #include "peft4j_qpanel.h"
 #include "peft4j_qgroup.h"
 #include "peft4j_qlora.h"
+#include "peft4j_mixgroup.h"
 
 inline int peft4j_best_isa() { return peft4j::best_isa(); }
 inline int peft4j_active_isa() { return peft4j::active_isa(); }

@@ -39,6 +39,7 @@ PEFT4J_BF16_TARGET static void cvt16_ne(const float* f, uint16_t* out) {
 
 int run_quant_tests();  // quant_test.cpp
 int run_qlora_tests();  // qlora_test.cpp
+int run_mixgroup_tests();  // mixgroup_test.cpp
 
 int main() {
     std::mt19937 rng(1234);
@@ -535,6 +536,7 @@ int main() {
     failures += run_decode_tests();
     failures += run_quant_tests();
     failures += run_qlora_tests();
+    failures += run_mixgroup_tests();
     std::printf("%d passed, %d failed\n", checks + 4 - failures, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -301,6 +301,11 @@ public final class DecodeKernels {
      */
     public static Tensor[] linearGroup(Tensor x, DecodeLinear... layers) {
         long rows = checkDecodeInput(x, layers);
+        if (anyPerRow(layers)) {
+            Tensor[] out = perRowGroup(x, rows, layers);
+            GROUP_CALLS.increment();
+            return out;
+        }
         if (anyQuantized(layers)) {
             Tensor[] out = quantizedGroup(x, rows, layers, null);
             GROUP_CALLS.increment();
@@ -360,6 +365,11 @@ public final class DecodeKernels {
                         + gate.outFeatures());
             }
             inter = gate.outFeatures() / 2;
+        }
+        if (up == null ? gate instanceof PerRowDecodeLinear : anyPerRow(gate, up)) {
+            Tensor y = perRowGated(x, rows, inter, gate, up, act);
+            GROUP_CALLS.increment();
+            return y;
         }
         if (up == null ? gate instanceof QuantizedDecodeLinear : anyQuantized(gate, up)) {
             Tensor y = quantizedGated(x, rows, inter, gate, up, act);
@@ -485,6 +495,12 @@ public final class DecodeKernels {
      */
     public static Tensor linear(Tensor x, DecodeLinear layer, int[] rowSlot) {
         long rows = checkDecodeInput(x, layer);
+        if (layer instanceof PerRowDecodeLinear) {
+            if (rowSlot != null) {
+                throw new IllegalArgumentException("rowSlot: the state already carries a per-row adapter index");
+            }
+            return perRowGroup(x, rows, new DecodeLinear[] {layer})[0];
+        }
         if (!(layer instanceof QuantizedDecodeLinear q)) {
             if (rowSlot != null) {
                 throw new IllegalArgumentException("rowSlot: a per-row adapter index needs a quantized layer's state");
@@ -654,5 +670,134 @@ public final class DecodeKernels {
                 Kernels.countLayerCall();
             }
         }
+    }
+
+    private static boolean anyPerRow(DecodeLinear... layers) {
+        for (DecodeLinear l : layers) {
+            if (l instanceof PerRowDecodeLinear) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * {@link #linearGroup} for a mixed batch: members with a per-row adapter index ({@link DecodeLinear#perRow})
+     * beside members without one. Dense members run in one region, each with its own index; quantized members run in
+     * one region when they share one index (a member without adapters takes any), else one member at a time.
+     */
+    private static Tensor[] perRowGroup(Tensor x, long rows, DecodeLinear[] layers) {
+        int n = layers.length;
+        DecodeLinear[] states = new DecodeLinear[n];
+        int[][] slots = new int[n][];
+        for (int g = 0; g < n; g++) {
+            if (layers[g] instanceof PerRowDecodeLinear p) {
+                LoraDelta.checkRowSlot(p.rowSlot, rows, p.slotCount());
+                states[g] = p.state;
+                slots[g] = p.rowSlot;
+            } else {
+                states[g] = layers[g];
+            }
+        }
+        if (!anyQuantized(states)) {
+            return densePerRow(x, rows, states, slots);
+        }
+        int[] shared = null;
+        boolean together = true;
+        for (int g = 0; g < n; g++) {
+            boolean adapted = states[g].slotCount() > 0;
+            if (states[g] instanceof QuantizedDecodeLinear) {
+                if (adapted && slots[g] == null) {
+                    together = false; // every adapter on every row: not the shared index
+                } else if (adapted) {
+                    together &= shared == null || Arrays.equals(shared, slots[g]);
+                    shared = shared == null ? slots[g] : shared;
+                }
+            } else if (slots[g] != null && adapted) {
+                together = false; // quantizedGroup runs its dense members without an index
+            }
+        }
+        if (together) {
+            return quantizedGroup(x, rows, states, shared);
+        }
+        Tensor[] out = new Tensor[n];
+        for (int g = 0; g < n; g++) {
+            out[g] = states[g] instanceof QuantizedDecodeLinear
+                    ? quantizedGroup(x, rows, new DecodeLinear[] {states[g]}, slots[g])[0]
+                    : densePerRow(x, rows, new DecodeLinear[] {states[g]}, new int[][] {slots[g]})[0];
+        }
+        return out;
+    }
+
+    /** Dense members in one region, member g with row slots {@code slots[g]} (null: every adapter on every row). */
+    private static Tensor[] densePerRow(Tensor x, long rows, DecodeLinear[] states, int[][] slots) {
+        int n = states.length;
+        Tensor[] out = new Tensor[n];
+        long[] handles = new long[n];
+        long[] ys = new long[n];
+        int[] flat = new int[Math.toIntExact(n * rows)];
+        int[] has = new int[n];
+        for (int g = 0; g < n; g++) {
+            out[g] = torch.empty(outShape(x, states[g].outFeatures()), options(states[g].dtype()), NO_FORMAT);
+            handles[g] = states[g].handle();
+            ys[g] = out[g].data_ptr().address();
+            if (slots[g] != null) {
+                has[g] = 1;
+                System.arraycopy(slots[g], 0, flat, Math.toIntExact(g * rows), Math.toIntExact(rows));
+            }
+        }
+        if (rows > 0) {
+            NativeKernels.peft4j_adapted_linear_forward_group_mixed(n, handles, ys, x.data_ptr().address(), rows,
+                    flat, has, torch.get_num_threads());
+        }
+        countLayerCalls(states);
+        java.lang.ref.Reference.reachabilityFence(x);
+        java.lang.ref.Reference.reachabilityFence(states);
+        return out;
+    }
+
+    /** {@link #gatedLinear} for a mixed batch (see {@link #perRowGroup}): one native call when gate and up are dense. */
+    private static Tensor perRowGated(Tensor x, long rows, long inter, DecodeLinear gate, DecodeLinear up,
+            GateActivation act) {
+        DecodeLinear[] members = up == null ? new DecodeLinear[] {gate} : new DecodeLinear[] {gate, up};
+        Tensor y = torch.empty(outShape(x, inter), options(gate.dtype()), NO_FORMAT);
+        int dt = Kernels.dtypeCode("x", x);
+        DecodeLinear[] states = new DecodeLinear[members.length];
+        int[] flat = new int[Math.toIntExact(members.length * rows)];
+        int[] has = new int[members.length];
+        for (int g = 0; g < members.length; g++) {
+            states[g] = members[g];
+            if (members[g] instanceof PerRowDecodeLinear p) {
+                LoraDelta.checkRowSlot(p.rowSlot, rows, p.slotCount());
+                states[g] = p.state;
+                has[g] = 1;
+                System.arraycopy(p.rowSlot, 0, flat, Math.toIntExact(g * rows), Math.toIntExact(rows));
+            }
+        }
+        if (!anyQuantized(states)) {
+            if (rows > 0) {
+                NativeKernels.peft4j_gated_linear_mixed(states[0].handle(), up == null ? 0L : states[1].handle(),
+                        y.data_ptr().address(), x.data_ptr().address(), rows, act.ordinal(), flat, has,
+                        torch.get_num_threads());
+            }
+            countLayerCalls(states);
+            java.lang.ref.Reference.reachabilityFence(x);
+            java.lang.ref.Reference.reachabilityFence(states);
+            return y;
+        }
+        Tensor[] gu = perRowGroup(x, rows, members);
+        // row by row, as the native gated call runs its activation and product
+        long elem = dt == 0 ? 4 : 2;
+        long g0 = gu[0].data_ptr().address();
+        long u0 = up != null ? gu[1].data_ptr().address() : g0 + inter * elem;
+        long stride = (up != null ? inter : 2 * inter) * elem;
+        for (long m = 0; m < rows; m++) {
+            NativeKernels.peft4j_act_mul(dt, act.ordinal(), y.data_ptr().address() + m * inter * elem,
+                    g0 + m * stride, u0 + m * stride, inter);
+        }
+        for (Tensor t : gu) {
+            t.close();
+        }
+        return y;
     }
 }

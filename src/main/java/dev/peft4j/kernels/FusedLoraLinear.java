@@ -194,6 +194,11 @@ public final class FusedLoraLinear extends DecodeLinear implements AutoCloseable
         return true;
     }
 
+    @Override
+    int slotCount() {
+        return adapters.size();
+    }
+
     /** Frees the native state and releases the tensors. */
     @Override
     public void close() {

@@ -176,4 +176,15 @@ final class NativeKernels {
             @Cast("const int32_t*") int[] nls, @Cast("const int64_t*") long[] as, @Cast("const int64_t*") long[] bs,
             @Cast("const int32_t*") int[] rs, @Cast("const float*") float[] ss, @Cast("void*") long y,
             @Cast("const void*") long x, @Cast("int64_t") long m, @Cast("int64_t") long k, int act, int threads);
+
+    // ---- a mixed batch's grouped decode projections, each layer with its per-row adapter index
+    // (peft4j_mixgroup.h) ----
+
+    static native void peft4j_adapted_linear_forward_group_mixed(int n, @Cast("const int64_t*") long[] handles,
+            @Cast("const int64_t*") long[] ys, @Cast("const void*") long x, @Cast("int64_t") long m,
+            @Cast("const int32_t*") int[] rowSlots, @Cast("const int32_t*") int[] hasSlot, int threads);
+
+    static native void peft4j_gated_linear_mixed(@Cast("int64_t") long gate, @Cast("int64_t") long up,
+            @Cast("void*") long y, @Cast("const void*") long x, @Cast("int64_t") long m, int act,
+            @Cast("const int32_t*") int[] rowSlots, @Cast("const int32_t*") int[] hasSlot, int threads);
 }

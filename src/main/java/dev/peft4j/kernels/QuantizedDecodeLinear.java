@@ -47,4 +47,9 @@ final class QuantizedDecodeLinear extends DecodeLinear {
     boolean countsLayerCall() {
         return false; // the layer's own forward counts none; its LoRA delta counts as LoraDelta#apply does
     }
+
+    @Override
+    int slotCount() {
+        return delta == null ? 0 : delta.a.length;
+    }
 }

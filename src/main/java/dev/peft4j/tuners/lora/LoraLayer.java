@@ -327,8 +327,9 @@ public final class LoraLayer extends BaseTunerLayer implements DecodeLinearSourc
      */
     @Override
     public DecodeLinear decodeLinear(Tensor x) {
-        if (currentAdapterNames() != null) {
-            return null;
+        List<String> perSample = currentAdapterNames();
+        if (perSample != null) {
+            return disabled() || merged() || !MIXED_GROUPED ? null : mixedDecodeLinear(x, perSample);
         }
         if (disabled() || merged()) {
             // disabled and merged: forward unmerges first, so leave it to forward
@@ -348,6 +349,41 @@ public final class LoraLayer extends BaseTunerLayer implements DecodeLinearSourc
                 return q.decodeLinear(x, activeNative.deltaSlots());
             }
             return activeNative.decodeLinear(x);
+        }
+    }
+
+    /**
+     * Whether a mixed batch hands out its decode state (its layers then join the grouped decode projections); off with
+     * {@code -Dpeft4j.decode.mixedGroup=false}, the baseline of the benchmarks (each layer then runs its own mixed
+     * forward, with the same result).
+     */
+    private static final boolean MIXED_GROUPED =
+            !"false".equalsIgnoreCase(System.getProperty("peft4j.decode.mixedGroup", "true").trim());
+
+    /**
+     * The decode state of a mixed batch: the layer's adapters as slots with each row's adapter index, as
+     * {@link #nativeMixed} runs it; null when forward takes another path (or refuses the batch: DoRA, a wrong length).
+     */
+    private DecodeLinear mixedDecodeLinear(Tensor x, List<String> perSample) {
+        if (!kernelEligible(x) || wrapsTunerLayer() || x.dim() < 2 || perSample.size() != x.size(0)) {
+            return null;
+        }
+        for (String n : new java.util.LinkedHashSet<>(perSample)) {
+            if (!BASE_ADAPTER_NAME.equals(n) && magnitude(n) != null) {
+                return null; // forward raises PEFT's error
+            }
+        }
+        int[] rowSlot = mixedRowSlot(x, perSample);
+        if (rowSlot == null) {
+            return null;
+        }
+        synchronized (this) {
+            if (baseLayer() instanceof QuantizedLinear q) {
+                DecodeLinear d = q.decodeLinear(x, mixedNative.deltaSlots());
+                return d == null ? null : d.perRow(rowSlot);
+            }
+            DecodeLinear d = mixedNative.decodeLinear(x);
+            return d == null ? null : d.perRow(rowSlot);
         }
     }
 
@@ -400,6 +436,15 @@ public final class LoraLayer extends BaseTunerLayer implements DecodeLinearSourc
     }
 
     private Tensor nativeMixed(Tensor x, List<String> perSample) {
+        int[] rowSlot = mixedRowSlot(x, perSample);
+        return rowSlot == null ? null : mixedNative.forward(x, this::baseForward, rowSlot);
+    }
+
+    /**
+     * The mixed-batch slots brought up to date, and each row's slot index (-1 for __base__ and names the layer does
+     * not hold); null when the native mixed state cannot serve x.
+     */
+    private int[] mixedRowSlot(Tensor x, List<String> perSample) {
         refreshNative();
         synchronized (this) {
             if (!mixedBuilt) {
@@ -422,7 +467,7 @@ public final class LoraLayer extends BaseTunerLayer implements DecodeLinearSourc
                 rowSlot[k++] = slot;
             }
         }
-        return mixedNative.forward(x, this::baseForward, rowSlot);
+        return rowSlot;
     }
 
     /**

@@ -156,6 +156,23 @@ inline void peft4j_decode_attention(int dtype, const void* q, const void* k, con
                                         (float*) out, threads, softcap);
 }
 
+// RoPE on q and k in place, then peft4j_decode_attention: a layer's attention core in one call
+inline void peft4j_decode_rope_attention(int dtype, void* q, void* k, const void* v, void* kc, void* vc,
+                                         int64_t max_len, const int32_t* slot, const int64_t* past, int64_t rows,
+                                         int64_t heads, int64_t kv_heads, int64_t dim, int64_t window, float scale,
+                                         void* out, int32_t threads, float softcap, const float* inv_freq, int64_t rot,
+                                         float attn_scaling) {
+    if (dtype == peft4j::DT_BF16)
+        peft4j::decode_rope_attention<uint16_t>((uint16_t*) q, (uint16_t*) k, (const uint16_t*) v, (uint16_t*) kc,
+                                                (uint16_t*) vc, max_len, slot, past, rows, heads, kv_heads, dim,
+                                                window, scale, (uint16_t*) out, threads, softcap, inv_freq, rot,
+                                                attn_scaling);
+    else
+        peft4j::decode_rope_attention<float>((float*) q, (float*) k, (const float*) v, (float*) kc, (float*) vc,
+                                             max_len, slot, past, rows, heads, kv_heads, dim, window, scale,
+                                             (float*) out, threads, softcap, inv_freq, rot, attn_scaling);
+}
+
 // ---- several adapted Linears over the same x in one parallel region (a layer's q, k, v) ----
 // handles: n adapted-linear handles of one dtype and input width; ys: n output pointers ([m, N_g] each)
 inline void peft4j_adapted_linear_forward_group(int32_t n, const int64_t* handles, const int64_t* ys, const void* x,

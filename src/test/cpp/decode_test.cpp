@@ -200,7 +200,8 @@ void test_attention(std::mt19937& rng, double tol, const char* name) {
     const int best = peft4j::best_isa();
     struct Case { int64_t heads, kv, dim, window; double softcap; };
     for (Case c : {Case{4, 2, 8, 0, 0}, Case{8, 1, 64, 0, 0}, Case{6, 3, 18, 5, 0}, Case{4, 4, 33, 0, 0},
-                   Case{32, 4, 64, 0, 0}, Case{4, 2, 16, 6, 0.5}, Case{8, 4, 32, 0, 2.0}}) {
+                   Case{32, 4, 64, 0, 0}, Case{4, 2, 16, 6, 0.5}, Case{8, 4, 32, 0, 2.0}, Case{10, 2, 80, 0, 0},
+                   Case{3, 1, 37, 7, 0}, Case{14, 2, 136, 0, 0}}) {
         const int64_t slots = 3, max_len = 300, rows = 2;
         const int32_t slot[rows] = {2, 0};
         const int64_t past[rows] = {c.kv == 4 && c.heads == 32 ? 299 : 11, 0};
@@ -267,6 +268,61 @@ void test_attention(std::mt19937& rng, double tol, const char* name) {
                 delete[] out;
             }
         }
+    }
+}
+
+// decode_rope_attention must equal rope(q), rope(k), then decode_attention, bit for bit, on every ISA path: full and
+// partial rotary dims, with and without the attention scaling, the per-thread tables reused for a repeated step and
+// rebuilt when the positions change; and a NaN in one head's query makes that head's output NaN, the others finite
+template <typename T>
+void test_rope_attention(std::mt19937& rng, const char* name) {
+    std::normal_distribution<float> normal(0.f, 1.f);
+    const int best = peft4j::best_isa();
+    const int64_t heads = 8, kv = 2, dim = 32, slots = 2, max_len = 40, rows = 2;
+    const int32_t slot[rows] = {1, 0};
+    const int64_t cache_n = slots * kv * max_len * dim;
+    std::vector<T> kc0(cache_n), vc0(cache_n), q0(rows * heads * dim), k0(rows * kv * dim), v0(k0.size());
+    for (int64_t i = 0; i < cache_n; i++) { put(kc0.data(), i, normal(rng)); put(vc0.data(), i, normal(rng)); }
+    for (size_t i = 0; i < q0.size(); i++) put(q0.data(), (int64_t) i, normal(rng));
+    for (size_t i = 0; i < k0.size(); i++) { put(k0.data(), (int64_t) i, normal(rng)); put(v0.data(), (int64_t) i, normal(rng)); }
+    struct Rope { int64_t rot; float scaling; int64_t past0, past1; };
+    for (int isa = peft4j::ISA_SCALAR; isa <= best; isa++) {
+        peft4j::set_active_isa(isa);
+        for (Rope r : {Rope{0, 1.f, 17, 3}, Rope{0, 1.f, 17, 3}, Rope{0, 1.f, 18, 4}, Rope{16, 1.19f, 18, 4},
+                       Rope{16, 1.19f, 39, 0}}) {
+            const int64_t half = (r.rot > 0 ? r.rot : dim) / 2;
+            std::vector<float> inv(half);
+            for (int64_t j = 0; j < half; j++) inv[j] = (float) std::pow(10000.0, -2.0 * j / (2.0 * half));
+            const int64_t past[rows] = {r.past0, r.past1};
+            std::vector<T> qa = q0, ka = k0, qb = q0, kb = k0, kca = kc0, vca = vc0, kcb = kc0, vcb = vc0;
+            std::vector<T> outa(q0.size()), outb(q0.size());
+            peft4j::rope(qa.data(), rows, heads, dim, past, inv.data(), r.rot, r.scaling);
+            peft4j::rope(ka.data(), rows, kv, dim, past, inv.data(), r.rot, r.scaling);
+            peft4j::decode_attention(qa.data(), ka.data(), v0.data(), kca.data(), vca.data(), max_len, slot, past,
+                                     rows, heads, kv, dim, 0, 0.25f, outa.data(), 2);
+            T* out = new T[q0.size()];  // exact size: ASan sees any write past it
+            peft4j::decode_rope_attention(qb.data(), kb.data(), v0.data(), kcb.data(), vcb.data(), max_len, slot,
+                                          past, rows, heads, kv, dim, 0, 0.25f, out, 2, 0.f, inv.data(), r.rot,
+                                          r.scaling);
+            DCHECK(std::memcmp(qa.data(), qb.data(), sizeof(T) * qa.size()) == 0
+                       && std::memcmp(ka.data(), kb.data(), sizeof(T) * ka.size()) == 0
+                       && std::memcmp(kca.data(), kcb.data(), sizeof(T) * cache_n) == 0
+                       && std::memcmp(vca.data(), vcb.data(), sizeof(T) * cache_n) == 0
+                       && std::memcmp(outa.data(), out, sizeof(T) * q0.size()) == 0,
+                   "%s rope_attention %s rot=%lld past=%lld,%lld differs from rope, rope, attention", name,
+                   peft4j::isa_name(isa), (long long) r.rot, (long long) r.past0, (long long) r.past1);
+            delete[] out;
+        }
+        // a NaN in query head 3 of row 0: that head's output is NaN, every other finite
+        std::vector<T> q = q0, k = k0, kc = kc0, vc = vc0, out(q0.size());
+        put(q.data(), 3 * dim + 5, std::nanf(""));
+        const int64_t past[rows] = {9, 30};
+        peft4j::decode_attention(q.data(), k.data(), v0.data(), kc.data(), vc.data(), max_len, slot, past, rows, heads,
+                                 kv, dim, 0, 0.25f, out.data(), 1);
+        bool ok = true;
+        for (int64_t i = 0; i < rows * heads; i++)
+            for (int64_t d = 0; d < dim; d++) ok &= std::isnan(get(out.data(), i * dim + d)) == (i == 3);
+        DCHECK(ok, "%s attention %s: a NaN query must make its own head NaN and no other", name, peft4j::isa_name(isa));
     }
 }
 
@@ -420,6 +476,8 @@ int run_decode_tests() {
     test_partial_rope<uint16_t>(rng, 2e-2, "bf16");
     test_attention<float>(rng, 2e-6, "f32");
     test_attention<uint16_t>(rng, 1e-2, "bf16");
+    test_rope_attention<float>(rng, "f32");
+    test_rope_attention<uint16_t>(rng, "bf16");
     test_act_mul<float>(rng, 4e-6, "f32");
     test_act_mul<uint16_t>(rng, 1.0 / 128, "bf16");
     test_group<float>(rng, "f32");

@@ -229,10 +229,77 @@ public final class DecodeKernels {
      */
     public static Tensor attention(Tensor q, Tensor k, Tensor v, Tensor keys, Tensor values, int[] slotOf, long[] past,
             long window, double scale, double softcap) {
+        int dt = Kernels.dtypeCode("q", q);
+        long heads = checkAttentionArgs(q, k, v, keys, values, slotOf, past);
+        long[] cs = keys.shape();
+        Tensor out = torch.empty_like(q);
+        NativeKernels.peft4j_decode_attention(dt, q.data_ptr().address(), k.data_ptr().address(),
+                v.data_ptr().address(), keys.data_ptr().address(), values.data_ptr().address(), cs[2], slotOf,
+                past, slotOf.length, heads, cs[1], cs[3], Math.max(0, window), (float) scale, out.data_ptr().address(),
+                torch.get_num_threads(), (float) Math.max(0, softcap));
+        ATTENTION_CALLS.increment();
+        java.lang.ref.Reference.reachabilityFence(q);
+        java.lang.ref.Reference.reachabilityFence(k);
+        java.lang.ref.Reference.reachabilityFence(v);
+        java.lang.ref.Reference.reachabilityFence(keys);
+        java.lang.ref.Reference.reachabilityFence(values);
+        return out;
+    }
+
+    /**
+     * {@link #rope(Tensor, long, long[], Tensor, long, double)} of {@code q} and of {@code k} at the positions
+     * {@code past} (in place on both), then {@link #attention(Tensor, Tensor, Tensor, Tensor, Tensor, int[], long[],
+     * long, double, double)}: a layer's attention core in one native call, the same values bit for bit. The cos / sin
+     * tables are built once per step and thread, not once per layer and tensor. The head width is the cache's.
+     *
+     * @throws IllegalArgumentException as the two do
+     */
+    public static Tensor ropeAttention(Tensor q, Tensor k, Tensor v, Tensor keys, Tensor values, int[] slotOf,
+            long[] past, long window, double scale, double softcap, Tensor invFreq, double attentionScaling) {
+        int dt = Kernels.dtypeCode("q", q);
+        long heads = checkAttentionArgs(q, k, v, keys, values, slotOf, past);
+        Kernels.checkNoGrad("q", q);
+        Kernels.checkNoGrad("k", k);
+        Kernels.checkNoOverlap("q", q, "k", k);
+        long[] cs = keys.shape();
+        long dim = cs[3];
+        long rot = checkInvFreq(invFreq, dim);
+        Tensor out = torch.empty_like(q);
+        NativeKernels.peft4j_decode_rope_attention(dt, q.data_ptr().address(), k.data_ptr().address(),
+                v.data_ptr().address(), keys.data_ptr().address(), values.data_ptr().address(), cs[2], slotOf,
+                past, slotOf.length, heads, cs[1], dim, Math.max(0, window), (float) scale, out.data_ptr().address(),
+                torch.get_num_threads(), (float) Math.max(0, softcap), invFreq.data_ptr().address(), rot,
+                (float) attentionScaling);
+        ATTENTION_CALLS.increment();
+        java.lang.ref.Reference.reachabilityFence(q);
+        java.lang.ref.Reference.reachabilityFence(k);
+        java.lang.ref.Reference.reachabilityFence(v);
+        java.lang.ref.Reference.reachabilityFence(keys);
+        java.lang.ref.Reference.reachabilityFence(values);
+        java.lang.ref.Reference.reachabilityFence(invFreq);
+        return out;
+    }
+
+    /** The rotary dims ({@code 2 · invFreq.numel()}) after checking invFreq: float32, contiguous, at most dim / 2. */
+    private static long checkInvFreq(Tensor invFreq, long dim) {
+        Kernels.checkCpuContiguous("invFreq", invFreq);
+        if (invFreq.scalar_type().intern() != ScalarType.Float) {
+            throw new IllegalArgumentException("invFreq: dtype " + invFreq.scalar_type().intern()
+                    + " not supported, expected Float");
+        }
+        long rot = invFreq.numel() * 2;
+        if (rot == 0 || rot > dim) {
+            throw new IllegalArgumentException("invFreq: " + invFreq.numel() + " entries do not fit heads of " + dim);
+        }
+        return rot;
+    }
+
+    /** The query heads after checking the attention's arguments (see {@link #attention}). */
+    private static long checkAttentionArgs(Tensor q, Tensor k, Tensor v, Tensor keys, Tensor values, int[] slotOf,
+            long[] past) {
         for (Object[] t : new Object[][] {{"q", q}, {"k", k}, {"v", v}, {"keys", keys}, {"values", values}}) {
             Kernels.checkCpuContiguous((String) t[0], (Tensor) t[1]);
         }
-        int dt = Kernels.dtypeCode("q", q);
         Kernels.checkSameDtype("k", k, "q", q);
         Kernels.checkSameDtype("v", v, "q", q);
         Kernels.checkSameDtype("keys", keys, "q", q);
@@ -276,18 +343,7 @@ public final class DecodeKernels {
                         + " cached + 1 new positions exceed the slot cache's max length " + maxLength);
             }
         }
-        Tensor out = torch.empty_like(q);
-        NativeKernels.peft4j_decode_attention(dt, q.data_ptr().address(), k.data_ptr().address(),
-                v.data_ptr().address(), keys.data_ptr().address(), values.data_ptr().address(), maxLength, slotOf,
-                past, rows, heads, kvHeads, dim, Math.max(0, window), (float) scale, out.data_ptr().address(),
-                torch.get_num_threads(), (float) Math.max(0, softcap));
-        ATTENTION_CALLS.increment();
-        java.lang.ref.Reference.reachabilityFence(q);
-        java.lang.ref.Reference.reachabilityFence(k);
-        java.lang.ref.Reference.reachabilityFence(v);
-        java.lang.ref.Reference.reachabilityFence(keys);
-        java.lang.ref.Reference.reachabilityFence(values);
-        return out;
+        return heads;
     }
 
     /**

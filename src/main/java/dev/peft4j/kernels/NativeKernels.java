@@ -97,6 +97,13 @@ final class NativeKernels {
             @Cast("int64_t") long heads, @Cast("int64_t") long kvHeads, @Cast("int64_t") long dim,
             @Cast("int64_t") long window, float scale, @Cast("void*") long out, int threads, float softcap);
 
+    static native void peft4j_decode_rope_attention(int dtype, @Cast("void*") long q, @Cast("void*") long k,
+            @Cast("const void*") long v, @Cast("void*") long kc, @Cast("void*") long vc, @Cast("int64_t") long maxLen,
+            @Cast("const int32_t*") int[] slot, @Cast("const int64_t*") long[] past, @Cast("int64_t") long rows,
+            @Cast("int64_t") long heads, @Cast("int64_t") long kvHeads, @Cast("int64_t") long dim,
+            @Cast("int64_t") long window, float scale, @Cast("void*") long out, int threads, float softcap,
+            @Cast("const float*") long invFreq, @Cast("int64_t") long rot, float attnScaling);
+
     // ---- weight-only quantized Linear (peft4j_quant.h) ----
 
     static native int peft4j_quant_path();

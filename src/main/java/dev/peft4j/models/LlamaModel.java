@@ -337,10 +337,8 @@ public final class LlamaModel extends PreTrainedModel {
             Tensor q = qkv[0];
             Tensor k = qkv[1];
             Tensor v = qkv[2];
-            DecodeKernels.rope(q, numHeads, past, invFreq);
-            DecodeKernels.rope(k, numKvHeads, past, invFreq);
-            Tensor o = DecodeKernels.attention(q, k, v, cache.keys(index), cache.values(index), slotOf, past, window,
-                    scale);
+            Tensor o = DecodeKernels.ropeAttention(q, k, v, cache.keys(index), cache.values(index), slotOf, past,
+                    window, scale, 0, invFreq, 1.0);
             return layer("o_proj").forward(o);
         }
 

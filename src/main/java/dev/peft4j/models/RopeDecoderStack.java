@@ -534,10 +534,8 @@ final class RopeDecoderStack implements AutoCloseable {
                 k = nativeNorm(child("k_norm"), k.view(rows, 1, numKvHeads, headDim))
                         .view(rows, 1, numKvHeads * headDim);
             }
-            DecodeKernels.rope(q, numHeads, past, inv, headDim, ropeScaling);
-            DecodeKernels.rope(k, numKvHeads, past, inv, headDim, ropeScaling);
-            Tensor o = DecodeKernels.attention(q, k, v, cache.keys(index), cache.values(index), slotOf, past, window,
-                    scale, softcap);
+            Tensor o = DecodeKernels.ropeAttention(q, k, v, cache.keys(index), cache.values(index), slotOf, past,
+                    window, scale, softcap, inv, ropeScaling);
             return layer("o_proj").forward(o);
         }
 

@@ -214,6 +214,70 @@ class NativeDecodeTest {
         }
     }
 
+    /**
+     * The fused call (RoPE of q and k, then the attention) equals the two RoPE calls and the attention call bit for
+     * bit, on every ISA, with full and partial rotary dims, scaled and not, soft-capped and not, and for a repeated
+     * step (the per-thread tables reused) and a new one; bad inverse frequencies are refused.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"Float", "BFloat16"})
+    void ropeAttentionEqualsRopeThenAttention(String dtype) {
+        ScalarType dt = ScalarType.valueOf(dtype);
+        try (PointerScope scope = new PointerScope(); NoGradGuard g = new NoGradGuard()) {
+            long heads = 8;
+            long kvHeads = 2;
+            long dim = 16;
+            int[] slotOf = {1, 0};
+            Tensor keys0 = randn(16, dt, 2, kvHeads, 40, dim);
+            Tensor values0 = randn(17, dt, 2, kvHeads, 40, dim);
+            Tensor q0 = randn(18, dt, 2, 1, heads * dim);
+            Tensor k0 = randn(19, dt, 2, 1, kvHeads * dim);
+            Tensor v = randn(20, dt, 2, 1, kvHeads * dim);
+            float[] full = RopeScaling.of(ModelConfig.parse("{\"rope_theta\": 10000.0}")).invFreq(16);
+            float[] partial = RopeScaling.of(ModelConfig.parse("{\"rope_theta\": 10000.0}")).invFreq(8);
+            for (Isa isa : isas()) {
+                Kernels.setActiveIsa(isa);
+                for (long[] past : new long[][] {{7, 30}, {7, 30}, {8, 31}}) {
+                    for (float[] inv : new float[][] {full, partial}) {
+                        for (double ropeScale : new double[] {1.0, 1.25}) {
+                            for (double softcap : new double[] {0, 3.0}) {
+                                Tensor invFreq = Tensor.create(inv);
+                                Tensor qa = q0.clone();
+                                Tensor ka = k0.clone();
+                                Tensor keysA = keys0.clone();
+                                Tensor valuesA = values0.clone();
+                                DecodeKernels.rope(qa, heads, past, invFreq, dim, ropeScale);
+                                DecodeKernels.rope(ka, kvHeads, past, invFreq, dim, ropeScale);
+                                Tensor want = DecodeKernels.attention(qa, ka, v, keysA, valuesA, slotOf, past, 0,
+                                        0.25, softcap);
+                                Tensor qb = q0.clone();
+                                Tensor kb = k0.clone();
+                                Tensor keysB = keys0.clone();
+                                Tensor valuesB = values0.clone();
+                                Tensor got = DecodeKernels.ropeAttention(qb, kb, v, keysB, valuesB, slotOf, past, 0,
+                                        0.25, softcap, invFreq, ropeScale);
+                                String what = dtype + " " + isa + " rot " + 2 * inv.length + " scale " + ropeScale
+                                        + " softcap " + softcap + " past " + past[0];
+                                assertTrue(got.equal(want), what + ": output");
+                                assertTrue(qb.equal(qa) && kb.equal(ka), what + ": q and k rotated in place");
+                                assertTrue(keysB.equal(keysA) && valuesB.equal(valuesA), what + ": the cache");
+                            }
+                        }
+                    }
+                }
+            }
+            Tensor q = q0.clone();
+            Tensor k = k0.clone();
+            Tensor keys = keys0.clone();
+            Tensor values = values0.clone();
+            long[] past = {1, 2};
+            assertThrows(IllegalArgumentException.class, () -> DecodeKernels.ropeAttention(q, k, v, keys, values,
+                    slotOf, past, 0, 0.25, 0, Tensor.create(new float[10]), 1.0), "20 rotary dims in heads of 16");
+            assertThrows(IllegalArgumentException.class, () -> DecodeKernels.ropeAttention(q, k, v, keys, values,
+                    slotOf, past, 0, 0.25, 0, Tensor.create(new double[] {1, 0.1}), 1.0), "float64 frequencies");
+        }
+    }
+
     @ParameterizedTest
     @ValueSource(strings = {"Float", "BFloat16"})
     void smallRowLinearsRunOnTheNativeGemvAndRebuildWhenTheWeightIsReplaced(String dtype) {

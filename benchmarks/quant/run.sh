@@ -1,6 +1,6 @@
 #!/bin/sh
 # The quantized kernels' panel layout against the canonical layout (quant_kernel_bench.cpp), TinyLlama's MLP shapes,
-# M = 1 (decode) and 128 (prefill), alternating in one process. Usage: benchmarks/quant/run.sh [threads] [rounds]
+# M = 1 (decode) and 128 (prefill), alternating in one process. Usage: benchmarks/quant/run.sh [threads] [rounds] [stream]
 set -e
 cd "$(dirname "$0")/../.."
 mkdir -p target/quant-bench

@@ -195,6 +195,16 @@ inline int32_t load_i32(const int8_t* p) {
     return v;
 }
 
+// Decode (few activation rows) streams each panel from DRAM once: the hardware prefetcher alone leaves the core
+// waiting on it (~26 GB/s at M = 1 on Zen 4), so every block also prefetches the lines kPanelPrefetchBytes ahead,
+// in this panel or the next one (x86 prefetches never fault, also past the end of the weights). Prefill re-reads
+// each panel once per row tile from cache, where these prefetches would only cost issue slots.
+constexpr int kPrefetchRows = 4;
+#ifndef PEFT4J_PANEL_PREFETCH_BYTES
+#define PEFT4J_PANEL_PREFETCH_BYTES 8192
+#endif
+constexpr int64_t kPanelPrefetchBytes = PEFT4J_PANEL_PREFETCH_BYTES;
+
 template <int FMT, int MT>
 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni"))) inline void panel_rows_vnni(
         const uint8_t* pq, const uint16_t* pd, const QuantActs& a, int64_t r0, float (*out)[kPanelRows]) {
@@ -212,6 +222,8 @@ __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni"))) in
     }
     for (int64_t b = 0; b < a.nb; b++) {
         const uint8_t* blk = pq + b * bb;
+        if (MT <= kPrefetchRows)
+            for (int64_t l = 0; l < bb; l += 64) _mm_prefetch((const char*) (blk + kPanelPrefetchBytes + l), _MM_HINT_T0);
         __m512i si[MT];
         for (int r = 0; r < MT; r++) {
             const __m512i s = _mm512_set1_epi32(srow[r][b]);
@@ -255,6 +267,9 @@ __attribute__((target("avx2,fma,f16c"))) inline void panel_rows_avx2(const uint8
         for (int r = 0; r < MT; r++) acc[r] = _mm256_setzero_ps();
         for (int64_t b = 0; b < a.nb; b++) {
             const uint8_t* blk = pq + b * bb + 32 * h;
+            if (MT <= kPrefetchRows && h == 0)
+                for (int64_t l = 0; l < bb; l += 64)
+                    _mm_prefetch((const char*) (blk + kPanelPrefetchBytes + l), _MM_HINT_T0);
             __m256i si[MT];
             const int8_t* xb[MT];
             for (int r = 0; r < MT; r++) {

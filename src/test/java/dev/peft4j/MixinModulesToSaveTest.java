@@ -99,4 +99,40 @@ class MixinModulesToSaveTest {
             assertEquals(List.of("b"), List.copyOf(w.adapterCopies().keySet()));
         }
     }
+
+    /**
+     * PEFT's order in {@code ModulesToSaveWrapper.forward}: when the active adapter has no copy of the module, every
+     * row of a mixed batch takes the original module; when it has one, a row naming an adapter without a copy is a
+     * {@code KeyError} (the {@code ModuleDict} lookup), not a silent base row.
+     */
+    @Test
+    void mixedBatchFollowsPeftForAdaptersWithoutACopy() {
+        try (PreTrainedModel m = MixinSupport.tinyLlama(2)) {
+            m.addAdapter(cfg(), "a");
+            m.addAdapter(LoraConfig.builder().r(2).targetModules("q_proj")
+                    .initLoraWeights(new InitLoraWeights.Flag(false)).build(), "c");
+            bump(m, "a");
+            ModulesToSaveWrapper w = (ModulesToSaveWrapper) m.getSubmodule("lm_head");
+            Tensor xx = ids(2, 3, 32, 3);
+            m.setAdapter("a");
+            assertEquals("a", w.activeAdapter());
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> m.withAdapterNames(List.of("a", "c"), () -> logits(m, xx)));
+            assertTrue(e.getMessage().startsWith("KeyError: 'c'"), e.getMessage());
+            // __base__ rows are fine, and give the original module's rows
+            Tensor mixed = m.withAdapterNames(List.of("a", "__base__"), () -> logits(m, xx));
+            assertTrue(maxAbsDiff(logits(m, xx.narrow(0, 0, 1)), mixed.narrow(0, 0, 1)) < 1e-5);
+            // active c (no copy here): the original module for every row, a's row included
+            m.setAdapter("c");
+            Tensor viaOriginal = m.withAdapterNames(List.of("a", "c"), () -> logits(m, xx));
+            m.setAdapter("a");
+            Tensor aRow = logits(m, xx.narrow(0, 0, 1));
+            w.enableAdapters(false);
+            Tensor originalHeadRow = m.withAdapterNames(List.of("a"), () -> logits(m, xx.narrow(0, 0, 1)));
+            w.enableAdapters(true);
+            assertTrue(maxAbsDiff(originalHeadRow, viaOriginal.narrow(0, 0, 1)) < 1e-5,
+                    "row a under active c takes the original lm_head");
+            assertTrue(maxAbsDiff(aRow, viaOriginal.narrow(0, 0, 1)) > 1e-4, "a's own copy differs from the original");
+        }
+    }
 }

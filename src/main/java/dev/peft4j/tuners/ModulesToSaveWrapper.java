@@ -134,25 +134,38 @@ public final class ModulesToSaveWrapper extends Module implements Layer {
 
     @Override
     public Tensor forward(Tensor x) {
-        List<String> perSample = BaseTunerLayer.currentAdapterNames();
-        if (perSample != null && !disabled) {
-            return mixedBatchForward(x, perSample);
-        }
-        if (disabled || active == null || !(copies().get(active) != null)) {
+        // PEFT's order: disabled, or an active adapter without a copy here, runs the original module for every
+        // row, a mixed batch included; only then do a mixed batch's rows take their own adapters' copies
+        if (disabled || active == null || copies().get(active) == null) {
             return ((Layer) originalModule()).forward(x);
+        }
+        List<String> perSample = BaseTunerLayer.currentAdapterNames();
+        if (perSample != null) {
+            return mixedBatchForward(x, perSample);
         }
         return ((Layer) copies().get(active)).forward(x);
     }
 
-    /** {@code _mixed_batch_forward}: row i through the copy of adapter i, the original for {@code __base__}. */
+    /**
+     * {@code _mixed_batch_forward}: row i through the copy of adapter i, the original for {@code __base__}; a row
+     * naming an adapter without a copy of this module is refused, as PEFT's {@code ModuleDict} lookup raises.
+     */
     private Tensor mixedBatchForward(Tensor x, List<String> names) {
         if (names.size() != x.size(0)) {
             throw new IllegalArgumentException("Length of `adapter_names` should be the same as the number of inputs, "
                     + "but got " + names.size() + " and " + x.size(0) + " respectively.");
         }
+        for (String n : names) {
+            if (!BaseTunerLayer.BASE_ADAPTER_NAME.equals(n) && copies().get(n) == null) {
+                throw new IllegalArgumentException("KeyError: '" + n + "': adapter_names names adapter '" + n
+                        + "', which has no copy of this modules_to_save module (copies: "
+                        + copies().children().keySet() + ")");
+            }
+        }
         List<Tensor> rows = new java.util.ArrayList<>();
         for (int i = 0; i < names.size(); i++) {
-            Module m = (copies().get(names.get(i)) != null) ? copies().get(names.get(i)) : originalModule();
+            Module m = BaseTunerLayer.BASE_ADAPTER_NAME.equals(names.get(i)) ? originalModule()
+                    : copies().get(names.get(i));
             try (Tensor row = x.narrow(0, i, 1)) {
                 rows.add(((Layer) m).forward(row));
             }

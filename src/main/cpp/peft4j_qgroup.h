@@ -26,16 +26,10 @@ template <typename T>
 inline void quant_linear_group(int path, const QuantGroupMember* L, int n, const T* x, int64_t M, int64_t K,
                                int threads) {
     if (M <= 0 || n <= 0) return;
-    const int64_t nb = K / kQuantBlock;
     QuantScratch& sc = quant_scratch();
-    if ((int64_t) sc.q.size() < M * K) sc.q.resize((size_t) (M * K));
-    if ((int64_t) sc.d.size() < M * nb) {
-        sc.d.resize((size_t) (M * nb));
-        sc.s.resize((size_t) (M * nb));
-    }
-    const QuantActs acts{sc.q.data(), sc.d.data(), sc.s.data(), K, nb};
+    const QuantActs acts = sc.acts(M, K);
     for (int64_t r = 0; r < M; r++)
-        quantize_act_row(x + r * K, K, sc.q.data() + r * K, sc.d.data() + r * nb, sc.s.data() + r * nb);
+        sc.quantize_row(x, r, K);
     // the same panels per task as quant_linear_panels; task t of member g covers its panels t·per ..
     const int64_t per = M >= 8 ? 1 : 4;
     std::vector<int64_t> first((size_t) n + 1, 0);

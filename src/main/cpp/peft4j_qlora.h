@@ -98,14 +98,9 @@ inline void quant_lora_group(int path, const QuantGroupMember* L, const QuantLor
     const int isa = active_isa();
     const int64_t nb = K / kQuantBlock;
     QuantScratch& sc = quant_scratch();
-    if ((int64_t) sc.q.size() < M * K) sc.q.resize((size_t) (M * K));
-    if ((int64_t) sc.d.size() < M * nb) {
-        sc.d.resize((size_t) (M * nb));
-        sc.s.resize((size_t) (M * nb));
-    }
-    const QuantActs acts{sc.q.data(), sc.d.data(), sc.s.data(), K, nb};
+    const QuantActs acts = sc.acts(M, K);
     for (int64_t r = 0; r < M; r++)
-        quantize_act_row(x + r * K, K, sc.q.data() + r * K, sc.d.data() + r * nb, sc.s.data() + r * nb);
+        sc.quantize_row(x, r, K);
     // t: per (member, adapter) a [M, r] float32 block (a mixed batch's rows on another adapter left unused)
     thread_local std::vector<float> xf_tls, t_tls;
     thread_local std::vector<int64_t> t_at_tls;

@@ -375,16 +375,11 @@ template <typename T>
 inline void quant_linear_panels(int path, int fmt, const void* pq, const uint16_t* pd, const T* bias, const T* x, T* y,
                                 int64_t M, int64_t K, int64_t N, int threads) {
     if (M <= 0 || N <= 0) return;
-    const int64_t nb = K / kQuantBlock, P = panel_count(N);
+    const int64_t P = panel_count(N);
     QuantScratch& sc = quant_scratch();
-    if ((int64_t) sc.q.size() < M * K) sc.q.resize((size_t) (M * K));
-    if ((int64_t) sc.d.size() < M * nb) {
-        sc.d.resize((size_t) (M * nb));
-        sc.s.resize((size_t) (M * nb));
-    }
-    const QuantActs acts{sc.q.data(), sc.d.data(), sc.s.data(), K, nb};
+    const QuantActs acts = sc.acts(M, K);
     const std::function<void(int64_t)> quantize = [&](int64_t r) {
-        quantize_act_row(x + r * K, K, sc.q.data() + r * K, sc.d.data() + r * nb, sc.s.data() + r * nb);
+        sc.quantize_row(x, r, K);
     };
     // A few rows: several panels per task (less scheduling per byte streamed); many rows: one panel per task.
     const int64_t per = M >= 8 ? 1 : 4, tasks = (P + per - 1) / per;

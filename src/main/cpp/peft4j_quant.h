@@ -358,6 +358,24 @@ struct QuantScratch {
     std::vector<int8_t> q;
     std::vector<float> d;
     std::vector<int32_t> s;
+
+    // The quantized activations of M rows of K, in this scratch (grown as needed, never shrunk).
+    QuantActs acts(int64_t M, int64_t K) {
+        const int64_t nb = K / kQuantBlock;
+        if ((int64_t) q.size() < M * K) q.resize((size_t) (M * K));
+        if ((int64_t) d.size() < M * nb) {
+            d.resize((size_t) (M * nb));
+            s.resize((size_t) (M * nb));
+        }
+        return QuantActs{q.data(), d.data(), s.data(), K, nb};
+    }
+
+    // Row r of x [M, K] quantized into the slots acts(M, K) sized.
+    template <typename T>
+    void quantize_row(const T* x, int64_t r, int64_t K) {
+        const int64_t nb = K / kQuantBlock;
+        quantize_act_row(x + r * K, K, q.data() + r * K, d.data() + r * nb, s.data() + r * nb);
+    }
 };
 
 inline QuantScratch& quant_scratch() {
@@ -372,14 +390,9 @@ inline void quant_linear(int path, int fmt, const void* qs, const uint16_t* d, c
     if (M <= 0 || N <= 0) return;
     const int64_t nb = K / kQuantBlock, rb = quant_row_bytes(fmt, K);
     QuantScratch& sc = quant_scratch();
-    if ((int64_t) sc.q.size() < M * K) sc.q.resize((size_t) (M * K));
-    if ((int64_t) sc.d.size() < M * nb) {
-        sc.d.resize((size_t) (M * nb));
-        sc.s.resize((size_t) (M * nb));
-    }
-    const QuantActs acts{sc.q.data(), sc.d.data(), sc.s.data(), K, nb};
+    const QuantActs acts = sc.acts(M, K);
     const std::function<void(int64_t)> quantize = [&](int64_t r) {
-        quantize_act_row(x + r * K, K, sc.q.data() + r * K, sc.d.data() + r * nb, sc.s.data() + r * nb);
+        sc.quantize_row(x, r, K);
     };
     const int64_t tasks = (N + kQuantRowsPerTask - 1) / kQuantRowsPerTask;
     const std::function<void(int64_t)> rows = [&](int64_t t) {

@@ -605,9 +605,10 @@ inline void decode_rope_attention(T* q, T* k, const T* v, T* kc, T* vc, int64_t 
 // A gated MLP's input half for one new token per row: y[M, I] = T(T(act(x·Gᵀ)) · (x·Uᵀ)), gate and up as two
 // adapted Linears run in one parallel region (up == null: `gate` is a fused [2I, K] gate_up projection, its first
 // I outputs the gate's). The activation runs on the caller after the region (I values per row, a few µs).
+// gate_slot / up_slot: a mixed batch's per-row adapter index of each layer (null: every adapter on every row).
 template <typename T>
 inline void gated_linear(const AdaptedLinear* gate, const AdaptedLinear* up, T* y, const T* x, int64_t M, int act,
-                         int threads) {
+                         int threads, const int32_t* gate_slot = nullptr, const int32_t* up_slot = nullptr) {
     const int64_t I = up != nullptr ? gate->N : gate->N / 2;
     thread_local std::vector<T> scratch;
     scratch.resize((size_t) (2 * M * I));
@@ -616,9 +617,10 @@ inline void gated_linear(const AdaptedLinear* gate, const AdaptedLinear* up, T* 
     if (up != nullptr) {
         const AdaptedLinear* layers[2] = {gate, up};
         T* ys[2] = {g, u};
-        adapted_linear_forward_group<T>(layers, ys, 2, x, M, threads);
+        const int32_t* slots[2] = {gate_slot, up_slot};
+        adapted_linear_forward_group<T>(layers, ys, 2, x, M, threads, slots);
     } else {
-        adapted_linear_forward<T>(*gate, g, x, M, threads);  // [M, 2I]: row m's gate then its up
+        adapted_linear_forward<T>(*gate, g, x, M, threads, gate_slot);  // [M, 2I]: row m's gate then its up
     }
     const int isa = active_isa();
     for (int64_t m = 0; m < M; m++) {

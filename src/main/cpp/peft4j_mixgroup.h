@@ -13,35 +13,6 @@
 #include "peft4j_decode.h"
 #include "peft4j_lora_linear.h"
 
-namespace peft4j {
-
-// {act(gate)·up} as gated_linear, each member with its row slots (null: every adapter on every row).
-template <typename T>
-inline void gated_linear_mixed(const AdaptedLinear* gate, const AdaptedLinear* up, T* y, const T* x, int64_t M,
-                               int act, const int32_t* gate_slot, const int32_t* up_slot, int threads) {
-    const int64_t I = up != nullptr ? gate->N : gate->N / 2;
-    thread_local std::vector<T> scratch;
-    scratch.resize((size_t) (2 * M * I));
-    T* g = scratch.data();
-    T* u = scratch.data() + M * I;
-    if (up != nullptr) {
-        const AdaptedLinear* layers[2] = {gate, up};
-        T* ys[2] = {g, u};
-        const int32_t* slots[2] = {gate_slot, up_slot};
-        adapted_linear_forward_group<T>(layers, ys, 2, x, M, threads, slots);
-    } else {
-        adapted_linear_forward<T>(*gate, g, x, M, threads, gate_slot);  // [M, 2I]: row m's gate then its up
-    }
-    const int isa = active_isa();
-    for (int64_t m = 0; m < M; m++) {
-        const T* gm = up != nullptr ? g + m * I : g + m * 2 * I;
-        const T* um = up != nullptr ? u + m * I : g + m * 2 * I + I;
-        act_mul(isa, act, y + m * I, gm, um, I);
-    }
-}
-
-}  // namespace peft4j
-
 // ---- C entry points (dev.peft4j.kernels.NativeKernels) ----
 // peft4j_adapted_linear_forward_group with per-row adapters: row_slots holds n blocks of m entries, block g the
 // adapter index of each row for layer g (-1: none); has_slot[g] == 0: layer g takes every adapter on every row.
@@ -77,8 +48,8 @@ inline void peft4j_gated_linear_mixed(int64_t gate, int64_t up, void* y, const v
     const int32_t* gs = has_slot[0] != 0 ? row_slots : nullptr;
     const int32_t* us = u != nullptr && has_slot[1] != 0 ? row_slots + m : nullptr;
     if (g->dtype == peft4j::DT_BF16)
-        peft4j::gated_linear_mixed<uint16_t>(g, u, (uint16_t*) y, (const uint16_t*) x, m, act, gs, us, threads);
-    else peft4j::gated_linear_mixed<float>(g, u, (float*) y, (const float*) x, m, act, gs, us, threads);
+        peft4j::gated_linear<uint16_t>(g, u, (uint16_t*) y, (const uint16_t*) x, m, act, threads, gs, us);
+    else peft4j::gated_linear<float>(g, u, (float*) y, (const float*) x, m, act, threads, gs, us);
 }
 
 #endif

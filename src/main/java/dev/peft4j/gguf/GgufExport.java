@@ -247,7 +247,50 @@ public final class GgufExport {
      *     supports, or does not fit the model
      */
     public static Written exportAdapter(Path adapterDir, Path modelDir, Path out, OutType type) throws IOException {
-        Shape s = Shape.of(ModelConfig.read(modelDir.resolve("config.json")));
+        return exportAdapter(adapterDir, Shape.of(ModelConfig.read(modelDir.resolve("config.json"))), null, out,
+                type);
+    }
+
+    /**
+     * Writes the PEFT LoRA adapter in {@code adapterDir} for the GGUF model {@code baseGguf} (a llama model file as
+     * {@link GgufModels#fromGguf} loads it, of any tensor types: its metadata gives the head counts and shapes) to
+     * {@code out} as a GGUF LoRA adapter of type {@code type}: the file {@link #exportAdapter(Path, Path, Path,
+     * OutType)} writes for the Hugging Face model the base came from. Each adapted weight must be a tensor of the
+     * base, of the shape the adapter's pair fits.
+     *
+     * @throws GgufFormatException when the base breaks the GGUF format
+     * @throws IOException when a file cannot be read or written
+     * @throws IllegalArgumentException naming the file and the key or tensor when the base is not a model {@link
+     *     GgufModels} loads, the adapter is not one the export supports, or it does not fit the base
+     */
+    public static Written exportAdapterForGguf(Path adapterDir, Path baseGguf, Path out, OutType type)
+            throws IOException {
+        try (GgufFile g = GgufFile.open(baseGguf)) {
+            Shape s = Shape.of(GgufModels.config(g, ScalarType.Float));
+            GgufModels.checkedNames(g, s);
+            return exportAdapter(adapterDir, s, g, out, type);
+        }
+    }
+
+    /**
+     * The type {@code export-gguf}'s {@code --outtype auto} picks for an adapter of the GGUF model {@code baseGguf}: its
+     * {@code general.file_type}'s float type (F16, BF16), float32 for an F32 or quantized model, or one that names
+     * none.
+     *
+     * @throws GgufFormatException when the file breaks the GGUF format
+     * @throws IOException when it cannot be read
+     */
+    public static OutType defaultAdapterType(Path baseGguf) throws IOException {
+        try (GgufFile g = GgufFile.open(baseGguf)) {
+            Object ft = g.metadata().get("general.file_type");
+            long v = ft instanceof Number n ? n.longValue() : 0;
+            return v == OutType.F16.fileType ? OutType.F16 : v == OutType.BF16.fileType ? OutType.BF16 : OutType.F32;
+        }
+    }
+
+    /** The adapter's export for the model {@code s}; with {@code base}, each pair's weight checked against it. */
+    private static Written exportAdapter(Path adapterDir, Shape s, GgufFile base, Path out, OutType type)
+            throws IOException {
         PeftConfig pc = PeftConfigs.read(adapterDir);
         if (!(pc instanceof LoraConfig lc)) {
             throw new IllegalArgumentException(adapterDir + ": peft_type " + pc.peftType()
@@ -324,6 +367,19 @@ public final class GgufExport {
                     throw new IllegalArgumentException(folder.weightsFile() + ": module " + rel + ": lora_A "
                             + java.util.Arrays.toString(as) + " and lora_B " + java.util.Arrays.toString(bs)
                             + " do not fit the model's weight " + java.util.Arrays.toString(expected));
+                }
+                if (base != null) {
+                    GgufFile.TensorInfo t = base.tensors().get(g);
+                    if (t == null) {
+                        throw new IllegalArgumentException(folder.weightsFile() + ": module " + rel + " adapts "
+                                + g + ", which the base " + base.path() + " has not"
+                                + (g.equals("output.weight") ? " (its head is tied to token_embd)" : ""));
+                    }
+                    if (!java.util.Arrays.equals(t.shape(), expected)) {
+                        throw new IllegalArgumentException(base.path() + ": tensor " + t + " does not fit module "
+                                + rel + "'s lora_A " + java.util.Arrays.toString(as) + " and lora_B "
+                                + java.util.Arrays.toString(bs));
+                    }
                 }
                 long r = as[0];
                 // llama.cpp applies alpha / r with this pair's rank; PEFT applies lc.scaling(rel)

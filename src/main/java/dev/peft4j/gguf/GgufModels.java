@@ -84,14 +84,9 @@ public final class GgufModels {
         try (GgufFile g = GgufFile.open(file)) {
             ModelConfig config = config(g, dt);
             GgufExport.Shape shape = GgufExport.Shape.of(config);
-            Map<String, String> names = hfNames(g, shape);
+            Map<String, String> names = checkedNames(g, shape);
             for (Map.Entry<String, String> e : names.entrySet()) {
                 GgufFile.TensorInfo t = g.tensor(e.getKey());
-                long[] want = GgufExport.expectedShape(e.getKey(), shape);
-                if (!java.util.Arrays.equals(t.shape(), want)) {
-                    throw new IllegalArgumentException(file + ": tensor " + t + " does not fit the metadata, which "
-                            + "implies " + java.util.Arrays.toString(want));
-                }
                 boolean quantized = t.type() == GgmlType.Q8_0.id || t.type() == GgmlType.Q4_0.id;
                 boolean linear = e.getKey().startsWith("blk.") && !e.getKey().endsWith("_norm.weight")
                         || e.getKey().equals("output.weight");
@@ -249,6 +244,23 @@ public final class GgufModels {
                     + "' is not supported; supported: none, linear");
         }
         return ModelConfig.parse(c.toString(), file + " (GGUF metadata)");
+    }
+
+    /**
+     * {@link #hfNames}, with every tensor's shape checked against the one the metadata implies: the file's tensors,
+     * whatever their types, are those of the model {@code s} describes.
+     */
+    static Map<String, String> checkedNames(GgufFile g, GgufExport.Shape s) {
+        Map<String, String> names = hfNames(g, s);
+        for (String name : names.keySet()) {
+            GgufFile.TensorInfo t = g.tensor(name);
+            long[] want = GgufExport.expectedShape(name, s);
+            if (!java.util.Arrays.equals(t.shape(), want)) {
+                throw new IllegalArgumentException(g.path() + ": tensor " + t + " does not fit the metadata, which "
+                        + "implies " + java.util.Arrays.toString(want));
+            }
+        }
+        return names;
     }
 
     /** GGUF tensor name → Hugging Face name, for every tensor of the file; any other tensor is refused. */

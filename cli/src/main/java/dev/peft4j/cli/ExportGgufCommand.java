@@ -22,12 +22,20 @@ import picocli.CommandLine.Option;
             + "names, q/k rows permuted for llama.cpp's RoPE (a LoRA's B of q and k too), general.type = adapter "
             + "with adapter.lora.alpha. Llama architecture only; no tokenizer is written (tokenizer.ggml.model = "
             + "none): llama.cpp runs the model on token ids. The adapter's export reads the model's config.json "
-            + "only. Each file appears under its name when complete.")
+            + "only; or, with --gguf, the base model's GGUF file (its metadata and tensor infos: each adapted "
+            + "weight must be one of its tensors, of the pair's shape). Each file appears under its name when "
+            + "complete.")
 final class ExportGgufCommand extends CliCommand {
-    @Option(names = "--model", required = true, paramLabel = "<dir>", description =
+    @Option(names = "--model", paramLabel = "<dir>", description =
             "The Hugging Face Llama model folder (config.json, model.safetensors sharded or not), or a Hub repo "
-            + "id, fetched into the local Hugging Face cache.")
+            + "id, fetched into the local Hugging Face cache. Required, except with --gguf.")
     String model;
+
+    @Option(names = "--gguf", paramLabel = "<file>", description =
+            "Instead of --model, with --adapter: the llama.cpp GGUF file of the base model (any tensor types, "
+            + "Q8_0 / Q4_0 too) the adapter is exported against. --outtype auto is then the file's F16 / BF16 "
+            + "type, else f32.")
+    Path gguf;
 
     @Option(names = "--revision", paramLabel = "<rev>", description =
             "With a repo id for --model: the branch, tag or commit to fetch (default: main).")
@@ -76,6 +84,19 @@ final class ExportGgufCommand extends CliCommand {
                 throw usage(p + " is a folder; name the .gguf file to write");
             }
         }
+        if (gguf != null && model != null) {
+            throw usage("--gguf and --model are alternatives: give the base model as one of them");
+        }
+        if (gguf == null && model == null) {
+            throw usage("Missing required option: '--model=<dir>' (or '--gguf=<file>' with --adapter)");
+        }
+        if (gguf != null && out != null) {
+            throw usage("--out writes a Hugging Face model as GGUF; the --gguf base is one already: with --gguf, "
+                    + "export an adapter (--adapter, --adapter-out)");
+        }
+        if (gguf != null && (revision != null || token != null || cacheDir != null)) {
+            throw usage("--revision, --token and --cache-dir apply to a repo id for --model, not to --gguf");
+        }
         GgufExport.OutType type = null;
         if (!"auto".equalsIgnoreCase(outtype)) {
             try {
@@ -83,6 +104,16 @@ final class ExportGgufCommand extends CliCommand {
             } catch (IllegalArgumentException e) {
                 throw usage("--outtype: " + e.getMessage() + ", auto");
             }
+        }
+        if (gguf != null) {
+            if (type == null) {
+                type = GgufExport.defaultAdapterType(gguf);
+            }
+            GgufExport.Written w = GgufExport.exportAdapterForGguf(adapter, gguf, adapterOut, type);
+            out().printf("%s: LoRA adapter, %d tensors, %s, %d bytes%n", w.file(), w.tensors(),
+                    type.name().toLowerCase(), w.bytes());
+            out().flush();
+            return 0;
         }
         Path dir = AutoModel.localOrHub(model, revision, cacheDir, HubDownload.Settings.fromEnvironment(token));
         if (type == null) {

@@ -36,9 +36,6 @@ final class GenerateCommand extends CliCommand {
     ModelOptions model;
 
     @Mixin
-    GgufOption gguf;
-
-    @Mixin
     AdapterOptions adapterOptions;
 
     @Option(names = "--prompt", paramLabel = "TEXT", description =
@@ -83,7 +80,6 @@ final class GenerateCommand extends CliCommand {
 
     @Override
     public Integer call() throws IOException {
-        model.gguf = gguf.file;
         if (!doSample && (seed != null || temperature != null || topK != null || topP != null)) {
             throw usage("--seed, --temperature, --top-k and --top-p apply to sampling: add --do-sample");
         }

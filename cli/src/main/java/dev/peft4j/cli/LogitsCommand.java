@@ -35,9 +35,6 @@ final class LogitsCommand extends CliCommand {
     ModelOptions model;
 
     @Mixin
-    GgufOption gguf;
-
-    @Mixin
     AdapterOptions adapterOptions;
 
     @Option(names = "--row-adapters", split = ",", paramLabel = "n1,__base__,...",
@@ -58,7 +55,6 @@ final class LogitsCommand extends CliCommand {
 
     @Override
     public Integer call() throws IOException {
-        model.gguf = gguf.file;
         long[][] rows = parseRows("--input-ids", inputIds);
         long[][] decoderRows = decoderInputIds == null ? null : parseRows("--decoder-input-ids", decoderInputIds);
         if (decoderRows != null && decoderRows.length != rows.length) {

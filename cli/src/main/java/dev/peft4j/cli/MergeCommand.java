@@ -17,7 +17,8 @@ import picocli.CommandLine.Option;
         description =
             "Load the adapter into the model, merge it into the base weights and unload it "
             + "(merge_and_unload), then write config.json and model.safetensors as transformers' "
-            + "save_pretrained does.")
+            + "save_pretrained does. The model may be a GGUF file (--gguf) with F32, F16 or BF16 weights; merging "
+            + "into Q8_0 / Q4_0 weights is refused, as with --quantize.")
 final class MergeCommand extends CliCommand {
     @Mixin
     ModelOptions model;
@@ -39,7 +40,7 @@ final class MergeCommand extends CliCommand {
         if (Files.exists(out) && !Files.isDirectory(out)) {
             throw usage("--out " + out + " is a file; the merged model is written into a folder");
         }
-        progress("loading %s", model.dir());
+        progress("loading %s", model.source());
         try (PreTrainedModel m = model.load()) {
             m.loadAdapter(adapter, model.adapterOptions("default", adapterRevision));
             m.mergeAndUnload();

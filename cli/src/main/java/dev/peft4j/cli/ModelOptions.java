@@ -14,20 +14,22 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
 import picocli.CommandLine.Option;
 
 /**
- * {@code --model <dir or repo id>} and {@code --dtype}: a Hugging Face model folder (or a repo's snapshot in the local
- * Hugging Face cache), loaded by {@link AutoModel}; or, in the commands with {@link GgufOption}, a llama.cpp GGUF
- * file loaded by {@link GgufModels}, {@code --model} then only the tokenizer's folder.
+ * The one model-loading path of the commands that load a model ({@code generate}, {@code logits}, {@code serve},
+ * {@code train}, {@code merge}): {@code --model <dir or repo id>} and {@code --dtype}, a Hugging Face model folder (or
+ * a repo's snapshot in the local Hugging Face cache) loaded by {@link AutoModel}; or {@code --gguf FILE}
+ * ({@link GgufOption}), a llama.cpp GGUF file loaded by {@link GgufModels}, {@code --model} then only the tokenizer's
+ * folder.
  */
 final class ModelOptions {
     @Option(names = "--model", paramLabel = "<dir>",
             description = "A Hugging Face model folder: config.json and model.safetensors (sharded, or "
             + "pytorch_model.bin); or a Hub repo id, fetched into the local Hugging Face cache (its 'main'). "
-            + "Required, except with --gguf (generate, logits), where it names the folder (or repo) whose "
-            + "tokenizer.json encodes --prompt and nothing else is read from it.")
+            + "Required, except with --gguf, where it names the folder (or repo) whose tokenizer.json encodes the "
+            + "text (--prompt, serve's text prompts, train's --data) and nothing else is read from it.")
     String model;
 
-    /** The GGUF file of {@link GgufOption}, set by the commands that take it; null: load --model. */
-    Path gguf;
+    @picocli.CommandLine.Mixin
+    GgufOption ggufOption;
 
     @picocli.CommandLine.Spec(picocli.CommandLine.Spec.Target.MIXEE)
     picocli.CommandLine.Model.CommandSpec command;
@@ -70,12 +72,22 @@ final class ModelOptions {
             + "cores).")
     Integer threads;
 
+    /** The GGUF file to load the model from; null: load --model. */
+    Path gguf() {
+        return ggufOption.file;
+    }
+
+    /** True when --model names a folder or repo (with --gguf: the tokenizer's). */
+    boolean hasModel() {
+        return model != null;
+    }
+
     /** The model's folder: --model itself, or the repo's snapshot in the Hugging Face cache, fetched as needed. */
     Path dir() throws IOException {
         if (model == null) {
-            throw usage(gguf != null
+            throw usage(gguf() != null
                     ? "a tokenizer is needed, and the GGUF's own vocabulary is not read: give --model with a folder "
-                            + "(or repo id) holding the model's tokenizer.json beside --gguf, or token ids"
+                            + "(or repo id) holding the model's tokenizer.json beside --gguf"
                     : "Missing required option: '--model=<dir>'");
         }
         if (modelDir == null) {
@@ -92,27 +104,34 @@ final class ModelOptions {
 
     /** What the model is loaded from, for progress messages: the GGUF file, else the folder. */
     String source() throws IOException {
-        return gguf != null ? gguf.toString() : dir().toString();
+        return gguf() != null ? gguf().toString() : dir().toString();
     }
 
     private picocli.CommandLine.ParameterException usage(String message) {
         return new picocli.CommandLine.ParameterException(command.commandLine(), message);
     }
 
-    /** The model, in eval mode, with the thread count set. */
-    PreTrainedModel load() throws IOException {
+    /**
+     * Refuses options that exclude each other, before a command does any work; {@link #load} checks them too.
+     */
+    void check() throws IOException {
         if (threads != null && threads < 1) {
             throw new IllegalArgumentException("--threads must be ≥ 1, got " + threads);
         }
+        Path gguf = gguf();
         if (gguf == null && model == null) {
             dir(); // the missing --model, as a usage error
         }
-        if (gguf != null) {
-            if (quantize != null || quantizeHead != null) {
-                throw usage("--gguf loads the tensors in the types the file holds (Q8_0 / Q4_0 projections run "
-                        + "quantized): --quantize and --quantize-head do not apply");
-            }
+        if (gguf != null && (quantize != null || quantizeHead != null)) {
+            throw usage("--gguf loads the tensors in the types the file holds (Q8_0 / Q4_0 projections run "
+                    + "quantized): --quantize and --quantize-head do not apply");
         }
+    }
+
+    /** The model, in eval mode, with the thread count set. */
+    PreTrainedModel load() throws IOException {
+        check();
+        Path gguf = gguf();
         Threads.pin(threads != null ? threads : org.bytedeco.pytorch.global.torch.get_num_threads());
         ScalarType dt = dtype == null ? null : ModelConfig.parseDtype(dtype, "--dtype");
         if (gguf != null) {

@@ -22,9 +22,9 @@ import picocli.CommandLine.Option;
 @Command(name = "serve", header = "Serve a model and its LoRA adapters over OpenAI's completions API (HTTP).",
         description =
             "Starts an HTTP server: POST /v1/completions ('model' = an adapter's name, or the base model's name "
-            + "for none; 'prompt' as text, with the model folder's tokenizer.json, or token ids; max_tokens, "
-            + "temperature (0 = greedy), top_p, top_k, seed, stop, stop_token_ids, ignore_eos, stream), "
-            + "GET /v1/models, GET /health, GET /metrics. Requests of different adapters run in one batch "
+            + "for none; 'prompt' as text, with the model folder's tokenizer.json (with --gguf: --model's), or "
+            + "token ids; max_tokens, temperature (0 = greedy), top_p, top_k, seed, stop, stop_token_ids, "
+            + "ignore_eos, stream), GET /v1/models, GET /health, GET /metrics. Requests of different adapters run in one batch "
             + "(continuous batching). Listens on 127.0.0.1 unless --host says otherwise; runs until stopped.")
 final class ServeCommand extends CliCommand {
     /** Servers running in this JVM by port, each stopped by counting its latch down (tests, embedding). */
@@ -45,7 +45,8 @@ final class ServeCommand extends CliCommand {
     int port;
 
     @Option(names = "--served-model-name", paramLabel = "<name>", description =
-            "The name clients give as 'model' for the base model (default: the model folder's name).")
+            "The name clients give as 'model' for the base model (default: the model folder's name; with --gguf, "
+            + "the file's name without .gguf).")
     String servedName;
 
     @Option(names = "--max-concurrent", paramLabel = "N", defaultValue = "16",
@@ -85,17 +86,19 @@ final class ServeCommand extends CliCommand {
         } catch (IllegalArgumentException e) {
             throw usage(e.getMessage());
         }
-        Path dir = model.dir();
-        String baseName = servedName != null ? servedName : dir.getFileName().toString();
+        // with --gguf, --model is only the tokenizer's folder, and optional: prompts as token ids without it
+        Path dir = model.gguf() == null || model.hasModel() ? model.dir() : null;
+        String baseName = servedName != null ? servedName
+                : model.gguf() != null ? ggufName(model.gguf()) : dir.getFileName().toString();
         if (folders.containsKey(baseName)) {
             throw usage("the adapter name '" + baseName + "' is the base model's: rename the adapter, or give "
                     + "--served-model-name");
         }
         try (PreTrainedModel m = model.load();
-                Tokenizer tokenizer = Tokenizer.existsIn(dir) ? Tokenizer.fromFile(dir.resolve(Tokenizer.FILE_NAME))
-                        : null) {
+                Tokenizer tokenizer = dir != null && Tokenizer.existsIn(dir)
+                        ? Tokenizer.fromFile(dir.resolve(Tokenizer.FILE_NAME)) : null) {
             if (!(m instanceof CausalLM)) {
-                throw new IllegalArgumentException(dir + ": " + m.typeName() + " has no language-model head: serve "
+                throw new IllegalArgumentException(model.source() + ": " + m.typeName() + " has no language-model head: serve "
                         + "needs a causal LM");
             }
             ServingEngine.Builder b = ServingEngine.builder(m).tokenizer(tokenizer).maxConcurrent(maxConcurrent)
@@ -116,8 +119,8 @@ final class ServeCommand extends CliCommand {
                 try (CompletionsServer server = new CompletionsServer(engine, baseName, host, port,
                         Math.max(16, maxConcurrent * 2))) {
                     RUNNING.put(server.port(), stop);
-                    out().printf("peft4j serve: %s with %d adapter(s) on http://%s:%d/v1 (model '%s'%s)%n", dir,
-                            folders.size(), host, server.port(), baseName, tokenizer == null
+                    out().printf("peft4j serve: %s with %d adapter(s) on http://%s:%d/v1 (model '%s'%s)%n",
+                            model.source(), folders.size(), host, server.port(), baseName, tokenizer == null
                                     ? "; no tokenizer.json: prompts as token ids" : "");
                     out().flush();
                     stop.await();
@@ -132,5 +135,12 @@ final class ServeCommand extends CliCommand {
             }
         }
         return 0;
+    }
+
+    /** The base model's default name for a GGUF file: its file name without {@code .gguf}. */
+    static String ggufName(Path file) {
+        String name = file.getFileName().toString();
+        return name.toLowerCase(java.util.Locale.ROOT).endsWith(".gguf") && name.length() > 5
+                ? name.substring(0, name.length() - 5) : name;
     }
 }

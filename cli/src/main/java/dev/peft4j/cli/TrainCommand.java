@@ -34,7 +34,9 @@ import picocli.CommandLine.Option;
             + "command with --nnodes, its --node-rank and rank 0's --master-addr); a process started by torchrun or "
             + "another launcher that sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT joins that run. Each rank "
             + "takes its share of each epoch's batches, the gradients are averaged over the ranks, and only rank 0 "
-            + "evaluates, prints and writes. --batch-size is per rank.")
+            + "evaluates, prints and writes. --batch-size is per rank. With --gguf the base is the GGUF file "
+            + "(--model then only the tokenizer's folder); its Q8_0 / Q4_0 projections stay quantized and the "
+            + "LoRA trains on top, as with --quantize (QLoRA).")
 final class TrainCommand extends CliCommand {
     @Mixin
     ModelOptions model;
@@ -174,9 +176,11 @@ final class TrainCommand extends CliCommand {
         if (!Files.isRegularFile(data)) {
             throw usage("--data " + data + ": no such file");
         }
+        model.check();
         Path dir = model.dir();
         if (!Tokenizer.existsIn(dir)) {
-            throw usage("--model " + dir + " has no " + Tokenizer.FILE_NAME + ": train tokenizes --data with it");
+            throw usage("--model " + dir + " has no " + Tokenizer.FILE_NAME + ": train tokenizes --data with it"
+                    + (model.gguf() != null ? " (the GGUF's own vocabulary is not read)" : ""));
         }
         TrainingArguments args;
         try {
@@ -227,10 +231,10 @@ final class TrainCommand extends CliCommand {
         // blocks in a seeded random order before they are batched, so a batch mixes blocks from across the data (the
         // Trainer then takes the batches in a new order each epoch, as transformers' sampler orders the examples)
         java.util.Collections.shuffle(blocks, new java.util.Random(seed));
-        progress("loading %s", dir);
+        progress("loading %s", model.source());
         try (PreTrainedModel m = model.load()) {
             if (!(m instanceof CausalLM)) {
-                throw usage("--model " + dir + ": " + m.typeName() + " is not a causal LM");
+                throw usage(model.source() + ": " + m.typeName() + " is not a causal LM");
             }
             long vocab = m.config().getLong("vocab_size");
             List<Trainer.Batch> batches = new ArrayList<>();

@@ -67,7 +67,12 @@ class GgufOptionTest {
                 tmp.resolve("x.safetensors").toString());
         assertEquals(2, r.rc(), r.toString());
         assertTrue(r.err().contains("--quantize and --quantize-head do not apply"), r.err());
-        r = Cli.run("merge", "--gguf", gguf.toString(), "--adapter", model.toString(), "--out", tmp.toString());
+        // the one model-loading path of every command that loads a model
+        r = Cli.run("train", "--gguf", gguf.toString(), "--quantize", "int4", "--data", model.resolve("config.json")
+                .toString(), "--out", tmp.resolve("a").toString());
+        assertEquals(2, r.rc(), r.toString());
+        assertTrue(r.err().contains("--quantize and --quantize-head do not apply"), r.err());
+        r = Cli.run("bench", "--gguf", gguf.toString());
         assertEquals(2, r.rc(), r.toString());
         assertTrue(r.err().contains("Unknown options: '--gguf'"), r.err());
         r = Cli.run("logits", "--input-ids", "1", "--out", tmp.resolve("y.safetensors").toString());

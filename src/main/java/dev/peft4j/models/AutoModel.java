@@ -96,6 +96,35 @@ public final class AutoModel {
                 + " (neither can be changed once libtorch is loaded); the ./peft4j launcher sets both.";
     }
 
+    /**
+     * Loads a llama.cpp GGUF model file in {@code dtype} (float32, bfloat16 or float16; null: float32), in eval mode:
+     * a {@link CausalLM} that PEFT adapter folders load on as on the Hugging Face model. The loader is {@code
+     * dev.peft4j.gguf.GgufModels#fromGguf}, which describes what loads (the {@code llama} architecture; F32, F16, BF16,
+     * Q8_0 and Q4_0 tensors, the quantized projections kept as they are) and what is refused; it is reached through
+     * {@link ModelFileLoader}'s service, because the GGUF package builds on this one.
+     *
+     * @throws IOException when the file cannot be read ({@code dev.peft4j.gguf.GgufFormatException}, an {@link
+     *     IOException}, when it breaks the GGUF format)
+     * @throws IllegalArgumentException naming the file and the key or tensor, when the model is not one the loader
+     *     supports
+     * @throws IllegalStateException when no GGUF loader is on the class path (a repackaged jar that lost {@code
+     *     META-INF/services/dev.peft4j.models.ModelFileLoader})
+     */
+    public static PreTrainedModel fromGguf(Path file, ScalarType dtype) throws IOException {
+        return fileLoader("gguf").load(file, dtype);
+    }
+
+    /** The registered {@link ModelFileLoader} of {@code format}. */
+    static ModelFileLoader fileLoader(String format) {
+        for (ModelFileLoader l : java.util.ServiceLoader.load(ModelFileLoader.class, AutoModel.class.getClassLoader())) {
+            if (l.format().equals(format)) {
+                return l;
+            }
+        }
+        throw new IllegalStateException("no " + format + " model loader on the class path: the peft4j jar registers "
+                + "one in META-INF/services/" + ModelFileLoader.class.getName() + " (a repackaged jar must keep it)");
+    }
+
     /** The {@code model_type}s this build knows. */
     public static java.util.Set<String> supportedModelTypes() {
         return new TreeSet<>(DEFAULT_ARCHITECTURE.keySet());

@@ -3,11 +3,14 @@ package dev.peft4j.cli;
 import dev.peft4j.LoadAdapterOptions;
 import dev.peft4j.gguf.GgufModels;
 import dev.peft4j.kernels.Quantization;
+import dev.peft4j.io.HubCache;
 import dev.peft4j.io.HubDownload;
 import dev.peft4j.models.AutoModel;
 import dev.peft4j.models.ModelConfig;
 import dev.peft4j.models.PreTrainedModel;
+import dev.peft4j.tokenizers.Tokenizer;
 import java.io.IOException;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.Map;
 import org.bytedeco.pytorch.global.torch.ScalarType;
@@ -25,7 +28,8 @@ final class ModelOptions {
             description = "A Hugging Face model folder: config.json and model.safetensors (sharded, or "
             + "pytorch_model.bin); or a Hub repo id, fetched into the local Hugging Face cache (its 'main'). "
             + "Required, except with --gguf, where it names the folder (or repo) whose tokenizer.json encodes the "
-            + "text (--prompt, serve's text prompts, train's --data) and nothing else is read from it.")
+            + "text (--prompt, serve's text prompts, train's --data) and nothing else is read from it (of a repo, "
+            + "only tokenizer.json is fetched).")
     String model;
 
     @picocli.CommandLine.Mixin
@@ -91,7 +95,19 @@ final class ModelOptions {
                     : "Missing required option: '--model=<dir>'");
         }
         if (modelDir == null) {
-            modelDir = AutoModel.localOrHub(model, revision, cacheDir, HubDownload.Settings.fromEnvironment(token));
+            HubDownload.Settings hub = HubDownload.Settings.fromEnvironment(token);
+            if (gguf() != null && HubCache.refersToHub(model)) {
+                // the tokenizer alone: the weights come from the GGUF, and a model repo's may be gigabytes
+                Path file = HubDownload.file(HubCache.root(cacheDir), model, revision, Tokenizer.FILE_NAME, hub);
+                if (file == null) {
+                    throw new NoSuchFileException(model, null, "'" + model + "' at revision '"
+                            + (revision == null ? "main" : revision) + "' has no " + Tokenizer.FILE_NAME
+                            + " (with --gguf, --model gives only the tokenizer)");
+                }
+                modelDir = file.getParent();
+            } else {
+                modelDir = AutoModel.localOrHub(model, revision, cacheDir, hub);
+            }
         }
         return modelDir;
     }

@@ -118,6 +118,37 @@ class HubCacheJarIT {
         return hub;
     }
 
+    /**
+     * With {@code --gguf}, {@code --model <repo id>} gives only the tokenizer: tokenizer.json is all that is fetched
+     * (a model repo's weights may be gigabytes, and the GGUF holds them), and the text generated is the folder's.
+     */
+    @Test
+    void withGgufOnlyTheRepoTokenizerIsFetched(@TempDir Path tmp) throws Exception {
+        Path model = TinyModels.llamaWithTokenizer(tmp.resolve("tiny"), 5);
+        Path gguf = GgufCommandsTest.export(model, tmp.resolve("tiny.gguf"));
+        String commit = "7777777777777777777777777777777777777777";
+        List<String> seen = java.util.Collections.synchronizedList(new ArrayList<>());
+        com.sun.net.httpserver.HttpServer hub = hub(model, "org/tiny-llama", "main", commit, null, seen);
+        try {
+            String endpoint = "http://127.0.0.1:" + hub.getAddress().getPort();
+            String[] gen = {"generate", "--prompt", "hello world", "--max-new-tokens", "4", "--print-ids"};
+            String[] byFolder = run(tmp, tmp.resolve("hub"), endpoint, concat(gen, "--model", model.toString()));
+            String[] byGguf = run(tmp, tmp.resolve("hub"), endpoint, concat(gen, "--gguf", gguf.toString(),
+                    "--model", "org/tiny-llama"));
+            assertEquals("0", byFolder[0], byFolder[1] + byFolder[2]);
+            assertEquals("0", byGguf[0], byGguf[1] + byGguf[2]);
+            assertTrue(byGguf[1].contains("\nids: "), byGguf[1]);
+            assertEquals(byFolder[1], byGguf[1], "the GGUF's weights, the repo's tokenizer");
+            assertTrue(!seen.isEmpty() && seen.stream().allMatch(r -> r.endsWith("/tokenizer.json")),
+                    "only tokenizer.json is fetched: " + seen);
+            assertTrue(Files.exists(tmp.resolve("hub/models--org--tiny-llama/snapshots/" + commit + "/tokenizer.json")));
+            assertTrue(!Files.exists(tmp.resolve("hub/models--org--tiny-llama/snapshots/" + commit
+                    + "/model.safetensors")));
+        } finally {
+            hub.stop(0);
+        }
+    }
+
     @Test
     void anAdapterRepoIdIsFetchedIntoTheCacheAndLoadsLikeItsFolder(@TempDir Path tmp) throws Exception {
         Path model = TinyModels.llama(tmp.resolve("tiny"), 5);

@@ -273,8 +273,8 @@ public final class GgufExport {
     }
 
     /**
-     * The type {@code export-gguf}'s {@code --outtype auto} picks for an adapter of the GGUF model {@code baseGguf}: its
-     * {@code general.file_type}'s float type (F16, BF16), float32 for an F32 or quantized model, or one that names
+     * The type {@code export-gguf}'s {@code --outtype auto} picks for an adapter of the GGUF model {@code baseGguf}:
+     * its {@code general.file_type}'s float type (F16, BF16), float32 for an F32 or quantized model, or one that names
      * none.
      *
      * @throws GgufFormatException when the file breaks the GGUF format

@@ -116,7 +116,8 @@ public final class AutoModel {
 
     /** The registered {@link ModelFileLoader} of {@code format}. */
     static ModelFileLoader fileLoader(String format) {
-        for (ModelFileLoader l : java.util.ServiceLoader.load(ModelFileLoader.class, AutoModel.class.getClassLoader())) {
+        ClassLoader cl = AutoModel.class.getClassLoader();
+        for (ModelFileLoader l : java.util.ServiceLoader.load(ModelFileLoader.class, cl)) {
             if (l.format().equals(format)) {
                 return l;
             }

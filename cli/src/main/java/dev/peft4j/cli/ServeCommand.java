@@ -24,8 +24,8 @@ import picocli.CommandLine.Option;
             "Starts an HTTP server: POST /v1/completions ('model' = an adapter's name, or the base model's name "
             + "for none; 'prompt' as text, with the model folder's tokenizer.json (with --gguf: --model's), or "
             + "token ids; max_tokens, temperature (0 = greedy), top_p, top_k, seed, stop, stop_token_ids, "
-            + "ignore_eos, stream), GET /v1/models, GET /health, GET /metrics. Requests of different adapters run in one batch "
-            + "(continuous batching). Listens on 127.0.0.1 unless --host says otherwise; runs until stopped.")
+            + "ignore_eos, stream), GET /v1/models, GET /health, GET /metrics. Requests of different adapters run "
+            + "in one batch (continuous batching). Listens on 127.0.0.1 unless --host says otherwise; runs until stopped.")
 final class ServeCommand extends CliCommand {
     /** Servers running in this JVM by port, each stopped by counting its latch down (tests, embedding). */
     static final Map<Integer, CountDownLatch> RUNNING = new ConcurrentHashMap<>();
@@ -98,7 +98,8 @@ final class ServeCommand extends CliCommand {
                 Tokenizer tokenizer = dir != null && Tokenizer.existsIn(dir)
                         ? Tokenizer.fromFile(dir.resolve(Tokenizer.FILE_NAME)) : null) {
             if (!(m instanceof CausalLM)) {
-                throw new IllegalArgumentException(model.source() + ": " + m.typeName() + " has no language-model head: serve "
+                throw new IllegalArgumentException(model.source() + ": " + m.typeName() + " has no language-model "
+                        + "head: serve "
                         + "needs a causal LM");
             }
             ServingEngine.Builder b = ServingEngine.builder(m).tokenizer(tokenizer).maxConcurrent(maxConcurrent)

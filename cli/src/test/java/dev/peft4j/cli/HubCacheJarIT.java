@@ -141,7 +141,8 @@ class HubCacheJarIT {
             assertEquals(byFolder[1], byGguf[1], "the GGUF's weights, the repo's tokenizer");
             assertTrue(!seen.isEmpty() && seen.stream().allMatch(r -> r.endsWith("/tokenizer.json")),
                     "only tokenizer.json is fetched: " + seen);
-            assertTrue(Files.exists(tmp.resolve("hub/models--org--tiny-llama/snapshots/" + commit + "/tokenizer.json")));
+            assertTrue(Files.exists(tmp.resolve("hub/models--org--tiny-llama/snapshots/" + commit
+                    + "/tokenizer.json")));
             assertTrue(!Files.exists(tmp.resolve("hub/models--org--tiny-llama/snapshots/" + commit
                     + "/model.safetensors")));
         } finally {

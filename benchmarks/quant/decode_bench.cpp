@@ -3,14 +3,14 @@
 // of Q8_0, far larger than any L3) at 1 and 4 activation rows, so every weight byte comes from DRAM once per pass as
 // in a decode step. Compares how the panels are split among threads and which streams are prefetched, alternating
 // in one process (the order rotating by round), median ms per pass and the median of each round's ratio to the
-// tasks-of-4 / weights-only baseline:
+// first row:
 //
-//   library               quant_linear_group / quant_linear_panels as they are (peft4j_qdecode.h's contiguous
-//                          ranges, weights and scales prefetched)
-//   contiguous, w+s       the same split and prefetches through this file's copy of the VNNI kernel
-//   contiguous, w         contiguous ranges, only the weights prefetched
-//   tasks of 4, w+s       tasks of 4 panels of one member handed out in turn, weights and scales prefetched
-//   tasks of 4, w         tasks of 4 panels, only the weights prefetched (the baseline)
+//   tasks of 4, w         tasks of 4 panels of one member handed out in turn, only the weights prefetched
+//   tasks of 4, w+s       the same, the scales prefetched too
+//   contiguous, w         each thread a contiguous range of panels (peft4j_qdecode.h), only the weights prefetched
+//   contiguous, w+s       the same, the scales prefetched too
+//   library               quant_linear_group / quant_linear_panels as they are (tasks of 4, w+s)
+//   library, contiguous   the same with PEFT4J_DECODE_SPLIT=contiguous (contiguous, w+s)
 //
 // The copies (AVX-512 VNNI only) take the prefetches as a run-time switch; the library row shows they time as the
 // library does. Weights are random bytes with small fp16 scales (the time does not depend on the values).
@@ -212,8 +212,10 @@ int main(int argc, char** argv) {
                                      {"tasks of 4, w+s", 1, false, true},
                                      {"contiguous, w", 1, true, false},
                                      {"contiguous, w+s", 1, true, true},
-                                     {"library", 0, true, true}};
-    std::printf("%-4s %-18s %9s %7s %16s\n", "M", "split, prefetch", "ms/pass", "GB/s", "ratio (median)");
+                                     {"library", 0, false, true},
+                                     {"library, contiguous", 0, true, true}};
+    const bool split = decode_split_contiguous();
+    std::printf("%-4s %-20s %9s %7s %16s\n", "M", "split, prefetch", "ms/pass", "GB/s", "ratio (median)");
     for (int64_t M : {1, 4}) {
         std::vector<std::vector<double>> t(vs.size()), ratio(vs.size());
         for (int round = -1; round < rounds; round++) {
@@ -221,6 +223,7 @@ int main(int argc, char** argv) {
             for (size_t k = 0; k < vs.size(); k++) {
                 const size_t i = (k + (size_t) (round + 1)) % vs.size();
                 const double t0 = now_ms();
+                decode_split_contiguous() = vs[i].kind == 0 ? vs[i].contiguous : split;
                 if (vs[i].kind == 0) library_pass(M);
                 else copy_pass(M, vs[i].contiguous, vs[i].scales);
                 tr[i] = now_ms() - t0;
@@ -232,7 +235,7 @@ int main(int argc, char** argv) {
             }
         }
         for (size_t i = 0; i < vs.size(); i++)
-            std::printf("%-4lld %-18s %9.2f %7.1f %16.3f\n", (long long) M, vs[i].name, median(t[i]),
+            std::printf("%-4lld %-20s %9.2f %7.1f %16.3f\n", (long long) M, vs[i].name, median(t[i]),
                         bytes / median(t[i]) / 1e6, median(ratio[i]));
     }
     return 0;

@@ -9,17 +9,33 @@
 // that forward, so a core slowed by another process still hands its work to the others, and every stolen piece
 // streams in order too. The callers form each panel's outputs in one panel_rows call, so their results do not
 // depend on the split.
+//
+// Which split runs: tasks of 4 panels handed out in turn unless PEFT4J_DECODE_SPLIT=contiguous. On the shared 2-core
+// Zen 4 this was written on (always loaded by other processes), benchmarks/quant/run.sh's decode pass measured the
+// two the same at 1 row and the contiguous ranges up to 1.2x slower at 4 rows, so tasks stay the default; the switch
+// lets a quiet machine (and the peer benchmark) measure them again.
 #pragma once
 
 #include "peft4j_threads.h"
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <cstdint>
 #include <functional>
 #include <memory>
 
 namespace peft4j {
+
+// true: the decode products split their panels in contiguous ranges (PEFT4J_DECODE_SPLIT=contiguous, read once)
+inline bool& decode_split_contiguous() {
+    static bool contiguous = [] {
+        const char* v = std::getenv("PEFT4J_DECODE_SPLIT");
+        return v != nullptr && std::strcmp(v, "contiguous") == 0;
+    }();
+    return contiguous;
+}
 
 // Units [0, n) cut into `parts` contiguous ranges, one per thread; each thread takes its range's units from the
 // front, in order. A thread whose range is empty takes the back half of the largest range left (front and back

@@ -209,7 +209,7 @@ inline void quant_lora_group(int path, const QuantGroupMember* L, const QuantLor
         shrink(i);
         shrink_done[(size_t) shrinks[(size_t) i].g].fetch_add(1, std::memory_order_release);
     };
-    if (M < 8) {
+    if (M < 8 && decode_split_contiguous()) {
         // decode: the members' panels one after another as one run of units, each thread a contiguous range
         std::vector<int64_t> at((size_t) n + 1, 0);
         for (int g = 0; g < n; g++) at[(size_t) g + 1] = at[(size_t) g] + panel_count(L[g].N);

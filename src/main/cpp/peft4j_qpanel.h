@@ -389,18 +389,19 @@ inline void quant_linear_panels(int path, int fmt, const void* pq, const uint16_
     const std::function<void(int64_t)> quantize = [&](int64_t r) {
         sc.quantize_row(x, r, K);
     };
-    // Many rows: one panel per task (a few rows: each thread streams a contiguous range of panels, below).
+    // A few rows: several panels per task (less scheduling per byte streamed); many rows: one panel per task.
     const int64_t per = M >= 8 ? 1 : 4, tasks = (P + per - 1) / per;
     const std::function<void(int64_t)> panels = [&](int64_t t) {
         panel_span(path, fmt, pq, pd, bias, acts, y, M, N, t * per, std::min(P, (t + 1) * per));
     };
-    // Two plain regions, no spin between them (see quant_linear).
-    if (M < 4) {
+    // Two plain regions, no spin between them (see quant_linear); below 8 rows the caller quantizes x (a few µs,
+    // less than a region's fork and join).
+    if (M < 8) {
         for (int64_t r = 0; r < M; r++) quantize(r);
     } else {
         ThreadPool::instance().parallel_for(M, threads, quantize);
     }
-    if (M < 8) {
+    if (M < 8 && decode_split_contiguous()) {
         contiguous_for(P, threads, [&](int64_t p) { panel_span(path, fmt, pq, pd, bias, acts, y, M, N, p, p + 1); });
         return;
     }

@@ -338,14 +338,20 @@ int run_quant_tests() {
             }
         }
     }
-    for (int path : paths) {
-        for (int64_t M : {1, 3, 9, 16}) {
-            for (int threads : {1, 2}) {
-                check_group<float>(rng, path, M, threads);
-                check_group<uint16_t>(rng, path, M, threads);
+    // both decode splits (peft4j_qdecode.h): the panels' tasks and the contiguous ranges
+    const bool split_before = peft4j::decode_split_contiguous();
+    for (bool contiguous : {false, true}) {
+        peft4j::decode_split_contiguous() = contiguous;
+        for (int path : paths) {
+            for (int64_t M : {1, 3, 9, 16}) {
+                for (int threads : {1, 2}) {
+                    check_group<float>(rng, path, M, threads);
+                    check_group<uint16_t>(rng, path, M, threads);
+                }
             }
         }
     }
+    peft4j::decode_split_contiguous() = split_before;
     // the active ISA level picks the path
     const int before = peft4j::active_isa();
     peft4j::set_active_isa(peft4j::ISA_SCALAR);

@@ -200,8 +200,8 @@ inline int32_t load_i32(const int8_t* p) {
 // waiting on it (~26 GB/s at M = 1 on Zen 4), so every block also prefetches the lines kPanelPrefetchBytes ahead,
 // in this panel or the next one (x86 prefetches never fault, also past the end of the weights), and every other
 // block the line of scales as many blocks ahead (the scales are a second stream, 1/8 of Q4_0's bytes: left to the
-// hardware prefetcher it cost ~6 % of an int4 decode pass). Prefill re-reads each panel once per row tile from
-// cache, where these prefetches would only cost issue slots.
+// hardware prefetcher it cost 1-10 % of an int4 decode pass at 1 row). Prefill re-reads each panel once per row
+// tile from cache, where these prefetches would only cost issue slots.
 constexpr int kPrefetchRows = 4;
 #ifndef PEFT4J_PANEL_PREFETCH_BYTES
 #define PEFT4J_PANEL_PREFETCH_BYTES 8192
@@ -227,7 +227,8 @@ __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni"))) in
         const uint8_t* blk = pq + b * bb;
         if (MT <= kPrefetchRows) {
             for (int64_t l = 0; l < bb; l += 64) _mm_prefetch((const char*) (blk + kPanelPrefetchBytes + l), _MM_HINT_T0);
-            if ((b & 1) == 0) _mm_prefetch((const char*) (pd + (b + kPanelPrefetchBytes / bb) * kPanelRows), _MM_HINT_T0);
+            if ((b & 1) == 0)
+                _mm_prefetch((const char*) (pd + (b + kPanelPrefetchBytes / bb) * kPanelRows), _MM_HINT_T0);
         }
         __m512i si[MT];
         for (int r = 0; r < MT; r++) {

@@ -1,8 +1,9 @@
 // Several quantized Linears over the same input at decode sizes (a layer's q, k, v; its gate and up), in one
 // parallel region: x is quantized once (llama.cpp's Q8_0 of each row and its per-block sums, as quant_linear_panels
 // does), then every member's panels run as tasks of one region through the same panel_span as each layer's own
-// product. Each output row sums its blocks in one panel_rows call, whatever thread runs it, so every member's output
-// equals its own quant_linear_panels bit for bit.
+// product (below 8 rows with PEFT4J_DECODE_SPLIT=contiguous: as one run of units split in contiguous ranges,
+// peft4j_qdecode.h). Each output row sums its blocks in one panel_rows call, whatever thread runs it, so every
+// member's output equals its own quant_linear_panels bit for bit.
 #pragma once
 
 #include "peft4j_decode.h"
@@ -30,7 +31,20 @@ inline void quant_linear_group(int path, const QuantGroupMember* L, int n, const
     const QuantActs acts = sc.acts(M, K);
     for (int64_t r = 0; r < M; r++)
         sc.quantize_row(x, r, K);
-    // the same panels per task as quant_linear_panels; task t of member g covers its panels t·per ..
+    if (M < 8 && decode_split_contiguous()) {
+        // decode: the members' panels one after another as one run of units, each thread a contiguous range
+        std::vector<int64_t> at((size_t) n + 1, 0);
+        for (int g = 0; g < n; g++) at[(size_t) g + 1] = at[(size_t) g] + panel_count(L[g].N);
+        contiguous_for(at[(size_t) n], threads, [&](int64_t u) {
+            int g = 0;
+            while (u >= at[(size_t) g + 1]) g++;
+            const QuantGroupMember& m = L[g];
+            const int64_t p = u - at[(size_t) g];
+            panel_span(path, m.fmt, m.pq, m.pd, (const T*) m.bias, acts, (T*) m.y, M, m.N, p, p + 1);
+        });
+        return;
+    }
+    // task t of member g covers its panels t·per ..
     const int64_t per = M >= 8 ? 1 : 4;
     std::vector<int64_t> first((size_t) n + 1, 0);
     for (int g = 0; g < n; g++) first[(size_t) g + 1] = first[(size_t) g] + (panel_count(L[g].N) + per - 1) / per;

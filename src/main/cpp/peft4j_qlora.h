@@ -155,15 +155,13 @@ inline void quant_lora_group(int path, const QuantGroupMember* L, const QuantLor
     std::vector<int64_t> first((size_t) n + 1, 0);
     for (int g = 0; g < n; g++) first[(size_t) g + 1] = first[(size_t) g] + (panel_count(L[g].N) + per - 1) / per;
     const int tile = panel_tile_rows(path);
-    const std::function<void(int64_t)> panels = [&](int64_t task) {
-        int g = 0;
-        while (task >= first[(size_t) g + 1]) g++;
+    // member g's panels p0 .. p1 − 1
+    const auto panels_of = [&](int g, int64_t p0, int64_t p1) {
         const QuantGroupMember& mb = L[g];
         const QuantLora& lo = lora[g];
         const T* bias = (const T*) mb.bias;
         T* y = (T*) mb.y;
-        const int64_t N = mb.N, P = panel_count(N), bb = panel_block_bytes(mb.fmt);
-        const int64_t p0 = (task - first[(size_t) g]) * per, p1 = std::min(P, p0 + per);
+        const int64_t N = mb.N, bb = panel_block_bytes(mb.fmt);
         float out[8][kPanelRows];
         int32_t rowmap[8];
         bool ready = false;
@@ -207,10 +205,30 @@ inline void quant_lora_group(int path, const QuantGroupMember* L, const QuantLor
     // one region: the shrink tasks first, then the panels; a panel task waits for its member's shrinks only before
     // its first expand, after its first tile's integer products, so the threads read A while others stream panels
     const int64_t n_shrink = (int64_t) shrinks.size();
+    const auto shrink_task = [&](int64_t i) {
+        shrink(i);
+        shrink_done[(size_t) shrinks[(size_t) i].g].fetch_add(1, std::memory_order_release);
+    };
+    if (M < 8 && decode_split_contiguous()) {
+        // decode: the members' panels one after another as one run of units, each thread a contiguous range
+        std::vector<int64_t> at((size_t) n + 1, 0);
+        for (int g = 0; g < n; g++) at[(size_t) g + 1] = at[(size_t) g] + panel_count(L[g].N);
+        contiguous_for_after(n_shrink, shrink_task, at[(size_t) n], threads, [&](int64_t u) {
+            int g = 0;
+            while (u >= at[(size_t) g + 1]) g++;
+            panels_of(g, u - at[(size_t) g], u - at[(size_t) g] + 1);
+        });
+        return;
+    }
+    const std::function<void(int64_t)> panels = [&](int64_t task) {
+        int g = 0;
+        while (task >= first[(size_t) g + 1]) g++;
+        const int64_t p0 = (task - first[(size_t) g]) * per;
+        panels_of(g, p0, std::min(panel_count(L[g].N), p0 + per));
+    };
     const std::function<void(int64_t)> task = [&](int64_t i) {
         if (i < n_shrink) {
-            shrink(i);
-            shrink_done[(size_t) shrinks[(size_t) i].g].fetch_add(1, std::memory_order_release);
+            shrink_task(i);
         } else {
             panels(i - n_shrink);
         }

@@ -23,6 +23,7 @@
 // int32 block sums from the same quantized activations, so they differ only in float32 rounding order.
 #pragma once
 
+#include "peft4j_qdecode.h"
 #include "peft4j_quant.h"
 
 namespace peft4j {
@@ -197,8 +198,10 @@ inline int32_t load_i32(const int8_t* p) {
 
 // Decode (few activation rows) streams each panel from DRAM once: the hardware prefetcher alone leaves the core
 // waiting on it (~26 GB/s at M = 1 on Zen 4), so every block also prefetches the lines kPanelPrefetchBytes ahead,
-// in this panel or the next one (x86 prefetches never fault, also past the end of the weights). Prefill re-reads
-// each panel once per row tile from cache, where these prefetches would only cost issue slots.
+// in this panel or the next one (x86 prefetches never fault, also past the end of the weights), and every other
+// block the line of scales as many blocks ahead (the scales are a second stream, 1/8 of Q4_0's bytes: left to the
+// hardware prefetcher it cost 1-10 % of an int4 decode pass at 1 row). Prefill re-reads each panel once per row
+// tile from cache, where these prefetches would only cost issue slots.
 constexpr int kPrefetchRows = 4;
 #ifndef PEFT4J_PANEL_PREFETCH_BYTES
 #define PEFT4J_PANEL_PREFETCH_BYTES 8192
@@ -222,8 +225,11 @@ __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni"))) in
     }
     for (int64_t b = 0; b < a.nb; b++) {
         const uint8_t* blk = pq + b * bb;
-        if (MT <= kPrefetchRows)
+        if (MT <= kPrefetchRows) {
             for (int64_t l = 0; l < bb; l += 64) _mm_prefetch((const char*) (blk + kPanelPrefetchBytes + l), _MM_HINT_T0);
+            if ((b & 1) == 0)
+                _mm_prefetch((const char*) (pd + (b + kPanelPrefetchBytes / bb) * kPanelRows), _MM_HINT_T0);
+        }
         __m512i si[MT];
         for (int r = 0; r < MT; r++) {
             const __m512i s = _mm512_set1_epi32(srow[r][b]);
@@ -267,9 +273,12 @@ __attribute__((target("avx2,fma,f16c"))) inline void panel_rows_avx2(const uint8
         for (int r = 0; r < MT; r++) acc[r] = _mm256_setzero_ps();
         for (int64_t b = 0; b < a.nb; b++) {
             const uint8_t* blk = pq + b * bb + 32 * h;
-            if (MT <= kPrefetchRows && h == 0)
+            if (MT <= kPrefetchRows && h == 0) {
                 for (int64_t l = 0; l < bb; l += 64)
                     _mm_prefetch((const char*) (blk + kPanelPrefetchBytes + l), _MM_HINT_T0);
+                if ((b & 1) == 0)
+                    _mm_prefetch((const char*) (pd + (b + kPanelPrefetchBytes / bb) * kPanelRows), _MM_HINT_T0);
+            }
             __m256i si[MT];
             const int8_t* xb[MT];
             for (int r = 0; r < MT; r++) {
@@ -386,11 +395,16 @@ inline void quant_linear_panels(int path, int fmt, const void* pq, const uint16_
     const std::function<void(int64_t)> panels = [&](int64_t t) {
         panel_span(path, fmt, pq, pd, bias, acts, y, M, N, t * per, std::min(P, (t + 1) * per));
     };
-    // Two plain regions, no spin between them (see quant_linear).
-    if (M < 4) {
+    // Two plain regions, no spin between them (see quant_linear); below 8 rows the caller quantizes x (a few µs,
+    // less than a region's fork and join).
+    if (M < 8) {
         for (int64_t r = 0; r < M; r++) quantize(r);
     } else {
         ThreadPool::instance().parallel_for(M, threads, quantize);
+    }
+    if (M < 8 && decode_split_contiguous()) {
+        contiguous_for(P, threads, [&](int64_t p) { panel_span(path, fmt, pq, pd, bias, acts, y, M, N, p, p + 1); });
+        return;
     }
     ThreadPool::instance().parallel_for(tasks, threads, panels);
 }

@@ -189,14 +189,19 @@ void check_fused(std::mt19937& rng, int64_t M, int threads) {
 int run_qlora_tests() {
     std::mt19937 rng(4321);
     const int before = peft4j::active_isa();
+    const bool split_before = peft4j::decode_split_contiguous();
     for (int isa = peft4j::ISA_SCALAR; isa <= peft4j::best_isa(); isa++) {
         peft4j::set_active_isa(isa);
         for (int64_t M : {1, 2, 5, 8, 9, 16})
-            for (int threads : {1, 2}) {
-                check_fused<float>(rng, M, threads);
-                check_fused<uint16_t>(rng, M, threads);
-            }
+            for (int threads : {1, 2})
+                for (bool contiguous : {false, true}) {  // both decode splits (peft4j_qdecode.h)
+                    if (contiguous && (M >= 8 || threads == 1)) continue;
+                    peft4j::decode_split_contiguous() = contiguous;
+                    check_fused<float>(rng, M, threads);
+                    check_fused<uint16_t>(rng, M, threads);
+                }
     }
+    peft4j::decode_split_contiguous() = split_before;
     peft4j::set_active_isa(before);
     std::printf("qlora tests: %d checks, %d failures\n", lchecks, lfail);
     return lfail;

@@ -5,7 +5,12 @@
 // read or write past an end is caught.
 #include "peft4j_kernels.h"
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <mutex>
+#include <thread>
 #include <cstring>
 #include <cstdio>
 #include <random>
@@ -234,10 +239,78 @@ void check_group(std::mt19937& rng, int path, int64_t M, int threads) {
     }
 }
 
+// contiguous_for / contiguous_for_after (peft4j_qdecode.h): every first task and every unit runs exactly once, all
+// first tasks start before any unit, each thread walks units in increasing order within every piece it owns (a
+// thread's units are a few increasing runs, at most one per steal), and a thread stalled on its first unit has its
+// range taken over by the others.
+void check_contiguous() {
+    for (int threads : {1, 2, 3, 4}) {
+        for (int64_t n : {0, 1, 2, 3, 7, 100, 1000}) {
+            for (bool stall : {false, true}) {
+                if (stall && (threads == 1 || n < 100)) continue;
+                std::vector<std::atomic<int>> seen((size_t) n), first_seen(5);
+                for (auto& v : seen) v.store(0);
+                for (auto& v : first_seen) v.store(0);
+                std::atomic<int64_t> units_started{0}, firsts_after_units{0};
+                std::mutex mu;
+                std::vector<std::pair<std::thread::id, int64_t>> order;  // (thread, unit) in the order they ran
+                peft4j::contiguous_for_after(
+                        5,
+                        [&](int64_t i) {
+                            if (units_started.load() > 0) firsts_after_units++;
+                            first_seen[(size_t) i]++;
+                        },
+                        n, threads, [&](int64_t u) {
+                            units_started++;
+                            seen[(size_t) u]++;
+                            {
+                                std::lock_guard<std::mutex> lk(mu);
+                                order.emplace_back(std::this_thread::get_id(), u);
+                            }
+                            if (stall && u == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+                        });
+                int bad = 0;
+                for (auto& v : seen) bad += v.load() != 1;
+                for (auto& v : first_seen) bad += v.load() != 1;
+                QCHECK(bad == 0, "contiguous_for threads %d n %lld: %d units not run exactly once", threads,
+                       (long long) n, bad);
+                QCHECK(firsts_after_units.load() == 0, "contiguous_for_after: a first task ran after a unit");
+                // per thread: count the descents in its sequence of units (each starts a stolen piece)
+                std::vector<std::pair<std::thread::id, int64_t>> last;
+                int descents = 0;
+                for (const auto& e : order) {
+                    auto it = std::find_if(last.begin(), last.end(), [&](const auto& l) { return l.first == e.first; });
+                    if (it == last.end()) last.push_back(e);
+                    else {
+                        descents += e.second < it->second;
+                        it->second = e.second;
+                    }
+                }
+                QCHECK(descents <= 2 * threads * 32, "contiguous_for threads %d n %lld: %d descents", threads,
+                       (long long) n, descents);
+                if (!stall && n >= 100)
+                    QCHECK(last.size() <= (size_t) threads, "more threads than asked for");
+                int64_t by_others_of_range0 = 0;
+                std::thread::id staller;
+                for (const auto& e : order)
+                    if (e.second == 0) staller = e.first;
+                for (const auto& e : order)
+                    if (stall && e.second > 0 && e.second < n / threads && e.first != staller)
+                        by_others_of_range0++;
+                if (stall)
+                    QCHECK(by_others_of_range0 > 0,
+                           "contiguous_for threads %d n %lld: the stalled thread's range was not taken over", threads,
+                           (long long) n);
+            }
+        }
+    }
+}
+
 }  // namespace
 
 // Returns the number of failed checks; prints a summary line.
 int run_quant_tests() {
+    check_contiguous();
     check_f16();
     std::mt19937 rng(77);
     std::vector<int> paths = {peft4j::QP_SCALAR};
@@ -265,14 +338,20 @@ int run_quant_tests() {
             }
         }
     }
-    for (int path : paths) {
-        for (int64_t M : {1, 3, 9, 16}) {
-            for (int threads : {1, 2}) {
-                check_group<float>(rng, path, M, threads);
-                check_group<uint16_t>(rng, path, M, threads);
+    // both decode splits (peft4j_qdecode.h): the panels' tasks and the contiguous ranges
+    const bool split_before = peft4j::decode_split_contiguous();
+    for (bool contiguous : {false, true}) {
+        peft4j::decode_split_contiguous() = contiguous;
+        for (int path : paths) {
+            for (int64_t M : {1, 3, 9, 16}) {
+                for (int threads : {1, 2}) {
+                    check_group<float>(rng, path, M, threads);
+                    check_group<uint16_t>(rng, path, M, threads);
+                }
             }
         }
     }
+    peft4j::decode_split_contiguous() = split_before;
     // the active ISA level picks the path
     const int before = peft4j::active_isa();
     peft4j::set_active_isa(peft4j::ISA_SCALAR);

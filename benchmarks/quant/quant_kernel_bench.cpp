@@ -13,12 +13,20 @@
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <ctime>
 #include <vector>
 
 namespace {
 
 double now_ms() {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// CPU time of the calling thread: with 1 thread, the time the kernel actually ran, whatever else the machine runs
+double thread_cpu_ms() {
+    timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
 
 double median(std::vector<double> v) {
@@ -32,11 +40,14 @@ double median(std::vector<double> v) {
 // kernel (panel_span_rows: 8 rows × 1 panel per pass, one panel per task) against the prefill tile (panel_span:
 // kTileRows × kTilePanels panels), alternating, TinyLlama's projection shapes. Prints the median ms per call of
 // each and their ratio (tile / rows), then the best round of each, its GOPS (2·M·N·K / time) and their ratio (on a
-// loaded machine the best rounds are the ones other processes disturbed least).
+// loaded machine the best rounds are the ones other processes disturbed least). With 1 thread the times are the
+// thread's CPU time, so other processes on the machine do not count.
 int gemm_mode(int threads, int rounds, const std::vector<int64_t>& Ms) {
     const int path = peft4j::quant_path();
-    std::printf("gemm: path %s, %d threads, %d rounds (alternating); ms per call (median), GOPS = 2·M·N·K / time\n",
-                peft4j::quant_path_name(path), threads, rounds);
+    // 1 thread: thread CPU time (robust on a loaded machine); more: wall time
+    double (*tick)() = threads == 1 ? thread_cpu_ms : now_ms;
+    std::printf("gemm: path %s, %d threads, %d rounds (alternating); ms per call (%s; median), GOPS = 2·M·N·K / time\n",
+                peft4j::quant_path_name(path), threads, rounds, threads == 1 ? "thread CPU time" : "wall time");
     std::printf("%-5s %5s %5s %4s %9s %9s %7s | %9s %9s %7s %7s %7s\n", "fmt", "N", "K", "M", "rows ms", "tile ms",
                 "ratio", "rows best", "tile best", "rows", "tile", "ratio");
     std::mt19937 rng(1);
@@ -72,13 +83,13 @@ int gemm_mode(int threads, int rounds, const std::vector<int64_t>& Ms) {
                 const bool run_tile = only == nullptr || std::string(only) != "rows";
                 std::vector<double> tr, tt;
                 for (int round = -1; round < rounds; round++) {
-                    double t0 = now_ms();
+                    double t0 = tick();
                     for (int i = 0; i < (run_rows || round < 0 ? reps : 0); i++)
                         peft4j::ThreadPool::instance().parallel_for(P, threads, rows);
-                    double t1 = now_ms();
+                    double t1 = tick();
                     for (int i = 0; i < (run_tile || round < 0 ? reps : 0); i++)
                         peft4j::ThreadPool::instance().parallel_for((P + per - 1) / per, threads, tile);
-                    double t2 = now_ms();
+                    double t2 = tick();
                     if (round >= 0) {
                         tr.push_back((t1 - t0) / reps);
                         tt.push_back((t2 - t1) / reps);

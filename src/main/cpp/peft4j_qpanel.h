@@ -26,6 +26,8 @@
 #include "peft4j_qdecode.h"
 #include "peft4j_quant.h"
 
+#include <type_traits>
+
 namespace peft4j {
 
 constexpr int64_t kPanelRows = 16;
@@ -316,6 +318,70 @@ __attribute__((target("avx2,fma,f16c"))) inline void panel_rows_avx2(const uint8
     }
 }
 
+// Prefill (many activation rows): a register tile of MT activation rows × NP adjacent panels (16·NP output rows):
+// each activation broadcast feeds NP VPDPBUSD and each weight vector MT, with MT·NP independent int32 sums in
+// flight (VPDPBUSD's latency is 4 cycles at 2 per cycle on Zen 5: 8 chains keep it busy). The broadcasts stay
+// separate VPBROADCASTD loads: the {1to16} memory operand form measured ~20 % slower per VPDPBUSD on Zen 5. Every
+// output lane runs the same operations in the same order as panel_rows_vnni (the block's sum from −o·Σx, then
+// acc = fma(float(sumi)·d_w, d_x, acc) block after block), so its result equals panel_rows_vnni's bit for bit.
+template <int FMT, int MT, int NP>
+__attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni"))) inline void panel_tile_vnni(
+        const uint8_t* pq, const uint16_t* pd, int64_t panel_stride, int64_t scale_stride, const QuantActs& a,
+        int64_t r0, float (*out)[NP * kPanelRows]) {
+    constexpr int64_t bb = FMT == QF_Q8_0 ? 512 : 256;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const int8_t* xrow = a.q + r0 * a.K;
+    const float* drow = a.d + r0 * a.nb;
+    const int32_t* srow = a.s + r0 * a.nb;
+    __m512 acc[MT][NP];
+    for (int r = 0; r < MT; r++)
+        for (int p = 0; p < NP; p++) acc[r][p] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < a.nb; b++) {
+        __m512i si[MT][NP];
+        for (int r = 0; r < MT; r++) {
+            const __m512i s = _mm512_set1_epi32(srow[r * a.nb + b]);
+            for (int p = 0; p < NP; p++) si[r][p] = FMT == QF_Q8_0 ? _mm512_slli_epi32(s, 4) : s;
+        }
+        const int8_t* xb = xrow + b * kQuantBlock;
+        if (FMT == QF_Q8_0) {
+            for (int k4 = 0; k4 < 8; k4++) {
+                __m512i w[NP];
+                for (int p = 0; p < NP; p++)
+                    w[p] = _mm512_loadu_si512((const void*) (pq + p * panel_stride + b * bb + k4 * 64));
+                for (int r = 0; r < MT; r++) {
+                    const __m512i xv = _mm512_set1_epi32(load_i32(xb + r * a.K + 4 * k4));
+                    for (int p = 0; p < NP; p++) si[r][p] = _mm512_dpbusd_epi32(si[r][p], w[p], xv);
+                }
+            }
+        } else {
+            for (int j = 0; j < 4; j++) {
+                __m512i lo[NP], hi[NP];
+                for (int p = 0; p < NP; p++) {
+                    const __m512i raw = _mm512_loadu_si512((const void*) (pq + p * panel_stride + b * bb + j * 64));
+                    lo[p] = _mm512_and_si512(raw, m4);
+                    hi[p] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+                }
+                for (int r = 0; r < MT; r++) {
+                    const __m512i xl = _mm512_set1_epi32(load_i32(xb + r * a.K + 4 * j));
+                    const __m512i xh = _mm512_set1_epi32(load_i32(xb + r * a.K + 4 * (j + 4)));
+                    for (int p = 0; p < NP; p++) si[r][p] = _mm512_dpbusd_epi32(si[r][p], lo[p], xl);
+                    for (int p = 0; p < NP; p++) si[r][p] = _mm512_dpbusd_epi32(si[r][p], hi[p], xh);
+                }
+            }
+        }
+        __m512 ws[NP];
+        for (int p = 0; p < NP; p++)
+            ws[p] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*) (pd + p * scale_stride + b * kPanelRows)));
+        for (int r = 0; r < MT; r++) {
+            const __m512 dx = _mm512_set1_ps(drow[r * a.nb + b]);
+            for (int p = 0; p < NP; p++)
+                acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(si[r][p]), ws[p]), dx, acc[r][p]);
+        }
+    }
+    for (int r = 0; r < MT; r++)
+        for (int p = 0; p < NP; p++) _mm512_storeu_ps(out[r] + p * kPanelRows, acc[r][p]);
+}
+
 template <int FMT, int MT>
 inline void panel_rows_simd(int path, const uint8_t* pq, const uint16_t* pd, const QuantActs& a, int64_t r0,
                             float (*out)[kPanelRows]) {
@@ -337,6 +403,113 @@ inline void panel_rows_fmt(int path, int mt, const uint8_t* pq, const uint16_t* 
         default: panel_rows_simd<FMT, 1>(path, pq, pd, a, r0, out); return;
     }
 }
+
+// quantize_act_row on AVX-512, bit for bit: the same amax, dd = amax / 127, id = 1 / dd and v·id per value, and
+// roundf's ties away from zero (trunc, then ±1 where the exact remainder |v·id − trunc| is at least 1/2) instead of
+// the vector unit's ties to even.
+template <typename T>
+__attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw"))) inline void quantize_act_row_avx512(
+        const T* x, int64_t K, int8_t* q, float* dx, int32_t* sx) {
+    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.f);
+    const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+    for (int64_t b = 0; b < K / kQuantBlock; b++) {
+        __m512 v[2];
+        for (int h = 0; h < 2; h++) {
+            const T* p = x + b * kQuantBlock + 16 * h;
+            if constexpr (std::is_same<T, float>::value) {
+                v[h] = _mm512_loadu_ps(p);
+            } else {
+                v[h] = _mm512_castsi512_ps(
+                        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*) p)), 16));
+            }
+        }
+        const __m512 a0 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v[0]), absmask));
+        const __m512 a1 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v[1]), absmask));
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+        const float dd = amax / 127.f;
+        const float id = dd != 0.f ? 1.f / dd : 0.f;
+        const __m512 vid = _mm512_set1_ps(id);
+        __m512i qi[2];
+        for (int h = 0; h < 2; h++) {
+            const __m512 t = _mm512_mul_ps(v[h], vid);
+            const __m512 tr = _mm512_roundscale_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            const __m512 rem = _mm512_sub_ps(t, tr);
+            const __m512 arem = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(rem), absmask));
+            const __mmask16 up = _mm512_cmp_ps_mask(arem, half, _CMP_GE_OQ);
+            // ±1 with the sign of t (of rem, which has it or is 0)
+            const __m512 step = _mm512_castsi512_ps(_mm512_or_si512(
+                    _mm512_castps_si512(one), _mm512_andnot_si512(absmask, _mm512_castps_si512(t))));
+            qi[h] = _mm512_cvttps_epi32(_mm512_mask_add_ps(tr, up, tr, step));
+        }
+        _mm_storeu_si128((__m128i*) (q + b * kQuantBlock), _mm512_cvtepi32_epi8(qi[0]));
+        _mm_storeu_si128((__m128i*) (q + b * kQuantBlock + 16), _mm512_cvtepi32_epi8(qi[1]));
+        dx[b] = dd;
+        sx[b] = -8 * _mm512_reduce_add_epi32(_mm512_add_epi32(qi[0], qi[1]));
+    }
+}
+
+// The prefill tile: 6 rows × 2 panels, 12 int32 and 12 float32 accumulators in 24 of the 32 vector registers
+// (7 × 2 and more spill; 4 × 2 and 5 × 2 measured a little slower). The macros are for benchmarking other shapes.
+#ifndef PEFT4J_TILE_ROWS
+#define PEFT4J_TILE_ROWS 6
+#endif
+#ifndef PEFT4J_TILE_PANELS
+#define PEFT4J_TILE_PANELS 2
+#endif
+constexpr int kTileRows = PEFT4J_TILE_ROWS, kTilePanels = PEFT4J_TILE_PANELS;
+
+// panel_tile_vnni<FMT, mt, NP> for 1 <= mt <= MT
+
+template <int FMT, int NP, int MT>
+inline void panel_tile_rem(int mt, const uint8_t* pq, const uint16_t* pd, int64_t ps, int64_t ss, const QuantActs& a,
+                           int64_t r0, float (*out)[NP * kPanelRows]) {
+    if constexpr (MT > 1) {
+        if (mt < MT) return panel_tile_rem<FMT, NP, MT - 1>(mt, pq, pd, ps, ss, a, r0, out);
+    }
+    panel_tile_vnni<FMT, MT, NP>(pq, pd, ps, ss, a, r0, out);
+}
+
+// y[0:M, panels p0 .. p1 − 1] (+ bias) on the VNNI path in tiles of kTileRows rows × kTilePanels panels (a last
+// single panel when p1 − p0 is odd, a last tile of fewer rows when M is not a multiple): one pass over the panels'
+// weights per row tile, from L1 / L2 (two Q4_0 panels of K = 2048 are 32 KB)
+template <int FMT, typename T>
+inline void panel_span_tiles_vnni(const void* pq, const uint16_t* pd, const T* bias, const QuantActs& acts, T* y,
+                                  int64_t M, int64_t N, int64_t p0, int64_t p1) {
+    const int64_t nb = acts.nb, ps = nb * (FMT == QF_Q8_0 ? 512 : 256), ss = nb * kPanelRows;
+    float out[kTileRows][kTilePanels * kPanelRows];
+    float out1[kTileRows][kPanelRows];
+    for (int64_t p = p0; p < p1; p += kTilePanels) {
+        const int np = (int) std::min<int64_t>(kTilePanels, p1 - p);
+        const uint8_t* q = (const uint8_t*) pq + p * ps;
+        const uint16_t* d = pd + p * ss;
+        const int64_t n0 = p * kPanelRows;
+        const int cols = (int) std::min<int64_t>(np * kPanelRows, N - n0);
+        for (int64_t r0 = 0; r0 < M; r0 += kTileRows) {
+            const int mt = (int) std::min<int64_t>(kTileRows, M - r0);
+            float* o;
+            int ld;
+            if (np == kTilePanels) {
+                panel_tile_rem<FMT, kTilePanels, kTileRows>(mt, q, d, ps, ss, acts, r0, out);
+                o = out[0];
+                ld = kTilePanels * kPanelRows;
+            } else {
+                panel_tile_rem<FMT, 1, kTileRows>(mt, q, d, ps, ss, acts, r0, out1);
+                o = out1[0];
+                ld = kPanelRows;
+            }
+            for (int r = 0; r < mt; r++)
+                for (int l = 0; l < cols; l++)
+                    store_f32(y + (r0 + r) * N + n0 + l, o[r * ld + l] + (bias != nullptr ? to_f32(bias[n0 + l]) : 0.f));
+        }
+    }
+}
+#endif
+
+// Panels per task at 8 rows and more: the VNNI tile's panel count, so that every task runs whole tiles.
+#if defined(__x86_64__)
+constexpr int64_t kPanelsPerTask = kTilePanels;
+#else
+constexpr int64_t kPanelsPerTask = 1;
 #endif
 
 // Register tile height: activation rows per pass over a panel. AVX2 has 16 vector registers: 4 rows keep its
@@ -359,8 +532,8 @@ inline void panel_rows(int path, int fmt, int mt, const uint8_t* pq, const uint1
 // y[0:M, panels p0 .. p1 − 1] (+ bias) from the quantized activations: each output row's sum runs over all K/32
 // blocks in one panel_rows call, so it does not depend on how panels are split among threads.
 template <typename T>
-inline void panel_span(int path, int fmt, const void* pq, const uint16_t* pd, const T* bias, const QuantActs& acts,
-                       T* y, int64_t M, int64_t N, int64_t p0, int64_t p1) {
+inline void panel_span_rows(int path, int fmt, const void* pq, const uint16_t* pd, const T* bias,
+                            const QuantActs& acts, T* y, int64_t M, int64_t N, int64_t p0, int64_t p1) {
     const int64_t nb = acts.nb, bb = panel_block_bytes(fmt);
     const int tile = panel_tile_rows(path);
     float out[8][kPanelRows];
@@ -379,6 +552,19 @@ inline void panel_span(int path, int fmt, const void* pq, const uint16_t* pd, co
     }
 }
 
+template <typename T>
+inline void panel_span(int path, int fmt, const void* pq, const uint16_t* pd, const T* bias, const QuantActs& acts,
+                       T* y, int64_t M, int64_t N, int64_t p0, int64_t p1) {
+#if defined(__x86_64__)
+    if (M >= 8 && path == QP_AVX512_VNNI) {
+        if (fmt == QF_Q8_0) panel_span_tiles_vnni<QF_Q8_0, T>(pq, pd, bias, acts, y, M, N, p0, p1);
+        else panel_span_tiles_vnni<QF_Q4_0, T>(pq, pd, bias, acts, y, M, N, p0, p1);
+        return;
+    }
+#endif
+    panel_span_rows(path, fmt, pq, pd, bias, acts, y, M, N, p0, p1);
+}
+
 // y[M, N] = x[M, K]·Ŵᵀ + bias over the panel layout; T float or uint16_t (bfloat16) for x, y, bias.
 template <typename T>
 inline void quant_linear_panels(int path, int fmt, const void* pq, const uint16_t* pd, const T* bias, const T* x, T* y,
@@ -388,10 +574,17 @@ inline void quant_linear_panels(int path, int fmt, const void* pq, const uint16_
     QuantScratch& sc = quant_scratch();
     const QuantActs acts = sc.acts(M, K);
     const std::function<void(int64_t)> quantize = [&](int64_t r) {
+#if defined(__x86_64__)
+        if (M >= 8 && path == QP_AVX512_VNNI) {
+            const int64_t nb = K / kQuantBlock;
+            quantize_act_row_avx512(x + r * K, K, sc.q.data() + r * K, sc.d.data() + r * nb, sc.s.data() + r * nb);
+            return;
+        }
+#endif
         sc.quantize_row(x, r, K);
     };
     // A few rows: several panels per task (less scheduling per byte streamed); many rows: one panel per task.
-    const int64_t per = M >= 8 ? 1 : 4, tasks = (P + per - 1) / per;
+    const int64_t per = M >= 8 ? kPanelsPerTask : 4, tasks = (P + per - 1) / per;
     const std::function<void(int64_t)> panels = [&](int64_t t) {
         panel_span(path, fmt, pq, pd, bias, acts, y, M, N, t * per, std::min(P, (t + 1) * per));
     };

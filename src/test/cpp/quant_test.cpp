@@ -305,6 +305,55 @@ void check_contiguous() {
         }
     }
 }
+#if defined(__x86_64__)
+// The prefill tile (panel_span at 8 rows and more on the VNNI path: tiles of kTileRows rows × kTilePanels panels,
+// the activations quantized by quantize_act_row_avx512) equals the per-panel row tiles of panel_rows_vnni on the
+// scalar quantizer's activations bit for bit, whatever panels a call covers; and quantize_act_row_avx512 equals
+// quantize_act_row, ties (v·id exactly k + 1/2), all-zero blocks and bfloat16 input included.
+template <typename T>
+void check_prefill_tile(std::mt19937& rng, int fmt, int64_t M, int64_t K, int64_t N) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    const int64_t nb = K / 32, P = peft4j::panel_count(N);
+    std::vector<T> W((size_t) (N * K)), x((size_t) (M * K)), bias((size_t) N);
+    for (auto& v : W) v = from_f32<T>(nd(rng) * 0.1f);
+    for (auto& v : x) v = from_f32<T>(nd(rng));
+    for (auto& v : bias) v = from_f32<T>(nd(rng));
+    // row 0: a block of zeros, and a block whose amax is 127 (id = 1) holding halves: every v·id a tie
+    for (int64_t k = 0; k < 32; k++) x[(size_t) k] = from_f32<T>(0.f);
+    if (K >= 64)
+        for (int64_t k = 32; k < 64; k++) x[(size_t) k] = from_f32<T>(k == 32 ? 127.f : (float) (k % 9) - 4.5f);
+    std::vector<uint8_t> pq((size_t) peft4j::panel_bytes(fmt, N, K));
+    std::vector<uint16_t> pd((size_t) (P * 16 * nb));
+    peft4j::quantize_matrix_panels<T>(fmt, W.data(), N, K, pq.data(), pd.data(), 1);
+
+    std::vector<int8_t> q1((size_t) (M * K)), q2((size_t) (M * K));
+    std::vector<float> d1((size_t) (M * nb)), d2((size_t) (M * nb));
+    std::vector<int32_t> s1((size_t) (M * nb)), s2((size_t) (M * nb));
+    for (int64_t r = 0; r < M; r++) {
+        peft4j::quantize_act_row(x.data() + r * K, K, q1.data() + r * K, d1.data() + r * nb, s1.data() + r * nb);
+        peft4j::quantize_act_row_avx512(x.data() + r * K, K, q2.data() + r * K, d2.data() + r * nb,
+                                        s2.data() + r * nb);
+    }
+    QCHECK(q1 == q2 && std::memcmp(d1.data(), d2.data(), d1.size() * 4) == 0 && s1 == s2,
+           "quantize_act_row_avx512 differs from quantize_act_row (dtype %zu K=%lld)", sizeof(T), (long long) K);
+
+    const peft4j::QuantActs acts{q1.data(), d1.data(), s1.data(), K, nb};
+    const int path = peft4j::QP_AVX512_VNNI;
+    std::vector<T> rows((size_t) (M * N)), tile((size_t) (M * N)), odd((size_t) (M * N)), full((size_t) (M * N));
+    for (int64_t p = 0; p < P; p++)
+        peft4j::panel_span_rows<T>(path, fmt, pq.data(), pd.data(), bias.data(), acts, rows.data(), M, N, p, p + 1);
+    peft4j::panel_span<T>(path, fmt, pq.data(), pd.data(), bias.data(), acts, tile.data(), M, N, 0, P);
+    // spans starting at odd panels: the pairs fall on other panels
+    peft4j::panel_span<T>(path, fmt, pq.data(), pd.data(), bias.data(), acts, odd.data(), M, N, 0, 1);
+    peft4j::panel_span<T>(path, fmt, pq.data(), pd.data(), bias.data(), acts, odd.data(), M, N, 1, P);
+    peft4j::quant_linear_panels<T>(path, fmt, pq.data(), pd.data(), bias.data(), x.data(), full.data(), M, K, N, 2);
+    const size_t bytes = rows.size() * sizeof(T);
+    QCHECK(std::memcmp(rows.data(), tile.data(), bytes) == 0 && std::memcmp(rows.data(), odd.data(), bytes) == 0 &&
+                   std::memcmp(rows.data(), full.data(), bytes) == 0,
+           "prefill tile differs from the row tiles: fmt %d dtype %zu M=%lld K=%lld N=%lld", fmt, sizeof(T),
+           (long long) M, (long long) K, (long long) N);
+}
+#endif
 
 }  // namespace
 
@@ -326,11 +375,12 @@ int run_quant_tests() {
                     }
                 }
             }
-            // the panel kernels: every register-tile height and its remainders (tiles of 8 / 4 rows), N not a
-            // multiple of the 16-row panel (a padded tail panel), one and several blocks
-            for (int64_t M : {1, 2, 3, 4, 5, 8, 16, 17, 128}) {
+            // the panel kernels: every register-tile height and its remainders (tiles of 8 / 4 rows below 8 rows
+            // and on AVX2, of 6 rows × 2 panels from 8 rows on VNNI), N not a multiple of the 16-row panel (a padded
+            // tail panel: alone, 1 or 33, or in a pair, 20), one and several blocks
+            for (int64_t M : {1, 2, 3, 4, 5, 8, 9, 13, 16, 17, 128}) {
                 for (int64_t K : {32, 160}) {
-                    for (int64_t N : {1, 33}) {
+                    for (int64_t N : {1, 20, 33}) {
                         check_linear<float>(fmt, rng, M, K, N, (M + N) % 2 == 0, path, M % 2 == 0 ? 2 : 1, true);
                         check_linear<uint16_t>(fmt, rng, M, K, N, (M + N) % 2 == 1, path, 2, true);
                     }
@@ -338,6 +388,18 @@ int run_quant_tests() {
             }
         }
     }
+#if defined(__x86_64__)
+    if (peft4j::best_isa() >= peft4j::ISA_AVX512 && peft4j::cpu_has_vnni()) {
+        // every tile height 1 .. 6 as the last tile (8 .. 13 rows) and full tiles (24, 67), panels: one (padded),
+        // a pair with a padded tail, a pair and a single, several pairs
+        for (int fmt : {peft4j::QF_Q8_0, peft4j::QF_Q4_0})
+            for (int64_t M : {8, 9, 10, 11, 12, 13, 24, 67})
+                for (int64_t N : {5, 20, 48, 80}) {
+                    check_prefill_tile<float>(rng, fmt, M, 96, N);
+                    check_prefill_tile<uint16_t>(rng, fmt, M, 64, N);
+                }
+    }
+#endif
     // both decode splits (peft4j_qdecode.h): the panels' tasks and the contiguous ranges
     const bool split_before = peft4j::decode_split_contiguous();
     for (bool contiguous : {false, true}) {

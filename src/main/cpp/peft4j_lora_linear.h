@@ -744,6 +744,9 @@ struct AdaptedLinearRun {
 // One row: the shrinks (r·K products per adapter, a few µs) run on the caller before the region, which then holds
 // the base blocks only: a small layer wakes no helper for them, and no block spins on a shrink task held by a helper
 // the scheduler has taken off its core (on a busy machine, a time slice per call).
+// Below this many multiply-adds a group runs on the calling thread (see adapted_linear_forward_group).
+constexpr int64_t kSmallGroupWork = (int64_t) 1 << 16;
+
 template <typename TY>
 inline void adapted_linear_forward_group(const AdaptedLinear* const* layers, TY* const* ys, int n, const TY* x,
                                          int64_t M, int threads, const int32_t* const* row_slots = nullptr) {
@@ -779,7 +782,12 @@ inline void adapted_linear_forward_group(const AdaptedLinear* const* layers, TY*
     auto await = [&] {
         while (shrink_done.load(std::memory_order_acquire) < n_shrink) ThreadPool::cpu_relax();
     };
-    ThreadPool::instance().parallel_for(ba[n], threads, [&](int64_t i) {
+    // a region's fork and join (a wake-up of the team) cost more than a small group's products: under
+    // kSmallGroupWork multiply-adds the tasks run on the caller, in the same order and with the same results
+    int64_t work = 0;
+    for (int g = 0; g < n; g++) work += M * layers[g]->N * (layers[g]->K + layers[g]->total_rank);
+    const int use = work >= kSmallGroupWork ? threads : 1;
+    ThreadPool::instance().parallel_for(ba[n], use, [&](int64_t i) {
         if (i < n_shrink) {
             int g = 0;
             while (i >= sa[g + 1]) g++;

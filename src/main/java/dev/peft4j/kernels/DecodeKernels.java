@@ -19,9 +19,6 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * (benchmarks compare the two with it).
  */
 public final class DecodeKernels {
-    private static volatile boolean enabled =
-            !"libtorch".equalsIgnoreCase(System.getProperty("peft4j.decode", "native").trim());
-
     private static final java.util.concurrent.atomic.LongAdder ATTENTION_CALLS =
             new java.util.concurrent.atomic.LongAdder();
 
@@ -52,11 +49,8 @@ public final class DecodeKernels {
      * slot cache on these kernels. {@code -Dpeft4j.decode=libtorch} turns it off for the process.
      */
     public static boolean enabled() {
-        return enabled;
+        return Switch.ENABLED.on();
     }
-
-    private static volatile boolean grouped =
-            !"false".equalsIgnoreCase(System.getProperty("peft4j.decode.group", "true").trim());
 
     /**
      * Whether the native decode step runs a layer's projections that share an input together ({@link #linearGroup},
@@ -65,16 +59,13 @@ public final class DecodeKernels {
      * compare the two with it). Same results either way.
      */
     public static boolean grouped() {
-        return grouped;
+        return Switch.GROUPED.on();
     }
 
     /** Process-wide switch of the grouped projections; see {@link #grouped()}. */
     public static void setGrouped(boolean on) {
-        grouped = on;
+        Switch.GROUPED.set(on);
     }
-
-    private static volatile boolean quantizedLoraFused =
-            !"separate".equalsIgnoreCase(System.getProperty("peft4j.decode.qlora", "fused").trim());
 
     /**
      * Whether LoRA on a quantized Linear runs fused into the quantized product at decode sizes (the adapters' shrink
@@ -84,17 +75,61 @@ public final class DecodeKernels {
      * it). The results differ by float rounding only: one rounding of the sum instead of two in bfloat16.
      */
     public static boolean quantizedLoraFused() {
-        return quantizedLoraFused;
+        return Switch.QUANTIZED_LORA_FUSED.on();
     }
 
     /** Process-wide switch of the fused LoRA on quantized Linears; see {@link #quantizedLoraFused()}. */
     public static void setQuantizedLoraFused(boolean on) {
-        quantizedLoraFused = on;
+        Switch.QUANTIZED_LORA_FUSED.set(on);
     }
 
     /** Process-wide switch of the native decode path; see {@link #enabled()}. */
     public static void setEnabled(boolean on) {
-        enabled = on;
+        Switch.ENABLED.set(on);
+    }
+
+    /**
+     * The process-wide switches of the decode path, each read from its system property once (when this class loads)
+     * and settable at run time (tests and benchmarks compare both settings). Reads and writes are volatile: a step
+     * started before a {@link #set} may still run with the old setting.
+     */
+    public enum Switch {
+        /** {@link #enabled()}: {@code -Dpeft4j.decode=libtorch} turns it off. */
+        ENABLED("peft4j.decode", "libtorch"),
+        /** {@link #grouped()}: {@code -Dpeft4j.decode.group=false} turns it off. */
+        GROUPED("peft4j.decode.group", "false"),
+        /** {@link #quantizedLoraFused()}: {@code -Dpeft4j.decode.qlora=separate} turns it off. */
+        QUANTIZED_LORA_FUSED("peft4j.decode.qlora", "separate"),
+        /**
+         * Whether a LoRA layer serving a mixed batch (per-row adapters) hands out its decode state, so its layers join
+         * the grouped projections: {@code -Dpeft4j.decode.mixedGroup=false} turns it off (each layer then runs its
+         * own mixed forward, with the same result; the benchmarks' baseline).
+         */
+        MIXED_GROUP("peft4j.decode.mixedGroup", "false");
+
+        private final String property;
+        private volatile boolean on;
+
+        Switch(String property, String offValue) {
+            this.property = property;
+            String v = System.getProperty(property);
+            this.on = v == null || !offValue.equalsIgnoreCase(v.trim());
+        }
+
+        /** Whether the switch is on (the default unless its system property gave its off value). */
+        public boolean on() {
+            return on;
+        }
+
+        /** Sets the switch for the whole process. */
+        public void set(boolean value) {
+            on = value;
+        }
+
+        /** The system property read at start-up. */
+        public String property() {
+            return property;
+        }
     }
 
     /**
@@ -492,7 +527,7 @@ public final class DecodeKernels {
                 nd++;
             }
         }
-        boolean fuse = quantizedLoraFused;
+        boolean fuse = quantizedLoraFused();
         QuantizedDecodeLinear[] qs = new QuantizedDecodeLinear[nq];
         long[] qys = new long[nq];
         long[] handles = new long[nd];
@@ -637,7 +672,7 @@ public final class DecodeKernels {
         boolean direct = true;
         boolean lora = false;
         for (DecodeLinear l : members) {
-            direct &= l instanceof QuantizedDecodeLinear q && (q.delta == null || quantizedLoraFused);
+            direct &= l instanceof QuantizedDecodeLinear q && (q.delta == null || quantizedLoraFused());
             lora |= l instanceof QuantizedDecodeLinear q && q.delta != null && q.delta.a.length > 0;
         }
         if (!direct || rows == 0) {

@@ -42,7 +42,29 @@ class MixedDecodeGroupTest {
     void restore() {
         DecodeKernels.setEnabled(true);
         DecodeKernels.setGrouped(true);
+        DecodeKernels.Switch.MIXED_GROUP.set(true);
         Kernels.setActiveIsa(Kernels.bestIsa());
+    }
+
+    @org.junit.jupiter.api.Test
+    void theMixedGroupSwitchDecidesWhetherAMixedBatchHandsOutItsDecodeState() {
+        assertEquals("peft4j.decode.mixedGroup", DecodeKernels.Switch.MIXED_GROUP.property());
+        try (PointerScope scope = new PointerScope();
+                LlamaForCausalLM m = NativeDecodeTest.tinyLlama(ScalarType.Float, "", 33);
+                InferenceMode im = new InferenceMode()) {
+            m.addAdapter(lora(4, "q_proj"), "a");
+            Module q = part(m, "self_attn.q_proj");
+            Tensor x = NativeDecodeTest.randn(9, ScalarType.Float, 2, 1, 64);
+            DecodeLinear[] got = new DecodeLinear[2];
+            for (int k = 0; k < 2; k++) {
+                int kk = k;
+                DecodeKernels.Switch.MIXED_GROUP.set(k == 0);
+                BaseTunerLayer.withAdapterNames(List.of("a", "__base__"),
+                        () -> got[kk] = ((DecodeLinearSource) q).decodeLinear(x));
+            }
+            assertTrue(got[0] != null, "switch on: the mixed batch's state joins the group");
+            assertTrue(got[1] == null, "switch off: the layer runs its own mixed forward");
+        }
     }
 
     private static LoraConfig lora(int r, String... targets) {

@@ -329,7 +329,8 @@ public final class LoraLayer extends BaseTunerLayer implements DecodeLinearSourc
     public DecodeLinear decodeLinear(Tensor x) {
         List<String> perSample = currentAdapterNames();
         if (perSample != null) {
-            return disabled() || merged() || !MIXED_GROUPED ? null : mixedDecodeLinear(x, perSample);
+            boolean grouped = dev.peft4j.kernels.DecodeKernels.Switch.MIXED_GROUP.on();
+            return disabled() || merged() || !grouped ? null : mixedDecodeLinear(x, perSample);
         }
         if (disabled() || merged()) {
             // disabled and merged: forward unmerges first, so leave it to forward
@@ -351,14 +352,6 @@ public final class LoraLayer extends BaseTunerLayer implements DecodeLinearSourc
             return activeNative.decodeLinear(x);
         }
     }
-
-    /**
-     * Whether a mixed batch hands out its decode state (its layers then join the grouped decode projections); off with
-     * {@code -Dpeft4j.decode.mixedGroup=false}, the baseline of the benchmarks (each layer then runs its own mixed
-     * forward, with the same result).
-     */
-    private static final boolean MIXED_GROUPED =
-            !"false".equalsIgnoreCase(System.getProperty("peft4j.decode.mixedGroup", "true").trim());
 
     /**
      * The decode state of a mixed batch: the layer's adapters as slots with each row's adapter index, as

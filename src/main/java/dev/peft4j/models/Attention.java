@@ -118,7 +118,7 @@ final class Attention {
             return q.matmul(kv.transpose(-2, -1)).mul(new Scalar(scale)).softmax(-1).matmul(vv);
         }
         TensorOptional m = mask == null ? new TensorOptional() : new TensorOptional(mask);
-        ScalarType dt = q.scalar_type();
+        ScalarType dt = q.scalar_type().intern(); // a returned enum is a new object: == needs intern()
         if (q.is_cpu() && (dt == ScalarType.BFloat16 || dt == ScalarType.Half)) {
             // libtorch's CPU attention in 16 bits runs its products on a generic scalar GEMM (TinyLlama prefill
             // shape, 22 layers: ~14x the float32 time); float32 products, then one rounding of the output, are

@@ -108,6 +108,14 @@ final class Attention {
 
     /** As above, with dropout {@code p} on the attention probabilities (pass 0 in eval mode). */
     static Tensor sdpa(Tensor q, Tensor k, Tensor v, Tensor mask, double scale, double dropout) {
+        return sdpa(q, k, v, mask, scale, dropout, false);
+    }
+
+    /**
+     * As above; {@code causal} (with a null mask, q and k of one length): query {@code i} sees keys {@code 0..i}, the
+     * mask left to libtorch's kernel, which then skips the blocks above the diagonal.
+     */
+    static Tensor sdpa(Tensor q, Tensor k, Tensor v, Tensor mask, double scale, double dropout, boolean causal) {
         if (q.is_meta() && mask != null) {
             dev.peft4j.nn.DeviceOps.requireSameDevice("attention mask", mask, q);
         }
@@ -124,10 +132,10 @@ final class Attention {
             // shape, 22 layers: ~14x the float32 time); float32 products, then one rounding of the output, are
             // faster and no less accurate than its float32-accumulated 16-bit kernel
             Tensor o = torch.scaled_dot_product_attention(q.to(ScalarType.Float), k.to(ScalarType.Float),
-                    v.to(ScalarType.Float), m, dropout, false, new DoubleOptional(scale), false);
+                    v.to(ScalarType.Float), m, dropout, causal, new DoubleOptional(scale), false);
             return o.to(dt);
         }
-        return torch.scaled_dot_product_attention(q, k, v, m, dropout, false, new DoubleOptional(scale), false);
+        return torch.scaled_dot_product_attention(q, k, v, m, dropout, causal, new DoubleOptional(scale), false);
     }
 
     /** Repeats each of {@code kvHeads} heads {@code groups} times along dim 1 (transformers' {@code repeat_kv}). */

@@ -129,7 +129,9 @@ public final class LlamaModel extends PreTrainedModel {
         final long kl = keyLength;
         KvStore kv = (layer, k, v) -> cache.writeAndRead(layer, index, slotOf, kl, k, v);
         if (nativeDecodeEligible(inputIds, cache)) {
-            return nativePrefill(inputIds, qpos, mask, fullMask, kv);
+            // every row a whole prompt: the causal mask is libtorch's own (it skips the blocks above the diagonal)
+            boolean causal = !ragged && past[0] == 0 && cfg.slidingWindow <= 0;
+            return nativePrefill(inputIds, qpos, causal ? null : mask, causal ? null : fullMask, causal, kv);
         }
         return decoder(inputIds, pos, mask, fullMask, kv);
     }
@@ -208,10 +210,12 @@ public final class LlamaModel extends PreTrainedModel {
      * (up to float32 summation order) with the small ops on the native kernels, as the decode step runs them: each
      * residual add fused with the norm after it, RoPE applied in place to the projections' outputs at the positions
      * {@code qpos} ({@code [B · T]}, row-major). Attention is {@link Attention#sdpa} over the slot (libtorch's
-     * flash attention). Only each row's last position reaches the head, so the last layer projects its queries and
+     * flash attention), under {@code mask} / {@code fullMask}, or, when {@code causal} (null masks: every row a whole
+     * prompt), libtorch's causal one. Only each row's last position reaches the head, so the last layer projects its queries and
      * runs attention, o_proj and the MLP for that position alone; it returns {@code [B, 1, hidden]}.
      */
-    private Tensor nativePrefill(Tensor inputIds, long[] qpos, Tensor mask, Tensor fullMask, KvStore kv) {
+    private Tensor nativePrefill(Tensor inputIds, long[] qpos, Tensor mask, Tensor fullMask, boolean causal,
+            KvStore kv) {
         NATIVE_PREFILLS.increment();
         long batch = inputIds.size(0);
         long q = inputIds.size(1);
@@ -232,7 +236,7 @@ public final class LlamaModel extends PreTrainedModel {
                     : DecodeKernels.addRmsNorm(x, contiguous(pending), in.weight(), in.eps());
             Tensor m = cfg.slidingLayers[i] ? mask : fullMask;
             Tensor a = ((LlamaAttention) l.part("self_attn")).forwardPrefill(h, qpos, last ? lastPos : null, invFreq,
-                    m, kv, i);
+                    m, causal, kv, i);
             if (last) {
                 x = x.narrow(1, q - 1, 1).contiguous();
             }
@@ -398,11 +402,11 @@ public final class LlamaModel extends PreTrainedModel {
         /**
          * The attention of a prefill ({@code h} {@code [B, T, hidden]}, normed) on the native RoPE: q, k and v
          * projected, RoPE applied in place at positions {@code qpos} ({@code [B · T]}), k and v stored through
-         * {@code cache}, then SDPA under {@code mask} and o_proj. With {@code lastPos} (each row's last position) the
+         * {@code cache}, then SDPA under {@code mask} (or causal, when {@code causal}) and o_proj. With {@code lastPos} (each row's last position) the
          * queries, the attention and o_proj are of that position alone: {@code [B, 1, hidden]}.
          */
-        Tensor forwardPrefill(Tensor h, long[] qpos, long[] lastPos, Tensor invFreq, Tensor mask, KvStore cache,
-                int index) {
+        Tensor forwardPrefill(Tensor h, long[] qpos, long[] lastPos, Tensor invFreq, Tensor mask, boolean causal,
+                KvStore cache, int index) {
             long b = h.size(0);
             long t = h.size(1);
             long tq = lastPos == null ? t : 1;
@@ -417,8 +421,10 @@ public final class LlamaModel extends PreTrainedModel {
                     v.view(b, t, numKvHeads, headDim).transpose(1, 2));
             long groups = numHeads / numKvHeads;
             Tensor m = mask == null || lastPos == null ? mask : mask.narrow(2, t - 1, 1);
+            // the last position alone sees every key: no mask then
             Tensor o = Attention.sdpa(q.view(b, tq, numHeads, headDim).transpose(1, 2),
-                    Attention.repeatKv(kv[0], groups), Attention.repeatKv(kv[1], groups), m, scale);
+                    Attention.repeatKv(kv[0], groups), Attention.repeatKv(kv[1], groups), m, scale, 0.0,
+                    causal && lastPos == null);
             return layer("o_proj").forward(o.transpose(1, 2).reshape(b, tq, numHeads * headDim));
         }
 

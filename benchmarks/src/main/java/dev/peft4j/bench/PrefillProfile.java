@@ -138,6 +138,8 @@ public final class PrefillProfile {
         Tensor mask = causalMask(t);
         sum += row("attention: repeat kv + SDPA in float32 × " + layers, reps,
                 () -> attention(cache, q4, t, heads, kvHeads, dim, dt, mask, true), layers);
+        row("alt: attention, SDPA in float32, is_causal × " + layers, reps,
+                () -> attention(cache, q4, t, heads, kvHeads, dim, dt, null, true), layers);
         if (dt != ScalarType.Float) {
             row("alt: attention, libtorch's " + dt + " SDPA × " + layers, reps,
                     () -> attention(cache, q4, t, heads, kvHeads, dim, dt, mask, false), layers);
@@ -167,7 +169,7 @@ public final class PrefillProfile {
     }
 
     private static Tensor invFreq(ModelConfig c, long dim) {
-        double theta = c.has("rope_theta") ? c.getDouble("rope_theta") : 10000.0;
+        double theta = c.getDouble("rope_theta", 10000.0);
         float[] f = new float[(int) dim / 2];
         for (int i = 0; i < f.length; i++) {
             f[i] = (float) (1.0 / Math.pow(theta, 2.0 * i / dim));
@@ -208,12 +210,14 @@ public final class PrefillProfile {
         k = k.unsqueeze(2).expand(1, kvHeads, g, t, dim).reshape(1, heads, t, dim);
         v = v.unsqueeze(2).expand(1, kvHeads, g, t, dim).reshape(1, heads, t, dim);
         DoubleOptional scale = new DoubleOptional(1.0 / Math.sqrt(dim));
+        TensorOptional m = mask == null ? new TensorOptional() : new TensorOptional(mask);
+        boolean causal = mask == null;
         if (inFloat32 && dt != ScalarType.Float) {
             Tensor o = torch.scaled_dot_product_attention(q.to(ScalarType.Float), k.to(ScalarType.Float),
-                    v.to(ScalarType.Float), new TensorOptional(mask), 0.0, false, scale, false);
+                    v.to(ScalarType.Float), m, 0.0, causal, scale, false);
             return o.to(dt).transpose(1, 2).reshape(1, t, heads * dim);
         }
-        return torch.scaled_dot_product_attention(q, k, v, new TensorOptional(mask), 0.0, false, scale, false)
+        return torch.scaled_dot_product_attention(q, k, v, m, 0.0, causal, scale, false)
                 .transpose(1, 2).reshape(1, t, heads * dim);
     }
 

@@ -108,6 +108,14 @@ final class Attention {
 
     /** As above, with dropout {@code p} on the attention probabilities (pass 0 in eval mode). */
     static Tensor sdpa(Tensor q, Tensor k, Tensor v, Tensor mask, double scale, double dropout) {
+        return sdpa(q, k, v, mask, scale, dropout, false);
+    }
+
+    /**
+     * As above; {@code causal} (with a null mask, q and k of one length): query {@code i} sees keys {@code 0..i}, the
+     * mask left to libtorch's kernel, which then skips the blocks above the diagonal.
+     */
+    static Tensor sdpa(Tensor q, Tensor k, Tensor v, Tensor mask, double scale, double dropout, boolean causal) {
         if (q.is_meta() && mask != null) {
             dev.peft4j.nn.DeviceOps.requireSameDevice("attention mask", mask, q);
         }
@@ -118,16 +126,16 @@ final class Attention {
             return q.matmul(kv.transpose(-2, -1)).mul(new Scalar(scale)).softmax(-1).matmul(vv);
         }
         TensorOptional m = mask == null ? new TensorOptional() : new TensorOptional(mask);
-        ScalarType dt = q.scalar_type();
+        ScalarType dt = q.scalar_type().intern(); // a returned enum is a new object: == needs intern()
         if (q.is_cpu() && (dt == ScalarType.BFloat16 || dt == ScalarType.Half)) {
             // libtorch's CPU attention in 16 bits runs its products on a generic scalar GEMM (TinyLlama prefill
             // shape, 22 layers: ~14x the float32 time); float32 products, then one rounding of the output, are
             // faster and no less accurate than its float32-accumulated 16-bit kernel
             Tensor o = torch.scaled_dot_product_attention(q.to(ScalarType.Float), k.to(ScalarType.Float),
-                    v.to(ScalarType.Float), m, dropout, false, new DoubleOptional(scale), false);
+                    v.to(ScalarType.Float), m, dropout, causal, new DoubleOptional(scale), false);
             return o.to(dt);
         }
-        return torch.scaled_dot_product_attention(q, k, v, m, dropout, false, new DoubleOptional(scale), false);
+        return torch.scaled_dot_product_attention(q, k, v, m, dropout, causal, new DoubleOptional(scale), false);
     }
 
     /** Repeats each of {@code kvHeads} heads {@code groups} times along dim 1 (transformers' {@code repeat_kv}). */

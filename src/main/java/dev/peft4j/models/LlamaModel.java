@@ -22,6 +22,8 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * {@code layers.N.{input,post_attention}_layernorm.weight}, {@code norm.weight}.
  */
 public final class LlamaModel extends PreTrainedModel {
+    private static final java.util.concurrent.atomic.LongAdder NATIVE_PREFILLS =
+            new java.util.concurrent.atomic.LongAdder();
     final LlamaConfig cfg;
     // float32 [head_dim/2]: not a buffer, so that to(bfloat16) leaves it in float32 as transformers' RoPE computes
     private Tensor invFreq; // float32, not a buffer: to(dtype) leaves it float32
@@ -82,7 +84,9 @@ public final class LlamaModel extends PreTrainedModel {
      * The last hidden states {@code [B, T, hidden]} for {@code inputIds} {@code [B, T]} over a {@link SlotKVCache}:
      * row {@code i} continues the sequence in slot {@code slotOf[i]}, which holds {@code past[i]} positions; its new
      * tokens take positions {@code past[i] ..}, are written into the slot and attend to the slot's positions only.
-     * Must run inside a {@link PointerScope}.
+     * Only the last position feeds the head ({@link CausalLM#forwardSlots}): on the native path the result is
+     * {@code [B, 1, hidden]}, the last layer computing its queries, attention output and MLP for that position
+     * alone (its keys and values still for every position, into the cache). Must run inside a {@link PointerScope}.
      */
     Tensor hiddenStatesSlots(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
         Attention.checkIds("input_ids", inputIds);
@@ -123,8 +127,13 @@ public final class LlamaModel extends PreTrainedModel {
         }
         Tensor index = cache.writeIndex(slotOf, past, q);
         final long kl = keyLength;
-        return decoder(inputIds, pos, mask, fullMask,
-                (layer, k, v) -> cache.writeAndRead(layer, index, slotOf, kl, k, v));
+        KvStore kv = (layer, k, v) -> cache.writeAndRead(layer, index, slotOf, kl, k, v);
+        if (nativeDecodeEligible(inputIds, cache)) {
+            // every row a whole prompt: the causal mask is libtorch's own (it skips the blocks above the diagonal)
+            boolean causal = !ragged && past[0] == 0 && cfg.slidingWindow <= 0;
+            return nativePrefill(inputIds, qpos, causal ? null : mask, causal ? null : fullMask, causal, kv);
+        }
+        return decoder(inputIds, pos, mask, fullMask, kv);
     }
 
     /**
@@ -194,6 +203,54 @@ public final class LlamaModel extends PreTrainedModel {
         RMSNorm norm = (RMSNorm) child("norm");
         return pending == null ? DecodeKernels.rmsNorm(x, norm.weight(), norm.eps())
                 : DecodeKernels.addRmsNorm(x, contiguous(pending), norm.weight(), norm.eps());
+    }
+
+    /**
+     * Several new tokens per row over the slot cache (a prompt, or a chunk of one): the libtorch decoder's numbers
+     * (up to float32 summation order) with the small ops on the native kernels, as the decode step runs them: each
+     * residual add fused with the norm after it, RoPE applied in place to the projections' outputs at the positions
+     * {@code qpos} ({@code [B · T]}, row-major). Attention is {@link Attention#sdpa} over the slot (libtorch's
+     * flash attention), under {@code mask} / {@code fullMask}, or, when {@code causal} (null masks: every row a whole
+     * prompt), libtorch's causal one. Only each row's last position reaches the head, so the last layer projects its queries and
+     * runs attention, o_proj and the MLP for that position alone; it returns {@code [B, 1, hidden]}.
+     */
+    private Tensor nativePrefill(Tensor inputIds, long[] qpos, Tensor mask, Tensor fullMask, boolean causal,
+            KvStore kv) {
+        NATIVE_PREFILLS.increment();
+        long batch = inputIds.size(0);
+        long q = inputIds.size(1);
+        long[] lastPos = new long[(int) batch];
+        for (int i = 0; i < batch; i++) {
+            lastPos[i] = qpos[(int) (i * q + q - 1)];
+        }
+        // a copy: the residual stream is updated in place by the fused add + norm
+        Tensor x = layer("embed_tokens").forward(inputIds).clone();
+        @SuppressWarnings("unchecked")
+        ModuleList<Module> layers = (ModuleList<Module>) child("layers");
+        Tensor pending = null; // the last MLP output, added into x by the next norm
+        for (int i = 0; i < cfg.numLayers; i++) {
+            LlamaDecoderLayer l = (LlamaDecoderLayer) layers.get(i);
+            boolean last = i == cfg.numLayers - 1;
+            RMSNorm in = (RMSNorm) l.part("input_layernorm");
+            Tensor h = pending == null ? DecodeKernels.rmsNorm(x, in.weight(), in.eps())
+                    : DecodeKernels.addRmsNorm(x, contiguous(pending), in.weight(), in.eps());
+            Tensor m = cfg.slidingLayers[i] ? mask : fullMask;
+            Tensor a = ((LlamaAttention) l.part("self_attn")).forwardPrefill(h, qpos, last ? lastPos : null, invFreq,
+                    m, causal, kv, i);
+            if (last) {
+                x = x.narrow(1, q - 1, 1).contiguous();
+            }
+            RMSNorm post = (RMSNorm) l.part("post_attention_layernorm");
+            Tensor h2 = DecodeKernels.addRmsNorm(x, contiguous(a), post.weight(), post.eps());
+            pending = ((dev.peft4j.nn.Layer) l.part("mlp")).forward(h2);
+        }
+        RMSNorm norm = (RMSNorm) child("norm");
+        return DecodeKernels.addRmsNorm(x, contiguous(pending), norm.weight(), norm.eps());
+    }
+
+    /** Forwards of several tokens per row that took {@link #nativePrefill} since the class loaded (for tests). */
+    static long nativePrefills() {
+        return NATIVE_PREFILLS.sum();
     }
 
     private static Tensor contiguous(Tensor t) {
@@ -340,6 +397,35 @@ public final class LlamaModel extends PreTrainedModel {
             Tensor o = DecodeKernels.ropeAttention(q, k, v, cache.keys(index), cache.values(index), slotOf, past,
                     window, scale, 0, invFreq, 1.0);
             return layer("o_proj").forward(o);
+        }
+
+        /**
+         * The attention of a prefill ({@code h} {@code [B, T, hidden]}, normed) on the native RoPE: q, k and v
+         * projected, RoPE applied in place at positions {@code qpos} ({@code [B · T]}), k and v stored through
+         * {@code cache}, then SDPA under {@code mask} (or causal, when {@code causal}) and o_proj. With {@code lastPos} (each row's last position) the
+         * queries, the attention and o_proj are of that position alone: {@code [B, 1, hidden]}.
+         */
+        Tensor forwardPrefill(Tensor h, long[] qpos, long[] lastPos, Tensor invFreq, Tensor mask, boolean causal,
+                KvStore cache, int index) {
+            long b = h.size(0);
+            long t = h.size(1);
+            long tq = lastPos == null ? t : 1;
+            Tensor q = layer("q_proj").forward(lastPos == null ? h : h.narrow(1, t - 1, 1));
+            Tensor k = layer("k_proj").forward(h);
+            Tensor v = layer("v_proj").forward(h);
+            q = q.is_contiguous() ? q : q.contiguous();
+            k = k.is_contiguous() ? k : k.contiguous();
+            DecodeKernels.rope(q, numHeads, lastPos == null ? qpos : lastPos, invFreq);
+            DecodeKernels.rope(k, numKvHeads, qpos, invFreq);
+            Tensor[] kv = cache.update(index, k.view(b, t, numKvHeads, headDim).transpose(1, 2),
+                    v.view(b, t, numKvHeads, headDim).transpose(1, 2));
+            long groups = numHeads / numKvHeads;
+            Tensor m = mask == null || lastPos == null ? mask : mask.narrow(2, t - 1, 1);
+            // the last position alone sees every key: no mask then
+            Tensor o = Attention.sdpa(q.view(b, tq, numHeads, headDim).transpose(1, 2),
+                    Attention.repeatKv(kv[0], groups), Attention.repeatKv(kv[1], groups), m, scale, 0.0,
+                    causal && lastPos == null);
+            return layer("o_proj").forward(o.transpose(1, 2).reshape(b, tq, numHeads * headDim));
         }
 
         /** {@code x·cos + rotate_half(x)·sin}, rotate_half(x) = cat(-x2, x1) over the last dim. */

@@ -9,8 +9,8 @@
 //   tasks of 4, w+s       the same, the scales prefetched too
 //   contiguous, w         each thread a contiguous range of panels (peft4j_qdecode.h), only the weights prefetched
 //   contiguous, w+s       the same, the scales prefetched too
-//   library               quant_linear_group / quant_linear_panels as they are (tasks of 4, w+s)
-//   library, contiguous   the same with PEFT4J_DECODE_SPLIT=contiguous (contiguous, w+s)
+//   library, tasks        quant_linear_group / quant_linear_panels with the split set to tasks of 4 (w+s)
+//   library, contiguous   the same with the contiguous ranges, the library's default (contiguous, w+s)
 //
 // The copies (AVX-512 VNNI only) take the prefetches as a run-time switch; the library row shows they time as the
 // library does. Weights are random bytes with small fp16 scales (the time does not depend on the values).
@@ -212,7 +212,7 @@ int main(int argc, char** argv) {
                                      {"tasks of 4, w+s", 1, false, true},
                                      {"contiguous, w", 1, true, false},
                                      {"contiguous, w+s", 1, true, true},
-                                     {"library", 0, false, true},
+                                     {"library, tasks", 0, false, true},
                                      {"library, contiguous", 0, true, true}};
     const bool split = decode_split_contiguous();
     std::printf("%-4s %-20s %9s %7s %16s\n", "M", "split, prefetch", "ms/pass", "GB/s", "ratio (median)");

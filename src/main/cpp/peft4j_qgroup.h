@@ -1,7 +1,7 @@
 // Several quantized Linears over the same input at decode sizes (a layer's q, k, v; its gate and up), in one
 // parallel region: x is quantized once (llama.cpp's Q8_0 of each row and its per-block sums, as quant_linear_panels
 // does), then every member's panels run as tasks of one region through the same panel_span as each layer's own
-// product (below 8 rows with PEFT4J_DECODE_SPLIT=contiguous: as one run of units split in contiguous ranges,
+// product (below 8 rows, unless PEFT4J_DECODE_SPLIT=tasks: as one run of units split in contiguous ranges,
 // peft4j_qdecode.h). Each output row sums its blocks in one panel_rows call, whatever thread runs it, so every
 // member's output equals its own quant_linear_panels bit for bit.
 #pragma once

@@ -44,8 +44,8 @@ inline void quant_linear_group(int path, const QuantGroupMember* L, int n, const
         });
         return;
     }
-    // task t of member g covers its panels t·per ..
-    const int64_t per = M >= 8 ? 1 : 4;
+    // task t of member g covers its panels t·per .. (from 8 rows on, pairs of panels: the prefill tile's 2 panels)
+    const int64_t per = M >= 8 ? kPanelsPerTask : 4;
     std::vector<int64_t> first((size_t) n + 1, 0);
     for (int g = 0; g < n; g++) first[(size_t) g + 1] = first[(size_t) g] + (panel_count(L[g].N) + per - 1) / per;
     const std::function<void(int64_t)> task = [&](int64_t t) {

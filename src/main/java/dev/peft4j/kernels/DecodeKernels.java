@@ -678,19 +678,7 @@ public final class DecodeKernels {
         if (!direct || rows == 0) {
             Tensor[] gu = quantizedGroup(x, rows, members, null);
             Tensor y = torch.empty(outShape(x, inter), options(gate.dtype()), NO_FORMAT);
-            // row by row, as the native gated call runs its activation and product
-            int dt = Kernels.dtypeCode("x", x);
-            long elem = dt == 0 ? 4 : 2;
-            long g0 = gu[0].data_ptr().address();
-            long u0 = up != null ? gu[1].data_ptr().address() : g0 + inter * elem;
-            long stride = (up != null ? inter : 2 * inter) * elem;
-            for (long m = 0; m < rows; m++) {
-                NativeKernels.peft4j_act_mul(dt, act.ordinal(), y.data_ptr().address() + m * inter * elem,
-                        g0 + m * stride, u0 + m * stride, inter);
-            }
-            for (Tensor t : gu) {
-                t.close();
-            }
+            actMulRows(y, gu, up != null, Kernels.dtypeCode("x", x), rows, inter, act);
             return y;
         }
         int n = members.length;
@@ -877,11 +865,21 @@ public final class DecodeKernels {
             return y;
         }
         Tensor[] gu = perRowGroup(x, rows, members);
-        // row by row, as the native gated call runs its activation and product
+        actMulRows(y, gu, up != null, dt, rows, inter, act);
+        return y;
+    }
+
+    /**
+     * {@code y[m] = act(gate[m])·up[m]} row by row, as the native gated call runs its activation and product, from
+     * the group outputs {@code gu} (gate and up, or one fused {@code [rows, 2·inter]} output when {@code !hasUp}),
+     * which it closes.
+     */
+    private static void actMulRows(Tensor y, Tensor[] gu, boolean hasUp, int dt, long rows, long inter,
+            GateActivation act) {
         long elem = dt == 0 ? 4 : 2;
         long g0 = gu[0].data_ptr().address();
-        long u0 = up != null ? gu[1].data_ptr().address() : g0 + inter * elem;
-        long stride = (up != null ? inter : 2 * inter) * elem;
+        long u0 = hasUp ? gu[1].data_ptr().address() : g0 + inter * elem;
+        long stride = (hasUp ? inter : 2 * inter) * elem;
         for (long m = 0; m < rows; m++) {
             NativeKernels.peft4j_act_mul(dt, act.ordinal(), y.data_ptr().address() + m * inter * elem,
                     g0 + m * stride, u0 + m * stride, inter);
@@ -889,6 +887,5 @@ public final class DecodeKernels {
         for (Tensor t : gu) {
             t.close();
         }
-        return y;
     }
 }

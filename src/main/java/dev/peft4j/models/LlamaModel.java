@@ -183,26 +183,22 @@ public final class LlamaModel extends PreTrainedModel {
      * (bf16: the roundings of transformers' ops, and libtorch's SDPA rounding of probabilities aside).
      */
     private Tensor nativeDecodeStep(Tensor inputIds, SlotKVCache cache, int[] slotOf, long[] past) {
-        // a copy: the residual stream is updated in place by the fused add + norm
-        Tensor x = layer("embed_tokens").forward(inputIds).clone();
+        Tensor x = residualStream(inputIds);
         @SuppressWarnings("unchecked")
         ModuleList<Module> layers = (ModuleList<Module>) child("layers");
         Tensor pending = null; // the last MLP output, added into x by the next norm
         for (int i = 0; i < cfg.numLayers; i++) {
             LlamaDecoderLayer l = (LlamaDecoderLayer) layers.get(i);
             RMSNorm in = (RMSNorm) l.part("input_layernorm");
-            Tensor h = pending == null ? DecodeKernels.rmsNorm(x, in.weight(), in.eps())
-                    : DecodeKernels.addRmsNorm(x, contiguous(pending), in.weight(), in.eps());
+            Tensor h = addNorm(x, pending, in);
             Tensor a = ((LlamaAttention) l.part("self_attn")).forwardDecode(h, cache, i, slotOf, past, invFreq,
                     cfg.slidingLayers[i] ? cfg.slidingWindow : 0);
             RMSNorm post = (RMSNorm) l.part("post_attention_layernorm");
-            Tensor h2 = DecodeKernels.addRmsNorm(x, contiguous(a), post.weight(), post.eps());
+            Tensor h2 = addNorm(x, a, post);
             Module mlp = l.part("mlp");
             pending = mlp instanceof LlamaMLP m ? m.forwardDecode(h2) : ((dev.peft4j.nn.Layer) mlp).forward(h2);
         }
-        RMSNorm norm = (RMSNorm) child("norm");
-        return pending == null ? DecodeKernels.rmsNorm(x, norm.weight(), norm.eps())
-                : DecodeKernels.addRmsNorm(x, contiguous(pending), norm.weight(), norm.eps());
+        return addNorm(x, pending, (RMSNorm) child("norm"));
     }
 
     /**
@@ -223,8 +219,7 @@ public final class LlamaModel extends PreTrainedModel {
         for (int i = 0; i < batch; i++) {
             lastPos[i] = qpos[(int) (i * q + q - 1)];
         }
-        // a copy: the residual stream is updated in place by the fused add + norm
-        Tensor x = layer("embed_tokens").forward(inputIds).clone();
+        Tensor x = residualStream(inputIds);
         @SuppressWarnings("unchecked")
         ModuleList<Module> layers = (ModuleList<Module>) child("layers");
         Tensor pending = null; // the last MLP output, added into x by the next norm
@@ -232,8 +227,7 @@ public final class LlamaModel extends PreTrainedModel {
             LlamaDecoderLayer l = (LlamaDecoderLayer) layers.get(i);
             boolean last = i == cfg.numLayers - 1;
             RMSNorm in = (RMSNorm) l.part("input_layernorm");
-            Tensor h = pending == null ? DecodeKernels.rmsNorm(x, in.weight(), in.eps())
-                    : DecodeKernels.addRmsNorm(x, contiguous(pending), in.weight(), in.eps());
+            Tensor h = addNorm(x, pending, in);
             Tensor m = cfg.slidingLayers[i] ? mask : fullMask;
             Tensor a = ((LlamaAttention) l.part("self_attn")).forwardPrefill(h, qpos, last ? lastPos : null, invFreq,
                     m, causal, kv, i);
@@ -241,11 +235,10 @@ public final class LlamaModel extends PreTrainedModel {
                 x = x.narrow(1, q - 1, 1).contiguous();
             }
             RMSNorm post = (RMSNorm) l.part("post_attention_layernorm");
-            Tensor h2 = DecodeKernels.addRmsNorm(x, contiguous(a), post.weight(), post.eps());
+            Tensor h2 = addNorm(x, a, post);
             pending = ((dev.peft4j.nn.Layer) l.part("mlp")).forward(h2);
         }
-        RMSNorm norm = (RMSNorm) child("norm");
-        return DecodeKernels.addRmsNorm(x, contiguous(pending), norm.weight(), norm.eps());
+        return addNorm(x, pending, (RMSNorm) child("norm"));
     }
 
     /** Forwards of several tokens per row that took {@link #nativePrefill} since the class loaded (for tests). */
@@ -255,6 +248,20 @@ public final class LlamaModel extends PreTrainedModel {
 
     private static Tensor contiguous(Tensor t) {
         return t.is_contiguous() ? t : t.contiguous();
+    }
+
+    /** The embeddings of {@code inputIds} as a copy: the native paths update the residual stream in place. */
+    private Tensor residualStream(Tensor inputIds) {
+        return layer("embed_tokens").forward(inputIds).clone();
+    }
+
+    /**
+     * {@code norm(x)}, or {@code norm(x += pending)} with the add done in place in one native call when
+     * {@code pending} (the last sub-layer's output) is not null.
+     */
+    private static Tensor addNorm(Tensor x, Tensor pending, RMSNorm norm) {
+        return pending == null ? DecodeKernels.rmsNorm(x, norm.weight(), norm.eps())
+                : DecodeKernels.addRmsNorm(x, contiguous(pending), norm.weight(), norm.eps());
     }
 
     /**
